@@ -1,0 +1,450 @@
+#!/usr/bin/env bash
+# pgbench -S throughput through pgmlcat, beside direct Postgres and PgBouncer.
+#
+# Builds a throwaway PostgreSQL 15 cluster on a free loopback port, loads it
+# with `pgbench -i -s 10`, starts PgBouncer and pgmlcat in front of it (both in
+# transaction mode, same pool size), then runs `pgbench -S` against the three
+# targets, interleaved (round -> scenario -> target) so that drift on the
+# machine hits every target alike. Prints the median TPS per scenario and the
+# ratios between targets, and writes the same table as markdown to
+# benches/results/pgbench-<date>.md.
+#
+# Usage: benches/pgbench.sh            (from anywhere; paths are repo-relative)
+#
+# Environment knobs:
+#   DURATION=10        seconds per pgbench run (-T)
+#   ROUNDS=3           interleaved rounds; the table shows the median
+#   POOL_SIZE=10       server connections per pool (PgBouncer and pgmlcat)
+#   SCENARIOS=...      optional filter: comma/space separated names or globs,
+#                      e.g. "simple-16,prepared-*". Names: simple-16
+#                      extended-16 prepared-16 simple-64 extended-64
+#                      prepared-64 connect-16
+#   PGMLCAT_BIN=...    pgmlcat binary (default ./target/release/pgmlcat)
+#   NO_BUILD=1         do not run `cargo build --release` when it is missing
+#   SKIP_PGMLCAT=1     do not start pgmlcat at all; its columns print n/a
+#   PGMLCAT_LOG_LEVEL  --log-level passed to pgmlcat (default warn)
+#   PG_BIN             PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
+#   RESULTS_DIR        where the markdown goes (default benches/results)
+#
+# Needs: PostgreSQL 15 server binaries, pgbouncer (apt-get install -y
+# pgbouncer), python3. Run as root (Postgres and PgBouncer then run as the
+# `postgres` OS user) or as an ordinary user.
+
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+
+DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
+POOL_SIZE="${POOL_SIZE:-10}"
+SCENARIOS="${SCENARIOS:-}"
+PGMLCAT_BIN="${PGMLCAT_BIN:-$REPO_ROOT/target/release/pgmlcat}"
+PGMLCAT_LOG_LEVEL="${PGMLCAT_LOG_LEVEL:-warn}"
+NO_BUILD="${NO_BUILD:-0}"
+SKIP_PGMLCAT="${SKIP_PGMLCAT:-0}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/benches/results}"
+PGBOUNCER_BIN="${PGBOUNCER_BIN:-$(command -v pgbouncer || true)}"
+
+DB=app
+DB_USER=app
+DB_PASS=app_pw
+
+log() { printf '[pgbench.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for v in DURATION ROUNDS POOL_SIZE; do
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+
+# ---------------------------------------------------------------- prerequisites
+for b in initdb pg_ctl pgbench psql; do
+  [[ -x "$PG_BIN/$b" ]] || die "$PG_BIN/$b not found (install postgresql-15)"
+done
+command -v python3 >/dev/null || die "python3 is required"
+[[ -n "$PGBOUNCER_BIN" && -x "$PGBOUNCER_BIN" ]] ||
+  die "pgbouncer not found; install it with: apt-get update && apt-get install -y pgbouncer"
+
+if [[ "$SKIP_PGMLCAT" != 1 ]]; then
+  if [[ ! -x "$PGMLCAT_BIN" ]]; then
+    if [[ "$NO_BUILD" == 1 ]]; then
+      die "$PGMLCAT_BIN missing and NO_BUILD=1 (set SKIP_PGMLCAT=1 to bench without it)"
+    fi
+    log "building pgmlcat (cargo build --release)"
+    (cd "$REPO_ROOT" && cargo build --release) || die "cargo build --release failed"
+    [[ -x "$PGMLCAT_BIN" ]] || die "$PGMLCAT_BIN still missing after the build"
+  fi
+fi
+
+# Run a command as the postgres OS user when we are root (Postgres and
+# PgBouncer refuse to run as root).
+as_pg() {
+  if [[ "$(id -u)" == 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+if [[ "$(id -u)" == 0 ]]; then
+  id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user"
+fi
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+version_ge() { # version_ge A B: A >= B
+  [[ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" == "$2" ]]
+}
+
+# ---------------------------------------------------------------- cleanup
+TMP_DIR=""
+PG_STARTED=0
+PGMLCAT_PID=""
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  if [[ -n "$PGMLCAT_PID" ]] && kill -0 "$PGMLCAT_PID" 2>/dev/null; then
+    log "stopping pgmlcat (pid $PGMLCAT_PID)"
+    kill -TERM "$PGMLCAT_PID" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$PGMLCAT_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PGMLCAT_PID" 2>/dev/null
+    wait "$PGMLCAT_PID" 2>/dev/null
+  fi
+  if [[ -n "$TMP_DIR" && -s "$TMP_DIR/pgbouncer.pid" ]]; then
+    local bpid
+    bpid="$(cat "$TMP_DIR/pgbouncer.pid")"
+    if [[ -n "$bpid" ]] && kill -0 "$bpid" 2>/dev/null; then
+      log "stopping pgbouncer (pid $bpid)"
+      kill -TERM "$bpid" 2>/dev/null
+      for _ in $(seq 1 50); do kill -0 "$bpid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$bpid" 2>/dev/null
+    fi
+  fi
+  if [[ "$PG_STARTED" == 1 ]]; then
+    log "stopping postgres"
+    as_pg "$PG_BIN/pg_ctl" -D "$TMP_DIR/data" -m immediate -w stop >/dev/null 2>&1
+  fi
+  if [[ -n "$TMP_DIR" && -d "$TMP_DIR" ]]; then
+    rm -rf -- "$TMP_DIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+TMP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pgmlcat-bench.XXXXXX")"
+chmod 777 "$TMP_DIR"
+
+show_log_tail() { # file
+  [[ -f "$1" ]] && { log "--- tail of $1 ---"; tail -n 30 "$1" >&2 || true; }
+}
+
+# ---------------------------------------------------------------- postgres
+PG_PORT="$(free_port)"
+log "initdb in $TMP_DIR/data (port $PG_PORT)"
+as_pg "$PG_BIN/initdb" -D "$TMP_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C \
+  >"$TMP_DIR/initdb.log" 2>&1 || { show_log_tail "$TMP_DIR/initdb.log"; die "initdb failed"; }
+
+as_pg tee -a "$TMP_DIR/data/postgresql.conf" >/dev/null <<EOF
+
+# --- pgmlcat benchmark settings ---
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$TMP_DIR'
+max_connections = 300
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 128MB
+EOF
+as_pg tee "$TMP_DIR/data/pg_hba.conf" >/dev/null <<EOF
+local   all   all                 trust
+host    all   all   127.0.0.1/32  trust
+EOF
+
+as_pg "$PG_BIN/pg_ctl" -D "$TMP_DIR/data" -l "$TMP_DIR/postgres.log" -w -t 60 start >/dev/null ||
+  { show_log_tail "$TMP_DIR/postgres.log"; die "postgres failed to start"; }
+PG_STARTED=1
+
+export PGPASSWORD="$DB_PASS"
+export PGCONNECT_TIMEOUT=10
+unset PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGSSLMODE 2>/dev/null || true
+
+"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres <<EOF
+CREATE ROLE $DB_USER WITH LOGIN SUPERUSER PASSWORD '$DB_PASS';
+CREATE DATABASE $DB OWNER $DB_USER;
+EOF
+log "pgbench -i -s 10"
+"$PG_BIN/pgbench" -i -s 10 -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" \
+  >"$TMP_DIR/pgbench-init.log" 2>&1 || { show_log_tail "$TMP_DIR/pgbench-init.log"; die "pgbench -i failed"; }
+
+PG_VERSION="$("$PG_BIN/postgres" --version | awk '{print $3}')"
+
+wait_ready() { # name port [pid]
+  local name=$1 port=$2 pid=${3:-}
+  for _ in $(seq 1 150); do
+    if "$PG_BIN/psql" -X -q -At -h 127.0.0.1 -p "$port" -U "$DB_USER" -d "$DB" \
+      -c 'SELECT 1' >/dev/null 2>&1; then
+      return 0
+    fi
+    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+      return 1
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- pgbouncer
+PGBOUNCER_VERSION="$("$PGBOUNCER_BIN" --version 2>/dev/null | awk 'NR==1{print $2}')"
+PGBOUNCER_PREPARED=0
+if version_ge "${PGBOUNCER_VERSION:-0}" 1.21; then
+  PGBOUNCER_PREPARED=1
+fi
+BOUNCER_PORT="$(free_port)"
+printf '"%s" "%s"\n' "$DB_USER" "$DB_PASS" >"$TMP_DIR/userlist.txt"
+{
+  echo "[databases]"
+  echo "$DB = host=127.0.0.1 port=$PG_PORT dbname=$DB"
+  echo
+  echo "[pgbouncer]"
+  echo "listen_addr = 127.0.0.1"
+  echo "listen_port = $BOUNCER_PORT"
+  echo "unix_socket_dir ="
+  echo "auth_type = md5"
+  echo "auth_file = $TMP_DIR/userlist.txt"
+  echo "pool_mode = transaction"
+  echo "default_pool_size = $POOL_SIZE"
+  echo "max_client_conn = 2000"
+  echo "logfile = $TMP_DIR/pgbouncer.log"
+  echo "pidfile = $TMP_DIR/pgbouncer.pid"
+  echo "log_connections = 0"
+  echo "log_disconnections = 0"
+  echo "ignore_startup_parameters = extra_float_digits"
+  if [[ "$PGBOUNCER_PREPARED" == 1 ]]; then
+    echo "max_prepared_statements = 200"
+  fi
+} >"$TMP_DIR/pgbouncer.ini"
+chmod 644 "$TMP_DIR/pgbouncer.ini" "$TMP_DIR/userlist.txt"
+
+log "starting pgbouncer $PGBOUNCER_VERSION on port $BOUNCER_PORT"
+as_pg "$PGBOUNCER_BIN" -d "$TMP_DIR/pgbouncer.ini" >>"$TMP_DIR/pgbouncer.out" 2>&1 ||
+  { show_log_tail "$TMP_DIR/pgbouncer.out"; show_log_tail "$TMP_DIR/pgbouncer.log"; die "pgbouncer failed to start"; }
+wait_ready pgbouncer "$BOUNCER_PORT" ||
+  { show_log_tail "$TMP_DIR/pgbouncer.log"; die "pgbouncer is not accepting connections"; }
+
+# ---------------------------------------------------------------- pgmlcat
+PGMLCAT_PORT=""
+PGMLCAT_VERSION="n/a"
+if [[ "$SKIP_PGMLCAT" != 1 ]]; then
+  PGMLCAT_PORT="$(free_port)"
+  cat >"$TMP_DIR/pgcat.toml" <<EOF
+[general]
+host = "127.0.0.1"
+port = $PGMLCAT_PORT
+admin_username = "admin"
+admin_password = "admin_pw"
+worker_threads = 2
+
+[pools.$DB]
+pool_mode = "transaction"
+
+[pools.$DB.users.0]
+username = "$DB_USER"
+password = "$DB_PASS"
+pool_size = $POOL_SIZE
+
+[pools.$DB.shards.0]
+servers = [["127.0.0.1", $PG_PORT, "primary"]]
+database = "$DB"
+EOF
+  log "starting pgmlcat ($PGMLCAT_BIN) on port $PGMLCAT_PORT"
+  "$PGMLCAT_BIN" "$TMP_DIR/pgcat.toml" --log-level "$PGMLCAT_LOG_LEVEL" \
+    >"$TMP_DIR/pgmlcat.log" 2>&1 </dev/null &
+  PGMLCAT_PID=$!
+  wait_ready pgmlcat "$PGMLCAT_PORT" "$PGMLCAT_PID" ||
+    { show_log_tail "$TMP_DIR/pgmlcat.log"; die "pgmlcat is not accepting connections"; }
+  PGMLCAT_VERSION="$(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+fi
+
+# ---------------------------------------------------------------- scenarios
+# name mode clients connect-per-transaction
+ALL_SCENARIOS=(
+  "simple-16 simple 16 0"
+  "extended-16 extended 16 0"
+  "prepared-16 prepared 16 0"
+  "simple-64 simple 64 0"
+  "extended-64 extended 64 0"
+  "prepared-64 prepared 64 0"
+  "connect-16 simple 16 1"
+)
+
+selected() { # name
+  [[ -z "$SCENARIOS" ]] && return 0
+  local pat
+  for pat in ${SCENARIOS//,/ }; do
+    # shellcheck disable=SC2053
+    [[ "$1" == $pat ]] && return 0
+  done
+  return 1
+}
+
+RUN_SCENARIOS=()
+for s in "${ALL_SCENARIOS[@]}"; do
+  read -r name _ <<<"$s"
+  selected "$name" && RUN_SCENARIOS+=("$s")
+done
+((${#RUN_SCENARIOS[@]} > 0)) || die "SCENARIOS='$SCENARIOS' matches none of: simple-16 extended-16 prepared-16 simple-64 extended-64 prepared-64 connect-16"
+
+TARGETS=(direct pgbouncer pgmlcat)
+target_port() {
+  case $1 in
+    direct) echo "$PG_PORT" ;;
+    pgbouncer) echo "$BOUNCER_PORT" ;;
+    pgmlcat) echo "$PGMLCAT_PORT" ;;
+  esac
+}
+
+# results.tsv: round scenario target tps failed_txns exit_code
+RESULTS="$TMP_DIR/results.tsv"
+: >"$RESULTS"
+
+runs_total=$((ROUNDS * ${#RUN_SCENARIOS[@]} * ${#TARGETS[@]}))
+log "running $runs_total pgbench runs of ${DURATION}s (rounds=$ROUNDS pool_size=$POOL_SIZE)"
+run_no=0
+for round in $(seq 1 "$ROUNDS"); do
+  for s in "${RUN_SCENARIOS[@]}"; do
+    read -r name mode clients connect <<<"$s"
+    for target in "${TARGETS[@]}"; do
+      run_no=$((run_no + 1))
+      if [[ "$target" == pgmlcat && "$SKIP_PGMLCAT" == 1 ]]; then
+        printf '%s\t%s\t%s\tskip\t0\t0\n' "$round" "$name" "$target" >>"$RESULTS"
+        continue
+      fi
+      if [[ "$target" == pgbouncer && "$mode" == prepared && "$PGBOUNCER_PREPARED" != 1 ]]; then
+        printf '%s\t%s\t%s\tskip\t0\t0\n' "$round" "$name" "$target" >>"$RESULTS"
+        continue
+      fi
+      port="$(target_port "$target")"
+      out="$TMP_DIR/run-$round-$name-$target.log"
+      args=(-S -T "$DURATION" -c "$clients" -j 2 -M "$mode" -n)
+      [[ "$connect" == 1 ]] && args+=(-C)
+      rc=0
+      "$PG_BIN/pgbench" "${args[@]}" -h 127.0.0.1 -p "$port" -U "$DB_USER" "$DB" \
+        >"$out" 2>&1 </dev/null || rc=$?
+      # PG14+: "tps = N (without initial connection time)"; with -C:
+      # "tps = N (including reconnection times)". Older: two tps lines.
+      tps="$(awk '/^tps = / && /without initial connection time|including reconnection times/ {print $3; exit}' "$out")"
+      [[ -n "$tps" ]] || tps="$(awk '/^tps = / {v=$3} END {if (v != "") print v}' "$out")"
+      [[ -n "$tps" ]] || tps="NA"
+      failed="$(awk -F'[: ]+' '/^number of failed transactions/ {print $5; exit}' "$out")"
+      [[ "$failed" =~ ^[0-9]+$ ]] || failed=0
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$target" "$tps" "$failed" "$rc" >>"$RESULTS"
+      status=""
+      if [[ "$rc" != 0 ]]; then
+        status=" EXIT $rc"
+        grep -E 'error|FATAL|abort' "$out" | head -n 3 | sed 's/^/    /' >&2 || true
+      fi
+      [[ "$failed" != 0 ]] && status="$status failed=$failed"
+      log "[$run_no/$runs_total] round $round $name $target: tps=$tps$status"
+    done
+  done
+done
+
+# ---------------------------------------------------------------- report
+mkdir -p "$RESULTS_DIR"
+STAMP="$(date +%Y%m%d-%H%M%S)"
+MD_OUT="$RESULTS_DIR/pgbench-$STAMP.md"
+
+SCENARIO_ORDER="$(for s in "${RUN_SCENARIOS[@]}"; do read -r n _ <<<"$s"; echo "$n"; done | paste -sd, -)" \
+RESULTS="$RESULTS" MD_OUT="$MD_OUT" DURATION="$DURATION" ROUNDS="$ROUNDS" POOL_SIZE="$POOL_SIZE" \
+PG_VERSION="$PG_VERSION" PGBOUNCER_VERSION="$PGBOUNCER_VERSION" PGMLCAT_VERSION="$PGMLCAT_VERSION" \
+NPROC="$(nproc 2>/dev/null || echo '?')" \
+python3 - <<'PY'
+import os, statistics, datetime, platform
+
+rows = {}
+for line in open(os.environ["RESULTS"]):
+    rnd, scen, target, tps, failed, rc = line.rstrip("\n").split("\t")
+    rows.setdefault((scen, target), []).append((tps, int(failed), int(rc)))
+
+order = os.environ["SCENARIO_ORDER"].split(",")
+targets = ["direct", "pgbouncer", "pgmlcat"]
+mode = {"simple": "simple", "extended": "extended", "prepared": "prepared", "connect": "simple -C"}
+
+def med(scen, target):
+    runs = rows.get((scen, target), [])
+    vals = [float(t) for t, _, _ in runs if t not in ("skip", "NA")]
+    if not runs or all(t == "skip" for t, _, _ in runs):
+        return None, "n/a"
+    if not vals:
+        return None, "FAIL"
+    m = statistics.median(vals)
+    return m, f"{m:,.0f}"
+
+def fails(scen, target):
+    runs = [r for r in rows.get((scen, target), []) if r[0] != "skip"]
+    if not runs:
+        return "-"
+    txns = sum(f for _, f, _ in runs)
+    bad = sum(1 for t, _, rc in runs if rc != 0 or t == "NA")
+    s = str(txns)
+    if bad:
+        s += f"+{bad}E"
+    return s
+
+def ratio(a, b):
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+header = ["scenario", "clients", "direct", "pgbouncer", "pgmlcat",
+          "pgmlcat/pgbouncer", "pgmlcat/direct", "pgbouncer/direct", "failed d/b/m"]
+table = []
+for scen in order:
+    kind, clients = scen.rsplit("-", 1)
+    m = {t: med(scen, t) for t in targets}
+    table.append([
+        mode.get(kind, kind), clients,
+        m["direct"][1], m["pgbouncer"][1], m["pgmlcat"][1],
+        ratio(m["pgmlcat"][0], m["pgbouncer"][0]),
+        ratio(m["pgmlcat"][0], m["direct"][0]),
+        ratio(m["pgbouncer"][0], m["direct"][0]),
+        "/".join(fails(scen, t) for t in targets),
+    ])
+
+widths = [max(len(str(r[i])) for r in [header] + table) for i in range(len(header))]
+def fmt(r):
+    return "  ".join(str(c).rjust(w) if i >= 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+print()
+print(f"pgbench -S, median TPS of {os.environ['ROUNDS']} round(s) x {os.environ['DURATION']}s, "
+      f"pool_size={os.environ['POOL_SIZE']}, -j 2")
+print(fmt(header))
+print("  ".join("-" * w for w in widths))
+for r in table:
+    print(fmt(r))
+print()
+
+now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+with open(os.environ["MD_OUT"], "w") as f:
+    f.write(f"# pgbench -S: direct vs PgBouncer vs pgmlcat\n\n")
+    f.write(f"- date: {now}\n")
+    f.write(f"- host: {platform.node()} ({os.environ['NPROC']} CPUs, {platform.machine()})\n")
+    f.write(f"- PostgreSQL {os.environ['PG_VERSION']}, PgBouncer {os.environ['PGBOUNCER_VERSION']}, "
+            f"pgmlcat {os.environ['PGMLCAT_VERSION']}\n")
+    f.write(f"- `pgbench -S -T {os.environ['DURATION']} -j 2 -n`, scale 10, "
+            f"{os.environ['ROUNDS']} interleaved round(s), median TPS shown\n")
+    f.write(f"- both poolers: transaction mode, pool size {os.environ['POOL_SIZE']}; "
+            f"direct: trust auth, poolers: password auth to the client\n")
+    f.write("- `failed d/b/m`: failed transactions summed over rounds for direct/pgbouncer/pgmlcat; "
+            "`+NE` = N runs that exited non-zero or printed no TPS; `n/a` = not run "
+            "(PgBouncer < 1.21 has no prepared-statement support in transaction mode; pgmlcat skipped)\n\n")
+    f.write("| " + " | ".join(header) + " |\n")
+    f.write("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|\n")
+    for r in table:
+        f.write("| " + " | ".join(str(c) for c in r) + " |\n")
+print(f"markdown written to {os.environ['MD_OUT']}")
+PY

@@ -1,0 +1,229 @@
+//! The connections to one server for one (database, user): an idle stack,
+//! a semaphore of `pool_size` permits, and the rules for reuse.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::server::{Address, Credentials, Server};
+use crate::config::PoolMode;
+use crate::errors::{Error, Result};
+use crate::net::messages::TxStatus;
+
+/// Settings that a reload may change without replacing the pool.
+#[derive(Clone)]
+pub struct PoolSettings {
+    pub pool_size: u32,
+    pub min_pool_size: u32,
+    pub mode: PoolMode,
+    pub connect_timeout: Duration,
+    pub checkout_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub server_lifetime: Duration,
+    /// Startup parameters for new server connections (statement_timeout...).
+    pub server_params: Vec<(String, String)>,
+    pub credentials: Credentials,
+    /// Most prepared statements one server connection keeps before a reset.
+    pub prepared_cache_size: usize,
+    pub cleanup_server_connections: bool,
+}
+
+#[derive(Default)]
+pub struct PoolStats {
+    pub checkouts: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub exhausted: AtomicU64,
+    pub wait_micros: AtomicU64,
+}
+
+pub struct ServerPool {
+    pub addr: Arc<Address>,
+    /// "database/user", for messages.
+    pub name: String,
+    settings: ArcSwap<PoolSettings>,
+    idle: Mutex<Vec<Server>>,
+    permits: Arc<Semaphore>,
+    /// Permits currently in circulation (follows pool_size across reloads).
+    size: AtomicU32,
+    pub stats: PoolStats,
+}
+
+/// A server on loan to one client. Hand it back with [`ServerPool::checkin`].
+pub struct Pooled {
+    pub server: Server,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ServerPool {
+    pub fn new(addr: Arc<Address>, name: String, settings: PoolSettings) -> Arc<ServerPool> {
+        let size = settings.pool_size;
+        Arc::new(ServerPool {
+            addr,
+            name,
+            settings: ArcSwap::from_pointee(settings),
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(size as usize)),
+            size: AtomicU32::new(size),
+            stats: PoolStats::default(),
+        })
+    }
+
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.load_full()
+    }
+
+    /// Applies new settings; a new pool_size takes effect at once for waiters.
+    pub fn update(&self, settings: PoolSettings) {
+        let new = settings.pool_size;
+        let old = self.size.swap(new, Ordering::SeqCst);
+        let credentials_changed = {
+            let cur = self.settings.load();
+            cur.credentials.user != settings.credentials.user
+                || cur.credentials.password != settings.credentials.password
+                || cur.server_params != settings.server_params
+        };
+        self.settings.store(Arc::new(settings));
+        if credentials_changed {
+            // Connections logged in the old way are retired.
+            self.idle.lock().clear();
+        }
+        if new > old {
+            self.permits.add_permits((new - old) as usize);
+        } else if new < old {
+            // Take the surplus permits out of circulation as they come back.
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(old - new).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+
+    /// Waits up to `checkout_timeout` for a permit, then reuses an idle server
+    /// or connects a new one.
+    pub async fn checkout(&self) -> Result<Pooled> {
+        let settings = self.settings();
+        let started = Instant::now();
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(settings.checkout_timeout, self.permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
+                        return Err(Error::PoolExhausted {
+                            pool: self.name.clone(),
+                            pool_size: settings.pool_size,
+                            waited_ms: started.elapsed().as_millis() as u64,
+                        });
+                    }
+                }
+            }
+        };
+        self.stats
+            .wait_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        while let Some(server) = self.pop_idle() {
+            if self.reusable(&server, &settings) {
+                return Ok(Pooled {
+                    server,
+                    _permit: permit,
+                });
+            }
+        }
+        let server = self.connect(&settings).await?;
+        Ok(Pooled {
+            server,
+            _permit: permit,
+        })
+    }
+
+    fn pop_idle(&self) -> Option<Server> {
+        self.idle.lock().pop()
+    }
+
+    fn reusable(&self, server: &Server, settings: &PoolSettings) -> bool {
+        !server.broken
+            && server.created.elapsed() < settings.server_lifetime
+            && server.idle_for() < settings.idle_timeout
+    }
+
+    pub async fn connect(&self, settings: &PoolSettings) -> Result<Server> {
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let result = Server::connect(
+            self.addr.clone(),
+            &settings.credentials,
+            &settings.server_params,
+            settings.connect_timeout,
+        )
+        .await;
+        if let Err(e) = &result {
+            self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(pool = %self.name, server = %self.addr, error = %e, "server connection failed");
+        }
+        result
+    }
+
+    /// Takes a server back. The caller has already reset it if it was dirty;
+    /// anything not clean and idle is closed instead of reused.
+    pub fn checkin(&self, pooled: Pooled) {
+        let Pooled { mut server, _permit } = pooled;
+        if server.broken || server.dirty || server.status != TxStatus::Idle || !server.buf.is_empty() {
+            return; // dropped: the connection closes
+        }
+        let settings = self.settings.load();
+        if server.created.elapsed() >= settings.server_lifetime {
+            return;
+        }
+        server.last_used = Instant::now();
+        self.idle.lock().push(server);
+    }
+
+    /// Closes idle connections past idle_timeout/server_lifetime (keeping
+    /// min_pool_size) and opens connections up to min_pool_size.
+    pub async fn maintain(&self) {
+        let settings = self.settings();
+        {
+            let mut idle = self.idle.lock();
+            let keep = settings.min_pool_size as usize;
+            let mut i = 0;
+            while i < idle.len() {
+                let s = &idle[i];
+                let expired = s.created.elapsed() >= settings.server_lifetime;
+                let stale = s.idle_for() >= settings.idle_timeout && idle.len() > keep;
+                if expired || stale {
+                    idle.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let in_use = settings.pool_size as usize - self.permits.available_permits().min(settings.pool_size as usize);
+        let have = self.idle.lock().len() + in_use;
+        for _ in have..settings.min_pool_size as usize {
+            match self.connect(&settings).await {
+                Ok(mut s) => {
+                    s.last_used = Instant::now();
+                    self.idle.lock().push(s);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    pub fn active_count(&self) -> usize {
+        let size = self.size.load(Ordering::Relaxed) as usize;
+        size.saturating_sub(self.permits.available_permits())
+    }
+}

@@ -1,0 +1,434 @@
+//! One connection to a Postgres server: connecting, authenticating, and the
+//! small internal queries the pooler runs itself (reset, sync, rollback).
+//! Client traffic does not go through methods here: the session reads and
+//! writes `stream` directly so the hot path stays a plain byte pump.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::Role;
+use crate::errors::{Error, ErrorFields, Result};
+use crate::net::codec::{self, cstr, read_i32};
+use crate::net::messages::{parse_backend_key, parse_error_fields, parse_parameter_status, TxStatus};
+
+/// Where a server is and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Address {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub role: Role,
+    pub shard: usize,
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/{}", self.host, self.port, self.database)
+    }
+}
+
+/// How pgmlcat logs in to a server.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    /// Plain password (needed for SCRAM and cleartext).
+    pub password: Option<String>,
+    /// md5 hash of password+user, enough for md5 auth.
+    pub md5: Option<String>,
+}
+
+/// Session-scoped state the server reported or we know it holds.
+pub struct Server {
+    pub stream: TcpStream,
+    /// Bytes read from the server that the session has not handled yet.
+    pub buf: BytesMut,
+    pub addr: Arc<Address>,
+    /// BackendKeyData, for cancel requests.
+    pub key: (i32, i32),
+    /// Current values of the parameters the server reports (GUC_REPORT).
+    pub params: HashMap<String, String>,
+    /// Names of the protocol-level prepared statements this connection holds.
+    pub prepared: HashSet<String>,
+    pub status: TxStatus,
+    /// A client changed session state (SET, PREPARE, LISTEN, temp tables...):
+    /// reset before anyone else uses this connection.
+    pub dirty: bool,
+    /// The connection cannot be reused (I/O error, protocol confusion, FATAL).
+    pub broken: bool,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+/// Largest message we accept from a server when reading it whole.
+const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+fn lost(e: impl std::fmt::Display) -> Error {
+    Error::ServerLost(e.to_string())
+}
+
+impl Server {
+    /// Opens, authenticates and waits for ReadyForQuery, all within `timeout`.
+    pub async fn connect(
+        addr: Arc<Address>,
+        creds: &Credentials,
+        params: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<Server> {
+        let unavailable = |reason: String| Error::ServerUnavailable {
+            addr: addr.to_string(),
+            reason,
+        };
+        match tokio::time::timeout(timeout, Self::connect_inner(addr.clone(), creds, params)).await {
+            Ok(Ok(server)) => Ok(server),
+            Ok(Err(Error::Io(e))) => Err(unavailable(e.to_string())),
+            Ok(Err(Error::ServerLost(e))) => Err(unavailable(e)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unavailable(format!("timed out after {} ms", timeout.as_millis()))),
+        }
+    }
+
+    async fn connect_inner(
+        addr: Arc<Address>,
+        creds: &Credentials,
+        params: &[(String, String)],
+    ) -> Result<Server> {
+        let stream = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+        stream.set_nodelay(true)?;
+        crate::net::socket::keepalive(&stream);
+        let mut server = Server {
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            addr,
+            key: (0, 0),
+            params: HashMap::new(),
+            prepared: HashSet::new(),
+            status: TxStatus::Idle,
+            dirty: false,
+            broken: false,
+            created: Instant::now(),
+            last_used: Instant::now(),
+        };
+        let mut startup: Vec<(&str, &str)> = vec![
+            ("user", creds.user.as_str()),
+            ("database", server.addr.database.as_str()),
+        ];
+        startup.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut out = BytesMut::new();
+        frontend::startup_message(startup, &mut out)?;
+        server.stream.write_all(&out).await?;
+        server.authenticate(creds).await?;
+        Ok(server)
+    }
+
+    async fn authenticate(&mut self, creds: &Credentials) -> Result<()> {
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'R' => {
+                    let kind = read_i32(&body, 0)?;
+                    let mut out = BytesMut::new();
+                    match kind {
+                        0 => {}
+                        3 => {
+                            let pw = self.need_password(creds, "cleartext")?;
+                            frontend::password_message(pw.as_bytes(), &mut out)?;
+                        }
+                        5 => {
+                            let salt: [u8; 4] = body
+                                .get(4..8)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| Error::protocol("short md5 salt"))?;
+                            let hash = match (&creds.password, &creds.md5) {
+                                (Some(pw), _) => postgres_protocol::authentication::md5_hash(
+                                    creds.user.as_bytes(),
+                                    pw.as_bytes(),
+                                    salt,
+                                ),
+                                (None, Some(stored)) => {
+                                    crate::net::auth::md5::expected_response(stored, salt)
+                                }
+                                (None, None) => return Err(self.no_password("md5")),
+                            };
+                            frontend::password_message(hash.as_bytes(), &mut out)?;
+                        }
+                        10 => {
+                            let mechanisms = &body[4..];
+                            if !mechanisms
+                                .split(|&b| b == 0)
+                                .any(|m| m == b"SCRAM-SHA-256")
+                            {
+                                return Err(Error::Unsupported(format!(
+                                    "server {} offers no SASL mechanism pgmlcat supports",
+                                    self.addr
+                                )));
+                            }
+                            let pw = self.need_password(creds, "SCRAM-SHA-256")?;
+                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| Error::protocol("SASL continue before SASL start"))?;
+                            s.update(&body[4..]).map_err(lost)?;
+                            frontend::sasl_response(s.message(), &mut out)?;
+                        }
+                        12 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| Error::protocol("SASL final before SASL start"))?;
+                            s.finish(&body[4..]).map_err(lost)?;
+                        }
+                        other => {
+                            return Err(Error::Unsupported(format!(
+                                "server {} asked for authentication method {other}, which pgmlcat does not support",
+                                self.addr
+                            )))
+                        }
+                    }
+                    if !out.is_empty() {
+                        self.stream.write_all(&out).await?;
+                    }
+                }
+                b'S' => self.note_parameter(&body),
+                b'K' => {
+                    self.key = parse_backend_key(&body)
+                        .ok_or_else(|| Error::protocol("short BackendKeyData"))?
+                }
+                b'E' => {
+                    return Err(Error::ServerRefused {
+                        addr: self.addr.to_string(),
+                        fields: parse_error_fields(&body),
+                    })
+                }
+                b'Z' => return Ok(()),
+                _ => {} // NoticeResponse and friends
+            }
+        }
+    }
+
+    fn need_password<'a>(&self, creds: &'a Credentials, method: &str) -> Result<&'a str> {
+        creds
+            .password
+            .as_deref()
+            .ok_or_else(|| self.no_password(method))
+    }
+
+    fn no_password(&self, method: &str) -> Error {
+        Error::Config(format!(
+            "server {} asks for {method} authentication, but no usable password is configured (set server_password or a plain password)",
+            self.addr
+        ))
+    }
+
+    /// Records a ParameterStatus body.
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        if let Some((name, value)) = parse_parameter_status(body) {
+            self.params.insert(name.to_string(), value.to_string());
+        }
+    }
+
+    /// Reads one whole message (for internal use, not the client hot path).
+    pub async fn read_message(&mut self) -> Result<(u8, Bytes)> {
+        loop {
+            if let Some(h) = codec::header(&self.buf, MAX_SERVER_MESSAGE)? {
+                if self.buf.len() >= h.total {
+                    let mut msg = self.buf.split_to(h.total);
+                    msg.advance(codec::HEADER_LEN);
+                    return Ok((h.tag, msg.freeze()));
+                }
+                self.buf.reserve(h.total - self.buf.len());
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                self.broken = true;
+                return Err(Error::ServerLost(format!("server {} closed the connection", self.addr)));
+            }
+        }
+    }
+
+    /// Runs SQL the pooler needs for itself; discards results, keeps reported
+    /// parameters. Returns the first error the server sent, if any.
+    pub async fn run_internal(&mut self, sql: &str) -> Result<Option<ErrorFields>> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        if let Err(e) = self.stream.write_all(&out).await {
+            self.broken = true;
+            return Err(e.into());
+        }
+        let mut first_error = None;
+        loop {
+            let (tag, body) = match self.read_message().await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            };
+            match tag {
+                b'S' => self.note_parameter(&body),
+                b'E' => {
+                    let fields = parse_error_fields(&body);
+                    if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                        self.broken = true;
+                    }
+                    first_error.get_or_insert(fields);
+                }
+                b'Z' => {
+                    self.status = body
+                        .first()
+                        .and_then(|&b| TxStatus::from_byte(b))
+                        .ok_or_else(|| Error::protocol("bad ReadyForQuery"))?;
+                    return Ok(first_error);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Brings a connection back to a clean session: DISCARD ALL (which also
+    /// drops every prepared statement it held).
+    pub async fn reset(&mut self) -> Result<()> {
+        if self.status != TxStatus::Idle {
+            self.run_internal("ROLLBACK").await?;
+        }
+        if let Some(err) = self.run_internal("DISCARD ALL").await? {
+            self.broken = true;
+            return Err(Error::ServerRefused {
+                addr: self.addr.to_string(),
+                fields: err,
+            });
+        }
+        self.prepared.clear();
+        // Values we SET ourselves are back at their defaults; forget them all
+        // and let the next sync set what the next client wants.
+        self.params.clear();
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Makes the server's reported parameters match `wanted`, in one round trip.
+    pub async fn sync_parameters(&mut self, wanted: &[(String, String)]) -> Result<()> {
+        let mut sql = String::new();
+        for (name, value) in wanted {
+            if self.params.get(name).map(String::as_str) != Some(value.as_str()) {
+                sql.push_str(&format!(
+                    "SET {} = {};",
+                    quote_ident(name),
+                    quote_literal(value)
+                ));
+            }
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
+        match self.run_internal(&sql).await? {
+            // The statements ran as one implicit transaction: all or nothing.
+            Some(err) => {
+                tracing::warn!(server = %self.addr, error = %err, "could not apply client parameters");
+            }
+            None => {
+                // Parameters the server does not report are remembered here.
+                for (name, value) in wanted {
+                    self.params.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies what a CommandComplete told us about session state.
+    #[inline]
+    pub fn note_command(&mut self, effect: CommandEffect) {
+        match effect {
+            CommandEffect::None => {}
+            CommandEffect::SessionState => self.dirty = true,
+            CommandEffect::StatementsGone => {
+                self.prepared.clear();
+                self.dirty = true;
+            }
+        }
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_used.elapsed()
+    }
+}
+
+/// What a completed command did to the server's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandEffect {
+    None,
+    /// SET, PREPARE, LISTEN, cursors, temp tables...: reset before reuse.
+    SessionState,
+    /// DISCARD / DEALLOCATE: our prepared statements may be gone too.
+    StatementsGone,
+}
+
+/// Reads a CommandComplete body (the tag, NUL-terminated).
+#[inline]
+pub fn command_effect(body: &[u8]) -> CommandEffect {
+    let tag = body.strip_suffix(&[0]).unwrap_or(body);
+    if tag.starts_with(b"DISCARD") || tag.starts_with(b"DEALLOCATE") {
+        CommandEffect::StatementsGone
+    } else if tag == b"SET"
+        || tag.starts_with(b"PREPARE")
+        || tag.starts_with(b"LISTEN")
+        || tag.starts_with(b"DECLARE CURSOR")
+        || tag.starts_with(b"CREATE TABLE")
+        || tag.starts_with(b"LOAD")
+    {
+        CommandEffect::SessionState
+    } else {
+        CommandEffect::None
+    }
+}
+
+/// Sends a CancelRequest for `key` to the server at `addr` (fire and forget).
+pub async fn send_cancel(addr: &Address, key: (i32, i32)) -> Result<()> {
+    let mut stream = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+    let mut out = BytesMut::new();
+    frontend::cancel_request(key.0, key.1, &mut out);
+    stream.write_all(&out).await?;
+    // The server closes the connection once it has read the request.
+    let mut sink = [0u8; 1];
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut sink)).await;
+    Ok(())
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The error text in an ErrorResponse, for logs.
+pub fn error_text(body: &[u8]) -> String {
+    let fields = parse_error_fields(body);
+    if fields.message.is_empty() {
+        cstr(body, 0).map(|(s, _)| s.to_string()).unwrap_or_default()
+    } else {
+        fields.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,323 @@
+//! pgcat.toml: the schema (pgcat's keys, plus pgmlcat's own), loading and
+//! validation. Times are in milliseconds unless a key says otherwise.
+
+mod env;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+pub use load::{load_file, parse, Loaded};
+
+use env::env_string;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub general: General,
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// pgcat's plugins (prewarmer, query_logger, table_access, intercept):
+    /// accepted so pgcat configs load; not acted on.
+    #[serde(default)]
+    pub plugins: Option<toml::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    Transaction,
+    Session,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    #[serde(rename = "trust")]
+    Trust,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "scram-sha-256", alias = "scram")]
+    Scram,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultRole {
+    Any,
+    Primary,
+    Replica,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadBalancingMode {
+    Random,
+    Loc,
+}
+
+/// pgcat has had `autoreload = false` and `autoreload = 15000` (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Autoreload {
+    Flag(bool),
+    Millis(u64),
+}
+
+impl Autoreload {
+    pub fn interval_ms(self) -> Option<u64> {
+        match self {
+            Autoreload::Flag(true) => Some(15_000),
+            Autoreload::Flag(false) | Autoreload::Millis(0) => None,
+            Autoreload::Millis(ms) => Some(ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct General {
+    #[serde(deserialize_with = "env_string")]
+    pub host: String,
+    pub port: u16,
+    pub enable_prometheus_exporter: bool,
+    pub prometheus_exporter_port: u16,
+    pub connect_timeout: u64,
+    pub idle_timeout: u64,
+    pub server_lifetime: u64,
+    pub idle_client_in_transaction_timeout: u64,
+    pub healthcheck_timeout: u64,
+    pub healthcheck_delay: u64,
+    pub shutdown_timeout: u64,
+    /// Seconds, as in pgcat.
+    pub ban_time: u64,
+    pub log_client_connections: bool,
+    pub log_client_disconnections: bool,
+    pub autoreload: Option<Autoreload>,
+    pub worker_threads: Option<usize>,
+    pub tcp_keepalives_idle: u64,
+    pub tcp_keepalives_count: u32,
+    pub tcp_keepalives_interval: u64,
+    pub tcp_user_timeout: u64,
+    pub tls_certificate: Option<String>,
+    pub tls_private_key: Option<String>,
+    pub server_tls: bool,
+    pub verify_server_certificate: bool,
+    #[serde(deserialize_with = "env_string")]
+    pub admin_username: String,
+    #[serde(deserialize_with = "env_string")]
+    pub admin_password: String,
+    pub admin_auth_type: Option<AuthType>,
+    /// How clients authenticate to pgmlcat (pgcat: md5 | trust; pgmlcat adds scram-sha-256).
+    pub auth_type: AuthType,
+    pub prepared_statements: bool,
+    pub prepared_statements_cache_size: usize,
+    pub dns_cache_enabled: bool,
+    pub dns_max_ttl: u64,
+    pub server_round_robin: bool,
+    pub validate_config: bool,
+    pub checkout_failure_limit: Option<u64>,
+    pub auth_query: Option<String>,
+    pub auth_query_user: Option<String>,
+    pub auth_query_password: Option<String>,
+    // --- pgmlcat's additions ---
+    /// How long a client waits for a free server connection before 53300.
+    /// Defaults to `connect_timeout`, which is what pgcat uses for it.
+    pub checkout_timeout: Option<u64>,
+    /// New client connections beyond this get 53300 and are closed.
+    pub max_client_conn: usize,
+    /// The largest single message a client may send (bytes). COPY data is streamed and not bound by it.
+    pub max_message_size: usize,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            host: "0.0.0.0".into(),
+            port: 6432,
+            enable_prometheus_exporter: false,
+            prometheus_exporter_port: 9930,
+            connect_timeout: 5_000,
+            idle_timeout: 600_000,
+            server_lifetime: 3_600_000,
+            idle_client_in_transaction_timeout: 0,
+            healthcheck_timeout: 1_000,
+            healthcheck_delay: 30_000,
+            shutdown_timeout: 60_000,
+            ban_time: 60,
+            log_client_connections: false,
+            log_client_disconnections: false,
+            autoreload: None,
+            worker_threads: None,
+            tcp_keepalives_idle: 5,
+            tcp_keepalives_count: 5,
+            tcp_keepalives_interval: 5,
+            tcp_user_timeout: 10_000,
+            tls_certificate: None,
+            tls_private_key: None,
+            server_tls: false,
+            verify_server_certificate: false,
+            admin_username: "admin".into(),
+            admin_password: String::new(),
+            admin_auth_type: None,
+            auth_type: AuthType::Md5,
+            prepared_statements: true,
+            prepared_statements_cache_size: 500,
+            dns_cache_enabled: false,
+            dns_max_ttl: 30,
+            server_round_robin: false,
+            validate_config: true,
+            checkout_failure_limit: None,
+            auth_query: None,
+            auth_query_user: None,
+            auth_query_password: None,
+            checkout_timeout: None,
+            max_client_conn: 10_000,
+            max_message_size: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PoolConfig {
+    pub pool_mode: PoolMode,
+    pub load_balancing_mode: LoadBalancingMode,
+    pub default_role: DefaultRole,
+    pub query_parser_enabled: bool,
+    pub query_parser_max_length: Option<usize>,
+    pub query_parser_read_write_splitting: bool,
+    pub primary_reads_enabled: bool,
+    pub sharding_function: String,
+    pub automatic_sharding_key: Option<String>,
+    pub sharding_key_regex: Option<String>,
+    pub shard_id_regex: Option<String>,
+    pub regex_search_limit: Option<usize>,
+    pub default_shard: Option<String>,
+    pub connect_timeout: Option<u64>,
+    pub idle_timeout: Option<u64>,
+    pub server_lifetime: Option<u64>,
+    pub cleanup_server_connections: bool,
+    pub log_client_parameter_status_changes: bool,
+    pub prepared_statements_cache_size: Option<usize>,
+    pub auth_query: Option<String>,
+    pub auth_query_user: Option<String>,
+    pub auth_query_password: Option<String>,
+    pub plugins: Option<toml::Value>,
+    pub users: BTreeMap<String, UserConfig>,
+    pub shards: BTreeMap<String, ShardConfig>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            pool_mode: PoolMode::Transaction,
+            load_balancing_mode: LoadBalancingMode::Random,
+            default_role: DefaultRole::Any,
+            query_parser_enabled: false,
+            query_parser_max_length: None,
+            query_parser_read_write_splitting: false,
+            primary_reads_enabled: true,
+            sharding_function: "pg_bigint_hash".into(),
+            automatic_sharding_key: None,
+            sharding_key_regex: None,
+            shard_id_regex: None,
+            regex_search_limit: None,
+            default_shard: None,
+            connect_timeout: None,
+            idle_timeout: None,
+            server_lifetime: None,
+            cleanup_server_connections: true,
+            log_client_parameter_status_changes: false,
+            prepared_statements_cache_size: None,
+            auth_query: None,
+            auth_query_user: None,
+            auth_query_password: None,
+            plugins: None,
+            users: BTreeMap::new(),
+            shards: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserConfig {
+    #[serde(deserialize_with = "env_string")]
+    pub username: String,
+    #[serde(default, deserialize_with = "env::env_string_opt")]
+    pub password: Option<String>,
+    #[serde(default, deserialize_with = "env::env_string_opt")]
+    pub server_username: Option<String>,
+    #[serde(default, deserialize_with = "env::env_string_opt")]
+    pub server_password: Option<String>,
+    pub pool_size: u32,
+    #[serde(default)]
+    pub min_pool_size: Option<u32>,
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+    #[serde(default)]
+    pub server_lifetime: Option<u64>,
+    #[serde(default)]
+    pub statement_timeout: u64,
+    #[serde(default)]
+    pub connect_timeout: Option<u64>,
+    #[serde(default)]
+    pub idle_timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShardConfig {
+    pub servers: Vec<(String, u16, Role)>,
+    #[serde(deserialize_with = "env_string")]
+    pub database: String,
+    #[serde(default)]
+    pub mirrors: Option<Vec<(String, u16, usize)>>,
+}
+
+impl Config {
+    /// `connect_timeout` for a user of a pool: user, then pool, then general.
+    pub fn connect_timeout(&self, pool: &PoolConfig, user: &UserConfig) -> u64 {
+        user.connect_timeout
+            .or(pool.connect_timeout)
+            .unwrap_or(self.general.connect_timeout)
+    }
+
+    pub fn idle_timeout(&self, pool: &PoolConfig, user: &UserConfig) -> u64 {
+        user.idle_timeout
+            .or(pool.idle_timeout)
+            .unwrap_or(self.general.idle_timeout)
+    }
+
+    pub fn server_lifetime(&self, pool: &PoolConfig, user: &UserConfig) -> u64 {
+        user.server_lifetime
+            .or(pool.server_lifetime)
+            .unwrap_or(self.general.server_lifetime)
+    }
+
+    pub fn checkout_timeout(&self, pool: &PoolConfig, user: &UserConfig) -> u64 {
+        self.general
+            .checkout_timeout
+            .unwrap_or_else(|| self.connect_timeout(pool, user))
+    }
+}
+
+impl PoolConfig {
+    /// Shards in index order (the config keys them "0", "1", ...).
+    pub fn shards_in_order(&self) -> Vec<&ShardConfig> {
+        let mut shards: Vec<(usize, &ShardConfig)> = self
+            .shards
+            .iter()
+            .filter_map(|(k, v)| k.parse().ok().map(|i| (i, v)))
+            .collect();
+        shards.sort_by_key(|(i, _)| *i);
+        shards.into_iter().map(|(_, s)| s).collect()
+    }
+}

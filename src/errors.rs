@@ -1,0 +1,113 @@
+//! Every error a client can see, as one typed enum. The SQLSTATE and the
+//! severity are decided here and nowhere else.
+
+use std::fmt;
+
+/// Fields of a Postgres ErrorResponse/NoticeResponse we care about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for ErrorFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.severity, self.code, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke the wire protocol (bad length, unexpected message...).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+    /// Same message for a wrong password and an unknown user, as Postgres does.
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    #[error("no server connection became free within {waited_ms} ms for pool {pool} (pool_size {pool_size}): the pool is exhausted")]
+    PoolExhausted {
+        pool: String,
+        pool_size: u32,
+        waited_ms: u64,
+    },
+    #[error("could not connect to server {addr}: {reason}")]
+    ServerUnavailable { addr: String, reason: String },
+    /// The server sent an error while we were connecting or resetting.
+    #[error("server {addr} refused the connection: {fields}")]
+    ServerRefused { addr: String, fields: ErrorFields },
+    #[error("server connection lost: {0}")]
+    ServerLost(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("too many client connections (max_client_conn = {0})")]
+    TooManyClients(usize),
+    #[error("terminating connection: pgmlcat is shutting down")]
+    Shutdown,
+    #[error("terminating connection due to idle-in-transaction timeout ({0} ms)")]
+    IdleInTransaction(u64),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The client hung up; nobody to tell.
+    #[error("client closed the connection")]
+    ClientGone,
+}
+
+/// How the client connection fares after the error is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The session goes on.
+    Error,
+    /// The client connection is closed after the ErrorResponse.
+    Fatal,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+impl Error {
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        Error::Protocol(msg.into())
+    }
+
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            Error::Io(_) | Error::ClientGone | Error::ServerUnavailable { .. } | Error::ServerLost(_) => "08006",
+            Error::Protocol(_) => "08P01",
+            Error::UnknownDatabase(_) => "3D000",
+            Error::AuthFailed(_) => "28P01",
+            Error::PoolExhausted { .. } | Error::TooManyClients(_) => "53300",
+            Error::ServerRefused { fields, .. } => &fields.code,
+            Error::Unsupported(_) => "0A000",
+            Error::Shutdown => "57P01",
+            Error::IdleInTransaction(_) => "25P03",
+            Error::InvalidParameter(_) => "22023",
+            Error::Config(_) => "F0000",
+        }
+    }
+
+    pub fn severity(&self) -> Severity {
+        match self {
+            Error::PoolExhausted { .. }
+            | Error::Unsupported(_)
+            | Error::InvalidParameter(_)
+            | Error::ServerUnavailable { .. }
+            | Error::ServerRefused { .. } => Severity::Error,
+            _ => Severity::Fatal,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,185 @@
+//! One client message at a time: what goes to the server, renamed or not,
+//! and what the session answers itself.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::expect::Expect;
+use super::prepared::{self, Prepared};
+use super::session::{expect_for, Flow, Session};
+use crate::config::PoolMode;
+use crate::errors::{Error, Result};
+use crate::net::codec;
+use crate::net::messages;
+
+impl Session {
+    pub(super) async fn on_client_message(&mut self, tag: u8, msg: Bytes) -> Result<Flow> {
+        if self.skip_until_sync {
+            match tag {
+                b'S' => {
+                    self.skip_until_sync = false;
+                    messages::ready_for_query(&mut self.to_client, self.status);
+                }
+                b'X' => return Ok(Flow::Close),
+                _ => {}
+            }
+            return Ok(Flow::Continue);
+        }
+        match tag {
+            b'X' => return Ok(Flow::Close),
+            b'Q' | b'F' => {
+                if self.ensure_server(true).await? {
+                    self.forward(tag, &msg);
+                }
+            }
+            b'P' | b'B' | b'D' | b'C' | b'E' | b'S' | b'H' => {
+                if self.ensure_server(false).await? {
+                    self.extended(tag, msg)?;
+                }
+            }
+            b'd' | b'c' | b'f' => {
+                // COPY data outside a server's COPY is ignored, as Postgres does.
+                if self.server.is_some() {
+                    self.to_server.extend_from_slice(&msg);
+                }
+            }
+            other => {
+                let err = Error::protocol(format!(
+                    "invalid frontend message type {}",
+                    codec::printable(other) as u32
+                ));
+                tracing::warn!(client = %self.peer, error = %err, "closing client");
+                self.flush().await?;
+                self.fatal(&err).await;
+                return Ok(Flow::Close);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Queues a message for the server unchanged, noting its expected reply.
+    fn forward(&mut self, tag: u8, msg: &[u8]) {
+        self.to_server.extend_from_slice(msg);
+        if let Some(e) = expect_for(tag) {
+            self.expect.push(e);
+        }
+    }
+
+    /// The extended protocol. In transaction mode named statements are
+    /// renamed to their shared server-side names.
+    fn extended(&mut self, tag: u8, msg: Bytes) -> Result<()> {
+        if self.mode == PoolMode::Session {
+            if tag == b'P' {
+                self.expect.push(Expect::Parse {
+                    injected: false,
+                    name: None,
+                });
+                self.to_server.extend_from_slice(&msg);
+            } else {
+                self.forward(tag, &msg);
+            }
+            return Ok(());
+        }
+        match tag {
+            b'P' => self.parse(&msg)?,
+            b'B' => {
+                let (stmt, at, end) = prepared::bind_statement(&msg)?;
+                match self.known(stmt) {
+                    Some(p) => {
+                        self.ensure_prepared(&p);
+                        let renamed = prepared::rename_bind(&msg, at, end, &p.global);
+                        self.forward(tag, &renamed);
+                    }
+                    None => self.forward(tag, &msg),
+                }
+            }
+            b'D' => {
+                let (kind, name) = prepared::target(&msg)?;
+                match (kind, self.known(name)) {
+                    (b'S', Some(p)) => {
+                        self.ensure_prepared(&p);
+                        self.forward(tag, &prepared::describe_statement(&p.global));
+                    }
+                    _ => self.forward(tag, &msg),
+                }
+            }
+            b'C' => {
+                let (kind, name) = prepared::target(&msg)?;
+                if kind == b'S' && !name.is_empty() {
+                    // Shared on the server; closing it there would pull it
+                    // from under other clients. Postgres answers CloseComplete
+                    // for unknown names too.
+                    self.statements.remove(name);
+                    self.synthetic(b'3');
+                } else {
+                    self.forward(tag, &msg);
+                }
+            }
+            _ => self.forward(tag, &msg),
+        }
+        Ok(())
+    }
+
+    fn parse(&mut self, msg: &[u8]) -> Result<()> {
+        let (name, name_end) = prepared::first_name(msg)?;
+        if name.is_empty() {
+            self.expect.push(Expect::Parse {
+                injected: false,
+                name: None,
+            });
+            self.to_server.extend_from_slice(msg);
+            return Ok(());
+        }
+        let p = self.statements.define(name, msg, name_end);
+        if self.server_has(&p.global) {
+            self.synthetic(b'1');
+        } else {
+            self.pending.insert(p.global.clone());
+            self.expect.push(Expect::Parse {
+                injected: false,
+                name: Some(p.global.clone()),
+            });
+            self.to_server.extend_from_slice(&p.parse);
+        }
+        Ok(())
+    }
+
+    fn known(&self, name: &str) -> Option<Arc<Prepared>> {
+        if name.is_empty() {
+            return None;
+        }
+        self.statements.get(name).cloned()
+    }
+
+    fn server_has(&self, global: &str) -> bool {
+        self.pending.contains(global)
+            || self
+                .server
+                .as_ref()
+                .is_some_and(|p| p.server.prepared.contains(global))
+    }
+
+    /// Sends the statement's Parse first if this server does not have it.
+    fn ensure_prepared(&mut self, p: &Prepared) {
+        if self.server_has(&p.global) {
+            return;
+        }
+        self.pending.insert(p.global.clone());
+        self.expect.push(Expect::Parse {
+            injected: true,
+            name: Some(p.global.clone()),
+        });
+        self.to_server.extend_from_slice(&p.parse);
+    }
+
+    /// Queues an answer we give ourselves, in its place among the server's.
+    fn synthetic(&mut self, tag: u8) {
+        self.expect.push(Expect::Synthetic(tag));
+        let out = &mut self.to_client;
+        self.expect.drain_synthetic(|t| match t {
+            b'1' => messages::parse_complete(out),
+            _ => messages::close_complete(out),
+        });
+    }
+}

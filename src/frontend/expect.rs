@@ -1,0 +1,152 @@
+//! What the session is waiting for from the server, in order. Responses come
+//! back in the order requests went out; this queue lets the session answer
+//! some requests itself (a Parse the server already has, a Close of a shared
+//! statement) and hide answers to requests the client never sent, while
+//! keeping every response in its place.
+
+use std::collections::VecDeque;
+
+#[derive(Debug)]
+pub enum Expect {
+    /// A Parse went to the server; ParseComplete ends it. `injected`: the
+    /// client did not send it, so its ParseComplete is dropped. `name`: the
+    /// server-side statement name to record once it exists.
+    Parse { injected: bool, name: Option<String> },
+    /// A Bind/Describe/Execute/Close went to the server; one of these tags ends it.
+    Reply(&'static [u8]),
+    /// Sync, Query or FunctionCall: ReadyForQuery ends it.
+    Sync,
+    /// We answer this one ourselves with an empty message of this tag.
+    Synthetic(u8),
+}
+
+#[derive(Default)]
+pub struct ExpectQueue {
+    queue: VecDeque<Expect>,
+}
+
+/// What a server message means for the queue.
+pub enum Matched {
+    /// Forward the message.
+    Forward,
+    /// Drop the message: it answers a request the client never sent.
+    Hide,
+}
+
+impl ExpectQueue {
+    pub fn push(&mut self, e: Expect) {
+        self.queue.push_back(e);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+    }
+
+    /// How many ReadyForQuery the client is still owed.
+    pub fn syncs(&self) -> usize {
+        self.queue.iter().filter(|e| matches!(e, Expect::Sync)).count()
+    }
+
+    /// Pops synthetic answers now at the front; `emit` writes each one.
+    pub fn drain_synthetic(&mut self, mut emit: impl FnMut(u8)) {
+        while let Some(Expect::Synthetic(tag)) = self.queue.front() {
+            emit(*tag);
+            self.queue.pop_front();
+        }
+    }
+
+    /// Accounts for one server message. `committed` receives the name of a
+    /// statement the server now holds.
+    pub fn on_server_message(&mut self, tag: u8, mut committed: impl FnMut(String)) -> Matched {
+        match tag {
+            b'Z' => {
+                if matches!(self.queue.front(), Some(Expect::Sync)) {
+                    self.queue.pop_front();
+                }
+                Matched::Forward
+            }
+            b'1' => match self.queue.front() {
+                Some(Expect::Parse { .. }) => {
+                    let Some(Expect::Parse { injected, name }) = self.queue.pop_front() else {
+                        return Matched::Forward;
+                    };
+                    if let Some(name) = name {
+                        committed(name);
+                    }
+                    if injected {
+                        Matched::Hide
+                    } else {
+                        Matched::Forward
+                    }
+                }
+                _ => Matched::Forward,
+            },
+            b'E' => {
+                // In the extended protocol the server skips everything up to
+                // Sync after an error; so do we. A simple Query goes on to 'Z'.
+                while let Some(front) = self.queue.front() {
+                    if matches!(front, Expect::Sync) {
+                        break;
+                    }
+                    self.queue.pop_front();
+                }
+                Matched::Forward
+            }
+            t => {
+                if let Some(Expect::Reply(ends)) = self.queue.front() {
+                    if ends.contains(&t) {
+                        self.queue.pop_front();
+                    }
+                }
+                Matched::Forward
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injected_parse_is_hidden_and_synthetic_waits_its_turn() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Reply(b"2"));
+        q.push(Expect::Synthetic(b'1'));
+        q.push(Expect::Parse { injected: true, name: Some("g".into()) });
+        q.push(Expect::Reply(b"2"));
+        q.push(Expect::Sync);
+        let mut emitted = vec![];
+        q.drain_synthetic(|t| emitted.push(t));
+        assert!(emitted.is_empty(), "synthetic must wait for the Bind before it");
+        assert!(matches!(q.on_server_message(b'2', |_| {}), Matched::Forward));
+        q.drain_synthetic(|t| emitted.push(t));
+        assert_eq!(emitted, vec![b'1']);
+        let mut names = vec![];
+        assert!(matches!(q.on_server_message(b'1', |n| names.push(n)), Matched::Hide));
+        assert_eq!(names, vec!["g".to_string()]);
+        q.on_server_message(b'2', |_| {});
+        assert_eq!(q.syncs(), 1);
+        q.on_server_message(b'Z', |_| {});
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn error_skips_to_sync() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Parse { injected: false, name: Some("g".into()) });
+        q.push(Expect::Reply(b"2"));
+        q.push(Expect::Synthetic(b'3'));
+        q.push(Expect::Sync);
+        let mut names = vec![];
+        q.on_server_message(b'E', |n| names.push(n));
+        assert!(names.is_empty(), "a failed Parse commits nothing");
+        assert_eq!(q.syncs(), 1);
+        q.on_server_message(b'Z', |_| {});
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,217 @@
+//! From a client's first byte to ReadyForQuery: SSL/GSS refusal, cancel
+//! requests, protocol version, pool lookup and authentication.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::app::App;
+use crate::backend::Pool;
+use crate::config::AuthType;
+use crate::errors::{Error, Result};
+use crate::net::auth::scram::{Exchange, ScramError};
+use crate::net::auth::{md5, Secret};
+use crate::net::codec::{self, cstr, read_i32};
+use crate::net::messages;
+use crate::net::startup::{self, Startup, StartupPacket};
+
+/// What a finished handshake hands the session.
+pub struct LoggedIn {
+    pub pool: Arc<Pool>,
+    pub startup: Startup,
+}
+
+/// Outcome of reading the opening packets.
+pub enum Opening {
+    Startup(Startup),
+    /// A cancel request was handled; close the connection.
+    Cancelled,
+}
+
+/// The largest auth message (password/SASL) we accept from a client.
+const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+
+/// Reads packets until a StartupMessage, refusing SSL/GSS encryption.
+pub async fn read_opening(app: &App, stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Opening> {
+    loop {
+        let packet = read_startup_packet(stream, buf).await?;
+        match startup::parse(&packet)? {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                // No TLS configured: plaintext, as libpq's sslmode=prefer expects.
+                stream.write_all(b"N").await?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                app.cancels.cancel(pid, secret).await;
+                return Ok(Opening::Cancelled);
+            }
+            StartupPacket::Startup(s) => return Ok(Opening::Startup(s)),
+        }
+    }
+}
+
+async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut> {
+    loop {
+        if let Some(len) = codec::startup_len(buf)? {
+            if buf.len() >= len {
+                return Ok(buf.split_to(len));
+            }
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(Error::ClientGone);
+        }
+    }
+}
+
+/// Finds the pool and authenticates the client. On error the caller sends it as FATAL.
+pub async fn login(
+    app: &App,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    startup: Startup,
+) -> Result<LoggedIn> {
+    if startup.major != 3 {
+        return Err(Error::Unsupported(format!(
+            "unsupported frontend protocol {}.{}: pgmlcat speaks 3.0",
+            startup.major, startup.minor
+        )));
+    }
+    let mut out = BytesMut::new();
+    let unknown_opts = startup.protocol_options();
+    if startup.minor > 0 || !unknown_opts.is_empty() {
+        messages::negotiate_protocol_version(&mut out, 0, &unknown_opts);
+    }
+    let user = startup
+        .param("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| Error::protocol("no PostgreSQL user name specified in startup packet"))?
+        .to_string();
+    let database = startup.param("database").unwrap_or(&user).to_string();
+    if startup.param("replication").is_some_and(|r| r != "false" && r != "0") {
+        return Err(Error::Unsupported("replication connections are not supported through pgmlcat".into()));
+    }
+    let registry = app.registry.load();
+    if !registry.has_database(&database) {
+        return Err(Error::UnknownDatabase(database));
+    }
+    let auth_type = registry.config.general.auth_type;
+    let pool = registry.get(&database, &user).cloned();
+    drop(registry);
+    // An unknown user still goes through a challenge, so its answer looks
+    // like a wrong password's.
+    let secret = pool.as_ref().and_then(|p| p.secret.clone());
+    let authenticated = match auth_type {
+        AuthType::Trust => pool.is_some(),
+        AuthType::Md5 => md5_exchange(stream, buf, &mut out, &user, secret.as_ref()).await?,
+        AuthType::Scram => scram_exchange(stream, buf, &mut out, secret.as_ref()).await?,
+    };
+    let pool = match pool {
+        Some(p) if authenticated => p,
+        _ => return Err(Error::AuthFailed(user)),
+    };
+    // Learn what the server reports before saying AuthenticationOk, so an
+    // unreachable server fails the login instead of the first query.
+    let server_params = pool.server_params().await?;
+    messages::auth_ok(&mut out);
+    let client = crate::frontend::params::ClientParams::from_startup(&startup.params);
+    for (name, value) in server_params.iter() {
+        let value = client.get(name).unwrap_or(value);
+        messages::parameter_status(&mut out, name, value);
+    }
+    stream.write_all(&out).await?;
+    Ok(LoggedIn { pool, startup })
+}
+
+async fn md5_exchange(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    user: &str,
+    secret: Option<&Secret>,
+) -> Result<bool> {
+    let mut salt = [0u8; 4];
+    rand::thread_rng().fill_bytes(&mut salt);
+    messages::auth_md5(out, salt);
+    stream.write_all(out).await?;
+    out.clear();
+    let msg = read_auth_message(stream, buf).await?;
+    let response = msg.strip_suffix(&[0]).unwrap_or(&msg);
+    Ok(match secret.and_then(|s| s.md5_for(user)) {
+        Some(stored) => md5::verify(&stored, salt, response),
+        None => false,
+    })
+}
+
+async fn scram_exchange(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    secret: Option<&Secret>,
+) -> Result<bool> {
+    // An unknown user gets a made-up verifier so the exchange looks the same.
+    let fallback;
+    let verifier = match secret.and_then(Secret::scram_verifier) {
+        Some(v) => v,
+        None => {
+            fallback = crate::net::auth::scram::Verifier::derive("");
+            &fallback
+        }
+    };
+    messages::auth_sasl(out);
+    stream.write_all(out).await?;
+    out.clear();
+    let initial = read_auth_message(stream, buf).await?;
+    let (mechanism, pos) = cstr(&initial, 0)?;
+    if mechanism != "SCRAM-SHA-256" {
+        return Err(Error::protocol(format!("unsupported SASL mechanism {mechanism:?}")));
+    }
+    let len = read_i32(&initial, pos)?;
+    let data = initial
+        .get(pos + 4..)
+        .filter(|d| len >= 0 && d.len() == len as usize)
+        .ok_or_else(|| Error::protocol("malformed SASLInitialResponse"))?;
+    let (exchange, server_first) = Exchange::start(data, verifier).map_err(scram_error)?;
+    messages::auth_sasl_continue(out, server_first.as_bytes());
+    stream.write_all(out).await?;
+    out.clear();
+    let final_msg = read_auth_message(stream, buf).await?;
+    match exchange.finish(&final_msg, verifier) {
+        Ok(server_final) if secret.is_some() => {
+            messages::auth_sasl_final(out, server_final.as_bytes());
+            Ok(true)
+        }
+        Ok(_) | Err(ScramError::BadProof) => Ok(false),
+        Err(e) => Err(scram_error(e)),
+    }
+}
+
+fn scram_error(e: ScramError) -> Error {
+    match e {
+        ScramError::Malformed(why) => Error::protocol(format!("malformed SCRAM message: {why}")),
+        ScramError::BadProof => Error::protocol("SCRAM proof rejected"),
+    }
+}
+
+/// Reads one 'p' message body (password, SASL initial or SASL response).
+async fn read_auth_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut> {
+    loop {
+        if let Some(h) = codec::header(buf, MAX_AUTH_MESSAGE)? {
+            if h.tag != b'p' {
+                return Err(Error::protocol(format!(
+                    "expected password response, got message type '{}'",
+                    codec::printable(h.tag)
+                )));
+            }
+            if buf.len() >= h.total {
+                let mut msg = buf.split_to(h.total);
+                msg.advance(codec::HEADER_LEN);
+                return Ok(msg);
+            }
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(Error::protocol("client closed the connection during authentication"));
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Accepting clients and running each one as its own task.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::handshake::{self, Opening};
+use super::params::ClientParams;
+use super::session::Session;
+use crate::app::{App, Shutdown};
+use crate::errors::{Error, Severity};
+use crate::net::messages::{self, TxStatus};
+
+/// How long a client may take from connect to logged in (Postgres: authentication_timeout).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Accepts until shutdown begins.
+pub async fn serve(app: Arc<App>, listener: TcpListener) {
+    let mut shutdown = app.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(client_task(app.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() != Shutdown::Running {
+                    tracing::info!("no longer accepting connections");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Counts a client for max_client_conn and SHOW commands while it lives.
+struct ClientSlot(Arc<App>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn client_task(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    crate::net::socket::keepalive(&stream);
+    let count = app.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let _slot = ClientSlot(app.clone());
+    let config = app.config();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let startup = match handshake::read_opening(&app, &mut stream, &mut buf).await? {
+            Opening::Cancelled => return Ok(None),
+            Opening::Startup(s) => s,
+        };
+        if count > config.general.max_client_conn {
+            return Err(Error::TooManyClients(config.general.max_client_conn));
+        }
+        handshake::login(&app, &mut stream, &mut buf, startup).await.map(Some)
+    })
+    .await
+    .unwrap_or_else(|_| Err(Error::protocol("timed out waiting for the client to log in")));
+    let logged_in = match opened {
+        Ok(Some(l)) => l,
+        Ok(None) | Err(Error::ClientGone) => return,
+        Err(e) => {
+            tracing::info!(client = %peer, error = %e, "client login failed");
+            let mut out = BytesMut::new();
+            messages::error_with_severity(&mut out, &e, Severity::Fatal);
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+    };
+    let pool = logged_in.pool;
+    if config.general.log_client_connections {
+        tracing::info!(client = %peer, database = %pool.database, user = %pool.user, "client connected");
+    }
+    let cancel = app.cancels.register();
+    let mut out = BytesMut::new();
+    messages::backend_key_data(&mut out, cancel.pid, super::cancel::secret_of(&cancel));
+    messages::ready_for_query(&mut out, TxStatus::Idle);
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    let params = ClientParams::from_startup(&logged_in.startup.params);
+    let session = Session::new(app.clone(), stream, peer, buf, pool.clone(), params, cancel);
+    if let Err(e) = session.run().await {
+        tracing::info!(client = %peer, pool = %format!("{}/{}", pool.database, pool.user), error = %e, "client session ended with an error");
+    }
+    if config.general.log_client_disconnections {
+        tracing::info!(client = %peer, database = %pool.database, user = %pool.user, "client disconnected");
+    }
+}

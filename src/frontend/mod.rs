@@ -1,0 +1,11 @@
+//! Client side of the house: accepting, the handshake, and the session.
+
+pub mod cancel;
+mod client_messages;
+mod expect;
+pub mod handshake;
+pub mod listener;
+pub mod params;
+pub mod prepared;
+mod relay;
+pub mod session;

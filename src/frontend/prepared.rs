@@ -1,0 +1,163 @@
+//! Named prepared statements in transaction mode. A client's statement
+//! names are its own; on the servers every statement lives under a name
+//! derived from its text and parameter types, shared by all clients. A
+//! client's next transaction may land on a server that has never seen its
+//! statement: the session then sends the Parse first, unseen by the client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+use crate::errors::Result;
+use crate::net::codec::cstr;
+
+/// A statement as the servers know it.
+pub struct Prepared {
+    /// The server-side name, `pgmlcat_` + 32 hex digits of SHA-256.
+    pub global: String,
+    /// A ready-to-send Parse message under `global`.
+    pub parse: Bytes,
+}
+
+/// One client's statement names.
+#[derive(Default)]
+pub struct ClientStatements {
+    map: HashMap<String, Arc<Prepared>>,
+}
+
+impl ClientStatements {
+    /// Records the client's Parse; returns the statement as the servers know it.
+    /// `msg` is the whole Parse message, `name` its statement name.
+    pub fn define(&mut self, name: &str, msg: &[u8], name_end: usize) -> Arc<Prepared> {
+        let rest = &msg[name_end..];
+        let digest = Sha256::digest(rest);
+        let mut global = String::with_capacity(40);
+        global.push_str("pgmlcat_");
+        for b in &digest[..16] {
+            global.push_str(&format!("{b:02x}"));
+        }
+        let parse = with_name(b'P', &global, rest);
+        let prepared = Arc::new(Prepared { global, parse });
+        self.map.insert(name.to_string(), prepared.clone());
+        prepared
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Prepared>> {
+        self.map.get(name)
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.map.remove(name);
+    }
+}
+
+/// Builds `tag` + length + `name`\0 + `rest`.
+fn with_name(tag: u8, name: &str, rest: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(6 + name.len() + rest.len());
+    out.put_u8(tag);
+    out.put_i32((4 + name.len() + 1 + rest.len()) as i32);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(rest);
+    out.freeze()
+}
+
+/// The first string of a message body (Parse: statement name), with the
+/// offset in `msg` just after its NUL. `msg` includes the 5-byte header.
+pub fn first_name(msg: &[u8]) -> Result<(&str, usize)> {
+    cstr(msg, 5)
+}
+
+/// Bind: returns (statement name, offset of the statement name, offset after it).
+pub fn bind_statement(msg: &[u8]) -> Result<(&str, usize, usize)> {
+    let (_portal, at) = cstr(msg, 5)?;
+    let (stmt, end) = cstr(msg, at)?;
+    Ok((stmt, at, end))
+}
+
+/// Rewrites a Bind so it names `global` instead of the client's statement.
+pub fn rename_bind(msg: &[u8], at: usize, end: usize, global: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(msg.len() + global.len());
+    out.put_u8(b'B');
+    out.put_i32((msg.len() - 1 - (end - at) + global.len() + 1) as i32);
+    out.put_slice(&msg[5..at]);
+    out.put_slice(global.as_bytes());
+    out.put_u8(0);
+    out.put_slice(&msg[end..]);
+    out.freeze()
+}
+
+/// Describe and Close: (kind 'S' or 'P', name).
+pub fn target(msg: &[u8]) -> Result<(u8, &str)> {
+    let kind = *msg
+        .get(5)
+        .ok_or_else(|| crate::errors::Error::protocol("Describe/Close without a target"))?;
+    let (name, _) = cstr(msg, 6)?;
+    Ok((kind, name))
+}
+
+/// Describe of a statement under its server name.
+pub fn describe_statement(global: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(7 + global.len());
+    out.put_u8(b'D');
+    out.put_i32((4 + 1 + global.len() + 1) as i32);
+    out.put_u8(b'S');
+    out.put_slice(global.as_bytes());
+    out.put_u8(0);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postgres_protocol::message::frontend;
+
+    #[test]
+    fn same_text_same_global_name() {
+        let mut a = BytesMut::new();
+        frontend::parse("s1", "select $1", [23u32], &mut a).unwrap();
+        let mut b = BytesMut::new();
+        frontend::parse("other", "select $1", [23u32], &mut b).unwrap();
+        let mut stmts = ClientStatements::default();
+        let (_, end_a) = first_name(&a).unwrap();
+        let (_, end_b) = first_name(&b).unwrap();
+        let pa = stmts.define("s1", &a, end_a);
+        let pb = stmts.define("other", &b, end_b);
+        assert_eq!(pa.global, pb.global);
+        assert!(pa.global.len() < 64);
+        // The renamed Parse is a well-formed Parse under the global name.
+        let (name, _) = first_name(&pa.parse).unwrap();
+        assert_eq!(name, pa.global);
+        let len = u32::from_be_bytes(pa.parse[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len + 1, pa.parse.len());
+    }
+
+    #[test]
+    fn bind_rename_keeps_the_rest() {
+        let mut msg = BytesMut::new();
+        frontend::bind(
+            "portal",
+            "s1",
+            Some(1),
+            [7i32],
+            |v, buf| {
+                buf.put_i32(v);
+                Ok::<_, Box<dyn std::error::Error + Sync + Send>>(postgres_protocol::IsNull::No)
+            },
+            Some(1),
+            &mut msg,
+        )
+        .map_err(|_| "bind")
+        .unwrap();
+        let (stmt, at, end) = bind_statement(&msg).unwrap();
+        assert_eq!(stmt, "s1");
+        let renamed = rename_bind(&msg, at, end, "pgmlcat_x");
+        let (stmt2, _, end2) = bind_statement(&renamed).unwrap();
+        assert_eq!(stmt2, "pgmlcat_x");
+        assert_eq!(&renamed[end2..], &msg[end..]);
+        let len = u32::from_be_bytes(renamed[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len + 1, renamed.len());
+    }
+}

@@ -1,0 +1,152 @@
+//! Server to client: scan what the server sent, note what matters (status,
+//! session state, parameters, statements), and forward the bytes, usually
+//! straight from the read buffer with no copy. Large rows are passed
+//! through in pieces so memory stays bounded whatever the result size.
+
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+
+use super::expect::Matched;
+use super::session::{Flow, Session, STREAM_THRESHOLD};
+use crate::backend::server::command_effect;
+use crate::config::PoolMode;
+use crate::errors::Result;
+use crate::net::codec;
+use crate::net::messages::{self, parse_error_fields, parse_parameter_status, TxStatus};
+
+/// Largest message we hold whole from a server (the rest stream).
+const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+impl Session {
+    pub(super) async fn on_server_data(&mut self) -> Result<Flow> {
+        let Some(pooled) = self.server.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let server = &mut pooled.server;
+        let expect = &mut self.expect;
+        let params = &mut self.params;
+        let pending = &mut self.pending;
+        let out = &mut self.to_client;
+        let mut status = None;
+        // buf[..pos] is scanned; buf[copied..pos] is not yet in `out` (only
+        // used once something had to be dropped or inserted).
+        let mut pos = 0;
+        let mut copied = 0;
+        let mut edited = !out.is_empty();
+        loop {
+            if self.server_stream_left > 0 {
+                let n = self.server_stream_left.min(server.buf.len() - pos);
+                pos += n;
+                self.server_stream_left -= n;
+                if self.server_stream_left > 0 {
+                    break;
+                }
+                continue;
+            }
+            let Some(h) = codec::header(&server.buf[pos..], MAX_SERVER_MESSAGE)? else {
+                break;
+            };
+            let available = server.buf.len() - pos;
+            if available < h.total {
+                if (h.tag == b'D' || h.tag == b'd') && h.total > STREAM_THRESHOLD {
+                    self.server_stream_left = h.total - available;
+                    pos = server.buf.len();
+                } else {
+                    server.buf.reserve(h.total - available);
+                }
+                break;
+            }
+            let body = pos + codec::HEADER_LEN..pos + h.total;
+            let mut hide = false;
+            match h.tag {
+                b'D' => {} // the common case: nothing to note
+                b'Z' => {
+                    let st = server.buf.get(body.start).and_then(|&b| TxStatus::from_byte(b));
+                    server.status = st.unwrap_or(TxStatus::Failed);
+                    status = Some(server.status);
+                    expect.on_server_message(h.tag, |_| {});
+                    if expect.is_empty() {
+                        pending.clear();
+                    }
+                }
+                b'C' => {
+                    let effect = command_effect(&server.buf[body.clone()]);
+                    server.note_command(effect);
+                    expect.on_server_message(h.tag, |_| {});
+                }
+                b'S' => {
+                    if let Some((name, value)) = parse_parameter_status(&server.buf[body.clone()]) {
+                        params.reported(name, value);
+                        server.params.insert(name.to_string(), value.to_string());
+                    }
+                }
+                b'E' => {
+                    let fields = parse_error_fields(&server.buf[body.clone()]);
+                    if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                        server.broken = true;
+                    }
+                    expect.on_server_message(h.tag, |_| {});
+                }
+                t => {
+                    let prepared = &mut server.prepared;
+                    let matched = expect.on_server_message(t, |name| {
+                        pending.remove(&name);
+                        prepared.insert(name);
+                    });
+                    hide = matches!(matched, Matched::Hide);
+                }
+            }
+            if hide {
+                out.extend_from_slice(&server.buf[copied..pos]);
+                copied = pos + h.total;
+                edited = true;
+            }
+            pos += h.total;
+            let mut inserted = false;
+            expect.drain_synthetic(|t| {
+                if !inserted {
+                    out.extend_from_slice(&server.buf[copied..pos]);
+                    copied = pos;
+                    inserted = true;
+                }
+                match t {
+                    b'1' => messages::parse_complete(out),
+                    _ => messages::close_complete(out),
+                }
+            });
+            edited |= inserted;
+        }
+        let write = if edited {
+            out.extend_from_slice(&server.buf[copied..pos]);
+            let r = self.client.write_all(out).await;
+            out.clear();
+            r
+        } else if pos > 0 {
+            self.client.write_all(&server.buf[..pos]).await
+        } else {
+            Ok(())
+        };
+        server.buf.advance(pos);
+        if write.is_err() {
+            return Ok(Flow::Close);
+        }
+        if let Some(st) = status {
+            self.status = st;
+            if self.transaction_over() {
+                self.release().await;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// In transaction mode the server goes back once nothing is outstanding
+    /// and the transaction has ended.
+    fn transaction_over(&self) -> bool {
+        self.mode == PoolMode::Transaction
+            && self.status == TxStatus::Idle
+            && self.expect.is_empty()
+            && self.server_stream_left == 0
+            && self.client_stream_left == 0
+            && self.server.as_ref().is_some_and(|p| p.server.buf.is_empty())
+    }
+}

@@ -1,0 +1,384 @@
+//! A logged-in client: the loop that moves its messages to a server and the
+//! server's answers back, checking servers out and in around transactions.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::cancel::CancelHandle;
+use super::expect::{Expect, ExpectQueue};
+use super::params::ClientParams;
+use super::prepared::ClientStatements;
+use crate::app::{App, Shutdown};
+use crate::backend::{Pool, Pooled, ServerPool};
+use crate::config::PoolMode;
+use crate::errors::{Error, Result, Severity};
+use crate::net::codec;
+use crate::net::messages::{self, TxStatus};
+
+/// A message this large or larger is streamed through in pieces instead of
+/// being held whole (DataRow and CopyData only).
+pub(super) const STREAM_THRESHOLD: usize = 64 * 1024;
+
+/// What the loop does next.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    Close,
+}
+
+pub struct Session {
+    pub(super) app: Arc<App>,
+    pub(super) client: TcpStream,
+    pub(super) peer: SocketAddr,
+    /// Bytes from the client not handled yet.
+    pub(super) cbuf: BytesMut,
+    pub(super) to_client: BytesMut,
+    pub(super) to_server: BytesMut,
+    pub(super) server_pool: Arc<ServerPool>,
+    pub(super) mode: PoolMode,
+    pub(super) params: ClientParams,
+    pub(super) statements: ClientStatements,
+    pub(super) server: Option<Pooled>,
+    pub(super) expect: ExpectQueue,
+    /// Statement names sent to the current server whose ParseComplete has not come.
+    pub(super) pending: HashSet<String>,
+    pub(super) cancel: CancelHandle,
+    /// Transaction status as last reported to the client.
+    pub(super) status: TxStatus,
+    /// After an error we raised in the extended protocol: drop messages until Sync.
+    pub(super) skip_until_sync: bool,
+    /// Bytes of a large client CopyData still to pass through.
+    pub(super) client_stream_left: usize,
+    /// Bytes of a large server message still to pass through.
+    pub(super) server_stream_left: usize,
+    pub(super) max_message: usize,
+    pub(super) idle_tx_timeout: Option<Duration>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        app: Arc<App>,
+        client: TcpStream,
+        peer: SocketAddr,
+        cbuf: BytesMut,
+        pool: Arc<Pool>,
+        params: ClientParams,
+        cancel: CancelHandle,
+    ) -> Session {
+        let config = app.config();
+        let server_pool = pool.primary(0).clone();
+        let idle = config.general.idle_client_in_transaction_timeout;
+        Session {
+            client,
+            peer,
+            cbuf,
+            to_client: BytesMut::with_capacity(1024),
+            to_server: BytesMut::with_capacity(1024),
+            mode: pool.mode,
+            server_pool,
+            params,
+            statements: ClientStatements::default(),
+            server: None,
+            expect: ExpectQueue::default(),
+            pending: HashSet::new(),
+            cancel,
+            status: TxStatus::Idle,
+            skip_until_sync: false,
+            client_stream_left: 0,
+            server_stream_left: 0,
+            max_message: config.general.max_message_size,
+            idle_tx_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
+            app,
+        }
+    }
+
+    /// Runs until the client leaves or is closed. Errors returned here are
+    /// ones the client could not be told about (or was already told).
+    pub async fn run(mut self) -> Result<()> {
+        let mut shutdown = self.app.shutdown.subscribe();
+        let result = self.run_loop(&mut shutdown).await;
+        self.finish().await;
+        result
+    }
+
+    async fn run_loop(&mut self, shutdown: &mut watch::Receiver<Shutdown>) -> Result<()> {
+        loop {
+            if self.should_close_for_shutdown(shutdown) {
+                self.fatal(&Error::Shutdown).await;
+                return Ok(());
+            }
+            let read = match self.server.as_mut() {
+                None => {
+                    tokio::select! {
+                        r = self.client.read_buf(&mut self.cbuf) => r,
+                        _ = shutdown.changed() => continue,
+                    }
+                }
+                Some(pooled) => {
+                    let idle_timer = self
+                        .idle_tx_timeout
+                        .filter(|_| self.status != TxStatus::Idle && self.expect.is_empty());
+                    tokio::select! {
+                        r = self.client.read_buf(&mut self.cbuf) => r,
+                        r = pooled.server.stream.read_buf(&mut pooled.server.buf) => {
+                            match r {
+                                Ok(n) if n > 0 => {
+                                    if self.on_server_data().await? == Flow::Close {
+                                        return Ok(());
+                                    }
+                                }
+                                _ => {
+                                    if self.on_server_lost().await == Flow::Close {
+                                        return Ok(());
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                        _ = sleep_opt(idle_timer) => {
+                            let ms = idle_timer.map_or(0, |d| d.as_millis() as u64);
+                            tracing::info!(client = %self.peer, pool = %self.server_pool.name, "closing client idle in transaction for {ms} ms");
+                            self.fatal(&Error::IdleInTransaction(ms)).await;
+                            return Ok(());
+                        }
+                        _ = shutdown.changed() => continue,
+                    }
+                }
+            };
+            match read {
+                Ok(n) if n > 0 => {
+                    if self.on_client_data().await? == Flow::Close {
+                        return Ok(());
+                    }
+                }
+                _ => return Ok(()), // the client went away
+            }
+        }
+    }
+
+    fn should_close_for_shutdown(&self, shutdown: &watch::Receiver<Shutdown>) -> bool {
+        match *shutdown.borrow() {
+            Shutdown::Running => false,
+            Shutdown::Fast => true,
+            // Let a transaction in progress finish first.
+            Shutdown::Graceful => self.status == TxStatus::Idle && self.expect.is_empty(),
+        }
+    }
+
+    /// Sends a FATAL error to the client (best effort).
+    pub(super) async fn fatal(&mut self, err: &Error) {
+        let mut out = BytesMut::new();
+        messages::error_with_severity(&mut out, err, Severity::Fatal);
+        let _ = self.client.write_all(&out).await;
+    }
+
+    /// Gets a server for the client's next request and brings its session
+    /// parameters in line. On failure the client is told and `false` returned.
+    pub(super) async fn ensure_server(&mut self, simple: bool) -> Result<bool> {
+        if self.server.is_some() {
+            return Ok(true);
+        }
+        let err = match self.server_pool.checkout().await {
+            Ok(mut pooled) => match pooled.server.sync_parameters(self.params.wanted()).await {
+                Ok(()) => {
+                    let s = &pooled.server;
+                    self.cancel.entry.set(s.addr.clone(), s.key);
+                    self.server = Some(pooled);
+                    return Ok(true);
+                }
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        tracing::warn!(client = %self.peer, pool = %self.server_pool.name, error = %err, "no server for client");
+        messages::error_with_severity(&mut self.to_client, &err, Severity::Error);
+        if simple {
+            messages::ready_for_query(&mut self.to_client, self.status);
+        } else {
+            self.skip_until_sync = true;
+        }
+        Ok(false)
+    }
+
+    /// Returns the server to the pool, clean, once the client's transaction is over.
+    pub(super) async fn release(&mut self) {
+        let Some(mut pooled) = self.server.take() else {
+            return;
+        };
+        self.cancel.entry.clear();
+        self.pending.clear();
+        let settings = self.server_pool.settings();
+        let server = &mut pooled.server;
+        if server.prepared.len() > settings.prepared_cache_size {
+            server.dirty = true;
+        }
+        if server.dirty {
+            if settings.cleanup_server_connections || self.mode == PoolMode::Session {
+                if let Err(e) = server.reset().await {
+                    tracing::warn!(server = %server.addr, error = %e, "server reset failed; closing it");
+                }
+            } else {
+                server.dirty = false;
+            }
+        }
+        self.server_pool.checkin(pooled);
+    }
+
+    /// The client is gone or being closed: leave its server clean.
+    async fn finish(&mut self) {
+        let Some(mut pooled) = self.server.take() else {
+            return;
+        };
+        self.cancel.entry.clear();
+        let busy = !self.expect.is_empty() || self.server_stream_left > 0;
+        if busy {
+            // A query is still running: cancel it and close the connection
+            // rather than wait for a result nobody will read.
+            let addr = pooled.server.addr.clone();
+            let key = pooled.server.key;
+            tokio::spawn(async move {
+                let _ = crate::backend::server::send_cancel(&addr, key).await;
+            });
+            return;
+        }
+        let pool = self.server_pool.clone();
+        let session_mode = self.mode == PoolMode::Session;
+        tokio::spawn(async move {
+            let server = &mut pooled.server;
+            if server.status != TxStatus::Idle || session_mode || server.dirty {
+                if let Err(e) = server.reset().await {
+                    tracing::debug!(server = %server.addr, error = %e, "reset after client left failed");
+                    return;
+                }
+            }
+            pool.checkin(pooled);
+        });
+    }
+
+    /// The server connection died under the client.
+    async fn on_server_lost(&mut self) -> Flow {
+        let addr = self
+            .server
+            .take()
+            .map(|p| p.server.addr.to_string())
+            .unwrap_or_default();
+        self.cancel.entry.clear();
+        self.pending.clear();
+        tracing::warn!(client = %self.peer, server = %addr, "server connection lost");
+        let err = Error::ServerLost(format!("the connection to server {addr} was lost"));
+        // Mid-message or mid-transaction the client's state is gone: close it.
+        if self.server_stream_left > 0 || self.status != TxStatus::Idle {
+            self.fatal(&err).await;
+            return Flow::Close;
+        }
+        let owed = self.expect.syncs();
+        self.expect.clear();
+        messages::error_with_severity(&mut self.to_client, &err, Severity::Error);
+        for _ in 0..owed {
+            messages::ready_for_query(&mut self.to_client, TxStatus::Idle);
+        }
+        if owed == 0 {
+            self.skip_until_sync = true;
+        }
+        match self.client.write_all(&self.to_client).await {
+            Ok(()) => {
+                self.to_client.clear();
+                Flow::Continue
+            }
+            Err(_) => Flow::Close,
+        }
+    }
+
+    /// Writes what is queued for the server and for the client.
+    pub(super) async fn flush(&mut self) -> Result<Flow> {
+        if !self.to_server.is_empty() {
+            match self.server.as_mut() {
+                Some(pooled) => {
+                    if let Err(e) = pooled.server.stream.write_all(&self.to_server).await {
+                        tracing::warn!(server = %pooled.server.addr, error = %e, "write to server failed");
+                        pooled.server.broken = true;
+                        self.to_server.clear();
+                        return Ok(self.on_server_lost().await);
+                    }
+                }
+                None => tracing::debug!("dropping {} bytes for a server we no longer hold", self.to_server.len()),
+            }
+            self.to_server.clear();
+        }
+        if !self.to_client.is_empty() {
+            if self.client.write_all(&self.to_client).await.is_err() {
+                return Ok(Flow::Close);
+            }
+            self.to_client.clear();
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Splits complete client messages off the buffer and handles each.
+    async fn on_client_data(&mut self) -> Result<Flow> {
+        loop {
+            if self.client_stream_left > 0 {
+                let n = self.client_stream_left.min(self.cbuf.len());
+                if n == 0 {
+                    break;
+                }
+                self.to_server.extend_from_slice(&self.cbuf[..n]);
+                self.cbuf.advance(n);
+                self.client_stream_left -= n;
+                continue;
+            }
+            let header = match codec::header(&self.cbuf, self.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(client = %self.peer, error = %e, "closing client");
+                    self.flush().await?;
+                    self.fatal(&e).await;
+                    return Ok(Flow::Close);
+                }
+            };
+            if self.cbuf.len() < header.total {
+                if header.tag == b'd' && header.total > STREAM_THRESHOLD && self.server.is_some() {
+                    self.client_stream_left = header.total - self.cbuf.len();
+                    self.to_server.extend_from_slice(&self.cbuf);
+                    self.cbuf.clear();
+                    break;
+                }
+                self.cbuf.reserve(header.total - self.cbuf.len());
+                break;
+            }
+            let msg = self.cbuf.split_to(header.total).freeze();
+            if self.on_client_message(header.tag, msg).await? == Flow::Close {
+                self.flush().await?;
+                return Ok(Flow::Close);
+            }
+        }
+        self.flush().await
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) fn expect_for(tag: u8) -> Option<Expect> {
+    match tag {
+        b'B' => Some(Expect::Reply(b"2")),
+        b'D' => Some(Expect::Reply(b"Tn")),
+        b'E' => Some(Expect::Reply(b"CIs")),
+        b'C' => Some(Expect::Reply(b"3")),
+        b'S' | b'Q' | b'F' => Some(Expect::Sync),
+        _ => None,
+    }
+}

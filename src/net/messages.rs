@@ -1,0 +1,247 @@
+//! Messages pgmlcat itself writes to clients (the backend side of the
+//! protocol), and small readers for the messages it must look inside.
+//! Messages to servers are written with `postgres_protocol::message::frontend`.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::errors::{Error, ErrorFields, Severity};
+use crate::net::codec::{cstr, read_i32};
+
+/// Transaction status carried by ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+impl TxStatus {
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            b'I' => Some(TxStatus::Idle),
+            b'T' => Some(TxStatus::InTransaction),
+            b'E' => Some(TxStatus::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn as_byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InTransaction => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
+}
+
+/// Writes a tagged message whose body is produced by `body`.
+fn tagged(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    buf.put_u8(tag);
+    let at = buf.len();
+    buf.put_i32(0);
+    body(buf);
+    let len = (buf.len() - at) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_cstr(buf: &mut BytesMut, s: &str) {
+    buf.put_slice(s.as_bytes());
+    buf.put_u8(0);
+}
+
+pub fn auth_ok(buf: &mut BytesMut) {
+    tagged(buf, b'R', |b| b.put_i32(0));
+}
+
+pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
+    tagged(buf, b'R', |b| {
+        b.put_i32(5);
+        b.put_slice(&salt);
+    });
+}
+
+pub fn auth_sasl(buf: &mut BytesMut) {
+    tagged(buf, b'R', |b| {
+        b.put_i32(10);
+        put_cstr(b, "SCRAM-SHA-256");
+        b.put_u8(0);
+    });
+}
+
+pub fn auth_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    tagged(buf, b'R', |b| {
+        b.put_i32(11);
+        b.put_slice(data);
+    });
+}
+
+pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    tagged(buf, b'R', |b| {
+        b.put_i32(12);
+        b.put_slice(data);
+    });
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    tagged(buf, b'S', |b| {
+        put_cstr(b, name);
+        put_cstr(b, value);
+    });
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
+    tagged(buf, b'K', |b| {
+        b.put_i32(pid);
+        b.put_i32(secret);
+    });
+}
+
+pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
+    tagged(buf, b'Z', |b| b.put_u8(status.as_byte()));
+}
+
+pub fn parse_complete(buf: &mut BytesMut) {
+    tagged(buf, b'1', |_| {});
+}
+
+pub fn close_complete(buf: &mut BytesMut) {
+    tagged(buf, b'3', |_| {});
+}
+
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    tagged(buf, b'C', |b| put_cstr(b, tag));
+}
+
+pub fn empty_query(buf: &mut BytesMut) {
+    tagged(buf, b'I', |_| {});
+}
+
+/// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_.` options.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unknown: &[String]) {
+    tagged(buf, b'v', |b| {
+        b.put_i32(minor);
+        b.put_i32(unknown.len() as i32);
+        for opt in unknown {
+            put_cstr(b, opt);
+        }
+    });
+}
+
+/// A column of a RowDescription: (name, type oid). Text format, no table.
+pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
+    tagged(buf, b'T', |b| {
+        b.put_i16(columns.len() as i16);
+        for (name, oid) in columns {
+            put_cstr(b, name);
+            b.put_i32(0); // table oid
+            b.put_i16(0); // column attnum
+            b.put_u32(*oid);
+            b.put_i16(-1); // type size
+            b.put_i32(-1); // type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+pub fn data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
+    tagged(buf, b'D', |b| {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(s) => {
+                    b.put_i32(s.len() as i32);
+                    b.put_slice(s.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+pub fn error_fields(buf: &mut BytesMut, tag: u8, severity: &str, code: &str, message: &str) {
+    tagged(buf, tag, |b| {
+        b.put_u8(b'S');
+        put_cstr(b, severity);
+        b.put_u8(b'V');
+        put_cstr(b, severity);
+        b.put_u8(b'C');
+        put_cstr(b, code);
+        b.put_u8(b'M');
+        put_cstr(b, message);
+        b.put_u8(0);
+    });
+}
+
+/// The ErrorResponse for one of our errors.
+pub fn error_response(buf: &mut BytesMut, err: &Error) {
+    error_with_severity(buf, err, err.severity());
+}
+
+pub fn error_with_severity(buf: &mut BytesMut, err: &Error, severity: Severity) {
+    error_fields(buf, b'E', severity.as_str(), err.sqlstate(), &err.to_string());
+}
+
+pub fn notice(buf: &mut BytesMut, message: &str) {
+    error_fields(buf, b'N', "NOTICE", "00000", message);
+}
+
+/// Reads severity, code and message out of an ErrorResponse/NoticeResponse body
+/// (the bytes after the 5-byte header).
+pub fn parse_error_fields(body: &[u8]) -> ErrorFields {
+    let mut fields = ErrorFields {
+        severity: String::new(),
+        code: String::new(),
+        message: String::new(),
+    };
+    let mut pos = 0;
+    while pos < body.len() && body[pos] != 0 {
+        let kind = body[pos];
+        let Ok((value, next)) = cstr(body, pos + 1) else {
+            break;
+        };
+        match kind {
+            b'V' => fields.severity = value.to_string(),
+            b'S' if fields.severity.is_empty() => fields.severity = value.to_string(),
+            b'C' => fields.code = value.to_string(),
+            b'M' => fields.message = value.to_string(),
+            _ => {}
+        }
+        pos = next;
+    }
+    fields
+}
+
+/// Reads a ParameterStatus body into (name, value).
+pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+    let (name, pos) = cstr(body, 0).ok()?;
+    let (value, _) = cstr(body, pos).ok()?;
+    Some((name, value))
+}
+
+/// Reads the (pid, secret) of a BackendKeyData body.
+pub fn parse_backend_key(body: &[u8]) -> Option<(i32, i32)> {
+    Some((read_i32(body, 0).ok()?, read_i32(body, 4).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_round_trips() {
+        let mut buf = BytesMut::new();
+        error_response(&mut buf, &Error::UnknownDatabase("nope".into()));
+        assert_eq!(buf[0], b'E');
+        let fields = parse_error_fields(&buf[5..]);
+        assert_eq!(fields.code, "3D000");
+        assert_eq!(fields.severity, "FATAL");
+        assert!(fields.message.contains("nope"));
+    }
+
+    #[test]
+    fn lengths_are_right() {
+        let mut buf = BytesMut::new();
+        ready_for_query(&mut buf, TxStatus::Idle);
+        assert_eq!(&buf[..], b"Z\0\0\0\x05I");
+    }
+}

@@ -1,0 +1,7 @@
+//! The wire: framing, the messages we write and read, startup packets, auth.
+
+pub mod auth;
+pub mod codec;
+pub mod messages;
+pub mod socket;
+pub mod startup;

@@ -1,0 +1,99 @@
+//! Process-level tasks: signals, pool maintenance, config autoreload, and
+//! the orderly end of the process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::app::{App, Shutdown};
+
+/// Listens, serves, and returns when the process should exit.
+pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
+    tokio::spawn(crate::frontend::listener::serve(app.clone(), listener));
+    tokio::spawn(maintain_pools(app.clone()));
+    if let Some(ms) = app.config().general.autoreload.and_then(|a| a.interval_ms()) {
+        tokio::spawn(autoreload(app.clone(), Duration::from_millis(ms)));
+    }
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&app, "SIGHUP"),
+            _ = int.recv() => {
+                tracing::info!("SIGINT: graceful shutdown");
+                graceful_shutdown(&app).await;
+                return Ok(());
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: fast shutdown");
+                app.shutdown.send_replace(Shutdown::Fast);
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub fn reload(app: &App, why: &str) {
+    match app.reload() {
+        Ok(notes) => {
+            for n in notes {
+                tracing::warn!("{n}");
+            }
+            tracing::info!("{why}: configuration reloaded");
+        }
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("{why}: reload rejected, keeping the running config: {e}");
+            }
+        }
+    }
+}
+
+/// Stops accepting, lets clients finish their transactions for up to
+/// `shutdown_timeout`, then returns so the process can exit.
+async fn graceful_shutdown(app: &App) {
+    app.shutdown.send_replace(Shutdown::Graceful);
+    let limit = Duration::from_millis(app.config().general.shutdown_timeout);
+    let started = Instant::now();
+    while app.client_count() > 0 && started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if app.client_count() > 0 {
+        tracing::warn!(clients = app.client_count(), "shutdown_timeout reached; closing remaining clients");
+    }
+    app.shutdown.send_replace(Shutdown::Fast);
+}
+
+async fn maintain_pools(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let registry = app.registry.load_full();
+        for pool in registry.pools() {
+            for server_pool in pool.all_servers() {
+                server_pool.maintain().await;
+            }
+        }
+    }
+}
+
+async fn autoreload(app: Arc<App>, every: Duration) {
+    let modified = |app: &App| -> Option<SystemTime> {
+        std::fs::metadata(&app.config_path)
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut last = modified(&app);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = modified(&app);
+        if now != last {
+            last = now;
+            reload(&app, "autoreload");
+        }
+    }
+}
