@@ -249,7 +249,7 @@ host = "127.0.0.1"
 port = $PGMLCAT_PORT
 admin_username = "admin"
 admin_password = "admin_pw"
-worker_threads = 2
+worker_threads = ${WORKER_THREADS:-1}
 
 [pools.$DB]
 pool_mode = "transaction"

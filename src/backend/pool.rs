@@ -1,6 +1,7 @@
 //! The connections to one server for one (database, user): an idle stack,
 //! a semaphore of `pool_size` permits, and the rules for reuse.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +52,11 @@ pub struct ServerPool {
     /// Permits currently in circulation (follows pool_size across reloads).
     size: AtomicU32,
     pub stats: PoolStats,
+    /// Server-side names of statements some server of this pool has parsed
+    /// successfully. A client preparing one of these outside a transaction
+    /// is answered without a server (the Parse is replayed where needed), so
+    /// clients that prepare synchronously cannot deadlock on a full pool.
+    known_statements: parking_lot::RwLock<HashSet<String>>,
 }
 
 /// A server on loan to one client. Hand it back with [`ServerPool::checkin`].
@@ -70,6 +76,7 @@ impl ServerPool {
             permits: Arc::new(Semaphore::new(size as usize)),
             size: AtomicU32::new(size),
             stats: PoolStats::default(),
+            known_statements: parking_lot::RwLock::new(HashSet::new()),
         })
     }
 
@@ -215,6 +222,16 @@ impl ServerPool {
                 }
                 Err(_) => break,
             }
+        }
+    }
+
+    pub fn statement_known(&self, global: &str) -> bool {
+        self.known_statements.read().contains(global)
+    }
+
+    pub fn statement_parsed(&self, global: &str) {
+        if !self.statement_known(global) {
+            self.known_statements.write().insert(global.to_string());
         }
     }
 

@@ -34,6 +34,9 @@ impl Session {
                 }
             }
             b'P' | b'B' | b'D' | b'C' | b'E' | b'S' | b'H' => {
+                if self.answer_without_server(tag, &msg)? {
+                    return Ok(Flow::Continue);
+                }
                 if self.ensure_server(false).await? {
                     self.extended(tag, msg)?;
                 }
@@ -56,6 +59,47 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Between transactions in transaction mode, some extended messages need
+    /// no server: a Parse of a statement the pool already knows to be valid,
+    /// a Close of a statement, a Flush, and a Sync with nothing outstanding.
+    /// Returns true when the message was answered here.
+    fn answer_without_server(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
+        if self.server.is_some() || self.mode != PoolMode::Transaction {
+            return Ok(false);
+        }
+        match tag {
+            b'P' => {
+                let (name, name_end) = prepared::first_name(msg)?;
+                if name.is_empty() {
+                    return Ok(false);
+                }
+                let p = self.statements.define(name, msg, name_end);
+                if !self.server_pool.statement_known(&p.global) {
+                    // Never parsed here: let a server check it now, so errors
+                    // surface at Parse time as they would on Postgres.
+                    return Ok(false);
+                }
+                self.synthetic(b'1');
+                Ok(true)
+            }
+            b'C' => {
+                let (kind, name) = prepared::target(msg)?;
+                if kind != b'S' || name.is_empty() {
+                    return Ok(false);
+                }
+                self.statements.remove(name);
+                self.synthetic(b'3');
+                Ok(true)
+            }
+            b'H' => Ok(self.expect.is_empty()),
+            b'S' if self.expect.is_empty() => {
+                messages::ready_for_query(&mut self.to_client, self.status);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Queues a message for the server unchanged, noting its expected reply.

@@ -27,6 +27,7 @@ impl Session {
         let params = &mut self.params;
         let pending = &mut self.pending;
         let out = &mut self.to_client;
+        let server_pool = &self.server_pool;
         let mut status = None;
         // buf[..pos] is scanned; buf[copied..pos] is not yet in `out` (only
         // used once something had to be dropped or inserted).
@@ -91,6 +92,7 @@ impl Session {
                     let prepared = &mut server.prepared;
                     let matched = expect.on_server_message(t, |name| {
                         pending.remove(&name);
+                        server_pool.statement_parsed(&name);
                         prepared.insert(name);
                     });
                     hide = matches!(matched, Matched::Hide);
