@@ -11,7 +11,7 @@ fn data_rows(n: usize, width: usize) -> Vec<u8> {
         buf.extend_from_slice(&((4 + 2 + 4 + width) as u32).to_be_bytes());
         buf.extend_from_slice(&1u16.to_be_bytes());
         buf.extend_from_slice(&(width as u32).to_be_bytes());
-        buf.extend(std::iter::repeat(b'x').take(width));
+        buf.extend(std::iter::repeat_n(b'x', width));
     }
     buf.extend_from_slice(b"C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I");
     buf

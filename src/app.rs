@@ -53,7 +53,9 @@ impl App {
         let (g_old, g_new) = (&old.config.general, &loaded.config.general);
         let mut notes = loaded.warnings;
         if g_old.host != g_new.host || g_old.port != g_new.port {
-            notes.push("host/port changes need a restart; still listening on the old address".into());
+            notes.push(
+                "host/port changes need a restart; still listening on the old address".into(),
+            );
         }
         let registry = Registry::build(Arc::new(loaded.config), Some(&old));
         self.registry.store(Arc::new(registry));

@@ -84,7 +84,10 @@ impl Error {
 
     pub fn sqlstate(&self) -> &str {
         match self {
-            Error::Io(_) | Error::ClientGone | Error::ServerUnavailable { .. } | Error::ServerLost(_) => "08006",
+            Error::Io(_)
+            | Error::ClientGone
+            | Error::ServerUnavailable { .. }
+            | Error::ServerLost(_) => "08006",
             Error::Protocol(_) => "08P01",
             Error::UnknownDatabase(_) => "3D000",
             Error::AuthFailed(_) => "28P01",

@@ -7,7 +7,11 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "pgmlcat", version, about = "Postgres pooler with in-line ML (pgcat-compatible)")]
+#[command(
+    name = "pgmlcat",
+    version,
+    about = "Postgres pooler with in-line ML (pgcat-compatible)"
+)]
 struct Cli {
     /// Path to the config file (pgcat.toml format).
     #[arg(default_value = "pgcat.toml")]
@@ -22,8 +26,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 
     let loaded = match pgmlcat::config::load_file(&cli.config) {
         Ok(l) => l,

@@ -13,7 +13,12 @@ use crate::app::{App, Shutdown};
 pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
     tokio::spawn(crate::frontend::listener::serve(app.clone(), listener));
     tokio::spawn(maintain_pools(app.clone()));
-    if let Some(ms) = app.config().general.autoreload.and_then(|a| a.interval_ms()) {
+    if let Some(ms) = app
+        .config()
+        .general
+        .autoreload
+        .and_then(|a| a.interval_ms())
+    {
         tokio::spawn(autoreload(app.clone(), Duration::from_millis(ms)));
     }
     let mut hup = signal(SignalKind::hangup())?;
@@ -62,7 +67,10 @@ async fn graceful_shutdown(app: &App) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if app.client_count() > 0 {
-        tracing::warn!(clients = app.client_count(), "shutdown_timeout reached; closing remaining clients");
+        tracing::warn!(
+            clients = app.client_count(),
+            "shutdown_timeout reached; closing remaining clients"
+        );
     }
     app.shutdown.send_replace(Shutdown::Fast);
 }

@@ -10,20 +10,33 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn error_code(url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
             Ok(_) => "ok".to_string(),
-            Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no code: {e}")),
+            Err(e) => e
+                .code()
+                .map(|c| c.code().to_string())
+                .unwrap_or_else(|| format!("no code: {e}")),
         }
     })
 }
 
 fn works(proxy: &Proxy) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let c = connect(&proxy.url("app", "app_pw", "app")).await;
-        let v: i32 = c.query_one("select 7", &[]).await.expect("normal query after bad input").get(0);
+        let v: i32 = c
+            .query_one("select 7", &[])
+            .await
+            .expect("normal query after bad input")
+            .get(0);
         assert_eq!(v, 7);
     });
 }
@@ -31,7 +44,8 @@ fn works(proxy: &Proxy) {
 /// Sends raw bytes, returns what the proxy answered before closing.
 fn raw(port: u16, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let _ = s.write_all(bytes);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -63,13 +77,26 @@ fn login_errors_have_the_right_sqlstate() {
     assert_eq!(error_code(&proxy.url("nobody", "app_pw", "app")), "28P01");
     // Same message for both, so user names cannot be probed.
     let msg = |url: &str| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async {
-            let e = tokio_postgres::connect(url, tokio_postgres::NoTls).await.err().expect("fails");
-            e.as_db_error().map(|d| d.message().replace("\"app\"", "\"X\"").replace("\"nobody\"", "\"X\""))
+            let e = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .err()
+                .expect("fails");
+            e.as_db_error().map(|d| {
+                d.message()
+                    .replace("\"app\"", "\"X\"")
+                    .replace("\"nobody\"", "\"X\"")
+            })
         })
     };
-    assert_eq!(msg(&proxy.url("app", "wrong", "app")), msg(&proxy.url("nobody", "app_pw", "app")));
+    assert_eq!(
+        msg(&proxy.url("app", "wrong", "app")),
+        msg(&proxy.url("nobody", "app_pw", "app"))
+    );
     works(&proxy);
 }
 
@@ -83,7 +110,11 @@ fn unreachable_server_is_08006_within_connect_timeout() {
     let proxy = Proxy::start(port, &config);
     let started = Instant::now();
     assert_eq!(error_code(&proxy.url("app", "app_pw", "app")), "08006");
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -92,7 +123,11 @@ fn malformed_messages_close_only_that_client() {
     let port = free_port();
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
     // A healthy client that is connected the whole time.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let bystander = rt.block_on(connect(&proxy.url("app", "app_pw", "app")));
 
     // Length below 4 in the startup packet.
@@ -113,7 +148,11 @@ fn malformed_messages_close_only_that_client() {
     let mut bad = startup("app", "app");
     bad.extend_from_slice(b"p\0\0\0\x02");
     let out = raw(port, &bad);
-    assert!(out.windows(5).any(|w| w == b"08P01"), "expected 08P01 in {:?}", String::from_utf8_lossy(&out));
+    assert!(
+        out.windows(5).any(|w| w == b"08P01"),
+        "expected 08P01 in {:?}",
+        String::from_utf8_lossy(&out)
+    );
     // An absurd message after login is refused by its length alone.
     let mut huge = startup("app", "app");
     huge.extend_from_slice(b"p\x7f\xff\xff\xff");
@@ -121,11 +160,19 @@ fn malformed_messages_close_only_that_client() {
     assert!(out.windows(5).any(|w| w == b"08P01"));
 
     rt.block_on(async {
-        let v: i32 = bystander.query_one("select 3", &[]).await.expect("bystander unaffected").get(0);
+        let v: i32 = bystander
+            .query_one("select 3", &[])
+            .await
+            .expect("bystander unaffected")
+            .get(0);
         assert_eq!(v, 3);
     });
     works(&proxy);
-    assert!(!proxy.log().contains("panicked"), "a task panicked:\n{}", proxy.log());
+    assert!(
+        !proxy.log().contains("panicked"),
+        "a task panicked:\n{}",
+        proxy.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,10 +182,17 @@ async fn bad_message_after_login_is_08p01_and_others_continue() {
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
     let client = connect(&proxy.url("app", "app_pw", "app")).await;
     // SQL errors keep the session usable, as in Postgres.
-    let err = client.simple_query("select * from no_such_table").await.expect_err("42P01");
+    let err = client
+        .simple_query("select * from no_such_table")
+        .await
+        .expect_err("42P01");
     assert_eq!(err.code().map(|c| c.code()), Some("42P01"));
     let err = client.simple_query("selec 1").await.expect_err("syntax");
     assert_eq!(err.code().map(|c| c.code()), Some("42601"));
-    let v: i32 = client.query_one("select 5", &[]).await.expect("usable").get(0);
+    let v: i32 = client
+        .query_one("select 5", &[])
+        .await
+        .expect("usable")
+        .get(0);
     assert_eq!(v, 5);
 }

@@ -20,7 +20,10 @@ fn processed(out: &Output) -> u64 {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "pgbench failed:\n{stdout}\n{stderr}");
-    assert!(!stderr.contains("error") && !stderr.contains("ERROR"), "pgbench reported errors:\n{stderr}");
+    assert!(
+        !stderr.contains("error") && !stderr.contains("ERROR"),
+        "pgbench reported errors:\n{stderr}"
+    );
     let failed = stdout
         .lines()
         .find_map(|l| l.strip_prefix("number of failed transactions: "))
@@ -43,8 +46,15 @@ fn pgbench_all_protocols_through_transaction_pooling() {
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 10));
     // -i runs DDL, COPY FROM STDIN and VACUUM through the proxy.
     let init = pgbench(port, &["-i", "-s", "1", "-q"]);
-    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
-    assert_eq!(pg.psql("app", "select count(*) from pgbench_accounts"), "100000");
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert_eq!(
+        pg.psql("app", "select count(*) from pgbench_accounts"),
+        "100000"
+    );
     for mode in ["simple", "extended", "prepared"] {
         let out = pgbench(port, &["-S", "-c", "64", "-j", "2", "-T", "3", "-M", mode]);
         let n = processed(&out);
@@ -54,10 +64,16 @@ fn pgbench_all_protocols_through_transaction_pooling() {
     let out = pgbench(port, &["-c", "16", "-j", "2", "-t", "50", "-M", "prepared"]);
     assert_eq!(processed(&out), 16 * 50);
     let backends: i64 = pg
-        .psql("app", "select count(*) from pg_stat_activity where usename = 'app'")
+        .psql(
+            "app",
+            "select count(*) from pg_stat_activity where usename = 'app'",
+        )
         .parse()
         .expect("count");
-    assert!(backends <= 10, "pool_size 10 but {backends} server connections");
+    assert!(
+        backends <= 10,
+        "pool_size 10 but {backends} server connections"
+    );
     drop(proxy);
 }
 
@@ -70,7 +86,12 @@ fn pgbench_connect_per_transaction() {
     assert!(init.status.success());
     let out = pgbench(port, &["-S", "-C", "-c", "8", "-j", "2", "-t", "100"]);
     assert_eq!(processed(&out), 800);
-    let out = pgbench(port, &["-S", "-C", "-c", "8", "-j", "2", "-t", "50", "-M", "extended"]);
+    let out = pgbench(
+        port,
+        &[
+            "-S", "-C", "-c", "8", "-j", "2", "-t", "50", "-M", "extended",
+        ],
+    );
     assert_eq!(processed(&out), 400);
 }
 
@@ -99,12 +120,22 @@ async fn a_thousand_idle_clients_on_five_servers() {
     assert_eq!(clients.len(), 1000);
     // All still connected and usable, each on one of five server connections.
     for (i, c) in clients.iter().enumerate().step_by(97) {
-        let v: i64 = c.query_one("select $1::int8", &[&(i as i64)]).await.expect("still usable").get(0);
+        let v: i64 = c
+            .query_one("select $1::int8", &[&(i as i64)])
+            .await
+            .expect("still usable")
+            .get(0);
         assert_eq!(v, i as i64);
     }
     let backends: i64 = pg
-        .psql("app", "select count(*) from pg_stat_activity where usename = 'app'")
+        .psql(
+            "app",
+            "select count(*) from pg_stat_activity where usename = 'app'",
+        )
         .parse()
         .expect("count");
-    assert!(backends <= 5, "{backends} server connections for pool_size 5");
+    assert!(
+        backends <= 5,
+        "{backends} server connections for pool_size 5"
+    );
 }

@@ -18,9 +18,17 @@ fn check(path: &str) -> std::process::Output {
 #[test]
 fn check_accepts_pgcat_configs_and_names_bad_keys() {
     let ok = check("tests/fixtures/pgcat-1.x.toml");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let ok = check("pgcat.toml");
-    assert!(ok.status.success(), "the shipped example must be valid: {}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "the shipped example must be valid: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.toml");
@@ -31,24 +39,38 @@ fn check_accepts_pgcat_configs_and_names_bad_keys() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pools.sharded_db.users.0.pool_size"), "{err}");
 
-    std::fs::write(&bad, text.replace("pool_mode = \"session\"", "pool_mode = \"statement\"")).expect("write");
+    std::fs::write(
+        &bad,
+        text.replace("pool_mode = \"session\"", "pool_mode = \"statement\""),
+    )
+    .expect("write");
     let out = check(bad.to_str().expect("path"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("pool_mode") && err.contains("statement"), "{err}");
+    assert!(
+        err.contains("pool_mode") && err.contains("statement"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_resizes_a_pool_without_dropping_clients() {
     let pg = PgCluster::start();
     let port = free_port();
-    let config = simple_config(port, &pg, "transaction", 1).replace("connect_timeout = 3000", "connect_timeout = 500");
+    let config = simple_config(port, &pg, "transaction", 1)
+        .replace("connect_timeout = 3000", "connect_timeout = 500");
     let proxy = Proxy::start(port, &config);
     let url = proxy.url("app", "app_pw", "app");
     let holder = connect(&url).await;
-    holder.batch_execute("begin; select 1").await.expect("hold the one server");
+    holder
+        .batch_execute("begin; select 1")
+        .await
+        .expect("hold the one server");
     let other = connect(&url).await;
-    let err = other.simple_query("select 1").await.expect_err("pool of one is taken");
+    let err = other
+        .simple_query("select 1")
+        .await
+        .expect_err("pool of one is taken");
     assert_eq!(err.code().map(|c| c.code()), Some("53300"));
 
     proxy.write_config(&config.replace("pool_size = 1", "pool_size = 2"));
@@ -65,15 +87,26 @@ async fn sighup_resizes_a_pool_without_dropping_clients() {
         }
     }
     // The client holding a transaction kept it through the reload.
-    holder.batch_execute("rollback").await.expect("holder still connected");
-    let v: i32 = holder.query_one("select 1", &[]).await.expect("holder usable").get(0);
+    holder
+        .batch_execute("rollback")
+        .await
+        .expect("holder still connected");
+    let v: i32 = holder
+        .query_one("select 1", &[])
+        .await
+        .expect("holder usable")
+        .get(0);
     assert_eq!(v, 1);
 
     // A broken config is rejected and the running one stays.
     proxy.write_config("this is not toml [");
     proxy.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let v: i32 = other.query_one("select 2", &[]).await.expect("still serving").get(0);
+    let v: i32 = other
+        .query_one("select 2", &[])
+        .await
+        .expect("still serving")
+        .get(0);
     assert_eq!(v, 2);
     assert!(proxy.log().contains("reload rejected"), "{}", proxy.log());
 }
@@ -85,18 +118,31 @@ async fn sigint_lets_transactions_finish_then_exits() {
     let mut proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
     let url = proxy.url("app", "app_pw", "app");
     let busy = connect(&url).await;
-    busy.batch_execute("create table done(x int)").await.expect("table");
-    busy.batch_execute("begin; insert into done values (1)").await.expect("open tx");
+    busy.batch_execute("create table done(x int)")
+        .await
+        .expect("table");
+    busy.batch_execute("begin; insert into done values (1)")
+        .await
+        .expect("open tx");
     let idle = connect(&url).await;
     proxy.signal("INT");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // New connections are refused, idle clients are closed...
-    assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls).await.is_err());
-    assert!(idle.simple_query("select 1").await.is_err(), "idle client should be closed");
+    assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .is_err());
+    assert!(
+        idle.simple_query("select 1").await.is_err(),
+        "idle client should be closed"
+    );
     // ...but the open transaction may finish.
-    busy.batch_execute("insert into done values (2); commit").await.expect("commit during graceful shutdown");
+    busy.batch_execute("insert into done values (2); commit")
+        .await
+        .expect("commit during graceful shutdown");
     assert_eq!(pg.psql("app", "select count(*) from done"), "2");
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("proxy exits once clients are done");
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("proxy exits once clients are done");
     assert!(status.success(), "{status}");
 }
 
@@ -105,7 +151,10 @@ fn sigterm_exits_at_once() {
     let pg = PgCluster::start();
     let port = free_port();
     let mut proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let client = rt.block_on(connect(&proxy.url("app", "app_pw", "app")));
     rt.block_on(client.batch_execute("begin")).expect("tx");
     let started = Instant::now();

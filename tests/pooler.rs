@@ -17,8 +17,21 @@ fn psql_through(proxy: &Proxy, sql: &str) -> std::process::Output {
     run_env(
         "psql",
         &[
-            "-X", "-w", "-qAt", "-v", "ON_ERROR_STOP=1",
-            "-h", "127.0.0.1", "-p", &proxy.port.to_string(), "-U", "app", "-d", "app", "-c", sql,
+            "-X",
+            "-w",
+            "-qAt",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &proxy.port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-c",
+            sql,
         ],
         &[("PGPASSWORD", "app_pw")],
     )
@@ -29,16 +42,27 @@ fn psql_session_through_the_proxy() {
     let pg = PgCluster::start();
     let proxy = proxy_for(&pg, "transaction", 2);
     let out = psql_through(&proxy, "select current_database(), current_user, 40 + 2");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app|app|42");
     // Multi-statement scripts and errors that leave the session usable.
     let out = psql_through(
         &proxy,
         "create table t(id int primary key, v text); insert into t values (1,'a'),(2,'b'); select count(*) from t",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
-    assert_eq!(pg.psql("app", "select string_agg(v, ',' order by id) from t"), "a,b");
+    assert_eq!(
+        pg.psql("app", "select string_agg(v, ',' order by id) from t"),
+        "a,b"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,20 +82,35 @@ async fn extended_protocol_and_prepared_statements_across_servers() {
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
             let client = connect(&url).await;
-            let stmt = client.prepare("select v from kv where k = $1").await.expect("prepare");
+            let stmt = client
+                .prepare("select v from kv where k = $1")
+                .await
+                .expect("prepare");
             for i in 0..200 {
                 let k = (i * 7 + c) % 100 + 1;
-                let row = client.query_one(&stmt, &[&k]).await.expect("execute prepared");
+                let row = client
+                    .query_one(&stmt, &[&k])
+                    .await
+                    .expect("execute prepared");
                 let v: String = row.get(0);
                 assert_eq!(v, format!("v{k}"));
             }
             // A typed statement with two parameters, and one that errors.
-            let add = client.prepare("select $1::int8 + $2::int8").await.expect("prepare add");
+            let add = client
+                .prepare("select $1::int8 + $2::int8")
+                .await
+                .expect("prepare add");
             let row = client.query_one(&add, &[&40i64, &2i64]).await.expect("add");
             assert_eq!(row.get::<_, i64>(0), 42);
-            let err = client.query("select 1/0", &[]).await.expect_err("division by zero");
+            let err = client
+                .query("select 1/0", &[])
+                .await
+                .expect_err("division by zero");
             assert_eq!(err.code().map(|c| c.code()), Some("22012"));
-            let row = client.query_one(&stmt, &[&5i32]).await.expect("usable after error");
+            let row = client
+                .query_one(&stmt, &[&5i32])
+                .await
+                .expect("usable after error");
             assert_eq!(row.get::<_, String>(0), "v5");
         }));
     }
@@ -80,7 +119,10 @@ async fn extended_protocol_and_prepared_statements_across_servers() {
     }
     // Statements live on the servers under shared names, not one per client.
     let n: i64 = pg
-        .psql("app", "select count(*) from pg_stat_activity where datname = 'app' and usename = 'app'")
+        .psql(
+            "app",
+            "select count(*) from pg_stat_activity where datname = 'app' and usename = 'app'",
+        )
         .parse()
         .expect("count");
     assert!(n <= 4, "pool of 3 (+1 for this check) but {n} backends");
@@ -95,16 +137,30 @@ async fn transactions_stay_on_one_server_and_session_state_is_reset() {
     let b = connect(&url).await;
     // A session-level SET by one client must not leak to the other.
     a.batch_execute("set work_mem = '7MB'").await.expect("set");
-    let wm: String = b.query_one("show work_mem", &[]).await.expect("show").get(0);
+    let wm: String = b
+        .query_one("show work_mem", &[])
+        .await
+        .expect("show")
+        .get(0);
     assert_ne!(wm, "7MB", "session state leaked between clients");
     // A transaction keeps its server: temp table visible inside it.
-    a.batch_execute("begin; create temp table tt(x int); insert into tt values (1)").await.expect("begin");
-    let n: i64 = a.query_one("select count(*) from tt", &[]).await.expect("in tx").get(0);
+    a.batch_execute("begin; create temp table tt(x int); insert into tt values (1)")
+        .await
+        .expect("begin");
+    let n: i64 = a
+        .query_one("select count(*) from tt", &[])
+        .await
+        .expect("in tx")
+        .get(0);
     assert_eq!(n, 1);
     a.batch_execute("commit").await.expect("commit");
     // Reported parameters follow the client across servers.
-    a.batch_execute("set timezone = 'Asia/Tokyo'").await.expect("set tz");
-    b.batch_execute("set timezone = 'UTC'").await.expect("set tz b");
+    a.batch_execute("set timezone = 'Asia/Tokyo'")
+        .await
+        .expect("set tz");
+    b.batch_execute("set timezone = 'UTC'")
+        .await
+        .expect("set tz b");
     let tz: String = a.query_one("show timezone", &[]).await.expect("tz").get(0);
     assert_eq!(tz, "Asia/Tokyo");
     let tz: String = b.query_one("show timezone", &[]).await.expect("tz").get(0);
@@ -118,16 +174,32 @@ async fn session_mode_keeps_state_and_discards_it_on_leave() {
     let url = proxy.url("app", "app_pw", "app");
     {
         let a = connect(&url).await;
-        a.batch_execute("set work_mem = '9MB'; prepare p as select 1").await.expect("set");
-        let wm: String = a.query_one("show work_mem", &[]).await.expect("show").get(0);
+        a.batch_execute("set work_mem = '9MB'; prepare p as select 1")
+            .await
+            .expect("set");
+        let wm: String = a
+            .query_one("show work_mem", &[])
+            .await
+            .expect("show")
+            .get(0);
         assert_eq!(wm, "9MB");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b = connect(&url).await;
-    let wm: String = b.query_one("show work_mem", &[]).await.expect("show").get(0);
-    assert_ne!(wm, "9MB", "DISCARD ALL did not run when the session client left");
+    let wm: String = b
+        .query_one("show work_mem", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_ne!(
+        wm, "9MB",
+        "DISCARD ALL did not run when the session client left"
+    );
     let n: i64 = b
-        .query_one("select count(*) from pg_prepared_statements where name = 'p'", &[])
+        .query_one(
+            "select count(*) from pg_prepared_statements where name = 'p'",
+            &[],
+        )
         .await
         .expect("ps")
         .get(0);
@@ -138,20 +210,30 @@ async fn session_mode_keeps_state_and_discards_it_on_leave() {
 async fn pool_exhausted_gives_53300_and_client_stays_usable() {
     let pg = PgCluster::start();
     let port = free_port();
-    let config = simple_config(port, &pg, "transaction", 1).replace("connect_timeout = 3000", "connect_timeout = 500");
+    let config = simple_config(port, &pg, "transaction", 1)
+        .replace("connect_timeout = 3000", "connect_timeout = 500");
     let proxy = Proxy::start(port, &config);
     let url = proxy.url("app", "app_pw", "app");
     let holder = connect(&url).await;
-    holder.batch_execute("begin; select 1").await.expect("hold the only server");
+    holder
+        .batch_execute("begin; select 1")
+        .await
+        .expect("hold the only server");
     let waiter = connect(&url).await;
     let started = Instant::now();
-    let err = waiter.simple_query("select 1").await.expect_err("pool exhausted");
+    let err = waiter
+        .simple_query("select 1")
+        .await
+        .expect_err("pool exhausted");
     let db = err.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "53300");
     assert!(db.message().contains("exhausted"), "{}", db.message());
     assert!(started.elapsed() < Duration::from_secs(3));
     holder.batch_execute("commit").await.expect("release");
-    let row = waiter.query_one("select 2", &[]).await.expect("usable after 53300");
+    let row = waiter
+        .query_one("select 2", &[])
+        .await
+        .expect("usable after 53300");
     assert_eq!(row.get::<_, i32>(0), 2);
 }
 
@@ -163,14 +245,27 @@ async fn cancel_reaches_the_running_query() {
     let token = client.cancel_token();
     let canceller = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        token.cancel_query(tokio_postgres::NoTls).await.expect("send cancel");
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("send cancel");
     });
     let started = Instant::now();
-    let err = client.simple_query("select pg_sleep(10)").await.expect_err("cancelled");
+    let err = client
+        .simple_query("select pg_sleep(10)")
+        .await
+        .expect_err("cancelled");
     assert_eq!(err.code().map(|c| c.code()), Some("57014"));
-    assert!(started.elapsed() < Duration::from_millis(1300), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1300),
+        "took {:?}",
+        started.elapsed()
+    );
     canceller.await.expect("canceller");
-    let row = client.query_one("select 1", &[]).await.expect("usable after cancel");
+    let row = client
+        .query_one("select 1", &[])
+        .await
+        .expect("usable after cancel");
     assert_eq!(row.get::<_, i32>(0), 1);
 }
 
@@ -179,15 +274,24 @@ async fn copy_in_and_out_round_trip_a_million_rows() {
     let pg = PgCluster::start();
     let proxy = proxy_for(&pg, "transaction", 2);
     let client = connect(&proxy.url("app", "app_pw", "app")).await;
-    client.batch_execute("create table src(id int, v text); create table dst(id int, v text)").await.expect("tables");
+    client
+        .batch_execute("create table src(id int, v text); create table dst(id int, v text)")
+        .await
+        .expect("tables");
     client
         .batch_execute("insert into src select g, md5(g::text) from generate_series(1, 1000000) g")
         .await
         .expect("fill");
     // COPY TO STDOUT through the proxy, straight into COPY FROM STDIN through the proxy.
-    let reader = client.copy_out("copy src to stdout").await.expect("copy out");
+    let reader = client
+        .copy_out("copy src to stdout")
+        .await
+        .expect("copy out");
     let writer_client = connect(&proxy.url("app", "app_pw", "app")).await;
-    let sink = writer_client.copy_in("copy dst from stdin").await.expect("copy in");
+    let sink = writer_client
+        .copy_in("copy dst from stdin")
+        .await
+        .expect("copy in");
     pin_mut!(reader);
     pin_mut!(sink);
     let mut bytes = 0usize;
@@ -198,7 +302,54 @@ async fn copy_in_and_out_round_trip_a_million_rows() {
     let rows = sink.finish().await.expect("copy in finish");
     assert_eq!(rows, 1_000_000);
     assert!(bytes > 30_000_000);
-    let sum = |t: &str| pg.psql("app", &format!("select count(*), sum(hashtext(id || v)) from {t}"));
+    let sum = |t: &str| {
+        pg.psql(
+            "app",
+            &format!("select count(*), sum(hashtext(id || v)) from {t}"),
+        )
+    };
     assert_eq!(sum("src"), sum("dst"));
     let _ = client.simple_query("select 1").await.expect("still usable");
+}
+
+/// Peak resident memory of a process (VmHWM), in kB.
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("proc status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .expect("VmHWM")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gigabyte_result_streams_in_bounded_memory() {
+    let pg = PgCluster::start();
+    let proxy = proxy_for(&pg, "transaction", 2);
+    let client = connect(&proxy.url("app", "app_pw", "app")).await;
+    // 1 GiB of rows, including some 4 MB rows that must be passed through in pieces.
+    let sql = "copy (select repeat('x', 1024) from generate_series(1, 1048576) \
+               union all select repeat('y', 4 << 20) from generate_series(1, 4)) to stdout";
+    let reader = client.copy_out(sql).await.expect("copy out");
+    pin_mut!(reader);
+    let mut bytes = 0u64;
+    while let Some(chunk) = reader.try_next().await.expect("chunk") {
+        bytes += chunk.len() as u64;
+    }
+    assert!(bytes > 1 << 30, "{bytes}");
+    // The same through a plain SELECT (DataRows instead of CopyData).
+    let rows = client
+        .simple_query("select repeat('z', 1 << 20) from generate_series(1, 64)")
+        .await
+        .expect("wide rows");
+    let data_rows = rows
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(data_rows, 64);
+    let peak = peak_rss_kb(proxy.pid());
+    assert!(
+        peak < 64 * 1024,
+        "proxy peak RSS {peak} kB for a 1 GiB result"
+    );
 }

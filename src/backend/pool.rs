@@ -120,7 +120,12 @@ impl ServerPool {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                match tokio::time::timeout(settings.checkout_timeout, self.permits.clone().acquire_owned()).await {
+                match tokio::time::timeout(
+                    settings.checkout_timeout,
+                    self.permits.clone().acquire_owned(),
+                )
+                .await
+                {
                     Ok(Ok(p)) => p,
                     _ => {
                         self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
@@ -181,8 +186,15 @@ impl ServerPool {
     /// Takes a server back. The caller has already reset it if it was dirty;
     /// anything not clean and idle is closed instead of reused.
     pub fn checkin(&self, pooled: Pooled) {
-        let Pooled { mut server, _permit } = pooled;
-        if server.broken || server.dirty || server.status != TxStatus::Idle || !server.buf.is_empty() {
+        let Pooled {
+            mut server,
+            _permit,
+        } = pooled;
+        if server.broken
+            || server.dirty
+            || server.status != TxStatus::Idle
+            || !server.buf.is_empty()
+        {
             return; // dropped: the connection closes
         }
         let settings = self.settings.load();
@@ -212,7 +224,11 @@ impl ServerPool {
                 }
             }
         }
-        let in_use = settings.pool_size as usize - self.permits.available_permits().min(settings.pool_size as usize);
+        let in_use = settings.pool_size as usize
+            - self
+                .permits
+                .available_permits()
+                .min(settings.pool_size as usize);
         let have = self.idle.lock().len() + in_use;
         for _ in have..settings.min_pool_size as usize {
             match self.connect(&settings).await {

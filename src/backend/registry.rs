@@ -131,7 +131,9 @@ fn settings_for(config: &Config, pool: &PoolConfig, user: &UserConfig) -> PoolSe
         server_params,
         credentials: Credentials {
             md5: server_secret.as_ref().and_then(|s| s.md5_for(&server_user)),
-            password: server_secret.as_ref().and_then(|s| s.plain().map(str::to_string)),
+            password: server_secret
+                .as_ref()
+                .and_then(|s| s.plain().map(str::to_string)),
             user: server_user,
         },
         prepared_cache_size: pool

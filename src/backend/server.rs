@@ -16,7 +16,9 @@ use tokio::net::TcpStream;
 use crate::config::Role;
 use crate::errors::{Error, ErrorFields, Result};
 use crate::net::codec::{self, cstr, read_i32};
-use crate::net::messages::{parse_backend_key, parse_error_fields, parse_parameter_status, TxStatus};
+use crate::net::messages::{
+    parse_backend_key, parse_error_fields, parse_parameter_status, TxStatus,
+};
 
 /// Where a server is and what it is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,12 +87,16 @@ impl Server {
             addr: addr.to_string(),
             reason,
         };
-        match tokio::time::timeout(timeout, Self::connect_inner(addr.clone(), creds, params)).await {
+        match tokio::time::timeout(timeout, Self::connect_inner(addr.clone(), creds, params)).await
+        {
             Ok(Ok(server)) => Ok(server),
             Ok(Err(Error::Io(e))) => Err(unavailable(e.to_string())),
             Ok(Err(Error::ServerLost(e))) => Err(unavailable(e)),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(unavailable(format!("timed out after {} ms", timeout.as_millis()))),
+            Err(_) => Err(unavailable(format!(
+                "timed out after {} ms",
+                timeout.as_millis()
+            ))),
         }
     }
 
@@ -250,7 +256,10 @@ impl Server {
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 self.broken = true;
-                return Err(Error::ServerLost(format!("server {} closed the connection", self.addr)));
+                return Err(Error::ServerLost(format!(
+                    "server {} closed the connection",
+                    self.addr
+                )));
             }
         }
     }
@@ -416,7 +425,9 @@ pub fn quote_literal(value: &str) -> String {
 pub fn error_text(body: &[u8]) -> String {
     let fields = parse_error_fields(body);
     if fields.message.is_empty() {
-        cstr(body, 0).map(|(s, _)| s.to_string()).unwrap_or_default()
+        cstr(body, 0)
+            .map(|(s, _)| s.to_string())
+            .unwrap_or_default()
     } else {
         fields.to_string()
     }

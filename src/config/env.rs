@@ -25,9 +25,7 @@ pub fn expand(text: &str) -> Result<String, String> {
             match (std::env::var(name), default) {
                 (Ok(v), _) => out.push_str(&v),
                 (Err(_), Some(d)) => out.push_str(d),
-                (Err(_), None) => {
-                    return Err(format!("environment variable {name} is not set"))
-                }
+                (Err(_), None) => return Err(format!("environment variable {name} is not set")),
             }
             rest = &inner[end + 1..];
         } else {
@@ -61,7 +59,9 @@ mod tests {
         assert_eq!(expand("a${PGMLCAT_TEST_PW}b").unwrap(), "as3cretb");
         assert_eq!(expand("${PGMLCAT_NOPE:-dflt}").unwrap(), "dflt");
         assert_eq!(expand("cost $5 and $$").unwrap(), "cost $5 and $");
-        assert!(expand("${PGMLCAT_NOPE}").unwrap_err().contains("PGMLCAT_NOPE"));
+        assert!(expand("${PGMLCAT_NOPE}")
+            .unwrap_err()
+            .contains("PGMLCAT_NOPE"));
         assert!(expand("${OPEN").is_err());
     }
 }

@@ -19,14 +19,19 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
         }
         for key in pool.shards.keys() {
             if key.parse::<usize>().is_err() {
-                errors.push(format!("{at}.shards.{key}: shard keys must be numbers 0, 1, 2, ..."));
+                errors.push(format!(
+                    "{at}.shards.{key}: shard keys must be numbers 0, 1, 2, ..."
+                ));
             }
         }
         let shards = pool.shards_in_order();
         let n = shards.len();
         for i in 0..n {
             if !pool.shards.contains_key(&i.to_string()) {
-                errors.push(format!("{at}.shards.{i}: missing; shards must be numbered 0..{}", n.saturating_sub(1)));
+                errors.push(format!(
+                    "{at}.shards.{i}: missing; shards must be numbered 0..{}",
+                    n.saturating_sub(1)
+                ));
             }
         }
         for (key, shard) in &pool.shards {
@@ -40,7 +45,9 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
                 .filter(|s| s.2 == Role::Primary)
                 .count();
             if primaries > 1 {
-                errors.push(format!("{at}.servers: at most one server may be the primary, found {primaries}"));
+                errors.push(format!(
+                    "{at}.servers: at most one server may be the primary, found {primaries}"
+                ));
             }
             for (i, (host, port, _)) in shard.servers.iter().enumerate() {
                 if host.trim().is_empty() {
@@ -61,7 +68,10 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
                 errors.push(format!("{at}.username: must not be empty"));
             }
             if !seen.insert(user.username.as_str()) {
-                errors.push(format!("{at}.username: user {:?} is listed twice in this pool", user.username));
+                errors.push(format!(
+                    "{at}.username: user {:?} is listed twice in this pool",
+                    user.username
+                ));
             }
             if user.pool_size == 0 {
                 errors.push(format!("{at}.pool_size: must be at least 1"));

@@ -11,9 +11,12 @@ use subtle::ConstantTimeEq;
 
 use crate::backend::server::{send_cancel, Address};
 
+/// The server a client's query is running on, and that server's real key.
+type Target = (Arc<Address>, (i32, i32));
+
 pub struct CancelEntry {
     secret: i32,
-    target: Mutex<Option<(Arc<Address>, (i32, i32))>>,
+    target: Mutex<Option<Target>>,
 }
 
 impl CancelEntry {

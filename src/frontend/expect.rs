@@ -11,7 +11,10 @@ pub enum Expect {
     /// A Parse went to the server; ParseComplete ends it. `injected`: the
     /// client did not send it, so its ParseComplete is dropped. `name`: the
     /// server-side statement name to record once it exists.
-    Parse { injected: bool, name: Option<String> },
+    Parse {
+        injected: bool,
+        name: Option<String>,
+    },
     /// A Bind/Describe/Execute/Close went to the server; one of these tags ends it.
     Reply(&'static [u8]),
     /// Sync, Query or FunctionCall: ReadyForQuery ends it.
@@ -48,7 +51,10 @@ impl ExpectQueue {
 
     /// How many ReadyForQuery the client is still owed.
     pub fn syncs(&self) -> usize {
-        self.queue.iter().filter(|e| matches!(e, Expect::Sync)).count()
+        self.queue
+            .iter()
+            .filter(|e| matches!(e, Expect::Sync))
+            .count()
     }
 
     /// Pops synthetic answers now at the front; `emit` writes each one.
@@ -117,17 +123,29 @@ mod tests {
         let mut q = ExpectQueue::default();
         q.push(Expect::Reply(b"2"));
         q.push(Expect::Synthetic(b'1'));
-        q.push(Expect::Parse { injected: true, name: Some("g".into()) });
+        q.push(Expect::Parse {
+            injected: true,
+            name: Some("g".into()),
+        });
         q.push(Expect::Reply(b"2"));
         q.push(Expect::Sync);
         let mut emitted = vec![];
         q.drain_synthetic(|t| emitted.push(t));
-        assert!(emitted.is_empty(), "synthetic must wait for the Bind before it");
-        assert!(matches!(q.on_server_message(b'2', |_| {}), Matched::Forward));
+        assert!(
+            emitted.is_empty(),
+            "synthetic must wait for the Bind before it"
+        );
+        assert!(matches!(
+            q.on_server_message(b'2', |_| {}),
+            Matched::Forward
+        ));
         q.drain_synthetic(|t| emitted.push(t));
         assert_eq!(emitted, vec![b'1']);
         let mut names = vec![];
-        assert!(matches!(q.on_server_message(b'1', |n| names.push(n)), Matched::Hide));
+        assert!(matches!(
+            q.on_server_message(b'1', |n| names.push(n)),
+            Matched::Hide
+        ));
         assert_eq!(names, vec!["g".to_string()]);
         q.on_server_message(b'2', |_| {});
         assert_eq!(q.syncs(), 1);
@@ -138,7 +156,10 @@ mod tests {
     #[test]
     fn error_skips_to_sync() {
         let mut q = ExpectQueue::default();
-        q.push(Expect::Parse { injected: false, name: Some("g".into()) });
+        q.push(Expect::Parse {
+            injected: false,
+            name: Some("g".into()),
+        });
         q.push(Expect::Reply(b"2"));
         q.push(Expect::Synthetic(b'3'));
         q.push(Expect::Sync);

@@ -35,7 +35,11 @@ pub enum Opening {
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 
 /// Reads packets until a StartupMessage, refusing SSL/GSS encryption.
-pub async fn read_opening(app: &App, stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Opening> {
+pub async fn read_opening(
+    app: &App,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Opening> {
     loop {
         let packet = read_startup_packet(stream, buf).await?;
         match startup::parse(&packet)? {
@@ -89,8 +93,13 @@ pub async fn login(
         .ok_or_else(|| Error::protocol("no PostgreSQL user name specified in startup packet"))?
         .to_string();
     let database = startup.param("database").unwrap_or(&user).to_string();
-    if startup.param("replication").is_some_and(|r| r != "false" && r != "0") {
-        return Err(Error::Unsupported("replication connections are not supported through pgmlcat".into()));
+    if startup
+        .param("replication")
+        .is_some_and(|r| r != "false" && r != "0")
+    {
+        return Err(Error::Unsupported(
+            "replication connections are not supported through pgmlcat".into(),
+        ));
     }
     let registry = app.registry.load();
     if !registry.has_database(&database) {
@@ -165,7 +174,9 @@ async fn scram_exchange(
     let initial = read_auth_message(stream, buf).await?;
     let (mechanism, pos) = cstr(&initial, 0)?;
     if mechanism != "SCRAM-SHA-256" {
-        return Err(Error::protocol(format!("unsupported SASL mechanism {mechanism:?}")));
+        return Err(Error::protocol(format!(
+            "unsupported SASL mechanism {mechanism:?}"
+        )));
     }
     let len = read_i32(&initial, pos)?;
     let data = initial
@@ -211,7 +222,9 @@ async fn read_auth_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result
             }
         }
         if stream.read_buf(buf).await? == 0 {
-            return Err(Error::protocol("client closed the connection during authentication"));
+            return Err(Error::protocol(
+                "client closed the connection during authentication",
+            ));
         }
     }
 }

@@ -68,10 +68,16 @@ async fn client_task(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
         if count > config.general.max_client_conn {
             return Err(Error::TooManyClients(config.general.max_client_conn));
         }
-        handshake::login(&app, &mut stream, &mut buf, startup).await.map(Some)
+        handshake::login(&app, &mut stream, &mut buf, startup)
+            .await
+            .map(Some)
     })
     .await
-    .unwrap_or_else(|_| Err(Error::protocol("timed out waiting for the client to log in")));
+    .unwrap_or_else(|_| {
+        Err(Error::protocol(
+            "timed out waiting for the client to log in",
+        ))
+    });
     let logged_in = match opened {
         Ok(Some(l)) => l,
         Ok(None) | Err(Error::ClientGone) => return,

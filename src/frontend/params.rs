@@ -64,7 +64,10 @@ mod tests {
             ("database".into(), "b".into()),
             ("application_name".into(), "psql".into()),
         ]);
-        assert_eq!(p.wanted(), &[("application_name".to_string(), "psql".to_string())]);
+        assert_eq!(
+            p.wanted(),
+            &[("application_name".to_string(), "psql".to_string())]
+        );
     }
 
     #[test]

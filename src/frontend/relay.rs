@@ -62,7 +62,10 @@ impl Session {
             match h.tag {
                 b'D' => {} // the common case: nothing to note
                 b'Z' => {
-                    let st = server.buf.get(body.start).and_then(|&b| TxStatus::from_byte(b));
+                    let st = server
+                        .buf
+                        .get(body.start)
+                        .and_then(|&b| TxStatus::from_byte(b));
                     server.status = st.unwrap_or(TxStatus::Failed);
                     status = Some(server.status);
                     expect.on_server_message(h.tag, |_| {});
@@ -149,6 +152,9 @@ impl Session {
             && self.expect.is_empty()
             && self.server_stream_left == 0
             && self.client_stream_left == 0
-            && self.server.as_ref().is_some_and(|p| p.server.buf.is_empty())
+            && self
+                .server
+                .as_ref()
+                .is_some_and(|p| p.server.buf.is_empty())
     }
 }

@@ -309,7 +309,10 @@ impl Session {
                         return Ok(self.on_server_lost().await);
                     }
                 }
-                None => tracing::debug!("dropping {} bytes for a server we no longer hold", self.to_server.len()),
+                None => tracing::debug!(
+                    "dropping {} bytes for a server we no longer hold",
+                    self.to_server.len()
+                ),
             }
             self.to_server.clear();
         }

@@ -50,7 +50,9 @@ pub fn startup_len(buf: &[u8]) -> Result<Option<usize>> {
     }
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if !(8..=MAX_STARTUP_LEN).contains(&len) {
-        return Err(Error::protocol(format!("invalid startup packet length {len}")));
+        return Err(Error::protocol(format!(
+            "invalid startup packet length {len}"
+        )));
     }
     Ok(Some(len))
 }
@@ -98,7 +100,10 @@ mod tests {
         assert_eq!(header(b"Q\0\0\0", 100).unwrap(), None);
         assert_eq!(
             header(b"Q\0\0\0\x05x", 100).unwrap(),
-            Some(Header { tag: b'Q', total: 6 })
+            Some(Header {
+                tag: b'Q',
+                total: 6
+            })
         );
     }
 

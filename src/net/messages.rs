@@ -178,7 +178,13 @@ pub fn error_response(buf: &mut BytesMut, err: &Error) {
 }
 
 pub fn error_with_severity(buf: &mut BytesMut, err: &Error, severity: Severity) {
-    error_fields(buf, b'E', severity.as_str(), err.sqlstate(), &err.to_string());
+    error_fields(
+        buf,
+        b'E',
+        severity.as_str(),
+        err.sqlstate(),
+        &err.to_string(),
+    );
 }
 
 pub fn notice(buf: &mut BytesMut, message: &str) {

@@ -465,6 +465,11 @@ impl Proxy {
     /// starts the proxy with `--log-level debug`; waits up to 20 s for the
     /// port to accept TCP connections. Panics with the proxy log otherwise.
     pub fn start(port: u16, config: &str) -> Proxy {
+        Proxy::start_env(port, config, &[])
+    }
+
+    /// Like `start`, with extra environment variables for the proxy process.
+    pub fn start_env(port: u16, config: &str, envs: &[(&str, &str)]) -> Proxy {
         let tmp = shared_tempdir("pgmlcat-proxy.");
         let config_path = tmp.path().join("pgcat.toml");
         let log_path = tmp.path().join("proxy.log");
@@ -475,6 +480,7 @@ impl Proxy {
             .arg(&config_path)
             .args(["--log-level", "debug"])
             .env("RUST_BACKTRACE", "1")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

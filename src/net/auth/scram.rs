@@ -78,8 +78,12 @@ pub enum ScramError {
 
 impl Exchange {
     /// Takes the client-first-message; returns the exchange and server-first-message.
-    pub fn start(client_first: &[u8], verifier: &Verifier) -> Result<(Exchange, String), ScramError> {
-        let text = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+    pub fn start(
+        client_first: &[u8],
+        verifier: &Verifier,
+    ) -> Result<(Exchange, String), ScramError> {
+        let text =
+            std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         // gs2 header: "n,," or "y,," (client supports binding, we did not offer it).
         let bare = text
             .strip_prefix("n,,")
@@ -110,7 +114,8 @@ impl Exchange {
 
     /// Takes the client-final-message; returns the server-final-message on success.
     pub fn finish(self, client_final: &[u8], verifier: &Verifier) -> Result<String, ScramError> {
-        let text = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let text =
+            std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = text
             .rsplit_once(",p=")
             .ok_or(ScramError::Malformed("no proof"))?;
@@ -148,9 +153,13 @@ mod tests {
     fn run(password: &str, verifier: &Verifier) -> Result<(), ScramError> {
         let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
         let (ex, server_first) = Exchange::start(client.message(), verifier)?;
-        client.update(server_first.as_bytes()).expect("client accepts server-first");
+        client
+            .update(server_first.as_bytes())
+            .expect("client accepts server-first");
         let server_final = ex.finish(client.message(), verifier)?;
-        client.finish(server_final.as_bytes()).expect("client verifies server signature");
+        client
+            .finish(server_final.as_bytes())
+            .expect("client verifies server signature");
         Ok(())
     }
 
@@ -164,7 +173,10 @@ mod tests {
 
     #[test]
     fn rejects_wrong_password() {
-        assert_eq!(run("wrong", &Verifier::derive("s3cret")), Err(ScramError::BadProof));
+        assert_eq!(
+            run("wrong", &Verifier::derive("s3cret")),
+            Err(ScramError::BadProof)
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@ use super::scram::Verifier;
 #[derive(Clone)]
 pub enum Secret {
     /// A plain password, with the SCRAM verifier derived from it once.
-    Plain { password: String, verifier: Verifier },
+    Plain {
+        password: String,
+        verifier: Verifier,
+    },
     /// `md5` + 32 hex digits, as in pg_authid.
     Md5(String),
     /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`, as in pg_authid.
