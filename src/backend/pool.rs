@@ -115,41 +115,25 @@ impl ServerPool {
     /// Waits up to `checkout_timeout` for a permit, then reuses an idle server
     /// or connects a new one.
     pub async fn checkout(&self) -> Result<Pooled> {
-        let settings = self.settings();
-        let started = Instant::now();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => {
-                match tokio::time::timeout(
-                    settings.checkout_timeout,
-                    self.permits.clone().acquire_owned(),
-                )
-                .await
-                {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
-                        return Err(Error::PoolExhausted {
-                            pool: self.name.clone(),
-                            pool_size: settings.pool_size,
-                            waited_ms: started.elapsed().as_millis() as u64,
-                        });
-                    }
-                }
-            }
+            Err(_) => self.wait_for_permit().await?,
         };
-        self.stats
-            .wait_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
         while let Some(server) = self.pop_idle() {
-            if self.reusable(&server, &settings) {
+            let settings = self.settings.load();
+            if !server.broken
+                && now.duration_since(server.created) < settings.server_lifetime
+                && now.duration_since(server.last_used) < settings.idle_timeout
+            {
                 return Ok(Pooled {
                     server,
                     _permit: permit,
                 });
             }
         }
+        let settings = self.settings();
         let server = self.connect(&settings).await?;
         Ok(Pooled {
             server,
@@ -157,14 +141,39 @@ impl ServerPool {
         })
     }
 
+    /// The slow path: every permit is out; wait in line up to checkout_timeout.
+    async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit> {
+        let (timeout, pool_size) = {
+            let s = self.settings.load();
+            (s.checkout_timeout, s.pool_size)
+        };
+        let started = Instant::now();
+        let waited = tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await;
+        self.stats
+            .wait_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match waited {
+            Ok(Ok(p)) => Ok(p),
+            _ => {
+                self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
+                Err(Error::PoolExhausted {
+                    pool: self.name.clone(),
+                    pool_size,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                })
+            }
+        }
+    }
+
     fn pop_idle(&self) -> Option<Server> {
         self.idle.lock().pop()
     }
 
-    fn reusable(&self, server: &Server, settings: &PoolSettings) -> bool {
-        !server.broken
-            && server.created.elapsed() < settings.server_lifetime
-            && server.idle_for() < settings.idle_timeout
+    /// (prepared_statements_cache_size, cleanup_server_connections), read
+    /// without taking a reference count on the settings.
+    pub fn reuse_rules(&self) -> (usize, bool) {
+        let s = self.settings.load();
+        (s.prepared_cache_size, s.cleanup_server_connections)
     }
 
     pub async fn connect(&self, settings: &PoolSettings) -> Result<Server> {
@@ -197,11 +206,11 @@ impl ServerPool {
         {
             return; // dropped: the connection closes
         }
-        let settings = self.settings.load();
-        if server.created.elapsed() >= settings.server_lifetime {
+        let now = Instant::now();
+        if now.duration_since(server.created) >= self.settings.load().server_lifetime {
             return;
         }
-        server.last_used = Instant::now();
+        server.last_used = now;
         self.idle.lock().push(server);
     }
 

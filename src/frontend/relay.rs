@@ -121,27 +121,43 @@ impl Session {
             });
             edited |= inserted;
         }
-        let write = if edited {
+        let response = if edited {
             out.extend_from_slice(&server.buf[copied..pos]);
-            let r = self.client.write_all(out).await;
-            out.clear();
-            r
-        } else if pos > 0 {
-            self.client.write_all(&server.buf[..pos]).await
+            out.split()
         } else {
-            Ok(())
+            // Zero-copy: the response leaves the server's buffer.
+            server.buf.split_to(pos)
         };
-        server.buf.advance(pos);
-        if write.is_err() {
-            return Ok(Flow::Close);
+        if edited {
+            server.buf.advance(pos);
         }
         if let Some(st) = status {
             self.status = st;
-            if self.transaction_over() {
-                self.release().await;
-            }
+        }
+        // Give a finished server back before writing to the client: the
+        // write wakes the client, which may preempt us, and waiting clients
+        // should not wait on that.
+        let over = status.is_some() && self.transaction_over();
+        if over && self.release_if_clean() {
+            return Ok(self.write_client(&response).await);
+        }
+        if self.write_client(&response).await == Flow::Close {
+            return Ok(Flow::Close);
+        }
+        if over {
+            self.release().await;
         }
         Ok(Flow::Continue)
+    }
+
+    async fn write_client(&mut self, bytes: &[u8]) -> Flow {
+        if bytes.is_empty() {
+            return Flow::Continue;
+        }
+        match self.client.write_all(bytes).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
     }
 
     /// In transaction mode the server goes back once nothing is outstanding

@@ -103,15 +103,20 @@ impl Session {
     /// Runs until the client leaves or is closed. Errors returned here are
     /// ones the client could not be told about (or was already told).
     pub async fn run(mut self) -> Result<()> {
-        let mut shutdown = self.app.shutdown.subscribe();
-        let result = self.run_loop(&mut shutdown).await;
+        let shutdown = self.app.shutdown.subscribe();
+        let result = self.run_loop(shutdown).await;
         self.finish().await;
         result
     }
 
-    async fn run_loop(&mut self, shutdown: &mut watch::Receiver<Shutdown>) -> Result<()> {
+    async fn run_loop(&mut self, shutdown: watch::Receiver<Shutdown>) -> Result<()> {
+        // One long-lived future, not a new waiter registration per turn of
+        // the loop: this loop turns twice per transaction.
+        let stopping = until_stopping(shutdown.clone());
+        tokio::pin!(stopping);
+        let mut stop_seen = false;
         loop {
-            if self.should_close_for_shutdown(shutdown) {
+            if stop_seen && self.should_close_for_shutdown(&shutdown) {
                 self.fatal(&Error::Shutdown).await;
                 return Ok(());
             }
@@ -119,7 +124,7 @@ impl Session {
                 None => {
                     tokio::select! {
                         r = self.client.read_buf(&mut self.cbuf) => r,
-                        _ = shutdown.changed() => continue,
+                        _ = &mut stopping, if !stop_seen => { stop_seen = true; continue }
                     }
                 }
                 Some(pooled) => {
@@ -149,7 +154,7 @@ impl Session {
                             self.fatal(&Error::IdleInTransaction(ms)).await;
                             return Ok(());
                         }
-                        _ = shutdown.changed() => continue,
+                        _ = &mut stopping, if !stop_seen => { stop_seen = true; continue }
                     }
                 }
             };
@@ -208,6 +213,21 @@ impl Session {
         Ok(false)
     }
 
+    /// Checks the server in at once if it needs no reset; false otherwise.
+    pub(super) fn release_if_clean(&mut self) -> bool {
+        let clean = self.server.as_ref().is_some_and(|p| {
+            !p.server.dirty && p.server.prepared.len() <= self.server_pool.reuse_rules().0
+        });
+        if clean {
+            if let Some(pooled) = self.server.take() {
+                self.cancel.entry.clear();
+                self.pending.clear();
+                self.server_pool.checkin(pooled);
+            }
+        }
+        clean
+    }
+
     /// Returns the server to the pool, clean, once the client's transaction is over.
     pub(super) async fn release(&mut self) {
         let Some(mut pooled) = self.server.take() else {
@@ -215,13 +235,13 @@ impl Session {
         };
         self.cancel.entry.clear();
         self.pending.clear();
-        let settings = self.server_pool.settings();
         let server = &mut pooled.server;
-        if server.prepared.len() > settings.prepared_cache_size {
+        let (cache_size, cleanup) = self.server_pool.reuse_rules();
+        if server.prepared.len() > cache_size {
             server.dirty = true;
         }
         if server.dirty {
-            if settings.cleanup_server_connections || self.mode == PoolMode::Session {
+            if cleanup || self.mode == PoolMode::Session {
                 if let Err(e) = server.reset().await {
                     tracing::warn!(server = %server.addr, error = %e, "server reset failed; closing it");
                 }
@@ -365,6 +385,16 @@ impl Session {
             }
         }
         self.flush().await
+    }
+}
+
+/// Resolves once shutdown has begun.
+async fn until_stopping(mut rx: watch::Receiver<Shutdown>) {
+    while *rx.borrow_and_update() == Shutdown::Running {
+        if rx.changed().await.is_err() {
+            // The sender is gone: the process is ending.
+            return;
+        }
     }
 }
 
