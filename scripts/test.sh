@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo test --all-targets -- --test-threads "${TEST_THREADS:-4}"
+# Benches are compiled, not run (criterion does not take test-harness flags).
+cargo build --benches --quiet
+cargo test -- --test-threads "${TEST_THREADS:-4}"
