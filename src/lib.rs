@@ -7,4 +7,5 @@ pub mod config;
 pub mod errors;
 pub mod frontend;
 pub mod net;
+pub mod router;
 pub mod runtime;

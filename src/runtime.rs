@@ -81,11 +81,15 @@ async fn maintain_pools(app: Arc<App>) {
     loop {
         tick.tick().await;
         let registry = app.registry.load_full();
-        for pool in registry.pools() {
+        let pools: Vec<_> = registry.pools().cloned().collect();
+        // Pools are independent: one slow server must not hold up the rest.
+        futures_util::future::join_all(pools.iter().map(|pool| async move {
+            pool.monitor().await;
             for server_pool in pool.all_servers() {
                 server_pool.maintain().await;
             }
-        }
+        }))
+        .await;
     }
 }
 

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::health::{parse_observation, Health, Observation, MONITOR_SQL};
 use super::server::{Address, Credentials, Server};
 use crate::config::PoolMode;
 use crate::errors::{Error, Result};
@@ -31,6 +32,9 @@ pub struct PoolSettings {
     /// Most prepared statements one server connection keeps before a reset.
     pub prepared_cache_size: usize,
     pub cleanup_server_connections: bool,
+    pub ban_time: Duration,
+    pub healthcheck_delay: Duration,
+    pub healthcheck_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -57,6 +61,9 @@ pub struct ServerPool {
     /// is answered without a server (the Parse is replayed where needed), so
     /// clients that prepare synchronously cannot deadlock on a full pool.
     known_statements: parking_lot::RwLock<HashSet<String>>,
+    pub health: Health,
+    /// The monitor's own connection (replicated shards only).
+    monitor: tokio::sync::Mutex<Option<Server>>,
 }
 
 /// A server on loan to one client. Hand it back with [`ServerPool::checkin`].
@@ -69,7 +76,6 @@ impl ServerPool {
     pub fn new(addr: Arc<Address>, name: String, settings: PoolSettings) -> Arc<ServerPool> {
         let size = settings.pool_size;
         Arc::new(ServerPool {
-            addr,
             name,
             settings: ArcSwap::from_pointee(settings),
             idle: Mutex::new(Vec::new()),
@@ -77,6 +83,9 @@ impl ServerPool {
             size: AtomicU32::new(size),
             stats: PoolStats::default(),
             known_statements: parking_lot::RwLock::new(HashSet::new()),
+            health: Health::new(addr.role),
+            monitor: tokio::sync::Mutex::new(None),
+            addr,
         })
     }
 
@@ -121,17 +130,26 @@ impl ServerPool {
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        while let Some(server) = self.pop_idle() {
+        while let Some(mut server) = self.pop_idle() {
             let settings = self.settings.load();
-            if !server.broken
-                && now.duration_since(server.created) < settings.server_lifetime
-                && now.duration_since(server.last_used) < settings.idle_timeout
+            if server.broken
+                || now.duration_since(server.created) >= settings.server_lifetime
+                || now.duration_since(server.last_used) >= settings.idle_timeout
             {
-                return Ok(Pooled {
-                    server,
-                    _permit: permit,
-                });
+                continue;
             }
+            if now.duration_since(server.last_used) >= settings.healthcheck_delay
+                && !self
+                    .healthy(&mut server, settings.healthcheck_timeout)
+                    .await
+            {
+                self.ban(settings.ban_time, "health check failed");
+                continue;
+            }
+            return Ok(Pooled {
+                server,
+                _permit: permit,
+            });
         }
         let settings = self.settings();
         let server = self.connect(&settings).await?;
@@ -188,8 +206,73 @@ impl ServerPool {
         if let Err(e) = &result {
             self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(pool = %self.name, server = %self.addr, error = %e, "server connection failed");
+            if matches!(e, Error::ServerUnavailable { .. }) {
+                self.health.unreachable();
+                self.ban(settings.ban_time, "connection failed");
+            }
         }
         result
+    }
+
+    /// An empty query answered within `timeout`.
+    async fn healthy(&self, server: &mut Server, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, server.run_internal(";")).await,
+            Ok(Ok(None))
+        )
+    }
+
+    pub fn ban(&self, ban_time: Duration, why: &str) {
+        if self.health.ban(ban_time) {
+            tracing::warn!(server = %self.addr, pool = %self.name, "banned for {} s: {why}", ban_time.as_secs());
+            self.idle.lock().clear();
+        }
+    }
+
+    /// Asks the server what it is (role, WAL position) over the monitor's
+    /// own connection. None, and a ban, when it does not answer in time.
+    pub async fn observe(&self) -> Option<Observation> {
+        let settings = self.settings();
+        let mut slot = self.monitor.lock().await;
+        let attempt = async {
+            if slot.is_none() {
+                let mut params = settings.server_params.clone();
+                params.push(("application_name".into(), "pgmlcat-monitor".into()));
+                *slot = Some(
+                    Server::connect(
+                        self.addr.clone(),
+                        &settings.credentials,
+                        &params,
+                        settings.connect_timeout,
+                    )
+                    .await?,
+                );
+            }
+            match slot.as_mut() {
+                Some(server) => server.query_row(MONITOR_SQL).await,
+                None => Ok(None),
+            }
+        };
+        let limit = settings.connect_timeout + settings.healthcheck_timeout;
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(Some(row))) => {
+                let o = parse_observation(&row);
+                if let Some(o) = o {
+                    self.health.observed(o);
+                }
+                o
+            }
+            outcome => {
+                *slot = None;
+                let was_reachable = self.health.reachable();
+                self.health.unreachable();
+                if was_reachable {
+                    tracing::warn!(server = %self.addr, ?outcome, "server did not answer the monitor");
+                }
+                self.ban(settings.ban_time, "monitor check failed");
+                None
+            }
+        }
     }
 
     /// Takes a server back. The caller has already reset it if it was dirty;
@@ -262,6 +345,11 @@ impl ServerPool {
 
     pub fn idle_count(&self) -> usize {
         self.idle.lock().len()
+    }
+
+    /// Drops the monitor connection (pool removed or server unused).
+    pub async fn stop_monitor(&self) {
+        *self.monitor.lock().await = None;
     }
 
     pub fn active_count(&self) -> usize {

@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
+use rand::Rng;
+
+use super::health::LagLimit;
 use super::pool::{PoolSettings, ServerPool};
 use super::server::{Address, Credentials};
-use crate::config::{Config, PoolConfig, PoolMode, Role, UserConfig};
-use crate::errors::Result;
+use crate::config::{Config, LoadBalancingMode, PoolConfig, PoolMode, Role, UserConfig};
+use crate::errors::{Error, Result};
 use crate::net::auth::Secret;
+use crate::router::{RouteConfig, Target};
 
 /// A (database, user) pool as clients see it.
 pub struct Pool {
@@ -21,29 +25,120 @@ pub struct Pool {
     pub mode: PoolMode,
     /// The client-side secret (None: the user has no password; only trust works).
     pub secret: Option<Secret>,
-    /// shards[i] = the servers of shard i, primary first.
+    /// shards[i] = the servers of shard i, configured primary first.
     pub shards: Vec<Vec<Arc<ServerPool>>>,
+    pub route: RouteConfig,
+    pub load_balancing: LoadBalancingMode,
+    pub lag_limit: LagLimit,
     /// ParameterStatus values clients get at login, learned from a server.
     server_params: ArcSwapOption<Vec<(String, String)>>,
 }
 
 impl Pool {
-    /// The server pool writes go to on `shard`: its primary, else its first server.
+    /// Where writes go on `shard`: the reachable server that says it is a
+    /// primary, the newest timeline winning (a promoted replica beats an old
+    /// primary that came back as one); else the configured primary.
     pub fn primary(&self, shard: usize) -> &Arc<ServerPool> {
         let servers = &self.shards[shard];
-        servers
+        let observed = servers
             .iter()
-            .find(|s| s.addr.role == Role::Primary)
-            .unwrap_or(&servers[0])
+            .filter(|s| s.health.role() == Role::Primary && s.health.reachable())
+            .max_by_key(|s| (s.health.timeline(), s.addr.role == Role::Primary));
+        observed.unwrap_or(&servers[0])
     }
 
-    /// The parameters a server reports at startup, fetched once per pool.
+    /// A server for `target` on `shard`, by the pool's load balancing mode.
+    /// Reads fall back to the primary when no replica can serve them.
+    pub fn choose(&self, shard: usize, target: Target) -> &Arc<ServerPool> {
+        let primary = self.primary(shard);
+        if target == Target::Primary || self.shards[shard].len() == 1 {
+            return primary;
+        }
+        let candidates: Vec<&Arc<ServerPool>> = self.shards[shard]
+            .iter()
+            .filter(|s| {
+                if Arc::ptr_eq(s, primary) {
+                    target == Target::Any
+                } else {
+                    s.health.role() == Role::Replica && s.health.serves_reads()
+                }
+            })
+            .collect();
+        match candidates.len() {
+            0 => primary,
+            1 => candidates[0],
+            n => match self.load_balancing {
+                LoadBalancingMode::Random => candidates[rand::thread_rng().gen_range(0..n)],
+                LoadBalancingMode::Loc => {
+                    // Least outstanding connections; ties broken at random so
+                    // an idle pool still spreads.
+                    let start = rand::thread_rng().gen_range(0..n);
+                    (0..n)
+                        .map(|i| candidates[(start + i) % n])
+                        .min_by_key(|s| s.active_count())
+                        .unwrap_or(primary)
+                }
+            },
+        }
+    }
+
+    /// Refreshes roles, reachability and lag of replicated shards.
+    pub async fn monitor(&self) {
+        for servers in &self.shards {
+            if servers.len() < 2 {
+                continue; // nothing to choose between
+            }
+            let observations =
+                futures_util::future::join_all(servers.iter().map(|s| s.observe())).await;
+            let primary_lsn = servers
+                .iter()
+                .zip(&observations)
+                .filter_map(|(s, o)| {
+                    o.filter(|o| !o.in_recovery)
+                        .map(|o| (s.health.timeline(), o.lsn))
+                })
+                .max()
+                .map(|(_, lsn)| lsn);
+            for (server, observation) in servers.iter().zip(observations) {
+                let (Some(o), Some(primary_lsn)) = (observation, primary_lsn) else {
+                    continue;
+                };
+                let lagging = o.in_recovery && self.lag_limit.exceeded(primary_lsn, &o);
+                if lagging != server.health.lagging() {
+                    tracing::info!(server = %server.addr, lagging, behind = primary_lsn - o.lsn, "replica lag state changed");
+                }
+                server.health.set_lagging(lagging);
+            }
+        }
+    }
+
+    /// The parameters a server reports at startup, fetched once per pool
+    /// from whichever server answers first (primary first).
     pub async fn server_params(&self) -> Result<Arc<Vec<(String, String)>>> {
         if let Some(p) = self.server_params.load_full() {
             return Ok(p);
         }
-        let pool = self.primary(0);
-        let pooled = pool.checkout().await?;
+        let mut last_error = None;
+        let mut order: Vec<&Arc<ServerPool>> = vec![self.primary(0)];
+        order.extend(
+            self.shards[0]
+                .iter()
+                .filter(|s| !Arc::ptr_eq(s, self.primary(0))),
+        );
+        for pool in order {
+            match pool.checkout().await {
+                Ok(pooled) => return Ok(self.remember_params(pool, pooled)),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::ServerLost("no servers configured".into())))
+    }
+
+    fn remember_params(
+        &self,
+        pool: &ServerPool,
+        pooled: super::Pooled,
+    ) -> Arc<Vec<(String, String)>> {
         let mut params: Vec<(String, String)> = pooled
             .server
             .params
@@ -54,7 +149,7 @@ impl Pool {
         pool.checkin(pooled);
         let params = Arc::new(params);
         self.server_params.store(Some(params.clone()));
-        Ok(params)
+        params
     }
 
     pub fn all_servers(&self) -> impl Iterator<Item = &Arc<ServerPool>> {
@@ -140,6 +235,9 @@ fn settings_for(config: &Config, pool: &PoolConfig, user: &UserConfig) -> PoolSe
             .prepared_statements_cache_size
             .unwrap_or(config.general.prepared_statements_cache_size),
         cleanup_server_connections: pool.cleanup_server_connections,
+        ban_time: Duration::from_secs(config.general.ban_time),
+        healthcheck_delay: ms(config.general.healthcheck_delay),
+        healthcheck_timeout: ms(config.general.healthcheck_timeout),
     }
 }
 
@@ -189,6 +287,12 @@ fn build_pool(
         mode: settings.mode,
         secret: user.password.as_deref().map(Secret::parse),
         shards,
+        route: RouteConfig::from_pool(pool_cfg),
+        load_balancing: pool_cfg.load_balancing_mode,
+        lag_limit: LagLimit {
+            bytes: pool_cfg.max_replica_lag,
+            seconds: pool_cfg.max_replica_lag_seconds,
+        },
         server_params: ArcSwapOption::new(keep_params),
     }
 }

@@ -303,6 +303,45 @@ impl Server {
         }
     }
 
+    /// Runs a query for the pooler and returns its first row as text.
+    pub async fn query_row(&mut self, sql: &str) -> Result<Option<Vec<Option<String>>>> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        if let Err(e) = self.stream.write_all(&out).await {
+            self.broken = true;
+            return Err(e.into());
+        }
+        let mut row = None;
+        let mut error = None;
+        loop {
+            let (tag, body) = match self.read_message().await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            };
+            match tag {
+                b'D' if row.is_none() => row = Some(parse_data_row(&body)?),
+                b'E' => error = Some(parse_error_fields(&body)),
+                b'Z' => {
+                    self.status = body
+                        .first()
+                        .and_then(|&b| TxStatus::from_byte(b))
+                        .ok_or_else(|| Error::protocol("bad ReadyForQuery"))?;
+                    return match error {
+                        Some(fields) => Err(Error::ServerRefused {
+                            addr: self.addr.to_string(),
+                            fields,
+                        }),
+                        None => Ok(row),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Brings a connection back to a clean session: DISCARD ALL (which also
     /// drops every prepared statement it held).
     pub async fn reset(&mut self) -> Result<()> {
@@ -370,6 +409,28 @@ impl Server {
     pub fn idle_for(&self) -> Duration {
         self.last_used.elapsed()
     }
+}
+
+/// Text values of a DataRow body.
+fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>> {
+    let n = crate::net::codec::read_i16(body, 0)?;
+    let mut pos = 2;
+    let mut values = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = read_i32(body, pos)?;
+        pos += 4;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let end = pos + len as usize;
+        let bytes = body
+            .get(pos..end)
+            .ok_or_else(|| Error::protocol("DataRow truncated"))?;
+        values.push(Some(String::from_utf8_lossy(bytes).into_owned()));
+        pos = end;
+    }
+    Ok(values)
 }
 
 /// What a completed command did to the server's session.

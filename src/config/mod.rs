@@ -212,6 +212,12 @@ pub struct PoolConfig {
     pub auth_query_user: Option<String>,
     pub auth_query_password: Option<String>,
     pub plugins: Option<toml::Value>,
+    /// pgmlcat: a replica more than this many bytes of WAL behind its
+    /// primary gets no reads until it catches up.
+    pub max_replica_lag: Option<u64>,
+    /// pgmlcat: the same in seconds since the replica last replayed a
+    /// transaction (counted only while it has WAL left to replay).
+    pub max_replica_lag_seconds: Option<f64>,
     pub users: BTreeMap<String, UserConfig>,
     pub shards: BTreeMap<String, ShardConfig>,
 }
@@ -242,6 +248,8 @@ impl Default for PoolConfig {
             auth_query_user: None,
             auth_query_password: None,
             plugins: None,
+            max_replica_lag: None,
+            max_replica_lag_seconds: None,
             users: BTreeMap::new(),
             shards: BTreeMap::new(),
         }

@@ -28,8 +28,17 @@ impl Session {
         }
         match tag {
             b'X' => return Ok(Flow::Close),
-            b'Q' | b'F' => {
-                if self.ensure_server(true).await? {
+            b'Q' => {
+                let (sql, _) = codec::cstr(&msg, 5)?;
+                if self.answer_locally(sql) {
+                    return Ok(Flow::Continue);
+                }
+                if self.ensure_server(true, Some(sql)).await? {
+                    self.forward(tag, &msg);
+                }
+            }
+            b'F' => {
+                if self.ensure_server(true, None).await? {
                     self.forward(tag, &msg);
                 }
             }
@@ -37,9 +46,13 @@ impl Session {
                 if self.answer_without_server(tag, &msg)? {
                     return Ok(Flow::Continue);
                 }
-                if self.ensure_server(false).await? {
-                    self.extended(tag, msg)?;
+                if self.server.is_none() {
+                    let sql = self.statement_text(tag, &msg);
+                    if !self.ensure_server(false, sql.as_deref()).await? {
+                        return Ok(Flow::Continue);
+                    }
                 }
+                self.extended(tag, msg)?;
             }
             b'd' | b'c' | b'f' => {
                 // COPY data outside a server's COPY is ignored, as Postgres does.
@@ -59,6 +72,24 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// The text a Parse or Bind will run, for routing its transaction.
+    fn statement_text(&self, tag: u8, msg: &[u8]) -> Option<String> {
+        if !self.pool.route.parses(self.route.role) {
+            return None;
+        }
+        match tag {
+            b'P' => {
+                let (_, end) = prepared::first_name(msg).ok()?;
+                codec::cstr(msg, end).ok().map(|(q, _)| q.to_string())
+            }
+            b'B' => {
+                let (stmt, _, _) = prepared::bind_statement(msg).ok()?;
+                self.statements.get(stmt).map(|p| p.query.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Between transactions in transaction mode, some extended messages need

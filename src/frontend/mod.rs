@@ -5,6 +5,7 @@ mod client_messages;
 mod expect;
 pub mod handshake;
 pub mod listener;
+mod local;
 pub mod params;
 pub mod prepared;
 mod relay;

@@ -19,6 +19,8 @@ pub struct Prepared {
     pub global: String,
     /// A ready-to-send Parse message under `global`.
     pub parse: Bytes,
+    /// The statement's text, for routing its executions.
+    pub query: String,
 }
 
 /// One client's statement names.
@@ -39,7 +41,14 @@ impl ClientStatements {
             global.push_str(&format!("{b:02x}"));
         }
         let parse = with_name(b'P', &global, rest);
-        let prepared = Arc::new(Prepared { global, parse });
+        let query = cstr(rest, 0)
+            .map(|(q, _)| q.to_string())
+            .unwrap_or_default();
+        let prepared = Arc::new(Prepared {
+            global,
+            parse,
+            query,
+        });
         self.map.insert(name.to_string(), prepared.clone());
         prepared
     }

@@ -17,10 +17,11 @@ use super::params::ClientParams;
 use super::prepared::ClientStatements;
 use crate::app::{App, Shutdown};
 use crate::backend::{Pool, Pooled, ServerPool};
-use crate::config::PoolMode;
+use crate::config::{PoolMode, Role};
 use crate::errors::{Error, Result, Severity};
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
+use crate::router::{self, rw::Intent, RouteState, Target};
 
 /// A message this large or larger is streamed through in pieces instead of
 /// being held whole (DataRow and CopyData only).
@@ -41,7 +42,15 @@ pub struct Session {
     pub(super) cbuf: BytesMut,
     pub(super) to_client: BytesMut,
     pub(super) to_server: BytesMut,
+    /// The server pool of the server currently held (or last held).
     pub(super) server_pool: Arc<ServerPool>,
+    pub(super) pool: Arc<Pool>,
+    /// The client's SET SERVER ROLE / SET PRIMARY READS.
+    pub(super) route: RouteState,
+    /// A BEGIN answered by us, to be sent with the first real statement,
+    /// once that statement shows where the transaction belongs; with
+    /// whether it was READ ONLY.
+    pub(super) deferred_begin: Option<(String, bool)>,
     pub(super) mode: PoolMode,
     pub(super) params: ClientParams,
     pub(super) statements: ClientStatements,
@@ -84,6 +93,9 @@ impl Session {
             to_server: BytesMut::with_capacity(1024),
             mode: pool.mode,
             server_pool,
+            pool,
+            route: RouteState::default(),
+            deferred_begin: None,
             params,
             statements: ClientStatements::default(),
             server: None,
@@ -187,18 +199,15 @@ impl Session {
 
     /// Gets a server for the client's next request and brings its session
     /// parameters in line. On failure the client is told and `false` returned.
-    pub(super) async fn ensure_server(&mut self, simple: bool) -> Result<bool> {
+    /// `sql` is the text of the transaction's first statement, for routing.
+    pub(super) async fn ensure_server(&mut self, simple: bool, sql: Option<&str>) -> Result<bool> {
         if self.server.is_some() {
             return Ok(true);
         }
-        let err = match self.server_pool.checkout().await {
-            Ok(mut pooled) => match pooled.server.sync_parameters(self.params.wanted()).await {
-                Ok(()) => {
-                    let s = &pooled.server;
-                    self.cancel.entry.set(s.addr.clone(), s.key);
-                    self.server = Some(pooled);
-                    return Ok(true);
-                }
+        let target = self.target_for(sql);
+        let err = match self.checkout(target).await {
+            Ok(()) => match self.start_deferred_transaction().await {
+                Ok(()) => return Ok(true),
                 Err(e) => e,
             },
             Err(e) => e,
@@ -211,6 +220,60 @@ impl Session {
             self.skip_until_sync = true;
         }
         Ok(false)
+    }
+
+    /// Where the transaction starting with `sql` should run.
+    fn target_for(&self, sql: Option<&str>) -> Target {
+        let cfg = &self.pool.route;
+        let intent = match &self.deferred_begin {
+            Some((_, true)) => Some(Intent::Begin { read_only: true }),
+            _ if cfg.parses(self.route.role) => sql.map(|s| router::intent(cfg, s)),
+            _ => None,
+        };
+        router::target(cfg, &self.route, intent)
+    }
+
+    /// Checks out a server for `target`. A replica that cannot be reached is
+    /// banned and the next candidate tried: nothing was sent yet, so this
+    /// retry cannot run anything twice.
+    async fn checkout(&mut self, target: Target) -> Result<()> {
+        let attempts = self.pool.shards[0].len();
+        let mut last = None;
+        for _ in 0..attempts {
+            let server_pool = self.pool.choose(0, target).clone();
+            match server_pool.checkout().await {
+                Ok(mut pooled) => {
+                    pooled.server.sync_parameters(self.params.wanted()).await?;
+                    let s = &pooled.server;
+                    self.cancel.entry.set(s.addr.clone(), s.key);
+                    self.server = Some(pooled);
+                    self.server_pool = server_pool;
+                    return Ok(());
+                }
+                Err(e @ Error::ServerUnavailable { .. })
+                    if server_pool.health.role() != Role::Primary =>
+                {
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::ServerLost("no server available".into())))
+    }
+
+    /// Sends a BEGIN the client issued before we knew where to run it.
+    async fn start_deferred_transaction(&mut self) -> Result<()> {
+        let (Some((sql, _)), Some(pooled)) = (self.deferred_begin.take(), self.server.as_mut())
+        else {
+            return Ok(());
+        };
+        match pooled.server.run_internal(&sql).await? {
+            None => Ok(()),
+            Some(fields) => Err(Error::ServerRefused {
+                addr: pooled.server.addr.to_string(),
+                fields,
+            }),
+        }
     }
 
     /// Checks the server in at once if it needs no reset; false otherwise.
@@ -290,6 +353,8 @@ impl Session {
             .take()
             .map(|p| p.server.addr.to_string())
             .unwrap_or_default();
+        let ban_time = self.server_pool.settings().ban_time;
+        self.server_pool.ban(ban_time, "connection lost");
         self.cancel.entry.clear();
         self.pending.clear();
         tracing::warn!(client = %self.peer, server = %addr, "server connection lost");

@@ -1,0 +1,86 @@
+//! Simple-protocol statements the session answers itself: pgcat's custom
+//! commands, and BEGIN/COMMIT around a transaction that has not reached a
+//! server yet.
+
+use super::session::Session;
+use crate::config::DefaultRole;
+use crate::net::messages::{self, TxStatus};
+use crate::router::commands::{self, Command, RoleSetting};
+use crate::router::{self, rw::Intent};
+
+/// Type oid of `text`.
+const TEXT: u32 = 25;
+
+impl Session {
+    /// Answers `sql` without a server if it is ours to answer.
+    pub(super) fn answer_locally(&mut self, sql: &str) -> bool {
+        if let Some(parsed) = commands::parse(sql) {
+            match parsed {
+                Ok(cmd) => self.run_command(cmd),
+                Err(e) => messages::error_response(&mut self.to_client, &e),
+            }
+            messages::ready_for_query(&mut self.to_client, self.status);
+            return true;
+        }
+        if self.server.is_some() || !self.pool.route.parses(self.route.role) {
+            return false;
+        }
+        match (router::intent(&self.pool.route, sql), &self.deferred_begin) {
+            (Intent::Begin { read_only }, None) if self.status == TxStatus::Idle => {
+                self.deferred_begin = Some((sql.to_string(), read_only));
+                self.status = TxStatus::InTransaction;
+                messages::command_complete(&mut self.to_client, "BEGIN");
+            }
+            (Intent::End { commit }, Some(_)) => {
+                // Nothing ran: there is nothing to commit or roll back.
+                self.deferred_begin = None;
+                self.status = TxStatus::Idle;
+                messages::command_complete(
+                    &mut self.to_client,
+                    if commit { "COMMIT" } else { "ROLLBACK" },
+                );
+            }
+            _ => return false,
+        }
+        messages::ready_for_query(&mut self.to_client, self.status);
+        true
+    }
+
+    fn run_command(&mut self, cmd: Command) {
+        let out = &mut self.to_client;
+        match cmd {
+            Command::SetServerRole(role) => {
+                self.route.role = role;
+                messages::command_complete(out, "SET");
+            }
+            Command::SetPrimaryReads(on) => {
+                self.route.primary_reads = on;
+                messages::command_complete(out, "SET");
+            }
+            Command::ShowServerRole => {
+                let role = match self.route.role {
+                    RoleSetting::Default => match self.pool.route.default_role {
+                        DefaultRole::Any => "any",
+                        DefaultRole::Primary => "primary",
+                        DefaultRole::Replica => "replica",
+                    },
+                    other => other.as_str(),
+                };
+                show(out, "server role", role);
+            }
+            Command::ShowPrimaryReads => {
+                let on = self
+                    .route
+                    .primary_reads
+                    .unwrap_or(self.pool.route.primary_reads);
+                show(out, "primary reads", if on { "on" } else { "off" });
+            }
+        }
+    }
+}
+
+fn show(out: &mut bytes::BytesMut, column: &str, value: &str) {
+    messages::row_description(out, &[(column, TEXT)]);
+    messages::data_row(out, &[Some(value)]);
+    messages::command_complete(out, "SHOW");
+}
