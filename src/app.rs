@@ -2,11 +2,12 @@
 //! client counts and the shutdown signal.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::backend::Registry;
 use crate::config::{self, Config};
@@ -27,6 +28,16 @@ pub struct App {
     pub cancels: Arc<CancelRegistry>,
     pub clients: AtomicUsize,
     pub shutdown: watch::Sender<Shutdown>,
+    pub started: Instant,
+    pause: Pause,
+}
+
+/// PgBouncer's PAUSE: (database, user) patterns, None matching any.
+#[derive(Default)]
+struct Pause {
+    any: AtomicBool,
+    patterns: parking_lot::RwLock<Vec<(Option<String>, Option<String>)>>,
+    resumed: Notify,
 }
 
 impl App {
@@ -38,6 +49,8 @@ impl App {
             cancels: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
             shutdown: watch::channel(Shutdown::Running).0,
+            started: Instant::now(),
+            pause: Pause::default(),
         })
     }
 
@@ -60,6 +73,71 @@ impl App {
         let registry = Registry::build(Arc::new(loaded.config), Some(&old));
         self.registry.store(Arc::new(registry));
         Ok(notes)
+    }
+
+    pub fn pause(&self, database: Option<String>, user: Option<String>) {
+        self.pause.patterns.write().push((database, user));
+        self.pause.any.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self, database: Option<&str>, user: Option<&str>) {
+        let mut patterns = self.pause.patterns.write();
+        if database.is_none() {
+            patterns.clear();
+        } else {
+            patterns.retain(|(d, u)| {
+                !(d.as_deref() == database && (user.is_none() || u.as_deref() == user))
+            });
+        }
+        self.pause.any.store(!patterns.is_empty(), Ordering::SeqCst);
+        drop(patterns);
+        self.pause.resumed.notify_waiters();
+    }
+
+    pub fn is_paused(&self, database: &str, user: &str) -> bool {
+        self.pause.any.load(Ordering::Relaxed)
+            && self.pause.patterns.read().iter().any(|(d, u)| {
+                d.as_deref().is_none_or(|d| d == database) && u.as_deref().is_none_or(|u| u == user)
+            })
+    }
+
+    /// Waits while the pool is paused. Free when nothing is paused.
+    pub async fn wait_unpaused(&self, database: &str, user: &str) {
+        loop {
+            let resumed = self.pause.resumed.notified();
+            if !self.is_paused(database, user) {
+                return;
+            }
+            resumed.await;
+        }
+    }
+
+    /// Waits until no server of the matching pools is in use; false on timeout.
+    pub async fn wait_idle(
+        &self,
+        database: Option<&str>,
+        user: Option<&str>,
+        limit: Duration,
+    ) -> bool {
+        let started = Instant::now();
+        loop {
+            let registry = self.registry.load();
+            let busy: usize = registry
+                .pools()
+                .filter(|p| {
+                    database.is_none_or(|d| d == p.database) && user.is_none_or(|u| u == p.user)
+                })
+                .flat_map(|p| p.all_servers())
+                .map(|s| s.active_count())
+                .sum();
+            if busy == 0 {
+                return true;
+            }
+            if started.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn shutdown_state(&self) -> Shutdown {

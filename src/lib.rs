@@ -1,6 +1,7 @@
 //! pgmlcat: a Postgres pooler in the line of pgcat, with in-line ML in the
 //! line of PostgresML. See README.md for the tour.
 
+pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod config;
@@ -9,3 +10,4 @@ pub mod frontend;
 pub mod net;
 pub mod router;
 pub mod runtime;
+pub mod stats;

@@ -13,14 +13,17 @@ use crate::app::{App, Shutdown};
 pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
     tokio::spawn(crate::frontend::listener::serve(app.clone(), listener));
     tokio::spawn(maintain_pools(app.clone()));
-    if let Some(ms) = app
-        .config()
-        .general
-        .autoreload
-        .and_then(|a| a.interval_ms())
-    {
+    let general = app.config().general.clone();
+    if let Some(ms) = general.autoreload.and_then(|a| a.interval_ms()) {
         tokio::spawn(autoreload(app.clone(), Duration::from_millis(ms)));
     }
+    if general.enable_prometheus_exporter {
+        let addr = format!("{}:{}", general.host, general.prometheus_exporter_port);
+        let metrics = TcpListener::bind(&addr).await?;
+        tracing::info!("Prometheus metrics on http://{addr}/metrics");
+        tokio::spawn(crate::stats::prometheus::serve(app.clone(), metrics));
+    }
+    let mut stopped = app.shutdown.subscribe();
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -36,6 +39,12 @@ pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
                 tracing::info!("SIGTERM: fast shutdown");
                 app.shutdown.send_replace(Shutdown::Fast);
                 return Ok(());
+            }
+            _ = stopped.changed() => {
+                // The admin console's SHUTDOWN.
+                if *stopped.borrow_and_update() == Shutdown::Fast {
+                    return Ok(());
+                }
             }
         }
     }

@@ -72,6 +72,18 @@ pub struct Pooled {
     _permit: OwnedSemaphorePermit,
 }
 
+impl Pooled {
+    fn new(server: Server, permit: OwnedSemaphorePermit) -> Pooled {
+        if let Some(s) = &server.stats {
+            s.info.set_active(true);
+        }
+        Pooled {
+            server,
+            _permit: permit,
+        }
+    }
+}
+
 impl ServerPool {
     pub fn new(addr: Arc<Address>, name: String, settings: PoolSettings) -> Arc<ServerPool> {
         let size = settings.pool_size;
@@ -146,17 +158,11 @@ impl ServerPool {
                 self.ban(settings.ban_time, "health check failed");
                 continue;
             }
-            return Ok(Pooled {
-                server,
-                _permit: permit,
-            });
+            return Ok(Pooled::new(server, permit));
         }
         let settings = self.settings();
         let server = self.connect(&settings).await?;
-        Ok(Pooled {
-            server,
-            _permit: permit,
-        })
+        Ok(Pooled::new(server, permit))
     }
 
     /// The slow path: every permit is out; wait in line up to checkout_timeout.
@@ -203,6 +209,15 @@ impl ServerPool {
             settings.connect_timeout,
         )
         .await;
+        let mut result = result;
+        if let Ok(server) = &mut result {
+            server.stats = Some(crate::stats::registry().add_server(
+                format!("{}:{}", self.addr.host, self.addr.port),
+                &self.addr.database,
+                &settings.credentials.user,
+                server.key.0,
+            ));
+        }
         if let Err(e) = &result {
             self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(pool = %self.name, server = %self.addr, error = %e, "server connection failed");

@@ -29,6 +29,8 @@ pub struct Pool {
     pub shards: Vec<Vec<Arc<ServerPool>>>,
     pub route: RouteConfig,
     pub load_balancing: LoadBalancingMode,
+    /// Traffic counters for SHOW STATS and /metrics.
+    pub counters: Arc<crate::stats::Counters>,
     pub lag_limit: LagLimit,
     /// ParameterStatus values clients get at login, learned from a server.
     server_params: ArcSwapOption<Vec<(String, String)>>,
@@ -288,6 +290,7 @@ fn build_pool(
         secret: user.password.as_deref().map(Secret::parse),
         shards,
         route: RouteConfig::from_pool(pool_cfg),
+        counters: previous.map(|p| p.counters.clone()).unwrap_or_default(),
         load_balancing: pool_cfg.load_balancing_mode,
         lag_limit: LagLimit {
             bytes: pool_cfg.max_replica_lag,

@@ -66,6 +66,8 @@ pub struct Server {
     pub broken: bool,
     pub created: Instant,
     pub last_used: Instant,
+    /// Its entry in SHOW SERVERS (pool connections only, not the monitor's).
+    pub stats: Option<crate::stats::ServerHandle>,
 }
 
 /// Largest message we accept from a server when reading it whole.
@@ -120,6 +122,7 @@ impl Server {
             broken: false,
             created: Instant::now(),
             last_used: Instant::now(),
+            stats: None,
         };
         let mut startup: Vec<(&str, &str)> = vec![
             ("user", creds.user.as_str()),

@@ -12,6 +12,7 @@ use crate::config::PoolMode;
 use crate::errors::{Error, Result};
 use crate::net::codec;
 use crate::net::messages;
+use crate::stats::Counters;
 
 impl Session {
     pub(super) async fn on_client_message(&mut self, tag: u8, msg: Bytes) -> Result<Flow> {
@@ -25,6 +26,9 @@ impl Session {
                 _ => {}
             }
             return Ok(Flow::Continue);
+        }
+        if tag == b'Q' || tag == b'E' {
+            Counters::add(&self.pool.counters.queries, 1);
         }
         match tag {
             b'X' => return Ok(Flow::Close),

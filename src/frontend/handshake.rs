@@ -18,10 +18,14 @@ use crate::net::codec::{self, cstr, read_i32};
 use crate::net::messages;
 use crate::net::startup::{self, Startup, StartupPacket};
 
-/// What a finished handshake hands the session.
-pub struct LoggedIn {
-    pub pool: Arc<Pool>,
-    pub startup: Startup,
+/// What a finished handshake hands on.
+pub enum LoggedIn {
+    Pool {
+        pool: Arc<Pool>,
+        startup: Startup,
+    },
+    /// The admin console.
+    Admin,
 }
 
 /// Outcome of reading the opening packets.
@@ -102,6 +106,35 @@ pub async fn login(
         ));
     }
     let registry = app.registry.load();
+    if crate::admin::is_admin_database(&database) && !registry.has_database(&database) {
+        let g = &registry.config.general;
+        let auth_type = g.admin_auth_type.unwrap_or(match g.auth_type {
+            AuthType::Trust => AuthType::Md5, // the console always wants a password
+            other => other,
+        });
+        drop(registry);
+        let secret = crate::admin::admin_secret(app, &user);
+        let ok = match auth_type {
+            AuthType::Scram => scram_exchange(stream, buf, &mut out, secret.as_ref()).await?,
+            _ => md5_exchange(stream, buf, &mut out, &user, secret.as_ref()).await?,
+        };
+        if !ok || secret.is_none() {
+            return Err(Error::AuthFailed(user));
+        }
+        messages::auth_ok(&mut out);
+        for (name, value) in [
+            ("server_version", "15.0 (pgmlcat admin)"),
+            ("client_encoding", "UTF8"),
+            ("server_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+        ] {
+            messages::parameter_status(&mut out, name, value);
+        }
+        stream.write_all(&out).await?;
+        return Ok(LoggedIn::Admin);
+    }
     if !registry.has_database(&database) {
         return Err(Error::UnknownDatabase(database));
     }
@@ -130,7 +163,7 @@ pub async fn login(
         messages::parameter_status(&mut out, name, value);
     }
     stream.write_all(&out).await?;
-    Ok(LoggedIn { pool, startup })
+    Ok(LoggedIn::Pool { pool, startup })
 }
 
 async fn md5_exchange(

@@ -79,7 +79,18 @@ async fn client_task(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
         ))
     });
     let logged_in = match opened {
-        Ok(Some(l)) => l,
+        Ok(Some(super::handshake::LoggedIn::Admin)) => {
+            let mut out = BytesMut::new();
+            messages::backend_key_data(&mut out, 0, 0);
+            messages::ready_for_query(&mut out, TxStatus::Idle);
+            if stream.write_all(&out).await.is_ok() {
+                if let Err(e) = crate::admin::serve(app.clone(), stream, buf).await {
+                    tracing::info!(client = %peer, error = %e, "admin session ended with an error");
+                }
+            }
+            return;
+        }
+        Ok(Some(super::handshake::LoggedIn::Pool { pool, startup })) => (pool, startup),
         Ok(None) | Err(Error::ClientGone) => return,
         Err(e) => {
             tracing::info!(client = %peer, error = %e, "client login failed");
@@ -89,7 +100,7 @@ async fn client_task(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let pool = logged_in.pool;
+    let (pool, startup) = logged_in;
     if config.general.log_client_connections {
         tracing::info!(client = %peer, database = %pool.database, user = %pool.user, "client connected");
     }
@@ -100,8 +111,23 @@ async fn client_task(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
     if stream.write_all(&out).await.is_err() {
         return;
     }
-    let params = ClientParams::from_startup(&logged_in.startup.params);
-    let session = Session::new(app.clone(), stream, peer, buf, pool.clone(), params, cancel);
+    let params = ClientParams::from_startup(&startup.params);
+    let stats = crate::stats::registry().add_client(
+        peer,
+        &pool.database,
+        &pool.user,
+        startup.param("application_name").unwrap_or(""),
+    );
+    let session = Session::new(
+        app.clone(),
+        stream,
+        peer,
+        buf,
+        pool.clone(),
+        params,
+        cancel,
+        stats,
+    );
     if let Err(e) = session.run().await {
         tracing::info!(client = %peer, pool = %format!("{}/{}", pool.database, pool.user), error = %e, "client session ended with an error");
     }

@@ -13,6 +13,7 @@ use crate::config::PoolMode;
 use crate::errors::Result;
 use crate::net::codec;
 use crate::net::messages::{self, parse_error_fields, parse_parameter_status, TxStatus};
+use crate::stats::Counters;
 
 /// Largest message we hold whole from a server (the rest stream).
 const MAX_SERVER_MESSAGE: usize = 1 << 30;
@@ -132,6 +133,9 @@ impl Session {
             server.buf.advance(pos);
         }
         if let Some(st) = status {
+            if st == TxStatus::Idle {
+                Counters::add(&self.pool.counters.xacts, 1);
+            }
             self.status = st;
         }
         // Give a finished server back before writing to the client: the
@@ -154,6 +158,7 @@ impl Session {
         if bytes.is_empty() {
             return Flow::Continue;
         }
+        Counters::add(&self.pool.counters.bytes_sent, bytes.len() as u64);
         match self.client.write_all(bytes).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Close,

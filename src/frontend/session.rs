@@ -22,6 +22,7 @@ use crate::errors::{Error, Result, Severity};
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
 use crate::router::{self, rw::Intent, RouteState, Target};
+use crate::stats::{ClientState, Counters};
 
 /// A message this large or larger is streamed through in pieces instead of
 /// being held whole (DataRow and CopyData only).
@@ -51,6 +52,10 @@ pub struct Session {
     /// once that statement shows where the transaction belongs; with
     /// whether it was READ ONLY.
     pub(super) deferred_begin: Option<(String, bool)>,
+    /// This client in SHOW CLIENTS.
+    pub(super) stats: crate::stats::ClientHandle,
+    /// When the current server was checked out (for transaction time).
+    pub(super) checked_out_at: Option<std::time::Instant>,
     pub(super) mode: PoolMode,
     pub(super) params: ClientParams,
     pub(super) statements: ClientStatements,
@@ -81,6 +86,7 @@ impl Session {
         pool: Arc<Pool>,
         params: ClientParams,
         cancel: CancelHandle,
+        stats: crate::stats::ClientHandle,
     ) -> Session {
         let config = app.config();
         let server_pool = pool.primary(0).clone();
@@ -96,6 +102,8 @@ impl Session {
             pool,
             route: RouteState::default(),
             deferred_begin: None,
+            stats,
+            checked_out_at: None,
             params,
             statements: ClientStatements::default(),
             server: None,
@@ -172,6 +180,7 @@ impl Session {
             };
             match read {
                 Ok(n) if n > 0 => {
+                    Counters::add(&self.pool.counters.bytes_received, n as u64);
                     if self.on_client_data().await? == Flow::Close {
                         return Ok(());
                     }
@@ -205,13 +214,23 @@ impl Session {
             return Ok(true);
         }
         let target = self.target_for(sql);
+        self.stats.info.set_state(ClientState::Waiting);
+        self.app
+            .wait_unpaused(&self.pool.database, &self.pool.user)
+            .await;
         let err = match self.checkout(target).await {
             Ok(()) => match self.start_deferred_transaction().await {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    self.stats.info.set_state(ClientState::Active);
+                    self.checked_out_at = Some(std::time::Instant::now());
+                    return Ok(true);
+                }
                 Err(e) => e,
             },
             Err(e) => e,
         };
+        self.stats.info.set_state(ClientState::Idle);
+        Counters::add(&self.pool.counters.errors, 1);
         tracing::warn!(client = %self.peer, pool = %self.server_pool.name, error = %err, "no server for client");
         messages::error_with_severity(&mut self.to_client, &err, Severity::Error);
         if simple {
@@ -283,12 +302,24 @@ impl Session {
         });
         if clean {
             if let Some(pooled) = self.server.take() {
-                self.cancel.entry.clear();
-                self.pending.clear();
+                self.returned();
                 self.server_pool.checkin(pooled);
             }
         }
         clean
+    }
+
+    /// Bookkeeping when the client gives its server back.
+    fn returned(&mut self) {
+        self.cancel.entry.clear();
+        self.pending.clear();
+        self.stats.info.set_state(ClientState::Idle);
+        if let Some(t) = self.checked_out_at.take() {
+            Counters::add(
+                &self.pool.counters.xact_micros,
+                t.elapsed().as_micros() as u64,
+            );
+        }
     }
 
     /// Returns the server to the pool, clean, once the client's transaction is over.
@@ -296,8 +327,7 @@ impl Session {
         let Some(mut pooled) = self.server.take() else {
             return;
         };
-        self.cancel.entry.clear();
-        self.pending.clear();
+        self.returned();
         let server = &mut pooled.server;
         let (cache_size, cleanup) = self.server_pool.reuse_rules();
         if server.prepared.len() > cache_size {
@@ -353,10 +383,9 @@ impl Session {
             .take()
             .map(|p| p.server.addr.to_string())
             .unwrap_or_default();
+        self.returned();
         let ban_time = self.server_pool.settings().ban_time;
         self.server_pool.ban(ban_time, "connection lost");
-        self.cancel.entry.clear();
-        self.pending.clear();
         tracing::warn!(client = %self.peer, server = %addr, "server connection lost");
         let err = Error::ServerLost(format!("the connection to server {addr} was lost"));
         // Mid-message or mid-transaction the client's state is gone: close it.

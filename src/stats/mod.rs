@@ -1,0 +1,198 @@
+//! Counters and live registries behind SHOW commands and /metrics. The hot
+//! path only bumps relaxed atomics; everything else is computed when an
+//! operator asks.
+
+pub mod prometheus;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use dashmap::DashMap;
+
+/// Traffic counters of one (database, user) pool.
+#[derive(Default)]
+pub struct Counters {
+    pub xacts: AtomicU64,
+    pub queries: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub xact_micros: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Counters {
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A client's state as SHOW CLIENTS/POOLS report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Logged in, no server.
+    Idle = 0,
+    /// Waiting for a server.
+    Waiting = 1,
+    /// Holding a server.
+    Active = 2,
+}
+
+pub struct ClientInfo {
+    pub addr: SocketAddr,
+    pub database: String,
+    pub user: String,
+    pub application_name: String,
+    pub connected_at: SystemTime,
+    state: AtomicU8,
+    /// Micros since `since` when the client started waiting (0: not waiting).
+    wait_started: AtomicU64,
+    since: Instant,
+}
+
+impl ClientInfo {
+    #[inline]
+    pub fn set_state(&self, s: ClientState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+        let mark = if s == ClientState::Waiting {
+            self.since.elapsed().as_micros() as u64 + 1
+        } else {
+            0
+        };
+        self.wait_started.store(mark, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => ClientState::Waiting,
+            2 => ClientState::Active,
+            _ => ClientState::Idle,
+        }
+    }
+
+    /// How long the client has been waiting for a server, in microseconds.
+    pub fn waiting_micros(&self) -> u64 {
+        match self.wait_started.load(Ordering::Relaxed) {
+            0 => 0,
+            t => (self.since.elapsed().as_micros() as u64 + 1).saturating_sub(t),
+        }
+    }
+}
+
+pub struct ServerInfo {
+    pub addr: String,
+    pub database: String,
+    pub user: String,
+    pub connected_at: SystemTime,
+    pub remote_pid: i32,
+    active: std::sync::atomic::AtomicBool,
+}
+
+impl ServerInfo {
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Relaxed);
+    }
+}
+
+/// Removes a server connection from the registry when dropped.
+pub struct ServerHandle {
+    id: u64,
+    pub info: Arc<ServerInfo>,
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        registry().servers.remove(&self.id);
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    next_id: AtomicU64,
+    pub clients: DashMap<u64, Arc<ClientInfo>>,
+    pub servers: DashMap<u64, Arc<ServerInfo>>,
+}
+
+/// Removes a client from the registry when dropped.
+pub struct ClientHandle {
+    pub id: u64,
+    pub info: Arc<ClientInfo>,
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        registry().clients.remove(&self.id);
+    }
+}
+
+impl Registry {
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn add_server(
+        &self,
+        addr: String,
+        database: &str,
+        user: &str,
+        remote_pid: i32,
+    ) -> ServerHandle {
+        let id = self.next_id();
+        let info = Arc::new(ServerInfo {
+            addr,
+            database: database.to_string(),
+            user: user.to_string(),
+            connected_at: SystemTime::now(),
+            remote_pid,
+            active: std::sync::atomic::AtomicBool::new(false),
+        });
+        self.servers.insert(id, info.clone());
+        ServerHandle { id, info }
+    }
+
+    pub fn add_client(
+        &self,
+        addr: SocketAddr,
+        database: &str,
+        user: &str,
+        application_name: &str,
+    ) -> ClientHandle {
+        let id = self.next_id();
+        let info = Arc::new(ClientInfo {
+            addr,
+            database: database.to_string(),
+            user: user.to_string(),
+            application_name: application_name.to_string(),
+            connected_at: SystemTime::now(),
+            state: AtomicU8::new(ClientState::Idle as u8),
+            wait_started: AtomicU64::new(0),
+            since: Instant::now(),
+        });
+        self.clients.insert(id, info.clone());
+        ClientHandle { id, info }
+    }
+}
+
+/// The process-wide registry (like a metrics registry: one per process).
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+/// Seconds since the Unix epoch, for SHOW output.
+pub fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

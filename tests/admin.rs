@@ -1,0 +1,404 @@
+//! The admin console and /metrics, checked against what the test itself did.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio_postgres::SimpleQueryMessage;
+
+fn config(port: u16, metrics_port: u16, pg: &PgCluster) -> String {
+    simple_config(port, pg, "transaction", 4).replace(
+        "connect_timeout = 3000",
+        &format!("connect_timeout = 3000\nenable_prometheus_exporter = true\nprometheus_exporter_port = {metrics_port}"),
+    )
+}
+
+/// Rows of an admin SHOW as column-name maps.
+async fn show(admin: &tokio_postgres::Client, what: &str) -> Vec<HashMap<String, String>> {
+    let messages = admin
+        .simple_query(&format!("SHOW {what}"))
+        .await
+        .unwrap_or_else(|e| panic!("SHOW {what}: {e}"));
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_string(), r.get(i).unwrap_or("").to_string()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn columns(rows: &[HashMap<String, String>]) -> Vec<String> {
+    let mut c: Vec<String> = rows
+        .first()
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default();
+    c.sort();
+    c
+}
+
+async fn admin(proxy: &Proxy, db: &str) -> tokio_postgres::Client {
+    connect(&proxy.url("admin", "admin_pw", db)).await
+}
+
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("response");
+    let (head, body) = body.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format")
+}
+
+fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_is_for_admins_only() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let proxy = Proxy::start(port, &config(port, free_port(), &pg));
+    for db in ["pgcat", "pgbouncer", "pgmlcat"] {
+        let a = admin(&proxy, db).await;
+        let v = show(&a, "VERSION").await;
+        assert!(v[0]["version"].starts_with("pgmlcat"), "{v:?}");
+    }
+    for (user, pw) in [("app", "app_pw"), ("admin", "wrong"), ("nobody", "x")] {
+        let err = tokio_postgres::connect(&proxy.url(user, pw, "pgcat"), tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{user}: {err}");
+    }
+    // psql works against it too (it sends SET and the like).
+    let out = run_env(
+        "psql",
+        &[
+            "-X",
+            "-w",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "admin",
+            "-d",
+            "pgbouncer",
+            "-c",
+            "SHOW POOLS",
+        ],
+        &[("PGPASSWORD", "admin_pw")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cl_active"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_commands_match_what_clients_did() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let metrics_port = free_port();
+    let proxy = Proxy::start(port, &config(port, metrics_port, &pg));
+    let a = admin(&proxy, "pgcat").await;
+    let url = proxy.url("app", "app_pw", "app");
+    let held: Vec<_> = futures_util::future::join_all((0..3).map(|_| connect(&url))).await;
+    held[0]
+        .batch_execute("begin; select 1")
+        .await
+        .expect("hold a server");
+    let before = show(&a, "STATS").await;
+    let xacts = |rows: &[HashMap<String, String>]| -> i64 {
+        rows.iter()
+            .find(|r| r["database"] == "app")
+            .map_or(0, |r| r["total_xact_count"].parse().unwrap_or(0))
+    };
+    let queries = |rows: &[HashMap<String, String>]| -> i64 {
+        rows.iter()
+            .find(|r| r["database"] == "app")
+            .map_or(0, |r| r["total_query_count"].parse().unwrap_or(0))
+    };
+    for i in 0..10 {
+        held[1]
+            .simple_query(&format!("select {i}"))
+            .await
+            .expect("query");
+    }
+    let after = show(&a, "STATS").await;
+    assert_eq!(xacts(&after) - xacts(&before), 10);
+    assert_eq!(queries(&after) - queries(&before), 10);
+    assert_eq!(columns(&after), {
+        let mut c: Vec<String> = [
+            "database",
+            "total_xact_count",
+            "total_query_count",
+            "total_received",
+            "total_sent",
+            "total_xact_time",
+            "total_query_time",
+            "total_wait_time",
+            "avg_xact_count",
+            "avg_query_count",
+            "avg_recv",
+            "avg_sent",
+            "avg_xact_time",
+            "avg_query_time",
+            "avg_wait_time",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        c.sort();
+        c
+    });
+
+    let pools = show(&a, "POOLS").await;
+    let app = pools
+        .iter()
+        .find(|r| r["database"] == "app" && r["user"] == "app")
+        .expect("app pool");
+    assert_eq!(app["cl_active"], "3");
+    assert_eq!(app["cl_waiting"], "0");
+    assert_eq!(app["sv_active"], "1", "one client holds a transaction");
+    assert_eq!(app["pool_mode"], "transaction");
+    for col in [
+        "cl_active_cancel_req",
+        "sv_idle",
+        "sv_used",
+        "sv_tested",
+        "sv_login",
+        "maxwait",
+        "maxwait_us",
+    ] {
+        assert!(app.contains_key(col), "SHOW POOLS lacks {col}");
+    }
+    let clients = show(&a, "CLIENTS").await;
+    assert_eq!(clients.iter().filter(|c| c["database"] == "app").count(), 3);
+    assert_eq!(clients.iter().filter(|c| c["state"] == "active").count(), 1);
+    let servers = show(&a, "SERVERS").await;
+    assert!(servers
+        .iter()
+        .any(|s| s["state"] == "active" && s["port"] == pg.port.to_string()));
+    let dbs = show(&a, "DATABASES").await;
+    let app_db = dbs
+        .iter()
+        .find(|d| d["name"] == "app")
+        .expect("app database");
+    assert_eq!(app_db["pool_size"], "4");
+    assert_eq!(app_db["port"], pg.port.to_string());
+    assert!(show(&a, "USERS").await.iter().any(|u| u["name"] == "app"));
+    let config = show(&a, "CONFIG").await;
+    assert!(config
+        .iter()
+        .any(|c| c["key"] == "connect_timeout" && c["value"] == "3000"));
+    assert!(config
+        .iter()
+        .all(|c| !c["value"].contains("admin_pw") && !c["value"].contains("app_pw")));
+    let lists = show(&a, "LISTS").await;
+    assert!(lists
+        .iter()
+        .any(|l| l["list"] == "pools" && l["items"] == "1"));
+    assert!(!show(&a, "HELP").await.is_empty());
+    a.simple_query("SET application_name = 'x'")
+        .await
+        .expect("SET is accepted");
+    let err = a.simple_query("SHOW NONSENSE").await.expect_err("unknown");
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
+
+    // /metrics agrees.
+    let scrape = scrape(metrics_port);
+    let labels = [("database", "app"), ("user", "app")];
+    assert_eq!(
+        metric(&scrape, "pgmlcat_queries_total", &labels) as i64,
+        queries(&show(&a, "STATS").await)
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            "pgmlcat_clients",
+            &[("database", "app"), ("state", "active")]
+        ) as i64,
+        1
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            "pgmlcat_clients",
+            &[("database", "app"), ("state", "idle")]
+        ) as i64,
+        2
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            "pgmlcat_server_connections",
+            &[("database", "app"), ("state", "active")]
+        ) as i64,
+        1
+    );
+    held[0].batch_execute("commit").await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_a_pool_and_rejects_a_broken_config() {
+    let pg = PgCluster::start();
+    pg.psql("postgres", "create database other owner app");
+    let port = free_port();
+    let base = config(port, free_port(), &pg);
+    let proxy = Proxy::start(port, &base);
+    let a = admin(&proxy, "pgcat").await;
+    let old = connect(&proxy.url("app", "app_pw", "app")).await;
+    old.batch_execute("begin; select 1")
+        .await
+        .expect("old client mid-transaction");
+    let added = format!(
+        "{base}\n[pools.other]\npool_mode = \"session\"\n[pools.other.users.0]\nusername = \"app\"\npassword = \"app_pw\"\npool_size = 2\n[pools.other.shards.0]\nservers = [[\"127.0.0.1\", {}, \"primary\"]]\ndatabase = \"other\"\n",
+        pg.port
+    );
+    proxy.write_config(&added);
+    a.simple_query("RELOAD").await.expect("reload");
+    let new = connect(&proxy.url("app", "app_pw", "other")).await;
+    let db: String = new
+        .query_one("select current_database()::text", &[])
+        .await
+        .expect("new pool")
+        .get(0);
+    assert_eq!(db, "other");
+    old.batch_execute("commit")
+        .await
+        .expect("old client unaffected");
+
+    proxy.write_config(&base.replace("pool_size = 4", "pool_size = 0"));
+    let err = a.simple_query("RELOAD").await.expect_err("broken config");
+    let msg = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("pool_size"), "{msg}");
+    let v: i32 = old
+        .query_one("select 9", &[])
+        .await
+        .expect("traffic continues")
+        .get(0);
+    assert_eq!(v, 9);
+    let v: i32 = new
+        .query_one("select 9", &[])
+        .await
+        .expect("new pool kept")
+        .get(0);
+    assert_eq!(v, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_new_transactions_until_resume() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let proxy = Proxy::start(port, &config(port, free_port(), &pg));
+    let a = admin(&proxy, "pgcat").await;
+    let url = proxy.url("app", "app_pw", "app");
+    let running = connect(&url).await;
+    let later = connect(&url).await;
+    running
+        .batch_execute("begin; select 1")
+        .await
+        .expect("transaction in progress");
+    // PAUSE waits for the running transaction.
+    let pause = tokio::spawn(async move {
+        a.simple_query("PAUSE").await.expect("pause");
+        a
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pause.is_finished(),
+        "PAUSE returned while a transaction was running"
+    );
+    running
+        .batch_execute("select 2; commit")
+        .await
+        .expect("the running transaction may finish");
+    let a = tokio::time::timeout(Duration::from_secs(5), pause)
+        .await
+        .expect("PAUSE returns")
+        .expect("task");
+    // New work waits.
+    let held = tokio::spawn(async move {
+        let started = Instant::now();
+        later
+            .simple_query("select 3")
+            .await
+            .expect("runs after RESUME");
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "query ran while paused");
+    a.simple_query("RESUME").await.expect("resume");
+    let waited = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("query finished")
+        .expect("task");
+    assert!(waited >= Duration::from_millis(400));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ban_unban_and_shutdown() {
+    let primary = PgCluster::start();
+    let replica = PgCluster::replica_of(&primary);
+    let port = free_port();
+    let cfg = config(port, free_port(), &primary).replace(
+        &format!("servers = [[\"127.0.0.1\", {}, \"primary\"]]", primary.port),
+        &format!(
+            "servers = [[\"127.0.0.1\", {}, \"primary\"], [\"127.0.0.1\", {}, \"replica\"]]",
+            primary.port, replica.port
+        ),
+    );
+    let mut proxy = Proxy::start(port, &cfg);
+    let a = admin(&proxy, "pgcat").await;
+    a.simple_query(&format!("BAN 127.0.0.1 {} 60", replica.port))
+        .await
+        .expect("ban replica");
+    let bans = show(&a, "BANS").await;
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0]["port"], replica.port.to_string());
+    let err = a
+        .simple_query(&format!("BAN 127.0.0.1 {}", primary.port))
+        .await
+        .expect_err("primary");
+    let msg = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("never banned"), "{msg}");
+    a.simple_query("UNBAN").await.expect("unban");
+    assert!(show(&a, "BANS").await.is_empty());
+    let _ = a.simple_query("SHUTDOWN").await;
+    assert!(
+        proxy.wait_exit(Duration::from_secs(5)).is_some(),
+        "SHUTDOWN did not stop the process"
+    );
+}
