@@ -6,12 +6,24 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{watch, Notify};
 
 use crate::backend::Registry;
 use crate::config::{self, Config};
 use crate::frontend::cancel::CancelRegistry;
+
+fn client_tls(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Vec<String>> {
+    match (
+        &config.general.tls_certificate,
+        &config.general.tls_private_key,
+    ) {
+        (Some(cert), Some(key)) => crate::net::tls::acceptor(cert, key)
+            .map(Some)
+            .map_err(|e| vec![e]),
+        _ => Ok(None),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
@@ -24,6 +36,8 @@ pub enum Shutdown {
 
 pub struct App {
     pub registry: ArcSwap<Registry>,
+    /// Accepts clients' SSLRequest (None: TLS not configured, answer 'N').
+    pub tls: ArcSwapOption<tokio_rustls::TlsAcceptor>,
     pub config_path: PathBuf,
     pub cancels: Arc<CancelRegistry>,
     pub clients: AtomicUsize,
@@ -41,17 +55,20 @@ struct Pause {
 }
 
 impl App {
-    pub fn new(config: Config, config_path: PathBuf) -> Arc<App> {
-        let registry = Registry::build(Arc::new(config), None);
-        Arc::new(App {
+    /// Fails with the reasons when TLS files cannot be loaded.
+    pub fn new(config: Config, config_path: PathBuf) -> Result<Arc<App>, Vec<String>> {
+        let tls = client_tls(&config)?;
+        let registry = Registry::build(Arc::new(config), None)?;
+        Ok(Arc::new(App {
             registry: ArcSwap::from_pointee(registry),
+            tls: ArcSwapOption::new(tls.map(Arc::new)),
             config_path,
             cancels: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
             shutdown: watch::channel(Shutdown::Running).0,
             started: Instant::now(),
             pause: Pause::default(),
-        })
+        }))
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -70,8 +87,11 @@ impl App {
                 "host/port changes need a restart; still listening on the old address".into(),
             );
         }
-        let registry = Registry::build(Arc::new(loaded.config), Some(&old));
+        // Certificates are re-read too, so a renewed one takes effect on SIGHUP.
+        let tls = client_tls(&loaded.config)?;
+        let registry = Registry::build(Arc::new(loaded.config), Some(&old))?;
         self.registry.store(Arc::new(registry));
+        self.tls.store(tls.map(Arc::new));
         Ok(notes)
     }
 

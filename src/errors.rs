@@ -54,6 +54,8 @@ pub enum Error {
     InvalidParameter(String),
     #[error("configuration error: {0}")]
     Config(String),
+    #[error("this server requires TLS: connect with sslmode=require or stronger")]
+    TlsRequired,
     /// The client hung up; nobody to tell.
     #[error("client closed the connection")]
     ClientGone,
@@ -94,6 +96,7 @@ impl Error {
             Error::PoolExhausted { .. } | Error::TooManyClients(_) => "53300",
             Error::ServerRefused { fields, .. } => &fields.code,
             Error::Unsupported(_) => "0A000",
+            Error::TlsRequired => "28000",
             Error::Shutdown => "57P01",
             Error::IdleInTransaction(_) => "25P03",
             Error::InvalidParameter(_) => "22023",

@@ -8,9 +8,9 @@ mod table;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::stream::Stream;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::app::{App, Shutdown};
 use crate::errors::{Error, Result};
@@ -24,7 +24,7 @@ pub fn is_admin_database(db: &str) -> bool {
 }
 
 /// Runs an admin session after login until the client leaves.
-pub async fn serve(app: Arc<App>, mut stream: TcpStream, mut buf: BytesMut) -> Result<()> {
+pub async fn serve(app: Arc<App>, mut stream: Stream, mut buf: BytesMut) -> Result<()> {
     let mut out = BytesMut::new();
     let mut skip_until_sync = false;
     loop {

@@ -16,6 +16,9 @@ use crate::config::PoolMode;
 use crate::errors::{Error, Result};
 use crate::net::messages::TxStatus;
 
+/// How to reach a pool's servers over TLS (None: plain).
+pub type ServerTls = (crate::net::tls::SslMode, tokio_rustls::TlsConnector);
+
 /// Settings that a reload may change without replacing the pool.
 #[derive(Clone)]
 pub struct PoolSettings {
@@ -33,6 +36,7 @@ pub struct PoolSettings {
     pub prepared_cache_size: usize,
     pub cleanup_server_connections: bool,
     pub ban_time: Duration,
+    pub tls: Option<ServerTls>,
     pub healthcheck_delay: Duration,
     pub healthcheck_timeout: Duration,
 }
@@ -114,6 +118,7 @@ impl ServerPool {
             cur.credentials.user != settings.credentials.user
                 || cur.credentials.password != settings.credentials.password
                 || cur.server_params != settings.server_params
+                || cur.tls.as_ref().map(|t| t.0) != settings.tls.as_ref().map(|t| t.0)
         };
         self.settings.store(Arc::new(settings));
         if credentials_changed {
@@ -206,6 +211,7 @@ impl ServerPool {
             self.addr.clone(),
             &settings.credentials,
             &settings.server_params,
+            settings.tls.as_ref(),
             settings.connect_timeout,
         )
         .await;
@@ -258,6 +264,7 @@ impl ServerPool {
                         self.addr.clone(),
                         &settings.credentials,
                         &params,
+                        settings.tls.as_ref(),
                         settings.connect_timeout,
                     )
                     .await?,

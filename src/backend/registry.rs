@@ -11,7 +11,7 @@ use arc_swap::ArcSwapOption;
 use rand::Rng;
 
 use super::health::LagLimit;
-use super::pool::{PoolSettings, ServerPool};
+use super::pool::{PoolSettings, ServerPool, ServerTls};
 use super::server::{Address, Credentials};
 use crate::config::{Config, LoadBalancingMode, PoolConfig, PoolMode, Role, UserConfig};
 use crate::errors::{Error, Result};
@@ -180,26 +180,54 @@ impl Registry {
 
     /// Builds the registry for `config`, reusing server pools (and so their
     /// connections) from `old` where the address and server login are the same.
-    pub fn build(config: Arc<Config>, old: Option<&Registry>) -> Registry {
+    /// Fails with the reasons when TLS files for servers cannot be loaded.
+    pub fn build(config: Arc<Config>, old: Option<&Registry>) -> Result<Registry, Vec<String>> {
         let mut pools = HashMap::new();
         let mut databases = HashSet::new();
+        let mut connectors: HashMap<_, Option<ServerTls>> = HashMap::new();
+        let mut errors = Vec::new();
         for (db, pool_cfg) in &config.pools {
             databases.insert(db.clone());
+            let mode = config.server_sslmode(pool_cfg);
+            let ca = pool_cfg
+                .server_tls_ca_file
+                .clone()
+                .or_else(|| config.general.server_tls_ca_file.clone());
+            let tls = match connectors.entry((mode, ca.clone())) {
+                std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    match crate::net::tls::connector(mode, ca.as_deref()) {
+                        Ok(c) => v.insert(c.map(|c| (mode, c))).clone(),
+                        Err(e) => {
+                            errors.push(format!("pools.{db}: {e}"));
+                            None
+                        }
+                    }
+                }
+            };
             for user in pool_cfg.users.values() {
                 let previous = old.and_then(|o| o.get(db, &user.username));
-                let pool = build_pool(&config, db, pool_cfg, user, previous);
+                let pool = build_pool(&config, db, pool_cfg, user, previous, tls.clone());
                 pools.insert((db.clone(), user.username.clone()), Arc::new(pool));
             }
         }
-        Registry {
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Registry {
             config,
             pools,
             databases,
-        }
+        })
     }
 }
 
-fn settings_for(config: &Config, pool: &PoolConfig, user: &UserConfig) -> PoolSettings {
+fn settings_for(
+    config: &Config,
+    pool: &PoolConfig,
+    user: &UserConfig,
+    tls: Option<ServerTls>,
+) -> PoolSettings {
     let ms = Duration::from_millis;
     let server_user = user
         .server_username
@@ -238,6 +266,7 @@ fn settings_for(config: &Config, pool: &PoolConfig, user: &UserConfig) -> PoolSe
             .unwrap_or(config.general.prepared_statements_cache_size),
         cleanup_server_connections: pool.cleanup_server_connections,
         ban_time: Duration::from_secs(config.general.ban_time),
+        tls,
         healthcheck_delay: ms(config.general.healthcheck_delay),
         healthcheck_timeout: ms(config.general.healthcheck_timeout),
     }
@@ -249,8 +278,9 @@ fn build_pool(
     pool_cfg: &PoolConfig,
     user: &UserConfig,
     previous: Option<&Arc<Pool>>,
+    tls: Option<ServerTls>,
 ) -> Pool {
-    let settings = settings_for(config, pool_cfg, user);
+    let settings = settings_for(config, pool_cfg, user, tls);
     let name = format!("{db}/{}", user.username);
     let mut shards = Vec::new();
     for (shard_index, shard) in pool_cfg.shards_in_order().into_iter().enumerate() {

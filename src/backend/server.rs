@@ -13,12 +13,15 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::pool::ServerTls;
 use crate::config::Role;
 use crate::errors::{Error, ErrorFields, Result};
 use crate::net::codec::{self, cstr, read_i32};
 use crate::net::messages::{
     parse_backend_key, parse_error_fields, parse_parameter_status, TxStatus,
 };
+use crate::net::stream::Stream;
+use crate::net::tls::SslMode;
 
 /// Where a server is and what it is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,7 +51,7 @@ pub struct Credentials {
 
 /// Session-scoped state the server reported or we know it holds.
 pub struct Server {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read from the server that the session has not handled yet.
     pub buf: BytesMut,
     pub addr: Arc<Address>,
@@ -83,13 +86,18 @@ impl Server {
         addr: Arc<Address>,
         creds: &Credentials,
         params: &[(String, String)],
+        tls: Option<&ServerTls>,
         timeout: Duration,
     ) -> Result<Server> {
         let unavailable = |reason: String| Error::ServerUnavailable {
             addr: addr.to_string(),
             reason,
         };
-        match tokio::time::timeout(timeout, Self::connect_inner(addr.clone(), creds, params)).await
+        match tokio::time::timeout(
+            timeout,
+            Self::connect_inner(addr.clone(), creds, params, tls),
+        )
+        .await
         {
             Ok(Ok(server)) => Ok(server),
             Ok(Err(Error::Io(e))) => Err(unavailable(e.to_string())),
@@ -106,10 +114,15 @@ impl Server {
         addr: Arc<Address>,
         creds: &Credentials,
         params: &[(String, String)],
+        tls: Option<&ServerTls>,
     ) -> Result<Server> {
-        let stream = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
-        stream.set_nodelay(true)?;
-        crate::net::socket::keepalive(&stream);
+        let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+        tcp.set_nodelay(true)?;
+        crate::net::socket::keepalive(&tcp);
+        let stream = match tls {
+            Some((mode, connector)) => Self::start_tls(&addr, tcp, *mode, connector).await?,
+            None => Stream::Plain(tcp),
+        };
         let mut server = Server {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -134,6 +147,41 @@ impl Server {
         server.stream.write_all(&out).await?;
         server.authenticate(creds).await?;
         Ok(server)
+    }
+
+    /// SSLRequest, then the TLS handshake if the server agrees. With
+    /// sslmode=prefer a server without TLS is used in plain text.
+    async fn start_tls(
+        addr: &Address,
+        mut tcp: TcpStream,
+        mode: SslMode,
+        connector: &tokio_rustls::TlsConnector,
+    ) -> Result<Stream> {
+        let mut out = BytesMut::new();
+        frontend::ssl_request(&mut out);
+        tcp.write_all(&out).await?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await?;
+        let refused = |reason: String| Error::ServerUnavailable {
+            addr: addr.to_string(),
+            reason,
+        };
+        match answer[0] {
+            b'S' => {
+                let name = crate::net::tls::server_name(&addr.host).map_err(refused)?;
+                let tls = connector.connect(name, tcp).await.map_err(|e| {
+                    refused(format!("TLS handshake failed (sslmode={mode:?}): {e}"))
+                })?;
+                Ok(Stream::TlsClient(Box::new(tls)))
+            }
+            b'N' if mode == SslMode::Prefer => Ok(Stream::Plain(tcp)),
+            b'N' => Err(refused(format!(
+                "the server does not support TLS, but sslmode={mode:?} requires it"
+            ))),
+            other => Err(Error::protocol(format!(
+                "unexpected answer {other:#x} to SSLRequest"
+            ))),
+        }
     }
 
     async fn authenticate(&mut self, creds: &Credentials) -> Result<()> {

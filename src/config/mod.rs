@@ -111,6 +111,13 @@ pub struct General {
     pub tls_private_key: Option<String>,
     pub server_tls: bool,
     pub verify_server_certificate: bool,
+    /// pgmlcat: refuse clients that do not use TLS (needs tls_certificate).
+    pub tls_required: bool,
+    /// pgmlcat: libpq's sslmode for connections to servers; overrides
+    /// server_tls/verify_server_certificate. Per pool too.
+    pub server_sslmode: Option<crate::net::tls::SslMode>,
+    /// pgmlcat: CA bundle (PEM) for verify-ca/verify-full; the system's roots otherwise.
+    pub server_tls_ca_file: Option<String>,
     #[serde(deserialize_with = "env_string")]
     pub admin_username: String,
     #[serde(deserialize_with = "env_string")]
@@ -165,6 +172,9 @@ impl Default for General {
             tls_private_key: None,
             server_tls: false,
             verify_server_certificate: false,
+            tls_required: false,
+            server_sslmode: None,
+            server_tls_ca_file: None,
             admin_username: "admin".into(),
             admin_password: String::new(),
             admin_auth_type: None,
@@ -218,6 +228,9 @@ pub struct PoolConfig {
     /// pgmlcat: the same in seconds since the replica last replayed a
     /// transaction (counted only while it has WAL left to replay).
     pub max_replica_lag_seconds: Option<f64>,
+    /// pgmlcat: sslmode and CA bundle for this pool's servers.
+    pub server_sslmode: Option<crate::net::tls::SslMode>,
+    pub server_tls_ca_file: Option<String>,
     pub users: BTreeMap<String, UserConfig>,
     pub shards: BTreeMap<String, ShardConfig>,
 }
@@ -250,6 +263,8 @@ impl Default for PoolConfig {
             plugins: None,
             max_replica_lag: None,
             max_replica_lag_seconds: None,
+            server_sslmode: None,
+            server_tls_ca_file: None,
             users: BTreeMap::new(),
             shards: BTreeMap::new(),
         }
@@ -308,6 +323,20 @@ impl Config {
         user.server_lifetime
             .or(pool.server_lifetime)
             .unwrap_or(self.general.server_lifetime)
+    }
+
+    /// The sslmode for a pool's servers: the pool's, the general one, or
+    /// pgcat's server_tls/verify_server_certificate.
+    pub fn server_sslmode(&self, pool: &PoolConfig) -> crate::net::tls::SslMode {
+        use crate::net::tls::SslMode;
+        let g = &self.general;
+        pool.server_sslmode.or(g.server_sslmode).unwrap_or(
+            match (g.server_tls, g.verify_server_certificate) {
+                (false, _) => SslMode::Disable,
+                (true, false) => SslMode::Require,
+                (true, true) => SslMode::VerifyFull,
+            },
+        )
     }
 
     pub fn checkout_timeout(&self, pool: &PoolConfig, user: &UserConfig) -> u64 {

@@ -9,6 +9,18 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
     if g.max_message_size < 1024 {
         errors.push("general.max_message_size: must be at least 1024 bytes".to_string());
     }
+    match (&g.tls_certificate, &g.tls_private_key) {
+        (Some(_), None) => {
+            errors.push("general.tls_private_key: needed with tls_certificate".into())
+        }
+        (None, Some(_)) => {
+            errors.push("general.tls_certificate: needed with tls_private_key".into())
+        }
+        (None, None) if g.tls_required => {
+            errors.push("general.tls_required: needs tls_certificate and tls_private_key".into())
+        }
+        _ => {}
+    }
     for (name, pool) in &config.pools {
         let at = format!("pools.{name}");
         if pool.users.is_empty() {

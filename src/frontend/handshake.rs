@@ -6,7 +6,6 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::app::App;
 use crate::backend::Pool;
@@ -17,6 +16,7 @@ use crate::net::auth::{md5, Secret};
 use crate::net::codec::{self, cstr, read_i32};
 use crate::net::messages;
 use crate::net::startup::{self, Startup, StartupPacket};
+use crate::net::stream::Stream;
 
 /// What a finished handshake hands on.
 pub enum LoggedIn {
@@ -38,29 +38,49 @@ pub enum Opening {
 /// The largest auth message (password/SASL) we accept from a client.
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 
-/// Reads packets until a StartupMessage, refusing SSL/GSS encryption.
-pub async fn read_opening(
-    app: &App,
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> Result<Opening> {
+/// Reads packets until a StartupMessage, switching to TLS when the client
+/// asks and a certificate is configured. GSS encryption is always refused.
+pub async fn read_opening(app: &App, stream: &mut Stream, buf: &mut BytesMut) -> Result<Opening> {
     loop {
         let packet = read_startup_packet(stream, buf).await?;
         match startup::parse(&packet)? {
+            StartupPacket::SslRequest if !stream.is_tls() => {
+                let Some(acceptor) = app.tls.load_full() else {
+                    stream.write_all(b"N").await?;
+                    continue;
+                };
+                if !buf.is_empty() {
+                    // Bytes sent before the handshake would be trusted as if
+                    // they came over TLS (CVE-2021-23214): refuse.
+                    return Err(Error::protocol(
+                        "data received after SSLRequest before the TLS handshake",
+                    ));
+                }
+                stream.write_all(b"S").await?;
+                let Stream::Plain(tcp) = std::mem::replace(stream, Stream::Closed) else {
+                    return Err(Error::protocol("TLS requested twice"));
+                };
+                let tls = acceptor.accept(tcp).await?;
+                *stream = Stream::TlsServer(Box::new(tls));
+            }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                // No TLS configured: plaintext, as libpq's sslmode=prefer expects.
                 stream.write_all(b"N").await?;
             }
             StartupPacket::Cancel { pid, secret } => {
                 app.cancels.cancel(pid, secret).await;
                 return Ok(Opening::Cancelled);
             }
-            StartupPacket::Startup(s) => return Ok(Opening::Startup(s)),
+            StartupPacket::Startup(s) => {
+                if !stream.is_tls() && app.config().general.tls_required {
+                    return Err(Error::TlsRequired);
+                }
+                return Ok(Opening::Startup(s));
+            }
         }
     }
 }
 
-async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut> {
+async fn read_startup_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut> {
     loop {
         if let Some(len) = codec::startup_len(buf)? {
             if buf.len() >= len {
@@ -76,7 +96,7 @@ async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Resu
 /// Finds the pool and authenticates the client. On error the caller sends it as FATAL.
 pub async fn login(
     app: &App,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     startup: Startup,
 ) -> Result<LoggedIn> {
@@ -167,7 +187,7 @@ pub async fn login(
 }
 
 async fn md5_exchange(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     user: &str,
@@ -187,7 +207,7 @@ async fn md5_exchange(
 }
 
 async fn scram_exchange(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     secret: Option<&Secret>,
@@ -239,7 +259,7 @@ fn scram_error(e: ScramError) -> Error {
 }
 
 /// Reads one 'p' message body (password, SASL initial or SASL response).
-async fn read_auth_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut> {
+async fn read_auth_message(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut> {
     loop {
         if let Some(h) = codec::header(buf, MAX_AUTH_MESSAGE)? {
             if h.tag != b'p' {

@@ -15,6 +15,7 @@ use super::session::Session;
 use crate::app::{App, Shutdown};
 use crate::errors::{Error, Severity};
 use crate::net::messages::{self, TxStatus};
+use crate::net::stream::Stream;
 
 /// How long a client may take from connect to logged in (Postgres: authentication_timeout).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,9 +54,10 @@ impl Drop for ClientSlot {
     }
 }
 
-async fn client_task(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    crate::net::socket::keepalive(&stream);
+async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    crate::net::socket::keepalive(&tcp);
+    let mut stream = Stream::Plain(tcp);
     let count = app.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ClientSlot(app.clone());
     let config = app.config();

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::stream::Stream;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::cancel::CancelHandle;
@@ -37,7 +37,7 @@ pub(super) enum Flow {
 
 pub struct Session {
     pub(super) app: Arc<App>,
-    pub(super) client: TcpStream,
+    pub(super) client: Stream,
     pub(super) peer: SocketAddr,
     /// Bytes from the client not handled yet.
     pub(super) cbuf: BytesMut,
@@ -80,7 +80,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         app: Arc<App>,
-        client: TcpStream,
+        client: Stream,
         peer: SocketAddr,
         cbuf: BytesMut,
         pool: Arc<Pool>,

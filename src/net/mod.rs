@@ -5,3 +5,5 @@ pub mod codec;
 pub mod messages;
 pub mod socket;
 pub mod startup;
+pub mod stream;
+pub mod tls;
