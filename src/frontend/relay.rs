@@ -159,7 +159,20 @@ impl Session {
             return Flow::Continue;
         }
         Counters::add(&self.pool.counters.bytes_sent, bytes.len() as u64);
-        match self.client.write_all(bytes).await {
+        // A client that stops reading while holding a server may keep it no
+        // longer than idle_client_in_transaction_timeout.
+        let write = self.client.write_all(bytes);
+        let written = match (self.idle_tx_timeout, self.server.is_some()) {
+            (Some(limit), true) => match tokio::time::timeout(limit, write).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(client = %self.peer, pool = %self.server_pool.name, "closing client that stopped reading results");
+                    return Flow::Close;
+                }
+            },
+            _ => write.await,
+        };
+        match written {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Close,
         }
