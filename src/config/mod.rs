@@ -228,6 +228,8 @@ pub struct PoolConfig {
     /// pgmlcat: the same in seconds since the replica last replayed a
     /// transaction (counted only while it has WAL left to replay).
     pub max_replica_lag_seconds: Option<f64>,
+    /// pgmlcat: the type of the sharding key column: bigint, text or uuid.
+    pub sharding_key_type: crate::router::shard::KeyType,
     /// pgmlcat: sslmode and CA bundle for this pool's servers.
     pub server_sslmode: Option<crate::net::tls::SslMode>,
     pub server_tls_ca_file: Option<String>,
@@ -265,6 +267,7 @@ impl Default for PoolConfig {
             max_replica_lag_seconds: None,
             server_sslmode: None,
             server_tls_ca_file: None,
+            sharding_key_type: crate::router::shard::KeyType::Bigint,
             users: BTreeMap::new(),
             shards: BTreeMap::new(),
         }

@@ -1,7 +1,9 @@
 //! Where a statement goes: which role (and, later, which shard).
 
 pub mod commands;
+pub mod hash;
 pub mod rw;
+pub mod shard;
 
 use crate::config::{DefaultRole, PoolConfig};
 use commands::RoleSetting;

@@ -1,0 +1,403 @@
+//! Which shard a statement belongs to: pgcat's ways of saying it (SET
+//! SHARDING KEY / SET SHARD, comments) and the automatic key found in the
+//! statement itself (WHERE col = const, INSERT ... VALUES, Bind parameters).
+
+use regex::Regex;
+use sqlparser::ast::{BinaryOperator, Expr, SetExpr, Statement, TableObject, UnaryOperator, Value};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::hash::{sha1_shard, Key};
+use crate::config::PoolConfig;
+use crate::errors::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    Bigint,
+    Text,
+    Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Function {
+    PgBigintHash,
+    Sha1,
+}
+
+/// A pool's sharding settings.
+#[derive(Debug, Clone)]
+pub struct Sharding {
+    pub shards: usize,
+    function: Function,
+    key_type: KeyType,
+    /// (table, column), lower case.
+    automatic: Option<(String, String)>,
+    key_regex: Option<Regex>,
+    shard_regex: Option<Regex>,
+    search_limit: usize,
+    pub default_shard: Option<usize>,
+}
+
+impl Sharding {
+    pub fn from_pool(p: &PoolConfig, shards: usize) -> Result<Sharding, String> {
+        let regex = |key: &str, r: &Option<String>| {
+            r.as_deref()
+                .map(|r| Regex::new(r).map_err(|e| format!("{key}: {e}")))
+                .transpose()
+        };
+        let automatic = match &p.automatic_sharding_key {
+            Some(k) => Some(
+                k.split_once('.')
+                    .map(|(t, c)| (t.to_ascii_lowercase(), c.to_ascii_lowercase()))
+                    .ok_or_else(|| format!("automatic_sharding_key: {k:?} is not table.column"))?,
+            ),
+            None => None,
+        };
+        let default_shard = match p.default_shard.as_deref() {
+            None | Some("random") | Some("random_healthy") => None,
+            Some(s) => Some(
+                s.strip_prefix("shard_")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| *n < shards)
+                    .ok_or_else(|| {
+                        format!("default_shard: {s:?} is not shard_<n> with n < {shards}")
+                    })?,
+            ),
+        };
+        Ok(Sharding {
+            shards,
+            function: if p.sharding_function == "sha1" {
+                Function::Sha1
+            } else {
+                Function::PgBigintHash
+            },
+            key_type: p.sharding_key_type,
+            automatic,
+            key_regex: regex("sharding_key_regex", &p.sharding_key_regex)?,
+            shard_regex: regex("shard_id_regex", &p.shard_id_regex)?,
+            search_limit: p.regex_search_limit.unwrap_or(1000),
+            default_shard,
+        })
+    }
+
+    /// The shard of a key given as text.
+    pub fn shard_for(&self, value: &str) -> Result<usize, Error> {
+        let bad = || {
+            Error::InvalidParameter(format!(
+                "invalid sharding key {value:?} for a {:?} key",
+                self.key_type
+            ))
+        };
+        if self.function == Function::Sha1 {
+            return Ok(sha1_shard(value, self.shards));
+        }
+        let key = match self.key_type {
+            KeyType::Bigint => Key::Bigint(value.trim().parse().map_err(|_| bad())?),
+            KeyType::Text => Key::Text(value.to_string()),
+            KeyType::Uuid => Key::uuid(value).ok_or_else(bad)?,
+        };
+        Ok(key.shard(self.shards))
+    }
+
+    /// The shard of a key sent as a Bind parameter in binary format.
+    pub fn shard_for_binary(&self, bytes: &[u8]) -> Option<usize> {
+        match self.key_type {
+            KeyType::Bigint => {
+                let v = match bytes.len() {
+                    8 => i64::from_be_bytes(bytes.try_into().ok()?),
+                    4 => i32::from_be_bytes(bytes.try_into().ok()?) as i64,
+                    2 => i16::from_be_bytes(bytes.try_into().ok()?) as i64,
+                    _ => return None,
+                };
+                self.shard_for(&v.to_string()).ok()
+            }
+            KeyType::Text => self.shard_for(std::str::from_utf8(bytes).ok()?).ok(),
+            KeyType::Uuid => {
+                let b: [u8; 16] = bytes.try_into().ok()?;
+                if self.function == Function::Sha1 {
+                    return None;
+                }
+                Some(Key::Uuid(b).shard(self.shards))
+            }
+        }
+    }
+
+    /// `/* shard_id: N */` or `/* sharding_key: V */` in the first
+    /// `regex_search_limit` bytes.
+    pub fn from_comment(&self, sql: &str) -> Option<Result<usize, Error>> {
+        let head = match sql.char_indices().nth(self.search_limit) {
+            Some((i, _)) => &sql[..i],
+            None => sql,
+        };
+        if let Some(caps) = self.shard_regex.as_ref().and_then(|r| r.captures(head)) {
+            let n = caps.get(1)?.as_str();
+            return Some(
+                n.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n < self.shards)
+                    .ok_or_else(|| {
+                        Error::InvalidParameter(format!(
+                            "shard {n} does not exist ({} shards)",
+                            self.shards
+                        ))
+                    }),
+            );
+        }
+        let caps = self.key_regex.as_ref()?.captures(head)?;
+        Some(self.shard_for(caps.get(1)?.as_str()))
+    }
+
+    /// The automatic key: the one shard every key value in `sql` falls on.
+    /// `param` resolves `$n` placeholders (Bind values).
+    pub fn from_statement(
+        &self,
+        sql: &str,
+        param: &dyn Fn(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        let (table, column) = self.automatic.as_ref()?;
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+        let [statement] = statements.as_slice() else {
+            return None;
+        };
+        let mut shards = Vec::new();
+        match statement {
+            Statement::Insert(insert) => {
+                let TableObject::TableName(name) = &insert.table else {
+                    return None;
+                };
+                if !last_part(&name.to_string()).eq_ignore_ascii_case(table) {
+                    return None;
+                }
+                let index = insert
+                    .columns
+                    .iter()
+                    .position(|c| last_part(&c.to_string()).eq_ignore_ascii_case(column))?;
+                let SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
+                    return None;
+                };
+                for row in &values.rows {
+                    shards.push(self.shard_of_expr(row.content.get(index)?, param)?);
+                }
+            }
+            Statement::Query(query) => {
+                let SetExpr::Select(select) = query.body.as_ref() else {
+                    return None;
+                };
+                self.collect(
+                    select.selection.as_ref()?,
+                    table,
+                    column,
+                    param,
+                    &mut shards,
+                );
+            }
+            Statement::Update(update) => {
+                self.collect(
+                    update.selection.as_ref()?,
+                    table,
+                    column,
+                    param,
+                    &mut shards,
+                );
+            }
+            Statement::Delete(delete) => {
+                self.collect(
+                    delete.selection.as_ref()?,
+                    table,
+                    column,
+                    param,
+                    &mut shards,
+                );
+            }
+            _ => return None,
+        }
+        let first = *shards.first()?;
+        shards.iter().all(|s| *s == first).then_some(first)
+    }
+
+    /// Key comparisons joined by AND (an OR could span shards: not used).
+    fn collect(
+        &self,
+        e: &Expr,
+        table: &str,
+        column: &str,
+        param: &dyn Fn(usize) -> Option<usize>,
+        out: &mut Vec<usize>,
+    ) {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                self.collect(left, table, column, param, out);
+                self.collect(right, table, column, param, out);
+            }
+            Expr::Nested(inner) => self.collect(inner, table, column, param, out),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                for (col, val) in [(left, right), (right, left)] {
+                    if is_column(col, table, column) {
+                        if let Some(s) = self.shard_of_expr(val, param) {
+                            out.push(s);
+                        }
+                    }
+                }
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated: false,
+            } if is_column(expr, table, column) => {
+                let found: Option<Vec<usize>> =
+                    list.iter().map(|v| self.shard_of_expr(v, param)).collect();
+                out.extend(found.unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+
+    fn shard_of_expr(&self, e: &Expr, param: &dyn Fn(usize) -> Option<usize>) -> Option<usize> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => self.shard_for(n).ok(),
+                Value::SingleQuotedString(s) => self.shard_for(s).ok(),
+                Value::Placeholder(p) => {
+                    param(p.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)?)
+                }
+                _ => None,
+            },
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match expr.as_ref() {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => self.shard_for(&format!("-{n}")).ok(),
+                    _ => None,
+                },
+                _ => None,
+            },
+            Expr::Cast { expr, .. } | Expr::Nested(expr) => self.shard_of_expr(expr, param),
+            _ => None,
+        }
+    }
+}
+
+fn last_part(name: &str) -> String {
+    name.rsplit('.')
+        .next()
+        .unwrap_or(name)
+        .trim_matches('"')
+        .to_ascii_lowercase()
+}
+
+/// `column` or `table.column`.
+fn is_column(e: &Expr, table: &str, column: &str) -> bool {
+    match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case(column),
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [.., t, c] => {
+                c.value.eq_ignore_ascii_case(column) && t.value.eq_ignore_ascii_case(table)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sharding(key: &str, key_type: KeyType) -> Sharding {
+        let p = PoolConfig {
+            automatic_sharding_key: Some(key.to_string()),
+            sharding_key_type: key_type,
+            sharding_key_regex: Some(r"/\* sharding_key: (\S+) \*/".into()),
+            shard_id_regex: Some(r"/\* shard_id: (\d+) \*/".into()),
+            ..Default::default()
+        };
+        Sharding::from_pool(&p, 3).unwrap()
+    }
+
+    fn none(_: usize) -> Option<usize> {
+        None
+    }
+
+    #[test]
+    fn finds_keys_in_statements() {
+        let s = sharding("users.id", KeyType::Bigint);
+        let want = Key::Bigint(42).shard(3);
+        assert_eq!(
+            s.from_statement("select * from users where id = 42", &none),
+            Some(want)
+        );
+        assert_eq!(
+            s.from_statement("select * from users u where users.id = 42 and x > 1", &none),
+            Some(want)
+        );
+        assert_eq!(
+            s.from_statement("update users set a = 1 where id = 42", &none),
+            Some(want)
+        );
+        assert_eq!(
+            s.from_statement("delete from users where 42 = id", &none),
+            Some(want)
+        );
+        assert_eq!(
+            s.from_statement("insert into users (name, id) values ('a', 42)", &none),
+            Some(want)
+        );
+        assert_eq!(
+            s.from_statement("select * from users where id = $1", &|i| (i == 0)
+                .then_some(2)),
+            Some(2)
+        );
+        assert_eq!(s.from_statement("select * from users", &none), None);
+        assert_eq!(
+            s.from_statement("select * from users where id = 1 or id = 2", &none),
+            None
+        );
+        let spread = (1..100).find(|k| Key::Bigint(*k).shard(3) != want).unwrap();
+        assert_eq!(
+            s.from_statement(
+                &format!("select * from users where id in (42, {spread})"),
+                &none
+            ),
+            None
+        );
+        assert_eq!(
+            s.from_statement(&format!("select * from users where id in (42, 42)"), &none),
+            Some(want)
+        );
+    }
+
+    #[test]
+    fn comments_and_types() {
+        let s = sharding("t.k", KeyType::Text);
+        assert_eq!(
+            s.from_comment("/* shard_id: 2 */ select 1")
+                .unwrap()
+                .unwrap(),
+            2
+        );
+        assert!(s
+            .from_comment("/* shard_id: 9 */ select 1")
+            .unwrap()
+            .is_err());
+        assert_eq!(
+            s.from_comment("/* sharding_key: abc */ select 1")
+                .unwrap()
+                .unwrap(),
+            Key::Text("abc".into()).shard(3)
+        );
+        assert!(s.from_comment("select 1").is_none());
+        let u = sharding("t.k", KeyType::Uuid);
+        assert!(u.shard_for("not-a-uuid").is_err());
+        assert!(u.shard_for("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").is_ok());
+    }
+}
