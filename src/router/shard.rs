@@ -371,7 +371,7 @@ mod tests {
             None
         );
         assert_eq!(
-            s.from_statement(&format!("select * from users where id in (42, 42)"), &none),
+            s.from_statement("select * from users where id in (42, 42)", &none),
             Some(want)
         );
     }
