@@ -54,6 +54,9 @@ pub enum Error {
     InvalidParameter(String),
     #[error("configuration error: {0}")]
     Config(String),
+    /// A statement on a sharded pool that names no shard.
+    #[error("{0}")]
+    NoShard(String),
     #[error("this server requires TLS: connect with sslmode=require or stronger")]
     TlsRequired,
     /// The client hung up; nobody to tell.
@@ -95,7 +98,7 @@ impl Error {
             Error::AuthFailed(_) => "28P01",
             Error::PoolExhausted { .. } | Error::TooManyClients(_) => "53300",
             Error::ServerRefused { fields, .. } => &fields.code,
-            Error::Unsupported(_) => "0A000",
+            Error::Unsupported(_) | Error::NoShard(_) => "0A000",
             Error::TlsRequired => "28000",
             Error::Shutdown => "57P01",
             Error::IdleInTransaction(_) => "25P03",
@@ -108,6 +111,7 @@ impl Error {
         match self {
             Error::PoolExhausted { .. }
             | Error::Unsupported(_)
+            | Error::NoShard(_)
             | Error::InvalidParameter(_)
             | Error::ServerUnavailable { .. }
             | Error::ServerRefused { .. } => Severity::Error,

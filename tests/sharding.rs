@@ -97,3 +97,201 @@ fn hashes_match_postgres_for_bigint_text_and_uuid() {
         assert_eq!(Key::uuid(&k).unwrap().shard(3), r, "uuid {k}");
     }
 }
+
+/// Three shards; on each, tables whose CHECK only accepts rows that hash to
+/// that shard, so a misrouted insert fails.
+fn shard_clusters() -> Vec<PgCluster> {
+    let shards: Vec<PgCluster> = (0..3).map(|_| PgCluster::start()).collect();
+    for (i, pg) in shards.iter().enumerate() {
+        pg.psql(
+            "app",
+            &format!(
+                "create table users_p(id int8) partition by hash (id); \
+                 create table users(id int8 primary key, name text, check (satisfies_hash_partition('users_p'::regclass, 3, {i}, id))); \
+                 create table accounts_p(k text) partition by hash (k); \
+                 create table accounts(k text primary key, check (satisfies_hash_partition('accounts_p'::regclass, 3, {i}, k))); \
+                 create table devices_p(k uuid) partition by hash (k); \
+                 create table devices(k uuid primary key, check (satisfies_hash_partition('devices_p'::regclass, 3, {i}, k)))"
+            ),
+        );
+    }
+    shards
+}
+
+fn sharded_config(port: u16, shards: &[PgCluster]) -> String {
+    let mut cfg =
+        format!("[general]\nhost = \"127.0.0.1\"\nport = {port}\nconnect_timeout = 3000\n");
+    for (pool, key, key_type) in [
+        ("app", "users.id", "bigint"),
+        ("acct", "accounts.k", "text"),
+        ("dev", "devices.k", "uuid"),
+    ] {
+        cfg.push_str(&format!(
+            "\n[pools.{pool}]\npool_mode = \"transaction\"\nautomatic_sharding_key = \"{key}\"\nsharding_key_type = \"{key_type}\"\n\
+             sharding_key_regex = '/\\* sharding_key: (\\S+) \\*/'\nshard_id_regex = '/\\* shard_id: (\\d+) \\*/'\n\
+             [pools.{pool}.users.0]\nusername = \"app\"\npassword = \"app_pw\"\npool_size = 2\n"
+        ));
+        for (i, pg) in shards.iter().enumerate() {
+            cfg.push_str(&format!(
+                "[pools.{pool}.shards.{i}]\nservers = [[\"127.0.0.1\", {}, \"primary\"]]\ndatabase = \"app\"\n",
+                pg.port
+            ));
+        }
+    }
+    cfg
+}
+
+fn count_on(pg: &PgCluster, sql: &str) -> i64 {
+    pg.psql("app", sql).parse().expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_routing_method_lands_rows_on_the_right_shard() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let proxy = Proxy::start(port, &sharded_config(port, &shards));
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    // Automatic key, simple protocol (a misrouted row would fail the CHECK).
+    for id in 1..=30i64 {
+        c.simple_query(&format!(
+            "insert into users (id, name) values ({id}, 'simple')"
+        ))
+        .await
+        .expect("simple insert");
+    }
+    // Automatic key in Bind parameters (binary int8), extended protocol.
+    for id in 31..=60i64 {
+        c.execute(
+            "insert into users (id, name) values ($1, $2)",
+            &[&id, &"bind"],
+        )
+        .await
+        .expect("bind insert");
+    }
+    // SET SHARDING KEY for a statement whose key pgmlcat cannot see.
+    c.simple_query("SET SHARDING KEY TO '61'")
+        .await
+        .expect("set key");
+    c.simple_query("insert into users (id, name) select 61, 'set key'")
+        .await
+        .expect("insert via key");
+    let shown = c.simple_query("SHOW SHARD").await.expect("show shard");
+    assert!(
+        matches!(&shown[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(&Key::Bigint(61).shard(3).to_string()[..]))
+    );
+    c.simple_query("SET SHARD TO 'ANY'").await.expect("reset");
+    // Comments.
+    c.simple_query("/* sharding_key: 62 */ insert into users (id, name) select 62, 'comment'")
+        .await
+        .expect("comment key");
+    let s = Key::Bigint(63).shard(3);
+    c.simple_query(&format!(
+        "/* shard_id: {s} */ insert into users (id, name) select 63, 'shard id'"
+    ))
+    .await
+    .expect("comment shard");
+    // SET SHARD.
+    let s = Key::Bigint(64).shard(3);
+    c.simple_query(&format!("SET SHARD TO '{s}'"))
+        .await
+        .expect("set shard");
+    c.simple_query("insert into users (id, name) select 64, 'set shard'")
+        .await
+        .expect("insert on shard");
+    c.simple_query("SET SHARD TO 'any'").await.expect("reset");
+    // Every row is where Postgres's hash partitioning puts it.
+    let total: i64 = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from users"))
+        .sum();
+    assert_eq!(total, 64);
+    for (i, pg) in shards.iter().enumerate() {
+        for id in pg.psql("app", "select id from users").lines() {
+            assert_eq!(
+                Key::Bigint(id.parse().unwrap()).shard(3),
+                i,
+                "row {id} on shard {i}"
+            );
+        }
+    }
+    // Reads by key, both protocols.
+    let name: String = c
+        .query_one("select name from users where id = $1", &[&40i64])
+        .await
+        .expect("read by bind")
+        .get(0);
+    assert_eq!(name, "bind");
+    let rows = c
+        .simple_query("select name from users where id = 7")
+        .await
+        .expect("read by key");
+    assert!(rows.iter().any(
+        |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("simple"))
+    ));
+    // A statement with no key: a clear error naming it, and the session goes on.
+    let err = c
+        .simple_query("update users set name = 'x'")
+        .await
+        .expect_err("no key");
+    let db = err.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "0A000");
+    assert!(db.message().contains("users.id"), "{}", db.message());
+    let n: i64 = c
+        .query_one("select count(*) from users where id = 1", &[])
+        .await
+        .expect("usable")
+        .get(0);
+    assert_eq!(n, 1);
+    // A transaction stays on its shard.
+    c.batch_execute("begin").await.expect("begin");
+    c.execute("insert into users (id, name) values ($1, 'tx')", &[&100i64])
+        .await
+        .expect("tx insert");
+    let n: i64 = c
+        .query_one("select count(*) from users where id = $1", &[&100i64])
+        .await
+        .expect("same shard")
+        .get(0);
+    assert_eq!(n, 1);
+    c.batch_execute("commit").await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_and_uuid_keys_route_like_postgres() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let proxy = Proxy::start(port, &sharded_config(port, &shards));
+    let acct = connect(&proxy.url("app", "app_pw", "acct")).await;
+    for i in 0..40 {
+        let k = format!("customer-{i}");
+        if i % 2 == 0 {
+            acct.simple_query(&format!("insert into accounts (k) values ('{k}')"))
+                .await
+                .expect("text simple");
+        } else {
+            acct.execute("insert into accounts (k) values ($1)", &[&k])
+                .await
+                .expect("text bind");
+        }
+    }
+    let dev = connect(&proxy.url("app", "app_pw", "dev")).await;
+    for i in 0..40 {
+        let k = format!("{:08x}-0000-4000-8000-{:012x}", i * 7919, i);
+        dev.simple_query(&format!("insert into devices (k) values ('{k}')"))
+            .await
+            .expect("uuid simple");
+    }
+    let total = |t: &str| -> i64 {
+        shards
+            .iter()
+            .map(|pg| count_on(pg, &format!("select count(*) from {t}")))
+            .sum()
+    };
+    assert_eq!(total("accounts"), 40);
+    assert_eq!(total("devices"), 40);
+    let spread = shards
+        .iter()
+        .filter(|pg| count_on(pg, "select count(*) from accounts") > 0)
+        .count();
+    assert_eq!(spread, 3, "text keys should spread over all shards");
+}

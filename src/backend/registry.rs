@@ -16,6 +16,7 @@ use super::server::{Address, Credentials};
 use crate::config::{Config, LoadBalancingMode, PoolConfig, PoolMode, Role, UserConfig};
 use crate::errors::{Error, Result};
 use crate::net::auth::Secret;
+use crate::router::shard::Sharding;
 use crate::router::{RouteConfig, Target};
 
 /// A (database, user) pool as clients see it.
@@ -28,6 +29,7 @@ pub struct Pool {
     /// shards[i] = the servers of shard i, configured primary first.
     pub shards: Vec<Vec<Arc<ServerPool>>>,
     pub route: RouteConfig,
+    pub sharding: Sharding,
     pub load_balancing: LoadBalancingMode,
     /// Traffic counters for SHOW STATS and /metrics.
     pub counters: Arc<crate::stats::Counters>,
@@ -205,9 +207,24 @@ impl Registry {
                     }
                 }
             };
+            let sharding = match Sharding::from_pool(pool_cfg, pool_cfg.shards.len()) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(format!("pools.{db}.{e}"));
+                    continue;
+                }
+            };
             for user in pool_cfg.users.values() {
                 let previous = old.and_then(|o| o.get(db, &user.username));
-                let pool = build_pool(&config, db, pool_cfg, user, previous, tls.clone());
+                let pool = build_pool(
+                    &config,
+                    db,
+                    pool_cfg,
+                    user,
+                    previous,
+                    tls.clone(),
+                    sharding.clone(),
+                );
                 pools.insert((db.clone(), user.username.clone()), Arc::new(pool));
             }
         }
@@ -279,6 +296,7 @@ fn build_pool(
     user: &UserConfig,
     previous: Option<&Arc<Pool>>,
     tls: Option<ServerTls>,
+    sharding: Sharding,
 ) -> Pool {
     let settings = settings_for(config, pool_cfg, user, tls);
     let name = format!("{db}/{}", user.username);
@@ -320,6 +338,7 @@ fn build_pool(
         secret: user.password.as_deref().map(Secret::parse),
         shards,
         route: RouteConfig::from_pool(pool_cfg),
+        sharding,
         counters: previous.map(|p| p.counters.clone()).unwrap_or_default(),
         load_balancing: pool_cfg.load_balancing_mode,
         lag_limit: LagLimit {

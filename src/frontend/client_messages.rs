@@ -37,12 +37,12 @@ impl Session {
                 if self.answer_locally(sql) {
                     return Ok(Flow::Continue);
                 }
-                if self.ensure_server(true, Some(sql)).await? {
+                if self.ensure_server(true, Some(sql), None, true).await? {
                     self.forward(tag, &msg);
                 }
             }
             b'F' => {
-                if self.ensure_server(true, None).await? {
+                if self.ensure_server(true, None, None, true).await? {
                     self.forward(tag, &msg);
                 }
             }
@@ -51,9 +51,24 @@ impl Session {
                     return Ok(Flow::Continue);
                 }
                 if self.server.is_none() {
-                    let sql = self.statement_text(tag, &msg);
-                    if !self.ensure_server(false, sql.as_deref()).await? {
+                    let sharded = self.pool.shards.len() > 1;
+                    if sharded && matches!(tag, b'P' | b'D' | b'C') {
+                        // Which shard? The Bind's parameters may tell.
+                        self.held.push((tag, msg));
                         return Ok(Flow::Continue);
+                    }
+                    let sql = self.statement_text(tag, &msg, sharded);
+                    let bind = (tag == b'B').then_some(&msg[..]);
+                    let needs_key = matches!(tag, b'B' | b'E');
+                    if !self
+                        .ensure_server(false, sql.as_deref(), bind, needs_key)
+                        .await?
+                    {
+                        self.held.clear();
+                        return Ok(Flow::Continue);
+                    }
+                    for (t, m) in std::mem::take(&mut self.held) {
+                        self.extended(t, m)?;
                     }
                 }
                 self.extended(tag, msg)?;
@@ -78,21 +93,30 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// The text a Parse or Bind will run, for routing its transaction.
-    fn statement_text(&self, tag: u8, msg: &[u8]) -> Option<String> {
-        if !self.pool.route.parses(self.route.role) {
+    /// The text a Parse or Bind will run (or the held Parse a Sync ends),
+    /// for routing its transaction.
+    fn statement_text(&self, tag: u8, msg: &[u8], sharded: bool) -> Option<String> {
+        if !sharded && !self.pool.route.parses(self.route.role) {
             return None;
         }
+        let parse_text = |m: &[u8]| {
+            let (_, end) = prepared::first_name(m).ok()?;
+            codec::cstr(m, end).ok().map(|(q, _)| q.to_string())
+        };
         match tag {
-            b'P' => {
-                let (_, end) = prepared::first_name(msg).ok()?;
-                codec::cstr(msg, end).ok().map(|(q, _)| q.to_string())
-            }
+            b'P' => parse_text(msg),
             b'B' => {
                 let (stmt, _, _) = prepared::bind_statement(msg).ok()?;
+                if stmt.is_empty() {
+                    let (_, m) = self.held.iter().rev().find(|(t, _)| *t == b'P')?;
+                    return parse_text(m);
+                }
                 self.statements.get(stmt).map(|p| p.query.clone())
             }
-            _ => None,
+            _ => {
+                let (_, m) = self.held.iter().rev().find(|(t, _)| *t == b'P')?;
+                parse_text(m)
+            }
         }
     }
 
@@ -101,7 +125,8 @@ impl Session {
     /// a Close of a statement, a Flush, and a Sync with nothing outstanding.
     /// Returns true when the message was answered here.
     fn answer_without_server(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
-        if self.server.is_some() || self.mode != PoolMode::Transaction {
+        // Held messages answer first, in order.
+        if self.server.is_some() || self.mode != PoolMode::Transaction || !self.held.is_empty() {
             return Ok(false);
         }
         match tag {

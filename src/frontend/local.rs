@@ -4,6 +4,7 @@
 
 use super::session::Session;
 use crate::config::DefaultRole;
+use crate::errors::Error;
 use crate::net::messages::{self, TxStatus};
 use crate::router::commands::{self, Command, RoleSetting};
 use crate::router::{self, rw::Intent};
@@ -15,14 +16,16 @@ impl Session {
     /// Answers `sql` without a server if it is ours to answer.
     pub(super) fn answer_locally(&mut self, sql: &str) -> bool {
         if let Some(parsed) = commands::parse(sql) {
-            match parsed {
-                Ok(cmd) => self.run_command(cmd),
-                Err(e) => messages::error_response(&mut self.to_client, &e),
+            if let Err(e) = parsed.and_then(|cmd| self.run_command(cmd)) {
+                messages::error_response(&mut self.to_client, &e);
             }
             messages::ready_for_query(&mut self.to_client, self.status);
             return true;
         }
-        if self.server.is_some() || !self.pool.route.parses(self.route.role) {
+        // A lone BEGIN waits for the statement that shows where the
+        // transaction belongs: its role (read/write splitting) or its shard.
+        let routes = self.pool.route.parses(self.route.role) || self.pool.shards.len() > 1;
+        if self.server.is_some() || !routes {
             return false;
         }
         match (router::intent(&self.pool.route, sql), &self.deferred_begin) {
@@ -46,9 +49,30 @@ impl Session {
         true
     }
 
-    fn run_command(&mut self, cmd: Command) {
+    fn run_command(&mut self, cmd: Command) -> Result<(), Error> {
         let out = &mut self.to_client;
+        let shards = self.pool.shards.len();
         match cmd {
+            Command::SetShard(shard) => {
+                if let Some(n) = shard.filter(|n| *n >= shards) {
+                    return Err(Error::InvalidParameter(format!(
+                        "shard {n} does not exist: the pool has {shards}"
+                    )));
+                }
+                self.route.shard = shard;
+                messages::command_complete(out, "SET");
+            }
+            Command::SetShardingKey(key) => {
+                self.route.shard = Some(self.pool.sharding.shard_for(&key)?);
+                messages::command_complete(out, "SET");
+            }
+            Command::ShowShard => {
+                let shard = self
+                    .route
+                    .shard
+                    .map_or_else(|| "any".to_string(), |n| n.to_string());
+                show(out, "shard", &shard);
+            }
             Command::SetServerRole(role) => {
                 self.route.role = role;
                 messages::command_complete(out, "SET");
@@ -76,6 +100,7 @@ impl Session {
                 show(out, "primary reads", if on { "on" } else { "off" });
             }
         }
+        Ok(())
     }
 }
 

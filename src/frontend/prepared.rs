@@ -86,6 +86,44 @@ pub fn bind_statement(msg: &[u8]) -> Result<(&str, usize, usize)> {
     Ok((stmt, at, end))
 }
 
+/// One Bind parameter: its bytes (None for NULL) and whether it is binary.
+pub type BindParam<'a> = (Option<&'a [u8]>, bool);
+
+/// A Bind's parameter values.
+pub fn bind_params(msg: &[u8]) -> Result<Vec<BindParam<'_>>> {
+    let (_, _, mut pos) = bind_statement(msg)?;
+    let n_formats = crate::net::codec::read_i16(msg, pos)?.max(0) as usize;
+    pos += 2;
+    let mut formats = Vec::with_capacity(n_formats);
+    for _ in 0..n_formats {
+        formats.push(crate::net::codec::read_i16(msg, pos)? == 1);
+        pos += 2;
+    }
+    let n_params = crate::net::codec::read_i16(msg, pos)?.max(0) as usize;
+    pos += 2;
+    let mut params = Vec::with_capacity(n_params);
+    for i in 0..n_params {
+        let len = crate::net::codec::read_i32(msg, pos)?;
+        pos += 4;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0],
+            _ => formats.get(i).copied().unwrap_or(false),
+        };
+        if len < 0 {
+            params.push((None, binary));
+            continue;
+        }
+        let end = pos + len as usize;
+        let value = msg
+            .get(pos..end)
+            .ok_or_else(|| crate::errors::Error::protocol("Bind parameter truncated"))?;
+        params.push((Some(value), binary));
+        pos = end;
+    }
+    Ok(params)
+}
+
 /// Rewrites a Bind so it names `global` instead of the client's statement.
 pub fn rename_bind(msg: &[u8], at: usize, end: usize, global: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(msg.len() + global.len());
@@ -163,6 +201,8 @@ mod tests {
         let (stmt, at, end) = bind_statement(&msg).unwrap();
         assert_eq!(stmt, "s1");
         let renamed = rename_bind(&msg, at, end, "pgmlcat_x");
+        let params = bind_params(&msg).unwrap();
+        assert_eq!(params, vec![(Some(&7i32.to_be_bytes()[..]), true)]);
         let (stmt2, _, end2) = bind_statement(&renamed).unwrap();
         assert_eq!(stmt2, "pgmlcat_x");
         assert_eq!(&renamed[end2..], &msg[end..]);

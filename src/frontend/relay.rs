@@ -29,6 +29,7 @@ impl Session {
         let pending = &mut self.pending;
         let out = &mut self.to_client;
         let server_pool = &self.server_pool;
+        let deferred = self.deferred_begin.is_some();
         let mut status = None;
         // buf[..pos] is scanned; buf[copied..pos] is not yet in `out` (only
         // used once something had to be dropped or inserted).
@@ -69,6 +70,11 @@ impl Session {
                         .and_then(|&b| TxStatus::from_byte(b));
                     server.status = st.unwrap_or(TxStatus::Failed);
                     status = Some(server.status);
+                    if deferred && server.status == TxStatus::Idle {
+                        // The client is in a transaction we have not started
+                        // on any server yet: that is what it must be told.
+                        server.buf[body.start] = TxStatus::InTransaction.as_byte();
+                    }
                     expect.on_server_message(h.tag, |_| {});
                     if expect.is_empty() {
                         pending.clear();
@@ -132,16 +138,17 @@ impl Session {
         if edited {
             server.buf.advance(pos);
         }
-        if let Some(st) = status {
+        // Give a finished server back before writing to the client: the
+        // write wakes the client, which may preempt us, and waiting clients
+        // should not wait on that.
+        let over = status.is_some_and(|st| self.transaction_over(st));
+        // Inside a deferred transaction the client's status stays as it is.
+        if let Some(st) = status.filter(|_| !deferred) {
             if st == TxStatus::Idle {
                 Counters::add(&self.pool.counters.xacts, 1);
             }
             self.status = st;
         }
-        // Give a finished server back before writing to the client: the
-        // write wakes the client, which may preempt us, and waiting clients
-        // should not wait on that.
-        let over = status.is_some() && self.transaction_over();
         if over && self.release_if_clean() {
             return Ok(self.write_client(&response).await);
         }
@@ -180,9 +187,9 @@ impl Session {
 
     /// In transaction mode the server goes back once nothing is outstanding
     /// and the transaction has ended.
-    fn transaction_over(&self) -> bool {
+    fn transaction_over(&self, server_status: TxStatus) -> bool {
         self.mode == PoolMode::Transaction
-            && self.status == TxStatus::Idle
+            && server_status == TxStatus::Idle
             && self.expect.is_empty()
             && self.server_stream_left == 0
             && self.client_stream_left == 0

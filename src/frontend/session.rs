@@ -52,6 +52,9 @@ pub struct Session {
     /// once that statement shows where the transaction belongs; with
     /// whether it was READ ONLY.
     pub(super) deferred_begin: Option<(String, bool)>,
+    /// On a sharded pool, extended messages waiting for a Bind or Sync to
+    /// show which shard they belong to.
+    pub(super) held: Vec<(u8, bytes::Bytes)>,
     /// This client in SHOW CLIENTS.
     pub(super) stats: crate::stats::ClientHandle,
     /// When the current server was checked out (for transaction time).
@@ -102,6 +105,7 @@ impl Session {
             pool,
             route: RouteState::default(),
             deferred_begin: None,
+            held: Vec::new(),
             stats,
             checked_out_at: None,
             params,
@@ -208,25 +212,45 @@ impl Session {
 
     /// Gets a server for the client's next request and brings its session
     /// parameters in line. On failure the client is told and `false` returned.
-    /// `sql` is the text of the transaction's first statement, for routing.
-    pub(super) async fn ensure_server(&mut self, simple: bool, sql: Option<&str>) -> Result<bool> {
+    /// `sql` is the text of the transaction's first statement and `bind` its
+    /// Bind message, for routing; `needs_key`: whether the batch runs
+    /// anything (a Parse/Describe-only batch may go to any shard).
+    pub(super) async fn ensure_server(
+        &mut self,
+        simple: bool,
+        sql: Option<&str>,
+        bind: Option<&[u8]>,
+        needs_key: bool,
+    ) -> Result<bool> {
         if self.server.is_some() {
             return Ok(true);
         }
-        let target = self.target_for(sql);
-        self.stats.info.set_state(ClientState::Waiting);
-        self.app
-            .wait_unpaused(&self.pool.database, &self.pool.user)
-            .await;
-        let err = match self.checkout(target).await {
-            Ok(()) => match self.start_deferred_transaction().await {
-                Ok(()) => {
-                    self.stats.info.set_state(ClientState::Active);
-                    self.checked_out_at = Some(std::time::Instant::now());
-                    return Ok(true);
+        let err = match self.shard_for(sql, bind, needs_key) {
+            Ok(shard) => {
+                let target = self.target_for(sql);
+                self.stats.info.set_state(ClientState::Waiting);
+                self.app
+                    .wait_unpaused(&self.pool.database, &self.pool.user)
+                    .await;
+                match self.checkout(shard, target).await {
+                    // A batch that only prepares/describes runs outside the
+                    // client's not-yet-started transaction: it must not pin
+                    // the transaction to a shard its statements do not choose.
+                    Ok(()) if !needs_key && self.deferred_begin.is_some() => {
+                        self.stats.info.set_state(ClientState::Active);
+                        return Ok(true);
+                    }
+                    Ok(()) => match self.start_deferred_transaction().await {
+                        Ok(()) => {
+                            self.stats.info.set_state(ClientState::Active);
+                            self.checked_out_at = Some(std::time::Instant::now());
+                            return Ok(true);
+                        }
+                        Err(e) => e,
+                    },
+                    Err(e) => e,
                 }
-                Err(e) => e,
-            },
+            }
             Err(e) => e,
         };
         self.stats.info.set_state(ClientState::Idle);
@@ -239,6 +263,45 @@ impl Session {
             self.skip_until_sync = true;
         }
         Ok(false)
+    }
+
+    /// The shard for a transaction: a comment in the statement, then the
+    /// client's SET SHARD / SET SHARDING KEY, then the automatic key (in the
+    /// text or the Bind parameters), then default_shard. Nothing else: a
+    /// statement is never placed by guess.
+    fn shard_for(&self, sql: Option<&str>, bind: Option<&[u8]>, needs_key: bool) -> Result<usize> {
+        let sharding = &self.pool.sharding;
+        if self.pool.shards.len() <= 1 {
+            return Ok(0);
+        }
+        if let Some(found) = sql.and_then(|s| sharding.from_comment(s)) {
+            return found;
+        }
+        if let Some(n) = self.route.shard {
+            return Ok(n);
+        }
+        let params = match bind {
+            Some(b) => super::prepared::bind_params(b)?,
+            None => Vec::new(),
+        };
+        let param = |i: usize| {
+            let (value, binary) = params.get(i)?;
+            let value = (*value)?;
+            if *binary {
+                sharding.shard_for_binary(value)
+            } else {
+                sharding.shard_for(std::str::from_utf8(value).ok()?).ok()
+            }
+        };
+        if let Some(n) = sql.and_then(|s| sharding.from_statement(s, &param)) {
+            return Ok(n);
+        }
+        match sharding.default_shard {
+            Some(n) => Ok(n),
+            // Describing a statement works on any shard: the schemas match.
+            None if !needs_key => Ok(0),
+            None => Err(Error::NoShard(sharding.missing_key())),
+        }
     }
 
     /// Where the transaction starting with `sql` should run.
@@ -255,11 +318,11 @@ impl Session {
     /// Checks out a server for `target`. A replica that cannot be reached is
     /// banned and the next candidate tried: nothing was sent yet, so this
     /// retry cannot run anything twice.
-    async fn checkout(&mut self, target: Target) -> Result<()> {
-        let attempts = self.pool.shards[0].len();
+    async fn checkout(&mut self, shard: usize, target: Target) -> Result<()> {
+        let attempts = self.pool.shards[shard].len();
         let mut last = None;
         for _ in 0..attempts {
-            let server_pool = self.pool.choose(0, target).clone();
+            let server_pool = self.pool.choose(shard, target).clone();
             match server_pool.checkout().await {
                 Ok(mut pooled) => {
                     pooled.server.sync_parameters(self.params.wanted()).await?;

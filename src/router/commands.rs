@@ -33,6 +33,11 @@ pub enum Command {
     /// None: back to the pool's primary_reads_enabled.
     SetPrimaryReads(Option<bool>),
     ShowPrimaryReads,
+    /// None: ANY (routing decides).
+    SetShard(Option<usize>),
+    ShowShard,
+    /// The key as the client wrote it (case kept: text keys).
+    SetShardingKey(String),
 }
 
 /// `None` when the statement is not one of ours (the common case, decided
@@ -43,14 +48,23 @@ pub fn parse(sql: &str) -> Option<Result<Command, Error>> {
     if !first.eq_ignore_ascii_case("set") && !first.eq_ignore_ascii_case("show") {
         return None;
     }
-    let words: Vec<String> = trimmed
+    let original: Vec<&str> = trimmed
         .trim_end()
         .trim_end_matches(';')
         .split_whitespace()
-        .map(|w| w.to_ascii_lowercase())
         .collect();
+    let words: Vec<String> = original.iter().map(|w| w.to_ascii_lowercase()).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
+        ["show", "shard"] => Some(Ok(Command::ShowShard)),
+        ["set", "shard", rest @ ..] => Some(value(rest).and_then(|v| match v.as_str() {
+            "any" => Ok(Command::SetShard(None)),
+            n => n
+                .parse()
+                .map(|n| Command::SetShard(Some(n)))
+                .map_err(|_| Error::InvalidParameter(format!("invalid shard {n:?}: use a shard number or 'ANY'"))),
+        })),
+        ["set", "sharding", "key", ..] => Some(value(&original[3..]).map(Command::SetShardingKey)),
         ["show", "server", "role"] => Some(Ok(Command::ShowServerRole)),
         ["show", "primary", "reads"] => Some(Ok(Command::ShowPrimaryReads)),
         ["set", "server", "role", rest @ ..] => Some(value(rest).and_then(|v| {
@@ -85,10 +99,16 @@ pub fn parse(sql: &str) -> Option<Result<Command, Error>> {
     }
 }
 
-/// `TO 'x'` or `= x`.
+/// `TO 'x'` or `= x` (the value may not contain spaces; '' is a quote).
 fn value(rest: &[&str]) -> Result<String, Error> {
     match rest {
-        ["to" | "=", v] => Ok(v.trim_matches('\'').to_string()),
+        [to, v] if to.eq_ignore_ascii_case("to") || *to == "=" => {
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or(v);
+            Ok(v.replace("''", "'"))
+        }
         _ => Err(Error::InvalidParameter(
             "syntax: SET ... TO '<value>'".into(),
         )),
@@ -118,6 +138,19 @@ mod tests {
             Command::ShowPrimaryReads
         );
         assert!(parse("set server role to 'leader'").unwrap().is_err());
+        assert_eq!(
+            parse("SET SHARD TO '2'").unwrap().unwrap(),
+            Command::SetShard(Some(2))
+        );
+        assert_eq!(
+            parse("set shard to 'ANY'").unwrap().unwrap(),
+            Command::SetShard(None)
+        );
+        assert_eq!(parse("SHOW SHARD").unwrap().unwrap(), Command::ShowShard);
+        assert_eq!(
+            parse("SET SHARDING KEY TO 'Customer-7'").unwrap().unwrap(),
+            Command::SetShardingKey("Customer-7".into())
+        );
     }
 
     #[test]

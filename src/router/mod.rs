@@ -52,6 +52,8 @@ impl RouteConfig {
 pub struct RouteState {
     pub role: RoleSetting,
     pub primary_reads: Option<bool>,
+    /// SET SHARD / SET SHARDING KEY (None: ANY, the statement decides).
+    pub shard: Option<usize>,
 }
 
 impl Default for RouteState {
@@ -59,6 +61,7 @@ impl Default for RouteState {
         RouteState {
             role: RoleSetting::Default,
             primary_reads: None,
+            shard: None,
         }
     }
 }
@@ -136,7 +139,7 @@ mod tests {
         );
         let forced = RouteState {
             role: RoleSetting::Primary,
-            primary_reads: None,
+            ..Default::default()
         };
         assert_eq!(
             target(&cfg(true, false), &forced, Some(Intent::Read)),
@@ -145,6 +148,7 @@ mod tests {
         let auto = RouteState {
             role: RoleSetting::Auto,
             primary_reads: Some(false),
+            ..Default::default()
         };
         assert_eq!(
             target(&cfg(false, true), &auto, Some(Intent::Read)),

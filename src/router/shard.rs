@@ -100,6 +100,18 @@ impl Sharding {
         Ok(key.shard(self.shards))
     }
 
+    /// Why a statement could not be placed, naming the key.
+    pub fn missing_key(&self) -> String {
+        let key = self.automatic.as_ref().map_or_else(
+            || "the sharding key".to_string(),
+            |(t, c)| format!("{t}.{c}"),
+        );
+        format!(
+            "statement has no sharding key: give {key} = <value> in it, or SET SHARDING KEY TO '<value>', \
+             SET SHARD TO '<n>', or a /* sharding_key: <value> */ comment; queries across shards are not supported yet"
+        )
+    }
+
     /// The shard of a key sent as a Bind parameter in binary format.
     pub fn shard_for_binary(&self, bytes: &[u8]) -> Option<usize> {
         match self.key_type {
