@@ -295,3 +295,64 @@ async fn text_and_uuid_keys_route_like_postgres() {
         .count();
     assert_eq!(spread, 3, "text keys should spread over all shards");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_cannot_span_shards() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let proxy = Proxy::start(port, &sharded_config(port, &shards));
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    let a = 1i64;
+    let b = (2..100)
+        .find(|k| Key::Bigint(*k).shard(3) != Key::Bigint(a).shard(3))
+        .unwrap();
+    // Simple protocol.
+    c.batch_execute("begin").await.expect("begin");
+    c.simple_query(&format!("insert into users (id, name) values ({a}, 'a')"))
+        .await
+        .expect("first shard");
+    let err = c
+        .simple_query(&format!("insert into users (id, name) values ({b}, 'b')"))
+        .await
+        .expect_err("second shard");
+    let db = err.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "0A000");
+    assert!(
+        db.message().contains("cannot span shards"),
+        "{}",
+        db.message()
+    );
+    // Keyless statements stay on the transaction's shard.
+    let n: i64 = c
+        .query_one("select count(*) from users", &[])
+        .await
+        .expect("keyless in tx")
+        .get(0);
+    assert_eq!(n, 1);
+    c.batch_execute("commit").await.expect("commit");
+    // Extended protocol: the refusal comes in order and the session goes on.
+    c.batch_execute("begin").await.expect("begin");
+    c.execute(
+        "insert into users (id, name) values ($1, 'x')",
+        &[&(a + 3000)],
+    )
+    .await
+    .ok();
+    let shard_a = Key::Bigint(a + 3000).shard(3);
+    let other = (4000..4100)
+        .find(|k| Key::Bigint(*k).shard(3) != shard_a)
+        .unwrap();
+    let err = c
+        .execute("insert into users (id, name) values ($1, 'y')", &[&other])
+        .await
+        .expect_err("other shard");
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
+    c.batch_execute("rollback").await.expect("rollback");
+    let total: i64 = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from users"))
+        .sum();
+    assert_eq!(total, 1, "only the committed row remains");
+    let v: i32 = c.query_one("select 1", &[]).await.expect("usable").get(0);
+    assert_eq!(v, 1);
+}

@@ -11,11 +11,22 @@ use super::session::{expect_for, Flow, Session};
 use crate::config::PoolMode;
 use crate::errors::{Error, Result};
 use crate::net::codec;
-use crate::net::messages;
+use crate::net::messages::{self, TxStatus};
 use crate::stats::Counters;
 
 impl Session {
     pub(super) async fn on_client_message(&mut self, tag: u8, msg: Bytes) -> Result<Flow> {
+        if self.discard_until_sync {
+            match tag {
+                b'S' => {
+                    self.discard_until_sync = false;
+                    self.forward(tag, &msg);
+                }
+                b'X' => return Ok(Flow::Close),
+                _ => {}
+            }
+            return Ok(Flow::Continue);
+        }
         if self.skip_until_sync {
             match tag {
                 b'S' => {
@@ -36,6 +47,15 @@ impl Session {
                 let (sql, _) = codec::cstr(&msg, 5)?;
                 if self.answer_locally(sql) {
                     return Ok(Flow::Continue);
+                }
+                if self.server.is_some() && self.status != TxStatus::Idle {
+                    if let Err(e) = self.check_same_shard(Some(sql), None) {
+                        let mut refusal = bytes::BytesMut::new();
+                        messages::error_response(&mut refusal, &e);
+                        messages::ready_for_query(&mut refusal, self.status);
+                        self.respond_in_order(refusal.freeze());
+                        return Ok(Flow::Continue);
+                    }
                 }
                 if self.ensure_server(true, Some(sql), None, true).await? {
                     self.forward(tag, &msg);
@@ -69,6 +89,18 @@ impl Session {
                     }
                     for (t, m) in std::mem::take(&mut self.held) {
                         self.extended(t, m)?;
+                    }
+                }
+                if tag == b'B' && self.pool.shards.len() > 1 && self.status != TxStatus::Idle {
+                    let sql = self.statement_text(tag, &msg, true);
+                    if let Err(e) = self.check_same_shard(sql.as_deref(), Some(&msg)) {
+                        // Refuse in order; drop the rest of the batch; let the
+                        // client's Sync through so the server ends it cleanly.
+                        let mut refusal = bytes::BytesMut::new();
+                        messages::error_response(&mut refusal, &e);
+                        self.respond_in_order(refusal.freeze());
+                        self.discard_until_sync = true;
+                        return Ok(Flow::Continue);
                     }
                 }
                 self.extended(tag, msg)?;
@@ -277,13 +309,21 @@ impl Session {
         self.to_server.extend_from_slice(&p.parse);
     }
 
-    /// Queues an answer we give ourselves, in its place among the server's.
+    /// Queues an answer we give ourselves (ParseComplete '1' or
+    /// CloseComplete '3'), in its place among the server's.
     fn synthetic(&mut self, tag: u8) {
-        self.expect.push(Expect::Synthetic(tag));
+        let mut msg = bytes::BytesMut::new();
+        match tag {
+            b'1' => messages::parse_complete(&mut msg),
+            _ => messages::close_complete(&mut msg),
+        }
+        self.respond_in_order(msg.freeze());
+    }
+
+    /// Queues whole messages for the client behind every answer still due.
+    pub(super) fn respond_in_order(&mut self, msg: bytes::Bytes) {
+        self.expect.push(Expect::Synthetic(msg));
         let out = &mut self.to_client;
-        self.expect.drain_synthetic(|t| match t {
-            b'1' => messages::parse_complete(out),
-            _ => messages::close_complete(out),
-        });
+        self.expect.drain_synthetic(|m| out.extend_from_slice(m));
     }
 }

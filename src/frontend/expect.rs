@@ -6,6 +6,8 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 #[derive(Debug)]
 pub enum Expect {
     /// A Parse went to the server; ParseComplete ends it. `injected`: the
@@ -19,8 +21,8 @@ pub enum Expect {
     Reply(&'static [u8]),
     /// Sync, Query or FunctionCall: ReadyForQuery ends it.
     Sync,
-    /// We answer this one ourselves with an empty message of this tag.
-    Synthetic(u8),
+    /// We answer this one ourselves with these bytes (whole messages).
+    Synthetic(Bytes),
 }
 
 #[derive(Default)]
@@ -58,9 +60,9 @@ impl ExpectQueue {
     }
 
     /// Pops synthetic answers now at the front; `emit` writes each one.
-    pub fn drain_synthetic(&mut self, mut emit: impl FnMut(u8)) {
-        while let Some(Expect::Synthetic(tag)) = self.queue.front() {
-            emit(*tag);
+    pub fn drain_synthetic(&mut self, mut emit: impl FnMut(&[u8])) {
+        while let Some(Expect::Synthetic(bytes)) = self.queue.front() {
+            emit(bytes);
             self.queue.pop_front();
         }
     }
@@ -122,7 +124,7 @@ mod tests {
     fn injected_parse_is_hidden_and_synthetic_waits_its_turn() {
         let mut q = ExpectQueue::default();
         q.push(Expect::Reply(b"2"));
-        q.push(Expect::Synthetic(b'1'));
+        q.push(Expect::Synthetic(Bytes::from_static(b"1")));
         q.push(Expect::Parse {
             injected: true,
             name: Some("g".into()),
@@ -130,7 +132,7 @@ mod tests {
         q.push(Expect::Reply(b"2"));
         q.push(Expect::Sync);
         let mut emitted = vec![];
-        q.drain_synthetic(|t| emitted.push(t));
+        q.drain_synthetic(|t| emitted.push(t.to_vec()));
         assert!(
             emitted.is_empty(),
             "synthetic must wait for the Bind before it"
@@ -139,8 +141,8 @@ mod tests {
             q.on_server_message(b'2', |_| {}),
             Matched::Forward
         ));
-        q.drain_synthetic(|t| emitted.push(t));
-        assert_eq!(emitted, vec![b'1']);
+        q.drain_synthetic(|t| emitted.push(t.to_vec()));
+        assert_eq!(emitted, vec![b"1".to_vec()]);
         let mut names = vec![];
         assert!(matches!(
             q.on_server_message(b'1', |n| names.push(n)),
@@ -161,7 +163,7 @@ mod tests {
             name: Some("g".into()),
         });
         q.push(Expect::Reply(b"2"));
-        q.push(Expect::Synthetic(b'3'));
+        q.push(Expect::Synthetic(Bytes::from_static(b"3")));
         q.push(Expect::Sync);
         let mut names = vec![];
         q.on_server_message(b'E', |n| names.push(n));

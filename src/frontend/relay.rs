@@ -12,7 +12,7 @@ use crate::backend::server::command_effect;
 use crate::config::PoolMode;
 use crate::errors::Result;
 use crate::net::codec;
-use crate::net::messages::{self, parse_error_fields, parse_parameter_status, TxStatus};
+use crate::net::messages::{parse_error_fields, parse_parameter_status, TxStatus};
 use crate::stats::Counters;
 
 /// Largest message we hold whole from a server (the rest stream).
@@ -121,10 +121,7 @@ impl Session {
                     copied = pos;
                     inserted = true;
                 }
-                match t {
-                    b'1' => messages::parse_complete(out),
-                    _ => messages::close_complete(out),
-                }
+                out.extend_from_slice(t);
             });
             edited |= inserted;
         }

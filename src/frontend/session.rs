@@ -21,6 +21,7 @@ use crate::config::{PoolMode, Role};
 use crate::errors::{Error, Result, Severity};
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
+use crate::router::shard::Sharding;
 use crate::router::{self, rw::Intent, RouteState, Target};
 use crate::stats::{ClientState, Counters};
 
@@ -71,6 +72,9 @@ pub struct Session {
     pub(super) status: TxStatus,
     /// After an error we raised in the extended protocol: drop messages until Sync.
     pub(super) skip_until_sync: bool,
+    /// After refusing a statement mid-batch while a server is held: drop
+    /// messages until Sync, then forward the Sync so the server ends the batch.
+    pub(super) discard_until_sync: bool,
     /// Bytes of a large client CopyData still to pass through.
     pub(super) client_stream_left: usize,
     /// Bytes of a large server message still to pass through.
@@ -116,6 +120,7 @@ impl Session {
             cancel,
             status: TxStatus::Idle,
             skip_until_sync: false,
+            discard_until_sync: false,
             client_stream_left: 0,
             server_stream_left: 0,
             max_message: config.general.max_message_size,
@@ -270,15 +275,35 @@ impl Session {
     /// text or the Bind parameters), then default_shard. Nothing else: a
     /// statement is never placed by guess.
     fn shard_for(&self, sql: Option<&str>, bind: Option<&[u8]>, needs_key: bool) -> Result<usize> {
-        let sharding = &self.pool.sharding;
         if self.pool.shards.len() <= 1 {
             return Ok(0);
         }
-        if let Some(found) = sql.and_then(|s| sharding.from_comment(s)) {
-            return found;
+        if let Some(named) = self.named_shard(sql, bind, false)? {
+            return Ok(named);
         }
-        if let Some(n) = self.route.shard {
-            return Ok(n);
+        match self.pool.sharding.default_shard {
+            Some(n) => Ok(n),
+            // Describing a statement works on any shard (the schemas match),
+            // and so does one that reads no table.
+            None if !needs_key || !sql.is_some_and(Sharding::touches_tables) => Ok(0),
+            None => Err(Error::NoShard(self.pool.sharding.missing_key())),
+        }
+    }
+
+    /// The shard the statement itself or the client names, if any.
+    /// `statement_only` ignores the client's SET SHARD / SET SHARDING KEY.
+    fn named_shard(
+        &self,
+        sql: Option<&str>,
+        bind: Option<&[u8]>,
+        statement_only: bool,
+    ) -> Result<Option<usize>> {
+        let sharding = &self.pool.sharding;
+        if let Some(found) = sql.and_then(|s| sharding.from_comment(s)) {
+            return found.map(Some);
+        }
+        if let (Some(n), false) = (self.route.shard, statement_only) {
+            return Ok(Some(n));
         }
         let params = match bind {
             Some(b) => super::prepared::bind_params(b)?,
@@ -293,14 +318,25 @@ impl Session {
                 sharding.shard_for(std::str::from_utf8(value).ok()?).ok()
             }
         };
-        if let Some(n) = sql.and_then(|s| sharding.from_statement(s, &param)) {
-            return Ok(n);
+        Ok(sql.and_then(|s| sharding.from_statement(s, &param)))
+    }
+
+    /// Inside a transaction on a sharded pool: a statement whose key names
+    /// another shard than the transaction's is refused (keyless statements
+    /// stay on the transaction's shard).
+    pub(super) fn check_same_shard(&self, sql: Option<&str>, bind: Option<&[u8]>) -> Result<()> {
+        let Some(held) = self.server.as_ref() else {
+            return Ok(());
+        };
+        if self.pool.shards.len() <= 1 {
+            return Ok(());
         }
-        match sharding.default_shard {
-            Some(n) => Ok(n),
-            // Describing a statement works on any shard: the schemas match.
-            None if !needs_key => Ok(0),
-            None => Err(Error::NoShard(sharding.missing_key())),
+        let current = held.server.addr.shard;
+        match self.named_shard(sql, bind, true)? {
+            Some(s) if s != current => Err(Error::NoShard(format!(
+                "this transaction runs on shard {current}; the statement belongs to shard {s}: a transaction cannot span shards"
+            ))),
+            _ => Ok(()),
         }
     }
 

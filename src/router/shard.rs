@@ -100,6 +100,18 @@ impl Sharding {
         Ok(key.shard(self.shards))
     }
 
+    /// Whether `sql` touches any table at all (`select 1`, `SET ...`,
+    /// `select now()` run on any shard).
+    pub fn touches_tables(sql: &str) -> bool {
+        match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+            Ok(statements) => {
+                sqlparser::ast::visit_relations(&statements, |_| std::ops::ControlFlow::Break(()))
+                    .is_break()
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Why a statement could not be placed, naming the key.
     pub fn missing_key(&self) -> String {
         let key = self.automatic.as_ref().map_or_else(
@@ -410,6 +422,10 @@ mod tests {
         assert!(s.from_comment("select 1").is_none());
         let u = sharding("t.k", KeyType::Uuid);
         assert!(u.shard_for("not-a-uuid").is_err());
+        assert!(!Sharding::touches_tables("select 1, now()"));
+        assert!(!Sharding::touches_tables("SET TimeZone = 'UTC'"));
+        assert!(Sharding::touches_tables("select * from users"));
+        assert!(Sharding::touches_tables("not sql at all"));
         assert!(u.shard_for("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").is_ok());
     }
 }
