@@ -463,7 +463,7 @@ impl Server {
 }
 
 /// Text values of a DataRow body.
-fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>> {
+pub(crate) fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>> {
     let n = crate::net::codec::read_i16(body, 0)?;
     let mut pos = 2;
     let mut values = Vec::with_capacity(n.max(0) as usize);

@@ -48,6 +48,10 @@ impl Session {
                 if self.answer_locally(sql) {
                     return Ok(Flow::Continue);
                 }
+                if self.needs_fan_out(sql) {
+                    let sql = sql.to_string();
+                    return self.fan_out(&sql).await;
+                }
                 if self.server.is_some() && self.status != TxStatus::Idle {
                     if let Err(e) = self.check_same_shard(Some(sql), None) {
                         let mut refusal = bytes::BytesMut::new();

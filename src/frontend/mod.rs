@@ -3,6 +3,7 @@
 pub mod cancel;
 mod client_messages;
 mod expect;
+mod fanout;
 pub mod handshake;
 pub mod listener;
 mod local;

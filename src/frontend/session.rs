@@ -274,7 +274,12 @@ impl Session {
     /// client's SET SHARD / SET SHARDING KEY, then the automatic key (in the
     /// text or the Bind parameters), then default_shard. Nothing else: a
     /// statement is never placed by guess.
-    fn shard_for(&self, sql: Option<&str>, bind: Option<&[u8]>, needs_key: bool) -> Result<usize> {
+    pub(super) fn shard_for(
+        &self,
+        sql: Option<&str>,
+        bind: Option<&[u8]>,
+        needs_key: bool,
+    ) -> Result<usize> {
         if self.pool.shards.len() <= 1 {
             return Ok(0);
         }
@@ -341,7 +346,7 @@ impl Session {
     }
 
     /// Where the transaction starting with `sql` should run.
-    fn target_for(&self, sql: Option<&str>) -> Target {
+    pub(super) fn target_for(&self, sql: Option<&str>) -> Target {
         let cfg = &self.pool.route;
         let intent = match &self.deferred_begin {
             Some((_, true)) => Some(Intent::Begin { read_only: true }),

@@ -2,6 +2,7 @@
 
 pub mod commands;
 pub mod hash;
+pub mod merge;
 pub mod rw;
 pub mod shard;
 

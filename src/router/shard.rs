@@ -120,7 +120,7 @@ impl Sharding {
         );
         format!(
             "statement has no sharding key: give {key} = <value> in it, or SET SHARDING KEY TO '<value>', \
-             SET SHARD TO '<n>', or a /* sharding_key: <value> */ comment; queries across shards are not supported yet"
+             SET SHARD TO '<n>', or a /* sharding_key: <value> */ comment (only reads run across all shards)"
         )
     }
 

@@ -1,0 +1,359 @@
+//! A read that names no shard, on a sharded pool: sent to every shard at
+//! once and merged into one ordinary result (see `router::merge`). Plain
+//! unions stream; sorting and re-aggregation hold only what they need
+//! (each shard returns at most offset+limit rows when there is a LIMIT).
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+
+use super::session::{Flow, Session};
+use crate::backend::server::{parse_data_row, quote_literal};
+use crate::backend::{Pooled, ServerPool};
+use crate::errors::{Error, ErrorFields, Result};
+use crate::net::codec::{cstr, read_i16, read_i32};
+use crate::net::messages::{self, parse_error_fields};
+use crate::router::merge::{self, oid, ColumnRef, Combine, Plan, Row};
+
+/// A RowDescription field, kept whole so it can be written back.
+#[derive(Clone)]
+struct Field {
+    name: String,
+    table: i32,
+    attnum: i16,
+    type_oid: u32,
+    size: i16,
+    typmod: i32,
+    format: i16,
+}
+
+fn parse_fields(body: &[u8]) -> Result<Vec<Field>> {
+    let n = read_i16(body, 0)?.max(0) as usize;
+    let mut pos = 2;
+    let mut fields = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (name, next) = cstr(body, pos)?;
+        pos = next;
+        fields.push(Field {
+            name: name.to_string(),
+            table: read_i32(body, pos)?,
+            attnum: read_i16(body, pos + 4)?,
+            type_oid: read_i32(body, pos + 6)? as u32,
+            size: read_i16(body, pos + 10)?,
+            typmod: read_i32(body, pos + 12)?,
+            format: read_i16(body, pos + 16)?,
+        });
+        pos += 18;
+    }
+    Ok(fields)
+}
+
+fn write_fields(out: &mut BytesMut, fields: &[Field]) {
+    out.put_u8(b'T');
+    let at = out.len();
+    out.put_i32(0);
+    out.put_i16(fields.len() as i16);
+    for f in fields {
+        out.put_slice(f.name.as_bytes());
+        out.put_u8(0);
+        out.put_i32(f.table);
+        out.put_i16(f.attnum);
+        out.put_u32(f.type_oid);
+        out.put_i16(f.size);
+        out.put_i32(f.typmod);
+        out.put_i16(f.format);
+    }
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// What one shard answered.
+#[derive(Default)]
+struct Answer {
+    fields: Option<Vec<Field>>,
+    rows: Vec<Row>,
+    error: Option<ErrorFields>,
+}
+
+impl Session {
+    /// Whether `sql` is a read that names no shard on a sharded pool.
+    pub(super) fn needs_fan_out(&self, sql: &str) -> bool {
+        self.pool.shards.len() > 1
+            && self.server.is_none()
+            && self.deferred_begin.is_none()
+            && matches!(
+                self.shard_for(Some(sql), None, true),
+                Err(Error::NoShard(_))
+            )
+            && crate::router::rw::classify(sql) == crate::router::rw::Intent::Read
+    }
+
+    pub(super) async fn fan_out(&mut self, sql: &str) -> Result<Flow> {
+        let plan = match merge::plan(sql) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
+                return self
+                    .refuse(Error::NoShard(self.pool.sharding.missing_key()))
+                    .await
+            }
+            Err(e) => return self.refuse(e).await,
+        };
+        let target = self.target_for(Some(sql));
+        // One server per shard, taken in shard order so that concurrent
+        // fan-outs cannot deadlock on each other.
+        let mut held: Vec<(Arc<ServerPool>, Pooled)> = Vec::with_capacity(self.pool.shards.len());
+        for shard in 0..self.pool.shards.len() {
+            let server_pool = self.pool.choose(shard, target).clone();
+            let checked = match server_pool.checkout().await {
+                Ok(mut pooled) => pooled
+                    .server
+                    .sync_parameters(self.params.wanted())
+                    .await
+                    .map(|_| pooled),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(pooled) => held.push((server_pool, pooled)),
+                Err(e) => {
+                    for (sp, p) in held {
+                        sp.checkin(p);
+                    }
+                    return self.refuse(e).await;
+                }
+            }
+        }
+        let mut query = BytesMut::new();
+        frontend::query(&plan.shard_sql, &mut query)?;
+        for (_, pooled) in held.iter_mut() {
+            if let Err(e) = pooled.server.stream.write_all(&query).await {
+                pooled.server.broken = true;
+                let e = Error::ServerLost(e.to_string());
+                return self.finish_fan_out(held, Err(e)).await;
+            }
+        }
+        let outcome = if plan.order.is_empty() && plan.combine.is_none() {
+            self.stream_union(&mut held, &plan).await
+        } else {
+            self.merge_results(&mut held, &plan).await
+        };
+        self.finish_fan_out(held, outcome).await
+    }
+
+    async fn refuse(&mut self, e: Error) -> Result<Flow> {
+        messages::error_response(&mut self.to_client, &e);
+        messages::ready_for_query(&mut self.to_client, self.status);
+        Ok(Flow::Continue)
+    }
+
+    /// Checks the servers back in and ends the client's statement.
+    async fn finish_fan_out(
+        &mut self,
+        held: Vec<(Arc<ServerPool>, Pooled)>,
+        outcome: Result<u64>,
+    ) -> Result<Flow> {
+        for (sp, pooled) in held {
+            sp.checkin(pooled);
+        }
+        match outcome {
+            Ok(n) => {
+                messages::command_complete(&mut self.to_client, &format!("SELECT {n}"));
+                crate::stats::Counters::add(&self.pool.counters.xacts, 1);
+            }
+            Err(Error::ServerRefused { fields, .. }) => messages::error_fields(
+                &mut self.to_client,
+                b'E',
+                &fields.severity,
+                &fields.code,
+                &fields.message,
+            ),
+            Err(e) => messages::error_response(&mut self.to_client, &e),
+        }
+        messages::ready_for_query(&mut self.to_client, self.status);
+        Ok(Flow::Continue)
+    }
+
+    /// Rows from each shard in turn, straight to the client.
+    async fn stream_union(
+        &mut self,
+        held: &mut [(Arc<ServerPool>, Pooled)],
+        plan: &Plan,
+    ) -> Result<u64> {
+        let (mut skip, mut left) = (plan.offset, plan.limit);
+        let mut described = false;
+        let mut sent = 0u64;
+        let mut error = None;
+        for (_, pooled) in held.iter_mut() {
+            loop {
+                let (tag, body) = pooled.server.read_message().await?;
+                match tag {
+                    b'T' if !described => {
+                        described = true;
+                        write_fields(&mut self.to_client, &parse_fields(&body)?);
+                    }
+                    b'D' => {
+                        if skip > 0 {
+                            skip -= 1;
+                        } else if left != Some(0) {
+                            left = left.map(|l| l - 1);
+                            sent += 1;
+                            self.to_client.put_u8(b'D');
+                            self.to_client.put_i32(body.len() as i32 + 4);
+                            self.to_client.put_slice(&body);
+                            if self.to_client.len() > 64 * 1024 {
+                                self.client.write_all(&self.to_client).await?;
+                                self.to_client.clear();
+                            }
+                        }
+                    }
+                    b'E' => error = error.or(Some(parse_error_fields(&body))),
+                    b'Z' => break,
+                    _ => {}
+                }
+            }
+        }
+        match error {
+            Some(fields) => Err(Error::ServerRefused {
+                addr: "a shard".into(),
+                fields,
+            }),
+            None => Ok(sent),
+        }
+    }
+
+    /// Everything each shard returned (bounded by the plan's LIMIT), merged.
+    async fn merge_results(
+        &mut self,
+        held: &mut [(Arc<ServerPool>, Pooled)],
+        plan: &Plan,
+    ) -> Result<u64> {
+        let mut answer = Answer::default();
+        for (_, pooled) in held.iter_mut() {
+            loop {
+                let (tag, body) = pooled.server.read_message().await?;
+                match tag {
+                    b'T' if answer.fields.is_none() => answer.fields = Some(parse_fields(&body)?),
+                    b'D' => answer.rows.push(parse_data_row(&body)?),
+                    b'E' => answer.error = answer.error.or(Some(parse_error_fields(&body))),
+                    b'Z' => break,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(fields) = answer.error {
+            return Err(Error::ServerRefused {
+                addr: "a shard".into(),
+                fields,
+            });
+        }
+        let Some(mut fields) = answer.fields else {
+            return Ok(0);
+        };
+        let types: Vec<u32> = fields.iter().map(|f| f.type_oid).collect();
+        let visible = fields.len() - plan.hidden;
+        let mut rows = answer.rows;
+        if let Some((combine, hidden)) = &plan.combine {
+            let all: Vec<Combine> = combine
+                .iter()
+                .cloned()
+                .map(|c| match c {
+                    Combine::Avg { count } => Combine::Avg {
+                        count: visible + count,
+                    },
+                    c => c,
+                })
+                .chain(hidden.iter().cloned())
+                .collect();
+            // Without GROUP BY every shard sent one row; they fold into one.
+            rows = merge::aggregate(rows, &all, &types)?;
+            for (i, c) in all.iter().enumerate() {
+                if let Combine::Avg { count } = c {
+                    let float = matches!(types[i], oid::FLOAT4 | oid::FLOAT8);
+                    let server = &mut held[0].1.server;
+                    finish_averages(server, &mut rows, i, *count, float).await?;
+                    fields[i].type_oid = if float { oid::FLOAT8 } else { oid::NUMERIC };
+                    fields[i].size = if float { 8 } else { -1 };
+                    fields[i].typmod = -1;
+                }
+            }
+        }
+        let resolve = |c: &ColumnRef| -> Result<usize> {
+            match c {
+                ColumnRef::Position(i) if *i < visible => Ok(*i),
+                ColumnRef::Hidden(k) => Ok(visible + k),
+                ColumnRef::Name(n) => fields
+                    .iter()
+                    .take(visible)
+                    .position(|f| f.name.eq_ignore_ascii_case(n))
+                    .ok_or_else(|| {
+                        Error::Unsupported(format!(
+                            "ORDER BY {n}: no such output column across shards"
+                        ))
+                    }),
+                ColumnRef::Position(i) => Err(Error::Unsupported(format!(
+                    "ORDER BY position {} is not in the select list",
+                    i + 1
+                ))),
+            }
+        };
+        let keys = plan
+            .order
+            .iter()
+            .map(|k| resolve(&k.column).map(|c| (c, k.desc, k.nulls_first)))
+            .collect::<Result<Vec<_>>>()?;
+        merge::sort(&mut rows, &keys, &types);
+        let start = (plan.offset as usize).min(rows.len());
+        let end = plan
+            .limit
+            .map_or(rows.len(), |l| (start + l as usize).min(rows.len()));
+        write_fields(&mut self.to_client, &fields[..visible]);
+        for row in &rows[start..end] {
+            let values: Vec<Option<&str>> = row[..visible].iter().map(|v| v.as_deref()).collect();
+            messages::data_row(&mut self.to_client, &values);
+        }
+        Ok((end - start) as u64)
+    }
+}
+
+/// avg = sum / count, divided by Postgres itself so the digits are exactly
+/// what `avg` would have returned (numeric_div for integers and numerics).
+async fn finish_averages(
+    server: &mut crate::backend::Server,
+    rows: &mut [Row],
+    sum_col: usize,
+    count_col: usize,
+    float: bool,
+) -> Result<()> {
+    let cast = if float { "float8" } else { "numeric" };
+    let pairs: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let (s, c) = (r[sum_col].as_ref()?, r[count_col].as_ref()?);
+            (c != "0").then(|| format!("({i}, {}, {})", quote_literal(s), quote_literal(c)))
+        })
+        .collect();
+    for r in rows.iter_mut() {
+        r[sum_col] = None;
+    }
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "select string_agg(i::text || ':' || (s::{cast} / c::{cast})::text, ',') from (values {}) v(i, s, c)",
+        pairs.join(",")
+    );
+    let row = server.query_row(&sql).await?;
+    let joined = row
+        .and_then(|r| r.into_iter().next().flatten())
+        .unwrap_or_default();
+    for part in joined.split(',').filter(|p| !p.is_empty()) {
+        if let Some((i, v)) = part.split_once(':') {
+            if let Some(r) = i.parse::<usize>().ok().and_then(|i| rows.get_mut(i)) {
+                r[sum_col] = Some(v.to_string());
+            }
+        }
+    }
+    Ok(())
+}
