@@ -460,3 +460,43 @@ async fn keyless_reads_merge_like_one_postgres() {
     assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
     assert_eq!(lines(&c, "select count(*) from orders").await, vec!["200"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_row_inserts_split_per_shard_all_or_nothing() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let proxy = Proxy::start(port, &sharded_config(port, &shards));
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    let rows: Vec<String> = (1..=30).map(|id| format!("({id}, 'n{id}')")).collect();
+    let out = c
+        .simple_query(&format!(
+            "insert into users (id, name) values {} returning id",
+            rows.join(", ")
+        ))
+        .await
+        .expect("split insert");
+    let returned = out
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(returned, 30);
+    assert!(out
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(30))));
+    for (i, pg) in shards.iter().enumerate() {
+        for id in pg.psql("app", "select id from users").lines() {
+            assert_eq!(Key::Bigint(id.parse().unwrap()).shard(3), i);
+        }
+    }
+    // One part fails (id 5 exists): no shard keeps any of the new rows.
+    let err = c
+        .simple_query("insert into users (id, name) values (5, 'dup'), (31, 'x'), (32, 'y'), (33, 'z'), (34, 'w')")
+        .await
+        .expect_err("duplicate key");
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"));
+    let total: i64 = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from users"))
+        .sum();
+    assert_eq!(total, 30, "a failed split insert left rows behind");
+}

@@ -52,6 +52,9 @@ impl Session {
                     let sql = sql.to_string();
                     return self.fan_out(&sql).await;
                 }
+                if let Some(parts) = self.insert_parts(sql) {
+                    return self.split_insert(parts).await;
+                }
                 if self.server.is_some() && self.status != TxStatus::Idle {
                     if let Err(e) = self.check_same_shard(Some(sql), None) {
                         let mut refusal = bytes::BytesMut::new();

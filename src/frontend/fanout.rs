@@ -357,3 +357,142 @@ async fn finish_averages(
     }
     Ok(())
 }
+
+impl Session {
+    /// A multi-row INSERT that spans shards, split per shard; None otherwise.
+    pub(super) fn insert_parts(&self, sql: &str) -> Option<Vec<(usize, String)>> {
+        if self.pool.shards.len() <= 1 || self.server.is_some() || self.deferred_begin.is_some() {
+            return None;
+        }
+        match self.shard_for(Some(sql), None, true) {
+            Err(Error::NoShard(_)) => self.pool.sharding.split_insert(sql),
+            _ => None,
+        }
+    }
+
+    /// Runs each shard's part in a transaction of its own and commits them
+    /// all only if every part succeeded (otherwise all roll back). Not
+    /// two-phase commit: a shard failing at COMMIT itself is reported.
+    pub(super) async fn split_insert(&mut self, parts: Vec<(usize, String)>) -> Result<Flow> {
+        let mut held: Vec<(Arc<ServerPool>, Pooled)> = Vec::with_capacity(parts.len());
+        for (shard, _) in &parts {
+            let server_pool = self
+                .pool
+                .choose(*shard, crate::router::Target::Primary)
+                .clone();
+            let checked = match server_pool.checkout().await {
+                Ok(mut pooled) => pooled
+                    .server
+                    .sync_parameters(self.params.wanted())
+                    .await
+                    .map(|_| pooled),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(pooled) => held.push((server_pool, pooled)),
+                Err(e) => {
+                    for (sp, p) in held {
+                        sp.checkin(p);
+                    }
+                    return self.refuse(e).await;
+                }
+            }
+        }
+        let mut failure: Option<Error> = None;
+        for ((_, pooled), (_, sql)) in held.iter_mut().zip(&parts) {
+            let mut query = BytesMut::new();
+            frontend::query(&format!("BEGIN;{sql}"), &mut query)?;
+            if let Err(e) = pooled.server.stream.write_all(&query).await {
+                pooled.server.broken = true;
+                failure = Some(Error::ServerLost(e.to_string()));
+            }
+        }
+        let (mut total, mut described) = (0u64, false);
+        let mut out = BytesMut::new();
+        for (_, pooled) in held.iter_mut() {
+            if pooled.server.broken {
+                continue;
+            }
+            loop {
+                let (tag, body) = match pooled.server.read_message().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        failure = failure.or(Some(e));
+                        break;
+                    }
+                };
+                match tag {
+                    b'T' if !described => {
+                        described = true;
+                        write_fields(&mut out, &parse_fields(&body)?);
+                    }
+                    b'D' => {
+                        out.put_u8(b'D');
+                        out.put_i32(body.len() as i32 + 4);
+                        out.put_slice(&body);
+                    }
+                    b'C' => {
+                        let tag = cstr(&body, 0)
+                            .map(|(t, _)| t.to_string())
+                            .unwrap_or_default();
+                        if let Some(n) = tag
+                            .strip_prefix("INSERT 0 ")
+                            .and_then(|n| n.parse::<u64>().ok())
+                        {
+                            total += n;
+                        }
+                    }
+                    b'E' => {
+                        let fields = parse_error_fields(&body);
+                        failure = failure.or(Some(Error::ServerRefused {
+                            addr: pooled.server.addr.to_string(),
+                            fields,
+                        }));
+                    }
+                    b'Z' => break,
+                    _ => {}
+                }
+            }
+        }
+        let end = if failure.is_none() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        for (_, pooled) in held.iter_mut() {
+            if pooled.server.broken {
+                continue;
+            }
+            match pooled.server.run_internal(end).await {
+                Ok(None) => {}
+                Ok(Some(fields)) => {
+                    failure = failure.or(Some(Error::ServerRefused {
+                        addr: pooled.server.addr.to_string(),
+                        fields,
+                    }))
+                }
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        for (sp, pooled) in held {
+            sp.checkin(pooled);
+        }
+        match failure {
+            None => {
+                self.to_client.extend_from_slice(&out);
+                messages::command_complete(&mut self.to_client, &format!("INSERT 0 {total}"));
+                crate::stats::Counters::add(&self.pool.counters.xacts, 1);
+            }
+            Some(Error::ServerRefused { fields, .. }) => messages::error_fields(
+                &mut self.to_client,
+                b'E',
+                &fields.severity,
+                &fields.code,
+                &fields.message,
+            ),
+            Some(e) => messages::error_response(&mut self.to_client, &e),
+        }
+        messages::ready_for_query(&mut self.to_client, self.status);
+        Ok(Flow::Continue)
+    }
+}

@@ -240,6 +240,50 @@ impl Sharding {
         shards.iter().all(|s| *s == first).then_some(first)
     }
 
+    /// A multi-row `INSERT ... VALUES` whose rows fall on different shards,
+    /// split into one INSERT per shard (same columns, RETURNING kept).
+    /// None when it is not such an INSERT or a row's key cannot be read.
+    pub fn split_insert(&self, sql: &str) -> Option<Vec<(usize, String)>> {
+        let (table, column) = self.automatic.as_ref()?;
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+        let [Statement::Insert(insert)] = statements.as_mut_slice() else {
+            return None;
+        };
+        let TableObject::TableName(name) = &insert.table else {
+            return None;
+        };
+        if !last_part(&name.to_string()).eq_ignore_ascii_case(table) {
+            return None;
+        }
+        let index = insert
+            .columns
+            .iter()
+            .position(|c| last_part(&c.to_string()).eq_ignore_ascii_case(column))?;
+        let source = insert.source.as_mut()?;
+        let SetExpr::Values(values) = source.body.as_mut() else {
+            return None;
+        };
+        let mut by_shard: Vec<Vec<_>> = vec![Vec::new(); self.shards];
+        for row in values.rows.drain(..) {
+            let shard = self.shard_of_expr(row.content.get(index)?, &|_| None)?;
+            by_shard[shard].push(row);
+        }
+        let mut parts = Vec::new();
+        for (shard, rows) in by_shard.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut part = statements[0].clone();
+            if let Statement::Insert(i) = &mut part {
+                if let Some(SetExpr::Values(v)) = i.source.as_mut().map(|s| s.body.as_mut()) {
+                    v.rows = rows;
+                }
+            }
+            parts.push((shard, part.to_string()));
+        }
+        Some(parts)
+    }
+
     /// Key comparisons joined by AND (an OR could span shards: not used).
     fn collect(
         &self,
@@ -398,6 +442,33 @@ mod tests {
             s.from_statement("select * from users where id in (42, 42)", &none),
             Some(want)
         );
+    }
+
+    #[test]
+    fn splits_multi_row_inserts() {
+        let s = sharding("users.id", KeyType::Bigint);
+        let (a, b) = (
+            1i64,
+            (2..100)
+                .find(|k| Key::Bigint(*k).shard(3) != Key::Bigint(1).shard(3))
+                .unwrap(),
+        );
+        let sql = format!(
+            "insert into users (id, name) values ({a}, 'a'), ({b}, 'b'), ({a}, 'c') returning id"
+        );
+        let parts = s.split_insert(&sql).unwrap();
+        assert_eq!(parts.len(), 2);
+        let on_a = parts
+            .iter()
+            .find(|(sh, _)| *sh == Key::Bigint(a).shard(3))
+            .unwrap();
+        assert!(
+            on_a.1.contains("'a'") && on_a.1.contains("'c'") && !on_a.1.contains("'b'"),
+            "{}",
+            on_a.1
+        );
+        assert!(on_a.1.contains("RETURNING id"));
+        assert!(s.split_insert("insert into users (id) select 1").is_none());
     }
 
     #[test]
