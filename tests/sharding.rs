@@ -500,3 +500,117 @@ async fn multi_row_inserts_split_per_shard_all_or_nothing() {
         .sum();
     assert_eq!(total, 30, "a failed split insert left rows behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_is_split_by_key() {
+    use futures_util::SinkExt;
+    let shards = shard_clusters();
+    let port = free_port();
+    let proxy = Proxy::start(port, &sharded_config(port, &shards));
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    // Text format, all columns, sent in uneven chunks.
+    let text: String = (1..=500).map(|id| format!("{id}\tname\\t{id}\n")).collect();
+    let sink = c.copy_in("copy users from stdin").await.expect("copy in");
+    futures_util::pin_mut!(sink);
+    for chunk in text.as_bytes().chunks(777) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .expect("chunk");
+    }
+    assert_eq!(sink.finish().await.expect("copy done"), 500);
+    // CSV with a header and quoted fields holding delimiters and newlines.
+    let csv: String = std::iter::once("name,id\n".to_string())
+        .chain((501..=600).map(|id| format!("\"a, \"\"b\"\"\nc{id}\",{id}\n")))
+        .collect();
+    let sink = c
+        .copy_in("COPY users (name, id) FROM STDIN WITH (FORMAT csv, HEADER true)")
+        .await
+        .expect("copy csv");
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(csv)).await.expect("csv");
+    assert_eq!(sink.finish().await.expect("csv done"), 100);
+    let total: i64 = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from users"))
+        .sum();
+    assert_eq!(total, 600);
+    for (i, pg) in shards.iter().enumerate() {
+        assert!(
+            count_on(pg, "select count(*) from users") > 100,
+            "shard {i} got too few rows"
+        );
+    }
+    let quoted: i64 = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from users where name like 'a, \"b\"' || chr(10) || 'c%'"))
+        .sum();
+    assert_eq!(quoted, 100, "CSV quoting, doubled quotes and embedded newlines survive the split");
+    // A row without a key aborts the whole COPY on every shard.
+    let sink = c
+        .copy_in("copy users (id, name) from stdin")
+        .await
+        .expect("copy");
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"700\tok\n\\N\tno key\n701\tok\n",
+    ))
+    .await
+    .expect("send");
+    let err = sink.finish().await.expect_err("null key");
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    let total: i64 = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from users"))
+        .sum();
+    assert_eq!(total, 600, "a failed COPY left rows behind");
+    let v: i32 = c
+        .query_one("select 1", &[])
+        .await
+        .expect("usable after a failed COPY")
+        .get(0);
+    assert_eq!(v, 1);
+    // psql's COPY goes through the simple protocol.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("copy.sql");
+    let data: String = (801..=900).map(|id| format!("{id}\tpsql\n")).collect();
+    std::fs::write(
+        &script,
+        format!("COPY users (id, name) FROM STDIN;\n{data}\\.\n"),
+    )
+    .expect("script");
+    let out = run_env(
+        "psql",
+        &[
+            "-X",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-f",
+            &script.to_string_lossy(),
+        ],
+        &[("PGPASSWORD", "app_pw")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("COPY 100"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let total: i64 = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from users"))
+        .sum();
+    assert_eq!(total, 700);
+}

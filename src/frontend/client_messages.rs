@@ -55,6 +55,10 @@ impl Session {
                 if let Some(parts) = self.insert_parts(sql) {
                     return self.split_insert(parts).await;
                 }
+                if let Some(plan) = self.copy_in_plan(sql) {
+                    let sql = sql.to_string();
+                    return self.copy_split(&sql, plan, false).await;
+                }
                 if self.server.is_some() && self.status != TxStatus::Idle {
                     if let Err(e) = self.check_same_shard(Some(sql), None) {
                         let mut refusal = bytes::BytesMut::new();
@@ -85,6 +89,12 @@ impl Session {
                         return Ok(Flow::Continue);
                     }
                     let sql = self.statement_text(tag, &msg, sharded);
+                    if tag == b'B' {
+                        if let Some(plan) = sql.as_deref().and_then(|s| self.copy_in_plan(s)) {
+                            let sql = sql.unwrap_or_default();
+                            return self.copy_split(&sql, plan, true).await;
+                        }
+                    }
                     let bind = (tag == b'B').then_some(&msg[..]);
                     let needs_key = matches!(tag, b'B' | b'E');
                     if !self

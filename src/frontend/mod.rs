@@ -2,6 +2,7 @@
 
 pub mod cancel;
 mod client_messages;
+mod copy_split;
 mod expect;
 mod fanout;
 pub mod handshake;

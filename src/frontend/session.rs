@@ -56,6 +56,8 @@ pub struct Session {
     /// On a sharded pool, extended messages waiting for a Bind or Sync to
     /// show which shard they belong to.
     pub(super) held: Vec<(u8, bytes::Bytes)>,
+    /// A split COPY that came through the extended protocol is running.
+    pub(super) copy_extended: bool,
     /// This client in SHOW CLIENTS.
     pub(super) stats: crate::stats::ClientHandle,
     /// When the current server was checked out (for transaction time).
@@ -110,6 +112,7 @@ impl Session {
             route: RouteState::default(),
             deferred_begin: None,
             held: Vec::new(),
+            copy_extended: false,
             stats,
             checked_out_at: None,
             params,

@@ -1,6 +1,7 @@
 //! Where a statement goes: which role (and, later, which shard).
 
 pub mod commands;
+pub mod copy;
 pub mod hash;
 pub mod merge;
 pub mod rw;

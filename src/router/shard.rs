@@ -100,6 +100,13 @@ impl Sharding {
         Ok(key.shard(self.shards))
     }
 
+    /// The automatic key's (table, column), lower case.
+    pub fn automatic(&self) -> Option<(&str, &str)> {
+        self.automatic
+            .as_ref()
+            .map(|(t, c)| (t.as_str(), c.as_str()))
+    }
+
     /// Whether `sql` touches any table at all (`select 1`, `SET ...`,
     /// `select now()` run on any shard).
     pub fn touches_tables(sql: &str) -> bool {
