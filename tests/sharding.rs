@@ -542,9 +542,17 @@ async fn copy_from_stdin_is_split_by_key() {
     }
     let quoted: i64 = shards
         .iter()
-        .map(|pg| count_on(pg, "select count(*) from users where name like 'a, \"b\"' || chr(10) || 'c%'"))
+        .map(|pg| {
+            count_on(
+                pg,
+                "select count(*) from users where name like 'a, \"b\"' || chr(10) || 'c%'",
+            )
+        })
         .sum();
-    assert_eq!(quoted, 100, "CSV quoting, doubled quotes and embedded newlines survive the split");
+    assert_eq!(
+        quoted, 100,
+        "CSV quoting, doubled quotes and embedded newlines survive the split"
+    );
     // A row without a key aborts the whole COPY on every shard.
     let sink = c
         .copy_in("copy users (id, name) from stdin")
@@ -613,4 +621,33 @@ async fn copy_from_stdin_is_split_by_key() {
         .map(|pg| count_on(pg, "select count(*) from users"))
         .sum();
     assert_eq!(total, 700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_may_read_across_shards() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let proxy = Proxy::start(port, &sharded_config(port, &shards));
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    let rows: Vec<String> = (1..=12).map(|id| format!("({id}, 'n')")).collect();
+    c.simple_query(&format!(
+        "insert into users (id, name) values {}",
+        rows.join(",")
+    ))
+    .await
+    .expect("insert");
+    c.batch_execute("begin read only")
+        .await
+        .expect("begin read only");
+    assert_eq!(lines(&c, "select count(*) from users").await, vec!["12"]);
+    assert_eq!(lines(&c, "select max(id) from users").await, vec!["12"]);
+    c.batch_execute("commit").await.expect("commit");
+    // A read-write transaction must name its shard.
+    c.batch_execute("begin").await.expect("begin");
+    let err = c
+        .simple_query("select count(*) from users")
+        .await
+        .expect_err("keyless read in a read-write transaction");
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
+    c.batch_execute("rollback").await.expect("rollback");
 }

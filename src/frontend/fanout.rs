@@ -82,7 +82,9 @@ impl Session {
     pub(super) fn needs_fan_out(&self, sql: &str) -> bool {
         self.pool.shards.len() > 1
             && self.server.is_none()
-            && self.deferred_begin.is_none()
+            // Outside a transaction, or in a READ ONLY one not started on
+            // any shard yet (each read then has its own snapshot per shard).
+            && matches!(self.deferred_begin, None | Some((_, true)))
             && matches!(
                 self.shard_for(Some(sql), None, true),
                 Err(Error::NoShard(_))
