@@ -318,13 +318,33 @@ impl Server {
     /// Runs SQL the pooler needs for itself; discards results, keeps reported
     /// parameters. Returns the first error the server sent, if any.
     pub async fn run_internal(&mut self, sql: &str) -> Result<Option<ErrorFields>> {
+        Ok(self.exchange(sql).await?.1)
+    }
+
+    /// Runs a query for the pooler and returns its first row as text.
+    pub async fn query_row(&mut self, sql: &str) -> Result<Option<Vec<Option<String>>>> {
+        match self.exchange(sql).await? {
+            (_, Some(fields)) => Err(Error::ServerRefused {
+                addr: self.addr.to_string(),
+                fields,
+            }),
+            (row, None) => Ok(row),
+        }
+    }
+
+    /// One simple-protocol round trip: the first row and the first error.
+    /// Any I/O failure marks the connection broken.
+    async fn exchange(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Option<Vec<Option<String>>>, Option<ErrorFields>)> {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
         if let Err(e) = self.stream.write_all(&out).await {
             self.broken = true;
             return Err(e.into());
         }
-        let mut first_error = None;
+        let (mut row, mut error) = (None, None);
         loop {
             let (tag, body) = match self.read_message().await {
                 Ok(m) => m,
@@ -335,58 +355,20 @@ impl Server {
             };
             match tag {
                 b'S' => self.note_parameter(&body),
+                b'D' if row.is_none() => row = Some(parse_data_row(&body)?),
                 b'E' => {
                     let fields = parse_error_fields(&body);
                     if fields.severity == "FATAL" || fields.severity == "PANIC" {
                         self.broken = true;
                     }
-                    first_error.get_or_insert(fields);
+                    error.get_or_insert(fields);
                 }
                 b'Z' => {
                     self.status = body
                         .first()
                         .and_then(|&b| TxStatus::from_byte(b))
                         .ok_or_else(|| Error::protocol("bad ReadyForQuery"))?;
-                    return Ok(first_error);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Runs a query for the pooler and returns its first row as text.
-    pub async fn query_row(&mut self, sql: &str) -> Result<Option<Vec<Option<String>>>> {
-        let mut out = BytesMut::new();
-        frontend::query(sql, &mut out)?;
-        if let Err(e) = self.stream.write_all(&out).await {
-            self.broken = true;
-            return Err(e.into());
-        }
-        let mut row = None;
-        let mut error = None;
-        loop {
-            let (tag, body) = match self.read_message().await {
-                Ok(m) => m,
-                Err(e) => {
-                    self.broken = true;
-                    return Err(e);
-                }
-            };
-            match tag {
-                b'D' if row.is_none() => row = Some(parse_data_row(&body)?),
-                b'E' => error = Some(parse_error_fields(&body)),
-                b'Z' => {
-                    self.status = body
-                        .first()
-                        .and_then(|&b| TxStatus::from_byte(b))
-                        .ok_or_else(|| Error::protocol("bad ReadyForQuery"))?;
-                    return match error {
-                        Some(fields) => Err(Error::ServerRefused {
-                            addr: self.addr.to_string(),
-                            fields,
-                        }),
-                        None => Ok(row),
-                    };
+                    return Ok((row, error));
                 }
                 _ => {}
             }

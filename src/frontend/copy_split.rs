@@ -51,17 +51,14 @@ impl Session {
                 }
             }
         }
-        let mut held: Vec<(Arc<ServerPool>, Pooled)> = Vec::new();
-        for shard in 0..self.pool.shards.len() {
-            let sp = self
-                .pool
-                .choose(shard, crate::router::Target::Primary)
-                .clone();
-            match sp.checkout().await {
-                Ok(p) => held.push((sp, p)),
-                Err(e) => return self.end_copy(held, Err(e), false).await,
-            }
-        }
+        let shards = 0..self.pool.shards.len();
+        let mut held = match self
+            .checkout_shards(shards, crate::router::Target::Primary)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => return self.end_copy(Vec::new(), Err(e), false).await,
+        };
         let index = match self.key_field(&mut held[0].1, &plan).await {
             Ok(Some(i)) => i,
             Ok(None) => {
@@ -291,14 +288,7 @@ impl Session {
         match outcome {
             Ok(n) => messages::command_complete(&mut self.to_client, &format!("COPY {n}")),
             Err(Error::ClientGone) => return Ok(Flow::Close),
-            Err(Error::ServerRefused { fields, .. }) => messages::error_fields(
-                &mut self.to_client,
-                b'E',
-                &fields.severity,
-                &fields.code,
-                &fields.message,
-            ),
-            Err(e) => messages::error_response(&mut self.to_client, &e),
+            Err(e) => self.write_error(&e),
         }
         if std::mem::take(&mut self.copy_extended) {
             // The client's Sync gets ReadyForQuery; after an error, what it

@@ -103,29 +103,13 @@ impl Session {
             Err(e) => return self.refuse(e).await,
         };
         let target = self.target_for(Some(sql));
-        // One server per shard, taken in shard order so that concurrent
-        // fan-outs cannot deadlock on each other.
-        let mut held: Vec<(Arc<ServerPool>, Pooled)> = Vec::with_capacity(self.pool.shards.len());
-        for shard in 0..self.pool.shards.len() {
-            let server_pool = self.pool.choose(shard, target).clone();
-            let checked = match server_pool.checkout().await {
-                Ok(mut pooled) => pooled
-                    .server
-                    .sync_parameters(self.params.wanted())
-                    .await
-                    .map(|_| pooled),
-                Err(e) => Err(e),
-            };
-            match checked {
-                Ok(pooled) => held.push((server_pool, pooled)),
-                Err(e) => {
-                    for (sp, p) in held {
-                        sp.checkin(p);
-                    }
-                    return self.refuse(e).await;
-                }
-            }
-        }
+        let mut held = match self
+            .checkout_shards(0..self.pool.shards.len(), target)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => return self.refuse(e).await,
+        };
         let mut query = BytesMut::new();
         frontend::query(&plan.shard_sql, &mut query)?;
         for (_, pooled) in held.iter_mut() {
@@ -141,6 +125,52 @@ impl Session {
             self.merge_results(&mut held, &plan).await
         };
         self.finish_fan_out(held, outcome).await
+    }
+
+    /// One server per listed shard, taken in shard order so that
+    /// concurrent multi-shard statements cannot deadlock on each other. On
+    /// failure every server taken is given back.
+    pub(super) async fn checkout_shards(
+        &self,
+        shards: impl Iterator<Item = usize>,
+        target: crate::router::Target,
+    ) -> Result<Vec<(Arc<ServerPool>, Pooled)>> {
+        let mut held: Vec<(Arc<ServerPool>, Pooled)> = Vec::new();
+        for shard in shards {
+            let server_pool = self.pool.choose(shard, target).clone();
+            let checked = match server_pool.checkout().await {
+                Ok(mut pooled) => pooled
+                    .server
+                    .sync_parameters(self.params.wanted())
+                    .await
+                    .map(|_| pooled),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(pooled) => held.push((server_pool, pooled)),
+                Err(e) => {
+                    for (sp, p) in held {
+                        sp.checkin(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Writes the error ending a multi-shard statement (a server's error as it was sent).
+    pub(super) fn write_error(&mut self, e: &Error) {
+        match e {
+            Error::ServerRefused { fields, .. } => messages::error_fields(
+                &mut self.to_client,
+                b'E',
+                &fields.severity,
+                &fields.code,
+                &fields.message,
+            ),
+            e => messages::error_response(&mut self.to_client, e),
+        }
     }
 
     async fn refuse(&mut self, e: Error) -> Result<Flow> {
@@ -163,14 +193,7 @@ impl Session {
                 messages::command_complete(&mut self.to_client, &format!("SELECT {n}"));
                 crate::stats::Counters::add(&self.pool.counters.xacts, 1);
             }
-            Err(Error::ServerRefused { fields, .. }) => messages::error_fields(
-                &mut self.to_client,
-                b'E',
-                &fields.severity,
-                &fields.code,
-                &fields.message,
-            ),
-            Err(e) => messages::error_response(&mut self.to_client, &e),
+            Err(e) => self.write_error(&e),
         }
         messages::ready_for_query(&mut self.to_client, self.status);
         Ok(Flow::Continue)
@@ -376,30 +399,14 @@ impl Session {
     /// all only if every part succeeded (otherwise all roll back). Not
     /// two-phase commit: a shard failing at COMMIT itself is reported.
     pub(super) async fn split_insert(&mut self, parts: Vec<(usize, String)>) -> Result<Flow> {
-        let mut held: Vec<(Arc<ServerPool>, Pooled)> = Vec::with_capacity(parts.len());
-        for (shard, _) in &parts {
-            let server_pool = self
-                .pool
-                .choose(*shard, crate::router::Target::Primary)
-                .clone();
-            let checked = match server_pool.checkout().await {
-                Ok(mut pooled) => pooled
-                    .server
-                    .sync_parameters(self.params.wanted())
-                    .await
-                    .map(|_| pooled),
-                Err(e) => Err(e),
-            };
-            match checked {
-                Ok(pooled) => held.push((server_pool, pooled)),
-                Err(e) => {
-                    for (sp, p) in held {
-                        sp.checkin(p);
-                    }
-                    return self.refuse(e).await;
-                }
-            }
-        }
+        let shards = parts.iter().map(|(shard, _)| *shard);
+        let mut held = match self
+            .checkout_shards(shards, crate::router::Target::Primary)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => return self.refuse(e).await,
+        };
         let mut failure: Option<Error> = None;
         for ((_, pooled), (_, sql)) in held.iter_mut().zip(&parts) {
             let mut query = BytesMut::new();
@@ -485,14 +492,7 @@ impl Session {
                 messages::command_complete(&mut self.to_client, &format!("INSERT 0 {total}"));
                 crate::stats::Counters::add(&self.pool.counters.xacts, 1);
             }
-            Some(Error::ServerRefused { fields, .. }) => messages::error_fields(
-                &mut self.to_client,
-                b'E',
-                &fields.severity,
-                &fields.code,
-                &fields.message,
-            ),
-            Some(e) => messages::error_response(&mut self.to_client, &e),
+            Some(e) => self.write_error(&e),
         }
         messages::ready_for_query(&mut self.to_client, self.status);
         Ok(Flow::Continue)
