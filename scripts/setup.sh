@@ -9,6 +9,7 @@ need=()
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS tests make certificates
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
