@@ -27,7 +27,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
+        // --log-level is for pgmlcat's own records; other crates (sqlparser
+        // logs every token at debug) stay at warn unless RUST_LOG says so.
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("warn,pgmlcat={}", cli.log_level)));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
