@@ -651,3 +651,47 @@ async fn read_only_transactions_may_read_across_shards() {
     assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
     c.batch_execute("rollback").await.expect("rollback");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injection_in_sharding_keys_stays_a_value() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let proxy = Proxy::start(port, &sharded_config(port, &shards));
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    // A bigint key that is really SQL is refused as a bad key.
+    let err = c
+        .simple_query("SET SHARDING KEY TO '1; drop table users'")
+        .await
+        .expect_err("not a bigint");
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"));
+    let err = c
+        .simple_query("/* sharding_key: 1;drop_table_users */ select 1 from users")
+        .await
+        .expect_err("not a bigint");
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"));
+    // A text key is hashed as a value, never spliced into SQL.
+    let acct = connect(&proxy.url("app", "app_pw", "acct")).await;
+    acct.simple_query("SET SHARDING KEY TO 'x''; drop table accounts; --'")
+        .await
+        .expect("any text is a key");
+    acct.execute(
+        "insert into accounts (k) values ($1)",
+        &[&"y'); drop table accounts; --"],
+    )
+    .await
+    .expect("bound value");
+    for pg in &shards {
+        assert_eq!(
+            pg.psql(
+                "app",
+                "select count(*) from pg_tables where tablename in ('users', 'accounts')"
+            ),
+            "2"
+        );
+    }
+    let total: i64 = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from accounts"))
+        .sum();
+    assert_eq!(total, 1);
+}

@@ -64,7 +64,7 @@ pub fn parse(sql: &str) -> Option<Result<Command, Error>> {
                 .map(|n| Command::SetShard(Some(n)))
                 .map_err(|_| Error::InvalidParameter(format!("invalid shard {n:?}: use a shard number or 'ANY'"))),
         })),
-        ["set", "sharding", "key", ..] => Some(value(&original[3..]).map(Command::SetShardingKey)),
+        ["set", "sharding", "key", ..] => Some(literal_after_to(trimmed).map(Command::SetShardingKey)),
         ["show", "server", "role"] => Some(Ok(Command::ShowServerRole)),
         ["show", "primary", "reads"] => Some(Ok(Command::ShowPrimaryReads)),
         ["set", "server", "role", rest @ ..] => Some(value(rest).and_then(|v| {
@@ -97,6 +97,47 @@ pub fn parse(sql: &str) -> Option<Result<Command, Error>> {
         })),
         _ => None,
     }
+}
+
+/// The value of `SET SHARDING KEY TO <literal>`: a quoted SQL string (spaces
+/// and '' allowed) or a bare word.
+fn literal_after_to(statement: &str) -> Result<String, Error> {
+    let bad = || Error::InvalidParameter("syntax: SET SHARDING KEY TO '<value>'".into());
+    let text = statement.trim().trim_end_matches(';').trim_end();
+    let lower = text.to_ascii_lowercase();
+    let after_key = lower.find("key").ok_or_else(bad)? + 3;
+    let rest = text[after_key..].trim_start();
+    let rest = if rest.len() >= 2 && rest[..2].eq_ignore_ascii_case("to") {
+        &rest[2..]
+    } else {
+        rest.strip_prefix('=').ok_or_else(bad)?
+    };
+    let rest = rest.trim();
+    let Some(body) = rest.strip_prefix('\'') else {
+        return match rest.split_whitespace().count() {
+            1 => Ok(rest.to_string()),
+            _ => Err(bad()),
+        };
+    };
+    let mut out = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            if chars.peek() == Some(&'\'') {
+                out.push('\'');
+                chars.next();
+            } else {
+                return if chars.all(char::is_whitespace) {
+                    Ok(out)
+                } else {
+                    Err(bad())
+                };
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Err(bad())
 }
 
 /// `TO 'x'` or `= x` (the value may not contain spaces; '' is a quote).
@@ -151,6 +192,18 @@ mod tests {
             parse("SET SHARDING KEY TO 'Customer-7'").unwrap().unwrap(),
             Command::SetShardingKey("Customer-7".into())
         );
+        assert_eq!(
+            parse("set sharding key = 'New York; it''s'")
+                .unwrap()
+                .unwrap(),
+            Command::SetShardingKey("New York; it's".into())
+        );
+        assert_eq!(
+            parse("SET SHARDING KEY TO 42").unwrap().unwrap(),
+            Command::SetShardingKey("42".into())
+        );
+        assert!(parse("SET SHARDING KEY TO 'open").unwrap().is_err());
+        assert!(parse("SET SHARDING KEY TO 'a' b").unwrap().is_err());
     }
 
     #[test]
