@@ -331,13 +331,17 @@ fn build_pool(
     let keep_params = previous
         .filter(|p| p.shards.len() == shards.len() && Arc::ptr_eq(p.primary(0), &shards[0][0]))
         .and_then(|p| p.server_params.load_full());
+    // With one server per shard there is no role to choose: do not parse
+    // every transaction for nothing.
+    let mut route = RouteConfig::from_pool(pool_cfg);
+    route.parser &= shards.iter().any(|s| s.len() > 1);
     Pool {
         database: db.to_string(),
         user: user.username.clone(),
         mode: settings.mode,
         secret: user.password.as_deref().map(Secret::parse),
         shards,
-        route: RouteConfig::from_pool(pool_cfg),
+        route,
         sharding,
         counters: previous.map(|p| p.counters.clone()).unwrap_or_default(),
         load_balancing: pool_cfg.load_balancing_mode,
