@@ -211,35 +211,17 @@ impl Sharding {
                     shards.push(self.shard_of_expr(row.content.get(index)?, param)?);
                 }
             }
-            Statement::Query(query) => {
-                let SetExpr::Select(select) = query.body.as_ref() else {
-                    return None;
+            Statement::Query(_) | Statement::Update(_) | Statement::Delete(_) => {
+                let selection = match statement {
+                    Statement::Query(query) => match query.body.as_ref() {
+                        SetExpr::Select(select) => select.selection.as_ref(),
+                        _ => None,
+                    },
+                    Statement::Update(update) => update.selection.as_ref(),
+                    Statement::Delete(delete) => delete.selection.as_ref(),
+                    _ => None,
                 };
-                self.collect(
-                    select.selection.as_ref()?,
-                    table,
-                    column,
-                    param,
-                    &mut shards,
-                );
-            }
-            Statement::Update(update) => {
-                self.collect(
-                    update.selection.as_ref()?,
-                    table,
-                    column,
-                    param,
-                    &mut shards,
-                );
-            }
-            Statement::Delete(delete) => {
-                self.collect(
-                    delete.selection.as_ref()?,
-                    table,
-                    column,
-                    param,
-                    &mut shards,
-                );
+                self.collect(selection?, table, column, param, &mut shards);
             }
             _ => return None,
         }
