@@ -143,21 +143,15 @@ fn trust_and_protocol_negotiation() {
     let port = free_port();
     let proxy = Proxy::start(port, &config(port, &pg, "trust", ""));
     // Protocol 3.2 with a _pq_ option: NegotiateProtocolVersion(3.0, [_pq_.x]), then login.
-    let mut body = Vec::new();
-    body.extend_from_slice(&((3i32 << 16) | 2).to_be_bytes());
-    for (k, v) in [
-        ("user", "app"),
-        ("database", "app"),
-        ("_pq_.frobnicate", "1"),
-    ] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend(body);
+    let msg = startup_packet(
+        3,
+        2,
+        &[
+            ("user", "app"),
+            ("database", "app"),
+            ("_pq_.frobnicate", "1"),
+        ],
+    );
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");

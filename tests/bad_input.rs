@@ -53,18 +53,7 @@ fn raw(port: u16, bytes: &[u8]) -> Vec<u8> {
 }
 
 fn startup(user: &str, db: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&196608i32.to_be_bytes());
-    for (k, v) in [("user", user), ("database", db)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend(body);
-    msg
+    startup_packet(3, 0, &[("user", user), ("database", db)])
 }
 
 #[test]

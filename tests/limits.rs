@@ -89,14 +89,7 @@ async fn a_client_that_stops_reading_loses_its_server() {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    let mut startup = Vec::new();
-    startup.extend_from_slice(&196608i32.to_be_bytes());
-    for kv in [b"user\0app\0".as_slice(), b"database\0app\0"] {
-        startup.extend_from_slice(kv);
-    }
-    startup.push(0);
-    let mut msg = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend(startup);
+    let msg = startup_packet(3, 0, &[("user", "app"), ("database", "app")]);
     s.write_all(&msg).expect("startup");
     let mut head = [0u8; 13];
     s.read_exact(&mut head).expect("md5 challenge");

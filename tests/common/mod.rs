@@ -604,6 +604,22 @@ database = "app"
     )
 }
 
+/// A raw StartupMessage for protocol `major.minor` with `params`, for tests
+/// that speak the wire protocol by hand.
+pub fn startup_packet(major: i32, minor: i32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = ((major << 16) | minor).to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend(body);
+    msg
+}
+
 /// Connects with tokio-postgres (NoTls) and spawns the connection task.
 /// Must be called inside a tokio runtime.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
