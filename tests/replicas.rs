@@ -411,3 +411,35 @@ async fn starts_with_a_server_down_and_picks_it_up() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_checked_before_reuse() {
+    let primary = PgCluster::start();
+    let replica = PgCluster::replica_of(&primary);
+    let port = free_port();
+    let proxy = Proxy::start(port, &config(port, primary.port, &[replica.port], "", ""));
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    assert!(
+        in_recovery(&c, "select pg_is_in_recovery()").await,
+        "first read on the replica"
+    );
+    // The replica drops the proxy's idle pool connection behind its back.
+    let killed = replica.psql(
+        "postgres",
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity \
+         where usename = 'app' and application_name <> 'pgmlcat-monitor') t",
+    );
+    assert_eq!(killed, "1", "one idle pool connection on the replica");
+    tokio::time::sleep(Duration::from_millis(300)).await; // > healthcheck_delay (100 ms)
+                                                          // The health check catches the dead connection: the client never sees it.
+    for _ in 0..5 {
+        c.query_one("select 1", &[])
+            .await
+            .expect("no error from a dead idle connection");
+    }
+    assert!(
+        proxy.log().contains("health check failed"),
+        "{}",
+        proxy.log()
+    );
+}
