@@ -59,6 +59,9 @@ pub enum Error {
     NoShard(String),
     #[error("this server requires TLS: connect with sslmode=require or stronger")]
     TlsRequired,
+    /// A pgml.* call failed; the ML side chose the SQLSTATE.
+    #[error("{0}")]
+    Ml(#[from] crate::ml::MlError),
     /// The client hung up; nobody to tell.
     #[error("client closed the connection")]
     ClientGone,
@@ -104,6 +107,7 @@ impl Error {
             Error::IdleInTransaction(_) => "25P03",
             Error::InvalidParameter(_) => "22023",
             Error::Config(_) => "F0000",
+            Error::Ml(e) => e.sqlstate(),
         }
     }
 
@@ -113,6 +117,7 @@ impl Error {
             | Error::Unsupported(_)
             | Error::NoShard(_)
             | Error::InvalidParameter(_)
+            | Error::Ml(_)
             | Error::ServerUnavailable { .. }
             | Error::ServerRefused { .. } => Severity::Error,
             _ => Severity::Fatal,

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod errors;
 pub mod frontend;
+pub mod ml;
 pub mod net;
 pub mod router;
 pub mod runtime;
