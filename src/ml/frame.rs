@@ -57,3 +57,13 @@ impl Frame {
         self.columns.iter().enumerate().find(|(_, c)| c.name == name)
     }
 }
+
+/// One raw feature value given at prediction time, as `pgml.predict(p, (a, b, c))`
+/// passes a row: before preprocessing. Bool arrives as Number 0/1.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawValue {
+    Null,
+    Number(f64),
+    Text(String),
+    Array(Vec<Option<f64>>),
+}
