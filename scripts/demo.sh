@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A throwaway Postgres, pgmlcat in front of it, and a few queries through it.
+# A throwaway Postgres, pgmlcat in front of it, queries, training and
+# predictions through it, and pgbench.
 # Everything is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,9 +41,15 @@ for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PROXY_PORT) 2>/dev/null && b
 export PGPASSWORD=app_pw
 q() { echo "app=> $1"; psql -X -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app -c "$1"; }
 q "select version()"
-q "create table users(id int primary key, location text, total_purchases int)"
-q "insert into users select g, (array['north','south','east'])[1 + g % 3], g % 17 from generate_series(1, 1000) g"
-q "select location, count(*), avg(total_purchases)::numeric(5,2) from users group by 1 order by 1"
+q "create table users(id int primary key, company_id int, location int, total_purchases int, bought bool)"
+q "insert into users select g, g % 10, g % 5, (g * 7) % 23, ((g * 7) % 23 > 11) <> (g % 5 = 0) from generate_series(1, 5000) g"
+echo "== in-line ML: the database has no extension; pgmlcat answers pgml.*"
+q "create view purchases as select location, total_purchases, bought from users"
+q "select * from pgml.train('Probability of buying', 'classification', 'purchases', 'bought', algorithm => 'lightgbm')"
+q "select id, algorithm, round((metrics->>'f1')::numeric, 3) as f1 from pgml.models"
+q "SELECT *, pgml.predict('Probability of buying', ARRAY[location, total_purchases]) AS likely_to_buy FROM users WHERE company_id = 5 ORDER BY likely_to_buy DESC LIMIT 5"
+echo "== examples/iris_classification.sql"
+psql -X -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app -f examples/iris_classification.sql
 echo "== pgbench -S through pgmlcat (transaction pooling, 32 clients on 10 server connections)"
 "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PROXY_PORT" -U app -i -s 1 -q app >/dev/null 2>&1
 "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PROXY_PORT" -U app -S -c 32 -j 2 -T 3 -M prepared app 2>&1 | grep -E "tps|failed"

@@ -10,6 +10,10 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS tests make certificates
+# lightgbm3's build: bindgen needs libclang, LightGBM's C++ needs OpenMP.
+[[ -e /usr/lib/llvm-14/lib/libclang.so || -n $(ls /usr/lib/llvm-*/lib/libclang*.so 2>/dev/null) ]] || need+=(libclang-dev)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -21,6 +25,17 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# LightGBM needs CMake >= 3.28 and Debian 12 has 3.25: a pip wheel of CMake
+# goes into .tools/, where .cargo/config.toml points the CMAKE variable.
+root=$(cd "$(dirname "$0")/.." && pwd)
+cmake_bin="$root/.tools/cmake/cmake/data/bin/cmake"
+if [[ ! -x $cmake_bin ]]; then
+  echo "setup: installing CMake >= 3.28 into .tools/cmake" >&2
+  pip=$(command -v pip3 || command -v pip)
+  "$pip" install -q --disable-pip-version-check --target "$root/.tools/cmake" 'cmake>=3.28,<4' >&2
+fi
+"$cmake_bin" --version >/dev/null
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust (rustup) first" >&2
   exit 1

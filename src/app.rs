@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 use crate::backend::Registry;
 use crate::config::{self, Config};
 use crate::frontend::cancel::CancelRegistry;
+use crate::ml::service::Ml;
 
 fn client_tls(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Vec<String>> {
     match (
@@ -43,6 +44,8 @@ pub struct App {
     pub clients: AtomicUsize,
     pub shutdown: watch::Sender<Shutdown>,
     pub started: Instant,
+    /// pgml.* for every pool: settings, training slots, model cache, stats.
+    pub ml: Arc<Ml>,
     pause: Pause,
 }
 
@@ -58,8 +61,10 @@ impl App {
     /// Fails with the reasons when TLS files cannot be loaded.
     pub fn new(config: Config, config_path: PathBuf) -> Result<Arc<App>, Vec<String>> {
         let tls = client_tls(&config)?;
+        let ml = Ml::new(&config.ml);
         let registry = Registry::build(Arc::new(config), None)?;
         Ok(Arc::new(App {
+            ml,
             registry: ArcSwap::from_pointee(registry),
             tls: ArcSwapOption::new(tls.map(Arc::new)),
             config_path,
@@ -89,8 +94,10 @@ impl App {
         }
         // Certificates are re-read too, so a renewed one takes effect on SIGHUP.
         let tls = client_tls(&loaded.config)?;
+        let ml_config = loaded.config.ml.clone();
         let registry = Registry::build(Arc::new(loaded.config), Some(&old))?;
         self.registry.store(Arc::new(registry));
+        self.ml.update(&ml_config);
         self.tls.store(tls.map(Arc::new));
         Ok(notes)
     }

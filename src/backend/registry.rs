@@ -34,6 +34,8 @@ pub struct Pool {
     /// Traffic counters for SHOW STATS and /metrics.
     pub counters: Arc<crate::stats::Counters>,
     pub lag_limit: LagLimit,
+    /// Whether pgml.* calls are answered for this pool.
+    pub ml_enabled: bool,
     /// ParameterStatus values clients get at login, learned from a server.
     server_params: ArcSwapOption<Vec<(String, String)>>,
 }
@@ -350,5 +352,6 @@ fn build_pool(
             seconds: pool_cfg.max_replica_lag_seconds,
         },
         server_params: ArcSwapOption::new(keep_params),
+        ml_enabled: pool_cfg.ml.enabled.unwrap_or(true),
     }
 }

@@ -23,6 +23,42 @@ pub struct Config {
     /// accepted so pgcat configs load; not acted on.
     #[serde(default)]
     pub plugins: Option<toml::Value>,
+    /// pgmlcat: in-proxy ML (pgml.train, pgml.predict). On by default.
+    #[serde(default)]
+    pub ml: MlConfig,
+}
+
+/// The `[ml]` table: every key optional.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MlConfig {
+    /// false: pgml.* calls get an error instead of being answered.
+    pub enabled: bool,
+    /// Threads one training may use (LightGBM); 0 = one per core.
+    pub threads: usize,
+    /// Trainings that may run at once; more wait for a slot.
+    pub max_concurrent_trainings: usize,
+    /// Cap on the training data one training may hold, in MB.
+    pub max_memory_mb: usize,
+}
+
+impl Default for MlConfig {
+    fn default() -> Self {
+        MlConfig {
+            enabled: true,
+            threads: 0,
+            max_concurrent_trainings: 2,
+            max_memory_mb: 4096,
+        }
+    }
+}
+
+/// A pool's `[pools.<name>.ml]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct PoolMlConfig {
+    /// Switches ML off (or on) for this pool only.
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -233,6 +269,8 @@ pub struct PoolConfig {
     /// pgmlcat: sslmode and CA bundle for this pool's servers.
     pub server_sslmode: Option<crate::net::tls::SslMode>,
     pub server_tls_ca_file: Option<String>,
+    /// pgmlcat: per-pool ML settings.
+    pub ml: PoolMlConfig,
     pub users: BTreeMap<String, UserConfig>,
     pub shards: BTreeMap<String, ShardConfig>,
 }
@@ -267,6 +305,7 @@ impl Default for PoolConfig {
             max_replica_lag_seconds: None,
             server_sslmode: None,
             server_tls_ca_file: None,
+            ml: PoolMlConfig::default(),
             sharding_key_type: crate::router::shard::KeyType::Bigint,
             users: BTreeMap::new(),
             shards: BTreeMap::new(),

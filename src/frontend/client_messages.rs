@@ -48,6 +48,11 @@ impl Session {
                 if self.answer_locally(sql) {
                     return Ok(Flow::Continue);
                 }
+                if crate::ml::call::mentions_pgml(sql) {
+                    if let Some(flow) = self.ml_simple(sql).await? {
+                        return Ok(flow);
+                    }
+                }
                 if self.needs_fan_out(sql) {
                     let sql = sql.to_string();
                     return self.fan_out(&sql).await;
@@ -78,6 +83,9 @@ impl Session {
                 }
             }
             b'P' | b'B' | b'D' | b'C' | b'E' | b'S' | b'H' => {
+                if self.ml_extended(tag, &msg).await? {
+                    return Ok(Flow::Continue);
+                }
                 if self.answer_without_server(tag, &msg)? {
                     return Ok(Flow::Continue);
                 }

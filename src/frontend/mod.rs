@@ -8,6 +8,8 @@ mod fanout;
 pub mod handshake;
 pub mod listener;
 mod local;
+mod ml;
+mod predict;
 pub mod params;
 pub mod prepared;
 mod relay;

@@ -184,7 +184,7 @@ impl Session {
 
     /// In transaction mode the server goes back once nothing is outstanding
     /// and the transaction has ended.
-    fn transaction_over(&self, server_status: TxStatus) -> bool {
+    pub(super) fn transaction_over(&self, server_status: TxStatus) -> bool {
         self.mode == PoolMode::Transaction
             && server_status == TxStatus::Idle
             && self.expect.is_empty()

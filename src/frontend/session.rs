@@ -83,6 +83,8 @@ pub struct Session {
     pub(super) server_stream_left: usize,
     pub(super) max_message: usize,
     pub(super) idle_tx_timeout: Option<Duration>,
+    /// pgml statements and portals answered by the proxy.
+    pub(super) ml: super::ml::MlState,
 }
 
 impl Session {
@@ -123,6 +125,7 @@ impl Session {
             cancel,
             status: TxStatus::Idle,
             skip_until_sync: false,
+            ml: Default::default(),
             discard_until_sync: false,
             client_stream_left: 0,
             server_stream_left: 0,
@@ -484,7 +487,7 @@ impl Session {
     }
 
     /// The server connection died under the client.
-    async fn on_server_lost(&mut self) -> Flow {
+    pub(super) async fn on_server_lost(&mut self) -> Flow {
         let addr = self
             .server
             .take()

@@ -39,7 +39,7 @@ pub enum MlError {
     #[error("{0}")]
     Internal(String),
     /// The database refused one of pgmlcat's own statements; passed through.
-    #[error("{0}")]
+    #[error("{}", .0.message)]
     Server(ErrorFields),
 }
 

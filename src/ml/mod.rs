@@ -2,9 +2,28 @@
 //! training (data pull, preprocessing, algorithms, search, metrics), the
 //! model registry in the database's `pgml` schema and the model cache.
 
+pub mod algorithms;
+pub mod args;
+pub mod cache;
+pub mod call;
+pub mod catalog;
+pub mod datasets;
+pub mod db;
 pub mod error;
+pub mod exec;
 pub mod frame;
+pub mod labels;
+pub mod metrics;
+pub mod predict;
+pub mod predictor;
+pub mod preprocess;
+pub mod pull;
+pub mod search;
+pub mod service;
+pub mod split;
+pub mod stats;
 pub mod task;
+pub mod train;
 
 pub use error::{MlError, MlResult};
 pub use task::Task;

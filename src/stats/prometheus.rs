@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge, with_local_recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -17,25 +16,19 @@ use crate::config::Role;
 
 /// Serves /metrics until the process ends.
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
-    let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (app, recorder) = (app.clone(), recorder.clone());
+        let app = app.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), respond(&app, &recorder, stream))
-                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), respond(&app, stream)).await;
         });
     }
 }
 
-async fn respond(
-    app: &App,
-    recorder: &PrometheusRecorder,
-    mut stream: TcpStream,
-) -> std::io::Result<()> {
+async fn respond(app: &App, mut stream: TcpStream) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
@@ -47,7 +40,7 @@ async fn respond(
     }
     let wanted = request.starts_with(b"GET /metrics ") || request.starts_with(b"GET / ");
     let (status, body) = if wanted {
-        ("200 OK", render(app, recorder))
+        ("200 OK", render(app))
     } else {
         ("404 Not Found", "not found: try /metrics\n".to_string())
     };
@@ -60,8 +53,10 @@ async fn respond(
     stream.shutdown().await
 }
 
-/// Copies pgmlcat's counters into the recorder and renders them.
-pub fn render(app: &App, recorder: &PrometheusRecorder) -> String {
+/// Copies pgmlcat's counters into the recorder (which also holds the ML
+/// metrics, recorded as they happen) and renders them.
+pub fn render(app: &App) -> String {
+    let recorder = app.ml.metrics.recorder();
     with_local_recorder(recorder, || collect(app));
     recorder.handle().render()
 }

@@ -554,6 +554,23 @@ impl Proxy {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// psql through the proxy as app/app_pw on database `app`: stdout
+    /// (unaligned, tuples only) or, on failure, stderr.
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
+        let out = run_env(
+            "psql",
+            &["-X", "-w", "-h", "127.0.0.1", "-p", &port, "-U", "app", "-d", "app",
+              "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+            &[("PGPASSWORD", "app_pw")],
+        );
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
     /// libpq / tokio-postgres keyword connection string for the proxy.
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
         format!(

@@ -1,0 +1,281 @@
+//! pgml.* in a client session: function calls answered by the proxy (simple
+//! and extended protocol), with training progress streamed as NOTICEs.
+//! Only statements that mention "pgml" get here; everything else never
+//! pays for the check beyond a byte scan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::predict::{parse_sql, PredictPortal};
+use super::prepared;
+use super::session::{Flow, Session};
+use crate::errors::{Error, Result};
+use crate::ml::call::{self, FnCall};
+use crate::ml::exec;
+use crate::ml::predict::Plan;
+use crate::ml::service::Progress;
+use crate::net::codec;
+use crate::net::messages;
+
+/// Statements and portals of this client that pgmlcat answers itself.
+#[derive(Default)]
+pub(super) struct MlState {
+    statements: HashMap<String, FnCall>,
+    portals: HashMap<String, FnCall>,
+    predicts: HashMap<String, Arc<Plan>>,
+    predict_portals: HashMap<String, PredictPortal>,
+}
+
+impl MlState {
+    fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+            && self.portals.is_empty()
+            && self.predicts.is_empty()
+            && self.predict_portals.is_empty()
+    }
+
+    /// A statement or portal name is being reused: forget the old one.
+    fn forget(&mut self, kind: u8, name: &str) -> bool {
+        match kind {
+            b'S' => {
+                self.statements.remove(name).is_some() | self.predicts.remove(name).is_some()
+            }
+            _ => {
+                self.portals.remove(name).is_some()
+                    | self.predict_portals.remove(name).is_some()
+            }
+        }
+    }
+}
+
+impl Session {
+    pub(super) fn ml_predicts(&mut self) -> &mut HashMap<String, Arc<Plan>> {
+        &mut self.ml.predicts
+    }
+
+    pub(super) fn ml_predict_portals(&mut self) -> &mut HashMap<String, PredictPortal> {
+        &mut self.ml.predict_portals
+    }
+
+    /// A simple Query: Some(flow) when it was a pgml call we answered.
+    pub(super) async fn ml_simple(&mut self, sql: &str) -> Result<Option<Flow>> {
+        if !call::mentions_pgml(sql) {
+            return Ok(None);
+        }
+        let call = match call::parse_call(sql) {
+            Ok(Some(call)) => call,
+            Ok(None) => return self.predict_simple(sql).await,
+            Err(e) => {
+                let mut out = BytesMut::new();
+                messages::error_response(&mut out, &Error::Ml(e));
+                messages::ready_for_query(&mut out, self.status);
+                self.respond_in_order(out.freeze());
+                return Ok(Some(Flow::Continue));
+            }
+        };
+        if self.settle().await? == Flow::Close {
+            return Ok(Some(Flow::Close));
+        }
+        self.run_call(&call, true).await?;
+        messages::ready_for_query(&mut self.to_client, self.status);
+        Ok(Some(Flow::Continue))
+    }
+
+    /// An extended-protocol message that concerns a pgml call; true when
+    /// answered here.
+    pub(super) async fn ml_extended(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
+        match tag {
+            b'P' => {
+                let (name, sql) = parse_sql(msg)?;
+                if !call::mentions_pgml(sql) {
+                    if !self.ml.is_empty() {
+                        self.ml.forget(b'S', name);
+                    }
+                    return Ok(false);
+                }
+                let name = name.to_string();
+                self.ml.forget(b'S', &name);
+                match call::parse_call(sql) {
+                    Ok(None) => match self.predict_parse(&name, sql) {
+                        Ok(handled) => Ok(handled),
+                        Err(e) => {
+                            self.ml_refuse(e);
+                            Ok(true)
+                        }
+                    },
+                    Ok(Some(call)) => {
+                        self.ml.statements.insert(name, call);
+                        let mut out = BytesMut::new();
+                        messages::parse_complete(&mut out);
+                        self.respond_in_order(out.freeze());
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        self.ml_refuse(Error::Ml(e));
+                        Ok(true)
+                    }
+                }
+            }
+            _ if self.ml.is_empty() => Ok(false),
+            b'B' => {
+                let (portal, _) = codec::cstr(msg, 5)?;
+                let (stmt, _, _) = prepared::bind_statement(msg)?;
+                self.ml.forget(b'P', portal);
+                let Some(call) = self.ml.statements.get(stmt) else {
+                    return self.predict_bind(portal, stmt, msg);
+                };
+                let mut call = call.clone();
+                let portal = portal.to_string();
+                let values: Vec<Option<String>> = prepared::bind_params(msg)?
+                    .into_iter()
+                    .map(|(v, _)| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                    .collect();
+                if let Err(e) = call.bind(&values) {
+                    self.ml_refuse(Error::Ml(e));
+                    return Ok(true);
+                }
+                self.ml.portals.insert(portal, call);
+                let mut out = BytesMut::new();
+                out.put_u8(b'2');
+                out.put_i32(4);
+                self.respond_in_order(out.freeze());
+                Ok(true)
+            }
+            b'D' => {
+                let (kind, name) = prepared::target(msg)?;
+                let mut out = BytesMut::new();
+                if kind == b'S' {
+                    let Some(call) = self.ml.statements.get(name) else {
+                        return self.predict_describe(kind, name).await;
+                    };
+                    // Parameters are described as text: the proxy reads them so.
+                    let n = call.param_count();
+                    out.put_u8(b't');
+                    out.put_i32(4 + 2 + 4 * n as i32);
+                    out.put_i16(n as i16);
+                    for _ in 0..n {
+                        out.put_u32(25);
+                    }
+                    exec::describe(call, &mut out);
+                } else {
+                    let Some(call) = self.ml.portals.get(name) else {
+                        return self.predict_describe(kind, name).await;
+                    };
+                    exec::describe(call, &mut out);
+                }
+                self.respond_in_order(out.freeze());
+                Ok(true)
+            }
+            b'E' => {
+                let (portal, _) = codec::cstr(msg, 5)?;
+                let Some(call) = self.ml.portals.get(portal).cloned() else {
+                    return self.predict_execute(portal).await;
+                };
+                if self.settle().await? == Flow::Close {
+                    return Err(Error::ClientGone);
+                }
+                if !self.run_call(&call, false).await? {
+                    self.skip_until_sync = self.server.is_none();
+                    self.discard_until_sync = self.server.is_some();
+                }
+                Ok(true)
+            }
+            b'C' => {
+                let (kind, name) = prepared::target(msg)?;
+                if !self.ml.forget(kind, name) {
+                    return Ok(false);
+                }
+                let mut out = BytesMut::new();
+                messages::close_complete(&mut out);
+                self.respond_in_order(out.freeze());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// An error raised by us mid-batch: Postgres skips to the Sync.
+    fn ml_refuse(&mut self, e: Error) {
+        let mut out = BytesMut::new();
+        messages::error_response(&mut out, &e);
+        self.respond_in_order(out.freeze());
+        if self.server.is_some() {
+            self.discard_until_sync = true;
+        } else {
+            self.skip_until_sync = true;
+        }
+    }
+
+    /// Waits until every answer owed to the client from a held server has
+    /// been relayed, so what we write next comes after it.
+    pub(super) async fn settle(&mut self) -> Result<Flow> {
+        if self.flush().await? == Flow::Close {
+            return Ok(Flow::Close);
+        }
+        while !self.expect.is_empty() {
+            let Some(pooled) = self.server.as_mut() else {
+                break;
+            };
+            let n = pooled
+                .server
+                .stream
+                .read_buf(&mut pooled.server.buf)
+                .await
+                .unwrap_or(0);
+            let flow = if n == 0 {
+                self.on_server_lost().await
+            } else {
+                self.on_server_data().await?
+            };
+            if flow == Flow::Close || self.flush().await? == Flow::Close {
+                return Ok(Flow::Close);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Runs a call, streaming its NOTICEs, then writes its result (with a
+    /// RowDescription when `describe`) or its error. False on error.
+    async fn run_call(&mut self, call: &FnCall, describe: bool) -> Result<bool> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (ml, pool) = (self.app.ml.clone(), self.pool.clone());
+        let mut body = BytesMut::new();
+        let result = {
+            let work = exec::execute(&ml, &pool, call, Progress::new(tx), &mut body);
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    Some(note) = rx.recv() => {
+                        messages::notice(&mut self.to_client, &note);
+                        if self.flush().await? == Flow::Close {
+                            return Err(Error::ClientGone);
+                        }
+                    }
+                }
+            }
+        };
+        while let Ok(note) = rx.try_recv() {
+            messages::notice(&mut self.to_client, &note);
+        }
+        match result {
+            Ok(()) => {
+                if describe {
+                    exec::describe(call, &mut self.to_client);
+                }
+                self.to_client.extend_from_slice(&body);
+                Ok(true)
+            }
+            Err(e) => {
+                let e = Error::Ml(e);
+                tracing::info!(client = %self.peer, pool = %self.pool.database, error = %e, "pgml.{} failed", call.func.name());
+                messages::error_response(&mut self.to_client, &e);
+                Ok(false)
+            }
+        }
+    }
+}

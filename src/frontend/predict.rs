@@ -1,0 +1,423 @@
+//! pgml.predict in a client session. The statement is planned once (and
+//! cached by text), the rewritten SQL runs on the client's server, and the
+//! server's answer goes through the plan's Rewriter, which splices the
+//! predictions in. Simple protocol and extended (Parse/Bind/Describe/
+//! Execute), where each Describe or Execute is one short exchange of our
+//! own on the server, so the session's pipelining bookkeeping never sees
+//! the rewritten statement.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+
+use super::prepared;
+use super::session::{Flow, Session};
+use crate::errors::{Error, Result};
+use crate::ml::predict::{self, Plan, Rewriter};
+use crate::ml::predictor::ModelSet;
+use crate::ml::MlError;
+use crate::net::codec::{self, read_i16, read_i32};
+use crate::net::messages::{self, TxStatus};
+use crate::stats::Counters;
+
+/// A Bind of a pgml.predict statement, kept until its Execute.
+#[derive(Clone)]
+pub(super) struct PredictPortal {
+    pub plan: Arc<Plan>,
+    /// Parameter format codes and values, as the client sent them.
+    pub param_formats: Vec<i16>,
+    pub params: Vec<Option<Vec<u8>>>,
+    pub result_formats: Vec<i16>,
+}
+
+impl PredictPortal {
+    fn text_params(&self) -> Vec<Option<String>> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+}
+
+/// Bind's sections: (param formats, params, result formats).
+fn parse_bind(msg: &[u8]) -> Result<(Vec<i16>, Vec<Option<Vec<u8>>>, Vec<i16>)> {
+    let (_, _, mut pos) = prepared::bind_statement(msg)?;
+    let mut formats = Vec::new();
+    let n = read_i16(msg, pos)?.max(0) as usize;
+    pos += 2;
+    for _ in 0..n {
+        formats.push(read_i16(msg, pos)?);
+        pos += 2;
+    }
+    let n = read_i16(msg, pos)?.max(0) as usize;
+    pos += 2;
+    let mut params = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = read_i32(msg, pos)?;
+        pos += 4;
+        if len < 0 {
+            params.push(None);
+            continue;
+        }
+        let end = pos + len as usize;
+        let value = msg
+            .get(pos..end)
+            .ok_or_else(|| Error::protocol("Bind parameter truncated"))?;
+        params.push(Some(value.to_vec()));
+        pos = end;
+    }
+    let n = read_i16(msg, pos)?.max(0) as usize;
+    pos += 2;
+    let mut results = Vec::with_capacity(n);
+    for _ in 0..n {
+        results.push(read_i16(msg, pos)?);
+        pos += 2;
+    }
+    Ok((formats, params, results))
+}
+
+impl Session {
+    /// The plan of a statement calling pgml.predict; None if it calls none.
+    fn predict_plan(&self, sql: &str) -> std::result::Result<Option<Arc<Plan>>, MlError> {
+        self.app.ml.plan(sql)
+    }
+
+    /// Simple Query with pgml.predict: Some(flow) when handled.
+    pub(super) async fn predict_simple(&mut self, sql: &str) -> Result<Option<Flow>> {
+        let plan = match self.predict_plan(sql) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let mut out = BytesMut::new();
+                messages::error_response(&mut out, &Error::Ml(e));
+                messages::ready_for_query(&mut out, self.status);
+                self.respond_in_order(out.freeze());
+                return Ok(Some(Flow::Continue));
+            }
+        };
+        if self.settle().await? == Flow::Close {
+            return Ok(Some(Flow::Close));
+        }
+        let outcome = self.run_predict(&plan, None, true).await;
+        if let Err(e) = outcome {
+            if matches!(e, Error::ClientGone | Error::Io(_)) {
+                return Err(e);
+            }
+            messages::error_response(&mut self.to_client, &e);
+        }
+        messages::ready_for_query(&mut self.to_client, self.status);
+        Ok(Some(Flow::Continue))
+    }
+
+    /// Parse of a pgml.predict statement: planned now, answered here.
+    pub(super) fn predict_parse(&mut self, name: &str, sql: &str) -> Result<bool> {
+        match self.predict_plan(sql) {
+            Ok(None) => Ok(false),
+            Ok(Some(plan)) => {
+                self.ml_predicts().insert(name.to_string(), plan);
+                let mut out = BytesMut::new();
+                messages::parse_complete(&mut out);
+                self.respond_in_order(out.freeze());
+                Ok(true)
+            }
+            Err(e) => Err(Error::Ml(e)),
+        }
+    }
+
+    /// Bind of a pgml.predict statement; false if `stmt` is not one.
+    pub(super) fn predict_bind(&mut self, portal: &str, stmt: &str, msg: &[u8]) -> Result<bool> {
+        let Some(plan) = self.ml_predicts().get(stmt).cloned() else {
+            return Ok(false);
+        };
+        let (param_formats, params, result_formats) = parse_bind(msg)?;
+        self.ml_predict_portals().insert(
+            portal.to_string(),
+            PredictPortal {
+                plan,
+                param_formats,
+                params,
+                result_formats,
+            },
+        );
+        let mut out = BytesMut::new();
+        out.put_u8(b'2');
+        out.put_i32(4);
+        self.respond_in_order(out.freeze());
+        Ok(true)
+    }
+
+    /// Describe (statement or portal) of a pgml.predict statement.
+    pub(super) async fn predict_describe(&mut self, kind: u8, name: &str) -> Result<bool> {
+        let portal = match kind {
+            b'S' => match self.ml_predicts().get(name).cloned() {
+                Some(plan) => PredictPortal {
+                    plan,
+                    param_formats: Vec::new(),
+                    params: Vec::new(),
+                    result_formats: Vec::new(),
+                },
+                None => return Ok(false),
+            },
+            _ => match self.ml_predict_portals().get(name).cloned() {
+                Some(p) => p,
+                None => return Ok(false),
+            },
+        };
+        if self.settle().await? == Flow::Close {
+            return Err(Error::ClientGone);
+        }
+        if let Err(e) = self.describe_predict(&portal, kind == b'S').await {
+            self.predict_failed(e)?;
+        }
+        Ok(true)
+    }
+
+    /// Execute of a pgml.predict portal.
+    pub(super) async fn predict_execute(&mut self, portal: &str) -> Result<bool> {
+        let Some(p) = self.ml_predict_portals().get(portal).cloned() else {
+            return Ok(false);
+        };
+        if self.settle().await? == Flow::Close {
+            return Err(Error::ClientGone);
+        }
+        if let Err(e) = self.run_predict(&p.plan.clone(), Some(&p), false).await {
+            self.predict_failed(e)?;
+        }
+        Ok(true)
+    }
+
+    fn predict_failed(&mut self, e: Error) -> Result<()> {
+        if matches!(e, Error::ClientGone | Error::Io(_)) {
+            return Err(e);
+        }
+        messages::error_response(&mut self.to_client, &e);
+        if self.server.is_some() {
+            self.discard_until_sync = true;
+        } else {
+            self.skip_until_sync = true;
+        }
+        Ok(())
+    }
+
+    /// A server for the rewritten statement: the one held, or one checked
+    /// out as for any statement (shard routing, deferred BEGIN).
+    async fn predict_server(&mut self, server_sql: &str, simple: bool) -> Result<()> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        if !self.ensure_server(simple, Some(server_sql), None, true).await? {
+            return Err(Error::NoShard(self.pool.sharding.missing_key()));
+        }
+        Ok(())
+    }
+
+    async fn describe_predict(&mut self, portal: &PredictPortal, statement: bool) -> Result<()> {
+        let plan = &portal.plan;
+        let Some(server_sql) = plan.server_sql.clone() else {
+            if statement {
+                // $n of a constant statement can only be a model reference: text.
+                let n = plan
+                    .calls
+                    .iter()
+                    .filter_map(|c| match c.model {
+                        predict::ModelRef::Param(n) => Some(n),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                self.to_client.put_u8(b't');
+                self.to_client.put_i32(4 + 2 + 4 * n as i32);
+                self.to_client.put_i16(n as i16);
+                for _ in 0..n {
+                    self.to_client.put_u32(25);
+                }
+            }
+            plan.describe_constant(&portal.result_formats, &mut self.to_client)
+                .map_err(Error::Ml)?;
+            return Ok(());
+        };
+        self.predict_server(&server_sql, false).await?;
+        let mut msg = BytesMut::new();
+        frontend::parse("", &server_sql, std::iter::empty(), &mut msg)?;
+        if statement {
+            frontend::describe(b'S', "", &mut msg)?;
+        } else {
+            self.bind_for_server(portal, &mut msg)?;
+            frontend::describe(b'P', "", &mut msg)?;
+        }
+        frontend::sync(&mut msg);
+        // Describe answers need no models: nothing is predicted.
+        let mut rewriter = plan.rewriter(Arc::new(NoModels), &portal.result_formats);
+        self.exchange(&msg, &mut rewriter, true).await
+    }
+
+    /// Runs the statement: the rewritten SQL on the server, or a constant
+    /// answer computed here.
+    async fn run_predict(
+        &mut self,
+        plan: &Arc<Plan>,
+        portal: Option<&PredictPortal>,
+        simple: bool,
+    ) -> Result<()> {
+        let params = portal.map(PredictPortal::text_params).unwrap_or_default();
+        let models = ModelSet::resolve(&self.app.ml, &self.pool, &plan.calls, &params)
+            .await
+            .map_err(Error::Ml)?;
+        let Some(server_sql) = plan.server_sql.clone() else {
+            let formats = portal.map(|p| p.result_formats.clone()).unwrap_or_default();
+            if simple {
+                plan.answer_constant(&models, &mut self.to_client)
+            } else {
+                plan.execute_constant(&models, &formats, &mut self.to_client)
+            }
+            .map_err(Error::Ml)?;
+            return Ok(());
+        };
+        self.predict_server(&server_sql, simple).await?;
+        let mut msg = BytesMut::new();
+        let formats = match portal {
+            None => {
+                frontend::query(&server_sql, &mut msg)?;
+                Vec::new()
+            }
+            Some(p) => {
+                frontend::parse("", &server_sql, std::iter::empty(), &mut msg)?;
+                self.bind_for_server(p, &mut msg)?;
+                frontend::describe(b'P', "", &mut msg)?;
+                frontend::execute("", 0, &mut msg)?;
+                frontend::sync(&mut msg);
+                p.result_formats.clone()
+            }
+        };
+        let mut rewriter = plan.rewriter(Arc::new(models), &formats);
+        // Execute sends no RowDescription; the simple protocol does.
+        self.exchange(&msg, &mut rewriter, simple).await
+    }
+
+    /// Bind of the unnamed statement with the client's parameters and the
+    /// result formats the server must use.
+    fn bind_for_server(&self, p: &PredictPortal, out: &mut BytesMut) -> Result<()> {
+        let formats = p.plan.server_result_formats(&p.result_formats);
+        frontend::bind(
+            "",
+            "",
+            p.param_formats.iter().copied(),
+            p.params.iter(),
+            |v, buf| match v {
+                Some(b) => {
+                    buf.extend_from_slice(b);
+                    Ok(postgres_protocol::IsNull::No)
+                }
+                None => Ok(postgres_protocol::IsNull::Yes),
+            },
+            formats,
+            out,
+        )
+        .map_err(|_| Error::protocol("could not re-encode Bind"))
+    }
+
+    /// One exchange on the held server, ending at its ReadyForQuery; the
+    /// answer goes through `rewriter` to the client. RowDescriptions reach
+    /// the client only when `describe`.
+    async fn exchange(&mut self, msg: &[u8], rewriter: &mut Rewriter, describe: bool) -> Result<()> {
+        let Some(pooled) = self.server.as_mut() else {
+            return Err(Error::ServerLost("no server for pgml.predict".into()));
+        };
+        if let Err(e) = pooled.server.stream.write_all(msg).await {
+            pooled.server.broken = true;
+            return Err(Error::ServerLost(e.to_string()));
+        }
+        let mut failure: Option<Error> = None;
+        let mut scratch = BytesMut::new();
+        let status = loop {
+            let Some(pooled) = self.server.as_mut() else {
+                return Err(Error::ServerLost("server gone".into()));
+            };
+            let (tag, body) = match pooled.server.read_message().await {
+                Ok(m) => m,
+                Err(e) => {
+                    pooled.server.broken = true;
+                    self.on_server_lost().await;
+                    return Err(e);
+                }
+            };
+            let server = &mut pooled.server;
+            match tag {
+                b'Z' => {
+                    let st = body.first().and_then(|&b| TxStatus::from_byte(b)).unwrap_or(TxStatus::Failed);
+                    server.status = st;
+                    break st;
+                }
+                b'1' | b'2' => continue,
+                b'S' => {
+                    if let Some((name, value)) = messages::parse_parameter_status(&body) {
+                        self.params.reported(name, value);
+                        server.params.insert(name.to_string(), value.to_string());
+                    }
+                    continue;
+                }
+                b'C' => server.note_command(crate::backend::server::command_effect(&body)),
+                b'E' => {
+                    let fields = messages::parse_error_fields(&body);
+                    if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                        server.broken = true;
+                    }
+                }
+                _ => {}
+            }
+            if failure.is_some() {
+                continue;
+            }
+            let out = if tag == b'T' && !describe {
+                &mut scratch
+            } else {
+                &mut self.to_client
+            };
+            if let Err(e) = rewriter.on_message(tag, &body, out) {
+                failure = Some(Error::Ml(e));
+            }
+            if self.to_client.len() > 64 * 1024 {
+                Counters::add(&self.pool.counters.bytes_sent, self.to_client.len() as u64);
+                if self.client.write_all(&self.to_client).await.is_err() {
+                    return Err(Error::ClientGone);
+                }
+                self.to_client.clear();
+            }
+        };
+        if self.deferred_begin.is_none() {
+            if status == TxStatus::Idle {
+                Counters::add(&self.pool.counters.xacts, 1);
+            }
+            self.status = status;
+        }
+        if self.transaction_over(status) && !self.release_if_clean() {
+            self.release().await;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Stand-in predictor for Describe, which never predicts.
+struct NoModels;
+
+impl predict::Predictor for NoModels {
+    fn predict(
+        &self,
+        _call: usize,
+        _inputs: &[predict::Features],
+    ) -> crate::ml::MlResult<Vec<predict::Prediction>> {
+        Err(MlError::Internal("Describe does not predict".into()))
+    }
+}
+
+/// The SQL of a Parse message.
+pub(super) fn parse_sql(msg: &[u8]) -> Result<(&str, &str)> {
+    let (name, at) = prepared::first_name(msg)?;
+    let (sql, _) = codec::cstr(msg, at)?;
+    Ok((name, sql))
+}

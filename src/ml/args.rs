@@ -1,0 +1,178 @@
+//! Typed arguments of the pgml functions, with PostgresML's defaults, read
+//! from a bound call. Wrong types are 22023 naming the argument.
+
+use serde_json::{Map, Value};
+
+use super::call::{Arg, FnCall};
+use super::error::{MlError, MlResult};
+use super::search::Search;
+use super::split::Sampling;
+use super::task::Task;
+
+fn wrong(name: &str, want: &str) -> MlError {
+    MlError::invalid(format!("argument \"{name}\" must be {want}"))
+}
+
+fn text(call: &FnCall, name: &str) -> MlResult<Option<String>> {
+    match call.get(name) {
+        None | Some(Arg::Null) => Ok(None),
+        Some(Arg::Text(s)) => Ok(Some(s.clone())),
+        Some(Arg::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(wrong(name, "text")),
+    }
+}
+
+fn required_text(call: &FnCall, name: &str) -> MlResult<String> {
+    text(call, name)?.ok_or_else(|| MlError::invalid(format!("argument \"{name}\" is required")))
+}
+
+fn number(call: &FnCall, name: &str, default: f64) -> MlResult<f64> {
+    match call.get(name) {
+        None | Some(Arg::Null) => Ok(default),
+        Some(Arg::Number(n)) => Ok(*n),
+        Some(Arg::Text(s)) => s.trim().parse().map_err(|_| wrong(name, "a number")),
+        Some(_) => Err(wrong(name, "a number")),
+    }
+}
+
+fn boolean(call: &FnCall, name: &str, default: bool) -> MlResult<bool> {
+    match call.get(name) {
+        None | Some(Arg::Null) => Ok(default),
+        Some(Arg::Bool(b)) => Ok(*b),
+        Some(Arg::Text(s)) => match s.trim().to_lowercase().as_str() {
+            "t" | "true" | "on" | "yes" | "1" => Ok(true),
+            "f" | "false" | "off" | "no" | "0" => Ok(false),
+            _ => Err(wrong(name, "a boolean")),
+        },
+        Some(_) => Err(wrong(name, "a boolean")),
+    }
+}
+
+fn object(call: &FnCall, name: &str) -> MlResult<Map<String, Value>> {
+    match call.get(name) {
+        None | Some(Arg::Null) => Ok(Map::new()),
+        Some(Arg::Text(s)) => match serde_json::from_str(s) {
+            Ok(Value::Object(o)) => Ok(o),
+            _ => Err(wrong(name, "a JSON object")),
+        },
+        Some(_) => Err(wrong(name, "a JSON object")),
+    }
+}
+
+/// `'a'`, `ARRAY['a','b']` or the text form `'{a,b}'` of a text[].
+fn text_list(call: &FnCall, name: &str) -> MlResult<Vec<String>> {
+    match call.get(name) {
+        None | Some(Arg::Null) => Ok(Vec::new()),
+        Some(Arg::Text(s)) if s.starts_with('{') && s.ends_with('}') => Ok(s[1..s.len() - 1]
+            .split(',')
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .filter(|v| !v.is_empty())
+            .collect()),
+        Some(Arg::Text(s)) => Ok(vec![s.clone()]),
+        Some(Arg::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Arg::Text(s) => Ok(s.clone()),
+                _ => Err(wrong(name, "text or text[]")),
+            })
+            .collect(),
+        Some(_) => Err(wrong(name, "text or text[]")),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainArgs {
+    pub project: String,
+    pub task: Option<Task>,
+    pub relation: Option<String>,
+    pub y_columns: Vec<String>,
+    pub algorithm: String,
+    pub hyperparams: Map<String, Value>,
+    pub search: Option<Search>,
+    pub search_params: Map<String, Value>,
+    pub search_args: Map<String, Value>,
+    pub test_size: f64,
+    pub test_sampling: Sampling,
+    pub automatic_deploy: bool,
+    pub materialize_snapshot: bool,
+    pub preprocess: Value,
+}
+
+impl TrainArgs {
+    pub fn from_call(call: &FnCall) -> MlResult<TrainArgs> {
+        if let Some(runtime) = text(call, "runtime")? {
+            if !matches!(runtime.as_str(), "rust" | "python") {
+                return Err(MlError::invalid(format!(
+                    "unknown runtime \"{runtime}\"; pgmlcat trains everything in its own (rust) runtime"
+                )));
+            }
+        }
+        Ok(TrainArgs {
+            project: required_text(call, "project_name")?,
+            task: text(call, "task")?.map(|t| Task::parse(&t)).transpose()?,
+            relation: text(call, "relation_name")?,
+            y_columns: text_list(call, "y_column_name")?,
+            algorithm: text(call, "algorithm")?.unwrap_or_else(|| "linear".into()),
+            hyperparams: object(call, "hyperparams")?,
+            search: text(call, "search")?.map(|s| Search::parse(&s)).transpose()?,
+            search_params: object(call, "search_params")?,
+            search_args: object(call, "search_args")?,
+            test_size: number(call, "test_size", 0.25)?,
+            test_sampling: Sampling::parse(
+                &text(call, "test_sampling")?.unwrap_or_else(|| "stratified".into()),
+            )?,
+            automatic_deploy: boolean(call, "automatic_deploy", true)?,
+            materialize_snapshot: boolean(call, "materialize_snapshot", false)?,
+            preprocess: Value::Object(object(call, "preprocess")?),
+        })
+    }
+}
+
+pub enum DeployArgs {
+    Model(i64),
+    Strategy {
+        project: String,
+        strategy: String,
+        algorithm: Option<String>,
+    },
+}
+
+impl DeployArgs {
+    pub fn from_call(call: &FnCall) -> MlResult<DeployArgs> {
+        // pgml.deploy(model_id BIGINT) has one numeric argument.
+        if let (Some(Arg::Number(id)), None) = (call.get("project_name"), call.get("strategy")) {
+            return Ok(DeployArgs::Model(*id as i64));
+        }
+        Ok(DeployArgs::Strategy {
+            project: required_text(call, "project_name")?,
+            strategy: required_text(call, "strategy")?,
+            algorithm: text(call, "algorithm")?,
+        })
+    }
+}
+
+pub struct SnapshotArgs {
+    pub relation: String,
+    pub y_columns: Vec<String>,
+    pub test_size: f64,
+    pub test_sampling: Sampling,
+    pub preprocess: Value,
+}
+
+impl SnapshotArgs {
+    pub fn from_call(call: &FnCall) -> MlResult<SnapshotArgs> {
+        Ok(SnapshotArgs {
+            relation: required_text(call, "relation_name")?,
+            y_columns: text_list(call, "y_column_name")?,
+            test_size: number(call, "test_size", 0.25)?,
+            test_sampling: Sampling::parse(
+                &text(call, "test_sampling")?.unwrap_or_else(|| "stratified".into()),
+            )?,
+            preprocess: Value::Object(object(call, "preprocess")?),
+        })
+    }
+}
+
+pub fn dataset_name(call: &FnCall) -> MlResult<String> {
+    required_text(call, "source")
+}

@@ -1,0 +1,205 @@
+//! One warm copy of each deployed model per pgmlcat process, shared by all
+//! clients (PostgresML loaded models per backend: a cold first predict on
+//! every connection). Models load lazily on first use; a deploy swaps the
+//! entry; other processes hear of deploys by LISTEN/NOTIFY and drop theirs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::{DashMap, DashSet};
+use serde_json::Value;
+
+use super::algorithms::{self, Algorithm};
+use super::catalog::{self, ModelRow, DEPLOY_CHANNEL};
+use super::db::Db;
+use super::error::{MlError, MlResult};
+use super::labels::Classes;
+use super::preprocess::Preprocessor;
+use super::service::{Ml, StoredModel};
+use crate::backend::pool::ServerPool;
+use crate::backend::registry::Pool;
+use crate::net::codec;
+
+type Key = (String, String);
+
+#[derive(Default)]
+pub struct ModelCache {
+    /// (database key, project) → the deployed model.
+    deployed: DashMap<Key, (Arc<StoredModel>, Instant)>,
+    /// (database key, model id) → a specific model (pgml.predict(id, ...)).
+    by_id: DashMap<(String, i64), Arc<StoredModel>>,
+    /// Serialises loads so a burst of first predictions loads a model once.
+    loading: tokio::sync::Mutex<()>,
+    listeners: DashSet<String>,
+}
+
+/// A cache entry as SHOW MODELS lists it.
+pub struct CachedModel {
+    pub database: String,
+    pub project: String,
+    pub model_id: i64,
+    pub algorithm: String,
+    pub task: String,
+    pub loaded_for: Duration,
+}
+
+impl ModelCache {
+    pub fn put_deployed(&self, pool: &Pool, project: &str, model: Arc<StoredModel>) {
+        let key = Ml::database_key(pool);
+        self.by_id.insert((key.clone(), model.id), model.clone());
+        self.deployed
+            .insert((key, project.to_string()), (model, Instant::now()));
+    }
+
+    pub fn invalidate(&self, database: &str, project: &str) {
+        self.deployed
+            .remove(&(database.to_string(), project.to_string()));
+    }
+
+    fn invalidate_database(&self, database: &str) {
+        self.deployed.retain(|(db, _), _| db != database);
+    }
+
+    pub fn entries(&self) -> Vec<CachedModel> {
+        let mut out: Vec<CachedModel> = self
+            .deployed
+            .iter()
+            .map(|e| {
+                let ((database, project), (model, at)) = (e.key(), e.value());
+                CachedModel {
+                    database: database.clone(),
+                    project: project.clone(),
+                    model_id: model.id,
+                    algorithm: model.algorithm.name().to_string(),
+                    task: model.task.name().to_string(),
+                    loaded_for: at.elapsed(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.database, &a.project).cmp(&(&b.database, &b.project)));
+        out
+    }
+
+    pub fn is_loaded(&self, database: &str, project: &str) -> bool {
+        self.deployed
+            .contains_key(&(database.to_string(), project.to_string()))
+    }
+
+    /// The deployed model of `project`, loaded on first use.
+    pub async fn deployed(&self, ml: &Arc<Ml>, pool: &Arc<Pool>, project: &str) -> MlResult<Arc<StoredModel>> {
+        let key = (Ml::database_key(pool), project.to_string());
+        if let Some(hit) = self.deployed.get(&key) {
+            return Ok(hit.0.clone());
+        }
+        let _one_at_a_time = self.loading.lock().await;
+        if let Some(hit) = self.deployed.get(&key) {
+            return Ok(hit.0.clone());
+        }
+        self.listen(ml, pool);
+        let mut db = Db::checkout(pool.primary(0)).await?;
+        ml.ensure_schema(pool, &mut db).await?;
+        let row = catalog::deployed(&mut db, project).await?.ok_or_else(|| {
+            MlError::UndefinedObject(format!(
+                "no deployed model for project \"{project}\": train one with pgml.train or deploy one with pgml.deploy"
+            ))
+        })?;
+        let model = Arc::new(load(&mut db, &row).await?);
+        self.deployed.insert(key, (model.clone(), Instant::now()));
+        Ok(model)
+    }
+
+    /// A specific model by id (not necessarily deployed).
+    pub async fn by_id(&self, ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<Arc<StoredModel>> {
+        let key = (Ml::database_key(pool), id);
+        if let Some(hit) = self.by_id.get(&key) {
+            return Ok(hit.clone());
+        }
+        let _one_at_a_time = self.loading.lock().await;
+        if let Some(hit) = self.by_id.get(&key) {
+            return Ok(hit.clone());
+        }
+        let mut db = Db::checkout(pool.primary(0)).await?;
+        ml.ensure_schema(pool, &mut db).await?;
+        let row = catalog::model(&mut db, id)
+            .await?
+            .ok_or_else(|| MlError::UndefinedObject(format!("model {id} does not exist")))?;
+        let model = Arc::new(load(&mut db, &row).await?);
+        self.by_id.insert(key, model.clone());
+        Ok(model)
+    }
+
+    /// Starts, once per database, a task that LISTENs for deployments made
+    /// by any pgmlcat process and drops the stale cache entry.
+    fn listen(&self, ml: &Arc<Ml>, pool: &Arc<Pool>) {
+        let database = Ml::database_key(pool);
+        if !self.listeners.insert(database.clone()) {
+            return;
+        }
+        let server = pool.primary(0).clone();
+        // Weak: the task must not keep a replaced Ml alive (tests build many).
+        let ml = Arc::downgrade(ml);
+        tokio::spawn(async move {
+            loop {
+                let Some(ml) = ml.upgrade() else { return };
+                if let Err(e) = listen_once(&server, &database, &ml).await {
+                    tracing::warn!(server = %server.addr, "LISTEN {DEPLOY_CHANNEL} failed: {e}; retrying");
+                }
+                // Anything could have been deployed while we were not listening.
+                ml.cache.invalidate_database(&database);
+                drop(ml);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+async fn listen_once(server: &Arc<ServerPool>, database: &str, ml: &Ml) -> MlResult<()> {
+    let settings = server.settings();
+    let mut conn = server.connect(&settings).await?;
+    if let Some(fields) = conn.run_internal(&format!("LISTEN {DEPLOY_CHANNEL}")).await? {
+        return Err(MlError::Server(fields));
+    }
+    loop {
+        let (tag, body) = conn.read_message().await?;
+        if tag == b'A' {
+            // NotificationResponse: pid, channel, payload (the project).
+            let Ok((_channel, at)) = codec::cstr(&body, 4) else {
+                continue;
+            };
+            if let Ok((project, _)) = codec::cstr(&body, at) {
+                tracing::debug!(project, "deployment notice: dropping cached model");
+                ml.cache.invalidate(database, project);
+            }
+        }
+    }
+}
+
+/// Builds a model from its catalog row and files.
+async fn load(db: &mut Db, row: &ModelRow) -> MlResult<StoredModel> {
+    let files = catalog::files(db, row.id).await?;
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, d)| d.as_slice())
+            .ok_or_else(|| MlError::Internal(format!("model {} has no file {name}", row.id)))
+    };
+    let algorithm = Algorithm::parse(&row.algorithm, row.task)?;
+    let model = algorithms::load(algorithm, row.task, file("model")?)?;
+    let meta: Value = serde_json::from_slice(file("meta.json")?)
+        .map_err(|e| MlError::Internal(format!("model {} meta: {e}", row.id)))?;
+    let classes: Option<Classes> = meta
+        .get("classes")
+        .cloned()
+        .and_then(|c| serde_json::from_value(c).ok());
+    let preprocessor: Preprocessor = serde_json::from_slice(file("preprocessor.json")?)
+        .map_err(|e| MlError::Internal(format!("model {} preprocessor: {e}", row.id)))?;
+    Ok(StoredModel {
+        id: row.id,
+        task: row.task,
+        algorithm,
+        model: Arc::from(model),
+        preprocessor: Arc::new(preprocessor),
+        classes,
+    })
+}

@@ -1,0 +1,402 @@
+//! The `pgml` schema on the user's database: PostgresML-compatible catalog
+//! tables, created on first use, and the reads and writes training and
+//! deployment need. Every value goes in as a parameter.
+
+use serde_json::Value;
+
+use super::db::Db;
+use super::error::{MlError, MlResult};
+use super::task::Task;
+
+/// Channel other pgmlcat processes LISTEN on to learn of deployments.
+pub const DEPLOY_CHANNEL: &str = "pgml_deploy";
+
+const SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS pgml;
+CREATE TABLE IF NOT EXISTS pgml.projects (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    task TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS pgml.snapshots (
+    id BIGSERIAL PRIMARY KEY,
+    relation_name TEXT NOT NULL,
+    y_column_name TEXT[],
+    test_size REAL NOT NULL,
+    test_sampling TEXT NOT NULL,
+    status TEXT NOT NULL,
+    columns JSONB,
+    analysis JSONB,
+    materialized BOOLEAN NOT NULL DEFAULT false,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS pgml.models (
+    id BIGSERIAL PRIMARY KEY,
+    project_id BIGINT NOT NULL REFERENCES pgml.projects(id) ON DELETE CASCADE,
+    snapshot_id BIGINT REFERENCES pgml.snapshots(id) ON DELETE SET NULL,
+    num_features INT NOT NULL,
+    algorithm TEXT NOT NULL,
+    runtime TEXT NOT NULL DEFAULT 'rust',
+    hyperparams JSONB NOT NULL,
+    status TEXT NOT NULL,
+    metrics JSONB,
+    search TEXT,
+    search_params JSONB NOT NULL DEFAULT '{}',
+    search_args JSONB NOT NULL DEFAULT '{}',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS pgml.deployments (
+    id BIGSERIAL PRIMARY KEY,
+    project_id BIGINT NOT NULL REFERENCES pgml.projects(id) ON DELETE CASCADE,
+    model_id BIGINT NOT NULL REFERENCES pgml.models(id) ON DELETE CASCADE,
+    strategy TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS pgml.files (
+    id BIGSERIAL PRIMARY KEY,
+    model_id BIGINT NOT NULL REFERENCES pgml.models(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    data BYTEA NOT NULL,
+    UNIQUE (model_id, path, part)
+);
+CREATE OR REPLACE VIEW pgml.overview AS
+SELECT p.name, d.created_at AS deployed_at, p.task, m.algorithm, s.relation_name,
+       s.y_column_name, s.test_sampling, s.test_size
+FROM pgml.projects p
+JOIN pgml.models m ON p.id = m.project_id
+JOIN pgml.deployments d ON d.project_id = p.id AND d.model_id = m.id
+JOIN pgml.snapshots s ON s.id = m.snapshot_id
+ORDER BY d.created_at DESC;
+CREATE OR REPLACE VIEW pgml.trained_models AS
+SELECT m.id, p.name, p.task, m.algorithm, m.created_at, s.test_sampling, s.test_size,
+       d.model_id IS NOT NULL AS deployed
+FROM pgml.projects p
+JOIN pgml.models m ON p.id = m.project_id
+JOIN pgml.snapshots s ON s.id = m.snapshot_id
+LEFT JOIN (SELECT DISTINCT ON (project_id) project_id, model_id, created_at
+           FROM pgml.deployments ORDER BY project_id, created_at DESC, id DESC) d
+       ON d.model_id = m.id
+ORDER BY m.created_at DESC;
+CREATE OR REPLACE VIEW pgml.deployed_models AS
+SELECT m.id, p.name, p.task, m.algorithm, d.created_at AS deployed_at
+FROM pgml.projects p
+JOIN (SELECT DISTINCT ON (project_id) project_id, model_id, created_at
+      FROM pgml.deployments ORDER BY project_id, created_at DESC, id DESC) d
+  ON d.project_id = p.id
+JOIN pgml.models m ON m.id = d.model_id
+ORDER BY p.name ASC;
+"#;
+
+/// Creates the schema once; an advisory lock keeps two pgmlcat processes
+/// (or sessions) from racing on CREATE ... IF NOT EXISTS.
+pub async fn ensure_schema(db: &mut Db) -> MlResult<()> {
+    let ready = db
+        .query_one("SELECT to_regclass('pgml.files') IS NOT NULL AND to_regclass('pgml.deployed_models') IS NOT NULL", &[])
+        .await?;
+    if ready.first().and_then(|v| v.as_deref()) == Some("t") {
+        return Ok(());
+    }
+    let result = db
+        .in_transaction(async |db: &mut Db| {
+            db.execute("SELECT pg_advisory_xact_lock(7304151)").await?;
+            db.execute(SCHEMA).await
+        })
+        .await;
+    result.map_err(|e| match e {
+        MlError::Server(f) if f.code == "42501" => MlError::InsufficientPrivilege(format!(
+            "{}: pgml.train keeps models in a \"pgml\" schema; the pool's user needs CREATE on the database (GRANT CREATE ON DATABASE ... TO ...) or an existing pgml schema it can write",
+            f.message
+        )),
+        other => other,
+    })
+}
+
+pub struct Project {
+    pub id: i64,
+    pub task: Task,
+}
+
+pub async fn project(db: &mut Db, name: &str) -> MlResult<Option<Project>> {
+    let rows = db
+        .query(
+            "SELECT id, task FROM pgml.projects WHERE name = $1",
+            &[Some(name)],
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    Ok(Some(Project {
+        id: int(&row, 0)?,
+        task: Task::parse(text(&row, 1)?)?,
+    }))
+}
+
+pub async fn create_project(db: &mut Db, name: &str, task: Task) -> MlResult<i64> {
+    let row = db
+        .query_one(
+            "INSERT INTO pgml.projects (name, task) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET updated_at = clock_timestamp() RETURNING id",
+            &[Some(name), Some(task.name())],
+        )
+        .await?;
+    int(&row, 0)
+}
+
+pub struct SnapshotRow {
+    pub id: i64,
+    pub relation: String,
+    pub y_columns: Vec<String>,
+    pub test_size: f64,
+    pub test_sampling: String,
+    pub materialized: bool,
+}
+
+pub struct NewSnapshot<'a> {
+    pub relation: &'a str,
+    pub y_columns: &'a [String],
+    pub test_size: f64,
+    pub test_sampling: &'a str,
+    pub columns: &'a Value,
+    pub analysis: &'a Value,
+}
+
+pub async fn insert_snapshot(db: &mut Db, s: &NewSnapshot<'_>) -> MlResult<i64> {
+    let y = serde_json::to_string(s.y_columns).map_err(json_err)?;
+    let size = s.test_size.to_string();
+    let columns = s.columns.to_string();
+    let analysis = s.analysis.to_string();
+    let row = db
+        .query_one(
+            "INSERT INTO pgml.snapshots (relation_name, y_column_name, test_size, test_sampling, status, columns, analysis) \
+             VALUES ($1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3::real, $4, 'snapshot', $5::jsonb, $6::jsonb) RETURNING id",
+            &[Some(s.relation), Some(&y), Some(&size), Some(s.test_sampling), Some(&columns), Some(&analysis)],
+        )
+        .await?;
+    int(&row, 0)
+}
+
+pub async fn mark_materialized(db: &mut Db, snapshot_id: i64) -> MlResult<()> {
+    let id = snapshot_id.to_string();
+    db.query(
+        "UPDATE pgml.snapshots SET materialized = true, updated_at = clock_timestamp() WHERE id = $1::bigint",
+        &[Some(&id)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The snapshot the project's most recent model was trained on.
+pub async fn last_snapshot(db: &mut Db, project_id: i64) -> MlResult<Option<SnapshotRow>> {
+    let id = project_id.to_string();
+    let rows = db
+        .query(
+            "SELECT s.id, s.relation_name, array_to_json(coalesce(s.y_column_name, '{}'))::text, s.test_size::float8, s.test_sampling, s.materialized \
+             FROM pgml.snapshots s JOIN pgml.models m ON m.snapshot_id = s.id \
+             WHERE m.project_id = $1::bigint ORDER BY m.id DESC LIMIT 1",
+            &[Some(&id)],
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    Ok(Some(SnapshotRow {
+        id: int(&row, 0)?,
+        relation: text(&row, 1)?.to_string(),
+        y_columns: serde_json::from_str(text(&row, 2)?).map_err(json_err)?,
+        test_size: text(&row, 3)?.parse().map_err(|_| bad_row())?,
+        test_sampling: text(&row, 4)?.to_string(),
+        materialized: text(&row, 5)? == "t",
+    }))
+}
+
+pub struct NewModel<'a> {
+    pub project_id: i64,
+    pub snapshot_id: i64,
+    pub num_features: usize,
+    pub algorithm: &'a str,
+    pub hyperparams: &'a Value,
+    pub metrics: &'a Value,
+    pub search: Option<&'a str>,
+    pub search_params: &'a Value,
+    pub search_args: &'a Value,
+}
+
+pub async fn insert_model(db: &mut Db, m: &NewModel<'_>) -> MlResult<i64> {
+    let project = m.project_id.to_string();
+    let snapshot = m.snapshot_id.to_string();
+    let features = m.num_features.to_string();
+    let (h, me, sp, sa) = (
+        m.hyperparams.to_string(),
+        m.metrics.to_string(),
+        m.search_params.to_string(),
+        m.search_args.to_string(),
+    );
+    let row = db
+        .query_one(
+            "INSERT INTO pgml.models (project_id, snapshot_id, num_features, algorithm, hyperparams, status, metrics, search, search_params, search_args) \
+             VALUES ($1::bigint, $2::bigint, $3::int, $4, $5::jsonb, 'successful', $6::jsonb, $7, $8::jsonb, $9::jsonb) RETURNING id",
+            &[Some(&project), Some(&snapshot), Some(&features), Some(m.algorithm), Some(&h), Some(&me), m.search, Some(&sp), Some(&sa)],
+        )
+        .await?;
+    int(&row, 0)
+}
+
+/// Stores one named blob of a model (bytea, hex-encoded on the wire).
+pub async fn insert_file(db: &mut Db, model_id: i64, path: &str, data: &[u8]) -> MlResult<()> {
+    let id = model_id.to_string();
+    let mut hex = String::with_capacity(2 + data.len() * 2);
+    hex.push_str("\\x");
+    for b in data {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    db.query(
+        "INSERT INTO pgml.files (model_id, path, part, data) VALUES ($1::bigint, $2, 0, $3::bytea)",
+        &[Some(&id), Some(path), Some(&hex)],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn files(db: &mut Db, model_id: i64) -> MlResult<Vec<(String, Vec<u8>)>> {
+    let id = model_id.to_string();
+    let rows = db
+        .query(
+            "SELECT path, encode(data, 'hex') FROM pgml.files WHERE model_id = $1::bigint ORDER BY path, part",
+            &[Some(&id)],
+        )
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok((text(&r, 0)?.to_string(), unhex(text(&r, 1)?)?)))
+        .collect()
+}
+
+/// A model row joined with its project, for loading and deploying.
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    pub id: i64,
+    pub project_id: i64,
+    pub project: String,
+    pub task: Task,
+    pub algorithm: String,
+    pub metrics: Value,
+    pub snapshot_id: Option<i64>,
+}
+
+const MODEL_COLUMNS: &str = "m.id, m.project_id, p.name, p.task, m.algorithm, coalesce(m.metrics, '{}')::text, m.snapshot_id";
+
+fn model_row(row: &[Option<String>]) -> MlResult<ModelRow> {
+    Ok(ModelRow {
+        id: int(row, 0)?,
+        project_id: int(row, 1)?,
+        project: text(row, 2)?.to_string(),
+        task: Task::parse(text(row, 3)?)?,
+        algorithm: text(row, 4)?.to_string(),
+        metrics: serde_json::from_str(text(row, 5)?).map_err(json_err)?,
+        snapshot_id: row.get(6).and_then(|v| v.as_deref()).and_then(|v| v.parse().ok()),
+    })
+}
+
+pub async fn model(db: &mut Db, model_id: i64) -> MlResult<Option<ModelRow>> {
+    let id = model_id.to_string();
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE m.id = $1::bigint");
+    let rows = db.query(&sql, &[Some(&id)]).await?;
+    rows.first().map(|r| model_row(r)).transpose()
+}
+
+/// Every model of a project, oldest first.
+pub async fn models(db: &mut Db, project_id: i64) -> MlResult<Vec<ModelRow>> {
+    let id = project_id.to_string();
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE m.project_id = $1::bigint ORDER BY m.id");
+    let rows = db.query(&sql, &[Some(&id)]).await?;
+    rows.iter().map(|r| model_row(r)).collect()
+}
+
+/// Deployment history of a project, newest first: model ids.
+pub async fn deployments(db: &mut Db, project_id: i64) -> MlResult<Vec<i64>> {
+    let id = project_id.to_string();
+    let rows = db
+        .query(
+            "SELECT model_id FROM pgml.deployments WHERE project_id = $1::bigint ORDER BY created_at DESC, id DESC",
+            &[Some(&id)],
+        )
+        .await?;
+    rows.iter().map(|r| int(r, 0)).collect()
+}
+
+/// The deployed model of a project, by name.
+pub async fn deployed(db: &mut Db, project: &str) -> MlResult<Option<ModelRow>> {
+    let sql = format!(
+        "SELECT {MODEL_COLUMNS} FROM pgml.deployments d JOIN pgml.models m ON m.id = d.model_id \
+         JOIN pgml.projects p ON p.id = d.project_id WHERE p.name = $1 \
+         ORDER BY d.created_at DESC, d.id DESC LIMIT 1"
+    );
+    let rows = db.query(&sql, &[Some(project)]).await?;
+    rows.first().map(|r| model_row(r)).transpose()
+}
+
+/// Records a deployment and tells other pgmlcat processes (delivered at commit).
+pub async fn deploy(db: &mut Db, project_id: i64, model_id: i64, strategy: &str, project: &str) -> MlResult<()> {
+    let (p, m) = (project_id.to_string(), model_id.to_string());
+    db.query(
+        "INSERT INTO pgml.deployments (project_id, model_id, strategy) VALUES ($1::bigint, $2::bigint, $3)",
+        &[Some(&p), Some(&m), Some(strategy)],
+    )
+    .await?;
+    db.query(
+        "SELECT pg_notify($1, $2)",
+        &[Some(DEPLOY_CHANNEL), Some(project)],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn snapshot_columns(db: &mut Db, snapshot_id: i64) -> MlResult<Value> {
+    let id = snapshot_id.to_string();
+    let row = db
+        .query_one(
+            "SELECT coalesce(columns, 'null')::text FROM pgml.snapshots WHERE id = $1::bigint",
+            &[Some(&id)],
+        )
+        .await?;
+    serde_json::from_str(text(&row, 0)?).map_err(json_err)
+}
+
+fn bad_row() -> MlError {
+    MlError::Internal("unexpected row from the pgml catalog".into())
+}
+
+pub(crate) fn text(row: &[Option<String>], i: usize) -> MlResult<&str> {
+    row.get(i).and_then(|v| v.as_deref()).ok_or_else(bad_row)
+}
+
+pub(crate) fn int(row: &[Option<String>], i: usize) -> MlResult<i64> {
+    text(row, i)?.parse().map_err(|_| bad_row())
+}
+
+fn json_err(e: serde_json::Error) -> MlError {
+    MlError::Internal(format!("catalog JSON: {e}"))
+}
+
+fn unhex(s: &str) -> MlResult<Vec<u8>> {
+    let bytes = s.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return Err(bad_row());
+    }
+    bytes
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(bad_row)
+        })
+        .collect()
+}

@@ -1,0 +1,339 @@
+//! Answering a pgml function call: run it, and shape the result exactly as
+//! Postgres shapes a function's result (RowDescription types, composite
+//! text for `SELECT pgml.f()`, `SELECT n`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use serde_json::Value;
+
+use super::args::{self, DeployArgs, SnapshotArgs, TrainArgs};
+use super::call::{FnCall, Function};
+use super::catalog::{self, NewSnapshot};
+use super::datasets;
+use super::db::Db;
+use super::error::{MlError, MlResult};
+use super::preprocess;
+use super::pull;
+use super::service::{Ml, Progress, TrainingInfo};
+use super::train;
+use crate::backend::registry::Pool;
+use crate::net::messages;
+
+const TEXT: u32 = 25;
+const BOOL: u32 = 16;
+const INT8: u32 = 20;
+const TEXT_ARRAY: u32 = 1009;
+const RECORD: u32 = 2249;
+
+/// Result columns of each function (name, type oid), as PostgresML declares them.
+pub fn columns(func: Function) -> &'static [(&'static str, u32)] {
+    match func {
+        Function::Train | Function::TrainJoint => &[
+            ("project", TEXT),
+            ("task", TEXT),
+            ("algorithm", TEXT),
+            ("deployed", BOOL),
+        ],
+        Function::Deploy => &[("project", TEXT), ("strategy", TEXT), ("algorithm", TEXT)],
+        Function::Snapshot => &[("relation", TEXT), ("y_column_name", TEXT_ARRAY)],
+        Function::LoadDataset => &[("table_name", TEXT), ("rows", INT8)],
+        Function::Version => &[("version", TEXT)],
+    }
+}
+
+/// The RowDescription a client sees for this call.
+pub fn describe(call: &FnCall, out: &mut BytesMut) {
+    let cols = columns(call.func);
+    if call.expand || cols.len() == 1 {
+        let named: Vec<(&str, u32)> = match (&call.alias, cols) {
+            // `SELECT pgml.version() AS v`: the alias names the column.
+            (Some(alias), [(_, ty)]) if !call.expand => vec![(alias.as_str(), *ty)],
+            _ => cols.to_vec(),
+        };
+        messages::row_description(out, &named);
+    } else {
+        let name = call.alias.as_deref().unwrap_or(call.func.name());
+        messages::row_description(out, &[(name, RECORD)]);
+    }
+}
+
+/// Runs the call and writes DataRow and CommandComplete (not the
+/// RowDescription: the caller writes that, so Describe can share it).
+pub async fn execute(
+    ml: &Arc<Ml>,
+    pool: &Arc<Pool>,
+    call: &FnCall,
+    progress: Progress,
+    out: &mut BytesMut,
+) -> MlResult<()> {
+    ml.check_enabled(pool)?;
+    let values = run(ml, pool, call, progress).await?;
+    let cols = columns(call.func);
+    if call.expand || cols.len() == 1 {
+        let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
+        messages::data_row(out, &refs);
+    } else {
+        let record = record_text(&values);
+        messages::data_row(out, &[Some(&record)]);
+    }
+    messages::command_complete(out, "SELECT 1");
+    Ok(())
+}
+
+async fn run(
+    ml: &Arc<Ml>,
+    pool: &Arc<Pool>,
+    call: &FnCall,
+    progress: Progress,
+) -> MlResult<Vec<Option<String>>> {
+    match call.func {
+        Function::Version => Ok(vec![Some(format!(
+            "pgmlcat {} (PostgresML-compatible API)",
+            env!("CARGO_PKG_VERSION")
+        ))]),
+        Function::Train | Function::TrainJoint => {
+            let args = TrainArgs::from_call(call)?;
+            if call.func == Function::TrainJoint
+                && args.task == Some(super::task::Task::Classification)
+            {
+                return Err(MlError::invalid(
+                    "pgml.train_joint trains multi-output regression; classification takes one label",
+                ));
+            }
+            let guard = ml.start_training(TrainingInfo {
+                project: args.project.clone(),
+                algorithm: args.algorithm.clone(),
+                database: pool.database.clone(),
+                started: std::time::Instant::now(),
+                progress: "starting".into(),
+            });
+            let progress = progress.for_training(guard);
+            let started = Instant::now();
+            match train::train(ml, pool, args, &progress).await {
+                Ok(t) => {
+                    ml.metrics.training_finished(&t.algorithm, started.elapsed());
+                    Ok(vec![
+                        Some(t.project),
+                        Some(t.task.name().to_string()),
+                        Some(t.algorithm),
+                        Some(if t.deployed { "t" } else { "f" }.to_string()),
+                    ])
+                }
+                Err(e) => {
+                    ml.metrics.training_failed();
+                    Err(e)
+                }
+            }
+        }
+        Function::Deploy => deploy(ml, pool, DeployArgs::from_call(call)?).await,
+        Function::Snapshot => snapshot(ml, pool, SnapshotArgs::from_call(call)?).await,
+        Function::LoadDataset => {
+            let name = args::dataset_name(call)?;
+            let mut db = Db::checkout(pool.primary(0)).await?;
+            ml.ensure_schema(pool, &mut db).await?;
+            if pool.shards.len() > 1 {
+                return Err(MlError::Unsupported(
+                    "pgml.load_dataset on a sharded pool: load it through a pool with one shard"
+                        .into(),
+                ));
+            }
+            let (table, rows) = datasets::load(&mut db, &name).await?;
+            progress.notice(format!("pgml.load_dataset: {rows} rows into {table}"));
+            Ok(vec![Some(table), Some(rows.to_string())])
+        }
+    }
+}
+
+/// pgml.deploy: by model id, or by strategy over the project's models.
+async fn deploy(ml: &Arc<Ml>, pool: &Arc<Pool>, args: DeployArgs) -> MlResult<Vec<Option<String>>> {
+    let mut db = Db::checkout(pool.primary(0)).await?;
+    ml.ensure_schema(pool, &mut db).await?;
+    let (chosen, strategy) = match args {
+        DeployArgs::Model(id) => {
+            let row = catalog::model(&mut db, id)
+                .await?
+                .ok_or_else(|| MlError::UndefinedObject(format!("model {id} does not exist")))?;
+            (row, "specific".to_string())
+        }
+        DeployArgs::Strategy {
+            project,
+            strategy,
+            algorithm,
+        } => {
+            let p = catalog::project(&mut db, &project).await?.ok_or_else(|| {
+                MlError::UndefinedObject(format!("project \"{project}\" does not exist"))
+            })?;
+            let mut models = catalog::models(&mut db, p.id).await?;
+            if let Some(alg) = &algorithm {
+                models.retain(|m| m.algorithm.eq_ignore_ascii_case(alg));
+            }
+            let key = p.task.key_metric();
+            // Metrics compare as numbers (PostgresML sorted them as text).
+            let score = |m: &catalog::ModelRow| {
+                m.metrics
+                    .get(key)
+                    .and_then(Value::as_f64)
+                    .filter(|v| !v.is_nan())
+                    .unwrap_or(f64::NEG_INFINITY)
+            };
+            let chosen = match strategy.as_str() {
+                "best_score" => models
+                    .iter()
+                    .max_by(|a, b| score(a).total_cmp(&score(b)).then(a.id.cmp(&b.id)))
+                    .cloned(),
+                "most_recent" => models.iter().max_by_key(|m| m.id).cloned(),
+                "rollback" => {
+                    let history = catalog::deployments(&mut db, p.id).await?;
+                    let current = history.first().copied();
+                    let previous = history
+                        .iter()
+                        .skip(1)
+                        .find(|id| Some(**id) != current && models.iter().any(|m| m.id == **id));
+                    match previous {
+                        Some(id) => models.iter().find(|m| m.id == *id).cloned(),
+                        None => {
+                            return Err(MlError::invalid(format!(
+                                "project \"{project}\" has no earlier deployment to roll back to"
+                            )))
+                        }
+                    }
+                }
+                other => {
+                    return Err(MlError::invalid(format!(
+                        "unknown deploy strategy \"{other}\"; valid strategies: best_score, most_recent, rollback"
+                    )))
+                }
+            };
+            let chosen = chosen.ok_or_else(|| {
+                MlError::UndefinedObject(format!(
+                    "project \"{project}\" has no {}model to deploy",
+                    algorithm.map(|a| format!("{a} ")).unwrap_or_default()
+                ))
+            })?;
+            (chosen, strategy)
+        }
+    };
+    let (project_id, model_id, project) = (chosen.project_id, chosen.id, chosen.project.clone());
+    db.in_transaction(async |db: &mut Db| {
+        catalog::deploy(db, project_id, model_id, &strategy, &project).await
+    })
+    .await?;
+    ml.cache.invalidate(&Ml::database_key(pool), &chosen.project);
+    Ok(vec![
+        Some(chosen.project),
+        Some(strategy),
+        Some(chosen.algorithm),
+    ])
+}
+
+/// pgml.snapshot: statistics of every column, and the data copied into
+/// `pgml.snapshot_<id>`.
+async fn snapshot(ml: &Arc<Ml>, pool: &Arc<Pool>, args: SnapshotArgs) -> MlResult<Vec<Option<String>>> {
+    if pool.shards.len() > 1 {
+        return Err(MlError::Unsupported(
+            "pgml.snapshot on a sharded pool is not supported".into(),
+        ));
+    }
+    let mut db = Db::checkout(pool.primary(0)).await?;
+    ml.ensure_schema(pool, &mut db).await?;
+    let source = pull::describe(&mut db, &args.relation).await?;
+    let columns = source.select(&source.names())?;
+    source.select(&args.y_columns)?;
+    let frame = source.read(&mut db, &columns, ml.max_bytes()).await?;
+    let rows: Vec<usize> = (0..frame.rows).collect();
+    let stats: Vec<Value> = frame
+        .columns
+        .iter()
+        .map(|c| {
+            let mut s = preprocess::column_statistics(c, &rows);
+            if let Value::Object(o) = &mut s {
+                o.insert("name".into(), Value::String(c.name.clone()));
+                o.insert("pg_type".into(), Value::String(c.pg_type.clone()));
+                o.insert("label".into(), Value::Bool(args.y_columns.contains(&c.name)));
+            }
+            s
+        })
+        .collect();
+    let _ = &args.preprocess;
+    let relation = source.relation.clone();
+    let y = args.y_columns.clone();
+    db.in_transaction(async |db: &mut Db| {
+        let id = catalog::insert_snapshot(
+            db,
+            &NewSnapshot {
+                relation: &relation,
+                y_columns: &y,
+                test_size: args.test_size,
+                test_sampling: args.test_sampling.name(),
+                columns: &Value::Array(stats),
+                analysis: &serde_json::json!({"samples": frame.rows}),
+            },
+        )
+        .await?;
+        db.execute(&format!(
+            "CREATE TABLE pgml.snapshot_{id} AS SELECT * FROM {relation}"
+        ))
+        .await?;
+        catalog::mark_materialized(db, id).await
+    })
+    .await?;
+    Ok(vec![Some(source.relation), Some(text_array(&args.y_columns))])
+}
+
+/// A composite value's text form, as record_out writes it.
+fn record_text(values: &[Option<String>]) -> String {
+    let fields: Vec<String> = values
+        .iter()
+        .map(|v| match v {
+            None => String::new(),
+            Some(s) => quote_element(s, |c| matches!(c, ',' | '(' | ')' | '"' | '\\') || c.is_whitespace()),
+        })
+        .collect();
+    format!("({})", fields.join(","))
+}
+
+fn text_array(values: &[String]) -> String {
+    let items: Vec<String> = values
+        .iter()
+        .map(|s| {
+            if s.eq_ignore_ascii_case("null") {
+                format!("\"{s}\"")
+            } else {
+                quote_element(s, |c| matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace())
+            }
+        })
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+fn quote_element(s: &str, special: impl Fn(char) -> bool) -> String {
+    if !s.is_empty() && !s.chars().any(special) {
+        return s.to_string();
+    }
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_and_array_text_match_postgres() {
+        assert_eq!(
+            record_text(&[Some("iris".into()), Some("my proj".into()), None, Some("t".into())]),
+            "(iris,\"my proj\",,t)"
+        );
+        assert_eq!(text_array(&["a".into(), "b c".into()]), "{a,\"b c\"}");
+    }
+}

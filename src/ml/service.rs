@@ -1,0 +1,224 @@
+//! The ML side of one pgmlcat process: settings, the bound on concurrent
+//! trainings, which databases have their catalog ready, the model cache and
+//! ML statistics. Shared by every session through `App`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dashmap::DashSet;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::algorithms::{Algorithm, Model};
+use super::cache::ModelCache;
+use super::catalog;
+use super::db::Db;
+use super::error::{MlError, MlResult};
+use super::labels::Classes;
+use super::predict::{self, Plan};
+use super::preprocess::Preprocessor;
+use super::stats::MlStats;
+use super::task::Task;
+use crate::backend::registry::Pool;
+use crate::config::MlConfig;
+
+/// A trained model ready to predict, shared by every client.
+pub struct StoredModel {
+    pub id: i64,
+    pub task: Task,
+    pub algorithm: Algorithm,
+    pub model: Arc<dyn Model>,
+    pub preprocessor: Arc<Preprocessor>,
+    pub classes: Option<Classes>,
+}
+
+/// Progress messages for the client (sent as NOTICEs while work goes on).
+#[derive(Clone, Default)]
+pub struct Progress {
+    tx: Option<mpsc::UnboundedSender<String>>,
+    training: Option<Arc<TrainingGuard>>,
+}
+
+impl Progress {
+    pub fn new(tx: mpsc::UnboundedSender<String>) -> Progress {
+        Progress {
+            tx: Some(tx),
+            training: None,
+        }
+    }
+
+    /// Progress also shows in SHOW TRAININGS while `guard` lives.
+    pub fn for_training(mut self, guard: TrainingGuard) -> Progress {
+        self.training = Some(Arc::new(guard));
+        self
+    }
+
+    pub fn notice(&self, message: String) {
+        tracing::debug!("{message}");
+        if let Some(t) = &self.training {
+            t.progress(&message);
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(message);
+        }
+    }
+}
+
+pub struct Ml {
+    settings: ArcSwap<MlConfig>,
+    trainings: Arc<Semaphore>,
+    slots: AtomicUsize,
+    schema_ready: DashSet<String>,
+    pub cache: ModelCache,
+    pub metrics: MlStats,
+    pub running: dashmap::DashMap<u64, TrainingInfo>,
+    next_training: AtomicUsize,
+    /// pgml.predict plans by statement text: a statement sent again (the
+    /// simple protocol, pgbench scripts) is not parsed again.
+    plans: dashmap::DashMap<String, Arc<Plan>>,
+}
+
+/// Plans kept at most; the cache is emptied when full (cheap, and plans
+/// are cheap to rebuild).
+const MAX_PLANS: usize = 1024;
+
+/// A running training, for SHOW TRAININGS.
+#[derive(Debug, Clone)]
+pub struct TrainingInfo {
+    pub project: String,
+    pub algorithm: String,
+    pub database: String,
+    pub started: std::time::Instant,
+    pub progress: String,
+}
+
+impl Ml {
+    pub fn new(config: &MlConfig) -> Arc<Ml> {
+        let slots = config.max_concurrent_trainings.max(1);
+        Arc::new(Ml {
+            settings: ArcSwap::from_pointee(config.clone()),
+            trainings: Arc::new(Semaphore::new(slots)),
+            slots: AtomicUsize::new(slots),
+            schema_ready: DashSet::new(),
+            cache: ModelCache::default(),
+            metrics: MlStats::default(),
+            running: dashmap::DashMap::new(),
+            next_training: AtomicUsize::new(1),
+            plans: dashmap::DashMap::new(),
+        })
+    }
+
+    /// Applies a reloaded [ml] section; a larger training bound takes effect
+    /// at once, a smaller one as running trainings finish.
+    pub fn update(&self, config: &MlConfig) {
+        let wanted = config.max_concurrent_trainings.max(1);
+        let had = self.slots.swap(wanted, Ordering::SeqCst);
+        if wanted > had {
+            self.trainings.add_permits(wanted - had);
+        } else if wanted < had {
+            self.trainings.forget_permits(had - wanted);
+        }
+        self.settings.store(Arc::new(config.clone()));
+    }
+
+    pub fn settings(&self) -> Arc<MlConfig> {
+        self.settings.load_full()
+    }
+
+    /// Errors when ML is off for this pool.
+    pub fn check_enabled(&self, pool: &Pool) -> MlResult<()> {
+        if self.settings.load().enabled && pool.ml_enabled {
+            Ok(())
+        } else {
+            Err(MlError::Disabled(format!(
+                "pgml functions are switched off for pool \"{}\" ([ml] enabled = false)",
+                pool.database
+            )))
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        match self.settings.load().threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.settings.load().max_memory_mb.saturating_mul(1 << 20)
+    }
+
+    /// Waits for a free training slot, telling the client it waits.
+    pub async fn training_slot(&self, progress: &Progress) -> MlResult<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.trainings.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        progress.notice("pgml.train: waiting for a training slot ([ml] max_concurrent_trainings)".into());
+        self.trainings
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| MlError::TooBusy("pgmlcat is shutting down".into()))
+    }
+
+    /// The catalog key of a pool: the database its shard 0 primary holds.
+    pub fn database_key(pool: &Pool) -> String {
+        pool.primary(0).addr.to_string()
+    }
+
+    pub async fn ensure_schema(&self, pool: &Pool, db: &mut Db) -> MlResult<()> {
+        let key = Ml::database_key(pool);
+        if self.schema_ready.contains(&key) {
+            return Ok(());
+        }
+        catalog::ensure_schema(db).await?;
+        self.schema_ready.insert(key);
+        Ok(())
+    }
+
+    /// Registers a running training; the guard removes it when dropped.
+    pub fn start_training(self: &Arc<Ml>, info: TrainingInfo) -> TrainingGuard {
+        let id = self.next_training.fetch_add(1, Ordering::Relaxed) as u64;
+        self.running.insert(id, info);
+        self.metrics.training_started();
+        TrainingGuard {
+            ml: self.clone(),
+            id,
+        }
+    }
+
+    /// The plan of a statement calling pgml.predict (None if it calls none).
+    pub fn plan(&self, sql: &str) -> MlResult<Option<Arc<Plan>>> {
+        if let Some(plan) = self.plans.get(sql) {
+            return Ok(Some(plan.clone()));
+        }
+        let Some(plan) = predict::plan(sql)? else {
+            return Ok(None);
+        };
+        let plan = Arc::new(plan);
+        if self.plans.len() >= MAX_PLANS {
+            self.plans.clear();
+        }
+        self.plans.insert(sql.to_string(), plan.clone());
+        Ok(Some(plan))
+    }
+}
+
+pub struct TrainingGuard {
+    ml: Arc<Ml>,
+    id: u64,
+}
+
+impl TrainingGuard {
+    pub fn progress(&self, message: &str) {
+        if let Some(mut t) = self.ml.running.get_mut(&self.id) {
+            t.progress = message.to_string();
+        }
+    }
+}
+
+impl Drop for TrainingGuard {
+    fn drop(&mut self) {
+        self.ml.running.remove(&self.id);
+    }
+}

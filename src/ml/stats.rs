@@ -1,0 +1,113 @@
+//! ML statistics for /metrics and the admin console: trainings started,
+//! failed and their duration, predictions per project and their latency.
+//! Kept in their own Prometheus recorder, which the exporter renders along
+//! with the pooler's counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use metrics::{counter, histogram, with_local_recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+
+/// Prediction latency buckets (seconds): a single-row predict is tens of
+/// microseconds, a 10k-row batch tens of milliseconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+const TRAINING_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0];
+
+pub struct MlStats {
+    recorder: PrometheusRecorder,
+    started: AtomicU64,
+    failed: AtomicU64,
+    /// Predictions served per project (rows, not queries).
+    predictions: DashMap<String, AtomicU64>,
+}
+
+impl Default for MlStats {
+    fn default() -> MlStats {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("pgmlcat_prediction_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("pgmlcat_training_seconds".into()),
+                    TRAINING_BUCKETS,
+                )
+            })
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        MlStats {
+            recorder: builder.build_recorder(),
+            started: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            predictions: DashMap::new(),
+        }
+    }
+}
+
+impl MlStats {
+    /// The recorder the exporter renders (pooler counters are copied into it).
+    pub fn recorder(&self) -> &PrometheusRecorder {
+        &self.recorder
+    }
+
+    pub fn training_started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        with_local_recorder(&self.recorder, || {
+            counter!("pgmlcat_trainings_started_total").increment(1)
+        });
+    }
+
+    pub fn training_failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        with_local_recorder(&self.recorder, || {
+            counter!("pgmlcat_trainings_failed_total").increment(1)
+        });
+    }
+
+    pub fn training_finished(&self, algorithm: &str, elapsed: Duration) {
+        let algorithm = algorithm.to_string();
+        with_local_recorder(&self.recorder, || {
+            histogram!("pgmlcat_training_seconds", "algorithm" => algorithm)
+                .record(elapsed.as_secs_f64())
+        });
+    }
+
+    /// One batch of `rows` predictions for `project`, computed in `elapsed`.
+    pub fn predicted(&self, project: &str, rows: usize, elapsed: Duration) {
+        match self.predictions.get(project) {
+            Some(n) => {
+                n.fetch_add(rows as u64, Ordering::Relaxed);
+            }
+            None => {
+                self.predictions
+                    .entry(project.to_string())
+                    .or_default()
+                    .fetch_add(rows as u64, Ordering::Relaxed);
+            }
+        }
+        let project = project.to_string();
+        with_local_recorder(&self.recorder, || {
+            counter!("pgmlcat_predictions_total", "project" => project.clone())
+                .increment(rows as u64);
+            histogram!("pgmlcat_prediction_seconds", "project" => project)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    pub fn predictions(&self, project: &str) -> u64 {
+        self.predictions
+            .get(project)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    pub fn trainings(&self) -> (u64, u64) {
+        (
+            self.started.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}

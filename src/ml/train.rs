@@ -1,0 +1,435 @@
+//! pgml.train: arguments → data pull → split → preprocessing → (search with
+//! cross-validation) → fit → metrics → catalog rows and files, committed in
+//! one transaction → deployment. CPU work runs on blocking threads.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::{Array2, ArrayView2, Axis};
+use serde_json::{json, Map, Value};
+
+use super::algorithms::{self, Algorithm, Model};
+use super::args::TrainArgs;
+use super::catalog::{self, NewModel, NewSnapshot};
+use super::db::Db;
+use super::error::{MlError, MlResult};
+use super::frame::Frame;
+use super::labels::{self, Classes};
+use super::metrics;
+use super::preprocess::{self, Preprocessor};
+use super::pull;
+use super::search::{self, Search};
+use super::service::{Ml, Progress, StoredModel};
+use super::split::{self, Sampling};
+use super::task::Task;
+use crate::backend::registry::Pool;
+use crate::router::Target;
+
+const SEED: u64 = 42;
+
+/// The row pgml.train returns.
+pub struct Trained {
+    pub project: String,
+    pub task: Task,
+    pub algorithm: String,
+    pub deployed: bool,
+}
+
+/// Everything a fit needs, owned, so it can move to a blocking thread.
+struct Prepared {
+    task: Task,
+    algorithm: Algorithm,
+    x_train: Array2<f64>,
+    y_train: Array2<f64>,
+    x_test: Array2<f64>,
+    y_test: Array2<f64>,
+    num_classes: usize,
+    threads: usize,
+}
+
+pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progress) -> MlResult<Trained> {
+    let mut catalog_db = Db::checkout(pool.primary(0)).await?;
+    ml.ensure_schema(pool, &mut catalog_db).await?;
+    let existing = catalog::project(&mut catalog_db, &args.project).await?;
+    let task = match (&existing, args.task) {
+        (Some(p), Some(t)) if p.task != t => {
+            return Err(MlError::invalid(format!(
+                "project \"{}\" is a {} project; a later pgml.train cannot change its task to {}",
+                args.project,
+                p.task.name(),
+                t.name()
+            )))
+        }
+        (Some(p), _) => p.task,
+        (None, Some(t)) => t,
+        (None, None) => {
+            return Err(MlError::invalid(format!(
+                "project \"{}\" does not exist yet: its first pgml.train must name a task",
+                args.project
+            )))
+        }
+    };
+    let algorithm = Algorithm::parse(&args.algorithm, task)?;
+
+    // Which data: the named relation, or the project's last snapshot.
+    let (relation, y_columns, test_size, sampling) = match &args.relation {
+        Some(r) => (r.clone(), args.y_columns.clone(), args.test_size, args.test_sampling),
+        None => {
+            let project = existing.as_ref().ok_or_else(|| {
+                MlError::invalid(format!(
+                    "project \"{}\" has no snapshot to reuse: name a relation",
+                    args.project
+                ))
+            })?;
+            let snap = catalog::last_snapshot(&mut catalog_db, project.id)
+                .await?
+                .ok_or_else(|| MlError::invalid("the project has no snapshot to reuse: name a relation"))?;
+            let relation = if snap.materialized {
+                format!("pgml.snapshot_{}", snap.id)
+            } else {
+                snap.relation
+            };
+            (relation, snap.y_columns, snap.test_size, Sampling::parse(&snap.test_sampling)?)
+        }
+    };
+    if task.supervised() && y_columns.is_empty() {
+        return Err(MlError::invalid(format!(
+            "{} needs y_column_name: the column to predict",
+            task.name()
+        )));
+    }
+
+    let frame = read_relation(ml, pool, &relation, progress).await?;
+    progress.notice(format!("pgml.train: read {} rows from {relation}", frame.rows));
+    let label_idx: Vec<usize> = y_columns
+        .iter()
+        .map(|y| {
+            frame.column(y).map(|(i, _)| i).ok_or_else(|| {
+                MlError::UndefinedColumn(format!("column \"{y}\" does not exist in relation {relation}"))
+            })
+        })
+        .collect::<MlResult<_>>()?;
+    let features: Vec<usize> = (0..frame.columns.len()).filter(|i| !label_idx.contains(i)).collect();
+    if features.is_empty() {
+        return Err(MlError::data(format!("relation {relation} has no feature columns")));
+    }
+    let label_cols: Vec<_> = label_idx.iter().map(|&i| &frame.columns[i]).collect();
+    let (y, classes) = if task.supervised() {
+        labels::encode(task, &label_cols)?
+    } else {
+        (Array2::zeros((frame.rows, 0)), None)
+    };
+    let num_classes = classes.as_ref().map_or(0, Classes::len);
+    if task == Task::Classification && num_classes < 2 {
+        return Err(MlError::data(format!(
+            "classification needs at least 2 classes in \"{}\"; found {num_classes}",
+            y_columns.join(", ")
+        )));
+    }
+    let strat = (task == Task::Classification).then(|| y.column(0).to_vec());
+    let (train_rows, test_rows) = split::split(frame.rows, test_size, sampling, strat.as_deref(), SEED)?;
+
+    let names: Vec<&str> = features.iter().map(|&i| frame.columns[i].name.as_str()).collect();
+    let specs = preprocess::parse_specs(&args.preprocess, &names)?;
+    let y_for_target = (y.ncols() == 1).then(|| y.column(0).to_vec());
+    let pre = Preprocessor::fit(&frame, &features, &specs, y_for_target.as_deref(), &train_rows)?;
+    let x_train = pre.transform(&frame, &train_rows)?;
+    let x_test = pre.transform(&frame, &test_rows)?;
+    let y_train = y.select(Axis(0), &train_rows);
+    let y_test = y.select(Axis(0), &test_rows);
+
+    let prepared = Arc::new(Prepared {
+        task,
+        algorithm,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        num_classes,
+        threads: ml.threads(),
+    });
+    let _slot = ml.training_slot(progress).await?;
+    let mut hyperparams = args.hyperparams.clone();
+    let mut search_results = None;
+    if let Some(search) = args.search {
+        let (best, results) = run_search(&prepared, search, &args, progress).await?;
+        hyperparams = best;
+        search_results = Some(results);
+    }
+    progress.notice(format!(
+        "pgml.train: fitting {} on {} rows × {} features",
+        algorithm.name(),
+        prepared.x_train.nrows(),
+        pre.num_features()
+    ));
+    let (model, mut metrics) = fit_and_score(prepared.clone(), hyperparams.clone()).await?;
+    if let Some(results) = search_results {
+        metrics.insert("search_results".into(), results);
+    }
+    let key = task.key_metric();
+    progress.notice(format!(
+        "pgml.train: {} {key} = {}",
+        algorithm.name(),
+        metrics.get(key).map_or("n/a".to_string(), |v| v.to_string())
+    ));
+
+    // Catalog rows and files in one transaction: all or nothing.
+    let model_bytes = model.to_bytes()?;
+    let meta = json!({
+        "task": task,
+        "algorithm": algorithm.name(),
+        "classes": classes,
+        "y_columns": y_columns,
+        "features": pre.feature_names(),
+        "num_features": pre.num_features(),
+    });
+    let preprocessor_json = serde_json::to_vec(&pre).map_err(|e| MlError::Internal(e.to_string()))?;
+    let mut columns = pre.columns_json();
+    for c in &label_cols {
+        if let Value::Array(list) = &mut columns {
+            let mut stats = preprocess::column_statistics(c, &train_rows);
+            if let Value::Object(o) = &mut stats {
+                o.insert("name".into(), json!(c.name));
+                o.insert("pg_type".into(), json!(c.pg_type));
+                o.insert("label".into(), json!(true));
+            }
+            list.push(stats);
+        }
+    }
+    let analysis = json!({"samples": frame.rows, "train_rows": train_rows.len(), "test_rows": test_rows.len()});
+    let metrics_value = Value::Object(metrics.clone());
+    let materialize = args.materialize_snapshot && args.relation.is_some();
+    if materialize && pool.shards.len() > 1 {
+        return Err(MlError::Unsupported("materialize_snapshot is not supported on a sharded pool".into()));
+    }
+    let project_name = args.project.clone();
+    let new_score = metrics.get(key).and_then(Value::as_f64);
+    let (model_id, deployed) = catalog_db
+        .in_transaction(async |db: &mut Db| {
+            let project_id = match &existing {
+                Some(p) => p.id,
+                None => catalog::create_project(db, &project_name, task).await?,
+            };
+            let snapshot_id = catalog::insert_snapshot(
+                db,
+                &NewSnapshot {
+                    relation: &relation,
+                    y_columns: &y_columns,
+                    test_size,
+                    test_sampling: sampling.name(),
+                    columns: &columns,
+                    analysis: &analysis,
+                },
+            )
+            .await?;
+            if materialize {
+                let names: Vec<String> = frame.columns.iter().map(|c| crate::backend::server::quote_ident(&c.name)).collect();
+                let source = pull::describe(db, &relation).await?;
+                db.execute(&format!(
+                    "CREATE TABLE pgml.snapshot_{snapshot_id} AS SELECT {} FROM {}",
+                    names.join(", "),
+                    source.relation
+                ))
+                .await?;
+                catalog::mark_materialized(db, snapshot_id).await?;
+            }
+            let model_id = catalog::insert_model(
+                db,
+                &NewModel {
+                    project_id,
+                    snapshot_id,
+                    num_features: pre.num_features(),
+                    algorithm: algorithm.name(),
+                    hyperparams: &Value::Object(hyperparams.clone()),
+                    metrics: &metrics_value,
+                    search: args.search.map(Search::name),
+                    search_params: &Value::Object(args.search_params.clone()),
+                    search_args: &Value::Object(args.search_args.clone()),
+                },
+            )
+            .await?;
+            catalog::insert_file(db, model_id, "model", &model_bytes).await?;
+            catalog::insert_file(db, model_id, "meta.json", meta.to_string().as_bytes()).await?;
+            catalog::insert_file(db, model_id, "preprocessor.json", &preprocessor_json).await?;
+            let mut deploy = false;
+            if args.automatic_deploy {
+                // The new model wins unless the deployed one is strictly better.
+                deploy = match catalog::deployed(db, &project_name).await? {
+                    None => true,
+                    Some(current) => {
+                        let old = current.metrics.get(key).and_then(Value::as_f64);
+                        match (old, new_score) {
+                            (Some(old), Some(new)) => !(old > new),
+                            (Some(_), None) => false,
+                            _ => true,
+                        }
+                    }
+                };
+                if deploy {
+                    catalog::deploy(db, project_id, model_id, "new_score", &project_name).await?;
+                }
+            }
+            Ok((model_id, deploy))
+        })
+        .await?;
+    if deployed {
+        let stored = StoredModel {
+            id: model_id,
+            task,
+            algorithm,
+            model: Arc::from(model),
+            preprocessor: Arc::new(pre),
+            classes,
+        };
+        ml.cache.put_deployed(pool, &args.project, Arc::new(stored));
+        progress.notice(format!("pgml.train: deployed model {model_id}"));
+    }
+    Ok(Trained {
+        project: args.project,
+        task,
+        algorithm: algorithm.name().to_string(),
+        deployed,
+    })
+}
+
+/// Reads the relation from every shard in parallel (a replica when there is one).
+async fn read_relation(ml: &Ml, pool: &Arc<Pool>, relation: &str, progress: &Progress) -> MlResult<Frame> {
+    let max_bytes = ml.max_bytes();
+    let reads = (0..pool.shards.len()).map(|shard| {
+        let server = pool.choose(shard, Target::Replica).clone();
+        let relation = relation.to_string();
+        async move {
+            let mut db = Db::checkout(&server).await?;
+            let source = pull::describe(&mut db, &relation).await?;
+            let columns = source.select(&source.names())?;
+            source.read(&mut db, &columns, max_bytes).await
+        }
+    });
+    let frames = futures_util::future::try_join_all(reads).await?;
+    if frames.len() > 1 {
+        progress.notice(format!("pgml.train: read {} shards", frames.len()));
+    }
+    pull::concat(frames)
+}
+
+/// Fits on the training split, scores on the test split; fit_time and
+/// score_time (seconds) go into the metrics.
+async fn fit_and_score(
+    p: Arc<Prepared>,
+    hyperparams: Map<String, Value>,
+) -> MlResult<(Box<dyn Model>, Map<String, Value>)> {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let model = algorithms::fit(
+            p.algorithm,
+            p.task,
+            p.x_train.view(),
+            p.y_train.view(),
+            p.num_classes,
+            &hyperparams,
+            p.threads,
+        )?;
+        let fit_time = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let mut m = score(&*model, p.task, p.x_test.view(), p.y_test.view(), p.num_classes)?;
+        m.insert("fit_time".into(), json!(fit_time));
+        m.insert("score_time".into(), json!(started.elapsed().as_secs_f64()));
+        Ok((model, m))
+    })
+    .await
+    .map_err(|e| MlError::Internal(format!("training thread failed: {e}")))?
+}
+
+fn score(
+    model: &dyn Model,
+    task: Task,
+    x: ArrayView2<f64>,
+    y: ArrayView2<f64>,
+    num_classes: usize,
+) -> MlResult<Map<String, Value>> {
+    if x.nrows() == 0 {
+        return Ok(Map::new());
+    }
+    match task {
+        Task::Regression => {
+            let pred = model.predict(x)?;
+            metrics::regression(y, pred.view())
+        }
+        Task::Classification => {
+            let pred = model.predict(x)?;
+            let proba = model.predict_proba(x).ok();
+            let truth = y.column(0).to_vec();
+            metrics::classification(&truth, &pred.column(0).to_vec(), proba.as_ref().map(|p| p.view()), num_classes)
+        }
+        Task::Clustering => {
+            let pred = model.predict(x)?;
+            metrics::clustering(x, &pred.column(0).to_vec())
+        }
+        Task::Decomposition => Ok(metrics::decomposition(
+            &model.explained_variance_ratio().unwrap_or_default(),
+        )),
+    }
+}
+
+/// Grid or random search with k-fold cross-validation on the training
+/// split; returns the best hyperparameters and the search results.
+async fn run_search(
+    p: &Arc<Prepared>,
+    search: Search,
+    args: &TrainArgs,
+    progress: &Progress,
+) -> MlResult<(Map<String, Value>, Value)> {
+    let n_iter = args.search_args.get("n_iter").and_then(Value::as_u64).unwrap_or(10) as usize;
+    let cv = args.search_args.get("cv").and_then(Value::as_u64).unwrap_or(5) as usize;
+    let candidates = search::candidates(search, &args.hyperparams, &args.search_params, n_iter, SEED)?;
+    let rows: Vec<usize> = (0..p.x_train.nrows()).collect();
+    let folds = split::kfold(&rows, cv, SEED)?;
+    let key = p.task.key_metric();
+    let mut results = Vec::new();
+    let mut best: Option<(f64, Map<String, Value>)> = None;
+    for (i, candidate) in candidates.iter().enumerate() {
+        let mut scores = Vec::new();
+        for (f, (fit_rows, val_rows)) in folds.iter().enumerate() {
+            let fold = Arc::new(Prepared {
+                task: p.task,
+                algorithm: p.algorithm,
+                x_train: p.x_train.select(Axis(0), fit_rows),
+                y_train: p.y_train.select(Axis(0), fit_rows),
+                x_test: p.x_train.select(Axis(0), val_rows),
+                y_test: p.y_train.select(Axis(0), val_rows),
+                num_classes: p.num_classes,
+                threads: p.threads,
+            });
+            let (_, m) = fit_and_score(fold, candidate.clone()).await?;
+            let s = m.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            progress.notice(format!(
+                "pgml.train: search {}/{} fold {}/{}: {key} = {s:.4}",
+                i + 1,
+                candidates.len(),
+                f + 1,
+                folds.len()
+            ));
+            scores.push(s);
+        }
+        let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+        let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / scores.len().max(1) as f64).sqrt();
+        results.push(json!({"params": candidate, "mean_test_score": mean, "std_test_score": std, "fold_scores": scores}));
+        if !mean.is_nan() && best.as_ref().is_none_or(|(b, _)| mean > *b) {
+            best = Some((mean, candidate.clone()));
+        }
+    }
+    let (best_score, best_params) = best
+        .ok_or_else(|| MlError::data("no search candidate produced a score"))?;
+    progress.notice(format!("pgml.train: best {key} = {best_score:.4} with {}", Value::Object(best_params.clone())));
+    // PostgresML stopped here; the winner is refit on the whole training split by the caller.
+    let results = json!({
+        "params": candidates,
+        "results": results,
+        "best_index": candidates.iter().position(|c| *c == best_params),
+        "best_params": best_params,
+        "best_score": best_score,
+        "refit": true,
+    });
+    Ok((best_params, results))
+}
+
