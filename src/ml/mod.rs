@@ -4,6 +4,10 @@
 
 pub mod error;
 pub mod frame;
+pub mod metrics;
+pub mod preprocess;
+pub mod search;
+pub mod split;
 pub mod task;
 
 pub use error::{MlError, MlResult};
