@@ -2,6 +2,7 @@
 //! credentials only, simple query protocol. Each SHOW has its own function
 //! in `show`; control commands are here.
 
+mod ml;
 mod show;
 mod table;
 
@@ -93,6 +94,9 @@ async fn run(app: &App, sql: &str, out: &mut BytesMut) -> Result<()> {
                 "BANS" => show::bans(app),
                 "LISTS" => show::lists(app),
                 "VERSION" => show::version(),
+                "PROJECTS" => ml::projects(app).await?,
+                "MODELS" => ml::models(app),
+                "TRAININGS" => ml::trainings(app),
                 other => {
                     return Err(Error::Unsupported(format!(
                         "unknown SHOW command {other}; see SHOW HELP"

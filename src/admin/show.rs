@@ -13,6 +13,7 @@ use crate::stats::{self, ClientState, Counters};
 
 pub const HELP: &[&str] = &[
     "SHOW HELP|POOLS|STATS|SERVERS|CLIENTS|DATABASES|USERS|CONFIG|BANS|LISTS|VERSION",
+    "SHOW PROJECTS|MODELS|TRAININGS (pgml: projects in each database, models warm in this process, running trainings)",
     "BAN host port [seconds]",
     "UNBAN [host port]",
     "RELOAD",

@@ -40,6 +40,7 @@ pub struct CachedModel {
     pub model_id: i64,
     pub algorithm: String,
     pub task: String,
+    pub score: Option<f64>,
     pub loaded_for: Duration,
 }
 
@@ -72,6 +73,7 @@ impl ModelCache {
                     model_id: model.id,
                     algorithm: model.algorithm.name().to_string(),
                     task: model.task.name().to_string(),
+                    score: model.score,
                     loaded_for: at.elapsed(),
                 }
             })
@@ -201,5 +203,6 @@ async fn load(db: &mut Db, row: &ModelRow) -> MlResult<StoredModel> {
         model: Arc::from(model),
         preprocessor: Arc::new(preprocessor),
         classes,
+        score: row.metrics.get(row.task.key_metric()).and_then(Value::as_f64),
     })
 }

@@ -30,6 +30,8 @@ pub struct StoredModel {
     pub model: Arc<dyn Model>,
     pub preprocessor: Arc<Preprocessor>,
     pub classes: Option<Classes>,
+    /// The key metric measured at training time.
+    pub score: Option<f64>,
 }
 
 /// Progress messages for the client (sent as NOTICEs while work goes on).

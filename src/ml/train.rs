@@ -185,15 +185,9 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
     });
     let preprocessor_json = serde_json::to_vec(&pre).map_err(|e| MlError::Internal(e.to_string()))?;
     let mut columns = pre.columns_json();
-    for c in &label_cols {
-        if let Value::Array(list) = &mut columns {
-            let mut stats = preprocess::column_statistics(c, &train_rows);
-            if let Value::Object(o) = &mut stats {
-                o.insert("name".into(), json!(c.name));
-                o.insert("pg_type".into(), json!(c.pg_type));
-                o.insert("label".into(), json!(true));
-            }
-            list.push(stats);
+    if let Value::Array(list) = &mut columns {
+        for &i in &label_idx {
+            list.push(preprocess::label_column_json(&frame.columns[i], i + 1, &train_rows));
         }
     }
     let analysis = json!({"samples": frame.rows, "train_rows": train_rows.len(), "test_rows": test_rows.len()});
@@ -280,6 +274,7 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
             model: Arc::from(model),
             preprocessor: Arc::new(pre),
             classes,
+            score: new_score,
         };
         ml.cache.put_deployed(pool, &args.project, Arc::new(stored));
         progress.notice(format!("pgml.train: deployed model {model_id}"));
