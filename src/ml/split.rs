@@ -69,7 +69,12 @@ fn test_count(n_rows: usize, test_size: f64) -> MlResult<usize> {
     Ok((wanted as usize).clamp(1, n_rows - 1))
 }
 
-/// Returns (train rows, test rows), each in ascending row order.
+/// Returns (train rows, test rows), each in ascending row order, both
+/// non-empty. Random shuffles with `seed`; Last keeps physical order with the
+/// tail as test; Stratified splits each class of `labels` (class codes, one
+/// per row; the label only, unlike PostgresML which stratified by every
+/// column) in proportion, and is random without labels. Pass `None` for a
+/// regression label: continuous labels fall back to random anyway.
 pub fn split(
     n_rows: usize,
     test_size: f64,
@@ -79,8 +84,8 @@ pub fn split(
 ) -> MlResult<(Vec<usize>, Vec<usize>)> {
     let n_test = test_count(n_rows, test_size)?;
     let n_train = n_rows - n_test;
-    match (sampling, labels) {
-        (Sampling::Last, _) => Ok(((0..n_train).collect(), (n_train..n_rows).collect())),
+    let stratified_split = match (sampling, labels) {
+        (Sampling::Last, _) => return Ok(((0..n_train).collect(), (n_train..n_rows).collect())),
         (Sampling::Stratified, Some(labels)) => {
             if labels.len() != n_rows {
                 return Err(MlError::Internal(format!(
@@ -88,23 +93,27 @@ pub fn split(
                     labels.len()
                 )));
             }
-            Ok(stratified(labels, n_test, seed))
+            stratified(labels, n_test, seed)
         }
-        (Sampling::Random, _) | (Sampling::Stratified, None) => {
-            let mut rows: Vec<usize> = (0..n_rows).collect();
-            rows.shuffle(&mut StdRng::seed_from_u64(seed));
-            let mut test = rows.split_off(n_train);
-            rows.sort_unstable();
-            test.sort_unstable();
-            Ok((rows, test))
-        }
+        (Sampling::Random, _) | (Sampling::Stratified, None) => None,
+    };
+    if let Some(split) = stratified_split {
+        return Ok(split);
     }
+    let mut rows: Vec<usize> = (0..n_rows).collect();
+    rows.shuffle(&mut StdRng::seed_from_u64(seed));
+    let mut test = rows.split_off(n_train);
+    rows.sort_unstable();
+    test.sort_unstable();
+    Ok((rows, test))
 }
 
 /// Allocates `n_test` rows over the classes in proportion to their sizes
 /// (largest remainder), keeping at least one row of every class with two or
-/// more rows in train so the model sees every class it can.
-fn stratified(labels: &[f64], n_test: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+/// more rows in train so the model sees every class it can. None when that
+/// leaves less than half the requested test rows — mostly singleton classes,
+/// as a continuous label gives — where a random split serves better.
+fn stratified(labels: &[f64], n_test: usize, seed: u64) -> Option<(Vec<usize>, Vec<usize>)> {
     let n = labels.len();
     // First-seen class order keeps the allocation deterministic.
     let mut index: HashMap<u64, usize> = HashMap::new();
@@ -158,11 +167,9 @@ fn stratified(labels: &[f64], n_test: usize, seed: u64) -> (Vec<usize>, Vec<usiz
             break;
         }
     }
-    // Only singleton classes: one of them has to be the test set.
-    if take.iter().sum::<usize>() == 0 {
-        if let Some(first) = take.first_mut() {
-            *first = 1;
-        }
+    let allocated: usize = take.iter().sum();
+    if allocated == 0 || allocated * 2 < n_test {
+        return None;
     }
 
     let mut train = Vec::with_capacity(n - n_test);
@@ -174,7 +181,7 @@ fn stratified(labels: &[f64], n_test: usize, seed: u64) -> (Vec<usize>, Vec<usiz
     }
     train.sort_unstable();
     test.sort_unstable();
-    (train, test)
+    Some((train, test))
 }
 
 /// K folds over `rows`, shuffled with `seed`; `k` is clamped to the row count.
@@ -341,6 +348,14 @@ mod tests {
         let (train, test) = split(3, 0.25, Sampling::Stratified, Some(&labels), 9).unwrap();
         assert_partition(3, &train, &test);
         assert_eq!(test.len(), 1);
+    }
+
+    #[test]
+    fn continuous_labels_fall_back_to_random() {
+        let labels: Vec<f64> = (0..40).map(|i| i as f64 * 0.5).collect();
+        let parts = split(40, 0.25, Sampling::Stratified, Some(&labels), 5).unwrap();
+        assert_eq!(parts.1.len(), 10);
+        assert_eq!(parts, split(40, 0.25, Sampling::Random, None, 5).unwrap());
     }
 
     #[test]
