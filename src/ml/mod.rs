@@ -2,6 +2,7 @@
 //! training (data pull, preprocessing, algorithms, search, metrics), the
 //! model registry in the database's `pgml` schema and the model cache.
 
+pub mod algorithms;
 pub mod error;
 pub mod frame;
 pub mod task;
