@@ -1,0 +1,411 @@
+//! LightGBM for regression (one booster per output column for joint
+//! training) and binary/multiclass classification.
+//!
+//! Training goes through LightGBM's C API (lightgbm3-sys) rather than
+//! lightgbm3's `Dataset::from_slice` + `Booster::train`, because that path
+//! builds the Dataset with an empty parameter string: dataset-level
+//! parameters (`max_bin`, `min_data_in_bin`, `linear_tree`,
+//! `feature_pre_filter`...) would be silently ignored, and a small
+//! `min_data_in_leaf` would act on features already pre-filtered with the
+//! default 20. Like LightGBM's Python package, pgmlcat hands the same
+//! parameters to both. The trained model is then reopened with lightgbm3's
+//! `Booster` for prediction, importance and saving.
+//!
+//! Hyperparameters pass through to LightGBM under their canonical names (see
+//! `lightgbm_params`); pgmlcat adds `objective` (regression / binary /
+//! multiclass), `num_class`, `num_threads` = the training's thread budget
+//! and `verbosity` = -1 when the user gives none. Rounds default to 100 as
+//! in Python's `lightgbm.train`. `early_stopping_round` is accepted but has
+//! no effect: training has no validation set.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+
+use lightgbm3::{Booster, ImportanceType};
+use lightgbm3_sys as sys;
+use ndarray::{aview1, Array2, ArrayView2};
+use serde_json::{Map, Value};
+
+use super::lightgbm_params::{canonical, to_param_string};
+use super::{check_features, Model};
+use crate::ml::error::{MlError, MlResult};
+use crate::ml::task::Task;
+
+const DEFAULT_ROUNDS: i64 = 100;
+
+/// SAFETY: lightgbm3's `Booster` is `!Send`/`!Sync` only because it holds a
+/// raw handle. LightGBM's C++ Booster guards its state with its own mutex
+/// (predictions take a shared lock, training an exclusive one), and
+/// pgmlcat never calls the `&mut self` methods (`single_row_fast_init`,
+/// `set_max_iterations`) after construction, so moving the handle between
+/// threads and predicting from several threads at once is sound.
+struct Gbm(Booster);
+unsafe impl Send for Gbm {}
+unsafe impl Sync for Gbm {}
+
+struct LightGbmModel {
+    task: Task,
+    n_features: usize,
+    boosters: Vec<Gbm>,
+}
+
+/// A matrix as LightGBM's C API takes it: a flat buffer plus its order.
+/// Views that are already contiguous in either order are passed without a
+/// copy; only a strided view is copied, once.
+struct Flat<'a> {
+    data: std::borrow::Cow<'a, [f64]>,
+    row_major: bool,
+}
+
+fn flat<'a>(x: ArrayView2<'a, f64>) -> Flat<'a> {
+    if let Some(s) = x.to_slice() {
+        return Flat {
+            data: s.into(),
+            row_major: true,
+        };
+    }
+    if let Some(s) = x.reversed_axes().to_slice() {
+        return Flat {
+            data: s.into(),
+            row_major: false,
+        };
+    }
+    Flat {
+        data: x.iter().copied().collect::<Vec<f64>>().into(),
+        row_major: true,
+    }
+}
+
+fn last_error() -> String {
+    // SAFETY: LGBM_GetLastError returns a pointer to a thread-local,
+    // NUL-terminated buffer that stays valid until the next API call.
+    unsafe { CStr::from_ptr(sys::LGBM_GetLastError()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn call(ret: c_int, what: &str) -> MlResult<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(MlError::invalid(format!(
+            "lightgbm {what}: {}",
+            last_error()
+        )))
+    }
+}
+
+struct DatasetHandle(sys::DatasetHandle);
+impl Drop for DatasetHandle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from LGBM_DatasetCreateFromMat and is freed once.
+        unsafe { sys::LGBM_DatasetFree(self.0) };
+    }
+}
+
+struct BoosterHandle(sys::BoosterHandle);
+impl Drop for BoosterHandle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from LGBM_BoosterCreate and is freed once.
+        unsafe { sys::LGBM_BoosterFree(self.0) };
+    }
+}
+
+fn to_i32(n: usize, what: &str) -> MlResult<i32> {
+    i32::try_from(n).map_err(|_| MlError::data(format!("too many {what} for lightgbm: {n}")))
+}
+
+pub fn fit(
+    task: Task,
+    x: ArrayView2<f64>,
+    y: ArrayView2<f64>,
+    num_classes: usize,
+    hyperparams: &Map<String, Value>,
+    threads: usize,
+) -> MlResult<Box<dyn Model>> {
+    let mut params = canonical(hyperparams)?;
+    let objective = match task {
+        Task::Classification if num_classes > 2 => "multiclass",
+        Task::Classification => "binary",
+        _ => "regression",
+    };
+    params
+        .entry("objective")
+        .or_insert_with(|| Value::from(objective));
+    if task == Task::Classification && num_classes > 2 {
+        params
+            .entry("num_class")
+            .or_insert_with(|| Value::from(num_classes as i64));
+    }
+    params
+        .entry("num_threads")
+        .or_insert_with(|| Value::from(threads as i64));
+    params.entry("verbosity").or_insert_with(|| Value::from(-1));
+    let rounds = params
+        .get("num_iterations")
+        .and_then(Value::as_i64)
+        .unwrap_or(DEFAULT_ROUNDS);
+    if rounds < 1 {
+        return Err(MlError::invalid(
+            "lightgbm needs at least 1 boosting round (num_iterations)",
+        ));
+    }
+    let param_string = CString::new(to_param_string(&params))
+        .map_err(|_| MlError::invalid("lightgbm hyperparameters contain a NUL byte"))?;
+
+    let (rows, cols) = x.dim();
+    let (nrow, ncol) = (to_i32(rows, "rows")?, to_i32(cols, "features")?);
+    let matrix = flat(x);
+    let mut handle = std::ptr::null_mut();
+    // SAFETY: `matrix.data` holds rows × cols f64 in the declared order and
+    // outlives the call (LightGBM copies it into its own bins); the
+    // parameter string is NUL-terminated.
+    call(
+        unsafe {
+            sys::LGBM_DatasetCreateFromMat(
+                matrix.data.as_ptr() as *const c_void,
+                sys::C_API_DTYPE_FLOAT64 as c_int,
+                nrow,
+                ncol,
+                c_int::from(matrix.row_major),
+                param_string.as_ptr(),
+                std::ptr::null_mut(),
+                &mut handle,
+            )
+        },
+        "dataset",
+    )?;
+    let dataset = DatasetHandle(handle);
+    drop(matrix);
+
+    let mut boosters = Vec::with_capacity(y.ncols());
+    for target in y.columns() {
+        let labels: Vec<f32> = target.iter().map(|&v| v as f32).collect();
+        let label_field = c"label";
+        // SAFETY: `labels` has exactly `nrow` f32 values, as declared.
+        call(
+            unsafe {
+                sys::LGBM_DatasetSetField(
+                    dataset.0,
+                    label_field.as_ptr(),
+                    labels.as_ptr() as *const c_void,
+                    nrow,
+                    sys::C_API_DTYPE_FLOAT32 as c_int,
+                )
+            },
+            "labels",
+        )?;
+        let model = train_booster(&dataset, &param_string, rounds)?;
+        let booster = Booster::from_string(&model)
+            .map_err(|e| MlError::Internal(format!("lightgbm reload: {e}")))?;
+        boosters.push(Gbm(booster));
+    }
+    Ok(Box::new(LightGbmModel {
+        task,
+        n_features: cols,
+        boosters,
+    }))
+}
+
+/// Trains `rounds` iterations (fewer if LightGBM finds nothing left to
+/// split) and returns the model string.
+fn train_booster(dataset: &DatasetHandle, params: &CStr, rounds: i64) -> MlResult<String> {
+    let mut handle = std::ptr::null_mut();
+    // SAFETY: the dataset handle is live for the whole function.
+    call(
+        unsafe { sys::LGBM_BoosterCreate(dataset.0, params.as_ptr(), &mut handle) },
+        "parameters",
+    )?;
+    let booster = BoosterHandle(handle);
+    for _ in 0..rounds {
+        let mut finished: c_int = 0;
+        // SAFETY: live booster handle, valid out pointer.
+        let ret = unsafe { sys::LGBM_BoosterUpdateOneIter(booster.0, &mut finished) };
+        if ret != 0 {
+            return Err(MlError::data(format!(
+                "lightgbm training: {}",
+                last_error()
+            )));
+        }
+        if finished != 0 {
+            break;
+        }
+    }
+    let mut len: i64 = 0;
+    // SAFETY: a zero-length buffer asks only for the needed size.
+    call(
+        unsafe {
+            sys::LGBM_BoosterSaveModelToString(
+                booster.0,
+                0,
+                -1,
+                0,
+                0,
+                &mut len,
+                std::ptr::null_mut(),
+            )
+        },
+        "save",
+    )?;
+    let size = usize::try_from(len)
+        .map_err(|_| MlError::Internal("lightgbm reported a negative model size".into()))?;
+    let mut buffer = vec![0u8; size];
+    // SAFETY: `buffer` has `len` writable bytes, as declared.
+    call(
+        unsafe {
+            sys::LGBM_BoosterSaveModelToString(
+                booster.0,
+                0,
+                -1,
+                0,
+                len,
+                &mut len,
+                buffer.as_mut_ptr() as *mut c_char,
+            )
+        },
+        "save",
+    )?;
+    let text = CStr::from_bytes_until_nul(&buffer)
+        .map_err(|_| MlError::Internal("lightgbm model string is not terminated".into()))?;
+    Ok(text.to_string_lossy().into_owned())
+}
+
+/// One booster is stored as LightGBM's own model string; several (joint
+/// regression) as a JSON array of model strings. Model strings never start
+/// with '['.
+pub fn load(task: Task, bytes: &[u8]) -> MlResult<Box<dyn Model>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| MlError::Data("stored lightgbm model is not UTF-8".into()))?;
+    let strings: Vec<String> = if text.starts_with('[') {
+        serde_json::from_str(text)
+            .map_err(|e| MlError::Data(format!("stored lightgbm model is unreadable: {e}")))?
+    } else {
+        vec![text.to_string()]
+    };
+    let boosters = strings
+        .iter()
+        .map(|s| {
+            Booster::from_string(s)
+                .map(Gbm)
+                .map_err(|e| MlError::Data(format!("stored lightgbm model is unreadable: {e}")))
+        })
+        .collect::<MlResult<Vec<_>>>()?;
+    let n_features = boosters
+        .first()
+        .map(|b| b.0.num_features())
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| MlError::Data("stored lightgbm model is empty".into()))?;
+    Ok(Box::new(LightGbmModel {
+        task,
+        n_features,
+        boosters,
+    }))
+}
+
+impl LightGbmModel {
+    /// Raw LightGBM output of one booster: rows × (1 or num_class), row-major.
+    fn run(&self, booster: &Gbm, x: ArrayView2<f64>) -> MlResult<Vec<f64>> {
+        let matrix = flat(x);
+        booster
+            .0
+            .predict(
+                &matrix.data,
+                to_i32(x.ncols(), "features")?,
+                matrix.row_major,
+            )
+            .map_err(|e| MlError::Internal(format!("lightgbm predict: {e}")))
+    }
+}
+
+impl Model for LightGbmModel {
+    fn predict(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
+        check_features(x, self.n_features)?;
+        if self.task == Task::Classification {
+            let proba = self.predict_proba(x)?;
+            return Ok(super::argmax_rows(&proba));
+        }
+        let mut out = Array2::zeros((x.nrows(), self.boosters.len()));
+        if x.nrows() == 0 {
+            return Ok(out);
+        }
+        for (mut col, booster) in out.columns_mut().into_iter().zip(&self.boosters) {
+            let values = self.run(booster, x)?;
+            if values.len() != x.nrows() {
+                return Err(MlError::Internal(format!(
+                    "lightgbm returned {} values for {} rows",
+                    values.len(),
+                    x.nrows()
+                )));
+            }
+            col.assign(&aview1(&values));
+        }
+        Ok(out)
+    }
+
+    /// LightGBM's own probabilities: binary models give P(class 1), multiclass
+    /// ones a row per input.
+    fn predict_proba(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
+        if self.task != Task::Classification {
+            return Err(super::not_classifier(self.task.name()));
+        }
+        check_features(x, self.n_features)?;
+        let booster = self
+            .boosters
+            .first()
+            .ok_or_else(|| MlError::Internal("lightgbm model without booster".into()))?;
+        let k = usize::try_from(booster.0.num_classes()).unwrap_or(1).max(1);
+        let width = if k == 1 { 2 } else { k };
+        if x.nrows() == 0 {
+            return Ok(Array2::zeros((0, width)));
+        }
+        let values = self.run(booster, x)?;
+        if values.len() != x.nrows() * k {
+            return Err(MlError::Internal(format!(
+                "lightgbm returned {} values for {} rows",
+                values.len(),
+                x.nrows()
+            )));
+        }
+        if k == 1 {
+            let mut out = Array2::zeros((x.nrows(), 2));
+            for (mut row, p) in out.rows_mut().into_iter().zip(values) {
+                row[0] = 1.0 - p;
+                row[1] = p;
+            }
+            return Ok(out);
+        }
+        Array2::from_shape_vec((x.nrows(), k), values)
+            .map_err(|e| MlError::Internal(format!("lightgbm output shape: {e}")))
+    }
+
+    fn num_features(&self) -> usize {
+        self.n_features
+    }
+
+    fn to_bytes(&self) -> MlResult<Vec<u8>> {
+        let strings = self
+            .boosters
+            .iter()
+            .map(|b| {
+                b.0.save_string()
+                    .map_err(|e| MlError::Internal(format!("lightgbm save: {e}")))
+            })
+            .collect::<MlResult<Vec<_>>>()?;
+        match strings.as_slice() {
+            [one] => Ok(one.clone().into_bytes()),
+            _ => serde_json::to_vec(&strings)
+                .map_err(|e| MlError::Internal(format!("lightgbm save: {e}"))),
+        }
+    }
+
+    /// Total gain per feature, summed over the boosters of a joint model.
+    fn feature_importance(&self) -> Option<Vec<f64>> {
+        let mut total = vec![0.0; self.n_features];
+        for b in &self.boosters {
+            let gains = b.0.feature_importance(ImportanceType::Gain).ok()?;
+            for (t, g) in total.iter_mut().zip(gains) {
+                *t += g;
+            }
+        }
+        Some(total)
+    }
+}
