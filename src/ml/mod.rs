@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod predict;
 pub mod task;
 
 pub use error::{MlError, MlResult};
