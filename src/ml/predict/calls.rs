@@ -1,0 +1,294 @@
+//! Recognising one `pgml.predict*` call in the AST: which function, which
+//! model, what kind of input, and the expression that replaces it.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    ObjectName, ObjectNamePart, UnaryOperator, Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::ml::error::{MlError, MlResult};
+use crate::ml::frame::RawValue;
+
+use super::{Call, Features, Func, InputKind, ModelRef};
+
+/// An identifier as Postgres resolves it: unquoted folds to lower case,
+/// quoted is taken verbatim.
+pub fn folded(ident: &Ident) -> String {
+    match ident.quote_style {
+        None => ident.value.to_lowercase(),
+        Some(_) => ident.value.clone(),
+    }
+}
+
+fn func_of(name: &ObjectName) -> Option<Func> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(folded(i)),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let [schema, func] = parts.as_slice() else {
+        return None;
+    };
+    if schema != "pgml" {
+        return None;
+    }
+    match func.as_str() {
+        "predict" => Some(Func::Predict),
+        "predict_proba" => Some(Func::PredictProba),
+        "predict_joint" => Some(Func::PredictJoint),
+        "predict_batch" => Some(Func::PredictBatch),
+        _ => None,
+    }
+}
+
+/// The call itself when `expr` is one (parentheses around it allowed).
+pub fn as_call(expr: &Expr) -> Option<(Func, &Function)> {
+    match expr {
+        Expr::Nested(inner) => as_call(inner),
+        Expr::Function(f) => func_of(&f.name).map(|func| (func, f)),
+        _ => None,
+    }
+}
+
+/// Whether any `pgml.predict*` call occurs anywhere inside `node`.
+pub fn contains_call<V: sqlparser::ast::Visit>(node: &V) -> bool {
+    sqlparser::ast::visit_expressions(node, |e| match e {
+        Expr::Function(f) if func_of(&f.name).is_some() => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+/// A call taken apart: what the planner needs to replace it.
+pub struct Analysed {
+    pub call: Call,
+    /// SQL of the text column that makes the server return the features.
+    pub replacement: String,
+    /// `Some` when both arguments are constants: the features (`None`
+    /// inside: the features are NULL, so is the prediction).
+    pub constant: Option<Option<Features>>,
+}
+
+pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
+    let name = func.name();
+    if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
+        return Err(MlError::Unsupported(format!(
+            "pgml.{name} with OVER, FILTER or WITHIN GROUP is not supported (it is not an aggregate)"
+        )));
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(MlError::Unsupported(format!(
+            "pgml.{name} needs an argument list: (project or model id, features)"
+        )));
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() || list.args.len() != 2 {
+        return Err(MlError::Unsupported(format!(
+            "pgml.{name} takes exactly two arguments: (project or model id, features)"
+        )));
+    }
+    let model_arg = arg_expr(&list.args[0], &["project_name", "model_id"], name)?;
+    let features_arg = arg_expr(&list.args[1], &["features", "row"], name)?;
+    let model = match model_arg {
+        FunctionArgExpr::Expr(e) => model_ref(e).ok_or_else(|| {
+            MlError::Unsupported(format!(
+                "the first argument of pgml.{name} must be a constant project name, model id or $n parameter, not `{e}`"
+            ))
+        })?,
+        other => {
+            return Err(MlError::Unsupported(format!(
+                "the first argument of pgml.{name} must be a project name or model id, not `{other}`"
+            )))
+        }
+    };
+    let (input, json_arg) = match features_arg {
+        FunctionArgExpr::QualifiedWildcard(obj) => (InputKind::Row, format!("{obj}.*")),
+        FunctionArgExpr::Expr(e) => (input_kind(e), e.to_string()),
+        other => {
+            return Err(MlError::Unsupported(format!(
+                "pgml.{name} features `{other}` are not supported; use ARRAY[...], (a, b, ...) or alias.*"
+            )))
+        }
+    };
+    let replacement = match &model {
+        ModelRef::Null => "NULL::text".to_string(),
+        // Keeps `$n` in the server statement so its type is still resolved
+        // there, and gives STRICT's NULL when the parameter is NULL.
+        ModelRef::Param(n) => {
+            format!("CASE WHEN ${n}::text IS NULL THEN NULL ELSE to_json({json_arg})::text END")
+        }
+        _ => format!("to_json({json_arg})::text"),
+    };
+    let constant = match (&model, features_arg) {
+        (ModelRef::Param(_), _) => None,
+        (_, FunctionArgExpr::Expr(e)) => constant_features(e, name)?,
+        _ => None,
+    };
+    Ok(Analysed {
+        call: Call { func, model, input },
+        replacement,
+        constant,
+    })
+}
+
+fn arg_expr<'a>(arg: &'a FunctionArg, names: &[&str], func: &str) -> MlResult<&'a FunctionArgExpr> {
+    match arg {
+        FunctionArg::Unnamed(e) => Ok(e),
+        FunctionArg::Named { name, arg, .. } if names.contains(&folded(name).as_str()) => Ok(arg),
+        _ => Err(MlError::Unsupported(format!(
+            "pgml.{func}: argument `{arg}` is not supported; pass (project or model id, features)"
+        ))),
+    }
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip(inner),
+        Expr::Cast {
+            kind: CastKind::DoubleColon | CastKind::Cast,
+            expr,
+            ..
+        } => strip(expr),
+        other => other,
+    }
+}
+
+fn model_ref(e: &Expr) -> Option<ModelRef> {
+    let Expr::Value(v) = strip(e) else {
+        return None;
+    };
+    match &v.value {
+        Value::Null => Some(ModelRef::Null),
+        Value::Number(n, _) => n.parse::<i64>().ok().map(ModelRef::Id),
+        Value::Placeholder(p) => p
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .map(ModelRef::Param),
+        other => string_literal(other).map(ModelRef::Project),
+    }
+}
+
+fn string_literal(v: &Value) -> Option<String> {
+    match v {
+        Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(s.clone()),
+        Value::DollarQuotedString(d) => Some(d.value.clone()),
+        _ => None,
+    }
+}
+
+fn input_kind(e: &Expr) -> InputKind {
+    match e {
+        Expr::Nested(inner) => input_kind(inner),
+        Expr::Array(_) => InputKind::Array,
+        Expr::Cast { data_type, .. } if matches!(data_type, DataType::Array(_)) => InputKind::Array,
+        Expr::Tuple(_) => InputKind::Row,
+        Expr::Function(f) if is_row_constructor(f) => InputKind::Row,
+        _ => InputKind::Either,
+    }
+}
+
+fn is_row_constructor(f: &Function) -> bool {
+    matches!(f.name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("row"))
+}
+
+/// A literal number, possibly negated.
+fn number(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Nested(inner) => number(inner),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => number(expr).map(|v| -v),
+        Expr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => number(expr),
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn is_null(e: &Expr) -> bool {
+    matches!(strip(e), Expr::Value(v) if v.value == Value::Null)
+}
+
+/// `Ok(None)`: not a constant (the server must evaluate it).
+fn constant_features(e: &Expr, func: &str) -> MlResult<Option<Option<Features>>> {
+    if is_null(e) {
+        return Ok(Some(None));
+    }
+    let elems: Vec<&Expr> = match e {
+        Expr::Nested(inner) => return constant_features(inner, func),
+        Expr::Array(a) => a.elem.iter().collect(),
+        Expr::Tuple(items) => items.iter().collect(),
+        Expr::Function(f) if is_row_constructor(f) => match &f.args {
+            FunctionArguments::List(l) => {
+                let mut out = Vec::new();
+                for a in &l.args {
+                    match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => out.push(x),
+                        _ => return Ok(None),
+                    }
+                }
+                out
+            }
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    if matches!(e, Expr::Array(_)) {
+        let mut values = Vec::with_capacity(elems.len());
+        for (i, x) in elems.iter().enumerate() {
+            if is_null(x) {
+                return Err(MlError::data(format!(
+                    "pgml.{func}: feature {} of the array is NULL; array features cannot contain NULLs",
+                    i + 1
+                )));
+            }
+            match number(x) {
+                Some(v) => values.push(v),
+                None => return Ok(None),
+            }
+        }
+        return Ok(Some(Some(Features::Array(values))));
+    }
+    let mut values = Vec::with_capacity(elems.len());
+    for x in elems {
+        let v = if is_null(x) {
+            RawValue::Null
+        } else if let Some(n) = number(x) {
+            RawValue::Number(n)
+        } else {
+            match strip(x) {
+                Expr::Value(v) => match &v.value {
+                    Value::Boolean(b) => RawValue::Number(if *b { 1.0 } else { 0.0 }),
+                    other => match string_literal(other) {
+                        Some(s) => RawValue::Text(s),
+                        None => return Ok(None),
+                    },
+                },
+                _ => return Ok(None),
+            }
+        };
+        values.push(v);
+    }
+    Ok(Some(Some(Features::Row(values))))
+}
+
+/// Parses one SQL expression we generated ourselves.
+pub fn parse_expr(sql: &str) -> MlResult<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| MlError::Internal(format!("cannot parse generated expression {sql:?}: {e}")))
+}

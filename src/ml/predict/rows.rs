@@ -1,0 +1,528 @@
+//! Turns the server's answer to the rewritten statement into the answer the
+//! client expects: RowDescription entries of prediction columns retyped,
+//! hidden columns dropped, features replaced by predictions, the proxy's
+//! WHERE/ORDER BY/LIMIT applied and the row count fixed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::ml::error::{MlError, MlResult};
+
+use super::eval::cmp_keys;
+use super::format::{
+    float4_array_binary, float4_array_text, float4_binary, float4_text, FLOAT4_ARRAY_OID,
+    FLOAT4_OID,
+};
+use super::plan::{marker_number, Plan, Shape};
+use super::wire::{self, Field};
+use super::{json, Func, Prediction, Predictor};
+
+/// Rows per predictor call: LightGBM is much faster per batch.
+const BATCH: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+enum Col {
+    Pass,
+    Pred { marker: usize, client: usize },
+    Hidden { marker: usize },
+}
+
+/// The server's columns for the rewritten statement.
+#[derive(Debug)]
+pub struct Layout {
+    cols: Vec<Col>,
+    /// Marker → the server column holding it (its first occurrence).
+    marker_col: HashMap<usize, usize>,
+}
+
+type Row = Vec<Option<Vec<u8>>>;
+
+/// A row with its predictions (one slot per server column).
+struct Done {
+    seq: u64,
+    key: Vec<Option<f32>>,
+    fields: Row,
+    preds: Vec<Option<Prediction>>,
+}
+
+pub struct Rewriter {
+    shape: Arc<Shape>,
+    predictor: Arc<dyn Predictor>,
+    formats: Vec<i16>,
+    layout: Option<Arc<Layout>>,
+    batch: Vec<Row>,
+    ranked: Vec<Done>,
+    seq: u64,
+    skipped: u64,
+    sent: u64,
+}
+
+fn client_format(formats: &[i16], col: usize) -> i16 {
+    match formats {
+        [] => 0,
+        [one] => *one,
+        many => many.get(col).copied().unwrap_or(0),
+    }
+}
+
+fn func_type(func: Func) -> (u32, i16) {
+    if func.returns_array() {
+        (FLOAT4_ARRAY_OID, -1)
+    } else {
+        (FLOAT4_OID, 4)
+    }
+}
+
+/// A prediction as one DataRow value (length prefix included).
+fn put_prediction(
+    out: &mut BytesMut,
+    func: Func,
+    p: Option<&Prediction>,
+    format: i16,
+) -> MlResult<()> {
+    let Some(p) = p else {
+        out.put_i32(-1);
+        return Ok(());
+    };
+    let mut v = BytesMut::new();
+    match (p, func.returns_array(), format) {
+        (Prediction::Scalar(x), false, 0) => v.put_slice(float4_text(*x).as_bytes()),
+        (Prediction::Scalar(x), false, _) => float4_binary(*x, &mut v),
+        (Prediction::Vector(xs), true, 0) => v.put_slice(float4_array_text(xs).as_bytes()),
+        (Prediction::Vector(xs), true, _) => float4_array_binary(xs, &mut v),
+        _ => {
+            return Err(MlError::Internal(format!(
+                "the model returned the wrong shape of result for pgml.{}",
+                func.name()
+            )))
+        }
+    }
+    out.put_i32(v.len() as i32);
+    out.put_slice(&v);
+    Ok(())
+}
+
+fn scalar(p: Option<&Prediction>) -> Option<f32> {
+    match p {
+        Some(Prediction::Scalar(x)) => Some(*x),
+        _ => None,
+    }
+}
+
+impl Plan {
+    pub fn rewriter(&self, predictor: Arc<dyn Predictor>, result_formats: &[i16]) -> Rewriter {
+        Rewriter {
+            shape: self.shape.clone(),
+            predictor,
+            formats: result_formats.to_vec(),
+            layout: self.shape.layout.lock().clone(),
+            batch: Vec::new(),
+            ranked: Vec::new(),
+            seq: 0,
+            skipped: 0,
+            sent: 0,
+        }
+    }
+
+    /// For `server_sql == None`: RowDescription, DataRow(s) and
+    /// CommandComplete, as the simple protocol answers.
+    pub fn answer_constant(&self, predictor: &dyn Predictor, out: &mut BytesMut) -> MlResult<()> {
+        self.describe_constant(&[], out)?;
+        self.execute_constant(predictor, &[], out)
+    }
+
+    /// The RowDescription of a constant statement (Describe in the
+    /// extended protocol; formats as in `rewriter`).
+    pub fn describe_constant(&self, result_formats: &[i16], out: &mut BytesMut) -> MlResult<()> {
+        let items = self.constant_items()?;
+        let fields: Vec<Field> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let func = self
+                    .shape
+                    .calls
+                    .get(item.call)
+                    .map_or(Func::Predict, |c| c.func);
+                let (type_oid, typlen) = func_type(func);
+                Field {
+                    name: item.name.clone(),
+                    table_oid: 0,
+                    attnum: 0,
+                    type_oid,
+                    typlen,
+                    typmod: -1,
+                    format: client_format(result_formats, i),
+                }
+            })
+            .collect();
+        wire::write_row_description(out, &fields);
+        Ok(())
+    }
+
+    /// The DataRow(s) and CommandComplete of a constant statement.
+    pub fn execute_constant(
+        &self,
+        predictor: &dyn Predictor,
+        result_formats: &[i16],
+        out: &mut BytesMut,
+    ) -> MlResult<()> {
+        let items = self.constant_items()?;
+        let mut values = Vec::with_capacity(items.len());
+        for item in items {
+            let call = self
+                .shape
+                .calls
+                .get(item.call)
+                .ok_or_else(|| MlError::Internal("constant item without its call".into()))?;
+            let value = match &item.input {
+                None => None,
+                Some(f) => {
+                    let mut res = predictor.predict(item.call, std::slice::from_ref(f))?;
+                    if res.len() != 1 {
+                        return Err(MlError::Internal("the model returned no prediction".into()));
+                    }
+                    res.pop()
+                }
+            };
+            values.push((call.func, value));
+        }
+        // predict_batch is set-returning: one row per prediction.
+        if let [(Func::PredictBatch, value)] = values.as_slice() {
+            let preds: Vec<f32> = match value {
+                None => Vec::new(),
+                Some(Prediction::Vector(v)) => v.clone(),
+                Some(Prediction::Scalar(x)) => vec![*x],
+            };
+            for x in &preds {
+                let p = Prediction::Scalar(*x);
+                let mut err = Ok(());
+                wire::message(out, b'D', |b| {
+                    b.put_i16(1);
+                    err = put_prediction(
+                        b,
+                        Func::Predict,
+                        Some(&p),
+                        client_format(result_formats, 0),
+                    );
+                });
+                err?;
+            }
+            wire::command_complete(out, &format!("SELECT {}", preds.len()));
+            return Ok(());
+        }
+        let mut err = Ok(());
+        wire::message(out, b'D', |b| {
+            b.put_i16(values.len() as i16);
+            for (i, (func, value)) in values.iter().enumerate() {
+                if err.is_ok() {
+                    err =
+                        put_prediction(b, *func, value.as_ref(), client_format(result_formats, i));
+                }
+            }
+        });
+        err?;
+        wire::command_complete(out, "SELECT 1");
+        Ok(())
+    }
+
+    fn constant_items(&self) -> MlResult<&[super::plan::ConstItem]> {
+        self.shape
+            .constant
+            .as_deref()
+            .ok_or_else(|| MlError::Internal("the statement needs the server".into()))
+    }
+}
+
+impl Rewriter {
+    /// Feeds one complete backend message (tag + body without the 5-byte
+    /// header) of the server's answer to `server_sql`; appends the complete
+    /// messages the client must get to `out`. After an error the session
+    /// must send its own ErrorResponse and drain the server's answer.
+    pub fn on_message(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> MlResult<()> {
+        match tag {
+            b'T' => self.row_description(body, out),
+            b'D' => {
+                if self.layout.is_none() {
+                    self.layout = self.shape.layout.lock().clone();
+                }
+                if self.layout.is_none() {
+                    return Err(MlError::Internal(
+                        "a DataRow arrived before any RowDescription of this statement; Describe it first".into(),
+                    ));
+                }
+                self.batch.push(wire::parse_data_row(body)?);
+                if self.batch.len() >= BATCH {
+                    self.process_batch(out)?;
+                }
+                Ok(())
+            }
+            b'C' => {
+                self.process_batch(out)?;
+                self.emit_ranked(out)?;
+                let tag = wire::command_tag(body);
+                if tag.starts_with(b"SELECT ") {
+                    wire::command_complete(out, &format!("SELECT {}", self.sent));
+                } else {
+                    pass(b'C', body, out);
+                }
+                self.sent = 0;
+                Ok(())
+            }
+            b's' => {
+                if !self.shape.order.is_empty() {
+                    return Err(MlError::Unsupported(
+                        "fetching a few rows at a time (Execute with a row limit) from a statement ordered \
+                         by pgml.predict is not supported"
+                            .into(),
+                    ));
+                }
+                self.process_batch(out)?;
+                pass(tag, body, out);
+                self.sent = 0;
+                Ok(())
+            }
+            b'E' => {
+                // What streamed before the error reaches the client, as it
+                // would from Postgres; a pending sort never completes.
+                if self.shape.order.is_empty() {
+                    self.process_batch(out)?;
+                }
+                self.ranked.clear();
+                self.batch.clear();
+                pass(tag, body, out);
+                Ok(())
+            }
+            _ => {
+                pass(tag, body, out);
+                Ok(())
+            }
+        }
+    }
+
+    fn row_description(&mut self, body: &[u8], out: &mut BytesMut) -> MlResult<()> {
+        let fields = wire::parse_row_description(body)?;
+        let mut cols = Vec::with_capacity(fields.len());
+        let mut marker_col = HashMap::new();
+        let mut client_fields = Vec::with_capacity(fields.len());
+        for (i, f) in fields.into_iter().enumerate() {
+            let Some(k) = marker_number(&f.name) else {
+                cols.push(Col::Pass);
+                client_fields.push(f);
+                continue;
+            };
+            let marker = self.shape.markers.get(k).ok_or_else(|| {
+                MlError::Internal(format!("unknown prediction column {}", f.name))
+            })?;
+            let func = self
+                .shape
+                .calls
+                .get(marker.call)
+                .map(|c| c.func)
+                .ok_or_else(|| MlError::Internal("prediction column without its call".into()))?;
+            marker_col.entry(k).or_insert(i);
+            match &marker.name {
+                None => cols.push(Col::Hidden { marker: k }),
+                Some(name) => {
+                    cols.push(Col::Pred {
+                        marker: k,
+                        client: client_fields.len(),
+                    });
+                    let (type_oid, typlen) = func_type(func);
+                    client_fields.push(Field {
+                        name: name.clone(),
+                        table_oid: 0,
+                        attnum: 0,
+                        type_oid,
+                        typlen,
+                        typmod: -1,
+                        format: f.format,
+                    });
+                }
+            }
+        }
+        let layout = Arc::new(Layout { cols, marker_col });
+        *self.shape.layout.lock() = Some(layout.clone());
+        self.layout = Some(layout);
+        wire::write_row_description(out, &client_fields);
+        Ok(())
+    }
+
+    fn limit_reached(&self) -> bool {
+        self.shape.limit.is_some_and(|l| self.sent >= l)
+    }
+
+    fn process_batch(&mut self, out: &mut BytesMut) -> MlResult<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.batch);
+        if self.shape.order.is_empty() && self.limit_reached() {
+            return Ok(());
+        }
+        let layout = self
+            .layout
+            .clone()
+            .ok_or_else(|| MlError::Internal("rows without a RowDescription".into()))?;
+        let mut preds: Vec<Vec<Option<Prediction>>> =
+            vec![vec![None; layout.cols.len()]; rows.len()];
+        for (ci, col) in layout.cols.iter().enumerate() {
+            let marker = match col {
+                Col::Pred { marker, .. } | Col::Hidden { marker } => *marker,
+                Col::Pass => continue,
+            };
+            let call_no = self
+                .shape
+                .markers
+                .get(marker)
+                .map_or(usize::MAX, |m| m.call);
+            let call =
+                self.shape.calls.get(call_no).ok_or_else(|| {
+                    MlError::Internal("prediction column without its call".into())
+                })?;
+            let mut which = Vec::new();
+            let mut inputs = Vec::new();
+            for (ri, row) in rows.iter().enumerate() {
+                if let Some(Some(text)) = row.get(ci) {
+                    inputs.push(json::decode(text, call.input, call.func.name())?);
+                    which.push(ri);
+                }
+            }
+            if inputs.is_empty() {
+                continue;
+            }
+            let results = self.predictor.predict(call_no, &inputs)?;
+            if results.len() != inputs.len() {
+                return Err(MlError::Internal(format!(
+                    "the model returned {} predictions for {} rows",
+                    results.len(),
+                    inputs.len()
+                )));
+            }
+            for (ri, p) in which.into_iter().zip(results) {
+                if let Some(slot) = preds.get_mut(ri).and_then(|r| r.get_mut(ci)) {
+                    *slot = Some(p);
+                }
+            }
+        }
+        for (fields, preds) in rows.into_iter().zip(preds) {
+            let value = |m: usize| {
+                layout
+                    .marker_col
+                    .get(&m)
+                    .and_then(|c| scalar(preds.get(*c).and_then(|p| p.as_ref())))
+            };
+            if let Some(filter) = &self.shape.filter {
+                if filter.eval(&|m| value(m).map(f64::from)) != Some(true) {
+                    continue;
+                }
+            }
+            let key = self.shape.order.iter().map(|k| value(k.marker)).collect();
+            let done = Done {
+                seq: self.seq,
+                key,
+                fields,
+                preds,
+            };
+            self.seq += 1;
+            if self.shape.order.is_empty() {
+                self.emit(&layout, &done, out)?;
+            } else {
+                self.ranked.push(done);
+                self.prune();
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps only the best `offset + limit` rows once enough accumulate:
+    /// a bounded top-k, O(n) per pruning.
+    fn prune(&mut self) {
+        let Some(limit) = self.shape.limit else {
+            return;
+        };
+        let k = usize::try_from(limit.saturating_add(self.shape.offset)).unwrap_or(usize::MAX);
+        if self.ranked.len() <= k.saturating_mul(2).max(BATCH) {
+            return;
+        }
+        let order = &self.shape.order;
+        let cmp = |a: &Done, b: &Done| cmp_keys(order, &a.key, &b.key).then(a.seq.cmp(&b.seq));
+        if k == 0 {
+            self.ranked.clear();
+            return;
+        }
+        self.ranked.select_nth_unstable_by(k - 1, cmp);
+        self.ranked.truncate(k);
+    }
+
+    fn emit_ranked(&mut self, out: &mut BytesMut) -> MlResult<()> {
+        if self.ranked.is_empty() {
+            return Ok(());
+        }
+        let mut ranked = std::mem::take(&mut self.ranked);
+        let order = &self.shape.order;
+        ranked.sort_by(|a, b| cmp_keys(order, &a.key, &b.key).then(a.seq.cmp(&b.seq)));
+        let layout = self
+            .layout
+            .clone()
+            .ok_or_else(|| MlError::Internal("rows without a RowDescription".into()))?;
+        for done in &ranked {
+            self.emit(&layout, done, out)?;
+        }
+        Ok(())
+    }
+
+    /// Sends one row, after the proxy's OFFSET and within its LIMIT.
+    fn emit(&mut self, layout: &Layout, done: &Done, out: &mut BytesMut) -> MlResult<()> {
+        if self.skipped < self.shape.offset {
+            self.skipped += 1;
+            return Ok(());
+        }
+        if self.limit_reached() {
+            return Ok(());
+        }
+        let visible = layout
+            .cols
+            .iter()
+            .filter(|c| !matches!(c, Col::Hidden { .. }))
+            .count();
+        let mut err = Ok(());
+        wire::message(out, b'D', |b| {
+            b.put_i16(visible as i16);
+            for (ci, col) in layout.cols.iter().enumerate() {
+                match col {
+                    Col::Hidden { .. } => {}
+                    Col::Pass => match done.fields.get(ci) {
+                        Some(Some(v)) => {
+                            b.put_i32(v.len() as i32);
+                            b.put_slice(v);
+                        }
+                        _ => b.put_i32(-1),
+                    },
+                    Col::Pred { marker, client } => {
+                        let func = self
+                            .shape
+                            .markers
+                            .get(*marker)
+                            .and_then(|m| self.shape.calls.get(m.call))
+                            .map_or(Func::Predict, |c| c.func);
+                        let p = done.preds.get(ci).and_then(|p| p.as_ref());
+                        if err.is_ok() {
+                            err = put_prediction(b, func, p, client_format(&self.formats, *client));
+                        }
+                    }
+                }
+            }
+        });
+        err?;
+        self.sent += 1;
+        Ok(())
+    }
+}
+
+/// Forwards a message unchanged.
+fn pass(tag: u8, body: &[u8], out: &mut BytesMut) {
+    wire::message(out, tag, |b| b.put_slice(body));
+}

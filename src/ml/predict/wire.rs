@@ -1,0 +1,152 @@
+//! The few backend messages the rewriter looks inside or writes:
+//! RowDescription, DataRow, CommandComplete.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::ml::error::{MlError, MlResult};
+
+/// One field of a RowDescription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub table_oid: u32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub typlen: i16,
+    pub typmod: i32,
+    pub format: i16,
+}
+
+fn truncated(what: &str) -> MlError {
+    MlError::Internal(format!("malformed {what} from the server"))
+}
+
+fn take<'a>(body: &'a [u8], pos: &mut usize, n: usize, what: &str) -> MlResult<&'a [u8]> {
+    let end = pos.checked_add(n).ok_or_else(|| truncated(what))?;
+    let s = body.get(*pos..end).ok_or_else(|| truncated(what))?;
+    *pos = end;
+    Ok(s)
+}
+
+fn be16(b: &[u8]) -> i16 {
+    i16::from_be_bytes([b[0], b[1]])
+}
+
+fn be32(b: &[u8]) -> i32 {
+    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+pub fn parse_row_description(body: &[u8]) -> MlResult<Vec<Field>> {
+    const WHAT: &str = "RowDescription";
+    let mut pos = 0;
+    let n = be16(take(body, &mut pos, 2, WHAT)?);
+    let mut fields = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let rest = body.get(pos..).ok_or_else(|| truncated(WHAT))?;
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| truncated(WHAT))?;
+        let name = String::from_utf8_lossy(&rest[..end]).into_owned();
+        pos += end + 1;
+        let f = take(body, &mut pos, 18, WHAT)?;
+        fields.push(Field {
+            name,
+            table_oid: be32(&f[0..4]) as u32,
+            attnum: be16(&f[4..6]),
+            type_oid: be32(&f[6..10]) as u32,
+            typlen: be16(&f[10..12]),
+            typmod: be32(&f[12..16]),
+            format: be16(&f[16..18]),
+        });
+    }
+    Ok(fields)
+}
+
+/// Writes a complete message (tag, length, body).
+pub fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(tag);
+    let at = out.len();
+    out.put_i32(0);
+    body(out);
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn write_row_description(out: &mut BytesMut, fields: &[Field]) {
+    message(out, b'T', |b| {
+        b.put_i16(fields.len() as i16);
+        for f in fields {
+            b.put_slice(f.name.as_bytes());
+            b.put_u8(0);
+            b.put_u32(f.table_oid);
+            b.put_i16(f.attnum);
+            b.put_u32(f.type_oid);
+            b.put_i16(f.typlen);
+            b.put_i32(f.typmod);
+            b.put_i16(f.format);
+        }
+    });
+}
+
+/// The values of a DataRow; `None` is NULL.
+pub fn parse_data_row(body: &[u8]) -> MlResult<Vec<Option<Vec<u8>>>> {
+    const WHAT: &str = "DataRow";
+    let mut pos = 0;
+    let n = be16(take(body, &mut pos, 2, WHAT)?);
+    let mut values = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = be32(take(body, &mut pos, 4, WHAT)?);
+        if len < 0 {
+            values.push(None);
+        } else {
+            values.push(Some(take(body, &mut pos, len as usize, WHAT)?.to_vec()));
+        }
+    }
+    Ok(values)
+}
+
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    message(out, b'C', |b| {
+        b.put_slice(tag.as_bytes());
+        b.put_u8(0);
+    });
+}
+
+/// The tag of a CommandComplete body.
+pub fn command_tag(body: &[u8]) -> &[u8] {
+    body.split(|&b| b == 0).next().unwrap_or(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_description_round_trips() {
+        let fields = vec![Field {
+            name: "a".into(),
+            table_oid: 7,
+            attnum: 2,
+            type_oid: 23,
+            typlen: 4,
+            typmod: -1,
+            format: 1,
+        }];
+        let mut out = BytesMut::new();
+        write_row_description(&mut out, &fields);
+        assert_eq!(out[0], b'T');
+        assert_eq!(parse_row_description(&out[5..]).unwrap(), fields);
+        assert!(parse_row_description(&out[5..out.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn data_row_with_null_and_truncation() {
+        let body = [0, 2, 0, 0, 0, 1, b'x', 255, 255, 255, 255];
+        assert_eq!(
+            parse_data_row(&body).unwrap(),
+            vec![Some(b"x".to_vec()), None]
+        );
+        assert!(parse_data_row(&body[..5]).is_err());
+    }
+}
