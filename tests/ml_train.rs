@@ -214,7 +214,8 @@ fn bad_input_gets_clear_errors_and_the_connection_stays_usable() {
             assert!(db.message().contains(needle), "{sql}: {}", db.message());
             // The same connection keeps working.
             let rows = client.simple_query("SELECT 1").await.expect("after an error");
-            assert_eq!(rows.len(), 2);
+            let n = rows.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count();
+            assert_eq!(n, 1);
         }
         // Nothing was dropped and no catalog rows were left half-written.
         assert_eq!(client.query_one("SELECT count(*) FROM pgml.iris", &[]).await.unwrap().get::<_, i64>(0), 150);
@@ -308,7 +309,10 @@ database = "app"
     // The catalog lives on shard 0 only.
     assert_eq!(shards[0].psql("app", "SELECT analysis->>'samples' FROM pgml.snapshots"), "150");
     assert!(shards[1].try_psql("app", "SELECT 1 FROM pgml.projects").is_err());
-    let r2 = key(&proxy, "line", "r2");
+    let r2: f64 = shards[0]
+        .psql("app", "SELECT metrics->>'r2' FROM pgml.models")
+        .parse()
+        .unwrap();
     assert!(r2 > 0.999, "a straight line: r2 {r2}");
 }
 

@@ -66,8 +66,8 @@ impl Session {
         if !call::mentions_pgml(sql) {
             return Ok(None);
         }
-        let call = match call::parse_call(sql) {
-            Ok(Some(call)) => call,
+        let calls = match call::parse_calls(sql) {
+            Ok(Some(calls)) => calls,
             Ok(None) => return self.predict_simple(sql).await,
             Err(e) => {
                 let mut out = BytesMut::new();
@@ -80,7 +80,12 @@ impl Session {
         if self.settle().await? == Flow::Close {
             return Ok(Some(Flow::Close));
         }
-        self.run_call(&call, true).await?;
+        // As Postgres: statements run in turn; the first error ends the string.
+        for call in &calls {
+            if !self.run_call(call, true).await? {
+                break;
+            }
+        }
         messages::ready_for_query(&mut self.to_client, self.status);
         Ok(Some(Flow::Continue))
     }

@@ -159,24 +159,41 @@ pub fn mentions_pgml(sql: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(b"pgml"))
 }
 
-/// The pgml function call this statement is, if it is one. A statement that
-/// uses one of these functions in any other shape is refused (0A000) rather
-/// than sent to a server that has no such function.
-pub fn parse_call(sql: &str) -> MlResult<Option<FnCall>> {
+/// The pgml function calls this query string is made of, if it calls any.
+/// Several statements are fine when every one is such a call (psql -c
+/// "SELECT pgml.load_dataset('iris'); SELECT pgml.train(...)"). A statement
+/// that uses one of these functions in any other shape is refused (0A000)
+/// rather than sent to a server that has no such function.
+pub fn parse_calls(sql: &str) -> MlResult<Option<Vec<FnCall>>> {
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return Ok(None);
     };
-    let found = statements.iter().any(uses_function);
-    if !found {
+    if !statements.iter().any(uses_function) {
         return Ok(None);
     }
-    let shape_error = || {
-        MlError::Unsupported(
-            "pgml functions must be called alone: SELECT * FROM pgml.train(...) or SELECT pgml.train(...)"
-                .into(),
-        )
-    };
-    let [Statement::Query(query)] = statements.as_slice() else {
+    statements.iter().map(call_of).collect::<MlResult<Vec<_>>>().map(Some)
+}
+
+/// Like `parse_calls` for one statement (the extended protocol's Parse).
+pub fn parse_call(sql: &str) -> MlResult<Option<FnCall>> {
+    match parse_calls(sql)? {
+        None => Ok(None),
+        Some(mut calls) if calls.len() == 1 => Ok(calls.pop()),
+        Some(_) => Err(MlError::Unsupported(
+            "cannot insert multiple commands into a prepared statement".into(),
+        )),
+    }
+}
+
+fn shape_error() -> MlError {
+    MlError::Unsupported(
+        "pgml functions must be called alone: SELECT * FROM pgml.train(...) or SELECT pgml.train(...)"
+            .into(),
+    )
+}
+
+fn call_of(statement: &Statement) -> MlResult<FnCall> {
+    let Statement::Query(query) = statement else {
         return Err(shape_error());
     };
     let SetExpr::Select(select) = query.body.as_ref() else {
@@ -194,13 +211,12 @@ pub fn parse_call(sql: &str) -> MlResult<Option<FnCall>> {
                 ..
             } => {
                 let func = ours(name).ok_or_else(shape_error)?;
-                let call = bind(func, &args.args)?;
-                Ok(Some(FnCall {
+                Ok(FnCall {
                     func,
-                    args: call,
+                    args: bind(func, &args.args)?,
                     expand: true,
                     alias: alias.as_ref().map(|a| a.name.value.clone()),
-                }))
+                })
             }
             _ => Err(shape_error()),
         },
@@ -219,12 +235,12 @@ pub fn parse_call(sql: &str) -> MlResult<Option<FnCall>> {
                 FunctionArguments::None => &[],
                 FunctionArguments::Subquery(_) => return Err(shape_error()),
             };
-            Ok(Some(FnCall {
+            Ok(FnCall {
                 func,
                 args: bind(func, args)?,
                 expand: false,
                 alias,
-            }))
+            })
         }
         _ => Err(shape_error()),
     }
@@ -298,7 +314,12 @@ fn bind(func: Function, args: &[FunctionArg]) -> MlResult<Vec<(&'static str, Arg
                 })?;
                 (*name, e)
             }
-            FunctionArg::Named { name, arg, .. } => {
+            FunctionArg::Named { name, arg, .. }
+            | FunctionArg::ExprNamed {
+                name: Expr::Identifier(name),
+                arg,
+                ..
+            } => {
                 named_seen = true;
                 let wanted = name.value.to_lowercase();
                 let name = params.iter().find(|p| **p == wanted).ok_or_else(|| {
@@ -426,6 +447,7 @@ mod tests {
             "SELECT * FROM t WHERE x = (SELECT pgml.version())",
             "SELECT pgml.train('p', relation_name => (SELECT 'x'))",
             "SELECT pgml.version(); SELECT 1",
+            "SELECT 1; SELECT pgml.version()",
         ] {
             let err = parse_call(sql).unwrap_err();
             assert_eq!(err.sqlstate(), "0A000", "{sql}");
@@ -434,6 +456,21 @@ mod tests {
         assert_eq!(err.sqlstate(), "22023");
         let err = parse_call("SELECT pgml.deploy('p', 'best_score', 'x', 'y')").unwrap_err();
         assert_eq!(err.sqlstate(), "22023");
+    }
+
+    #[test]
+    fn several_calls_in_one_query_string() {
+        let calls = parse_calls("SELECT pgml.load_dataset('iris'); SELECT * FROM pgml.version()")
+            .unwrap()
+            .unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[1].func, Function::Version);
+        assert_eq!(
+            parse_call("SELECT pgml.version(); SELECT pgml.version()")
+                .unwrap_err()
+                .sqlstate(),
+            "0A000"
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ const WINE_FEATURES: [&str; 13] = [
 ];
 
 /// A dataset ready to load: its table definition and its rows in COPY text.
+#[derive(Debug)]
 pub struct Dataset {
     pub table: String,
     pub columns_sql: String,
