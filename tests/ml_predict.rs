@@ -114,7 +114,10 @@ fn every_form_matches_the_stored_model() {
     // NULL input gives NULL (the functions are STRICT).
     assert_eq!(ok(&proxy, "SELECT 'x', pgml.predict('width', NULL::real[])"), "x|");
     ok(&proxy, "INSERT INTO flowers (id) VALUES (1000)");
-    assert_eq!(ok(&proxy, "SELECT id, pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers WHERE id = 1000"), "1000|");
+    assert_eq!(ok(&proxy, "SELECT id, pgml.predict('width', CASE WHEN sepal_length IS NOT NULL THEN ARRAY[sepal_length, sepal_width, petal_length] END) FROM flowers WHERE id = 1000"), "1000|");
+    // NULL elements in an array are an error, as in PostgresML.
+    let err = proxy.psql("SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers WHERE id = 1000").unwrap_err();
+    assert!(err.contains("NULL"), "{err}");
 }
 
 #[test]

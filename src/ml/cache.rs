@@ -141,25 +141,35 @@ impl ModelCache {
         // Weak: the task must not keep a replaced Ml alive (tests build many).
         let ml = Arc::downgrade(ml);
         tokio::spawn(async move {
+            let mut reconnect = false;
             loop {
                 let Some(ml) = ml.upgrade() else { return };
-                if let Err(e) = listen_once(&server, &database, &ml).await {
+                if let Err(e) = listen_once(&server, &database, &ml, reconnect).await {
                     tracing::warn!(server = %server.addr, "LISTEN {DEPLOY_CHANNEL} failed: {e}; retrying");
                 }
-                // Anything could have been deployed while we were not listening.
-                ml.cache.invalidate_database(&database);
                 drop(ml);
+                reconnect = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
     }
 }
 
-async fn listen_once(server: &Arc<ServerPool>, database: &str, ml: &Ml) -> MlResult<()> {
+async fn listen_once(
+    server: &Arc<ServerPool>,
+    database: &str,
+    ml: &Ml,
+    reconnect: bool,
+) -> MlResult<()> {
     let settings = server.settings();
     let mut conn = server.connect(&settings).await?;
     if let Some(fields) = conn.run_internal(&format!("LISTEN {DEPLOY_CHANNEL}")).await? {
         return Err(MlError::Server(fields));
+    }
+    if reconnect {
+        // Deploys made while we were not listening went unheard. (While the
+        // database is unreachable the warm models keep serving.)
+        ml.cache.invalidate_database(database);
     }
     loop {
         let (tag, body) = conn.read_message().await?;
