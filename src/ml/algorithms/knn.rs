@@ -123,7 +123,7 @@ impl KnnModel {
                     .sqrt()
             })
             .collect();
-        if dist.iter().any(|&d| d == 0.0) {
+        if dist.contains(&0.0) {
             return dist
                 .iter()
                 .map(|&d| if d == 0.0 { 1.0 } else { 0.0 })

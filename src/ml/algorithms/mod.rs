@@ -181,7 +181,28 @@ pub fn fit(
         )));
     }
     check_shapes(task, x, y, num_classes)?;
-    let threads = threads.max(1);
+    // The linfa crates assert and unwrap on inputs they consider impossible;
+    // a panic there must fail this training, not the proxy thread running it.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fit_checked(alg, task, x, y, num_classes, hyperparams, threads.max(1))
+    }))
+    .unwrap_or_else(|_| {
+        Err(MlError::Internal(format!(
+            "{} training failed unexpectedly (the algorithm panicked)",
+            alg.name()
+        )))
+    })
+}
+
+fn fit_checked(
+    alg: Algorithm,
+    task: Task,
+    x: ArrayView2<f64>,
+    y: ArrayView2<f64>,
+    num_classes: usize,
+    hyperparams: &Map<String, Value>,
+    threads: usize,
+) -> MlResult<Box<dyn Model>> {
     if alg == Algorithm::Lightgbm {
         // LightGBM treats NaN as missing, so no finiteness check here.
         return lightgbm::fit(task, x, y, num_classes, hyperparams, threads);

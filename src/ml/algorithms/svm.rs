@@ -120,8 +120,12 @@ pub fn fit_svr(
         Kernel::Rbf { gamma } => p.gaussian_kernel(1.0 / gamma),
         Kernel::Poly { degree, coef0 } => p.polynomial_kernel(coef0, degree),
     };
+    // linfa-svm unwraps `as_slice()` on the target and records: both must be
+    // contiguous, which a column of `y` is not.
+    let records = x.as_standard_layout();
     let model = PerOutput::fit(x, y, |target| {
-        p.fit(&DatasetBase::new(x, target))
+        let target = target.to_owned();
+        p.fit(&DatasetBase::new(records.view(), target.view()))
             .map_err(|e| fit_error("svm", e))
     })?;
     Ok(Box::new(model))
@@ -157,6 +161,7 @@ pub fn fit_svc(
         Kernel::Rbf { gamma } => p.gaussian_kernel(1.0 / gamma),
         Kernel::Poly { degree, coef0 } => p.polynomial_kernel(coef0, degree),
     };
+    let records = x.as_standard_layout();
     let positives: Vec<usize> = if num_classes == 2 {
         vec![1]
     } else {
@@ -176,7 +181,7 @@ pub fn fit_svc(
             )));
         }
         let m = p
-            .fit(&DatasetBase::new(x, target.view()))
+            .fit(&DatasetBase::new(records.view(), target.view()))
             .map_err(|e| fit_error("svm", e))?;
         machines.push(m);
     }
