@@ -23,7 +23,10 @@ fn setup() -> (PgCluster, Proxy) {
     let port = free_port();
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 4));
     ok(&proxy, "SELECT pgml.load_dataset('iris')");
-    ok(&proxy, "CREATE TABLE flowers AS SELECT row_number() OVER () AS id, * FROM pgml.iris");
+    ok(
+        &proxy,
+        "CREATE TABLE flowers AS SELECT row_number() OVER () AS id, * FROM pgml.iris",
+    );
     ok(&proxy, "CREATE VIEW petals AS SELECT sepal_length, sepal_width, petal_length, petal_width FROM pgml.iris");
     ok(&proxy, "SELECT * FROM pgml.train('species', 'classification', 'pgml.iris', 'target', algorithm => 'lightgbm')");
     ok(&proxy, "CREATE VIEW widths AS SELECT sepal_length, sepal_width, petal_length, petal_width FROM pgml.iris");
@@ -59,7 +62,9 @@ fn every_form_matches_the_stored_model() {
     let (pg, proxy) = setup();
     let rows = floats(&pg.psql("app", "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8) FROM flowers ORDER BY id"));
     let x = Array2::from_shape_vec((150, 3), rows).unwrap();
-    let direct = stored_model(&pg, "width", Task::Regression).predict(x.view()).unwrap();
+    let direct = stored_model(&pg, "width", Task::Regression)
+        .predict(x.view())
+        .unwrap();
     let direct: Vec<f32> = direct.column(0).iter().map(|&v| v as f32).collect();
 
     let as_f32 = |s: &str| -> Vec<f32> { s.lines().map(|l| l.parse().unwrap()).collect() };
@@ -69,9 +74,15 @@ fn every_form_matches_the_stored_model() {
     assert_eq!(row_form, direct, "(a, b, c) input");
     let row_kw = as_f32(&ok(&proxy, "SELECT PGML.PREDICT('width', ROW(sepal_length, sepal_width, petal_length)) AS p FROM flowers ORDER BY id"));
     assert_eq!(row_kw, direct, "ROW(...) input");
-    let star = as_f32(&ok(&proxy, "SELECT pgml.predict('species', p.*) FROM petals p LIMIT 150"));
+    let star = as_f32(&ok(
+        &proxy,
+        "SELECT pgml.predict('species', p.*) FROM petals p LIMIT 150",
+    ));
     assert_eq!(star.len(), 150);
-    let model_id = ok(&proxy, "SELECT id FROM pgml.deployed_models WHERE name = 'width'");
+    let model_id = ok(
+        &proxy,
+        "SELECT id FROM pgml.deployed_models WHERE name = 'width'",
+    );
     let by_id = as_f32(&ok(&proxy, &format!("SELECT pgml.predict({model_id}, ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers ORDER BY id")));
     assert_eq!(by_id, direct, "model id instead of project");
 
@@ -94,25 +105,49 @@ fn every_form_matches_the_stored_model() {
     );
     let header = String::from_utf8_lossy(&header.stdout).to_string();
     assert!(header.starts_with("predict|pr\n"), "{header}");
-    let proba_text = header.lines().nth(1).unwrap().split('|').nth(1).unwrap().to_string();
+    let proba_text = header
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('|')
+        .nth(1)
+        .unwrap()
+        .to_string();
     let proba: Vec<f64> = floats(proba_text.trim_matches(|c| c == '{' || c == '}'));
     assert_eq!(proba.len(), 3);
     assert!((proba.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{proba:?}");
 
     // ORDER BY a prediction with LIMIT equals sorting every prediction.
-    let mut all: Vec<(f32, i64)> = direct.iter().enumerate().map(|(i, &p)| (p, i as i64 + 1)).collect();
+    let mut all: Vec<(f32, i64)> = direct
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, i as i64 + 1))
+        .collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
     let top = ok(&proxy, "SELECT id, pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) AS w FROM flowers ORDER BY w DESC LIMIT 5 OFFSET 2");
-    let top: Vec<f32> = top.lines().map(|l| l.split('|').nth(1).unwrap().parse().unwrap()).collect();
+    let top: Vec<f32> = top
+        .lines()
+        .map(|l| l.split('|').nth(1).unwrap().parse().unwrap())
+        .collect();
     let want: Vec<f32> = all[2..7].iter().map(|p| p.0).collect();
     assert_eq!(top, want);
     // WHERE on a prediction filters exactly, and the count is right.
     let filtered = ok(&proxy, "SELECT id FROM flowers WHERE pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) > 1.5 AND id > 10 ORDER BY id");
-    let want: Vec<String> = all.iter().filter(|(p, id)| *p > 1.5 && *id > 10).map(|(_, id)| *id).collect::<std::collections::BTreeSet<_>>().iter().map(|i| i.to_string()).collect();
+    let want: Vec<String> = all
+        .iter()
+        .filter(|(p, id)| *p > 1.5 && *id > 10)
+        .map(|(_, id)| *id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     assert_eq!(filtered.lines().map(String::from).collect::<Vec<_>>(), want);
 
     // NULL input gives NULL (the functions are STRICT).
-    assert_eq!(ok(&proxy, "SELECT 'x', pgml.predict('width', NULL::real[])"), "x|");
+    assert_eq!(
+        ok(&proxy, "SELECT 'x', pgml.predict('width', NULL::real[])"),
+        "x|"
+    );
     ok(&proxy, "INSERT INTO flowers (id) VALUES (1000)");
     assert_eq!(ok(&proxy, "SELECT id, pgml.predict('width', CASE WHEN sepal_length IS NOT NULL THEN ARRAY[sepal_length, sepal_width, petal_length] END) FROM flowers WHERE id = 1000"), "1000|");
     // NULL elements in an array are an error, as in PostgresML.
@@ -127,18 +162,41 @@ fn errors_are_clear_and_the_connection_survives() {
     rt.block_on(async {
         let client = connect(&proxy.url("app", "app_pw", "app")).await;
         for (sql, state, needle) in [
-            ("SELECT pgml.predict('nope', ARRAY[1, 2, 3])", "42704", "nope"),
-            ("SELECT pgml.predict(999999, ARRAY[1, 2, 3])", "42704", "999999"),
-            ("SELECT pgml.predict('width', ARRAY[1, 2])", "42804", "expects 3 features, got 2"),
-            ("SELECT pgml.predict('width', ARRAY[sepal_length]) * 2 FROM flowers", "0A000", ""),
-            ("SELECT pgml.predict('width', (sepal_length, 'text', petal_length)) FROM flowers", "42804", ""),
+            (
+                "SELECT pgml.predict('nope', ARRAY[1, 2, 3])",
+                "42704",
+                "nope",
+            ),
+            (
+                "SELECT pgml.predict(999999, ARRAY[1, 2, 3])",
+                "42704",
+                "999999",
+            ),
+            (
+                "SELECT pgml.predict('width', ARRAY[1, 2])",
+                "42804",
+                "expects 3 features, got 2",
+            ),
+            (
+                "SELECT pgml.predict('width', ARRAY[sepal_length]) * 2 FROM flowers",
+                "0A000",
+                "",
+            ),
+            (
+                "SELECT pgml.predict('width', (sepal_length, 'text', petal_length)) FROM flowers",
+                "42804",
+                "",
+            ),
         ] {
             let err = client.simple_query(sql).await.expect_err(sql);
             let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
             assert_eq!(db.code().code(), state, "{sql}: {}", db.message());
             assert!(db.message().contains(needle), "{sql}: {}", db.message());
             let rows = client.simple_query("SELECT 1").await.unwrap();
-            let n = rows.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count();
+            let n = rows
+                .iter()
+                .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+                .count();
             assert_eq!(n, 1);
         }
     });
@@ -149,7 +207,9 @@ fn extended_protocol_with_parameters_and_binary_results() {
     let (pg, proxy) = setup();
     let rows = floats(&pg.psql("app", "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8) FROM flowers ORDER BY id"));
     let x = Array2::from_shape_vec((150, 3), rows).unwrap();
-    let direct = stored_model(&pg, "width", Task::Regression).predict(x.view()).unwrap();
+    let direct = stored_model(&pg, "width", Task::Regression)
+        .predict(x.view())
+        .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = connect(&proxy.url("app", "app_pw", "app")).await;
@@ -203,9 +263,16 @@ fn row_input_with_text_and_a_second_proxy_learns_of_deploys() {
     ok(&a, "CREATE TABLE shop AS SELECT (ARRAY['red','green','blue'])[1 + g % 3] AS colour, (g % 7)::real AS visits, \
             ((g % 3) * 10 + (g % 7))::real AS spend FROM generate_series(1, 600) g");
     ok(&a, "SELECT * FROM pgml.train('spend', 'regression', 'shop', 'spend', algorithm => 'lightgbm', hyperparams => '{\"min_data_in_leaf\": 5}')");
-    let before: f64 = ok(&b, "SELECT pgml.predict('spend', ('green', 3))").parse().unwrap();
+    let before: f64 = ok(&b, "SELECT pgml.predict('spend', ('green', 3))")
+        .parse()
+        .unwrap();
     assert!((before - 13.0).abs() < 1.5, "green=1*10 + 3: {before}");
-    let blue: f64 = ok(&b, "SELECT pgml.predict('spend', ROW('blue'::text, 4::real))").parse().unwrap();
+    let blue: f64 = ok(
+        &b,
+        "SELECT pgml.predict('spend', ROW('blue'::text, 4::real))",
+    )
+    .parse()
+    .unwrap();
     assert!((blue - 24.0).abs() < 1.5, "blue: {blue}");
     // A new, different model deployed through A: B serves it within 2 s.
     ok(&a, "UPDATE shop SET spend = spend + 100");
@@ -214,21 +281,31 @@ fn row_input_with_text_and_a_second_proxy_learns_of_deploys() {
     ok(&a, &format!("SELECT * FROM pgml.deploy({newest})"));
     let started = Instant::now();
     loop {
-        let now: f64 = ok(&b, "SELECT pgml.predict('spend', ('green', 3))").parse().unwrap();
+        let now: f64 = ok(&b, "SELECT pgml.predict('spend', ('green', 3))")
+            .parse()
+            .unwrap();
         if (now - 113.0).abs() < 1.5 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "B still predicts {now} after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "B still predicts {now} after {:?}",
+            started.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // A restarted proxy serves the deployed model.
     drop(b);
     let pc = free_port();
     let c = Proxy::start(pc, &simple_config(pc, &pg, "transaction", 4));
-    let after: f64 = ok(&c, "SELECT pgml.predict('spend', ('green', 3))").parse().unwrap();
+    let after: f64 = ok(&c, "SELECT pgml.predict('spend', ('green', 3))")
+        .parse()
+        .unwrap();
     assert!((after - 113.0).abs() < 1.5, "{after}");
     // A constant prediction needs no server: it is answered with the database down.
     pg.stop();
-    let cached: f64 = ok(&c, "SELECT pgml.predict('spend', ('green', 3))").parse().unwrap();
+    let cached: f64 = ok(&c, "SELECT pgml.predict('spend', ('green', 3))")
+        .parse()
+        .unwrap();
     assert_eq!(cached, after);
 }

@@ -23,7 +23,10 @@ fn ok(proxy: &Proxy, sql: &str) -> String {
 /// Row i of a scikit-learn dataset goes to position (i*37) % n, as
 /// tests/reference/ml_reference.py does, so 'last' sampling splits alike.
 fn mixed(proxy: &Proxy, dataset: &str, n: usize) {
-    ok(proxy, &format!("SELECT * FROM pgml.load_dataset('{dataset}')"));
+    ok(
+        proxy,
+        &format!("SELECT * FROM pgml.load_dataset('{dataset}')"),
+    );
     ok(
         proxy,
         &format!(
@@ -78,17 +81,35 @@ fn metrics_agree_with_python_on_the_same_split() {
         ("diabetes_linear", "r2", 0.6355832467678999),
     ] {
         let ours = key(&proxy, project, metric);
-        assert!((ours - python).abs() <= 0.02, "{project} {metric}: pgmlcat {ours}, python {python}");
+        assert!(
+            (ours - python).abs() <= 0.02,
+            "{project} {metric}: pgmlcat {ours}, python {python}"
+        );
     }
     // Binary classification also reports probability-based metrics.
     let bc = metrics(&proxy, "bc_lgbm");
-    for k in ["roc_auc", "log_loss", "precision", "recall", "accuracy", "mcc", "fit_time", "score_time"] {
-        assert!(bc.get(k).and_then(Value::as_f64).is_some(), "bc_lgbm lacks {k}: {bc}");
+    for k in [
+        "roc_auc",
+        "log_loss",
+        "precision",
+        "recall",
+        "accuracy",
+        "mcc",
+        "fit_time",
+        "score_time",
+    ] {
+        assert!(
+            bc.get(k).and_then(Value::as_f64).is_some(),
+            "bc_lgbm lacks {k}: {bc}"
+        );
     }
     let roc = bc["roc_auc"].as_f64().unwrap();
     assert!(roc > 0.95 && roc <= 1.0, "roc_auc {roc}");
     // The catalog views PostgresML users query.
-    let deployed = ok(&proxy, "SELECT name || ':' || algorithm FROM pgml.deployed_models ORDER BY name");
+    let deployed = ok(
+        &proxy,
+        "SELECT name || ':' || algorithm FROM pgml.deployed_models ORDER BY name",
+    );
     assert_eq!(
         deployed,
         "bc_lgbm:lightgbm\ndiabetes_lgbm:lightgbm\ndiabetes_linear:linear\niris_lgbm:lightgbm"
@@ -102,25 +123,153 @@ fn every_algorithm_trains_on_a_task_it_fits() {
     let (_pg, proxy) = setup();
     ok(&proxy, "SELECT pgml.load_dataset('iris'); SELECT pgml.load_dataset('diabetes'); SELECT pgml.load_dataset('breast_cancer')");
     ok(&proxy, "CREATE VIEW iris_features AS SELECT sepal_length, sepal_width, petal_length, petal_width FROM pgml.iris");
-    let cases: &[(&str, &str, &str, Option<&str>, &str, f64)] = &[
-        ("regression", "linear", "pgml.diabetes", Some("target"), "r2", 0.3),
-        ("regression", "ridge", "pgml.diabetes", Some("target"), "r2", -1.0),
-        ("regression", "lasso", "pgml.diabetes", Some("target"), "r2", -1.0),
-        ("regression", "elastic_net", "pgml.diabetes", Some("target"), "r2", -1.0),
-        ("regression", "svm", "pgml.diabetes", Some("target"), "r2", -1.0),
-        ("regression", "lightgbm", "pgml.diabetes", Some("target"), "r2", 0.2),
-        ("classification", "linear", "pgml.iris", Some("target"), "f1", 0.8),
-        ("classification", "svm", "pgml.iris", Some("target"), "f1", 0.8),
-        ("classification", "decision_tree", "pgml.iris", Some("target"), "f1", 0.8),
-        ("classification", "random_forest", "pgml.iris", Some("target"), "f1", 0.8),
-        ("classification", "naive_bayes", "pgml.iris", Some("target"), "f1", 0.8),
-        ("classification", "knn", "pgml.iris", Some("target"), "f1", 0.8),
-        ("classification", "lightgbm", "pgml.iris", Some("target"), "f1", 0.8),
-        ("classification", "linear", "pgml.breast_cancer", Some("malignant"), "f1", 0.8),
-        ("classification", "svm", "pgml.breast_cancer", Some("malignant"), "f1", 0.5),
-        ("clustering", "kmeans", "iris_features", None, "silhouette", 0.3),
-        ("clustering", "dbscan", "iris_features", None, "silhouette", -1.0),
-        ("decomposition", "pca", "iris_features", None, "cumulative_explained_variance", 0.5),
+    // (task, algorithm, relation, label, key metric, lowest acceptable value)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, &'a str, f64);
+    let cases: &[Case] = &[
+        (
+            "regression",
+            "linear",
+            "pgml.diabetes",
+            Some("target"),
+            "r2",
+            0.3,
+        ),
+        (
+            "regression",
+            "ridge",
+            "pgml.diabetes",
+            Some("target"),
+            "r2",
+            -1.0,
+        ),
+        (
+            "regression",
+            "lasso",
+            "pgml.diabetes",
+            Some("target"),
+            "r2",
+            -1.0,
+        ),
+        (
+            "regression",
+            "elastic_net",
+            "pgml.diabetes",
+            Some("target"),
+            "r2",
+            -1.0,
+        ),
+        (
+            "regression",
+            "svm",
+            "pgml.diabetes",
+            Some("target"),
+            "r2",
+            -1.0,
+        ),
+        (
+            "regression",
+            "lightgbm",
+            "pgml.diabetes",
+            Some("target"),
+            "r2",
+            0.2,
+        ),
+        (
+            "classification",
+            "linear",
+            "pgml.iris",
+            Some("target"),
+            "f1",
+            0.8,
+        ),
+        (
+            "classification",
+            "svm",
+            "pgml.iris",
+            Some("target"),
+            "f1",
+            0.8,
+        ),
+        (
+            "classification",
+            "decision_tree",
+            "pgml.iris",
+            Some("target"),
+            "f1",
+            0.8,
+        ),
+        (
+            "classification",
+            "random_forest",
+            "pgml.iris",
+            Some("target"),
+            "f1",
+            0.8,
+        ),
+        (
+            "classification",
+            "naive_bayes",
+            "pgml.iris",
+            Some("target"),
+            "f1",
+            0.8,
+        ),
+        (
+            "classification",
+            "knn",
+            "pgml.iris",
+            Some("target"),
+            "f1",
+            0.8,
+        ),
+        (
+            "classification",
+            "lightgbm",
+            "pgml.iris",
+            Some("target"),
+            "f1",
+            0.8,
+        ),
+        (
+            "classification",
+            "linear",
+            "pgml.breast_cancer",
+            Some("malignant"),
+            "f1",
+            0.8,
+        ),
+        (
+            "classification",
+            "svm",
+            "pgml.breast_cancer",
+            Some("malignant"),
+            "f1",
+            0.5,
+        ),
+        (
+            "clustering",
+            "kmeans",
+            "iris_features",
+            None,
+            "silhouette",
+            0.3,
+        ),
+        (
+            "clustering",
+            "dbscan",
+            "iris_features",
+            None,
+            "silhouette",
+            -1.0,
+        ),
+        (
+            "decomposition",
+            "pca",
+            "iris_features",
+            None,
+            "cumulative_explained_variance",
+            0.5,
+        ),
     ];
     for (i, (task, algorithm, relation, y, metric, at_least)) in cases.iter().enumerate() {
         let project = format!("p{i}_{algorithm}");
@@ -128,9 +277,15 @@ fn every_algorithm_trains_on_a_task_it_fits() {
         let out = ok(&proxy, &format!(
             "SELECT * FROM pgml.train('{project}', '{task}', '{relation}', {y}, algorithm => '{algorithm}')"
         ));
-        assert!(out.starts_with(&format!("{project}|{task}|{algorithm}|")), "{out}");
+        assert!(
+            out.starts_with(&format!("{project}|{task}|{algorithm}|")),
+            "{out}"
+        );
         let value = key(&proxy, &project, metric);
-        assert!(value >= *at_least, "{project}: {metric} = {value}, expected >= {at_least}");
+        assert!(
+            value >= *at_least,
+            "{project}: {metric} = {value}, expected >= {at_least}"
+        );
     }
 }
 
@@ -138,42 +293,83 @@ fn every_algorithm_trains_on_a_task_it_fits() {
 fn search_refits_and_every_deploy_strategy_works() {
     let (pg, proxy) = setup();
     ok(&proxy, "SELECT pgml.load_dataset('iris')");
-    let out = ok(&proxy,
+    let out = ok(
+        &proxy,
         r#"SELECT * FROM pgml.train('iris', 'classification', 'pgml.iris', 'target', algorithm => 'lightgbm',
-              search => 'grid', search_params => '{"num_leaves": [4, 8], "n_estimators": [10, 30]}', search_args => '{"cv": 3}')"#);
+              search => 'grid', search_params => '{"num_leaves": [4, 8], "n_estimators": [10, 30]}', search_args => '{"cv": 3}')"#,
+    );
     assert_eq!(out, "iris|classification|lightgbm|t");
     let m = metrics(&proxy, "iris");
     let results = &m["search_results"];
     assert_eq!(results["results"].as_array().map(Vec::len), Some(4), "{m}");
     assert_eq!(results["refit"], Value::Bool(true));
     let best = &results["best_params"];
-    assert!(best.get("num_leaves").is_some() && best.get("n_estimators").is_some(), "{best}");
-    let hyper = ok(&proxy, "SELECT hyperparams FROM pgml.models ORDER BY id DESC LIMIT 1");
+    assert!(
+        best.get("num_leaves").is_some() && best.get("n_estimators").is_some(),
+        "{best}"
+    );
+    let hyper = ok(
+        &proxy,
+        "SELECT hyperparams FROM pgml.models ORDER BY id DESC LIMIT 1",
+    );
     let hyper: Value = serde_json::from_str(&hyper).unwrap();
     assert_eq!(&hyper, best, "the winner is refit and recorded");
 
     // A second, weaker model: automatic deploy keeps the better one.
-    ok(&proxy, r#"SELECT * FROM pgml.train('iris', algorithm => 'lightgbm', hyperparams => '{"n_estimators": 1, "num_leaves": 2, "min_data_in_leaf": 50}')"#);
-    let deployed = |proxy: &Proxy| ok(proxy, "SELECT id FROM pgml.deployed_models WHERE name = 'iris'");
-    let ids: Vec<String> = ok(&proxy, "SELECT id FROM pgml.models ORDER BY id").lines().map(String::from).collect();
+    ok(
+        &proxy,
+        r#"SELECT * FROM pgml.train('iris', algorithm => 'lightgbm', hyperparams => '{"n_estimators": 1, "num_leaves": 2, "min_data_in_leaf": 50}')"#,
+    );
+    let deployed = |proxy: &Proxy| {
+        ok(
+            proxy,
+            "SELECT id FROM pgml.deployed_models WHERE name = 'iris'",
+        )
+    };
+    let ids: Vec<String> = ok(&proxy, "SELECT id FROM pgml.models ORDER BY id")
+        .lines()
+        .map(String::from)
+        .collect();
     assert_eq!(ids.len(), 2);
     let weak_f1 = key(&proxy, "iris", "f1");
-    let first_f1: f64 = ok(&proxy, &format!("SELECT metrics->>'f1' FROM pgml.models WHERE id = {}", ids[0])).parse().unwrap();
+    let first_f1: f64 = ok(
+        &proxy,
+        &format!(
+            "SELECT metrics->>'f1' FROM pgml.models WHERE id = {}",
+            ids[0]
+        ),
+    )
+    .parse()
+    .unwrap();
     if first_f1 > weak_f1 {
         assert_eq!(deployed(&proxy), ids[0], "the better deployed model stays");
     }
-    assert_eq!(ok(&proxy, "SELECT * FROM pgml.deploy('iris', 'most_recent')"), "iris|most_recent|lightgbm");
+    assert_eq!(
+        ok(&proxy, "SELECT * FROM pgml.deploy('iris', 'most_recent')"),
+        "iris|most_recent|lightgbm"
+    );
     assert_eq!(deployed(&proxy), ids[1]);
     ok(&proxy, "SELECT * FROM pgml.deploy('iris', 'best_score')");
-    let best_id = ok(&proxy, "SELECT id FROM pgml.models ORDER BY (metrics->>'f1')::float8 DESC, id DESC LIMIT 1");
+    let best_id = ok(
+        &proxy,
+        "SELECT id FROM pgml.models ORDER BY (metrics->>'f1')::float8 DESC, id DESC LIMIT 1",
+    );
     assert_eq!(deployed(&proxy), best_id);
     ok(&proxy, &format!("SELECT * FROM pgml.deploy({})", ids[1]));
     assert_eq!(deployed(&proxy), ids[1]);
     ok(&proxy, "SELECT * FROM pgml.deploy('iris', 'rollback')");
-    assert_eq!(deployed(&proxy), best_id, "rollback returns to the previous deployment");
-    let err = proxy.psql("SELECT * FROM pgml.deploy('iris', 'best_score', 'svm')").unwrap_err();
+    assert_eq!(
+        deployed(&proxy),
+        best_id,
+        "rollback returns to the previous deployment"
+    );
+    let err = proxy
+        .psql("SELECT * FROM pgml.deploy('iris', 'best_score', 'svm')")
+        .unwrap_err();
     assert!(err.contains("no svm model"), "{err}");
-    let err = proxy.psql("SELECT * FROM pgml.deploy('iris', 'sideways')").unwrap_err();
+    let err = proxy
+        .psql("SELECT * FROM pgml.deploy('iris', 'sideways')")
+        .unwrap_err();
     assert!(err.contains("best_score, most_recent, rollback"), "{err}");
 
     // The models live in the database: a new proxy process sees them.
@@ -181,7 +377,10 @@ fn search_refits_and_every_deploy_strategy_works() {
     let port = free_port();
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 4));
     assert_eq!(deployed(&proxy), best_id);
-    let files = ok(&proxy, &format!("SELECT count(*) FROM pgml.files WHERE model_id = {best_id}"));
+    let files = ok(
+        &proxy,
+        &format!("SELECT count(*) FROM pgml.files WHERE model_id = {best_id}"),
+    );
     assert_eq!(files, "3", "model, meta.json and preprocessor.json");
 }
 
@@ -238,7 +437,9 @@ fn bad_input_gets_clear_errors_and_the_connection_stays_usable() {
     });
     // Tiny data: 2 rows, one class in the test split. A clear error or a model, never a crash.
     ok(&proxy, "CREATE TABLE tiny (x real, y int); INSERT INTO tiny VALUES (1, 0), (2, 1), (3, 0), (4, 1), (5, 1)");
-    match proxy.psql("SELECT * FROM pgml.train('tiny', 'classification', 'tiny', 'y', algorithm => 'lightgbm')") {
+    match proxy.psql(
+        "SELECT * FROM pgml.train('tiny', 'classification', 'tiny', 'y', algorithm => 'lightgbm')",
+    ) {
         Ok(out) => assert!(out.starts_with("tiny|classification|lightgbm"), "{out}"),
         Err(e) => assert!(e.contains("ERROR"), "{e}"),
     }
@@ -246,14 +447,29 @@ fn bad_input_gets_clear_errors_and_the_connection_stays_usable() {
     // A user without CREATE on the database gets 42501.
     pg.psql("app", "CREATE ROLE weak LOGIN PASSWORD 'weak_pw'; REVOKE CREATE ON DATABASE app FROM PUBLIC; GRANT SELECT ON pgml.iris TO weak");
     let port = free_port();
-    let config = simple_config(port, &pg, "transaction", 2)
-        .replace("username = \"app\"\npassword = \"app_pw\"", "username = \"weak\"\npassword = \"weak_pw\"");
+    let config = simple_config(port, &pg, "transaction", 2).replace(
+        "username = \"app\"\npassword = \"app_pw\"",
+        "username = \"weak\"\npassword = \"weak_pw\"",
+    );
     let weak = Proxy::start(port, &config);
     ok(&proxy, "DROP SCHEMA pgml CASCADE");
     let out = run_env(
         "psql",
-        &["-X", "-w", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "weak", "-d", "app", "-qAt",
-          "-c", "SELECT * FROM pgml.train('w', 'regression', 'x', 'y')"],
+        &[
+            "-X",
+            "-w",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "weak",
+            "-d",
+            "app",
+            "-qAt",
+            "-c",
+            "SELECT * FROM pgml.train('w', 'regression', 'x', 'y')",
+        ],
         &[("PGPASSWORD", "weak_pw")],
     );
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -299,16 +515,37 @@ database = "app"
     let proxy = Proxy::start(port, &config);
     let out = run_env(
         "psql",
-        &["-X", "-w", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app", "-d", "app", "-At",
-          "-c", "SELECT * FROM pgml.train('line', 'regression', 'points', 'y')"],
+        &[
+            "-X",
+            "-w",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-At",
+            "-c",
+            "SELECT * FROM pgml.train('line', 'regression', 'points', 'y')",
+        ],
         &[("PGPASSWORD", "app_pw")],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}\n{}", proxy.log());
-    assert!(stderr.contains("NOTICE:") && stderr.contains("read 150 rows"), "progress: {stderr}");
+    assert!(
+        stderr.contains("NOTICE:") && stderr.contains("read 150 rows"),
+        "progress: {stderr}"
+    );
     // The catalog lives on shard 0 only.
-    assert_eq!(shards[0].psql("app", "SELECT analysis->>'samples' FROM pgml.snapshots"), "150");
-    assert!(shards[1].try_psql("app", "SELECT 1 FROM pgml.projects").is_err());
+    assert_eq!(
+        shards[0].psql("app", "SELECT analysis->>'samples' FROM pgml.snapshots"),
+        "150"
+    );
+    assert!(shards[1]
+        .try_psql("app", "SELECT 1 FROM pgml.projects")
+        .is_err());
     let r2: f64 = shards[0]
         .psql("app", "SELECT metrics->>'r2' FROM pgml.models")
         .parse()
@@ -319,22 +556,42 @@ database = "app"
 #[test]
 fn preprocessing_text_and_nulls_and_other_clients_keep_flowing() {
     let (_pg, proxy) = setup();
-    ok(&proxy, "CREATE TABLE shop AS SELECT g AS id, (ARRAY['red','green','blue'])[1 + g % 3] AS colour, \
+    ok(
+        &proxy,
+        "CREATE TABLE shop AS SELECT g AS id, (ARRAY['red','green','blue'])[1 + g % 3] AS colour, \
                 CASE WHEN g % 10 = 0 THEN NULL ELSE (g % 7)::real END AS visits, \
                 ARRAY[(g % 5)::real, (g % 3)::real] AS vec, \
-                (g % 3 = 0 OR g % 7 > 4) AS bought FROM generate_series(1, 3000) g");
-    let err = proxy.psql("SELECT * FROM pgml.train('shop', 'classification', 'shop', 'bought')").unwrap_err();
+                (g % 3 = 0 OR g % 7 > 4) AS bought FROM generate_series(1, 3000) g",
+    );
+    let err = proxy
+        .psql("SELECT * FROM pgml.train('shop', 'classification', 'shop', 'bought')")
+        .unwrap_err();
     assert!(err.contains("visits") && err.contains("impute"), "{err}");
-    ok(&proxy, r#"SELECT * FROM pgml.train('shop', 'classification', 'shop', 'bought', algorithm => 'lightgbm',
-        preprocess => '{"visits": {"impute": "mean", "scale": "standard"}, "colour": {"encode": "one_hot"}}')"#);
-    let columns = ok(&proxy, "SELECT columns FROM pgml.snapshots ORDER BY id DESC LIMIT 1");
-    assert!(columns.contains("visits") && columns.contains("mean") && columns.contains("one_hot"), "{columns}");
+    ok(
+        &proxy,
+        r#"SELECT * FROM pgml.train('shop', 'classification', 'shop', 'bought', algorithm => 'lightgbm',
+        preprocess => '{"visits": {"impute": "mean", "scale": "standard"}, "colour": {"encode": "one_hot"}}')"#,
+    );
+    let columns = ok(
+        &proxy,
+        "SELECT columns FROM pgml.snapshots ORDER BY id DESC LIMIT 1",
+    );
+    assert!(
+        columns.contains("visits") && columns.contains("mean") && columns.contains("one_hot"),
+        "{columns}"
+    );
     let f1 = key(&proxy, "shop", "f1");
     assert!(f1 > 0.9, "f1 {f1}");
     // materialize_snapshot copies the data; a NULL relation reuses the snapshot.
     ok(&proxy, "SELECT * FROM pgml.train('shop', relation_name => 'shop', y_column_name => 'bought', materialize_snapshot => true, algorithm => 'lightgbm', preprocess => '{\"visits\": {\"impute\": \"zero\"}}')");
-    let sid = ok(&proxy, "SELECT id FROM pgml.snapshots WHERE materialized ORDER BY id DESC LIMIT 1");
-    assert_eq!(ok(&proxy, &format!("SELECT count(*) FROM pgml.snapshot_{sid}")), "3000");
+    let sid = ok(
+        &proxy,
+        "SELECT id FROM pgml.snapshots WHERE materialized ORDER BY id DESC LIMIT 1",
+    );
+    assert_eq!(
+        ok(&proxy, &format!("SELECT count(*) FROM pgml.snapshot_{sid}")),
+        "3000"
+    );
     ok(&proxy, "SELECT * FROM pgml.train('shop', algorithm => 'lightgbm', preprocess => '{\"visits\": {\"impute\": \"zero\"}}')");
     assert_eq!(ok(&proxy, "SELECT count(*) FROM pgml.models"), "3");
 

@@ -41,13 +41,8 @@ impl MlState {
     /// A statement or portal name is being reused: forget the old one.
     fn forget(&mut self, kind: u8, name: &str) -> bool {
         match kind {
-            b'S' => {
-                self.statements.remove(name).is_some() | self.predicts.remove(name).is_some()
-            }
-            _ => {
-                self.portals.remove(name).is_some()
-                    | self.predict_portals.remove(name).is_some()
-            }
+            b'S' => self.statements.remove(name).is_some() | self.predicts.remove(name).is_some(),
+            _ => self.portals.remove(name).is_some() | self.predict_portals.remove(name).is_some(),
         }
     }
 }

@@ -42,7 +42,10 @@ impl PredictPortal {
 }
 
 /// Bind's sections: (param formats, params, result formats).
-fn parse_bind(msg: &[u8]) -> Result<(Vec<i16>, Vec<Option<Vec<u8>>>, Vec<i16>)> {
+/// (parameter formats, parameter values, result formats) of a Bind.
+type BindParts = (Vec<i16>, Vec<Option<Vec<u8>>>, Vec<i16>);
+
+fn parse_bind(msg: &[u8]) -> Result<BindParts> {
     let (_, _, mut pos) = prepared::bind_statement(msg)?;
     let mut formats = Vec::new();
     let n = read_i16(msg, pos)?.max(0) as usize;
@@ -207,7 +210,10 @@ impl Session {
         if self.server.is_some() {
             return Ok(());
         }
-        if !self.ensure_server(simple, Some(server_sql), None, true).await? {
+        if !self
+            .ensure_server(simple, Some(server_sql), None, true)
+            .await?
+        {
             return Err(Error::NoShard(self.pool.sharding.missing_key()));
         }
         Ok(())
@@ -321,7 +327,12 @@ impl Session {
     /// One exchange on the held server, ending at its ReadyForQuery; the
     /// answer goes through `rewriter` to the client. RowDescriptions reach
     /// the client only when `describe`.
-    async fn exchange(&mut self, msg: &[u8], rewriter: &mut Rewriter, describe: bool) -> Result<()> {
+    async fn exchange(
+        &mut self,
+        msg: &[u8],
+        rewriter: &mut Rewriter,
+        describe: bool,
+    ) -> Result<()> {
         let Some(pooled) = self.server.as_mut() else {
             return Err(Error::ServerLost("no server for pgml.predict".into()));
         };
@@ -346,7 +357,10 @@ impl Session {
             let server = &mut pooled.server;
             match tag {
                 b'Z' => {
-                    let st = body.first().and_then(|&b| TxStatus::from_byte(b)).unwrap_or(TxStatus::Failed);
+                    let st = body
+                        .first()
+                        .and_then(|&b| TxStatus::from_byte(b))
+                        .unwrap_or(TxStatus::Failed);
                     server.status = st;
                     break st;
                 }

@@ -114,7 +114,9 @@ impl TrainArgs {
             y_columns: text_list(call, "y_column_name")?,
             algorithm: text(call, "algorithm")?.unwrap_or_else(|| "linear".into()),
             hyperparams: object(call, "hyperparams")?,
-            search: text(call, "search")?.map(|s| Search::parse(&s)).transpose()?,
+            search: text(call, "search")?
+                .map(|s| Search::parse(&s))
+                .transpose()?,
             search_params: object(call, "search_params")?,
             search_args: object(call, "search_args")?,
             test_size: number(call, "test_size", 0.25)?,

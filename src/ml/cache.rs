@@ -88,7 +88,12 @@ impl ModelCache {
     }
 
     /// The deployed model of `project`, loaded on first use.
-    pub async fn deployed(&self, ml: &Arc<Ml>, pool: &Arc<Pool>, project: &str) -> MlResult<Arc<StoredModel>> {
+    pub async fn deployed(
+        &self,
+        ml: &Arc<Ml>,
+        pool: &Arc<Pool>,
+        project: &str,
+    ) -> MlResult<Arc<StoredModel>> {
         let key = (Ml::database_key(pool), project.to_string());
         if let Some(hit) = self.deployed.get(&key) {
             return Ok(hit.0.clone());
@@ -163,7 +168,10 @@ async fn listen_once(
 ) -> MlResult<()> {
     let settings = server.settings();
     let mut conn = server.connect(&settings).await?;
-    if let Some(fields) = conn.run_internal(&format!("LISTEN {DEPLOY_CHANNEL}")).await? {
+    if let Some(fields) = conn
+        .run_internal(&format!("LISTEN {DEPLOY_CHANNEL}"))
+        .await?
+    {
         return Err(MlError::Server(fields));
     }
     if reconnect {
@@ -213,6 +221,9 @@ async fn load(db: &mut Db, row: &ModelRow) -> MlResult<StoredModel> {
         model: Arc::from(model),
         preprocessor: Arc::new(preprocessor),
         classes,
-        score: row.metrics.get(row.task.key_metric()).and_then(Value::as_f64),
+        score: row
+            .metrics
+            .get(row.task.key_metric())
+            .and_then(Value::as_f64),
     })
 }

@@ -120,7 +120,11 @@ impl FnCall {
                 _ => 0,
             }
         }
-        self.args.iter().map(|(_, a)| max_param(a)).max().unwrap_or(0)
+        self.args
+            .iter()
+            .map(|(_, a)| max_param(a))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Replaces `$n` with the values bound to them (text format; None = NULL).
@@ -128,9 +132,9 @@ impl FnCall {
         fn bind_arg(arg: &mut Arg, values: &[Option<String>]) -> MlResult<()> {
             match arg {
                 Arg::Param(n) => {
-                    let value = values.get(*n - 1).ok_or_else(|| {
-                        MlError::invalid(format!("there is no parameter ${n}"))
-                    })?;
+                    let value = values
+                        .get(*n - 1)
+                        .ok_or_else(|| MlError::invalid(format!("there is no parameter ${n}")))?;
                     *arg = match value {
                         None => Arg::Null,
                         Some(v) => Arg::Text(v.clone()),
@@ -171,7 +175,11 @@ pub fn parse_calls(sql: &str) -> MlResult<Option<Vec<FnCall>>> {
     if !statements.iter().any(uses_function) {
         return Ok(None);
     }
-    statements.iter().map(call_of).collect::<MlResult<Vec<_>>>().map(Some)
+    statements
+        .iter()
+        .map(call_of)
+        .collect::<MlResult<Vec<_>>>()
+        .map(Some)
 }
 
 /// Like `parse_calls` for one statement (the extended protocol's Parse).
@@ -419,16 +427,25 @@ mod tests {
         assert_eq!(b.get("automatic_deploy"), Some(&Arg::Bool(false)));
         assert_eq!(
             b.get("y_column_name"),
-            Some(&Arg::Array(vec![Arg::Text("a".into()), Arg::Text("b".into())]))
+            Some(&Arg::Array(vec![
+                Arg::Text("a".into()),
+                Arg::Text("b".into())
+            ]))
         );
     }
 
     #[test]
     fn quoting_follows_postgres_rules() {
-        assert_eq!(call("SELECT \"pgml\".\"version\"()").func, Function::Version);
+        assert_eq!(
+            call("SELECT \"pgml\".\"version\"()").func,
+            Function::Version
+        );
         assert_eq!(parse_call("SELECT \"PGML\".version()").unwrap(), None);
         assert_eq!(parse_call("SELECT * FROM pgml.models").unwrap(), None);
-        assert_eq!(parse_call("SELECT pgml.predict('p', ARRAY[1])").unwrap(), None);
+        assert_eq!(
+            parse_call("SELECT pgml.predict('p', ARRAY[1])").unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -300,7 +300,10 @@ fn model_row(row: &[Option<String>]) -> MlResult<ModelRow> {
         task: Task::parse(text(row, 3)?)?,
         algorithm: text(row, 4)?.to_string(),
         metrics: serde_json::from_str(text(row, 5)?).map_err(json_err)?,
-        snapshot_id: row.get(6).and_then(|v| v.as_deref()).and_then(|v| v.parse().ok()),
+        snapshot_id: row
+            .get(6)
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.parse().ok()),
     })
 }
 
@@ -343,7 +346,13 @@ pub async fn deployed(db: &mut Db, project: &str) -> MlResult<Option<ModelRow>> 
 }
 
 /// Records a deployment and tells other pgmlcat processes (delivered at commit).
-pub async fn deploy(db: &mut Db, project_id: i64, model_id: i64, strategy: &str, project: &str) -> MlResult<()> {
+pub async fn deploy(
+    db: &mut Db,
+    project_id: i64,
+    model_id: i64,
+    strategy: &str,
+    project: &str,
+) -> MlResult<()> {
     let (p, m) = (project_id.to_string(), model_id.to_string());
     db.query(
         "INSERT INTO pgml.deployments (project_id, model_id, strategy) VALUES ($1::bigint, $2::bigint, $3)",
@@ -387,7 +396,7 @@ fn json_err(e: serde_json::Error) -> MlError {
 
 fn unhex(s: &str) -> MlResult<Vec<u8>> {
     let bytes = s.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(bad_row());
     }
     bytes

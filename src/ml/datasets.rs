@@ -114,7 +114,9 @@ pub fn dataset(name: &str) -> MlResult<Dataset> {
         }
         "diabetes" => {
             let mut c = quoted(
-                &["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"],
+                &[
+                    "age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6",
+                ],
                 "REAL",
             );
             c.push("target REAL".into());
@@ -231,8 +233,11 @@ pub async fn load(db: &mut Db, name: &str) -> MlResult<(String, usize)> {
             cols = data.columns_sql
         ))
         .await?;
-        db.copy_in(&format!("COPY {} FROM STDIN", data.table), data.copy_text.as_bytes())
-            .await
+        db.copy_in(
+            &format!("COPY {} FROM STDIN", data.table),
+            data.copy_text.as_bytes(),
+        )
+        .await
     })
     .await?;
     Ok((data.table, data.rows))
@@ -265,8 +270,14 @@ mod tests {
     #[test]
     fn diabetes_is_scaled_like_scikit_learn() {
         let d = dataset("diabetes").unwrap();
-        let first: Vec<f64> = d.copy_text.lines().next().unwrap().split('\t')
-            .map(|v| v.parse().unwrap()).collect();
+        let first: Vec<f64> = d
+            .copy_text
+            .lines()
+            .next()
+            .unwrap()
+            .split('\t')
+            .map(|v| v.parse().unwrap())
+            .collect();
         // sklearn.datasets.load_diabetes().data[0][0] and target[0]
         assert!((first[0] - 0.038075906433423026).abs() < 1e-12);
         assert_eq!(first[10], 151.0);

@@ -113,7 +113,8 @@ async fn run(
             let started = Instant::now();
             match train::train(ml, pool, args, &progress).await {
                 Ok(t) => {
-                    ml.metrics.training_finished(&t.algorithm, started.elapsed());
+                    ml.metrics
+                        .training_finished(&t.algorithm, started.elapsed());
                     Ok(vec![
                         Some(t.project),
                         Some(t.task.name().to_string()),
@@ -220,7 +221,8 @@ async fn deploy(ml: &Arc<Ml>, pool: &Arc<Pool>, args: DeployArgs) -> MlResult<Ve
         catalog::deploy(db, project_id, model_id, &strategy, &project).await
     })
     .await?;
-    ml.cache.invalidate(&Ml::database_key(pool), &chosen.project);
+    ml.cache
+        .invalidate(&Ml::database_key(pool), &chosen.project);
     Ok(vec![
         Some(chosen.project),
         Some(strategy),
@@ -230,7 +232,11 @@ async fn deploy(ml: &Arc<Ml>, pool: &Arc<Pool>, args: DeployArgs) -> MlResult<Ve
 
 /// pgml.snapshot: statistics of every column, and the data copied into
 /// `pgml.snapshot_<id>`.
-async fn snapshot(ml: &Arc<Ml>, pool: &Arc<Pool>, args: SnapshotArgs) -> MlResult<Vec<Option<String>>> {
+async fn snapshot(
+    ml: &Arc<Ml>,
+    pool: &Arc<Pool>,
+    args: SnapshotArgs,
+) -> MlResult<Vec<Option<String>>> {
     if pool.shards.len() > 1 {
         return Err(MlError::Unsupported(
             "pgml.snapshot on a sharded pool is not supported".into(),
@@ -251,7 +257,10 @@ async fn snapshot(ml: &Arc<Ml>, pool: &Arc<Pool>, args: SnapshotArgs) -> MlResul
             if let Value::Object(o) = &mut s {
                 o.insert("name".into(), Value::String(c.name.clone()));
                 o.insert("pg_type".into(), Value::String(c.pg_type.clone()));
-                o.insert("label".into(), Value::Bool(args.y_columns.contains(&c.name)));
+                o.insert(
+                    "label".into(),
+                    Value::Bool(args.y_columns.contains(&c.name)),
+                );
             }
             s
         })
@@ -279,7 +288,10 @@ async fn snapshot(ml: &Arc<Ml>, pool: &Arc<Pool>, args: SnapshotArgs) -> MlResul
         catalog::mark_materialized(db, id).await
     })
     .await?;
-    Ok(vec![Some(source.relation), Some(text_array(&args.y_columns))])
+    Ok(vec![
+        Some(source.relation),
+        Some(text_array(&args.y_columns)),
+    ])
 }
 
 /// A composite value's text form, as record_out writes it.
@@ -288,7 +300,9 @@ fn record_text(values: &[Option<String>]) -> String {
         .iter()
         .map(|v| match v {
             None => String::new(),
-            Some(s) => quote_element(s, |c| matches!(c, ',' | '(' | ')' | '"' | '\\') || c.is_whitespace()),
+            Some(s) => quote_element(s, |c| {
+                matches!(c, ',' | '(' | ')' | '"' | '\\') || c.is_whitespace()
+            }),
         })
         .collect();
     format!("({})", fields.join(","))
@@ -301,7 +315,9 @@ fn text_array(values: &[String]) -> String {
             if s.eq_ignore_ascii_case("null") {
                 format!("\"{s}\"")
             } else {
-                quote_element(s, |c| matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace())
+                quote_element(s, |c| {
+                    matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace()
+                })
             }
         })
         .collect();
@@ -331,7 +347,12 @@ mod tests {
     #[test]
     fn composite_and_array_text_match_postgres() {
         assert_eq!(
-            record_text(&[Some("iris".into()), Some("my proj".into()), None, Some("t".into())]),
+            record_text(&[
+                Some("iris".into()),
+                Some("my proj".into()),
+                None,
+                Some("t".into())
+            ]),
             "(iris,\"my proj\",,t)"
         );
         assert_eq!(text_array(&["a".into(), "b c".into()]), "{a,\"b c\"}");

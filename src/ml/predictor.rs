@@ -17,8 +17,12 @@ use crate::backend::registry::Pool;
 /// The models of one statement's calls, resolved.
 pub struct ModelSet {
     ml: Arc<Ml>,
-    calls: Vec<(Func, Option<(String, Arc<StoredModel>)>)>,
+    /// Per call: the function and its model (None: a NULL model), with
+    /// the name predictions are counted under.
+    calls: Vec<(Func, Option<Named>)>,
 }
+
+type Named = (String, Arc<StoredModel>);
 
 impl ModelSet {
     /// Resolves every call's model; `params` are the Bind values (text) for

@@ -58,8 +58,9 @@ pub async fn describe(db: &mut Db, relation: &str) -> MlResult<Source> {
         .await?;
     let mut columns = Vec::new();
     for row in rows {
-        let [Some(name), Some(pg_type), Some(cat), Some(elem)] = <[Option<String>; 4]>::try_from(row)
-            .map_err(|_| MlError::Internal("bad pg_attribute row".into()))?
+        let [Some(name), Some(pg_type), Some(cat), Some(elem)] =
+            <[Option<String>; 4]>::try_from(row)
+                .map_err(|_| MlError::Internal("bad pg_attribute row".into()))?
         else {
             continue;
         };
@@ -337,7 +338,10 @@ impl Source {
         );
         let pulls = columns
             .iter()
-            .map(|c| c.pull.ok_or_else(|| MlError::Internal("unusable column".into())))
+            .map(|c| {
+                c.pull
+                    .ok_or_else(|| MlError::Internal("unusable column".into()))
+            })
             .collect::<MlResult<Vec<_>>>()?;
         let mut decoder = BinaryCopy::new(pulls, max_bytes);
         db.copy_out(&sql, |chunk| decoder.feed(chunk)).await?;
@@ -388,7 +392,11 @@ pub fn concat(mut frames: Vec<Frame>) -> MlResult<Frame> {
                     }
                     values.extend(v2);
                 }
-                _ => return Err(MlError::Internal("shards returned different columns".into())),
+                _ => {
+                    return Err(MlError::Internal(
+                        "shards returned different columns".into(),
+                    ))
+                }
             }
         }
     }

@@ -155,7 +155,9 @@ impl Ml {
         if let Ok(permit) = self.trainings.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        progress.notice("pgml.train: waiting for a training slot ([ml] max_concurrent_trainings)".into());
+        progress.notice(
+            "pgml.train: waiting for a training slot ([ml] max_concurrent_trainings)".into(),
+        );
         self.trainings
             .clone()
             .acquire_owned()

@@ -47,7 +47,12 @@ struct Prepared {
     threads: usize,
 }
 
-pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progress) -> MlResult<Trained> {
+pub async fn train(
+    ml: &Ml,
+    pool: &Arc<Pool>,
+    args: TrainArgs,
+    progress: &Progress,
+) -> MlResult<Trained> {
     let mut catalog_db = Db::checkout(pool.primary(0)).await?;
     ml.ensure_schema(pool, &mut catalog_db).await?;
     let existing = catalog::project(&mut catalog_db, &args.project).await?;
@@ -73,7 +78,12 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
 
     // Which data: the named relation, or the project's last snapshot.
     let (relation, y_columns, test_size, sampling) = match &args.relation {
-        Some(r) => (r.clone(), args.y_columns.clone(), args.test_size, args.test_sampling),
+        Some(r) => (
+            r.clone(),
+            args.y_columns.clone(),
+            args.test_size,
+            args.test_sampling,
+        ),
         None => {
             let project = existing.as_ref().ok_or_else(|| {
                 MlError::invalid(format!(
@@ -83,13 +93,20 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
             })?;
             let snap = catalog::last_snapshot(&mut catalog_db, project.id)
                 .await?
-                .ok_or_else(|| MlError::invalid("the project has no snapshot to reuse: name a relation"))?;
+                .ok_or_else(|| {
+                    MlError::invalid("the project has no snapshot to reuse: name a relation")
+                })?;
             let relation = if snap.materialized {
                 format!("pgml.snapshot_{}", snap.id)
             } else {
                 snap.relation
             };
-            (relation, snap.y_columns, snap.test_size, Sampling::parse(&snap.test_sampling)?)
+            (
+                relation,
+                snap.y_columns,
+                snap.test_size,
+                Sampling::parse(&snap.test_sampling)?,
+            )
         }
     };
     if task.supervised() && y_columns.is_empty() {
@@ -100,18 +117,27 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
     }
 
     let frame = read_relation(ml, pool, &relation, progress).await?;
-    progress.notice(format!("pgml.train: read {} rows from {relation}", frame.rows));
+    progress.notice(format!(
+        "pgml.train: read {} rows from {relation}",
+        frame.rows
+    ));
     let label_idx: Vec<usize> = y_columns
         .iter()
         .map(|y| {
             frame.column(y).map(|(i, _)| i).ok_or_else(|| {
-                MlError::UndefinedColumn(format!("column \"{y}\" does not exist in relation {relation}"))
+                MlError::UndefinedColumn(format!(
+                    "column \"{y}\" does not exist in relation {relation}"
+                ))
             })
         })
         .collect::<MlResult<_>>()?;
-    let features: Vec<usize> = (0..frame.columns.len()).filter(|i| !label_idx.contains(i)).collect();
+    let features: Vec<usize> = (0..frame.columns.len())
+        .filter(|i| !label_idx.contains(i))
+        .collect();
     if features.is_empty() {
-        return Err(MlError::data(format!("relation {relation} has no feature columns")));
+        return Err(MlError::data(format!(
+            "relation {relation} has no feature columns"
+        )));
     }
     let label_cols: Vec<_> = label_idx.iter().map(|&i| &frame.columns[i]).collect();
     let (y, classes) = if task.supervised() {
@@ -127,12 +153,22 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
         )));
     }
     let strat = (task == Task::Classification).then(|| y.column(0).to_vec());
-    let (train_rows, test_rows) = split::split(frame.rows, test_size, sampling, strat.as_deref(), SEED)?;
+    let (train_rows, test_rows) =
+        split::split(frame.rows, test_size, sampling, strat.as_deref(), SEED)?;
 
-    let names: Vec<&str> = features.iter().map(|&i| frame.columns[i].name.as_str()).collect();
+    let names: Vec<&str> = features
+        .iter()
+        .map(|&i| frame.columns[i].name.as_str())
+        .collect();
     let specs = preprocess::parse_specs(&args.preprocess, &names)?;
     let y_for_target = (y.ncols() == 1).then(|| y.column(0).to_vec());
-    let pre = Preprocessor::fit(&frame, &features, &specs, y_for_target.as_deref(), &train_rows)?;
+    let pre = Preprocessor::fit(
+        &frame,
+        &features,
+        &specs,
+        y_for_target.as_deref(),
+        &train_rows,
+    )?;
     let x_train = pre.transform(&frame, &train_rows)?;
     let x_test = pre.transform(&frame, &test_rows)?;
     let y_train = y.select(Axis(0), &train_rows);
@@ -170,7 +206,9 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
     progress.notice(format!(
         "pgml.train: {} {key} = {}",
         algorithm.name(),
-        metrics.get(key).map_or("n/a".to_string(), |v| v.to_string())
+        metrics
+            .get(key)
+            .map_or("n/a".to_string(), |v| v.to_string())
     ));
 
     // Catalog rows and files in one transaction: all or nothing.
@@ -183,18 +221,25 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
         "features": pre.feature_names(),
         "num_features": pre.num_features(),
     });
-    let preprocessor_json = serde_json::to_vec(&pre).map_err(|e| MlError::Internal(e.to_string()))?;
+    let preprocessor_json =
+        serde_json::to_vec(&pre).map_err(|e| MlError::Internal(e.to_string()))?;
     let mut columns = pre.columns_json();
     if let Value::Array(list) = &mut columns {
         for &i in &label_idx {
-            list.push(preprocess::label_column_json(&frame.columns[i], i + 1, &train_rows));
+            list.push(preprocess::label_column_json(
+                &frame.columns[i],
+                i + 1,
+                &train_rows,
+            ));
         }
     }
     let analysis = json!({"samples": frame.rows, "train_rows": train_rows.len(), "test_rows": test_rows.len()});
     let metrics_value = Value::Object(metrics.clone());
     let materialize = args.materialize_snapshot && args.relation.is_some();
     if materialize && pool.shards.len() > 1 {
-        return Err(MlError::Unsupported("materialize_snapshot is not supported on a sharded pool".into()));
+        return Err(MlError::Unsupported(
+            "materialize_snapshot is not supported on a sharded pool".into(),
+        ));
     }
     let project_name = args.project.clone();
     let new_score = metrics.get(key).and_then(Value::as_f64);
@@ -217,7 +262,11 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
             )
             .await?;
             if materialize {
-                let names: Vec<String> = frame.columns.iter().map(|c| crate::backend::server::quote_ident(&c.name)).collect();
+                let names: Vec<String> = frame
+                    .columns
+                    .iter()
+                    .map(|c| crate::backend::server::quote_ident(&c.name))
+                    .collect();
                 let source = pull::describe(db, &relation).await?;
                 db.execute(&format!(
                     "CREATE TABLE pgml.snapshot_{snapshot_id} AS SELECT {} FROM {}",
@@ -253,7 +302,9 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
                     Some(current) => {
                         let old = current.metrics.get(key).and_then(Value::as_f64);
                         match (old, new_score) {
-                            (Some(old), Some(new)) => !(old > new),
+                            (Some(old), Some(new)) => {
+                                old.partial_cmp(&new) != Some(std::cmp::Ordering::Greater)
+                            }
                             (Some(_), None) => false,
                             _ => true,
                         }
@@ -288,7 +339,12 @@ pub async fn train(ml: &Ml, pool: &Arc<Pool>, args: TrainArgs, progress: &Progre
 }
 
 /// Reads the relation from every shard in parallel (a replica when there is one).
-async fn read_relation(ml: &Ml, pool: &Arc<Pool>, relation: &str, progress: &Progress) -> MlResult<Frame> {
+async fn read_relation(
+    ml: &Ml,
+    pool: &Arc<Pool>,
+    relation: &str,
+    progress: &Progress,
+) -> MlResult<Frame> {
     let max_bytes = ml.max_bytes();
     let reads = (0..pool.shards.len()).map(|shard| {
         let server = pool.choose(shard, Target::Replica).clone();
@@ -326,7 +382,13 @@ async fn fit_and_score(
         )?;
         let fit_time = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let mut m = score(&*model, p.task, p.x_test.view(), p.y_test.view(), p.num_classes)?;
+        let mut m = score(
+            &*model,
+            p.task,
+            p.x_test.view(),
+            p.y_test.view(),
+            p.num_classes,
+        )?;
         m.insert("fit_time".into(), json!(fit_time));
         m.insert("score_time".into(), json!(started.elapsed().as_secs_f64()));
         Ok((model, m))
@@ -354,7 +416,12 @@ fn score(
             let pred = model.predict(x)?;
             let proba = model.predict_proba(x).ok();
             let truth = y.column(0).to_vec();
-            metrics::classification(&truth, &pred.column(0).to_vec(), proba.as_ref().map(|p| p.view()), num_classes)
+            metrics::classification(
+                &truth,
+                &pred.column(0).to_vec(),
+                proba.as_ref().map(|p| p.view()),
+                num_classes,
+            )
         }
         Task::Clustering => {
             let pred = model.predict(x)?;
@@ -374,9 +441,18 @@ async fn run_search(
     args: &TrainArgs,
     progress: &Progress,
 ) -> MlResult<(Map<String, Value>, Value)> {
-    let n_iter = args.search_args.get("n_iter").and_then(Value::as_u64).unwrap_or(10) as usize;
-    let cv = args.search_args.get("cv").and_then(Value::as_u64).unwrap_or(5) as usize;
-    let candidates = search::candidates(search, &args.hyperparams, &args.search_params, n_iter, SEED)?;
+    let n_iter = args
+        .search_args
+        .get("n_iter")
+        .and_then(Value::as_u64)
+        .unwrap_or(10) as usize;
+    let cv = args
+        .search_args
+        .get("cv")
+        .and_then(Value::as_u64)
+        .unwrap_or(5) as usize;
+    let candidates =
+        search::candidates(search, &args.hyperparams, &args.search_params, n_iter, SEED)?;
     let rows: Vec<usize> = (0..p.x_train.nrows()).collect();
     let folds = split::kfold(&rows, cv, SEED)?;
     let key = p.task.key_metric();
@@ -407,15 +483,20 @@ async fn run_search(
             scores.push(s);
         }
         let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
-        let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / scores.len().max(1) as f64).sqrt();
+        let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>()
+            / scores.len().max(1) as f64)
+            .sqrt();
         results.push(json!({"params": candidate, "mean_test_score": mean, "std_test_score": std, "fold_scores": scores}));
         if !mean.is_nan() && best.as_ref().is_none_or(|(b, _)| mean > *b) {
             best = Some((mean, candidate.clone()));
         }
     }
-    let (best_score, best_params) = best
-        .ok_or_else(|| MlError::data("no search candidate produced a score"))?;
-    progress.notice(format!("pgml.train: best {key} = {best_score:.4} with {}", Value::Object(best_params.clone())));
+    let (best_score, best_params) =
+        best.ok_or_else(|| MlError::data("no search candidate produced a score"))?;
+    progress.notice(format!(
+        "pgml.train: best {key} = {best_score:.4} with {}",
+        Value::Object(best_params.clone())
+    ));
     // PostgresML stopped here; the winner is refit on the whole training split by the caller.
     let results = json!({
         "params": candidates,
@@ -427,4 +508,3 @@ async fn run_search(
     });
     Ok((best_params, results))
 }
-

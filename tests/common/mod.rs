@@ -560,8 +560,23 @@ impl Proxy {
         let port = self.port.to_string();
         let out = run_env(
             "psql",
-            &["-X", "-w", "-h", "127.0.0.1", "-p", &port, "-U", "app", "-d", "app",
-              "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+            &[
+                "-X",
+                "-w",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "app",
+                "-d",
+                "app",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-c",
+                sql,
+            ],
             &[("PGPASSWORD", "app_pw")],
         );
         if out.status.success() {

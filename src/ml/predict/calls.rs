@@ -187,7 +187,10 @@ fn input_kind(e: &Expr) -> InputKind {
     match e {
         Expr::Nested(inner) => input_kind(inner),
         Expr::Array(_) => InputKind::Array,
-        Expr::Cast { data_type, .. } if matches!(data_type, DataType::Array(_)) => InputKind::Array,
+        Expr::Cast {
+            data_type: DataType::Array(_),
+            ..
+        } => InputKind::Array,
         Expr::Tuple(_) => InputKind::Row,
         Expr::Function(f) if is_row_constructor(f) => InputKind::Row,
         _ => InputKind::Either,

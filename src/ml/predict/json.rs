@@ -96,9 +96,11 @@ fn flatten(items: Vec<J>, out: &mut Vec<Option<f64>>, func: &str) -> MlResult<()
             J::Bool(b) => out.push(Some(if b { 1.0 } else { 0.0 })),
             J::Str(s) => match special_float(&s) {
                 Some(v) => out.push(Some(v)),
-                None => return Err(MlError::DatatypeMismatch(format!(
+                None => {
+                    return Err(MlError::DatatypeMismatch(format!(
                     "pgml.{func}: array features must be numbers or booleans, got the text {s:?}"
-                ))),
+                )))
+                }
             },
             J::Arr(inner) => flatten(inner, out, func)?,
             J::Obj(_) => {

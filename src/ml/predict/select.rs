@@ -281,7 +281,7 @@ fn position(e: &Expr) -> Option<usize> {
 
 /// The item an ORDER BY/GROUP BY position refers to; `Err(())` when a `*`
 /// before it makes the position unknowable.
-fn item_at<'a>(items: &'a [Item], pos: usize) -> Result<Option<&'a Item>, ()> {
+fn item_at(items: &[Item], pos: usize) -> Result<Option<&Item>, ()> {
     let idx = pos.checked_sub(1).ok_or(())?;
     if items
         .iter()
