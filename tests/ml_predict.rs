@@ -51,7 +51,7 @@ fn stored_model(pg: &PgCluster, project: &str, task: Task) -> Box<dyn algorithms
 }
 
 fn floats(text: &str) -> Vec<f64> {
-    text.split(|c| c == ',' || c == '\n')
+    text.split([',', '\n'])
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap())
         .collect()
