@@ -1,12 +1,62 @@
-//! Statements pgmlcat looks into: custom commands and read/write routing.
+//! Statements pgmlcat looks into: custom commands, read/write routing, pgml
+//! function calls and the pgml.predict rewrite (plan, then the rewriter on
+//! a RowDescription and DataRow built from the rewritten statement).
 #![no_main]
 
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use pgmlcat::ml::predict::{self, Features, Prediction, Predictor};
+use pgmlcat::ml::{call, MlResult};
 use pgmlcat::router::{commands, rw};
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(sql) = std::str::from_utf8(data) {
-        let _ = commands::parse(sql);
-        let _ = rw::classify(sql);
+struct Sum;
+
+impl Predictor for Sum {
+    fn predict(&self, _call: usize, inputs: &[Features]) -> MlResult<Vec<Prediction>> {
+        Ok(inputs
+            .iter()
+            .map(|f| match f {
+                Features::Array(v) => Prediction::Scalar(v.iter().sum::<f64>() as f32),
+                Features::Row(v) => Prediction::Scalar(v.len() as f32),
+            })
+            .collect())
     }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(sql) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = commands::parse(sql);
+    let _ = rw::classify(sql);
+    let _ = call::parse_calls(sql);
+    let Ok(Some(plan)) = predict::plan(sql) else {
+        return;
+    };
+    let mut out = BytesMut::new();
+    if plan.server_sql.is_none() {
+        let _ = plan.answer_constant(&Sum, &mut out);
+        return;
+    }
+    // A one-column answer whose value is fuzz input too: the rewriter must
+    // reject what it cannot decode, never panic.
+    let mut rewriter = plan.rewriter(Arc::new(Sum), &[]);
+    let mut row_description = BytesMut::new();
+    row_description.put_i16(1);
+    row_description.put_slice(b"__pgml_0\0");
+    row_description.put_i32(0);
+    row_description.put_i16(0);
+    row_description.put_u32(25);
+    row_description.put_i16(-1);
+    row_description.put_i32(-1);
+    row_description.put_i16(0);
+    let _ = rewriter.on_message(b'T', &row_description, &mut out);
+    let mut data_row = BytesMut::new();
+    data_row.put_i16(1);
+    data_row.put_i32(data.len() as i32);
+    data_row.put_slice(data);
+    let _ = rewriter.on_message(b'D', &data_row, &mut out);
+    let _ = rewriter.on_message(b'C', b"SELECT 1\0", &mut out);
 });
