@@ -402,3 +402,136 @@ async fn ban_unban_and_shutdown() {
         "SHUTDOWN did not stop the process"
     );
 }
+
+/// Total observations of a histogram (its +Inf bucket).
+fn histogram_count(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_projects_models_trainings_and_metrics() {
+    let pg = PgCluster::start();
+    let (port, metrics_port) = (free_port(), free_port());
+    let proxy = Proxy::start(port, &config(port, metrics_port, &pg));
+    let app = connect(&proxy.url("app", "app_pw", "app")).await;
+    let a = admin(&proxy, "pgbouncer").await;
+    assert!(show(&a, "PROJECTS").await.is_empty(), "no pgml schema yet");
+    app.batch_execute("SELECT pgml.load_dataset('iris')")
+        .await
+        .unwrap();
+    app.batch_execute(
+        "CREATE TABLE big AS SELECT random()::real AS a, random()::real AS b, (g % 2) AS y FROM generate_series(1, 300000) g",
+    )
+    .await
+    .unwrap();
+    app.simple_query("SELECT * FROM pgml.train('iris', 'classification', 'pgml.iris', 'target', algorithm => 'lightgbm')")
+        .await
+        .unwrap();
+    assert!(app
+        .simple_query("SELECT * FROM pgml.train('iris', algorithm => 'no_such')")
+        .await
+        .is_err());
+    // 150 predictions in one query, 1 constant one.
+    let rows = app
+        .simple_query("SELECT pgml.predict('iris', ARRAY[sepal_length, sepal_width, petal_length, petal_width]) FROM pgml.iris")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+            .count(),
+        150
+    );
+    app.simple_query("SELECT pgml.predict('iris', ARRAY[5.1, 3.5, 1.4, 0.2])")
+        .await
+        .unwrap();
+
+    let projects = show(&a, "PROJECTS").await;
+    assert_eq!(projects.len(), 1, "{projects:?}");
+    let p = &projects[0];
+    assert_eq!(
+        (
+            p["project"].as_str(),
+            p["task"].as_str(),
+            p["models"].as_str()
+        ),
+        ("iris", "classification", "1")
+    );
+    assert_eq!(
+        (p["algorithm"].as_str(), p["key_metric"].as_str()),
+        ("lightgbm", "f1")
+    );
+    assert!(p["score"].parse::<f64>().unwrap() > 0.8, "{p:?}");
+    assert_eq!(p["predictions"], "151");
+    let models = show(&a, "MODELS").await;
+    assert_eq!(models.len(), 1, "{models:?}");
+    assert_eq!(
+        (
+            models[0]["project"].as_str(),
+            models[0]["cache"].as_str(),
+            models[0]["predictions"].as_str()
+        ),
+        ("iris", "loaded", "151")
+    );
+    assert_eq!(models[0]["model_id"], p["deployed_model"]);
+
+    // A training shows in SHOW TRAININGS while it runs.
+    assert!(show(&a, "TRAININGS").await.is_empty());
+    let url = proxy.url("app", "app_pw", "app");
+    let training = tokio::spawn(async move {
+        let c = connect(&url).await;
+        c.simple_query("SELECT * FROM pgml.train('big', 'classification', 'big', 'y', algorithm => 'lightgbm', hyperparams => '{\"n_estimators\": 400}')")
+            .await
+            .map(|_| ())
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let t = show(&a, "TRAININGS").await;
+        if let Some(row) = t.first().filter(|r| r["progress"].contains("fitting")) {
+            break row.clone();
+        }
+        assert!(
+            !training.is_finished() && Instant::now() < deadline,
+            "the training never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (
+            seen["project"].as_str(),
+            seen["algorithm"].as_str(),
+            seen["database"].as_str()
+        ),
+        ("big", "lightgbm", "app")
+    );
+    assert!(
+        seen["progress"].contains("225000 rows"),
+        "75% of 300000 train: {seen:?}"
+    );
+    training.await.unwrap().unwrap();
+    assert!(show(&a, "TRAININGS").await.is_empty());
+
+    let m = scrape(metrics_port);
+    assert_eq!(
+        metric(&m, "pgmlcat_predictions_total", &[("project", "iris")]),
+        151.0
+    );
+    assert_eq!(metric(&m, "pgmlcat_trainings_started_total", &[]), 3.0);
+    assert_eq!(metric(&m, "pgmlcat_trainings_failed_total", &[]), 1.0);
+    assert_eq!(
+        histogram_count(&m, "pgmlcat_prediction_seconds"),
+        2.0,
+        "one batch per query"
+    );
+    assert_eq!(histogram_count(&m, "pgmlcat_training_seconds"), 2.0);
+}
