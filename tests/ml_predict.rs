@@ -309,3 +309,77 @@ fn row_input_with_text_and_a_second_proxy_learns_of_deploys() {
         .unwrap();
     assert_eq!(cached, after);
 }
+
+#[test]
+fn predictions_across_shards_are_spliced_into_the_union() {
+    let shards = [PgCluster::start(), PgCluster::start()];
+    for (i, pg) in shards.iter().enumerate() {
+        pg.psql(
+            "app",
+            &format!(
+                "CREATE TABLE pts AS SELECT g AS id, g::real AS x FROM generate_series({}, {}) g",
+                i * 100 + 1,
+                i * 100 + 100
+            ),
+        );
+    }
+    let port = free_port();
+    let config = format!(
+        r#"[general]
+host = "127.0.0.1"
+port = {port}
+admin_username = "admin"
+admin_password = "admin_pw"
+
+[pools.app]
+pool_mode = "transaction"
+shard_id_regex = '/\* shard_id: (\d+) \*/'
+
+[pools.app.users.0]
+username = "app"
+password = "app_pw"
+pool_size = 4
+
+[pools.app.shards.0]
+servers = [["127.0.0.1", {p0}, "primary"]]
+database = "app"
+
+[pools.app.shards.1]
+servers = [["127.0.0.1", {p1}, "primary"]]
+database = "app"
+"#,
+        p0 = shards[0].port,
+        p1 = shards[1].port
+    );
+    let proxy = Proxy::start(port, &config);
+    // y = 3x + 1 on shard 0 only: the catalog lives there.
+    shards[0].psql("app", "CREATE TABLE line AS SELECT g::real AS x, (3 * g + 1)::real AS y FROM generate_series(1, 50) g");
+    ok(
+        &proxy,
+        "/* shard_id: 0 */ SELECT * FROM pgml.train('line', 'regression', 'line', 'y')",
+    );
+    let out = ok(&proxy, "SELECT id, pgml.predict('line', ARRAY[x]) AS p FROM pts WHERE pgml.predict('line', ARRAY[x]) > 400");
+    let mut got: Vec<(i64, f64)> = out
+        .lines()
+        .map(|l| {
+            let (id, p) = l.split_once('|').unwrap();
+            (id.parse().unwrap(), p.parse().unwrap())
+        })
+        .collect();
+    got.sort_by_key(|r| r.0);
+    // 3x + 1 > 400 for x >= 134: rows 134..=200, from shard 1 only.
+    assert_eq!(got.len(), 67, "{out}");
+    assert_eq!(got[0].0, 134);
+    for (id, p) in &got {
+        assert!((p - (3.0 * *id as f64 + 1.0)).abs() < 0.01, "{id}: {p}");
+    }
+    let top = ok(
+        &proxy,
+        "SELECT id FROM pts ORDER BY pgml.predict('line', ARRAY[x]) DESC LIMIT 3",
+    );
+    assert_eq!(top, "200\n199\n198");
+    let err = proxy
+        .psql("SELECT id, pgml.predict('line', ARRAY[x]) FROM pts ORDER BY id LIMIT 3")
+        .unwrap_err();
+    assert!(err.contains("across shards"), "{err}");
+}

@@ -75,9 +75,11 @@ impl Session {
         if self.settle().await? == Flow::Close {
             return Ok(Some(Flow::Close));
         }
+        // A shard named by comment or SET SHARD limits what training reads.
+        let shard = self.named_shard(Some(sql), None, false).ok().flatten();
         // As Postgres: statements run in turn; the first error ends the string.
         for call in &calls {
-            if !self.run_call(call, true).await? {
+            if !self.run_call(call, true, shard).await? {
                 break;
             }
         }
@@ -178,7 +180,8 @@ impl Session {
                 if self.settle().await? == Flow::Close {
                     return Err(Error::ClientGone);
                 }
-                if !self.run_call(&call, false).await? {
+                let shard = self.named_shard(None, None, false).ok().flatten();
+                if !self.run_call(&call, false, shard).await? {
                     self.skip_until_sync = self.server.is_none();
                     self.discard_until_sync = self.server.is_some();
                 }
@@ -240,12 +243,23 @@ impl Session {
 
     /// Runs a call, streaming its NOTICEs, then writes its result (with a
     /// RowDescription when `describe`) or its error. False on error.
-    async fn run_call(&mut self, call: &FnCall, describe: bool) -> Result<bool> {
+    async fn run_call(
+        &mut self,
+        call: &FnCall,
+        describe: bool,
+        shard: Option<usize>,
+    ) -> Result<bool> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (ml, pool) = (self.app.ml.clone(), self.pool.clone());
         let mut body = BytesMut::new();
         let result = {
-            let work = exec::execute(&ml, &pool, call, Progress::new(tx), &mut body);
+            let work = exec::execute(
+                &ml,
+                &pool,
+                call,
+                Progress::new(tx).on_shard(shard),
+                &mut body,
+            );
             tokio::pin!(work);
             loop {
                 tokio::select! {

@@ -281,7 +281,6 @@ impl Session {
             .map_err(Error::Ml)?;
             return Ok(());
         };
-        self.predict_server(&server_sql, simple).await?;
         let mut msg = BytesMut::new();
         let formats = match portal {
             None => {
@@ -298,8 +297,108 @@ impl Session {
             }
         };
         let mut rewriter = plan.rewriter(Arc::new(models), &formats);
+        if self.predict_needs_all_shards(&server_sql) {
+            return self
+                .predict_all_shards(&server_sql, &msg, &mut rewriter, simple)
+                .await;
+        }
+        self.predict_server(&server_sql, simple).await?;
         // Execute sends no RowDescription; the simple protocol does.
         self.exchange(&msg, &mut rewriter, simple).await
+    }
+
+    /// A keyless read on a sharded pool, outside a transaction: it runs on
+    /// every shard and the rows of all of them go through one rewriter.
+    fn predict_needs_all_shards(&self, server_sql: &str) -> bool {
+        self.server.is_none() && self.needs_fan_out(server_sql)
+    }
+
+    async fn predict_all_shards(
+        &mut self,
+        server_sql: &str,
+        msg: &[u8],
+        rewriter: &mut Rewriter,
+        describe: bool,
+    ) -> Result<()> {
+        // Rows are concatenated: anything the server would order, limit or
+        // aggregate across rows would come out wrong.
+        match crate::router::merge::plan(server_sql) {
+            Ok(Some(p)) if p.order.is_empty() && p.limit.is_none() && p.offset == 0 && p.combine.is_none() => {}
+            Ok(_) | Err(_) => {
+                return Err(Error::Unsupported(
+                    "pgml.predict across shards with ORDER BY, LIMIT, DISTINCT or aggregates on other columns is not supported; \
+                     give the sharding key, or order and limit by the prediction"
+                        .into(),
+                ))
+            }
+        }
+        let target = self.target_for(Some(server_sql));
+        let mut held = self
+            .checkout_shards(0..self.pool.shards.len(), target)
+            .await?;
+        let mut result = Ok(());
+        let last = held.len() - 1;
+        let mut scratch = BytesMut::new();
+        'shards: for (i, (_, pooled)) in held.iter_mut().enumerate() {
+            if let Err(e) = pooled.server.stream.write_all(msg).await {
+                pooled.server.broken = true;
+                result = Err(Error::ServerLost(e.to_string()));
+                break;
+            }
+            loop {
+                let (tag, body) = match pooled.server.read_message().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        result = Err(e);
+                        break 'shards;
+                    }
+                };
+                let keep = match tag {
+                    b'Z' => break,
+                    b'1' | b'2' | b'S' => false,
+                    // One RowDescription, one CommandComplete for the whole.
+                    b'T' => i == 0 && describe,
+                    b'C' => i == last && result.is_ok(),
+                    b'E' => {
+                        result = Err(Error::ServerRefused {
+                            addr: pooled.server.addr.to_string(),
+                            fields: messages::parse_error_fields(&body),
+                        });
+                        false
+                    }
+                    _ => result.is_ok(),
+                };
+                let out = if keep {
+                    &mut self.to_client
+                } else {
+                    &mut scratch
+                };
+                if (keep || tag == b'T') && result.is_ok() {
+                    if let Err(e) = rewriter.on_message(tag, &body, out) {
+                        result = Err(Error::Ml(e));
+                    }
+                }
+                scratch.clear();
+                if self.to_client.len() > 64 * 1024 {
+                    Counters::add(&self.pool.counters.bytes_sent, self.to_client.len() as u64);
+                    if self.client.write_all(&self.to_client).await.is_err() {
+                        result = Err(Error::ClientGone);
+                        break 'shards;
+                    }
+                    self.to_client.clear();
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        for (sp, pooled) in held {
+            sp.checkin(pooled);
+        }
+        if result.is_ok() {
+            Counters::add(&self.pool.counters.xacts, 1);
+        }
+        result
     }
 
     /// Bind of the unnamed statement with the client's parameters and the

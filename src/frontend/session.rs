@@ -303,7 +303,7 @@ impl Session {
 
     /// The shard the statement itself or the client names, if any.
     /// `statement_only` ignores the client's SET SHARD / SET SHARDING KEY.
-    fn named_shard(
+    pub(super) fn named_shard(
         &self,
         sql: Option<&str>,
         bind: Option<&[u8]>,

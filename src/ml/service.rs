@@ -35,10 +35,13 @@ pub struct StoredModel {
 }
 
 /// Progress messages for the client (sent as NOTICEs while work goes on).
+/// The context of one pgml call: where its progress goes and which shard
+/// it is limited to (a shard_id comment or SET SHARD on a sharded pool).
 #[derive(Clone, Default)]
 pub struct Progress {
     tx: Option<mpsc::UnboundedSender<String>>,
     training: Option<Arc<TrainingGuard>>,
+    pub shard: Option<usize>,
 }
 
 impl Progress {
@@ -46,7 +49,13 @@ impl Progress {
         Progress {
             tx: Some(tx),
             training: None,
+            shard: None,
         }
+    }
+
+    pub fn on_shard(mut self, shard: Option<usize>) -> Progress {
+        self.shard = shard;
+        self
     }
 
     /// Progress also shows in SHOW TRAININGS while `guard` lives.

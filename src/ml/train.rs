@@ -346,7 +346,11 @@ async fn read_relation(
     progress: &Progress,
 ) -> MlResult<Frame> {
     let max_bytes = ml.max_bytes();
-    let reads = (0..pool.shards.len()).map(|shard| {
+    let shards: Vec<usize> = match progress.shard {
+        Some(s) if s < pool.shards.len() => vec![s],
+        _ => (0..pool.shards.len()).collect(),
+    };
+    let reads = shards.into_iter().map(|shard| {
         let server = pool.choose(shard, Target::Replica).clone();
         let relation = relation.to_string();
         async move {
