@@ -383,3 +383,39 @@ database = "app"
         .unwrap_err();
     assert!(err.contains("across shards"), "{err}");
 }
+
+#[test]
+fn joins_group_by_subqueries_and_ctes() {
+    let (pg, proxy) = setup();
+    let rows = floats(&pg.psql("app", "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8) FROM flowers ORDER BY id"));
+    let x = Array2::from_shape_vec((150, 3), rows).unwrap();
+    let direct = stored_model(&pg, "width", Task::Regression).predict(x.view()).unwrap();
+    let want = |id: usize| direct[[id - 1, 0]] as f32;
+    ok(&proxy, "CREATE TABLE tags AS SELECT id, 'tag' || (id % 4) AS tag FROM flowers");
+    // A join, the prediction from one side's columns.
+    let out = ok(&proxy, "SELECT f.id, t.tag, pgml.predict('width', ARRAY[f.sepal_length, f.sepal_width, f.petal_length]) AS w \
+                          FROM flowers f JOIN tags t ON t.id = f.id WHERE f.id IN (3, 77) ORDER BY f.id");
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!((lines[0][0], lines[0][1]), ("3", "tag3"));
+    assert_eq!(lines[1][2].parse::<f32>().unwrap(), want(77));
+    // GROUP BY other columns, aggregates inside the arguments.
+    let grouped = ok(&proxy, "SELECT target, pgml.predict('width', ARRAY[avg(sepal_length), avg(sepal_width), avg(petal_length)]) FROM flowers GROUP BY target ORDER BY target");
+    assert_eq!(grouped.lines().count(), 3, "{grouped}");
+    // A subquery and a CTE whose predictions the outer query selects and filters on.
+    let sub = ok(&proxy, "SELECT s.id, s.w FROM (SELECT id, pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) AS w FROM flowers) s WHERE s.id = 10");
+    assert_eq!(sub, format!("10|{}", want(10)));
+    let cte = ok(&proxy, "WITH p AS (SELECT id, pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) AS w FROM flowers) \
+                          SELECT id FROM p WHERE w > 2.2 ORDER BY id");
+    let expected: Vec<String> = (1..=150).filter(|&i| want(i) > 2.2).map(|i| i.to_string()).collect();
+    assert_eq!(cte.lines().map(String::from).collect::<Vec<_>>(), expected);
+    // Shapes that cannot be rewritten correctly are refused, never guessed.
+    for sql in [
+        "SELECT DISTINCT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers",
+        "SELECT sum(w) FROM (SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) AS w FROM flowers) s",
+        "SELECT id FROM flowers ORDER BY target, pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length])",
+    ] {
+        let err = proxy.psql(sql).unwrap_err();
+        assert!(err.contains("ERROR") && !err.contains("does not exist"), "{sql}: {err}");
+    }
+}
