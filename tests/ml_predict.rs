@@ -389,9 +389,14 @@ fn joins_group_by_subqueries_and_ctes() {
     let (pg, proxy) = setup();
     let rows = floats(&pg.psql("app", "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8) FROM flowers ORDER BY id"));
     let x = Array2::from_shape_vec((150, 3), rows).unwrap();
-    let direct = stored_model(&pg, "width", Task::Regression).predict(x.view()).unwrap();
+    let direct = stored_model(&pg, "width", Task::Regression)
+        .predict(x.view())
+        .unwrap();
     let want = |id: usize| direct[[id - 1, 0]] as f32;
-    ok(&proxy, "CREATE TABLE tags AS SELECT id, 'tag' || (id % 4) AS tag FROM flowers");
+    ok(
+        &proxy,
+        "CREATE TABLE tags AS SELECT id, 'tag' || (id % 4) AS tag FROM flowers",
+    );
     // A join, the prediction from one side's columns.
     let out = ok(&proxy, "SELECT f.id, t.tag, pgml.predict('width', ARRAY[f.sepal_length, f.sepal_width, f.petal_length]) AS w \
                           FROM flowers f JOIN tags t ON t.id = f.id WHERE f.id IN (3, 77) ORDER BY f.id");
@@ -407,7 +412,10 @@ fn joins_group_by_subqueries_and_ctes() {
     assert_eq!(sub, format!("10|{}", want(10)));
     let cte = ok(&proxy, "WITH p AS (SELECT id, pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) AS w FROM flowers) \
                           SELECT id FROM p WHERE w > 2.2 ORDER BY id");
-    let expected: Vec<String> = (1..=150).filter(|&i| want(i) > 2.2).map(|i| i.to_string()).collect();
+    let expected: Vec<String> = (1..=150)
+        .filter(|&i| want(i) > 2.2)
+        .map(|i| i.to_string())
+        .collect();
     assert_eq!(cte.lines().map(String::from).collect::<Vec<_>>(), expected);
     // Shapes that cannot be rewritten correctly are refused, never guessed.
     for sql in [

@@ -623,24 +623,58 @@ fn joint_snapshot_datasets_and_the_memory_cap() {
     let config = simple_config(port, &pg, "transaction", 4);
     let proxy = Proxy::start(port, &config);
     for (name, rows) in [("wine", "178"), ("digits", "1797"), ("linnerud", "20")] {
-        assert_eq!(ok(&proxy, &format!("SELECT * FROM pgml.load_dataset('{name}')")), format!("pgml.{name}|{rows}"));
+        assert_eq!(
+            ok(
+                &proxy,
+                &format!("SELECT * FROM pgml.load_dataset('{name}')")
+            ),
+            format!("pgml.{name}|{rows}")
+        );
     }
     // Multi-output regression: three physiological measures from exercises.
     let out = ok(&proxy, "SELECT * FROM pgml.train_joint('fitness', 'regression', 'pgml.linnerud', ARRAY['weight', 'waist', 'pulse'], algorithm => 'linear')");
     assert_eq!(out, "fitness|regression|linear|t");
     let joint = ok(&proxy, "SELECT pgml.predict_joint('fitness', ARRAY[chins, situps, jumps]) FROM pgml.linnerud LIMIT 1");
-    assert_eq!(joint.trim_matches(|c| c == '{' || c == '}').split(',').count(), 3, "{joint}");
+    assert_eq!(
+        joint
+            .trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .count(),
+        3,
+        "{joint}"
+    );
     // Digits: 8x8 image arrays, one feature per pixel.
     ok(&proxy, "SELECT * FROM pgml.train('digits', 'classification', 'pgml.digits', 'target', algorithm => 'lightgbm', hyperparams => '{\"n_estimators\": 20}')");
     let f1: f64 = ok(&proxy, "SELECT metrics->>'f1' FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE p.name = 'digits'").parse().unwrap();
     assert!(f1 > 0.85, "digits f1 {f1}");
-    assert_eq!(ok(&proxy, "SELECT num_features FROM pgml.models ORDER BY id DESC LIMIT 1"), "64");
+    assert_eq!(
+        ok(
+            &proxy,
+            "SELECT num_features FROM pgml.models ORDER BY id DESC LIMIT 1"
+        ),
+        "64"
+    );
     // pgml.snapshot materializes the data with column statistics.
-    assert_eq!(ok(&proxy, "SELECT * FROM pgml.snapshot('pgml.wine', 'target')"), "pgml.wine|{target}");
-    let id = ok(&proxy, "SELECT id FROM pgml.snapshots WHERE relation_name = 'pgml.wine'");
-    assert_eq!(ok(&proxy, &format!("SELECT count(*) FROM pgml.snapshot_{id}")), "178");
-    let stats = ok(&proxy, &format!("SELECT columns FROM pgml.snapshots WHERE id = {id}"));
-    assert!(stats.contains("\"alcohol\"") && stats.contains("std_dev"), "{stats}");
+    assert_eq!(
+        ok(&proxy, "SELECT * FROM pgml.snapshot('pgml.wine', 'target')"),
+        "pgml.wine|{target}"
+    );
+    let id = ok(
+        &proxy,
+        "SELECT id FROM pgml.snapshots WHERE relation_name = 'pgml.wine'",
+    );
+    assert_eq!(
+        ok(&proxy, &format!("SELECT count(*) FROM pgml.snapshot_{id}")),
+        "178"
+    );
+    let stats = ok(
+        &proxy,
+        &format!("SELECT columns FROM pgml.snapshots WHERE id = {id}"),
+    );
+    assert!(
+        stats.contains("\"alcohol\"") && stats.contains("std_dev"),
+        "{stats}"
+    );
     // More data than [ml] max_memory_mb allows (set by a live reload): 53200,
     // and nothing written.
     proxy.write_config(&config.replace("[pools.app]", "[ml]\nmax_memory_mb = 1\n\n[pools.app]"));
@@ -654,8 +688,19 @@ fn joint_snapshot_datasets_and_the_memory_cap() {
             .simple_query("SELECT * FROM pgml.train('wide', 'classification', 'wide', 'y')")
             .await
             .expect_err("over the memory cap");
-        assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("53200"), "{err}");
-        let n: i64 = c.query_one("SELECT count(*) FROM pgml.projects WHERE name = 'wide'", &[]).await.unwrap().get(0);
+        assert_eq!(
+            err.as_db_error().map(|e| e.code().code()),
+            Some("53200"),
+            "{err}"
+        );
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pgml.projects WHERE name = 'wide'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(n, 0);
     });
 }

@@ -332,6 +332,93 @@ impl Server {
         }
     }
 
+    /// Text values converted by Postgres to the binary form of `type_name`
+    /// (a name as `format_type` prints it), in order; for merging results
+    /// of several shards into a client's binary format.
+    pub async fn binary_values(
+        &mut self,
+        type_name: &str,
+        values: &[Option<&str>],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        // The values travel as one text[] parameter, in its text form.
+        let mut array = String::from("{");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                array.push(',');
+            }
+            match v {
+                None => array.push_str("NULL"),
+                Some(v) => {
+                    array.push('"');
+                    for c in v.chars() {
+                        if c == '"' || c == '\\' {
+                            array.push('\\');
+                        }
+                        array.push(c);
+                    }
+                    array.push('"');
+                }
+            }
+        }
+        array.push('}');
+        let sql = format!(
+            "SELECT v::{type_name} FROM unnest($1::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n"
+        );
+        let mut out = BytesMut::new();
+        let encode = |_| Error::protocol("could not encode a conversion query");
+        frontend::parse("", &sql, std::iter::empty(), &mut out).map_err(encode)?;
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty::<i16>(),
+            std::iter::once(array.as_str()),
+            |v, buf| {
+                buf.extend_from_slice(v.as_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            std::iter::once(1i16),
+            &mut out,
+        )
+        .map_err(|_| Error::protocol("could not encode a conversion query"))?;
+        frontend::execute("", 0, &mut out).map_err(encode)?;
+        frontend::sync(&mut out);
+        if let Err(e) = self.stream.write_all(&out).await {
+            self.broken = true;
+            return Err(e.into());
+        }
+        let mut converted = Vec::with_capacity(values.len());
+        let mut error = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'D' => {
+                    let len = body
+                        .get(2..6)
+                        .map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                    converted.push((len >= 0).then(|| body[6..].to_vec()));
+                }
+                b'E' => {
+                    error.get_or_insert(parse_error_fields(&body));
+                }
+                b'Z' => {
+                    self.status = body
+                        .first()
+                        .and_then(|&b| TxStatus::from_byte(b))
+                        .ok_or_else(|| Error::protocol("bad ReadyForQuery"))?;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match error {
+            Some(fields) => Err(Error::ServerRefused {
+                addr: self.addr.to_string(),
+                fields,
+            }),
+            None => Ok(converted),
+        }
+    }
+
     /// One simple-protocol round trip: the first row and the first error.
     /// Any I/O failure marks the connection broken.
     async fn exchange(

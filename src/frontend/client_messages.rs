@@ -41,6 +41,9 @@ impl Session {
         if tag == b'Q' || tag == b'E' {
             Counters::add(&self.pool.counters.queries, 1);
         }
+        if self.fanout_collecting() {
+            return self.fanout_message(tag, msg).await;
+        }
         match tag {
             b'X' => return Ok(Flow::Close),
             b'Q' => {
@@ -97,6 +100,13 @@ impl Session {
                         return Ok(Flow::Continue);
                     }
                     let sql = self.statement_text(tag, &msg, sharded);
+                    if tag == b'B'
+                        && sharded
+                        && sql.as_deref().is_some_and(|s| self.needs_fan_out(s))
+                    {
+                        self.start_fanout_batch(msg);
+                        return Ok(Flow::Continue);
+                    }
                     if tag == b'B' {
                         if let Some(plan) = sql.as_deref().and_then(|s| self.copy_in_plan(s)) {
                             let sql = sql.unwrap_or_default();

@@ -19,17 +19,17 @@ use crate::router::merge::{self, oid, ColumnRef, Combine, Plan, Row};
 
 /// A RowDescription field, kept whole so it can be written back.
 #[derive(Clone)]
-struct Field {
-    name: String,
-    table: i32,
-    attnum: i16,
-    type_oid: u32,
-    size: i16,
-    typmod: i32,
-    format: i16,
+pub(super) struct Field {
+    pub name: String,
+    pub table: i32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub size: i16,
+    pub typmod: i32,
+    pub format: i16,
 }
 
-fn parse_fields(body: &[u8]) -> Result<Vec<Field>> {
+pub(super) fn parse_fields(body: &[u8]) -> Result<Vec<Field>> {
     let n = read_i16(body, 0)?.max(0) as usize;
     let mut pos = 2;
     let mut fields = Vec::with_capacity(n);
@@ -50,7 +50,7 @@ fn parse_fields(body: &[u8]) -> Result<Vec<Field>> {
     Ok(fields)
 }
 
-fn write_fields(out: &mut BytesMut, fields: &[Field]) {
+pub(super) fn write_fields(out: &mut BytesMut, fields: &[Field]) {
     out.put_u8(b'T');
     let at = out.len();
     out.put_i32(0);
@@ -272,73 +272,91 @@ impl Session {
                 fields,
             });
         }
-        let Some(mut fields) = answer.fields else {
+        let Some(fields) = answer.fields else {
             return Ok(0);
         };
-        let types: Vec<u32> = fields.iter().map(|f| f.type_oid).collect();
-        let visible = fields.len() - plan.hidden;
-        let mut rows = answer.rows;
-        if let Some((combine, hidden)) = &plan.combine {
-            let all: Vec<Combine> = combine
-                .iter()
-                .cloned()
-                .map(|c| match c {
-                    Combine::Avg { count } => Combine::Avg {
-                        count: visible + count,
-                    },
-                    c => c,
-                })
-                .chain(hidden.iter().cloned())
-                .collect();
-            // Without GROUP BY every shard sent one row; they fold into one.
-            rows = merge::aggregate(rows, &all, &types)?;
-            for (i, c) in all.iter().enumerate() {
-                if let Combine::Avg { count } = c {
-                    let float = matches!(types[i], oid::FLOAT4 | oid::FLOAT8);
-                    let server = &mut held[0].1.server;
-                    finish_averages(server, &mut rows, i, *count, float).await?;
-                    fields[i].type_oid = if float { oid::FLOAT8 } else { oid::NUMERIC };
-                    fields[i].size = if float { 8 } else { -1 };
-                    fields[i].typmod = -1;
-                }
-            }
-        }
-        let resolve = |c: &ColumnRef| -> Result<usize> {
-            match c {
-                ColumnRef::Position(i) if *i < visible => Ok(*i),
-                ColumnRef::Hidden(k) => Ok(visible + k),
-                ColumnRef::Name(n) => fields
-                    .iter()
-                    .take(visible)
-                    .position(|f| f.name.eq_ignore_ascii_case(n))
-                    .ok_or_else(|| {
-                        Error::Unsupported(format!(
-                            "ORDER BY {n}: no such output column across shards"
-                        ))
-                    }),
-                ColumnRef::Position(i) => Err(Error::Unsupported(format!(
-                    "ORDER BY position {} is not in the select list",
-                    i + 1
-                ))),
-            }
-        };
-        let keys = plan
-            .order
-            .iter()
-            .map(|k| resolve(&k.column).map(|c| (c, k.desc, k.nulls_first)))
-            .collect::<Result<Vec<_>>>()?;
-        merge::sort(&mut rows, &keys, &types);
-        let start = (plan.offset as usize).min(rows.len());
-        let end = plan
-            .limit
-            .map_or(rows.len(), |l| (start + l as usize).min(rows.len()));
-        write_fields(&mut self.to_client, &fields[..visible]);
-        for row in &rows[start..end] {
-            let values: Vec<Option<&str>> = row[..visible].iter().map(|v| v.as_deref()).collect();
+        let server = &mut held[0].1.server;
+        let (fields, rows) = merge_rows(server, plan, fields, answer.rows).await?;
+        write_fields(&mut self.to_client, &fields);
+        for row in &rows {
+            let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
             messages::data_row(&mut self.to_client, &values);
         }
-        Ok((end - start) as u64)
+        Ok(rows.len() as u64)
     }
+}
+
+/// Every shard's rows (text format) combined as the plan says: aggregates
+/// folded, sorted, OFFSET/LIMIT applied, hidden columns dropped. `server`
+/// (one of the shards') divides averages.
+pub(super) async fn merge_rows(
+    server: &mut crate::backend::Server,
+    plan: &Plan,
+    mut fields: Vec<Field>,
+    mut rows: Vec<Row>,
+) -> Result<(Vec<Field>, Vec<Row>)> {
+    let types: Vec<u32> = fields.iter().map(|f| f.type_oid).collect();
+    let visible = fields.len().saturating_sub(plan.hidden);
+    if let Some((combine, hidden)) = &plan.combine {
+        let all: Vec<Combine> = combine
+            .iter()
+            .cloned()
+            .map(|c| match c {
+                Combine::Avg { count } => Combine::Avg {
+                    count: visible + count,
+                },
+                c => c,
+            })
+            .chain(hidden.iter().cloned())
+            .collect();
+        // Without GROUP BY every shard sent one row; they fold into one.
+        rows = merge::aggregate(rows, &all, &types)?;
+        for (i, c) in all.iter().enumerate() {
+            if let Combine::Avg { count } = c {
+                let float = matches!(types[i], oid::FLOAT4 | oid::FLOAT8);
+                finish_averages(server, &mut rows, i, *count, float).await?;
+                fields[i].type_oid = if float { oid::FLOAT8 } else { oid::NUMERIC };
+                fields[i].size = if float { 8 } else { -1 };
+                fields[i].typmod = -1;
+            }
+        }
+    }
+    let resolve = |c: &ColumnRef| -> Result<usize> {
+        match c {
+            ColumnRef::Position(i) if *i < visible => Ok(*i),
+            ColumnRef::Hidden(k) => Ok(visible + k),
+            ColumnRef::Name(n) => fields
+                .iter()
+                .take(visible)
+                .position(|f| f.name.eq_ignore_ascii_case(n))
+                .ok_or_else(|| {
+                    Error::Unsupported(format!("ORDER BY {n}: no such output column across shards"))
+                }),
+            ColumnRef::Position(i) => Err(Error::Unsupported(format!(
+                "ORDER BY position {} is not in the select list",
+                i + 1
+            ))),
+        }
+    };
+    let keys = plan
+        .order
+        .iter()
+        .map(|k| resolve(&k.column).map(|c| (c, k.desc, k.nulls_first)))
+        .collect::<Result<Vec<_>>>()?;
+    merge::sort(&mut rows, &keys, &types);
+    let start = (plan.offset as usize).min(rows.len());
+    let end = plan
+        .limit
+        .map_or(rows.len(), |l| (start + l as usize).min(rows.len()));
+    let rows = rows
+        .drain(start..end)
+        .map(|mut r| {
+            r.truncate(visible);
+            r
+        })
+        .collect();
+    fields.truncate(visible);
+    Ok((fields, rows))
 }
 
 /// avg = sum / count, divided by Postgres itself so the digits are exactly

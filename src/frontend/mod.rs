@@ -5,6 +5,7 @@ mod client_messages;
 mod copy_split;
 mod expect;
 mod fanout;
+mod fanout_extended;
 pub mod handshake;
 pub mod listener;
 mod local;

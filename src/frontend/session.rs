@@ -85,6 +85,9 @@ pub struct Session {
     pub(super) idle_tx_timeout: Option<Duration>,
     /// pgml statements and portals answered by the proxy.
     pub(super) ml: super::ml::MlState,
+    /// A keyless extended-protocol read being collected until Sync, to run
+    /// on every shard.
+    pub(super) fanout_batch: Option<Vec<(u8, bytes::Bytes)>>,
 }
 
 impl Session {
@@ -126,6 +129,7 @@ impl Session {
             status: TxStatus::Idle,
             skip_until_sync: false,
             ml: Default::default(),
+            fanout_batch: None,
             discard_until_sync: false,
             client_stream_left: 0,
             server_stream_left: 0,
