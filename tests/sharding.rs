@@ -782,3 +782,49 @@ async fn injection_in_sharding_keys_stays_a_value() {
         .sum();
     assert_eq!(total, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_shard_random_spreads_reads_and_refuses_keyless_writes() {
+    let shards = shard_clusters();
+    for pg in &shards {
+        pg.psql("app", "create table countries(code text primary key); insert into countries values ('fr'), ('de')");
+    }
+    let port = free_port();
+    let config = sharded_config(port, &shards).replacen(
+        "[pools.app]\n",
+        "[pools.app]\ndefault_shard = \"random\"\n",
+        1,
+    );
+    let proxy = Proxy::start(port, &config);
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    let mut ports = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let rows = lines(&c, "select current_setting('port') from countries limit 1").await;
+        ports.insert(rows[0].clone());
+    }
+    assert!(ports.len() >= 2, "30 keyless reads all went to {ports:?}");
+    let err = c
+        .simple_query("insert into users (name) values ('no key')")
+        .await
+        .expect_err("a keyless write is not placed at random");
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
+    let bad = sharded_config(port, &shards).replacen(
+        "[pools.app]\n",
+        "[pools.app]\ndefault_shard = \"shard_9\"\n",
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgcat.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmlcat"))
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("default_shard"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -97,6 +97,11 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
                 }
             }
         }
+        // The sharding settings as the router will read them (default_shard,
+        // regexes, automatic key), so --check reports what start-up would.
+        if let Err(e) = crate::router::shard::Sharding::from_pool(pool, pool.shards.len().max(1)) {
+            errors.push(format!("{at}.{e}"));
+        }
         if !["pg_bigint_hash", "sha1"].contains(&pool.sharding_function.as_str()) {
             errors.push(format!(
                 "{at}.sharding_function: {:?} is not one of pg_bigint_hash, sha1",

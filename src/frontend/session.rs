@@ -21,7 +21,7 @@ use crate::config::{PoolMode, Role};
 use crate::errors::{Error, Result, Severity};
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
-use crate::router::shard::Sharding;
+use crate::router::shard::{DefaultShard, Sharding};
 use crate::router::{self, rw::Intent, RouteState, Target};
 use crate::stats::{ClientState, Counters};
 
@@ -296,12 +296,37 @@ impl Session {
         if let Some(named) = self.named_shard(sql, bind, false)? {
             return Ok(named);
         }
+        // Describing a statement works on any shard (the schemas match),
+        // and so does one that reads no table.
+        let anywhere = !needs_key || !sql.is_some_and(Sharding::touches_tables);
+        let read = || {
+            sql.is_some_and(|s| crate::router::rw::classify(s) == crate::router::rw::Intent::Read)
+        };
         match self.pool.sharding.default_shard {
-            Some(n) => Ok(n),
-            // Describing a statement works on any shard (the schemas match),
-            // and so does one that reads no table.
-            None if !needs_key || !sql.is_some_and(Sharding::touches_tables) => Ok(0),
-            None => Err(Error::NoShard(self.pool.sharding.missing_key())),
+            Some(DefaultShard::Fixed(n)) => Ok(n),
+            // A random shard serves reads of data every shard holds alike
+            // (reference tables); a write is never placed by chance.
+            Some(DefaultShard::Random) if read() => {
+                Ok(rand::random::<usize>() % self.pool.shards.len())
+            }
+            Some(DefaultShard::RandomHealthy) if read() => Ok(self.healthy_random_shard()),
+            _ if anywhere => Ok(0),
+            _ => Err(Error::NoShard(self.pool.sharding.missing_key())),
+        }
+    }
+
+    /// A shard chosen at random among those whose primary is reachable and
+    /// not banned (any shard when none is).
+    fn healthy_random_shard(&self) -> usize {
+        let healthy: Vec<usize> = (0..self.pool.shards.len())
+            .filter(|&s| {
+                let p = self.pool.primary(s);
+                p.health.reachable() && !p.health.banned()
+            })
+            .collect();
+        match healthy.len() {
+            0 => rand::random::<usize>() % self.pool.shards.len(),
+            n => healthy[rand::random::<usize>() % n],
         }
     }
 

@@ -36,7 +36,18 @@ pub struct Sharding {
     key_regex: Option<Regex>,
     shard_regex: Option<Regex>,
     search_limit: usize,
-    pub default_shard: Option<usize>,
+    pub default_shard: Option<DefaultShard>,
+}
+
+/// Where statements that name no shard go (`default_shard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultShard {
+    /// `shard_<n>`: every such statement.
+    Fixed(usize),
+    /// `random`: reads go to any shard; writes still need a key.
+    Random,
+    /// `random_healthy`: reads go to any shard whose primary is up.
+    RandomHealthy,
 }
 
 impl Sharding {
@@ -55,15 +66,17 @@ impl Sharding {
             None => None,
         };
         let default_shard = match p.default_shard.as_deref() {
-            None | Some("random") | Some("random_healthy") => None,
-            Some(s) => Some(
+            None => None,
+            Some("random") => Some(DefaultShard::Random),
+            Some("random_healthy") => Some(DefaultShard::RandomHealthy),
+            Some(s) => Some(DefaultShard::Fixed(
                 s.strip_prefix("shard_")
                     .and_then(|n| n.parse::<usize>().ok())
                     .filter(|n| *n < shards)
                     .ok_or_else(|| {
-                        format!("default_shard: {s:?} is not shard_<n> with n < {shards}")
+                        format!("default_shard: {s:?} is not shard_<n> (n < {shards}), random or random_healthy")
                     })?,
-            ),
+            )),
         };
         Ok(Sharding {
             shards,
