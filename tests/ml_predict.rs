@@ -324,33 +324,7 @@ fn predictions_across_shards_are_spliced_into_the_union() {
         );
     }
     let port = free_port();
-    let config = format!(
-        r#"[general]
-host = "127.0.0.1"
-port = {port}
-admin_username = "admin"
-admin_password = "admin_pw"
-
-[pools.app]
-pool_mode = "transaction"
-shard_id_regex = '/\* shard_id: (\d+) \*/'
-
-[pools.app.users.0]
-username = "app"
-password = "app_pw"
-pool_size = 4
-
-[pools.app.shards.0]
-servers = [["127.0.0.1", {p0}, "primary"]]
-database = "app"
-
-[pools.app.shards.1]
-servers = [["127.0.0.1", {p1}, "primary"]]
-database = "app"
-"#,
-        p0 = shards[0].port,
-        p1 = shards[1].port
-    );
+    let config = sharded_pool_config(port, &shards);
     let proxy = Proxy::start(port, &config);
     // y = 3x + 1 on shard 0 only: the catalog lives there.
     shards[0].psql("app", "CREATE TABLE line AS SELECT g::real AS x, (3 * g + 1)::real AS y FROM generate_series(1, 50) g");

@@ -486,32 +486,7 @@ fn training_reads_every_shard_and_progress_shows_in_psql() {
         ));
     }
     let port = free_port();
-    let config = format!(
-        r#"[general]
-host = "127.0.0.1"
-port = {port}
-admin_username = "admin"
-admin_password = "admin_pw"
-
-[pools.app]
-pool_mode = "transaction"
-
-[pools.app.users.0]
-username = "app"
-password = "app_pw"
-pool_size = 4
-
-[pools.app.shards.0]
-servers = [["127.0.0.1", {p0}, "primary"]]
-database = "app"
-
-[pools.app.shards.1]
-servers = [["127.0.0.1", {p1}, "primary"]]
-database = "app"
-"#,
-        p0 = shards[0].port,
-        p1 = shards[1].port
-    );
+    let config = sharded_pool_config(port, &shards);
     let proxy = Proxy::start(port, &config);
     let out = run_env(
         "psql",

@@ -115,7 +115,7 @@ impl Session {
                     let p = merge::plan(&text)?
                         .ok_or_else(|| Error::NoShard(self.pool.sharding.missing_key()))?;
                     frontend::parse("", &p.shard_sql, types.iter().copied(), &mut out)?;
-                    let (param_formats, params, result_formats) = bind_parts(msg)?;
+                    let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
                     // Rows that must be decoded to merge come back as text.
                     let merging = !p.order.is_empty() || p.combine.is_some();
                     let server_formats = if merging {
@@ -421,44 +421,6 @@ fn param_types(msg: &[u8], at: usize) -> Result<Vec<u32>> {
     (0..n)
         .map(|i| read_i32(msg, at + 2 + 4 * i).map(|v| v as u32))
         .collect()
-}
-
-/// (parameter formats, parameter values, result formats) of a Bind.
-type BindParts = (Vec<i16>, Vec<Option<Vec<u8>>>, Vec<i16>);
-
-fn bind_parts(msg: &[u8]) -> Result<BindParts> {
-    let (_, _, mut pos) = prepared::bind_statement(msg)?;
-    let read_formats = |pos: &mut usize| -> Result<Vec<i16>> {
-        let n = read_i16(msg, *pos)?.max(0) as usize;
-        *pos += 2;
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(read_i16(msg, *pos)?);
-            *pos += 2;
-        }
-        Ok(v)
-    };
-    let formats = read_formats(&mut pos)?;
-    let n = read_i16(msg, pos)?.max(0) as usize;
-    pos += 2;
-    let mut params = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = read_i32(msg, pos)?;
-        pos += 4;
-        if len < 0 {
-            params.push(None);
-            continue;
-        }
-        let end = pos + len as usize;
-        params.push(Some(
-            msg.get(pos..end)
-                .ok_or_else(|| Error::protocol("Bind parameter truncated"))?
-                .to_vec(),
-        ));
-        pos = end;
-    }
-    let results = read_formats(&mut pos)?;
-    Ok((formats, params, results))
 }
 
 /// The binary forms of text values of a column's type, computed by

@@ -18,7 +18,7 @@ use crate::errors::{Error, Result};
 use crate::ml::predict::{self, Plan, Rewriter};
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
-use crate::net::codec::{self, read_i16, read_i32};
+use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
 use crate::stats::Counters;
 
@@ -42,45 +42,6 @@ impl PredictPortal {
 }
 
 /// Bind's sections: (param formats, params, result formats).
-/// (parameter formats, parameter values, result formats) of a Bind.
-type BindParts = (Vec<i16>, Vec<Option<Vec<u8>>>, Vec<i16>);
-
-fn parse_bind(msg: &[u8]) -> Result<BindParts> {
-    let (_, _, mut pos) = prepared::bind_statement(msg)?;
-    let mut formats = Vec::new();
-    let n = read_i16(msg, pos)?.max(0) as usize;
-    pos += 2;
-    for _ in 0..n {
-        formats.push(read_i16(msg, pos)?);
-        pos += 2;
-    }
-    let n = read_i16(msg, pos)?.max(0) as usize;
-    pos += 2;
-    let mut params = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = read_i32(msg, pos)?;
-        pos += 4;
-        if len < 0 {
-            params.push(None);
-            continue;
-        }
-        let end = pos + len as usize;
-        let value = msg
-            .get(pos..end)
-            .ok_or_else(|| Error::protocol("Bind parameter truncated"))?;
-        params.push(Some(value.to_vec()));
-        pos = end;
-    }
-    let n = read_i16(msg, pos)?.max(0) as usize;
-    pos += 2;
-    let mut results = Vec::with_capacity(n);
-    for _ in 0..n {
-        results.push(read_i16(msg, pos)?);
-        pos += 2;
-    }
-    Ok((formats, params, results))
-}
-
 impl Session {
     /// The plan of a statement calling pgml.predict; None if it calls none.
     fn predict_plan(&self, sql: &str) -> std::result::Result<Option<Arc<Plan>>, MlError> {
@@ -134,7 +95,7 @@ impl Session {
         let Some(plan) = self.ml_predicts().get(stmt).cloned() else {
             return Ok(false);
         };
-        let (param_formats, params, result_formats) = parse_bind(msg)?;
+        let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
         self.ml_predict_portals().insert(
             portal.to_string(),
             PredictPortal {

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::errors::Result;
-use crate::net::codec::cstr;
+use crate::net::codec::{cstr, read_i16, read_i32};
 
 /// A statement as the servers know it.
 pub struct Prepared {
@@ -122,6 +122,44 @@ pub fn bind_params(msg: &[u8]) -> Result<Vec<BindParam<'_>>> {
         pos = end;
     }
     Ok(params)
+}
+
+/// (parameter formats, parameter values, result formats) of a Bind.
+pub type BindParts = (Vec<i16>, Vec<Option<Vec<u8>>>, Vec<i16>);
+
+pub fn bind_parts(msg: &[u8]) -> Result<BindParts> {
+    let (_, _, mut pos) = bind_statement(msg)?;
+    let read_formats = |pos: &mut usize| -> Result<Vec<i16>> {
+        let n = read_i16(msg, *pos)?.max(0) as usize;
+        *pos += 2;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(read_i16(msg, *pos)?);
+            *pos += 2;
+        }
+        Ok(v)
+    };
+    let formats = read_formats(&mut pos)?;
+    let n = read_i16(msg, pos)?.max(0) as usize;
+    pos += 2;
+    let mut params = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = read_i32(msg, pos)?;
+        pos += 4;
+        if len < 0 {
+            params.push(None);
+            continue;
+        }
+        let end = pos + len as usize;
+        params.push(Some(
+            msg.get(pos..end)
+                .ok_or_else(|| crate::errors::Error::protocol("Bind parameter truncated"))?
+                .to_vec(),
+        ));
+        pos = end;
+    }
+    let results = read_formats(&mut pos)?;
+    Ok((formats, params, results))
 }
 
 /// Rewrites a Bind so it names `global` instead of the client's statement.

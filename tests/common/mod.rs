@@ -636,6 +636,35 @@ database = "app"
     )
 }
 
+/// A pool `app` (user app/app_pw, transaction mode) sharded over `shards`
+/// (one primary each, database `app`), with `/* shard_id: n */` comments.
+pub fn sharded_pool_config(proxy_port: u16, shards: &[PgCluster]) -> String {
+    let mut cfg = format!(
+        r#"[general]
+host = "127.0.0.1"
+port = {proxy_port}
+admin_username = "admin"
+admin_password = "admin_pw"
+
+[pools.app]
+pool_mode = "transaction"
+shard_id_regex = '/\* shard_id: (\d+) \*/'
+
+[pools.app.users.0]
+username = "app"
+password = "app_pw"
+pool_size = 4
+"#
+    );
+    for (i, pg) in shards.iter().enumerate() {
+        cfg.push_str(&format!(
+            "\n[pools.app.shards.{i}]\nservers = [[\"127.0.0.1\", {}, \"primary\"]]\ndatabase = \"app\"\n",
+            pg.port
+        ));
+    }
+    cfg
+}
+
 /// A raw StartupMessage for protocol `major.minor` with `params`, for tests
 /// that speak the wire protocol by hand.
 pub fn startup_packet(major: i32, minor: i32, params: &[(&str, &str)]) -> Vec<u8> {
