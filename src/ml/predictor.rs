@@ -88,6 +88,9 @@ impl Predictor for ModelSet {
 /// Feature rows → one matrix, checked against what the model was trained on.
 fn matrix(model: &StoredModel, inputs: &[Features], batch: bool) -> MlResult<Array2<f64>> {
     let width = model.model.num_features();
+    if width == 0 {
+        return Err(MlError::Internal("the model has no features".into()));
+    }
     let mut data = Vec::with_capacity(inputs.len() * width);
     let mut rows = 0;
     for input in inputs {
