@@ -116,7 +116,10 @@ pub async fn train(
         )));
     }
 
-    let frame = read_relation(ml, pool, &relation, progress).await?;
+    // The catalog connection goes back to the pool while data is read and
+    // the model fits (that may take minutes); it is taken again to write.
+    drop(catalog_db);
+    let frame = read_relation(ml, pool, &relation, &y_columns, progress).await?;
     progress.notice(format!(
         "pgml.train: read {} rows from {relation}",
         frame.rows
@@ -243,6 +246,7 @@ pub async fn train(
     }
     let project_name = args.project.clone();
     let new_score = metrics.get(key).and_then(Value::as_f64);
+    let mut catalog_db = Db::checkout(pool.primary(0)).await?;
     let (model_id, deployed) = catalog_db
         .in_transaction(async |db: &mut Db| {
             let project_id = match &existing {
@@ -343,6 +347,7 @@ async fn read_relation(
     ml: &Ml,
     pool: &Arc<Pool>,
     relation: &str,
+    labels: &[String],
     progress: &Progress,
 ) -> MlResult<Frame> {
     let max_bytes = ml.max_bytes();
@@ -353,9 +358,12 @@ async fn read_relation(
     let reads = shards.into_iter().map(|shard| {
         let server = pool.choose(shard, Target::Replica).clone();
         let relation = relation.to_string();
+        let labels = labels.to_vec();
         async move {
             let mut db = Db::checkout(&server).await?;
             let source = pull::describe(&mut db, &relation).await?;
+            // A missing label column is reported before any data is read.
+            source.select(&labels)?;
             let columns = source.select(&source.names())?;
             source.read(&mut db, &columns, max_bytes).await
         }
