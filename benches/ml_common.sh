@@ -280,3 +280,42 @@ pgbench_failed() { # file
   [[ "$v" =~ ^[0-9]+$ ]] || v=0
   echo "$v"
 }
+
+# CPU busy share (percent, all cores) over $1 seconds, from /proc/stat.
+cpu_busy() { # seconds
+  python3 - "$1" <<'PY'
+import sys, time
+def snap():
+    v = list(map(int, open("/proc/stat").readline().split()[1:]))
+    idle = v[3] + v[4]
+    return sum(v), idle
+t0, i0 = snap(); time.sleep(float(sys.argv[1])); t1, i1 = snap()
+print(round(100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
+PY
+}
+
+# Benchmarks on a shared 2-core machine are only as good as its quiet: wait
+# (up to QUIET_WAIT seconds, default 120) until other work leaves the CPUs
+# below QUIET_BUSY percent (default 15) busy. Logs, never fails.
+QUIET_WAIT="${QUIET_WAIT:-120}"
+QUIET_BUSY="${QUIET_BUSY:-15}"
+QUIET_NOTES=()
+ml_wait_quiet() { # label
+  local busy waited=0
+  while :; do
+    busy="$(cpu_busy 2)"
+    if ((busy <= QUIET_BUSY)); then
+      break
+    fi
+    if ((waited >= QUIET_WAIT)); then
+      log "WARNING: the machine is still ${busy}% busy with other work before $1; measuring anyway"
+      QUIET_NOTES+=("$1: machine ${busy}% busy with other work when it started")
+      return 0
+    fi
+    ((waited == 0)) && log "machine ${busy}% busy with other work; waiting up to ${QUIET_WAIT}s before $1"
+    sleep 3
+    waited=$((waited + 5))
+  done
+  ((waited > 0)) && log "quiet after ${waited}s (${busy}% busy)"
+  return 0
+}

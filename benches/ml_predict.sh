@@ -200,6 +200,7 @@ wrk -t 2 -c "$CLIENTS" -d 2s -s "$TMP_DIR/scripts/wrk.lua" "http://127.0.0.1:$PY
 runs_per_round=$(( $(wc -w <<<"$PROTOCOLS") * 4 + 1 ))
 log "running $ROUNDS round(s) x $runs_per_round runs of ${DURATION}s"
 for round in $(seq 1 "$ROUNDS"); do
+  ml_wait_quiet "round $round"
   for p in $PROTOCOLS; do
     run_pgbench "$round" batch-plain "$p" "$BATCH_CLIENTS"
     run_pgbench "$round" batch-predict "$p" "$BATCH_CLIENTS"
@@ -218,7 +219,7 @@ RESULTS="$RESULTS" MD_OUT="$MD_OUT" ROWS="$ROWS" DURATION="$DURATION" ROUNDS="$R
 PROTOCOLS="$PROTOCOLS" CLIENTS="$CLIENTS" BATCH_CLIENTS="$BATCH_CLIENTS" BATCH_LIMIT="$BATCH_LIMIT" \
 PY_WORKERS="$PY_WORKERS" PY_THREADS="$PY_THREADS" POOL_SIZE="$POOL_SIZE" PG_VERSION="$PG_VERSION" \
 PGMLCAT_VERSION="$PGMLCAT_VERSION" NPROC="$NPROC" WORKER_THREADS="${WORKER_THREADS:-default}" \
-MODEL_INFO="$MODEL_INFO" TRAIN_S="$TRAIN_S" LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)" \
+MODEL_INFO="$MODEL_INFO" TRAIN_S="$TRAIN_S" QUIET_NOTES="$(printf '%s\n' "${QUIET_NOTES[@]}")" LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)" \
 python3 - <<'PY'
 import datetime, os, platform, statistics
 
@@ -295,6 +296,7 @@ md = f"""# pgml.predict through pgmlcat: overhead and a Python model server
   algorithm => 'lightgbm')` through pgmlcat in {E['TRAIN_S']} s (model id, test r2: {E['MODEL_INFO']})
 - every run {E['DURATION']} s, {E['ROUNDS']} interleaved round(s), medians shown; `failed` counts failed
   transactions/HTTP errors plus runs that exited non-zero
+""" + "".join(f"- WARNING: {n}\n" for n in E["QUIET_NOTES"].splitlines() if n) + f"""
 
 ## (a) batch: 10 features in, one prediction per row
 

@@ -115,6 +115,7 @@ for round in $(seq 1 "$TRAIN_REPEAT"); do
     2) order=(numpy pgmlcat rows) ;;
   esac
   for side in "${order[@]}"; do
+    ml_wait_quiet "training round $round ($side)"
     if [[ "$side" == pgmlcat ]]; then
       run_pgmlcat_train "$round"
     else
@@ -167,6 +168,7 @@ run_pgbench() { # round state
 
 log "(b) pgbench -S -c $CLIENTS -j 2 -M $PGBENCH_MODE -T $DURATION through pgmlcat, idle vs during pgml.train, $PGBENCH_ROUNDS rounds"
 for round in $(seq 1 "$PGBENCH_ROUNDS"); do
+  ml_wait_quiet "pgbench round $round"
   run_pgbench "$round" idle
   run_pgbench "$round" training
 done
@@ -181,6 +183,7 @@ ITERATIONS="$ITERATIONS" THREADS="$EFFECTIVE_THREADS" ML_THREADS="$ML_THREADS" \
 TRAIN_REPEAT="$TRAIN_REPEAT" DURATION="$DURATION" CLIENTS="$CLIENTS" PGBENCH_MODE="$PGBENCH_MODE" \
 PGBENCH_ROUNDS="$PGBENCH_ROUNDS" POOL_SIZE="$POOL_SIZE" PG_VERSION="$PG_VERSION" \
 PGMLCAT_VERSION="$PGMLCAT_VERSION" NPROC="$NPROC" WORKER_THREADS="${WORKER_THREADS:-default}" \
+QUIET_NOTES="$(printf '%s\n' "${QUIET_NOTES[@]}")" LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)" \
 python3 - <<'PY'
 import datetime, os, platform, statistics
 import lightgbm
@@ -258,7 +261,7 @@ now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 md = f"""# pgml.train through pgmlcat vs Python; pooling during training
 
 - date: {now}
-- host: {platform.node()} ({E['NPROC']} CPUs, {platform.machine()})
+- host: {platform.node()} ({E['NPROC']} CPUs, {platform.machine()}); load average at the end: {E['LOADAVG']}
 - PostgreSQL {E['PG_VERSION']}, pgmlcat {E['PGMLCAT_VERSION']}, Python lightgbm {lightgbm.__version__}
 - data: {int(E['ROWS']):,} rows x 10 float4 features + float4 label (regression), 75/25 split by position
 - LightGBM: objective regression, num_iterations {E['ITERATIONS']}, num_threads {E['THREADS']} on both sides
@@ -269,6 +272,7 @@ md = f"""# pgml.train through pgmlcat vs Python; pooling during training
   COPY, numpy, split, fit, score); load/fit/score: pgmlcat's fit_time/score_time metrics,
   Python's own timers (fit includes Dataset construction). Medians of {E['TRAIN_REPEAT']} interleaved rounds.
 
+""" + "".join(f"- WARNING: {n}\n" for n in E["QUIET_NOTES"].splitlines() if n) + f"""
 ## (a) training wall time
 
 {table(head_a, rows_a)}

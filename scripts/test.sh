@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# Benches are compiled, not run (criterion does not take test-harness flags).
-cargo build --benches --quiet
+# Benches are compiled, not run (criterion does not take test-harness flags),
+# with the test build's profile so LightGBM's C++ is not built a second time.
+cargo build --benches --profile dev --quiet
 cargo test -- --test-threads "${TEST_THREADS:-4}"
