@@ -61,6 +61,10 @@ impl Session {
         if !call::mentions_pgml(sql) {
             return Ok(None);
         }
+        // A prediction statement seen before: no parsing at all.
+        if self.app.ml.has_plan(sql) {
+            return self.predict_simple(sql).await;
+        }
         let calls = match call::parse_calls(sql) {
             Ok(Some(calls)) => calls,
             Ok(None) => return self.predict_simple(sql).await,

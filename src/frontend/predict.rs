@@ -211,13 +211,13 @@ impl Session {
         if statement {
             frontend::describe(b'S', "", &mut msg)?;
         } else {
-            self.bind_for_server(portal, &mut msg)?;
+            self.bind_for_server(portal, "", &mut msg)?;
             frontend::describe(b'P', "", &mut msg)?;
         }
         frontend::sync(&mut msg);
         // Describe answers need no models: nothing is predicted.
         let mut rewriter = plan.rewriter(Arc::new(NoModels), &portal.result_formats);
-        self.exchange(&msg, &mut rewriter, true).await
+        self.exchange(&msg, &mut rewriter, true, None).await
     }
 
     /// Runs the statement: the rewritten SQL on the server, or a constant
@@ -242,30 +242,51 @@ impl Session {
             .map_err(Error::Ml)?;
             return Ok(());
         };
+        let formats = portal.map(|p| p.result_formats.clone()).unwrap_or_default();
+        let mut rewriter = plan.rewriter(Arc::new(models), &formats);
+        let fan_out = self.predict_needs_all_shards(&server_sql);
+        if !fan_out {
+            self.predict_server(&server_sql, simple).await?;
+        }
         let mut msg = BytesMut::new();
-        let formats = match portal {
-            None => {
-                frontend::query(&server_sql, &mut msg)?;
-                Vec::new()
-            }
+        // The rewritten statement of an extended-protocol execution is
+        // prepared once per server connection (named after its text) and
+        // described once per plan; on every shard it goes unnamed.
+        let mut prepared_as = None;
+        match portal {
+            None => frontend::query(&server_sql, &mut msg)?,
             Some(p) => {
-                frontend::parse("", &server_sql, std::iter::empty(), &mut msg)?;
-                self.bind_for_server(p, &mut msg)?;
-                frontend::describe(b'P', "", &mut msg)?;
+                let name = if fan_out {
+                    String::new()
+                } else {
+                    statement_name(&server_sql)
+                };
+                let known = !fan_out
+                    && self
+                        .server
+                        .as_ref()
+                        .is_some_and(|s| s.server.prepared.contains(&name));
+                if !known {
+                    frontend::parse(&name, &server_sql, std::iter::empty(), &mut msg)?;
+                    if !fan_out {
+                        prepared_as = Some(name.clone());
+                    }
+                }
+                self.bind_for_server(p, &name, &mut msg)?;
+                if fan_out || !plan.knows_layout() {
+                    frontend::describe(b'P', "", &mut msg)?;
+                }
                 frontend::execute("", 0, &mut msg)?;
                 frontend::sync(&mut msg);
-                p.result_formats.clone()
             }
-        };
-        let mut rewriter = plan.rewriter(Arc::new(models), &formats);
-        if self.predict_needs_all_shards(&server_sql) {
+        }
+        if fan_out {
             return self
                 .predict_all_shards(&server_sql, &msg, &mut rewriter, simple)
                 .await;
         }
-        self.predict_server(&server_sql, simple).await?;
         // Execute sends no RowDescription; the simple protocol does.
-        self.exchange(&msg, &mut rewriter, simple).await
+        self.exchange(&msg, &mut rewriter, simple, prepared_as).await
     }
 
     /// A keyless read on a sharded pool, outside a transaction: it runs on
@@ -364,11 +385,16 @@ impl Session {
 
     /// Bind of the unnamed statement with the client's parameters and the
     /// result formats the server must use.
-    fn bind_for_server(&self, p: &PredictPortal, out: &mut BytesMut) -> Result<()> {
+    fn bind_for_server(
+        &self,
+        p: &PredictPortal,
+        statement: &str,
+        out: &mut BytesMut,
+    ) -> Result<()> {
         let formats = p.plan.server_result_formats(&p.result_formats);
         frontend::bind(
             "",
-            "",
+            statement,
             p.param_formats.iter().copied(),
             p.params.iter(),
             |v, buf| match v {
@@ -387,11 +413,14 @@ impl Session {
     /// One exchange on the held server, ending at its ReadyForQuery; the
     /// answer goes through `rewriter` to the client. RowDescriptions reach
     /// the client only when `describe`.
+    /// `preparing`: the statement name a Parse in `msg` creates, recorded
+    /// on the server when its ParseComplete comes.
     async fn exchange(
         &mut self,
         msg: &[u8],
         rewriter: &mut Rewriter,
         describe: bool,
+        mut preparing: Option<String>,
     ) -> Result<()> {
         let Some(pooled) = self.server.as_mut() else {
             return Err(Error::ServerLost("no server for pgml.predict".into()));
@@ -424,7 +453,13 @@ impl Session {
                     server.status = st;
                     break st;
                 }
-                b'1' | b'2' => continue,
+                b'1' => {
+                    if let Some(name) = preparing.take() {
+                        server.prepared.insert(name);
+                    }
+                    continue;
+                }
+                b'2' => continue,
                 b'S' => {
                     if let Some((name, value)) = messages::parse_parameter_status(&body) {
                         self.params.reported(name, value);
@@ -474,6 +509,19 @@ impl Session {
             None => Ok(()),
         }
     }
+}
+
+/// The server-side name of a rewritten statement: derived from its text,
+/// so every client's executions of it share one prepared statement.
+fn statement_name(sql: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(sql.as_bytes());
+    let mut name = String::with_capacity(48);
+    name.push_str("pgmlcat_predict_");
+    for b in &digest[..12] {
+        name.push_str(&format!("{b:02x}"));
+    }
+    name
 }
 
 /// Stand-in predictor for Describe, which never predicts.

@@ -200,6 +200,11 @@ impl Ml {
         }
     }
 
+    /// Whether `sql` has a cached pgml.predict plan.
+    pub fn has_plan(&self, sql: &str) -> bool {
+        self.plans.contains_key(sql)
+    }
+
     /// The plan of a statement calling pgml.predict (None if it calls none).
     pub fn plan(&self, sql: &str) -> MlResult<Option<Arc<Plan>>> {
         if let Some(plan) = self.plans.get(sql) {

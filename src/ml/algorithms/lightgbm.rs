@@ -25,6 +25,7 @@ use lightgbm3_sys as sys;
 use ndarray::{aview1, Array2, ArrayView2};
 use serde_json::{Map, Value};
 
+use super::lgbm_fast::FastModel;
 use super::lightgbm_params::{canonical, to_param_string};
 use super::{check_features, Model};
 use crate::ml::error::{MlError, MlResult};
@@ -46,6 +47,21 @@ struct LightGbmModel {
     task: Task,
     n_features: usize,
     boosters: Vec<Gbm>,
+    /// The compiled evaluator of a single-booster model, when it replicates
+    /// it exactly (see `lgbm_fast`); predictions then skip LightGBM.
+    fast: Option<FastModel>,
+}
+
+/// The fast evaluator for a single booster's model string, if it agrees
+/// with LightGBM on the model's shape.
+fn fast_model(strings: &[String], boosters: &[Gbm]) -> Option<FastModel> {
+    let ([text], [booster]) = (strings, boosters) else {
+        return None;
+    };
+    let fast = FastModel::parse(text)?;
+    let features = usize::try_from(booster.0.num_features()).ok()?;
+    let classes = usize::try_from(booster.0.num_classes()).ok()?;
+    (fast.num_features() == features && fast.num_outputs() == classes.max(1)).then_some(fast)
 }
 
 /// A matrix as LightGBM's C API takes it: a flat buffer plus its order.
@@ -55,6 +71,9 @@ struct Flat<'a> {
     data: std::borrow::Cow<'a, [f64]>,
     row_major: bool,
 }
+
+/// Rows from which a prediction batch is spread over every core.
+const PARALLEL_PREDICT_ROWS: usize = 512;
 
 fn flat<'a>(x: ArrayView2<'a, f64>) -> Flat<'a> {
     if let Some(s) = x.to_slice() {
@@ -178,6 +197,7 @@ pub fn fit(
     drop(matrix);
 
     let mut boosters = Vec::with_capacity(y.ncols());
+    let mut strings = Vec::with_capacity(y.ncols());
     for target in y.columns() {
         let labels: Vec<f32> = target.iter().map(|&v| v as f32).collect();
         let label_field = c"label";
@@ -198,11 +218,14 @@ pub fn fit(
         let booster = Booster::from_string(&model)
             .map_err(|e| MlError::Internal(format!("lightgbm reload: {e}")))?;
         boosters.push(Gbm(booster));
+        strings.push(model);
     }
+    let fast = fast_model(&strings, &boosters);
     Ok(Box::new(LightGbmModel {
         task,
         n_features: cols,
         boosters,
+        fast,
     }))
 }
 
@@ -294,23 +317,43 @@ pub fn load(task: Task, bytes: &[u8]) -> MlResult<Box<dyn Model>> {
         .map(|b| b.0.num_features())
         .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(|| MlError::Data("stored lightgbm model is empty".into()))?;
+    let fast = fast_model(&strings, &boosters);
     Ok(Box::new(LightGbmModel {
         task,
         n_features,
         boosters,
+        fast,
     }))
 }
 
+/// Predictions run on the proxy's I/O threads, a batch at a time. A few
+/// rows take one thread (waking an OpenMP team costs more than they do);
+/// large batches use every core.
+fn predict_threads(rows: usize) -> usize {
+    if rows >= PARALLEL_PREDICT_ROWS {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
+}
+
 impl LightGbmModel {
-    /// Raw LightGBM output of one booster: rows × (1 or num_class), row-major.
+    /// LightGBM's output for one booster: rows × (1 or num_class),
+    /// row-major. A model with a fast evaluator has a single booster, which
+    /// the evaluator replaces.
     fn run(&self, booster: &Gbm, x: ArrayView2<f64>) -> MlResult<Vec<f64>> {
+        let threads = predict_threads(x.nrows());
+        if let Some(fast) = &self.fast {
+            return Ok(fast.predict(x, threads));
+        }
         let matrix = flat(x);
         booster
             .0
-            .predict(
+            .predict_with_params(
                 &matrix.data,
                 to_i32(x.ncols(), "features")?,
                 matrix.row_major,
+                &format!("num_threads={threads}"),
             )
             .map_err(|e| MlError::Internal(format!("lightgbm predict: {e}")))
     }

@@ -7,6 +7,7 @@ mod bayes;
 mod cluster;
 pub mod hyper;
 mod knn;
+mod lgbm_fast;
 mod lightgbm;
 mod lightgbm_params;
 mod linear;

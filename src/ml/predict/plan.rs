@@ -72,6 +72,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the server's column layout is known (from an earlier
+    /// RowDescription), so an execution needs no Describe.
+    pub fn knows_layout(&self) -> bool {
+        self.shape.layout.lock().is_some()
+    }
+
     /// Result format codes for the server's Bind: the client's, plus text
     /// for the hidden columns when the client gave one code per column.
     pub fn server_result_formats(&self, client: &[i16]) -> Vec<i16> {

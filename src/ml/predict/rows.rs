@@ -20,7 +20,7 @@ use super::wire::{self, Field};
 use super::{json, Func, Prediction, Predictor};
 
 /// Rows per predictor call: LightGBM is much faster per batch.
-const BATCH: usize = 256;
+const BATCH: usize = 2048;
 
 #[derive(Debug, Clone, Copy)]
 enum Col {
