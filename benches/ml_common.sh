@@ -231,6 +231,8 @@ ml_start_pgmlcat() {
   if [[ -n "$(cd "$REPO_ROOT" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
     PGMLCAT_VERSION="$PGMLCAT_VERSION+dirty"
   fi
+  # With NO_BUILD=1 the binary may predate HEAD: say when it was built.
+  PGMLCAT_VERSION="$PGMLCAT_VERSION (binary of $(date -u -r "$PGMLCAT_BIN" '+%Y-%m-%d %H:%M UTC'))"
 }
 
 # ---------------------------------------------------------------- data

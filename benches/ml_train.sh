@@ -75,7 +75,7 @@ TRAIN_SQL="SELECT * FROM pgml.train('bench', 'regression', 't_features_view', 'y
 LAST_MODEL_SQL="SELECT metrics->>'r2', metrics->>'fit_time', metrics->>'score_time' FROM pgml.models ORDER BY id DESC LIMIT 1"
 
 # ---------------------------------------------------------------- (a) training time
-# train.tsv: round side wall_s fit_s score_s load_s r2
+# train.tsv: round side wall_s fit_s score_s load_s r2 import_s
 TRAIN_TSV="$TMP_DIR/train.tsv"
 : >"$TRAIN_TSV"
 
@@ -88,7 +88,7 @@ run_pgmlcat_train() { # round
   wall="$(elapsed "$started" "$ended")"
   metrics="$(psql_direct -At -F $'\t' -c "$LAST_MODEL_SQL")"
   IFS=$'\t' read -r r2 fit score <<<"$metrics"
-  printf '%s\tpgmlcat\t%s\t%s\t%s\t-\t%s\n' "$1" "$wall" "$fit" "$score" "$r2" >>"$TRAIN_TSV"
+  printf '%s\tpgmlcat\t%s\t%s\t%s\t-\t%s\t-\n' "$1" "$wall" "$fit" "$score" "$r2" >>"$TRAIN_TSV"
   log "round $1 pgmlcat: ${wall}s (fit ${fit}s, score ${score}s, r2 $r2)"
 }
 
@@ -100,10 +100,10 @@ run_python_train() { # round loader
     { show_log_tail "$TMP_DIR/train-python-$2-$1.err"; die "ml_train.py ($2) failed"; }
   ended="$(now)"
   wall="$(elapsed "$started" "$ended")"
-  out="$(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print("%.3f\t%.3f\t%.3f\t%.6f" % (d["fit_s"], d["score_s"], d["load_s"], d["r2"]))' \
+  out="$(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print("%.3f\t%.3f\t%.3f\t%.6f\t%.3f" % (d["fit_s"], d["score_s"], d["load_s"], d["r2"], d["import_s"]))' \
     "$TMP_DIR/train-python-$2-$1.json")"
   printf '%s\tpython-%s\t%s\t%s\n' "$1" "$2" "$wall" "$out" >>"$TRAIN_TSV"
-  log "round $1 python ($2 loader): ${wall}s (fit/score/load/r2: ${out//$'\t'/ })"
+  log "round $1 python ($2 loader): ${wall}s (fit/score/load/r2/import: ${out//$'\t'/ })"
 }
 
 log "(a) training: $TRAIN_REPEAT interleaved rounds, $ITERATIONS rounds of LightGBM, $EFFECTIVE_THREADS threads"
@@ -191,10 +191,11 @@ import lightgbm
 E = os.environ
 train = {}
 for line in open(E["TRAIN_TSV"]):
-    rnd, side, wall, fit, score, load, r2 = line.rstrip("\n").split("\t")
+    rnd, side, wall, fit, score, load, r2, imp = line.rstrip("\n").split("\t")
     train.setdefault(side, []).append(
         dict(wall=float(wall), fit=float(fit), score=float(score),
-             load=None if load == "-" else float(load), r2=float(r2)))
+             load=None if load == "-" else float(load), r2=float(r2),
+             imp=None if imp == "-" else float(imp)))
 
 def med(side, key):
     vals = [r[key] for r in train.get(side, []) if r[key] is not None]
@@ -212,7 +213,7 @@ for side, label in sides:
     w = med(side, "wall")
     ratio = "1.00" if side == "pgmlcat" else f(pg_wall / w if w else None)
     runs = ", ".join(f"{r['wall']:.2f}" for r in train.get(side, []))
-    rows_a.append([label, f(w), runs, f(med(side, "load")), f(med(side, "fit")),
+    rows_a.append([label, f(w), runs, f(med(side, "imp")), f(med(side, "load")), f(med(side, "fit")),
                    f(med(side, "score"), "{:.3f}"), f(med(side, "r2"), "{:.4f}"), ratio])
 
 target_lines = []
@@ -248,7 +249,7 @@ target_lines.append(f"pgbench -S TPS during training / without = {f(ratio_b)} (t
                     f"{'met' if ratio_b is not None and ratio_b >= 0.5 else 'NOT met'}); "
                     f"{trainings} trainings completed during the training runs")
 
-head_a = ["side", "wall s (median)", "runs", "load s", "fit s", "score s", "test r2", "pgmlcat / this"]
+head_a = ["side", "wall s (median)", "runs", "imports s", "load s", "fit s", "score s", "test r2", "pgmlcat / this"]
 head_b = ["pgbench -S through pgmlcat", "TPS (median)", "runs", "failed", "vs no training"]
 
 def table(head, rows):
@@ -269,8 +270,9 @@ md = f"""# pgml.train through pgmlcat vs Python; pooling during training
 - pgmlcat: pool_size {E['POOL_SIZE']}, worker_threads {E['WORKER_THREADS']}
 - pgmlcat wall = psql running the whole `pgml.train` call (pull by binary COPY, split, fit, score,
   catalog writes); Python wall = the whole `python3 benches/ml_train.py` process (imports, connect,
-  COPY, numpy, split, fit, score); load/fit/score: pgmlcat's fit_time/score_time metrics,
-  Python's own timers (fit includes Dataset construction). Medians of {E['TRAIN_REPEAT']} interleaved rounds.
+  COPY, numpy, split, fit, score); fit/score: pgmlcat's fit_time/score_time metrics, Python's own
+  timers (imports: `import lightgbm, numpy, psycopg`; load: connect + COPY + arrays; fit includes
+  Dataset construction). Medians of {E['TRAIN_REPEAT']} interleaved rounds.
 
 """ + "".join(f"- WARNING: {n}\n" for n in E["QUIET_NOTES"].splitlines() if n) + f"""
 ## (a) training wall time
