@@ -220,6 +220,12 @@ impl Session {
     /// Waits until every answer owed to the client from a held server has
     /// been relayed, so what we write next comes after it.
     pub(super) async fn settle(&mut self) -> Result<Flow> {
+        // Nothing owed: what is queued for the client goes out with the
+        // answer, in one write (an early write would wake the client for a
+        // BindComplete alone).
+        if self.expect.is_empty() {
+            return Ok(Flow::Continue);
+        }
         if self.flush().await? == Flow::Close {
             return Ok(Flow::Close);
         }

@@ -205,6 +205,13 @@ impl Session {
                 .map_err(Error::Ml)?;
             return Ok(());
         };
+        if !statement
+            && plan
+                .describe_cached(Arc::new(NoModels), &portal.result_formats, &mut self.to_client)
+                .map_err(Error::Ml)?
+        {
+            return Ok(());
+        }
         self.predict_server(&server_sql, false).await?;
         let mut msg = BytesMut::new();
         frontend::parse("", &server_sql, std::iter::empty(), &mut msg)?;

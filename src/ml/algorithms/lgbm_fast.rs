@@ -657,6 +657,17 @@ mod tests {
         let fast = FastModel::parse(&text).unwrap();
         let booster = Booster::from_string(&text).unwrap();
         let probe = features(10_000, 10, 5);
+        if let Ok(dir) = std::env::var("LGBM_FAST_DUMP") {
+            std::fs::write(format!("{dir}/model.txt"), &text).unwrap();
+            let bytes: Vec<u8> = probe.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(format!("{dir}/probe.bin"), bytes).unwrap();
+            let want = booster
+                .predict_with_params(probe.as_slice().unwrap(), 10, true, "num_threads=1")
+                .unwrap();
+            let bytes: Vec<u8> = want.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(format!("{dir}/want.bin"), bytes).unwrap();
+            return;
+        }
         let flat = probe.as_slice().unwrap();
         let reps = 5;
         let time = |f: &dyn Fn() -> Vec<f64>| {

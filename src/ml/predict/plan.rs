@@ -60,6 +60,9 @@ pub(super) struct Shape {
     /// The server's column layout, learnt from the first RowDescription and
     /// kept for later executions of the same statement, which get none.
     pub layout: parking_lot::Mutex<Option<Arc<Layout>>>,
+    /// The server's RowDescription of the rewritten statement (formats as
+    /// first seen), so a client's Describe needs no server round trip.
+    pub description: parking_lot::Mutex<Option<Vec<u8>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +75,22 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The client's RowDescription for `result_formats`, from the server's
+    /// description seen earlier; false when there is none yet.
+    pub fn describe_cached(
+        &self,
+        predictor: Arc<dyn super::Predictor>,
+        result_formats: &[i16],
+        out: &mut bytes::BytesMut,
+    ) -> MlResult<bool> {
+        let Some(body) = self.shape.description.lock().clone() else {
+            return Ok(false);
+        };
+        self.rewriter(predictor, result_formats)
+            .on_message(b'T', &body, out)?;
+        Ok(true)
+    }
+
     /// Whether the server's column layout is known (from an earlier
     /// RowDescription), so an execution needs no Describe.
     pub fn knows_layout(&self) -> bool {
@@ -206,6 +225,7 @@ fn plan_query(mut q: Query) -> MlResult<Plan> {
         offset: top.offset,
         constant: None,
         layout: Default::default(),
+        description: Default::default(),
     };
     Ok(Plan {
         calls,

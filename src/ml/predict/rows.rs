@@ -304,6 +304,12 @@ impl Rewriter {
 
     fn row_description(&mut self, body: &[u8], out: &mut BytesMut) -> MlResult<()> {
         let fields = wire::parse_row_description(body)?;
+        {
+            let mut cached = self.shape.description.lock();
+            if cached.is_none() {
+                *cached = Some(body.to_vec());
+            }
+        }
         let mut cols = Vec::with_capacity(fields.len());
         let mut marker_col = HashMap::new();
         let mut client_fields = Vec::with_capacity(fields.len());
