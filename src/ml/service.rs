@@ -87,6 +87,8 @@ pub struct Ml {
     /// pgml.predict plans by statement text: a statement sent again (the
     /// simple protocol, pgbench scripts) is not parsed again.
     plans: dashmap::DashMap<String, Arc<Plan>>,
+    /// Normalized statements that must be planned with their constants.
+    unnormalizable: DashSet<String>,
 }
 
 /// Plans kept at most; the cache is emptied when full (cheap, and plans
@@ -116,6 +118,7 @@ impl Ml {
             running: dashmap::DashMap::new(),
             next_training: AtomicUsize::new(1),
             plans: dashmap::DashMap::new(),
+            unnormalizable: DashSet::new(),
         })
     }
 
@@ -200,15 +203,59 @@ impl Ml {
         }
     }
 
+    /// The plan for a normalized statement, with its constants put back;
+    /// None when the statement does not plan well that way.
+    fn plan_normalized(&self, n: &predict::normalize::Normalized) -> Option<Arc<Plan>> {
+        let template = match self.plans.get(&n.key) {
+            Some(p) => p.clone(),
+            None => {
+                if self.unnormalizable.contains(&n.key) {
+                    return None;
+                }
+                // Constants that moved into the proxy (or a constant answer)
+                // would not come back through the server SQL.
+                let planned = predict::plan(&n.key).ok().flatten().filter(|p| {
+                    p.server_sql
+                        .as_deref()
+                        .is_some_and(|s| predict::normalize::restore(s, &n.literals).is_some())
+                });
+                let Some(plan) = planned.map(Arc::new) else {
+                    if self.unnormalizable.len() >= MAX_PLANS {
+                        self.unnormalizable.clear();
+                    }
+                    self.unnormalizable.insert(n.key.clone());
+                    return None;
+                };
+                if self.plans.len() >= MAX_PLANS {
+                    self.plans.clear();
+                }
+                self.plans.insert(n.key.clone(), plan.clone());
+                plan
+            }
+        };
+        let server_sql = predict::normalize::restore(template.server_sql.as_deref()?, &n.literals)?;
+        let mut plan = (*template).clone();
+        plan.server_sql = Some(server_sql);
+        Some(Arc::new(plan))
+    }
+
     /// Whether `sql` has a cached pgml.predict plan.
     pub fn has_plan(&self, sql: &str) -> bool {
         self.plans.contains_key(sql)
+            || predict::normalize::normalize(sql)
+                .is_some_and(|n| self.plans.contains_key(&n.key) || self.unnormalizable.contains(&n.key))
     }
 
     /// The plan of a statement calling pgml.predict (None if it calls none).
+    /// Statements differing only in compared constants share one plan.
     pub fn plan(&self, sql: &str) -> MlResult<Option<Arc<Plan>>> {
         if let Some(plan) = self.plans.get(sql) {
             return Ok(Some(plan.clone()));
+        }
+        if let Some(n) = predict::normalize::normalize(sql) {
+            if let Some(plan) = self.plan_normalized(&n) {
+                return Ok(Some(plan));
+            }
         }
         let Some(plan) = predict::plan(sql)? else {
             return Ok(None);

@@ -11,6 +11,7 @@ mod calls;
 mod eval;
 pub mod format;
 mod json;
+pub mod normalize;
 mod plan;
 mod rows;
 mod select;
