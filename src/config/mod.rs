@@ -34,7 +34,7 @@ pub struct Config {
 pub struct MlConfig {
     /// false: pgml.* calls get an error instead of being answered.
     pub enabled: bool,
-    /// Threads one training may use (LightGBM); 0 = one per core.
+    /// Threads one training may use (LightGBM); 0 = one per core but one.
     pub threads: usize,
     /// Trainings that may run at once; more wait for a slot.
     pub max_concurrent_trainings: usize,

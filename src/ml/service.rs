@@ -151,9 +151,12 @@ impl Ml {
         }
     }
 
+    /// Threads one training may use. By default one core is left to the
+    /// proxy's traffic: LightGBM's OpenMP threads spin while they wait, and
+    /// a team with a busy core among its cores slows down many times over.
     pub fn threads(&self) -> usize {
         match self.settings.load().threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             n => n,
         }
     }
