@@ -207,7 +207,11 @@ impl Session {
         };
         if !statement
             && plan
-                .describe_cached(Arc::new(NoModels), &portal.result_formats, &mut self.to_client)
+                .describe_cached(
+                    Arc::new(NoModels),
+                    &portal.result_formats,
+                    &mut self.to_client,
+                )
                 .map_err(Error::Ml)?
         {
             return Ok(());
@@ -293,7 +297,8 @@ impl Session {
                 .await;
         }
         // Execute sends no RowDescription; the simple protocol does.
-        self.exchange(&msg, &mut rewriter, simple, prepared_as).await
+        self.exchange(&msg, &mut rewriter, simple, prepared_as)
+            .await
     }
 
     /// A keyless read on a sharded pool, outside a transaction: it runs on

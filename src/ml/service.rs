@@ -156,7 +156,9 @@ impl Ml {
     /// a team with a busy core among its cores slows down many times over.
     pub fn threads(&self) -> usize {
         match self.settings.load().threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            0 => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
             n => n,
         }
     }
@@ -245,8 +247,9 @@ impl Ml {
     /// Whether `sql` has a cached pgml.predict plan.
     pub fn has_plan(&self, sql: &str) -> bool {
         self.plans.contains_key(sql)
-            || predict::normalize::normalize(sql)
-                .is_some_and(|n| self.plans.contains_key(&n.key) || self.unnormalizable.contains(&n.key))
+            || predict::normalize::normalize(sql).is_some_and(|n| {
+                self.plans.contains_key(&n.key) || self.unnormalizable.contains(&n.key)
+            })
     }
 
     /// The plan of a statement calling pgml.predict (None if it calls none).

@@ -47,7 +47,10 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
             b'\'' => {
                 let end = find_quote_end(b, i, b'\'')?;
                 // E'..', U&'..', B'..', X'..' prefixes: leave alone.
-                let prefixed = key.chars().last().is_some_and(|p| p.is_ascii_alphanumeric() || p == '&');
+                let prefixed = key
+                    .chars()
+                    .last()
+                    .is_some_and(|p| p.is_ascii_alphanumeric() || p == '&');
                 if after_comparison(last) && !prefixed {
                     literals.push(sql[i..end].to_string());
                     key.push_str(&marker(literals.len()));
@@ -64,7 +67,9 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
                     end += 1;
                 }
                 // Exponents and anything glued on (1e5, 1abc) are left alone.
-                let glued = b.get(end).is_some_and(|&n| n.is_ascii_alphanumeric() || n == b'_');
+                let glued = b
+                    .get(end)
+                    .is_some_and(|&n| n.is_ascii_alphanumeric() || n == b'_');
                 if after_comparison(last) && !glued {
                     literals.push(sql[i..end].to_string());
                     key.push_str(&marker(literals.len()));
@@ -146,14 +151,21 @@ mod tests {
 
     #[test]
     fn constants_after_comparisons_become_markers() {
-        let n = normalize("SELECT pgml.predict('p', ARRAY[a, 1.5]) FROM t WHERE id = 42 AND name <> 'o''k'").unwrap();
+        let n = normalize(
+            "SELECT pgml.predict('p', ARRAY[a, 1.5]) FROM t WHERE id = 42 AND name <> 'o''k'",
+        )
+        .unwrap();
         assert_eq!(
             n.key,
             "SELECT pgml.predict('p', ARRAY[a, 1.5]) FROM t WHERE id = $9000001 AND name <> $9000002"
         );
         assert_eq!(n.literals, vec!["42".to_string(), "'o''k'".to_string()]);
         assert_eq!(
-            restore("SELECT x FROM t WHERE id = $9000001 AND name <> $9000002", &n.literals).unwrap(),
+            restore(
+                "SELECT x FROM t WHERE id = $9000001 AND name <> $9000002",
+                &n.literals
+            )
+            .unwrap(),
             "SELECT x FROM t WHERE id = 42 AND name <> 'o''k'"
         );
     }
@@ -172,7 +184,10 @@ mod tests {
         ] {
             assert_eq!(normalize(sql), None, "{sql}");
         }
-        assert_eq!(normalize("SELECT \"a=1\" FROM t WHERE b = 2").unwrap().key, "SELECT \"a=1\" FROM t WHERE b = $9000001");
+        assert_eq!(
+            normalize("SELECT \"a=1\" FROM t WHERE b = 2").unwrap().key,
+            "SELECT \"a=1\" FROM t WHERE b = $9000001"
+        );
         assert_eq!(restore("SELECT 1", &["2".into()]), None);
     }
 }
