@@ -27,7 +27,8 @@ DB_USER=app
 DB_PASS=app_pw
 NPROC="$(nproc 2>/dev/null || echo 1)"
 if [[ "$ML_THREADS" == 0 ]]; then
-  EFFECTIVE_THREADS="$NPROC"
+  # pgmlcat's [ml] threads = 0 means one per core but one (at least 1).
+  EFFECTIVE_THREADS=$(( NPROC > 1 ? NPROC - 1 : 1 ))
 else
   EFFECTIVE_THREADS="$ML_THREADS"
 fi

@@ -29,7 +29,7 @@
 # Environment knobs:
 #   ROWS=1000000        rows in t
 #   ITERATIONS=100      LightGBM boosting rounds (num_iterations), both sides
-#   ML_THREADS=0        pgmlcat's [ml] threads (0 = one per core); Python's
+#   ML_THREADS=0        pgmlcat's [ml] threads (0 = cores - 1, at least 1); Python's
 #                       num_threads gets the same count
 #   TRAIN_REPEAT=3      interleaved repetitions of (a)
 #   DURATION=20         seconds per pgbench run in (b)
