@@ -50,6 +50,19 @@ fn stored_model(pg: &PgCluster, project: &str, task: Task) -> Box<dyn algorithms
     algorithms::load(Algorithm::Lightgbm, task, &bytes).expect("load the stored model")
 }
 
+/// The 'width' model's prediction for each flower, in id order, computed
+/// by the stored model itself (rows × 1).
+fn width_by_id(pg: &PgCluster) -> Array2<f64> {
+    let rows = floats(&pg.psql(
+        "app",
+        "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8) FROM flowers ORDER BY id",
+    ));
+    let x = Array2::from_shape_vec((150, 3), rows).unwrap();
+    stored_model(pg, "width", Task::Regression)
+        .predict(x.view())
+        .unwrap()
+}
+
 fn floats(text: &str) -> Vec<f64> {
     text.split([',', '\n'])
         .filter(|s| !s.is_empty())
@@ -60,11 +73,7 @@ fn floats(text: &str) -> Vec<f64> {
 #[test]
 fn every_form_matches_the_stored_model() {
     let (pg, proxy) = setup();
-    let rows = floats(&pg.psql("app", "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8) FROM flowers ORDER BY id"));
-    let x = Array2::from_shape_vec((150, 3), rows).unwrap();
-    let direct = stored_model(&pg, "width", Task::Regression)
-        .predict(x.view())
-        .unwrap();
+    let direct = width_by_id(&pg);
     let direct: Vec<f32> = direct.column(0).iter().map(|&v| v as f32).collect();
 
     let as_f32 = |s: &str| -> Vec<f32> { s.lines().map(|l| l.parse().unwrap()).collect() };
@@ -205,11 +214,7 @@ fn errors_are_clear_and_the_connection_survives() {
 #[test]
 fn extended_protocol_with_parameters_and_binary_results() {
     let (pg, proxy) = setup();
-    let rows = floats(&pg.psql("app", "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8) FROM flowers ORDER BY id"));
-    let x = Array2::from_shape_vec((150, 3), rows).unwrap();
-    let direct = stored_model(&pg, "width", Task::Regression)
-        .predict(x.view())
-        .unwrap();
+    let direct = width_by_id(&pg);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = connect(&proxy.url("app", "app_pw", "app")).await;
@@ -361,11 +366,7 @@ fn predictions_across_shards_are_spliced_into_the_union() {
 #[test]
 fn joins_group_by_subqueries_and_ctes() {
     let (pg, proxy) = setup();
-    let rows = floats(&pg.psql("app", "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8) FROM flowers ORDER BY id"));
-    let x = Array2::from_shape_vec((150, 3), rows).unwrap();
-    let direct = stored_model(&pg, "width", Task::Regression)
-        .predict(x.view())
-        .unwrap();
+    let direct = width_by_id(&pg);
     let want = |id: usize| direct[[id - 1, 0]] as f32;
     ok(
         &proxy,

@@ -82,7 +82,7 @@ impl Visitor for ReadOnly {
         if let Expr::Function(f) = expr {
             let name = f.name.to_string().to_ascii_lowercase();
             let name = name.rsplit('.').next().unwrap_or(&name).trim_matches('"');
-            if !READ_ONLY_FUNCTIONS.contains(&name) {
+            if !READ_ONLY_FUNCTIONS.contains(&name) && !AGGREGATES.contains(&name) {
                 return ControlFlow::Break(());
             }
         }
@@ -94,37 +94,6 @@ impl Visitor for ReadOnly {
 /// here (user functions, nextval, pg_advisory_lock, set_config...) sends the
 /// statement to the primary.
 const READ_ONLY_FUNCTIONS: &[&str] = &[
-    // aggregates
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "array_agg",
-    "string_agg",
-    "json_agg",
-    "jsonb_agg",
-    "json_object_agg",
-    "jsonb_object_agg",
-    "bool_and",
-    "bool_or",
-    "every",
-    "bit_and",
-    "bit_or",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
-    "corr",
-    "covar_pop",
-    "covar_samp",
-    "regr_slope",
-    "regr_intercept",
-    "percentile_cont",
-    "percentile_disc",
-    "mode",
     "rank",
     "dense_rank",
     "row_number",
@@ -339,6 +308,51 @@ const READ_ONLY_FUNCTIONS: &[&str] = &[
     "pg_sleep",
     "gen_random_uuid",
     "uuid_generate_v4",
+];
+
+/// Aggregate functions (read-only, and what cross-row plans must know).
+pub const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+    "xmlagg",
+    "range_agg",
+    "range_intersect_agg",
 ];
 
 #[cfg(test)]

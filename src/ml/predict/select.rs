@@ -50,54 +50,12 @@ fn mentions_nested<V: Visit>(b: &Builder, node: &V) -> bool {
     .is_break()
 }
 
-const AGGREGATES: &[&str] = &[
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "array_agg",
-    "string_agg",
-    "json_agg",
-    "jsonb_agg",
-    "json_object_agg",
-    "jsonb_object_agg",
-    "bool_and",
-    "bool_or",
-    "every",
-    "bit_and",
-    "bit_or",
-    "bit_xor",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
-    "corr",
-    "covar_pop",
-    "covar_samp",
-    "regr_avgx",
-    "regr_avgy",
-    "regr_count",
-    "regr_intercept",
-    "regr_r2",
-    "regr_slope",
-    "regr_sxx",
-    "regr_sxy",
-    "regr_syy",
-    "percentile_cont",
-    "percentile_disc",
-    "mode",
-    "xmlagg",
-    "range_agg",
-    "range_intersect_agg",
-];
-
 fn has_aggregate<V: Visit>(node: &V) -> bool {
     sqlparser::ast::visit_expressions(node, |e| match e {
         Expr::Function(f) if f.over.is_none() => match f.name.0.last() {
-            Some(ObjectNamePart::Identifier(i)) if AGGREGATES.contains(&folded(i).as_str()) => {
+            Some(ObjectNamePart::Identifier(i))
+                if crate::router::rw::AGGREGATES.contains(&folded(i).as_str()) =>
+            {
                 ControlFlow::Break(())
             }
             _ => ControlFlow::Continue(()),
