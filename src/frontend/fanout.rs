@@ -13,60 +13,17 @@ use super::session::{Flow, Session};
 use crate::backend::server::{parse_data_row, quote_literal};
 use crate::backend::{Pooled, ServerPool};
 use crate::errors::{Error, ErrorFields, Result};
-use crate::net::codec::{cstr, read_i16, read_i32};
+use crate::net::codec::cstr;
 use crate::net::messages::{self, parse_error_fields};
 use crate::router::merge::{self, oid, ColumnRef, Combine, Plan, Row};
 
-/// A RowDescription field, kept whole so it can be written back.
-#[derive(Clone)]
-pub(super) struct Field {
-    pub name: String,
-    pub table: i32,
-    pub attnum: i16,
-    pub type_oid: u32,
-    pub size: i16,
-    pub typmod: i32,
-    pub format: i16,
-}
+/// RowDescription fields, kept whole so they can be written back (the
+/// prediction rewriter reads and writes them too).
+pub(super) use crate::ml::predict::wire::{write_row_description as write_fields, Field};
 
 pub(super) fn parse_fields(body: &[u8]) -> Result<Vec<Field>> {
-    let n = read_i16(body, 0)?.max(0) as usize;
-    let mut pos = 2;
-    let mut fields = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (name, next) = cstr(body, pos)?;
-        pos = next;
-        fields.push(Field {
-            name: name.to_string(),
-            table: read_i32(body, pos)?,
-            attnum: read_i16(body, pos + 4)?,
-            type_oid: read_i32(body, pos + 6)? as u32,
-            size: read_i16(body, pos + 10)?,
-            typmod: read_i32(body, pos + 12)?,
-            format: read_i16(body, pos + 16)?,
-        });
-        pos += 18;
-    }
-    Ok(fields)
-}
-
-pub(super) fn write_fields(out: &mut BytesMut, fields: &[Field]) {
-    out.put_u8(b'T');
-    let at = out.len();
-    out.put_i32(0);
-    out.put_i16(fields.len() as i16);
-    for f in fields {
-        out.put_slice(f.name.as_bytes());
-        out.put_u8(0);
-        out.put_i32(f.table);
-        out.put_i16(f.attnum);
-        out.put_u32(f.type_oid);
-        out.put_i16(f.size);
-        out.put_i32(f.typmod);
-        out.put_i16(f.format);
-    }
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    crate::ml::predict::wire::parse_row_description(body)
+        .map_err(|e| Error::protocol(e.to_string()))
 }
 
 /// What one shard answered.
@@ -316,7 +273,7 @@ pub(super) async fn merge_rows(
                 let float = matches!(types[i], oid::FLOAT4 | oid::FLOAT8);
                 finish_averages(server, &mut rows, i, *count, float).await?;
                 fields[i].type_oid = if float { oid::FLOAT8 } else { oid::NUMERIC };
-                fields[i].size = if float { 8 } else { -1 };
+                fields[i].typlen = if float { 8 } else { -1 };
                 fields[i].typmod = -1;
             }
         }

@@ -315,7 +315,7 @@ impl Session {
                         } else {
                             merge::oid::NUMERIC
                         };
-                        f.size = if float { 8 } else { -1 };
+                        f.typlen = if float { 8 } else { -1 };
                         f.typmod = -1;
                     }
                 }

@@ -15,7 +15,7 @@ pub mod normalize;
 mod plan;
 mod rows;
 mod select;
-mod wire;
+pub mod wire;
 
 pub use plan::{plan, Plan};
 pub use rows::Rewriter;
