@@ -387,7 +387,7 @@ impl Session {
             }
         }
         for row in &out {
-            data_row(&mut self.to_client, row);
+            messages::data_row(&mut self.to_client, row);
         }
         messages::command_complete(&mut self.to_client, &format!("SELECT {}", out.len()));
         Ok(())
@@ -439,24 +439,6 @@ async fn to_binary(
         .and_then(|r| r.into_iter().next().flatten())
         .ok_or_else(|| Error::protocol("format_type returned nothing"))?;
     server.binary_values(&type_name, values).await
-}
-
-fn data_row(out: &mut BytesMut, values: &[Option<Vec<u8>>]) {
-    out.put_u8(b'D');
-    let at = out.len();
-    out.put_i32(0);
-    out.put_i16(values.len() as i16);
-    for v in values {
-        match v {
-            Some(b) => {
-                out.put_i32(b.len() as i32);
-                out.put_slice(b);
-            }
-            None => out.put_i32(-1),
-        }
-    }
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// The answers of every shard to the batch, read in step.

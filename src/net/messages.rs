@@ -143,14 +143,16 @@ pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
     });
 }
 
-pub fn data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
+/// A DataRow of text or binary values (None is NULL).
+pub fn data_row<V: AsRef<[u8]>>(buf: &mut BytesMut, values: &[Option<V>]) {
     tagged(buf, b'D', |b| {
         b.put_i16(values.len() as i16);
         for v in values {
             match v {
                 Some(s) => {
+                    let s = s.as_ref();
                     b.put_i32(s.len() as i32);
-                    b.put_slice(s.as_bytes());
+                    b.put_slice(s);
                 }
                 None => b.put_i32(-1),
             }
