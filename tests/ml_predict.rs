@@ -402,3 +402,87 @@ fn joins_group_by_subqueries_and_ctes() {
         assert!(err.contains("ERROR") && !err.contains("does not exist"), "{sql}: {err}");
     }
 }
+
+/// Feature arrays travel in binary once a statement's layout is known, and
+/// the compared constants of simple-protocol statements become typed
+/// parameters of one prepared statement: every element type decodes to the
+/// values Postgres holds, and every constant compares as its literal would.
+#[test]
+fn array_element_types_and_constants_as_parameters() {
+    let (pg, proxy) = setup();
+    let model = stored_model(&pg, "width", Task::Regression);
+    for ty in ["real", "float8", "numeric", "int2", "int4", "int8", "bool"] {
+        let cast = |c: &str| {
+            if ty == "bool" {
+                format!("({c} > 3)")
+            } else {
+                format!("{c}::{ty}")
+            }
+        };
+        let cols = ["sepal_length", "sepal_width", "petal_length"].map(cast);
+        let values = floats(&pg.psql(
+            "app",
+            &format!(
+                "SELECT concat_ws(',', {}) FROM flowers ORDER BY id",
+                cols.iter()
+                    .map(|c| if ty == "bool" {
+                        format!("{c}::int::float8")
+                    } else {
+                        format!("{c}::float8")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+        let want = model
+            .predict(Array2::from_shape_vec((150, 3), values).unwrap().view())
+            .unwrap();
+        let sql = format!(
+            "SELECT pgml.predict('width', ARRAY[{}]) FROM flowers ORDER BY id",
+            cols.join(", ")
+        );
+        // The first execution learns the layout (text), the next are binary.
+        for round in 0..3 {
+            let got: Vec<f32> = ok(&proxy, &sql).lines().map(|l| l.parse().unwrap()).collect();
+            let want: Vec<f32> = want.column(0).iter().map(|&v| v as f32).collect();
+            assert_eq!(got, want, "{ty}, round {round}");
+        }
+    }
+
+    // Constants compare as the literals would: `>= 3.1` against a real
+    // column is a numeric comparison, `= 'a '` against char(n) ignores the
+    // trailing blank, a big integer is int8.
+    pg.psql(
+        "app",
+        "ALTER TABLE flowers ADD COLUMN tag char(4); UPDATE flowers SET tag = CASE WHEN id % 3 = 0 THEN 'a' ELSE 'b' END",
+    );
+    let predict = "SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers";
+    for cond in [
+        "sepal_width >= 3.1",
+        "sepal_width >= 3.4",
+        "sepal_width > 3",
+        "tag = 'a '",
+        "tag = 'b'",
+        "id < 5000000000",
+        "id <> 7",
+    ] {
+        let want: usize = pg
+            .psql("app", &format!("SELECT count(*) FROM flowers WHERE {cond}"))
+            .trim()
+            .parse()
+            .unwrap();
+        for _ in 0..2 {
+            let got = ok(&proxy, &format!("{predict} WHERE {cond}")).lines().count();
+            assert_eq!(got, want, "{cond}");
+        }
+    }
+
+    // A NULL element is an error naming it, in text and in binary.
+    for _ in 0..2 {
+        let err = proxy
+            .psql("SELECT pgml.predict('width', ARRAY[sepal_length, NULL, petal_length]) FROM flowers")
+            .expect_err("a NULL feature");
+        assert!(err.contains("feature 2 of the array is NULL"), "{err}");
+    }
+    assert_eq!(ok(&proxy, "SELECT count(*) FROM flowers").trim(), "150");
+}

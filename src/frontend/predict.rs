@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::prepared;
 use super::session::{Flow, Session};
 use crate::errors::{Error, Result};
-use crate::ml::predict::{self, Plan, Rewriter};
+use crate::ml::predict::{self, Plan, Rewriter, ServerForm};
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
 use crate::net::codec;
@@ -222,12 +222,13 @@ impl Session {
         if statement {
             frontend::describe(b'S', "", &mut msg)?;
         } else {
-            self.bind_for_server(portal, "", &mut msg)?;
+            let formats = plan.server_result_formats(&portal.result_formats);
+            self.bind_for_server(portal, "", &formats, &mut msg)?;
             frontend::describe(b'P', "", &mut msg)?;
         }
         frontend::sync(&mut msg);
         // Describe answers need no models: nothing is predicted.
-        let mut rewriter = plan.rewriter(Arc::new(NoModels), &portal.result_formats);
+        let mut rewriter = plan.rewriter(Arc::new(NoModels), &portal.result_formats, &[]);
         self.exchange(&msg, &mut rewriter, true, None).await
     }
 
@@ -254,36 +255,70 @@ impl Session {
             return Ok(());
         };
         let formats = portal.map(|p| p.result_formats.clone()).unwrap_or_default();
-        let mut rewriter = plan.rewriter(Arc::new(models), &formats);
         let fan_out = self.predict_needs_all_shards(&server_sql);
         if !fan_out {
             self.predict_server(&server_sql, simple).await?;
         }
+        // On one server every execution is a prepared statement (named
+        // after its text, prepared once per server connection, described
+        // once per plan), so feature arrays can come in binary; on every
+        // shard it goes unnamed (simple: as a Query).
+        let server_formats = if fan_out && portal.is_none() {
+            Vec::new()
+        } else {
+            plan.server_result_formats(&formats)
+        };
+        let mut rewriter = plan.rewriter(Arc::new(models), &formats, &server_formats);
         let mut msg = BytesMut::new();
-        // The rewritten statement of an extended-protocol execution is
-        // prepared once per server connection (named after its text) and
-        // described once per plan; on every shard it goes unnamed.
         let mut prepared_as = None;
-        match portal {
-            None => frontend::query(&server_sql, &mut msg)?,
-            Some(p) => {
+        match (portal, fan_out) {
+            (None, true) => frontend::query(&server_sql, &mut msg)?,
+            (None, false) => {
+                let (name, sql, types, values) = match &plan.server_form {
+                    ServerForm::Fixed => (statement_name(&server_sql, &[]), &server_sql, &[][..], &[][..]),
+                    ServerForm::Params(p) => (
+                        statement_name(&p.sql, &p.types),
+                        &p.sql,
+                        &p.types[..],
+                        &p.values[..],
+                    ),
+                    ServerForm::OneOff => (String::new(), &server_sql, &[][..], &[][..]),
+                };
+                if !self.server_knows(&name) {
+                    frontend::parse(&name, sql, types.iter().copied(), &mut msg)?;
+                    prepared_as = (!name.is_empty()).then(|| name.clone());
+                }
+                frontend::bind(
+                    "",
+                    &name,
+                    std::iter::empty(),
+                    values.iter(),
+                    |v, buf| {
+                        buf.extend_from_slice(v.as_bytes());
+                        Ok(postgres_protocol::IsNull::No)
+                    },
+                    server_formats.iter().copied(),
+                    &mut msg,
+                )
+                .map_err(|_| Error::protocol("could not encode Bind"))?;
+                // The simple protocol's client gets a RowDescription.
+                frontend::describe(b'P', "", &mut msg)?;
+                frontend::execute("", 0, &mut msg)?;
+                frontend::sync(&mut msg);
+            }
+            (Some(p), _) => {
                 let name = if fan_out {
                     String::new()
                 } else {
-                    statement_name(&server_sql)
+                    statement_name(&server_sql, &[])
                 };
-                let known = !fan_out
-                    && self
-                        .server
-                        .as_ref()
-                        .is_some_and(|s| s.server.prepared.contains(&name));
-                if !known {
+                if fan_out || !self.server_knows(&name) {
                     frontend::parse(&name, &server_sql, std::iter::empty(), &mut msg)?;
                     if !fan_out {
                         prepared_as = Some(name.clone());
                     }
                 }
-                self.bind_for_server(p, &name, &mut msg)?;
+                self.bind_for_server(p, &name, &server_formats, &mut msg)?;
                 if fan_out || !plan.knows_layout() {
                     frontend::describe(b'P', "", &mut msg)?;
                 }
@@ -395,15 +430,25 @@ impl Session {
         result
     }
 
-    /// Bind of the unnamed statement with the client's parameters and the
+    /// Whether the held server has prepared statement `name` (never the
+    /// unnamed one).
+    fn server_knows(&self, name: &str) -> bool {
+        !name.is_empty()
+            && self
+                .server
+                .as_ref()
+                .is_some_and(|s| s.server.prepared.contains(name))
+    }
+
+    /// Bind of the unnamed portal with the client's parameters and the
     /// result formats the server must use.
     fn bind_for_server(
         &self,
         p: &PredictPortal,
         statement: &str,
+        formats: &[i16],
         out: &mut BytesMut,
     ) -> Result<()> {
-        let formats = p.plan.server_result_formats(&p.result_formats);
         frontend::bind(
             "",
             statement,
@@ -416,7 +461,7 @@ impl Session {
                 }
                 None => Ok(postgres_protocol::IsNull::Yes),
             },
-            formats,
+            formats.iter().copied(),
             out,
         )
         .map_err(|_| Error::protocol("could not re-encode Bind"))
@@ -525,13 +570,21 @@ impl Session {
 
 /// The server-side name of a rewritten statement: derived from its text,
 /// so every client's executions of it share one prepared statement.
-fn statement_name(sql: &str) -> String {
+/// Parameter types are part of it: one text may be prepared with `$1`
+/// as int4 and as int8.
+fn statement_name(sql: &str, types: &[u32]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(sql.as_bytes());
-    let mut name = String::with_capacity(48);
+    use std::fmt::Write;
+    let mut hasher = Sha256::new();
+    hasher.update(sql.as_bytes());
+    for t in types {
+        hasher.update(t.to_be_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut name = String::with_capacity(40);
     name.push_str("pgmlcat_predict_");
     for b in &digest[..12] {
-        name.push_str(&format!("{b:02x}"));
+        let _ = write!(name, "{b:02x}");
     }
     name
 }

@@ -4,6 +4,7 @@
 
 pub mod algorithms;
 pub mod args;
+pub mod binary;
 pub mod cache;
 pub mod call;
 pub mod catalog;

@@ -238,8 +238,13 @@ impl Ml {
                 plan
             }
         };
-        let server_sql = predict::normalize::restore(template.server_sql.as_deref()?, &n.literals)?;
+        let template_sql = template.server_sql.as_deref()?;
+        let server_sql = predict::normalize::restore(template_sql, &n.literals)?;
         let mut plan = (*template).clone();
+        plan.server_form = match predict::normalize::parameterize(template_sql, &n.literals) {
+            Some(p) => predict::ServerForm::Params(p),
+            None => predict::ServerForm::OneOff,
+        };
         plan.server_sql = Some(server_sql);
         Some(Arc::new(plan))
     }

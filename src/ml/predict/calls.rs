@@ -107,7 +107,7 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
             )))
         }
     };
-    let (input, json_arg) = match features_arg {
+    let (input, arg) = match features_arg {
         FunctionArgExpr::QualifiedWildcard(obj) => (InputKind::Row, format!("{obj}.*")),
         FunctionArgExpr::Expr(e) => (input_kind(e), e.to_string()),
         other => {
@@ -116,14 +116,20 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
             )))
         }
     };
+    // An array goes as itself (binary to the proxy, no float printing on
+    // the server); rows and other expressions as JSON text.
+    let features = match input {
+        InputKind::Array => format!("({arg})"),
+        _ => format!("to_json({arg})::text"),
+    };
     let replacement = match &model {
         ModelRef::Null => "NULL::text".to_string(),
         // Keeps `$n` in the server statement so its type is still resolved
         // there, and gives STRICT's NULL when the parameter is NULL.
         ModelRef::Param(n) => {
-            format!("CASE WHEN ${n}::text IS NULL THEN NULL ELSE to_json({json_arg})::text END")
+            format!("CASE WHEN ${n}::text IS NULL THEN NULL ELSE {features} END")
         }
-        _ => format!("to_json({json_arg})::text"),
+        _ => features,
     };
     let constant = match (&model, features_arg) {
         (ModelRef::Param(_), _) => None,

@@ -1,5 +1,5 @@
-//! Decoding the replacement column: `to_json(features)::text` as the server
-//! printed it. Objects (rows) must keep their key order, which
+//! Decoding a replacement column of row features: `to_json(row)::text` as
+//! the server printed it (array features come as arrays: `ml::binary`). Objects (rows) must keep their key order, which
 //! `serde_json::Value` does not, hence the small visitor.
 
 use std::fmt;
@@ -132,6 +132,21 @@ fn raw_value(item: J, func: &str) -> MlResult<RawValue> {
     })
 }
 
+/// Array features without NULLs: an error naming the first NULL element.
+pub fn dense(flat: Vec<Option<f64>>, func: &str) -> MlResult<Vec<f64>> {
+    flat.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.ok_or_else(|| {
+                MlError::data(format!(
+                    "pgml.{func}: feature {} of the array is NULL; array features cannot contain NULLs",
+                    i + 1
+                ))
+            })
+        })
+        .collect()
+}
+
 /// The features of one row, from the text of `to_json(arg)`.
 pub fn decode(text: &[u8], kind: InputKind, func: &str) -> MlResult<Features> {
     let j: J = serde_json::from_slice(text).map_err(|e| {
@@ -143,18 +158,7 @@ pub fn decode(text: &[u8], kind: InputKind, func: &str) -> MlResult<Features> {
         (J::Arr(items), InputKind::Array | InputKind::Either) => {
             let mut flat = Vec::with_capacity(items.len());
             flatten(items, &mut flat, func)?;
-            flat.into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.ok_or_else(|| {
-                        MlError::data(format!(
-                            "pgml.{func}: feature {} of the array is NULL; array features cannot contain NULLs",
-                            i + 1
-                        ))
-                    })
-                })
-                .collect::<MlResult<Vec<f64>>>()
-                .map(Features::Array)
+            dense(flat, func).map(Features::Array)
         }
         (J::Obj(items), InputKind::Row | InputKind::Either) => items
             .into_iter()

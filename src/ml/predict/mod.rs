@@ -1,5 +1,6 @@
 //! `pgml.predict*` served from the proxy: the statement is rewritten so the
-//! server returns each call's features as text, the proxy predicts and
+//! server returns each call's features (arrays in binary, rows as JSON
+//! text), the proxy predicts and
 //! splices the values into the rows the client gets, as if the server had
 //! the function.
 //!
@@ -17,7 +18,7 @@ mod rows;
 mod select;
 pub mod wire;
 
-pub use plan::{plan, Plan};
+pub use plan::{plan, Plan, ServerForm};
 pub use rows::Rewriter;
 
 use crate::ml::error::MlResult;
@@ -112,6 +113,3 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
-
-#[cfg(test)]
-mod tests;

@@ -145,6 +145,60 @@ pub fn restore(template: &str, literals: &[String]) -> Option<String> {
     Some(out)
 }
 
+/// The template with its markers as parameters `$1..$k` instead: one
+/// statement, prepared once per server, serves every execution. Each
+/// parameter gets the type the constant itself would have (the scanner's:
+/// int4, int8 or numeric; a quoted string stays untyped, resolved from its
+/// context as the literal would be). None when a constant cannot be a
+/// parameter faithfully (backslashes, odd numbers): the caller sends the
+/// literal text.
+pub fn parameterize(template: &str, literals: &[String]) -> Option<Parameters> {
+    let mut sql = template.to_string();
+    for k in (1..=literals.len()).rev() {
+        let m = marker(k);
+        if sql.matches(&m).count() != 1 {
+            return None;
+        }
+        sql = sql.replacen(&m, &format!("${k}"), 1);
+    }
+    let mut types = Vec::with_capacity(literals.len());
+    let mut values = Vec::with_capacity(literals.len());
+    for lit in literals {
+        let (oid, value) = parameter(lit)?;
+        types.push(oid);
+        values.push(value);
+    }
+    Some(Parameters { sql, types, values })
+}
+
+/// A statement with `$n` parameters and their types and text values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameters {
+    pub sql: String,
+    pub types: Vec<u32>,
+    pub values: Vec<String>,
+}
+
+fn parameter(lit: &str) -> Option<(u32, String)> {
+    const INT4: u32 = 23;
+    const INT8: u32 = 20;
+    const NUMERIC: u32 = 1700;
+    if let Some(quoted) = lit.strip_prefix('\'').and_then(|l| l.strip_suffix('\'')) {
+        // With standard_conforming_strings off a backslash escapes.
+        if quoted.contains('\\') {
+            return None;
+        }
+        return Some((0, quoted.replace("''", "'")));
+    }
+    let oid = match lit.matches('.').count() {
+        0 if lit.parse::<i32>().is_ok() => INT4,
+        0 if lit.parse::<i64>().is_ok() => INT8,
+        0 | 1 if lit.bytes().any(|b| b.is_ascii_digit()) => NUMERIC,
+        _ => return None,
+    };
+    Some((oid, lit.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +222,24 @@ mod tests {
             .unwrap(),
             "SELECT x FROM t WHERE id = 42 AND name <> 'o''k'"
         );
+    }
+
+    #[test]
+    fn constants_become_typed_parameters() {
+        let n = normalize(
+            "SELECT x FROM t WHERE a = 5 AND b = 5000000000 AND c = 1.5 AND d = 'o''k' AND e > 99999999999999999999",
+        )
+        .unwrap();
+        let p = parameterize(&n.key, &n.literals).unwrap();
+        assert_eq!(
+            p.sql,
+            "SELECT x FROM t WHERE a = $1 AND b = $2 AND c = $3 AND d = $4 AND e > $5"
+        );
+        assert_eq!(p.types, vec![23, 20, 1700, 0, 1700]);
+        assert_eq!(p.values[3], "o'k");
+        let n = normalize("SELECT x FROM t WHERE a = 'a\\b'").unwrap();
+        assert_eq!(parameterize(&n.key, &n.literals), None);
+        assert_eq!(parameterize("SELECT 1", &["2".into()]), None);
     }
 
     #[test]

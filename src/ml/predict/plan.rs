@@ -1,5 +1,6 @@
 //! SQL analysis and rewrite: every `pgml.predict*` call that pgmlcat can
-//! serve becomes `to_json(features)::text AS "__pgml_k"`. The marker alias
+//! serve becomes its features, `(ARRAY[...]) AS "__pgml_k"` (read in binary)
+//! or `to_json(row)::text AS "__pgml_k"`. The marker alias
 //! lets the rewriter find the column in the server's RowDescription even
 //! through `*` of a subquery or CTE. Shapes that cannot be rewritten
 //! faithfully are refused with 0A000 rather than answered wrongly.
@@ -16,6 +17,7 @@ use sqlparser::parser::Parser;
 
 use crate::ml::error::{MlError, MlResult};
 
+use super::normalize::Parameters;
 use super::calls::{analyse, as_call, contains_call, folded, parse_expr};
 use super::eval::{Cond, SortKey};
 use super::rows::Layout;
@@ -71,7 +73,23 @@ pub struct Plan {
     /// The statement to send instead; `None` when every argument is a
     /// constant and `answer_constant` produces the whole answer.
     pub server_sql: Option<String>,
+    /// How `server_sql` runs as a prepared statement.
+    pub server_form: ServerForm,
     pub(super) shape: Arc<Shape>,
+}
+
+/// How the server statement of a simple-protocol execution is prepared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ServerForm {
+    /// `server_sql` itself, the same text every time: prepared once per
+    /// server connection.
+    #[default]
+    Fixed,
+    /// `server_sql` with its compared constants as parameters: one
+    /// prepared statement for every execution of the statement's shape.
+    Params(Parameters),
+    /// Constants that cannot be parameters: `server_sql`, unnamed.
+    OneOff,
 }
 
 impl Plan {
@@ -86,7 +104,7 @@ impl Plan {
         let Some(body) = self.shape.description.lock().clone() else {
             return Ok(false);
         };
-        self.rewriter(predictor, result_formats)
+        self.rewriter(predictor, result_formats, &[])
             .on_message(b'T', &body, out)?;
         Ok(true)
     }
@@ -97,9 +115,14 @@ impl Plan {
         self.shape.layout.lock().is_some()
     }
 
-    /// Result format codes for the server's Bind: the client's, plus text
-    /// for the hidden columns when the client gave one code per column.
+    /// Result format codes for the server's Bind. Once the server's layout
+    /// is known: the client's for the columns it sees, binary for feature
+    /// arrays. Before: the client's, plus text for the hidden columns when
+    /// the client gave one code per column (the rewriter reads either).
     pub fn server_result_formats(&self, client: &[i16]) -> Vec<i16> {
+        if let Some(layout) = self.shape.layout.lock().as_ref() {
+            return layout.server_formats(client);
+        }
         let mut out = client.to_vec();
         if client.len() > 1 {
             out.extend(std::iter::repeat_n(0, self.shape.hidden));
@@ -230,6 +253,7 @@ fn plan_query(mut q: Query) -> MlResult<Plan> {
     Ok(Plan {
         calls,
         server_sql: Some(q.to_string()),
+        server_form: ServerForm::Fixed,
         shape: Arc::new(shape),
     })
 }
@@ -503,6 +527,7 @@ fn constant_plan(q: &Query) -> MlResult<Option<Plan>> {
     Ok(Some(Plan {
         calls,
         server_sql: None,
+        server_form: ServerForm::Fixed,
         shape: Arc::new(shape),
     }))
 }

@@ -17,16 +17,39 @@ use super::format::{
 };
 use super::plan::{marker_number, Plan, Shape};
 use super::wire::{self, Field};
-use super::{json, Func, Prediction, Predictor};
+use super::{json, Call, Features, Func, Prediction, Predictor};
+use crate::ml::binary;
 
 /// Rows per predictor call: LightGBM is much faster per batch.
 const BATCH: usize = 2048;
 
 #[derive(Debug, Clone, Copy)]
 enum Col {
-    Pass,
-    Pred { marker: usize, client: usize },
-    Hidden { marker: usize },
+    Pass { client: usize },
+    Pred { marker: usize, client: usize, input: Input },
+    Hidden { marker: usize, input: Input },
+}
+
+/// How a replacement column carries its features, by the type the server
+/// gave it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Input {
+    /// `to_json(row)::text`.
+    Json,
+    /// An array of numbers or booleans: binary once the layout is known.
+    Array,
+    /// Anything else (an array of text...): an error if a value comes.
+    Other(u32),
+}
+
+impl Input {
+    fn of(type_oid: u32) -> Input {
+        match type_oid {
+            25 => Input::Json,
+            t if binary::element_of(t).is_some() => Input::Array,
+            t => Input::Other(t),
+        }
+    }
 }
 
 /// The server's columns for the rewritten statement.
@@ -35,6 +58,23 @@ pub struct Layout {
     cols: Vec<Col>,
     /// Marker → the server column holding it (its first occurrence).
     marker_col: HashMap<usize, usize>,
+}
+
+impl Layout {
+    /// Result formats for the server's Bind: the client's for the columns
+    /// it sees, binary for feature arrays (no float printing on the server,
+    /// no parsing here), text for the rest.
+    pub fn server_formats(&self, client: &[i16]) -> Vec<i16> {
+        self.cols
+            .iter()
+            .map(|c| match c {
+                Col::Pass { client: i } => client_format(client, *i),
+                Col::Pred { input, .. } | Col::Hidden { input, .. } => {
+                    i16::from(*input == Input::Array)
+                }
+            })
+            .collect()
+    }
 }
 
 type Row = Vec<Option<Vec<u8>>>;
@@ -51,6 +91,8 @@ pub struct Rewriter {
     shape: Arc<Shape>,
     predictor: Arc<dyn Predictor>,
     formats: Vec<i16>,
+    /// The result formats the server was asked for (Bind's list).
+    server_formats: Vec<i16>,
     layout: Option<Arc<Layout>>,
     batch: Vec<Row>,
     ranked: Vec<Done>,
@@ -112,11 +154,20 @@ fn scalar(p: Option<&Prediction>) -> Option<f32> {
 }
 
 impl Plan {
-    pub fn rewriter(&self, predictor: Arc<dyn Predictor>, result_formats: &[i16]) -> Rewriter {
+    /// The rewriter of one execution: `result_formats` are the client's,
+    /// `server_formats` what the server's Bind asked for (empty for the
+    /// simple protocol: text).
+    pub fn rewriter(
+        &self,
+        predictor: Arc<dyn Predictor>,
+        result_formats: &[i16],
+        server_formats: &[i16],
+    ) -> Rewriter {
         Rewriter {
             shape: self.shape.clone(),
             predictor,
             formats: result_formats.to_vec(),
+            server_formats: server_formats.to_vec(),
             layout: self.shape.layout.lock().clone(),
             batch: Vec::new(),
             ranked: Vec::new(),
@@ -313,12 +364,17 @@ impl Rewriter {
         let mut cols = Vec::with_capacity(fields.len());
         let mut marker_col = HashMap::new();
         let mut client_fields = Vec::with_capacity(fields.len());
-        for (i, f) in fields.into_iter().enumerate() {
+        for (i, mut f) in fields.into_iter().enumerate() {
             let Some(k) = marker_number(&f.name) else {
-                cols.push(Col::Pass);
+                // The client's format, whatever this description was for.
+                f.format = client_format(&self.formats, client_fields.len());
+                cols.push(Col::Pass {
+                    client: client_fields.len(),
+                });
                 client_fields.push(f);
                 continue;
             };
+            let input = Input::of(f.type_oid);
             let marker = self.shape.markers.get(k).ok_or_else(|| {
                 MlError::Internal(format!("unknown prediction column {}", f.name))
             })?;
@@ -330,11 +386,12 @@ impl Rewriter {
                 .ok_or_else(|| MlError::Internal("prediction column without its call".into()))?;
             marker_col.entry(k).or_insert(i);
             match &marker.name {
-                None => cols.push(Col::Hidden { marker: k }),
+                None => cols.push(Col::Hidden { marker: k, input }),
                 Some(name) => {
                     cols.push(Col::Pred {
                         marker: k,
                         client: client_fields.len(),
+                        input,
                     });
                     let (type_oid, typlen) = func_type(func);
                     client_fields.push(Field {
@@ -344,7 +401,7 @@ impl Rewriter {
                         type_oid,
                         typlen,
                         typmod: -1,
-                        format: f.format,
+                        format: client_format(&self.formats, client_fields.len()),
                     });
                 }
             }
@@ -354,6 +411,27 @@ impl Rewriter {
         self.layout = Some(layout);
         wire::write_row_description(out, &client_fields);
         Ok(())
+    }
+
+    /// The features in one value of replacement column `ci`.
+    fn features(&self, input: Input, ci: usize, value: &[u8], call: &Call) -> MlResult<Features> {
+        let func = call.func.name();
+        match input {
+            Input::Json => json::decode(value, call.input, func),
+            Input::Array => {
+                let mut flat = Vec::new();
+                if client_format(&self.server_formats, ci) == 1 {
+                    binary::array(value, &mut flat)?;
+                } else {
+                    binary::text_array(value, &mut flat)?;
+                }
+                json::dense(flat, func).map(Features::Array)
+            }
+            Input::Other(oid) => Err(MlError::DatatypeMismatch(format!(
+                "pgml.{func}: the features must be an array of numbers or booleans, or a row; \
+                 the server gave type oid {oid}"
+            ))),
+        }
     }
 
     fn limit_reached(&self) -> bool {
@@ -375,9 +453,9 @@ impl Rewriter {
         let mut preds: Vec<Vec<Option<Prediction>>> =
             vec![vec![None; layout.cols.len()]; rows.len()];
         for (ci, col) in layout.cols.iter().enumerate() {
-            let marker = match col {
-                Col::Pred { marker, .. } | Col::Hidden { marker } => *marker,
-                Col::Pass => continue,
+            let (marker, input) = match col {
+                Col::Pred { marker, input, .. } | Col::Hidden { marker, input } => (*marker, *input),
+                Col::Pass { .. } => continue,
             };
             let call_no = self
                 .shape
@@ -391,8 +469,8 @@ impl Rewriter {
             let mut which = Vec::new();
             let mut inputs = Vec::new();
             for (ri, row) in rows.iter().enumerate() {
-                if let Some(Some(text)) = row.get(ci) {
-                    inputs.push(json::decode(text, call.input, call.func.name())?);
+                if let Some(Some(value)) = row.get(ci) {
+                    inputs.push(self.features(input, ci, value, call)?);
                     which.push(ri);
                 }
             }
@@ -500,14 +578,14 @@ impl Rewriter {
             for (ci, col) in layout.cols.iter().enumerate() {
                 match col {
                     Col::Hidden { .. } => {}
-                    Col::Pass => match done.fields.get(ci) {
+                    Col::Pass { .. } => match done.fields.get(ci) {
                         Some(Some(v)) => {
                             b.put_i32(v.len() as i32);
                             b.put_slice(v);
                         }
                         _ => b.put_i32(-1),
                     },
-                    Col::Pred { marker, client } => {
+                    Col::Pred { marker, client, .. } => {
                         let func = self
                             .shape
                             .markers
