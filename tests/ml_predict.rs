@@ -443,7 +443,10 @@ fn array_element_types_and_constants_as_parameters() {
         );
         // The first execution learns the layout (text), the next are binary.
         for round in 0..3 {
-            let got: Vec<f32> = ok(&proxy, &sql).lines().map(|l| l.parse().unwrap()).collect();
+            let got: Vec<f32> = ok(&proxy, &sql)
+                .lines()
+                .map(|l| l.parse().unwrap())
+                .collect();
             let want: Vec<f32> = want.column(0).iter().map(|&v| v as f32).collect();
             assert_eq!(got, want, "{ty}, round {round}");
         }
@@ -456,7 +459,8 @@ fn array_element_types_and_constants_as_parameters() {
         "app",
         "ALTER TABLE flowers ADD COLUMN tag char(4); UPDATE flowers SET tag = CASE WHEN id % 3 = 0 THEN 'a' ELSE 'b' END",
     );
-    let predict = "SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers";
+    let predict =
+        "SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers";
     for cond in [
         "sepal_width >= 3.1",
         "sepal_width >= 3.4",
@@ -472,7 +476,9 @@ fn array_element_types_and_constants_as_parameters() {
             .parse()
             .unwrap();
         for _ in 0..2 {
-            let got = ok(&proxy, &format!("{predict} WHERE {cond}")).lines().count();
+            let got = ok(&proxy, &format!("{predict} WHERE {cond}"))
+                .lines()
+                .count();
             assert_eq!(got, want, "{cond}");
         }
     }

@@ -679,3 +679,40 @@ fn joint_snapshot_datasets_and_the_memory_cap() {
         assert_eq!(n, 0);
     });
 }
+
+/// Integers, floats, numeric, booleans and arrays travel in their own
+/// binary forms (numeric cast by the server): a model trained on them is
+/// exactly the model trained on the same values as float8.
+#[test]
+fn every_column_type_reads_as_its_float8_value() {
+    let (_pg, proxy) = setup();
+    ok(
+        &proxy,
+        "CREATE TABLE typed AS \
+         SELECT (g % 7)::int2 AS a, (g * 13 % 101)::int4 AS b, (g::int8 * 1000003) % 9973 AS c, \
+                (g / 7.0)::real AS d, sqrt(g)::float8 AS e, (g / 3.0)::numeric(12, 4) AS f, \
+                g % 3 = 0 AS h, ARRAY[(g % 5)::real, (g % 11)::real] AS i, ARRAY[g % 2 = 0, g % 4 = 0] AS j, \
+                (g % 7) * 2.5 + (g * 13 % 101) * 0.1 + sqrt(g) + (g % 3 = 0)::int + (g % 5) AS y \
+         FROM generate_series(1, 500) g",
+    );
+    ok(
+        &proxy,
+        "CREATE VIEW typed_native AS SELECT a, b, c, d, e, f, h, i, j, y FROM typed",
+    );
+    ok(
+        &proxy,
+        "CREATE VIEW typed_float8 AS SELECT a::float8, b::float8, c::float8, d::float8, e, f::float8, \
+         h::int::float8 AS h, i::float8[] AS i, j::int[]::float8[] AS j, y FROM typed",
+    );
+    for (project, view) in [("native", "typed_native"), ("float8", "typed_float8")] {
+        ok(
+            &proxy,
+            &format!("SELECT * FROM pgml.train('{project}', 'regression', '{view}', 'y', algorithm => 'linear')"),
+        );
+    }
+    let (native, float8) = (metrics(&proxy, "native"), metrics(&proxy, "float8"));
+    for k in ["r2", "mse", "mae"] {
+        assert_eq!(native.get(k), float8.get(k), "{k}: {native} vs {float8}");
+    }
+    assert!(key(&proxy, "native", "r2") > 0.9, "{native}");
+}

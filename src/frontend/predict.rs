@@ -275,7 +275,12 @@ impl Session {
             (None, true) => frontend::query(&server_sql, &mut msg)?,
             (None, false) => {
                 let (name, sql, types, values) = match &plan.server_form {
-                    ServerForm::Fixed => (statement_name(&server_sql, &[]), &server_sql, &[][..], &[][..]),
+                    ServerForm::Fixed => (
+                        statement_name(&server_sql, &[]),
+                        &server_sql,
+                        &[][..],
+                        &[][..],
+                    ),
                     ServerForm::Params(p) => (
                         statement_name(&p.sql, &p.types),
                         &p.sql,

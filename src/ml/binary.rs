@@ -41,11 +41,7 @@ fn be_i32(b: &[u8]) -> i32 {
 
 /// A value of the numeric or boolean type `oid` in binary form.
 pub fn scalar(oid: u32, b: &[u8]) -> MlResult<f64> {
-    let exact = |n: usize| {
-        (b.len() == n)
-            .then_some(b)
-            .ok_or_else(|| bad("number"))
-    };
+    let exact = |n: usize| (b.len() == n).then_some(b).ok_or_else(|| bad("number"));
     Ok(match oid {
         BOOL => f64::from(exact(1)?[0] != 0),
         INT2 => f64::from(be_i16(exact(2)?)),
@@ -104,6 +100,11 @@ fn numeric(b: &[u8]) -> MlResult<f64> {
 /// order (multi-dimensional arrays flattened as Postgres iterates them);
 /// `None` is a NULL element.
 pub fn array(b: &[u8], out: &mut Vec<Option<f64>>) -> MlResult<()> {
+    array_each(b, |v| out.push(v))
+}
+
+/// `array`, handing each element to `f` (in order) instead of collecting.
+pub fn array_each(b: &[u8], mut f: impl FnMut(Option<f64>)) -> MlResult<()> {
     if b.len() < 12 {
         return Err(bad("array"));
     }
@@ -122,17 +123,15 @@ pub fn array(b: &[u8], out: &mut Vec<Option<f64>>) -> MlResult<()> {
         len = len.saturating_mul(be_i32(dim).max(0) as usize);
     }
     let mut pos = 12 + 8 * ndim as usize;
-    // Every element takes at least its 4-byte length.
-    out.reserve(len.min(b.len() / 4));
     for _ in 0..len {
         let l = be_i32(b.get(pos..pos + 4).ok_or_else(|| bad("array"))?);
         pos += 4;
         if l < 0 {
-            out.push(None);
+            f(None);
             continue;
         }
         let end = pos + l as usize;
-        out.push(Some(scalar(
+        f(Some(scalar(
             elem,
             b.get(pos..end).ok_or_else(|| bad("array"))?,
         )?));
@@ -257,7 +256,10 @@ mod tests {
     fn text_arrays() {
         let mut out = Vec::new();
         text_array(b"{{1,2.5},{NULL,-Infinity}}", &mut out).unwrap();
-        assert_eq!(out, vec![Some(1.0), Some(2.5), None, Some(f64::NEG_INFINITY)]);
+        assert_eq!(
+            out,
+            vec![Some(1.0), Some(2.5), None, Some(f64::NEG_INFINITY)]
+        );
         out.clear();
         text_array(b"[0:1]={t,f}", &mut out).unwrap();
         assert_eq!(out, vec![Some(1.0), Some(0.0)]);

@@ -1,21 +1,36 @@
 //! Reading a relation's rows for training: the relation is resolved the way
-//! the database resolves names (search_path, quoting), every column is cast
-//! server-side to float8, float8[] or text, and the rows arrive by binary
-//! COPY straight into columnar buffers.
+//! the database resolves names (search_path, quoting), and the rows arrive
+//! by binary COPY straight into columnar buffers. Integers, floats and
+//! booleans (and arrays of them) travel as they are stored; other numbers
+//! are cast server-side to float8, strings to text.
 
+use super::binary;
 use super::db::Db;
 use super::error::{MlError, MlResult};
 use super::frame::{Column, ColumnData, Frame};
 use crate::backend::server::quote_ident;
 
-/// How a column is pulled; decided from the column's type category.
+/// How a column is pulled; decided from its type and type category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pull {
-    Float,
-    Bool,
+    /// A number in the binary form of this type; `cast`: after `::float8`.
+    Number {
+        oid: u32,
+        cast: bool,
+    },
     Text,
-    FloatArray,
-    BoolArray,
+    /// An array of numbers or booleans; `cast`: after `::float8[]`.
+    Array {
+        cast: bool,
+    },
+}
+
+/// Types whose binary form `binary::scalar` reads without a cast.
+fn native(oid: u32) -> bool {
+    matches!(
+        oid,
+        binary::BOOL | binary::INT2 | binary::INT4 | binary::INT8 | binary::FLOAT4 | binary::FLOAT8
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +63,8 @@ pub async fn describe(db: &mut Db, relation: &str) -> MlResult<Source> {
     let rows = db
         .query(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory::text, \
-                    coalesce(e.typcategory::text, '') \
+                    coalesce(e.typcategory::text, ''), a.atttypid::int8::text, \
+                    coalesce(e.oid::int8, 0)::text \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
@@ -58,18 +74,24 @@ pub async fn describe(db: &mut Db, relation: &str) -> MlResult<Source> {
         .await?;
     let mut columns = Vec::new();
     for row in rows {
-        let [Some(name), Some(pg_type), Some(cat), Some(elem)] =
-            <[Option<String>; 4]>::try_from(row)
+        let [Some(name), Some(pg_type), Some(cat), Some(elem), Some(oid), Some(elem_oid)] =
+            <[Option<String>; 6]>::try_from(row)
                 .map_err(|_| MlError::Internal("bad pg_attribute row".into()))?
         else {
             continue;
         };
+        let oid: u32 = oid.parse().unwrap_or(0);
+        let elem_oid: u32 = elem_oid.parse().unwrap_or(0);
         let pull = match (cat.as_str(), elem.as_str()) {
-            ("N", _) => Some(Pull::Float),
-            ("B", _) => Some(Pull::Bool),
+            ("N" | "B", _) if native(oid) => Some(Pull::Number { oid, cast: false }),
+            ("N" | "B", _) => Some(Pull::Number {
+                oid: binary::FLOAT8,
+                cast: true,
+            }),
             ("S", _) => Some(Pull::Text),
-            ("A", "N") => Some(Pull::FloatArray),
-            ("A", "B") => Some(Pull::BoolArray),
+            ("A", "N" | "B") => Some(Pull::Array {
+                cast: !native(elem_oid),
+            }),
             _ => None,
         };
         columns.push((name, pg_type, pull));
@@ -104,9 +126,9 @@ impl BinaryCopy {
         let columns = pulls
             .iter()
             .map(|p| match p {
-                Pull::Float | Pull::Bool => ColumnData::Float(Vec::new()),
+                Pull::Number { .. } => ColumnData::Float(Vec::new()),
                 Pull::Text => ColumnData::Text(Vec::new()),
-                Pull::FloatArray | Pull::BoolArray => ColumnData::Array {
+                Pull::Array { .. } => ColumnData::Array {
                     width: 0,
                     values: Vec::new(),
                 },
@@ -132,34 +154,43 @@ impl BinaryCopy {
                 self.max_bytes >> 20
             )));
         }
+        // Postgres sends one tuple per CopyData: decode straight from the
+        // chunk and keep only what a split tuple leaves over.
+        if self.pending.is_empty() {
+            let used = self.decode(chunk)?;
+            self.pending.extend_from_slice(&chunk[used..]);
+            return Ok(());
+        }
         self.pending.extend_from_slice(chunk);
+        let pending = std::mem::take(&mut self.pending);
+        let result = self.decode(&pending);
+        self.pending = pending;
+        self.pending.drain(..*result.as_ref().unwrap_or(&0));
+        result.map(|_| ())
+    }
+
+    /// Decodes the header (once) and every complete tuple; bytes used.
+    fn decode(&mut self, buf: &[u8]) -> MlResult<usize> {
         let mut pos = 0;
         if !self.header_done {
             const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-            if self.pending.len() < 19 {
-                return Ok(());
+            if buf.len() < 19 {
+                return Ok(0);
             }
-            if &self.pending[..11] != SIGNATURE {
+            if &buf[..11] != SIGNATURE {
                 return Err(MlError::Internal("bad binary COPY header".into()));
             }
-            let ext = be_i32(&self.pending[15..19]) as usize;
-            if self.pending.len() < 19 + ext {
-                return Ok(());
+            let ext = be_i32(&buf[15..19]) as usize;
+            if buf.len() < 19 + ext {
+                return Ok(0);
             }
             pos = 19 + ext;
             self.header_done = true;
         }
-        let pending = std::mem::take(&mut self.pending);
-        let result = loop {
-            match self.tuple(&pending[pos..]) {
-                Ok(Some(used)) => pos += used,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        self.pending = pending;
-        self.pending.drain(..pos);
-        result
+        while let Some(used) = self.tuple(&buf[pos..])? {
+            pos += used;
+        }
+        Ok(pos)
     }
 
     /// Decodes one tuple if it is complete; Some(bytes used).
@@ -177,26 +208,22 @@ impl BinaryCopy {
         }
         // First check the whole tuple is here, then decode.
         let mut pos = 2;
-        let mut fields = Vec::with_capacity(self.pulls.len());
         for _ in 0..self.pulls.len() {
             if buf.len() < pos + 4 {
                 return Ok(None);
             }
             let len = be_i32(&buf[pos..pos + 4]);
-            pos += 4;
-            if len < 0 {
-                fields.push(None);
-                continue;
-            }
-            let end = pos + len as usize;
-            if buf.len() < end {
+            pos += 4 + len.max(0) as usize;
+            if buf.len() < pos {
                 return Ok(None);
             }
-            fields.push(Some(pos..end));
-            pos = end;
         }
-        for ((column, pull), field) in self.columns.iter_mut().zip(&self.pulls).zip(fields) {
-            let value = field.map(|r| &buf[r]);
+        let mut at = 2;
+        for (column, pull) in self.columns.iter_mut().zip(&self.pulls) {
+            let len = be_i32(&buf[at..at + 4]);
+            at += 4;
+            let value = (len >= 0).then(|| &buf[at..at + len as usize]);
+            at += len.max(0) as usize;
             push_value(column, *pull, value)?;
         }
         self.rows += 1;
@@ -208,23 +235,27 @@ fn be_i32(b: &[u8]) -> i32 {
     i32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn be_f64(b: &[u8]) -> MlResult<f64> {
-    let bytes: [u8; 8] = b
-        .try_into()
-        .map_err(|_| MlError::Internal("bad float8 in COPY".into()))?;
-    Ok(f64::from_be_bytes(bytes))
-}
-
 fn push_value(column: &mut ColumnData, pull: Pull, value: Option<&[u8]>) -> MlResult<()> {
     match (column, pull) {
-        (ColumnData::Float(v), Pull::Float | Pull::Bool) => {
-            v.push(value.map(be_f64).transpose()?);
+        (ColumnData::Float(v), Pull::Number { oid, .. }) => {
+            v.push(value.map(|b| binary::scalar(oid, b)).transpose()?);
         }
         (ColumnData::Text(v), Pull::Text) => {
             v.push(value.map(|b| String::from_utf8_lossy(b).into_owned()));
         }
-        (ColumnData::Array { width, values }, Pull::FloatArray | Pull::BoolArray) => {
-            let parsed = value.map(parse_float8_array).transpose()?;
+        (ColumnData::Array { width, values }, Pull::Array { .. }) => {
+            let parsed = match value {
+                None => None,
+                Some(b) => {
+                    let mut items = Vec::new();
+                    binary::array(b, &mut items)?;
+                    // PostgresML refuses NULL elements too.
+                    let dense: Option<Vec<f64>> = items.into_iter().collect();
+                    Some(dense.ok_or_else(|| {
+                        MlError::data("an array feature has a NULL element; impute it in a view")
+                    })?)
+                }
+            };
             if let Some(items) = &parsed {
                 if values.iter().all(|v| v.is_none()) {
                     *width = items.len();
@@ -235,12 +266,6 @@ fn push_value(column: &mut ColumnData, pull: Pull, value: Option<&[u8]>) -> MlRe
                         items.len()
                     )));
                 }
-                if items.iter().any(|x| x.is_nan()) {
-                    // NULL elements arrive as NaN; PostgresML refuses them too.
-                    return Err(MlError::data(
-                        "an array feature has a NULL element; impute it in a view",
-                    ));
-                }
             }
             values.push(parsed);
         }
@@ -249,46 +274,14 @@ fn push_value(column: &mut ColumnData, pull: Pull, value: Option<&[u8]>) -> MlRe
     Ok(())
 }
 
-/// A float8[] in binary form, flattened; NULL elements become NaN.
-fn parse_float8_array(b: &[u8]) -> MlResult<Vec<f64>> {
-    let bad = || MlError::Internal("bad float8[] in COPY".into());
-    if b.len() < 12 {
-        return Err(bad());
-    }
-    let ndim = be_i32(&b[0..4]).max(0) as usize;
-    if ndim == 0 {
-        return Ok(Vec::new());
-    }
-    // Multi-dimensional arrays (digits' 8x8 images) are flattened in row-major order.
-    let mut len = 1usize;
-    for d in 0..ndim {
-        let at = 12 + 8 * d;
-        len = len.saturating_mul(be_i32(b.get(at..at + 4).ok_or_else(bad)?).max(0) as usize);
-    }
-    let mut pos = 12 + 8 * ndim;
-    let mut out = Vec::with_capacity(len.min(b.len() / 4));
-    for _ in 0..len {
-        let l = be_i32(b.get(pos..pos + 4).ok_or_else(bad)?);
-        pos += 4;
-        if l < 0 {
-            out.push(f64::NAN);
-            continue;
-        }
-        out.push(be_f64(b.get(pos..pos + 8).ok_or_else(bad)?)?);
-        pos += 8;
-    }
-    Ok(out)
-}
-
 /// The SELECT list expression that casts a column to what we decode.
 fn cast(column: &SourceColumn) -> String {
     let q = quote_ident(&column.name);
     match column.pull.unwrap_or(Pull::Text) {
-        Pull::Float => format!("{q}::float8"),
-        Pull::Bool => format!("{q}::int::float8"),
+        Pull::Number { cast: false, .. } | Pull::Array { cast: false } => q,
+        Pull::Number { cast: true, .. } => format!("{q}::float8"),
         Pull::Text => format!("{q}::text"),
-        Pull::FloatArray => format!("{q}::float8[]"),
-        Pull::BoolArray => format!("{q}::int[]::float8[]"),
+        Pull::Array { cast: true } => format!("{q}::float8[]"),
     }
 }
 
@@ -436,7 +429,11 @@ mod tests {
         ];
         let data = copy_bytes(&rows);
         for split in 1..data.len() {
-            let mut d = BinaryCopy::new(vec![Pull::Float, Pull::Text], 1 << 20);
+            let float8 = Pull::Number {
+                oid: binary::FLOAT8,
+                cast: false,
+            };
+            let mut d = BinaryCopy::new(vec![float8, Pull::Text], 1 << 20);
             d.feed(&data[..split]).unwrap();
             d.feed(&data[split..]).unwrap();
             assert!(d.finished);
@@ -454,8 +451,12 @@ mod tests {
 
     #[test]
     fn memory_cap_is_enforced() {
-        let rows = vec![vec![Some(1.5f64.to_be_bytes().to_vec())]; 100];
-        let mut d = BinaryCopy::new(vec![Pull::Float], 64);
+        let rows = vec![vec![Some(1.5f32.to_be_bytes().to_vec())]; 100];
+        let float4 = Pull::Number {
+            oid: binary::FLOAT4,
+            cast: false,
+        };
+        let mut d = BinaryCopy::new(vec![float4], 64);
         let err = d.feed(&copy_bytes(&rows)).unwrap_err();
         assert_eq!(err.sqlstate(), "53200");
     }

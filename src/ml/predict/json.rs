@@ -136,15 +136,16 @@ fn raw_value(item: J, func: &str) -> MlResult<RawValue> {
 pub fn dense(flat: Vec<Option<f64>>, func: &str) -> MlResult<Vec<f64>> {
     flat.into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            v.ok_or_else(|| {
-                MlError::data(format!(
-                    "pgml.{func}: feature {} of the array is NULL; array features cannot contain NULLs",
-                    i + 1
-                ))
-            })
-        })
+        .map(|(i, v)| v.ok_or_else(|| null_feature(i, func)))
         .collect()
+}
+
+/// The error for a NULL as element `i` (0-based) of array features.
+pub fn null_feature(i: usize, func: &str) -> MlError {
+    MlError::data(format!(
+        "pgml.{func}: feature {} of the array is NULL; array features cannot contain NULLs",
+        i + 1
+    ))
 }
 
 /// The features of one row, from the text of `to_json(arg)`.

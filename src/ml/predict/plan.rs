@@ -17,9 +17,9 @@ use sqlparser::parser::Parser;
 
 use crate::ml::error::{MlError, MlResult};
 
-use super::normalize::Parameters;
 use super::calls::{analyse, as_call, contains_call, folded, parse_expr};
 use super::eval::{Cond, SortKey};
+use super::normalize::Parameters;
 use super::rows::Layout;
 use super::select::{self, TopLevel};
 use super::{mentions_predict, Call, Features, Func, ModelRef};

@@ -25,9 +25,18 @@ const BATCH: usize = 2048;
 
 #[derive(Debug, Clone, Copy)]
 enum Col {
-    Pass { client: usize },
-    Pred { marker: usize, client: usize, input: Input },
-    Hidden { marker: usize, input: Input },
+    Pass {
+        client: usize,
+    },
+    Pred {
+        marker: usize,
+        client: usize,
+        input: Input,
+    },
+    Hidden {
+        marker: usize,
+        input: Input,
+    },
 }
 
 /// How a replacement column carries its features, by the type the server
@@ -128,12 +137,14 @@ fn put_prediction(
         out.put_i32(-1);
         return Ok(());
     };
-    let mut v = BytesMut::new();
+    // The length goes in front once the value is written.
+    let at = out.len();
+    out.put_i32(0);
     match (p, func.returns_array(), format) {
-        (Prediction::Scalar(x), false, 0) => v.put_slice(float4_text(*x).as_bytes()),
-        (Prediction::Scalar(x), false, _) => float4_binary(*x, &mut v),
-        (Prediction::Vector(xs), true, 0) => v.put_slice(float4_array_text(xs).as_bytes()),
-        (Prediction::Vector(xs), true, _) => float4_array_binary(xs, &mut v),
+        (Prediction::Scalar(x), false, 0) => out.put_slice(float4_text(*x).as_bytes()),
+        (Prediction::Scalar(x), false, _) => float4_binary(*x, out),
+        (Prediction::Vector(xs), true, 0) => out.put_slice(float4_array_text(xs).as_bytes()),
+        (Prediction::Vector(xs), true, _) => float4_array_binary(xs, out),
         _ => {
             return Err(MlError::Internal(format!(
                 "the model returned the wrong shape of result for pgml.{}",
@@ -141,8 +152,8 @@ fn put_prediction(
             )))
         }
     }
-    out.put_i32(v.len() as i32);
-    out.put_slice(&v);
+    let len = (out.len() - at - 4) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
 
@@ -418,13 +429,23 @@ impl Rewriter {
         let func = call.func.name();
         match input {
             Input::Json => json::decode(value, call.input, func),
+            Input::Array if client_format(&self.server_formats, ci) == 1 => {
+                let mut dense = Vec::new();
+                let mut null = None;
+                binary::array_each(value, |v| match v {
+                    Some(v) => dense.push(v),
+                    None => {
+                        null.get_or_insert(dense.len());
+                    }
+                })?;
+                match null {
+                    Some(i) => Err(json::null_feature(i, func)),
+                    None => Ok(Features::Array(dense)),
+                }
+            }
             Input::Array => {
                 let mut flat = Vec::new();
-                if client_format(&self.server_formats, ci) == 1 {
-                    binary::array(value, &mut flat)?;
-                } else {
-                    binary::text_array(value, &mut flat)?;
-                }
+                binary::text_array(value, &mut flat)?;
                 json::dense(flat, func).map(Features::Array)
             }
             Input::Other(oid) => Err(MlError::DatatypeMismatch(format!(
@@ -450,11 +471,13 @@ impl Rewriter {
             .layout
             .clone()
             .ok_or_else(|| MlError::Internal("rows without a RowDescription".into()))?;
-        let mut preds: Vec<Vec<Option<Prediction>>> =
-            vec![vec![None; layout.cols.len()]; rows.len()];
+        // Column-major: one vector of predictions per replacement column.
+        let mut preds: Vec<Vec<Option<Prediction>>> = vec![Vec::new(); layout.cols.len()];
         for (ci, col) in layout.cols.iter().enumerate() {
             let (marker, input) = match col {
-                Col::Pred { marker, input, .. } | Col::Hidden { marker, input } => (*marker, *input),
+                Col::Pred { marker, input, .. } | Col::Hidden { marker, input } => {
+                    (*marker, *input)
+                }
                 Col::Pass { .. } => continue,
             };
             let call_no = self
@@ -485,36 +508,36 @@ impl Rewriter {
                     inputs.len()
                 )));
             }
+            let mut column = vec![None; rows.len()];
             for (ri, p) in which.into_iter().zip(results) {
-                if let Some(slot) = preds.get_mut(ri).and_then(|r| r.get_mut(ci)) {
-                    *slot = Some(p);
-                }
+                column[ri] = Some(p);
             }
+            preds[ci] = column;
         }
-        for (fields, preds) in rows.into_iter().zip(preds) {
-            let value = |m: usize| {
-                layout
-                    .marker_col
-                    .get(&m)
-                    .and_then(|c| scalar(preds.get(*c).and_then(|p| p.as_ref())))
+        for (ri, fields) in rows.into_iter().enumerate() {
+            let pred = |ci: usize| {
+                preds
+                    .get(ci)
+                    .and_then(|c| c.get(ri))
+                    .and_then(|p| p.as_ref())
             };
+            let value = |m: usize| layout.marker_col.get(&m).and_then(|&c| scalar(pred(c)));
             if let Some(filter) = &self.shape.filter {
                 if filter.eval(&|m| value(m).map(f64::from)) != Some(true) {
                     continue;
                 }
             }
-            let key = self.shape.order.iter().map(|k| value(k.marker)).collect();
-            let done = Done {
-                seq: self.seq,
-                key,
-                fields,
-                preds,
-            };
             self.seq += 1;
             if self.shape.order.is_empty() {
-                self.emit(&layout, &done, out)?;
+                self.emit(&layout, &fields, pred, out)?;
             } else {
-                self.ranked.push(done);
+                let key = self.shape.order.iter().map(|k| value(k.marker)).collect();
+                self.ranked.push(Done {
+                    seq: self.seq,
+                    key,
+                    preds: (0..layout.cols.len()).map(|ci| pred(ci).cloned()).collect(),
+                    fields,
+                });
                 self.prune();
             }
         }
@@ -553,13 +576,20 @@ impl Rewriter {
             .clone()
             .ok_or_else(|| MlError::Internal("rows without a RowDescription".into()))?;
         for done in &ranked {
-            self.emit(&layout, done, out)?;
+            let pred = |ci: usize| done.preds.get(ci).and_then(|p| p.as_ref());
+            self.emit(&layout, &done.fields, pred, out)?;
         }
         Ok(())
     }
 
     /// Sends one row, after the proxy's OFFSET and within its LIMIT.
-    fn emit(&mut self, layout: &Layout, done: &Done, out: &mut BytesMut) -> MlResult<()> {
+    fn emit<'p>(
+        &mut self,
+        layout: &Layout,
+        fields: &Row,
+        pred: impl Fn(usize) -> Option<&'p Prediction>,
+        out: &mut BytesMut,
+    ) -> MlResult<()> {
         if self.skipped < self.shape.offset {
             self.skipped += 1;
             return Ok(());
@@ -578,7 +608,7 @@ impl Rewriter {
             for (ci, col) in layout.cols.iter().enumerate() {
                 match col {
                     Col::Hidden { .. } => {}
-                    Col::Pass { .. } => match done.fields.get(ci) {
+                    Col::Pass { .. } => match fields.get(ci) {
                         Some(Some(v)) => {
                             b.put_i32(v.len() as i32);
                             b.put_slice(v);
@@ -592,9 +622,13 @@ impl Rewriter {
                             .get(*marker)
                             .and_then(|m| self.shape.calls.get(m.call))
                             .map_or(Func::Predict, |c| c.func);
-                        let p = done.preds.get(ci).and_then(|p| p.as_ref());
                         if err.is_ok() {
-                            err = put_prediction(b, func, p, client_format(&self.formats, *client));
+                            err = put_prediction(
+                                b,
+                                func,
+                                pred(ci),
+                                client_format(&self.formats, *client),
+                            );
                         }
                     }
                 }
