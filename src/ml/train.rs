@@ -172,6 +172,20 @@ pub async fn train(
         y_for_target.as_deref(),
         &train_rows,
     )?;
+    // The snapshot's column statistics (sorts of every column) are only
+    // written at the end: they are computed while the model fits.
+    let frame = Arc::new(frame);
+    let statistics = {
+        let frame = frame.clone();
+        let rows = train_rows.clone();
+        let columns: Vec<usize> = features.iter().chain(&label_idx).copied().collect();
+        tokio::task::spawn_blocking(move || {
+            columns
+                .iter()
+                .map(|&i| preprocess::column_statistics(&frame.columns[i], &rows))
+                .collect::<Vec<Value>>()
+        })
+    };
     let x_train = pre.transform(&frame, &train_rows)?;
     let x_test = pre.transform(&frame, &test_rows)?;
     let y_train = y.select(Axis(0), &train_rows);
@@ -226,13 +240,18 @@ pub async fn train(
     });
     let preprocessor_json =
         serde_json::to_vec(&pre).map_err(|e| MlError::Internal(e.to_string()))?;
-    let mut columns = pre.columns_json();
+    let mut feature_statistics = statistics
+        .await
+        .map_err(|e| MlError::Internal(format!("column statistics: {e}")))?;
+    let label_statistics = feature_statistics.split_off(features.len());
+    let mut columns = pre.columns_json(feature_statistics);
     if let Value::Array(list) = &mut columns {
-        for &i in &label_idx {
+        for (&i, statistics) in label_idx.iter().zip(label_statistics) {
             list.push(preprocess::label_column_json(
                 &frame.columns[i],
                 i + 1,
                 &train_rows,
+                statistics,
             ));
         }
     }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::spec::{ColumnSpec, Encode, Impute, Scale};
 use super::stats;
@@ -36,23 +35,26 @@ impl Scaler {
     /// Fitted on the imputed training values. A constant column keeps a
     /// divisor of 1 instead of dividing by 0, as scikit-learn's scalers do.
     fn fit(scale: Scale, values: &[f64]) -> Scaler {
-        if values.is_empty() {
+        if values.is_empty() || scale == Scale::Preserve {
             return Scaler::IDENTITY;
         }
-        let sorted = stats::sorted(values.to_vec());
-        let (min, max) = match (sorted.first(), sorted.last()) {
-            (Some(a), Some(b)) => (*a, *b),
-            _ => return Scaler::IDENTITY,
-        };
+        let (min, max) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
         let (center, spread) = match scale {
             Scale::Preserve => return Scaler::IDENTITY,
             Scale::Standard => (stats::mean(values), stats::std_dev(values)),
             Scale::MinMax => (min, max - min),
             Scale::MaxAbs => (0.0, min.abs().max(max.abs())),
-            Scale::Robust => (
-                stats::quantile(&sorted, 0.5),
-                stats::quantile(&sorted, 0.75) - stats::quantile(&sorted, 0.25),
-            ),
+            Scale::Robust => {
+                let sorted = stats::sorted(values.to_vec());
+                (
+                    stats::quantile(&sorted, 0.5),
+                    stats::quantile(&sorted, 0.75) - stats::quantile(&sorted, 0.25),
+                )
+            }
         };
         let divisor = if spread.is_finite() && spread != 0.0 {
             spread
@@ -102,7 +104,6 @@ pub(super) struct FittedColumn {
     /// Whether the training rows held NULLs.
     pub nullable: bool,
     pub spec: ColumnSpec,
-    pub statistics: Value,
     pub fitted: Fitted,
 }
 
@@ -250,7 +251,6 @@ impl FittedColumn {
             position,
             nullable,
             spec: spec.clone(),
-            statistics: stats::column_statistics(col, rows),
             fitted,
         })
     }

@@ -134,13 +134,15 @@ impl Preprocessor {
     }
 
     /// The snapshot's `columns` JSON for the feature columns: name, pg_type,
-    /// position, nullable, label (false), preprocessor and statistics.
+    /// position, nullable, label (false), preprocessor and `statistics` (one
+    /// per feature column, from `column_statistics` over the training rows).
     /// Append `label_column_json` for the label(s).
-    pub fn columns_json(&self) -> Value {
+    pub fn columns_json(&self, statistics: Vec<Value>) -> Value {
         Value::Array(
             self.columns
                 .iter()
-                .map(|c| {
+                .zip(statistics)
+                .map(|(c, statistics)| {
                     json!({
                         "name": c.name,
                         "pg_type": c.pg_type,
@@ -148,7 +150,7 @@ impl Preprocessor {
                         "nullable": c.nullable,
                         "label": false,
                         "preprocessor": c.spec,
-                        "statistics": c.statistics,
+                        "statistics": statistics,
                     })
                 })
                 .collect(),
@@ -158,7 +160,12 @@ impl Preprocessor {
 
 /// A label column's entry in the snapshot's `columns` JSON, in the same
 /// shape as `Preprocessor::columns_json`; `position` is 1-based.
-pub fn label_column_json(col: &Column, position: usize, rows: &[usize]) -> Value {
+pub fn label_column_json(
+    col: &Column,
+    position: usize,
+    rows: &[usize],
+    statistics: Value,
+) -> Value {
     let nullable = rows
         .iter()
         .any(|&r| r < col.data.len() && col.data.is_null(r));
@@ -169,7 +176,7 @@ pub fn label_column_json(col: &Column, position: usize, rows: &[usize]) -> Value
         "nullable": nullable,
         "label": true,
         "preprocessor": ColumnSpec::default(),
-        "statistics": column_statistics(col, rows),
+        "statistics": statistics,
     })
 }
 

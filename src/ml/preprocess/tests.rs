@@ -379,7 +379,7 @@ fn snapshot_columns_json() {
     ]);
     let s = specs(json!({"x": {"impute": "mean"}}), &f);
     let p = Preprocessor::fit(&f, &[0], &s, None, &[0, 1, 2]).unwrap();
-    let mut columns = p.columns_json();
+    let mut columns = p.columns_json(vec![column_statistics(&f.columns[0], &[0, 1, 2])]);
     assert_eq!(columns[0]["name"], json!("x"));
     assert_eq!(columns[0]["position"], json!(1));
     assert_eq!(columns[0]["nullable"], json!(true));
@@ -387,7 +387,12 @@ fn snapshot_columns_json() {
     assert_eq!(columns[0]["preprocessor"]["impute"], json!("mean"));
     assert_eq!(columns[0]["statistics"]["mean"], json!(2.0));
     assert_eq!(columns[0]["statistics"]["missing"], json!(1));
-    let label = label_column_json(&f.columns[1], 2, &[0, 1, 2]);
+    let label = label_column_json(
+        &f.columns[1],
+        2,
+        &[0, 1, 2],
+        column_statistics(&f.columns[1], &[0, 1, 2]),
+    );
     assert_eq!(label["label"], json!(true));
     assert_eq!(label["statistics"]["mode"], json!(1.0));
     if let Value::Array(list) = &mut columns {
