@@ -11,59 +11,120 @@ pub const FLOAT4_ARRAY_OID: u32 = 1021;
 /// the shortest digits that round-trip, in `%g` layout (exponent form when
 /// the decimal exponent is below -4 or at least 6).
 pub fn float4_text(v: f32) -> String {
-    if v.is_nan() {
-        return "NaN".into();
+    let mut out = Vec::with_capacity(16);
+    put_float4_text(v, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A fixed buffer for Rust's `{:e}` output of an f32 (at most ~15 bytes).
+struct Scratch {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl std::fmt::Write for Scratch {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
-    if v.is_infinite() {
-        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+}
+
+/// `float4_text` appended to `out`, without allocating: predictions are
+/// printed once per row.
+pub fn put_float4_text(v: f32, out: &mut impl Extend<u8>) {
+    use std::fmt::Write;
+    let mut emit = |s: &[u8]| out.extend(s.iter().copied());
+    let special: Option<&[u8]> = if v.is_nan() {
+        Some(b"NaN")
+    } else if v.is_infinite() {
+        Some(if v > 0.0 { b"Infinity" } else { b"-Infinity" })
+    } else if v == 0.0 {
+        Some(if v.is_sign_negative() { b"-0" } else { b"0" })
+    } else {
+        None
+    };
+    if let Some(s) = special {
+        return emit(s);
     }
     // Rust's `{:e}` already yields the shortest round-trip digits; only the
     // layout differs from Postgres.
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = match sci.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (sci.as_str(), 0),
+    let mut sci = Scratch {
+        buf: [0; 32],
+        len: 0,
     };
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if !(-4..6).contains(&exp) {
-        let mut out = String::from(sign);
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        let esign = if exp < 0 { '-' } else { '+' };
-        out.push_str(&format!("e{esign}{:02}", exp.abs()));
-        return out;
+    if write!(sci, "{v:e}").is_err() {
+        return emit(b"NaN");
     }
-    let mut out = String::from(sign);
-    if exp < 0 {
-        out.push_str("0.");
-        for _ in 0..(-exp - 1) {
-            out.push('0');
+    let text = &sci.buf[..sci.len];
+    let (mantissa, exp) = match text.iter().position(|&c| c == b'e') {
+        Some(at) => (
+            &text[..at],
+            std::str::from_utf8(&text[at + 1..])
+                .ok()
+                .and_then(|e| e.parse::<i32>().ok())
+                .unwrap_or(0),
+        ),
+        None => (text, 0),
+    };
+    let (negative, mantissa) = match mantissa.strip_prefix(b"-") {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let mut digits = [0u8; 16];
+    let mut n = 0;
+    for &c in mantissa.iter().filter(|c| **c != b'.') {
+        if let Some(d) = digits.get_mut(n) {
+            *d = c;
+            n += 1;
         }
-        out.push_str(&digits);
+    }
+    let digits = &digits[..n];
+    if negative {
+        emit(b"-");
+    }
+    if !(-4..6).contains(&exp) {
+        emit(&digits[..1]);
+        if digits.len() > 1 {
+            emit(b".");
+            emit(&digits[1..]);
+        }
+        emit(if exp < 0 { b"e-" } else { b"e+" });
+        let e = exp.unsigned_abs();
+        if e < 10 {
+            emit(b"0");
+        }
+        let mut ebuf = Scratch {
+            buf: [0; 32],
+            len: 0,
+        };
+        let _ = write!(ebuf, "{e}");
+        emit(&ebuf.buf[..ebuf.len]);
+        return;
+    }
+    if exp < 0 {
+        emit(b"0.");
+        for _ in 0..(-exp - 1) {
+            emit(b"0");
+        }
+        emit(digits);
     } else {
         let int_len = exp as usize + 1;
         if digits.len() <= int_len {
-            out.push_str(&digits);
+            emit(digits);
             for _ in digits.len()..int_len {
-                out.push('0');
+                emit(b"0");
             }
         } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
+            emit(&digits[..int_len]);
+            emit(b".");
+            emit(&digits[int_len..]);
         }
     }
-    out
 }
 
 /// `real[]` in text: `{0.1,0.9}`; a NaN element prints as `NaN` (Postgres

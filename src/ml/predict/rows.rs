@@ -12,7 +12,7 @@ use crate::ml::error::{MlError, MlResult};
 
 use super::eval::cmp_keys;
 use super::format::{
-    float4_array_binary, float4_array_text, float4_binary, float4_text, FLOAT4_ARRAY_OID,
+    float4_array_binary, float4_array_text, float4_binary, put_float4_text, FLOAT4_ARRAY_OID,
     FLOAT4_OID,
 };
 use super::plan::{marker_number, Plan, Shape};
@@ -88,6 +88,53 @@ impl Layout {
 
 type Row = Vec<Option<Vec<u8>>>;
 
+/// The DataRows of one batch in one buffer: row `r`'s field `c` is
+/// `spans[r * width + c]` of `bytes` (`None`: NULL). No allocation per row.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    spans: Vec<Option<(usize, usize)>>,
+    width: usize,
+    rows: usize,
+}
+
+impl Batch {
+    fn push(&mut self, body: &[u8]) -> MlResult<()> {
+        let base = self.bytes.len();
+        let before = self.spans.len();
+        wire::data_row_spans(body, |span| {
+            self.spans.push(span.map(|(a, b)| (base + a, base + b)))
+        })?;
+        let width = self.spans.len() - before;
+        if self.rows > 0 && width != self.width {
+            return Err(MlError::Internal(
+                "DataRows of one statement with different column counts".into(),
+            ));
+        }
+        self.width = width;
+        self.bytes.extend_from_slice(body);
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn field(&self, row: usize, col: usize) -> Option<&[u8]> {
+        let (a, b) = (*self.spans.get(row * self.width + col)?)?;
+        self.bytes.get(a..b)
+    }
+
+    fn owned(&self, row: usize) -> Row {
+        (0..self.width)
+            .map(|c| self.field(row, c).map(<[u8]>::to_vec))
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+        self.rows = 0;
+    }
+}
+
 /// A row with its predictions (one slot per server column).
 struct Done {
     seq: u64,
@@ -103,7 +150,7 @@ pub struct Rewriter {
     /// The result formats the server was asked for (Bind's list).
     server_formats: Vec<i16>,
     layout: Option<Arc<Layout>>,
-    batch: Vec<Row>,
+    batch: Batch,
     ranked: Vec<Done>,
     seq: u64,
     skipped: u64,
@@ -141,7 +188,7 @@ fn put_prediction(
     let at = out.len();
     out.put_i32(0);
     match (p, func.returns_array(), format) {
-        (Prediction::Scalar(x), false, 0) => out.put_slice(float4_text(*x).as_bytes()),
+        (Prediction::Scalar(x), false, 0) => put_float4_text(*x, out),
         (Prediction::Scalar(x), false, _) => float4_binary(*x, out),
         (Prediction::Vector(xs), true, 0) => out.put_slice(float4_array_text(xs).as_bytes()),
         (Prediction::Vector(xs), true, _) => float4_array_binary(xs, out),
@@ -180,7 +227,7 @@ impl Plan {
             formats: result_formats.to_vec(),
             server_formats: server_formats.to_vec(),
             layout: self.shape.layout.lock().clone(),
-            batch: Vec::new(),
+            batch: Batch::default(),
             ranked: Vec::new(),
             seq: 0,
             skipped: 0,
@@ -315,8 +362,8 @@ impl Rewriter {
                         "a DataRow arrived before any RowDescription of this statement; Describe it first".into(),
                     ));
                 }
-                self.batch.push(wire::parse_data_row(body)?);
-                if self.batch.len() >= BATCH {
+                self.batch.push(body)?;
+                if self.batch.rows >= BATCH {
                     self.process_batch(out)?;
                 }
                 Ok(())
@@ -460,10 +507,18 @@ impl Rewriter {
     }
 
     fn process_batch(&mut self, out: &mut BytesMut) -> MlResult<()> {
-        if self.batch.is_empty() {
+        if self.batch.rows == 0 {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.batch);
+        let result = self.predict_batch(&rows, out);
+        // The buffers are kept for the next batch.
+        self.batch = rows;
+        self.batch.clear();
+        result
+    }
+
+    fn predict_batch(&mut self, rows: &Batch, out: &mut BytesMut) -> MlResult<()> {
         if self.shape.order.is_empty() && self.limit_reached() {
             return Ok(());
         }
@@ -491,8 +546,8 @@ impl Rewriter {
                 })?;
             let mut which = Vec::new();
             let mut inputs = Vec::new();
-            for (ri, row) in rows.iter().enumerate() {
-                if let Some(Some(value)) = row.get(ci) {
+            for ri in 0..rows.rows {
+                if let Some(value) = rows.field(ri, ci) {
                     inputs.push(self.features(input, ci, value, call)?);
                     which.push(ri);
                 }
@@ -508,13 +563,13 @@ impl Rewriter {
                     inputs.len()
                 )));
             }
-            let mut column = vec![None; rows.len()];
+            let mut column = vec![None; rows.rows];
             for (ri, p) in which.into_iter().zip(results) {
                 column[ri] = Some(p);
             }
             preds[ci] = column;
         }
-        for (ri, fields) in rows.into_iter().enumerate() {
+        for ri in 0..rows.rows {
             let pred = |ci: usize| {
                 preds
                     .get(ci)
@@ -529,14 +584,14 @@ impl Rewriter {
             }
             self.seq += 1;
             if self.shape.order.is_empty() {
-                self.emit(&layout, &fields, pred, out)?;
+                self.emit(&layout, |ci| rows.field(ri, ci), pred, out)?;
             } else {
                 let key = self.shape.order.iter().map(|k| value(k.marker)).collect();
                 self.ranked.push(Done {
                     seq: self.seq,
                     key,
                     preds: (0..layout.cols.len()).map(|ci| pred(ci).cloned()).collect(),
-                    fields,
+                    fields: rows.owned(ri),
                 });
                 self.prune();
             }
@@ -577,16 +632,17 @@ impl Rewriter {
             .ok_or_else(|| MlError::Internal("rows without a RowDescription".into()))?;
         for done in &ranked {
             let pred = |ci: usize| done.preds.get(ci).and_then(|p| p.as_ref());
-            self.emit(&layout, &done.fields, pred, out)?;
+            let field = |ci: usize| done.fields.get(ci).and_then(|f| f.as_deref());
+            self.emit(&layout, field, pred, out)?;
         }
         Ok(())
     }
 
     /// Sends one row, after the proxy's OFFSET and within its LIMIT.
-    fn emit<'p>(
+    fn emit<'f, 'p>(
         &mut self,
         layout: &Layout,
-        fields: &Row,
+        field: impl Fn(usize) -> Option<&'f [u8]>,
         pred: impl Fn(usize) -> Option<&'p Prediction>,
         out: &mut BytesMut,
     ) -> MlResult<()> {
@@ -608,8 +664,8 @@ impl Rewriter {
             for (ci, col) in layout.cols.iter().enumerate() {
                 match col {
                     Col::Hidden { .. } => {}
-                    Col::Pass { .. } => match fields.get(ci) {
-                        Some(Some(v)) => {
+                    Col::Pass { .. } => match field(ci) {
+                        Some(v) => {
                             b.put_i32(v.len() as i32);
                             b.put_slice(v);
                         }

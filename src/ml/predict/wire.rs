@@ -89,21 +89,23 @@ pub fn write_row_description(out: &mut BytesMut, fields: &[Field]) {
     });
 }
 
-/// The values of a DataRow; `None` is NULL.
-pub fn parse_data_row(body: &[u8]) -> MlResult<Vec<Option<Vec<u8>>>> {
+/// The field spans of a DataRow body, in order: `Some((start, end))` into
+/// `body`, `None` for NULL. Checked against the body's length.
+pub fn data_row_spans(body: &[u8], mut span: impl FnMut(Option<(usize, usize)>)) -> MlResult<()> {
     const WHAT: &str = "DataRow";
     let mut pos = 0;
     let n = be16(take(body, &mut pos, 2, WHAT)?);
-    let mut values = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n {
         let len = be32(take(body, &mut pos, 4, WHAT)?);
         if len < 0 {
-            values.push(None);
+            span(None);
         } else {
-            values.push(Some(take(body, &mut pos, len as usize, WHAT)?.to_vec()));
+            let start = pos;
+            take(body, &mut pos, len as usize, WHAT)?;
+            span(Some((start, pos)));
         }
     }
-    Ok(values)
+    Ok(())
 }
 
 pub fn command_complete(out: &mut BytesMut, tag: &str) {
@@ -143,10 +145,9 @@ mod tests {
     #[test]
     fn data_row_with_null_and_truncation() {
         let body = [0, 2, 0, 0, 0, 1, b'x', 255, 255, 255, 255];
-        assert_eq!(
-            parse_data_row(&body).unwrap(),
-            vec![Some(b"x".to_vec()), None]
-        );
-        assert!(parse_data_row(&body[..5]).is_err());
+        let mut spans = Vec::new();
+        data_row_spans(&body, |s| spans.push(s)).unwrap();
+        assert_eq!(spans, vec![Some((6, 7)), None]);
+        assert!(data_row_spans(&body[..5], |_| {}).is_err());
     }
 }
