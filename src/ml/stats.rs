@@ -21,8 +21,15 @@ pub struct MlStats {
     recorder: PrometheusRecorder,
     started: AtomicU64,
     failed: AtomicU64,
-    /// Predictions served per project (rows, not queries).
-    predictions: DashMap<String, AtomicU64>,
+    /// Per project: predictions served (rows, not queries) and the
+    /// registered metric handles, so a prediction costs no registry lookup.
+    predictions: DashMap<String, ProjectStats>,
+}
+
+struct ProjectStats {
+    rows: AtomicU64,
+    counter: metrics::Counter,
+    latency: metrics::Histogram,
 }
 
 impl Default for MlStats {
@@ -78,30 +85,32 @@ impl MlStats {
 
     /// One batch of `rows` predictions for `project`, computed in `elapsed`.
     pub fn predicted(&self, project: &str, rows: usize, elapsed: Duration) {
-        match self.predictions.get(project) {
-            Some(n) => {
-                n.fetch_add(rows as u64, Ordering::Relaxed);
-            }
-            None => {
-                self.predictions
-                    .entry(project.to_string())
-                    .or_default()
-                    .fetch_add(rows as u64, Ordering::Relaxed);
-            }
+        let record = |s: &ProjectStats| {
+            s.rows.fetch_add(rows as u64, Ordering::Relaxed);
+            s.counter.increment(rows as u64);
+            s.latency.record(elapsed.as_secs_f64());
+        };
+        if let Some(s) = self.predictions.get(project) {
+            return record(&s);
         }
-        let project = project.to_string();
-        with_local_recorder(&self.recorder, || {
-            counter!("pgmlcat_predictions_total", "project" => project.clone())
-                .increment(rows as u64);
-            histogram!("pgmlcat_prediction_seconds", "project" => project)
-                .record(elapsed.as_secs_f64());
-        });
+        let stats = self
+            .predictions
+            .entry(project.to_string())
+            .or_insert_with(|| {
+                let label = project.to_string();
+                with_local_recorder(&self.recorder, || ProjectStats {
+                    rows: AtomicU64::new(0),
+                    counter: counter!("pgmlcat_predictions_total", "project" => label.clone()),
+                    latency: histogram!("pgmlcat_prediction_seconds", "project" => label),
+                })
+            });
+        record(&stats);
     }
 
     pub fn predictions(&self, project: &str) -> u64 {
         self.predictions
             .get(project)
-            .map_or(0, |n| n.load(Ordering::Relaxed))
+            .map_or(0, |s| s.rows.load(Ordering::Relaxed))
     }
 
     pub fn trainings(&self) -> (u64, u64) {
