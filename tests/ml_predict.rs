@@ -492,3 +492,47 @@ fn array_element_types_and_constants_as_parameters() {
     }
     assert_eq!(ok(&proxy, "SELECT count(*) FROM flowers").trim(), "150");
 }
+
+/// The proxy's server-side statements survive what a client does to the
+/// session: DEALLOCATE ALL and DISCARD ALL on the same server connection
+/// (session mode) make pgmlcat prepare again, and the answers stay right.
+#[test]
+fn server_statements_survive_deallocate_and_discard() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "session", 2));
+    ok(&proxy, "SELECT pgml.load_dataset('iris')");
+    ok(
+        &proxy,
+        "CREATE TABLE flowers AS SELECT row_number() OVER () AS id, * FROM pgml.iris",
+    );
+    ok(&proxy, "SELECT * FROM pgml.train('width', 'regression', 'pgml.iris', 'petal_width', algorithm => 'lightgbm')");
+    let model = stored_model(&pg, "width", Task::Regression);
+    let features = floats(&pg.psql(
+        "app",
+        "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8, target::float8) FROM flowers WHERE id = 9",
+    ));
+    let want = model
+        .predict(Array2::from_shape_vec((1, 4), features).unwrap().view())
+        .unwrap()[[0, 0]] as f32;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = connect(&proxy.url("app", "app_pw", "app")).await;
+        let predict = "SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length, target]) FROM flowers WHERE id = 9";
+        for reset in ["", "DEALLOCATE ALL", "DISCARD ALL", "DEALLOCATE ALL"] {
+            if !reset.is_empty() {
+                client.simple_query(reset).await.expect(reset);
+            }
+            for _ in 0..2 {
+                let rows = client.simple_query(predict).await.expect(reset);
+                let tokio_postgres::SimpleQueryMessage::Row(r) = &rows[1] else {
+                    panic!("no row after {reset:?}")
+                };
+                assert_eq!(r.get(0).unwrap().parse::<f32>().unwrap(), want, "{reset}");
+                let stmt = client.prepare(predict).await.expect("prepare");
+                let w: f32 = client.query_one(&stmt, &[]).await.expect(reset).get(0);
+                assert_eq!(w, want, "{reset}");
+            }
+        }
+    });
+}

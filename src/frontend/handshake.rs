@@ -18,14 +18,18 @@ use crate::net::messages;
 use crate::net::startup::{self, Startup, StartupPacket};
 use crate::net::stream::Stream;
 
-/// What a finished handshake hands on.
+/// What a finished handshake hands on. `greeting` holds AuthenticationOk
+/// and the ParameterStatus messages, not yet sent: the caller adds
+/// BackendKeyData and ReadyForQuery and writes them all at once (one
+/// wakeup of the client, as Postgres does).
 pub enum LoggedIn {
     Pool {
         pool: Arc<Pool>,
         startup: Startup,
+        greeting: BytesMut,
     },
     /// The admin console.
-    Admin,
+    Admin { greeting: BytesMut },
 }
 
 /// Outcome of reading the opening packets.
@@ -152,8 +156,7 @@ pub async fn login(
         ] {
             messages::parameter_status(&mut out, name, value);
         }
-        stream.write_all(&out).await?;
-        return Ok(LoggedIn::Admin);
+        return Ok(LoggedIn::Admin { greeting: out });
     }
     if !registry.has_database(&database) {
         return Err(Error::UnknownDatabase(database));
@@ -182,8 +185,11 @@ pub async fn login(
         let value = client.get(name).unwrap_or(value);
         messages::parameter_status(&mut out, name, value);
     }
-    stream.write_all(&out).await?;
-    Ok(LoggedIn::Pool { pool, startup })
+    Ok(LoggedIn::Pool {
+        pool,
+        startup,
+        greeting: out,
+    })
 }
 
 async fn md5_exchange(

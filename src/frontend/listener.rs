@@ -81,8 +81,8 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
         ))
     });
     let logged_in = match opened {
-        Ok(Some(super::handshake::LoggedIn::Admin)) => {
-            let mut out = BytesMut::new();
+        Ok(Some(super::handshake::LoggedIn::Admin { greeting })) => {
+            let mut out = greeting;
             messages::backend_key_data(&mut out, 0, 0);
             messages::ready_for_query(&mut out, TxStatus::Idle);
             if stream.write_all(&out).await.is_ok() {
@@ -92,7 +92,11 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
             }
             return;
         }
-        Ok(Some(super::handshake::LoggedIn::Pool { pool, startup })) => (pool, startup),
+        Ok(Some(super::handshake::LoggedIn::Pool {
+            pool,
+            startup,
+            greeting,
+        })) => (pool, startup, greeting),
         Ok(None) | Err(Error::ClientGone) => return,
         Err(e) => {
             tracing::info!(client = %peer, error = %e, "client login failed");
@@ -102,12 +106,11 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let (pool, startup) = logged_in;
+    let (pool, startup, mut out) = logged_in;
     if config.general.log_client_connections {
         tracing::info!(client = %peer, database = %pool.database, user = %pool.user, "client connected");
     }
     let cancel = app.cancels.register();
-    let mut out = BytesMut::new();
     messages::backend_key_data(&mut out, cancel.pid, super::cancel::secret_of(&cancel));
     messages::ready_for_query(&mut out, TxStatus::Idle);
     if stream.write_all(&out).await.is_err() {
