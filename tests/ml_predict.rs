@@ -19,9 +19,13 @@ fn ok(proxy: &Proxy, sql: &str) -> String {
 }
 
 fn setup() -> (PgCluster, Proxy) {
+    setup_in("transaction")
+}
+
+fn setup_in(pool_mode: &str) -> (PgCluster, Proxy) {
     let pg = PgCluster::start();
     let port = free_port();
-    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 4));
+    let proxy = Proxy::start(port, &simple_config(port, &pg, pool_mode, 4));
     ok(&proxy, "SELECT pgml.load_dataset('iris')");
     ok(
         &proxy,
@@ -498,27 +502,12 @@ fn array_element_types_and_constants_as_parameters() {
 /// (session mode) make pgmlcat prepare again, and the answers stay right.
 #[test]
 fn server_statements_survive_deallocate_and_discard() {
-    let pg = PgCluster::start();
-    let port = free_port();
-    let proxy = Proxy::start(port, &simple_config(port, &pg, "session", 2));
-    ok(&proxy, "SELECT pgml.load_dataset('iris')");
-    ok(
-        &proxy,
-        "CREATE TABLE flowers AS SELECT row_number() OVER () AS id, * FROM pgml.iris",
-    );
-    ok(&proxy, "SELECT * FROM pgml.train('width', 'regression', 'pgml.iris', 'petal_width', algorithm => 'lightgbm')");
-    let model = stored_model(&pg, "width", Task::Regression);
-    let features = floats(&pg.psql(
-        "app",
-        "SELECT concat_ws(',', sepal_length::float8, sepal_width::float8, petal_length::float8, target::float8) FROM flowers WHERE id = 9",
-    ));
-    let want = model
-        .predict(Array2::from_shape_vec((1, 4), features).unwrap().view())
-        .unwrap()[[0, 0]] as f32;
+    let (pg, proxy) = setup_in("session");
+    let want = width_by_id(&pg)[[8, 0]] as f32;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = connect(&proxy.url("app", "app_pw", "app")).await;
-        let predict = "SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length, target]) FROM flowers WHERE id = 9";
+        let predict = "SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers WHERE id = 9";
         for reset in ["", "DEALLOCATE ALL", "DISCARD ALL", "DEALLOCATE ALL"] {
             if !reset.is_empty() {
                 client.simple_query(reset).await.expect(reset);

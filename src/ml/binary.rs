@@ -5,13 +5,7 @@
 
 use crate::ml::error::{MlError, MlResult};
 
-pub const BOOL: u32 = 16;
-pub const INT8: u32 = 20;
-pub const INT2: u32 = 21;
-pub const INT4: u32 = 23;
-pub const FLOAT4: u32 = 700;
-pub const FLOAT8: u32 = 701;
-pub const NUMERIC: u32 = 1700;
+pub use crate::net::oid::{BOOL, FLOAT4, FLOAT8, INT2, INT4, INT8, NUMERIC};
 
 /// The element type of a numeric or boolean array type.
 pub fn element_of(array_oid: u32) -> Option<u32> {

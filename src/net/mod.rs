@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod codec;
 pub mod messages;
+pub mod oid;
 pub mod socket;
 pub mod startup;
 pub mod stream;

@@ -392,16 +392,7 @@ pub fn plan(sql: &str) -> Result<Option<Plan>, Error> {
 }
 
 /// Type oids pgmlcat compares and adds by value.
-pub mod oid {
-    pub const BOOL: u32 = 16;
-    pub const INT8: u32 = 20;
-    pub const INT2: u32 = 21;
-    pub const INT4: u32 = 23;
-    pub const OID: u32 = 26;
-    pub const FLOAT4: u32 = 700;
-    pub const FLOAT8: u32 = 701;
-    pub const NUMERIC: u32 = 1700;
-}
+pub use crate::net::oid;
 
 /// A decimal as (mantissa, scale): exact sums of ints and numerics.
 fn decimal(s: &str) -> Option<(i128, u32)> {

@@ -133,14 +133,20 @@ fn find_quote_end(b: &[u8], start: usize, q: u8) -> Option<usize> {
 /// marker must appear exactly once, else None (the caller plans the
 /// statement itself).
 pub fn restore(template: &str, literals: &[String]) -> Option<String> {
+    replace_markers(template, literals.len(), |k| literals[k - 1].clone())
+}
+
+/// Markers 1..=n each replaced by `with(k)`; None unless each appears
+/// exactly once.
+fn replace_markers(template: &str, n: usize, with: impl Fn(usize) -> String) -> Option<String> {
     let mut out = template.to_string();
     // Highest markers first, so $9000001 never eats part of $90000012.
-    for k in (1..=literals.len()).rev() {
+    for k in (1..=n).rev() {
         let m = marker(k);
         if out.matches(&m).count() != 1 {
             return None;
         }
-        out = out.replacen(&m, &literals[k - 1], 1);
+        out = out.replacen(&m, &with(k), 1);
     }
     Some(out)
 }
@@ -153,14 +159,7 @@ pub fn restore(template: &str, literals: &[String]) -> Option<String> {
 /// parameter faithfully (backslashes, odd numbers): the caller sends the
 /// literal text.
 pub fn parameterize(template: &str, literals: &[String]) -> Option<Parameters> {
-    let mut sql = template.to_string();
-    for k in (1..=literals.len()).rev() {
-        let m = marker(k);
-        if sql.matches(&m).count() != 1 {
-            return None;
-        }
-        sql = sql.replacen(&m, &format!("${k}"), 1);
-    }
+    let sql = replace_markers(template, literals.len(), |k| format!("${k}"))?;
     let mut types = Vec::with_capacity(literals.len());
     let mut values = Vec::with_capacity(literals.len());
     for lit in literals {
@@ -180,9 +179,7 @@ pub struct Parameters {
 }
 
 fn parameter(lit: &str) -> Option<(u32, String)> {
-    const INT4: u32 = 23;
-    const INT8: u32 = 20;
-    const NUMERIC: u32 = 1700;
+    use crate::net::oid::{INT4, INT8, NUMERIC};
     if let Some(quoted) = lit.strip_prefix('\'').and_then(|l| l.strip_suffix('\'')) {
         // With standard_conforming_strings off a backslash escapes.
         if quoted.contains('\\') {

@@ -54,7 +54,7 @@ enum Input {
 impl Input {
     fn of(type_oid: u32) -> Input {
         match type_oid {
-            25 => Input::Json,
+            crate::net::oid::TEXT => Input::Json,
             t if binary::element_of(t).is_some() => Input::Array,
             t => Input::Other(t),
         }
