@@ -274,21 +274,7 @@ impl Session {
         match (portal, fan_out) {
             (None, true) => frontend::query(&server_sql, &mut msg)?,
             (None, false) => {
-                let (name, sql, types, values) = match &plan.server_form {
-                    ServerForm::Fixed => (
-                        statement_name(&server_sql, &[]),
-                        &server_sql,
-                        &[][..],
-                        &[][..],
-                    ),
-                    ServerForm::Params(p) => (
-                        statement_name(&p.sql, &p.types),
-                        &p.sql,
-                        &p.types[..],
-                        &p.values[..],
-                    ),
-                    ServerForm::OneOff => (String::new(), &server_sql, &[][..], &[][..]),
-                };
+                let (name, sql, types, values) = simple_statement(plan, &server_sql);
                 if !self.server_knows(&name) {
                     frontend::parse(&name, sql, types.iter().copied(), &mut msg)?;
                     prepared_as = (!name.is_empty()).then(|| name.clone());
@@ -570,6 +556,24 @@ impl Session {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// The server statement of a simple-protocol execution: its name (empty:
+/// unnamed), text, parameter types and parameter values.
+fn simple_statement<'a>(
+    plan: &'a Plan,
+    server_sql: &'a str,
+) -> (String, &'a str, &'a [u32], &'a [String]) {
+    match &plan.server_form {
+        ServerForm::Fixed => (statement_name(server_sql, &[]), server_sql, &[], &[]),
+        ServerForm::Params(p) => (
+            statement_name(&p.sql, &p.types),
+            &p.sql,
+            &p.types,
+            &p.values,
+        ),
+        ServerForm::OneOff => (String::new(), server_sql, &[], &[]),
     }
 }
 
