@@ -32,18 +32,14 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
     let mut last: u8 = b' ';
     while i < b.len() {
         let c = b[i];
-        match c {
+        // A token copied whole: (its end, whether it is a compared
+        // constant, what `last` becomes).
+        let token = match c {
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
             b'/' if b.get(i + 1) == Some(&b'*') => return None,
             b'$' => return None,
-            b'"' => {
-                // A quoted identifier: copied as is.
-                let end = find_quote_end(b, i, b'"')?;
-                key.push_str(&sql[i..end]);
-                i = end;
-                last = b'"';
-                continue;
-            }
+            // A quoted identifier: copied as is.
+            b'"' => Some((find_quote_end(b, i, b'"')?, false, b'"')),
             b'\'' => {
                 let end = find_quote_end(b, i, b'\'')?;
                 // E'..', U&'..', B'..', X'..' prefixes: leave alone.
@@ -51,15 +47,7 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
                     .chars()
                     .last()
                     .is_some_and(|p| p.is_ascii_alphanumeric() || p == '&');
-                if after_comparison(last) && !prefixed {
-                    literals.push(sql[i..end].to_string());
-                    key.push_str(&marker(literals.len()));
-                } else {
-                    key.push_str(&sql[i..end]);
-                }
-                i = end;
-                last = b'\'';
-                continue;
+                Some((end, after_comparison(last) && !prefixed, b'\''))
             }
             b'0'..=b'9' if !ident_char(key.as_bytes().last().copied()) => {
                 let mut end = i;
@@ -70,17 +58,21 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
                 let glued = b
                     .get(end)
                     .is_some_and(|&n| n.is_ascii_alphanumeric() || n == b'_');
-                if after_comparison(last) && !glued {
-                    literals.push(sql[i..end].to_string());
-                    key.push_str(&marker(literals.len()));
-                } else {
-                    key.push_str(&sql[i..end]);
-                }
-                i = end;
-                last = b'0';
-                continue;
+                Some((end, after_comparison(last) && !glued, b'0'))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some((end, compared, kind)) = token {
+            let text = &sql[i..end];
+            if compared {
+                literals.push(text.to_string());
+                key.push_str(&marker(literals.len()));
+            } else {
+                key.push_str(text);
+            }
+            i = end;
+            last = kind;
+            continue;
         }
         let ch_len = utf8_len(c);
         key.push_str(&sql[i..(i + ch_len).min(sql.len())]);
