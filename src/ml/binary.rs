@@ -25,11 +25,13 @@ fn bad(what: &str) -> MlError {
     MlError::Internal(format!("malformed binary {what} from the server"))
 }
 
-fn be_i16(b: &[u8]) -> i16 {
+/// Big-endian integers from the first bytes of `b` (the caller checked
+/// the length).
+pub fn be_i16(b: &[u8]) -> i16 {
     i16::from_be_bytes([b[0], b[1]])
 }
 
-fn be_i32(b: &[u8]) -> i32 {
+pub fn be_i32(b: &[u8]) -> i32 {
     i32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
@@ -137,11 +139,16 @@ pub fn array_each(b: &[u8], mut f: impl FnMut(Option<f64>)) -> MlResult<()> {
 /// The elements of an array of numbers or booleans in Postgres' text form
 /// (`{1,2.5,NULL}`, `{{t,f},{f,t}}`, `[0:1]={1,2}`), flattened.
 pub fn text_array(s: &[u8], out: &mut Vec<Option<f64>>) -> MlResult<()> {
+    text_array_each(s, |v| out.push(v))
+}
+
+/// `text_array`, handing each element to `f` (in order) instead of collecting.
+pub fn text_array_each(s: &[u8], mut f: impl FnMut(Option<f64>)) -> MlResult<()> {
     let bad_text = || MlError::Internal("malformed array text from the server".into());
     // Explicit bounds (`[0:1]=`) come before the braces.
     let start = s.iter().position(|&c| c == b'{').ok_or_else(bad_text)?;
     let mut token: Vec<u8> = Vec::new();
-    let flush = |token: &mut Vec<u8>, out: &mut Vec<Option<f64>>| -> MlResult<()> {
+    let mut flush = |token: &mut Vec<u8>| -> MlResult<()> {
         if token.is_empty() {
             return Ok(());
         }
@@ -159,14 +166,14 @@ pub fn text_array(s: &[u8], out: &mut Vec<Option<f64>>) -> MlResult<()> {
                 ))
             })?)
         };
-        out.push(v);
+        f(v);
         token.clear();
         Ok(())
     };
     for &c in &s[start..] {
         match c {
             b'{' => {}
-            b'}' | b',' => flush(&mut token, out)?,
+            b'}' | b',' => flush(&mut token)?,
             b'"' => {
                 return Err(MlError::DatatypeMismatch(
                     "array features must be numbers or booleans, got text".into(),
@@ -175,7 +182,7 @@ pub fn text_array(s: &[u8], out: &mut Vec<Option<f64>>) -> MlResult<()> {
             _ => token.push(c),
         }
     }
-    flush(&mut token, out)
+    flush(&mut token)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! booleans (and arrays of them) travel as they are stored; other numbers
 //! are cast server-side to float8, strings to text.
 
-use super::binary;
+use super::binary::{self, be_i32};
 use super::db::Db;
 use super::error::{MlError, MlResult};
 use super::frame::{Column, ColumnData, Frame};
@@ -229,10 +229,6 @@ impl BinaryCopy {
         self.rows += 1;
         Ok(Some(pos))
     }
-}
-
-fn be_i32(b: &[u8]) -> i32 {
-    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn push_value(column: &mut ColumnData, pull: Pull, value: Option<&[u8]>) -> MlResult<()> {

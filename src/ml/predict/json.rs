@@ -1,6 +1,7 @@
 //! Decoding a replacement column of row features: `to_json(row)::text` as
-//! the server printed it (array features come as arrays: `ml::binary`). Objects (rows) must keep their key order, which
-//! `serde_json::Value` does not, hence the small visitor.
+//! the server printed it (array features come as arrays: `ml::binary`).
+//! Objects (rows) must keep their key order, which `serde_json::Value` does
+//! not, hence the small visitor.
 
 use std::fmt;
 

@@ -476,24 +476,24 @@ impl Rewriter {
         let func = call.func.name();
         match input {
             Input::Json => json::decode(value, call.input, func),
-            Input::Array if client_format(&self.server_formats, ci) == 1 => {
+            Input::Array => {
                 let mut dense = Vec::new();
                 let mut null = None;
-                binary::array_each(value, |v| match v {
+                let push = |v: Option<f64>| match v {
                     Some(v) => dense.push(v),
                     None => {
                         null.get_or_insert(dense.len());
                     }
-                })?;
+                };
+                if client_format(&self.server_formats, ci) == 1 {
+                    binary::array_each(value, push)?;
+                } else {
+                    binary::text_array_each(value, push)?;
+                }
                 match null {
                     Some(i) => Err(json::null_feature(i, func)),
                     None => Ok(Features::Array(dense)),
                 }
-            }
-            Input::Array => {
-                let mut flat = Vec::new();
-                binary::text_array(value, &mut flat)?;
-                json::dense(flat, func).map(Features::Array)
             }
             Input::Other(oid) => Err(MlError::DatatypeMismatch(format!(
                 "pgml.{func}: the features must be an array of numbers or booleans, or a row; \

@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::ml::binary::{be_i16, be_i32};
 use crate::ml::error::{MlError, MlResult};
 
 /// One field of a RowDescription.
@@ -28,18 +29,10 @@ fn take<'a>(body: &'a [u8], pos: &mut usize, n: usize, what: &str) -> MlResult<&
     Ok(s)
 }
 
-fn be16(b: &[u8]) -> i16 {
-    i16::from_be_bytes([b[0], b[1]])
-}
-
-fn be32(b: &[u8]) -> i32 {
-    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
 pub fn parse_row_description(body: &[u8]) -> MlResult<Vec<Field>> {
     const WHAT: &str = "RowDescription";
     let mut pos = 0;
-    let n = be16(take(body, &mut pos, 2, WHAT)?);
+    let n = be_i16(take(body, &mut pos, 2, WHAT)?);
     let mut fields = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n {
         let rest = body.get(pos..).ok_or_else(|| truncated(WHAT))?;
@@ -52,12 +45,12 @@ pub fn parse_row_description(body: &[u8]) -> MlResult<Vec<Field>> {
         let f = take(body, &mut pos, 18, WHAT)?;
         fields.push(Field {
             name,
-            table_oid: be32(&f[0..4]) as u32,
-            attnum: be16(&f[4..6]),
-            type_oid: be32(&f[6..10]) as u32,
-            typlen: be16(&f[10..12]),
-            typmod: be32(&f[12..16]),
-            format: be16(&f[16..18]),
+            table_oid: be_i32(&f[0..4]) as u32,
+            attnum: be_i16(&f[4..6]),
+            type_oid: be_i32(&f[6..10]) as u32,
+            typlen: be_i16(&f[10..12]),
+            typmod: be_i32(&f[12..16]),
+            format: be_i16(&f[16..18]),
         });
     }
     Ok(fields)
@@ -94,9 +87,9 @@ pub fn write_row_description(out: &mut BytesMut, fields: &[Field]) {
 pub fn data_row_spans(body: &[u8], mut span: impl FnMut(Option<(usize, usize)>)) -> MlResult<()> {
     const WHAT: &str = "DataRow";
     let mut pos = 0;
-    let n = be16(take(body, &mut pos, 2, WHAT)?);
+    let n = be_i16(take(body, &mut pos, 2, WHAT)?);
     for _ in 0..n {
-        let len = be32(take(body, &mut pos, 4, WHAT)?);
+        let len = be_i32(take(body, &mut pos, 4, WHAT)?);
         if len < 0 {
             span(None);
         } else {
