@@ -123,22 +123,8 @@ impl Session {
                     } else {
                         result_formats.clone()
                     };
-                    frontend::bind(
-                        "",
-                        "",
-                        param_formats,
-                        params.iter(),
-                        |v, buf| match v {
-                            Some(b) => {
-                                buf.extend_from_slice(b);
-                                Ok(postgres_protocol::IsNull::No)
-                            }
-                            None => Ok(postgres_protocol::IsNull::Yes),
-                        },
-                        server_formats,
-                        &mut out,
-                    )
-                    .map_err(|_| Error::protocol("could not re-encode Bind"))?;
+                    let params = params.iter().map(|v| v.as_deref());
+                    prepared::bind_portal("", &param_formats, params, &server_formats, &mut out)?;
                     bound = Some(Bound {
                         formats: result_formats,
                     });

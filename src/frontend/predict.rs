@@ -223,7 +223,7 @@ impl Session {
             frontend::describe(b'S', "", &mut msg)?;
         } else {
             let formats = plan.server_result_formats(&portal.result_formats);
-            self.bind_for_server(portal, "", &formats, &mut msg)?;
+            bind_client_portal(portal, "", &formats, &mut msg)?;
             frontend::describe(b'P', "", &mut msg)?;
         }
         frontend::sync(&mut msg);
@@ -279,19 +279,8 @@ impl Session {
                     frontend::parse(&name, sql, types.iter().copied(), &mut msg)?;
                     prepared_as = (!name.is_empty()).then(|| name.clone());
                 }
-                frontend::bind(
-                    "",
-                    &name,
-                    std::iter::empty(),
-                    values.iter(),
-                    |v, buf| {
-                        buf.extend_from_slice(v.as_bytes());
-                        Ok(postgres_protocol::IsNull::No)
-                    },
-                    server_formats.iter().copied(),
-                    &mut msg,
-                )
-                .map_err(|_| Error::protocol("could not encode Bind"))?;
+                let params = values.iter().map(|v| Some(v.as_bytes()));
+                prepared::bind_portal(&name, &[], params, &server_formats, &mut msg)?;
                 // The simple protocol's client gets a RowDescription.
                 frontend::describe(b'P', "", &mut msg)?;
                 frontend::execute("", 0, &mut msg)?;
@@ -309,7 +298,7 @@ impl Session {
                         prepared_as = Some(name.clone());
                     }
                 }
-                self.bind_for_server(p, &name, &server_formats, &mut msg)?;
+                bind_client_portal(p, &name, &server_formats, &mut msg)?;
                 if fan_out || !plan.knows_layout() {
                     frontend::describe(b'P', "", &mut msg)?;
                 }
@@ -431,33 +420,6 @@ impl Session {
                 .is_some_and(|s| s.server.prepared.contains(name))
     }
 
-    /// Bind of the unnamed portal with the client's parameters and the
-    /// result formats the server must use.
-    fn bind_for_server(
-        &self,
-        p: &PredictPortal,
-        statement: &str,
-        formats: &[i16],
-        out: &mut BytesMut,
-    ) -> Result<()> {
-        frontend::bind(
-            "",
-            statement,
-            p.param_formats.iter().copied(),
-            p.params.iter(),
-            |v, buf| match v {
-                Some(b) => {
-                    buf.extend_from_slice(b);
-                    Ok(postgres_protocol::IsNull::No)
-                }
-                None => Ok(postgres_protocol::IsNull::Yes),
-            },
-            formats.iter().copied(),
-            out,
-        )
-        .map_err(|_| Error::protocol("could not re-encode Bind"))
-    }
-
     /// One exchange on the held server, ending at its ReadyForQuery; the
     /// answer goes through `rewriter` to the client. RowDescriptions reach
     /// the client only when `describe`.
@@ -557,6 +519,17 @@ impl Session {
             None => Ok(()),
         }
     }
+}
+
+/// Bind for a client's portal: its parameters as it sent them.
+fn bind_client_portal(
+    p: &PredictPortal,
+    statement: &str,
+    result_formats: &[i16],
+    out: &mut BytesMut,
+) -> Result<()> {
+    let params = p.params.iter().map(|v| v.as_deref());
+    prepared::bind_portal(statement, &p.param_formats, params, result_formats, out)
 }
 
 /// The server statement of a simple-protocol execution: its name (empty:

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
-use crate::errors::Result;
+use crate::errors::{Error, Result};
 use crate::net::codec::{cstr, read_i16, read_i32};
 
 /// A statement as the servers know it.
@@ -117,7 +117,7 @@ pub fn bind_params(msg: &[u8]) -> Result<Vec<BindParam<'_>>> {
         let end = pos + len as usize;
         let value = msg
             .get(pos..end)
-            .ok_or_else(|| crate::errors::Error::protocol("Bind parameter truncated"))?;
+            .ok_or_else(|| Error::protocol("Bind parameter truncated"))?;
         params.push((Some(value), binary));
         pos = end;
     }
@@ -153,7 +153,7 @@ pub fn bind_parts(msg: &[u8]) -> Result<BindParts> {
         let end = pos + len as usize;
         params.push(Some(
             msg.get(pos..end)
-                .ok_or_else(|| crate::errors::Error::protocol("Bind parameter truncated"))?
+                .ok_or_else(|| Error::protocol("Bind parameter truncated"))?
                 .to_vec(),
         ));
         pos = end;
@@ -178,7 +178,7 @@ pub fn rename_bind(msg: &[u8], at: usize, end: usize, global: &str) -> Bytes {
 pub fn target(msg: &[u8]) -> Result<(u8, &str)> {
     let kind = *msg
         .get(5)
-        .ok_or_else(|| crate::errors::Error::protocol("Describe/Close without a target"))?;
+        .ok_or_else(|| Error::protocol("Describe/Close without a target"))?;
     let (name, _) = cstr(msg, 6)?;
     Ok((kind, name))
 }
@@ -192,6 +192,34 @@ pub fn describe_statement(global: &str) -> Bytes {
     out.put_slice(global.as_bytes());
     out.put_u8(0);
     out.freeze()
+}
+
+/// Bind of the unnamed portal to `statement` with the parameters (text or
+/// binary per `param_formats`; None is NULL) and the result formats the
+/// server must use.
+pub fn bind_portal<'a>(
+    statement: &str,
+    param_formats: &[i16],
+    params: impl IntoIterator<Item = Option<&'a [u8]>>,
+    result_formats: &[i16],
+    out: &mut BytesMut,
+) -> Result<()> {
+    postgres_protocol::message::frontend::bind(
+        "",
+        statement,
+        param_formats.iter().copied(),
+        params,
+        |v, buf| match v {
+            Some(b) => {
+                buf.extend_from_slice(b);
+                Ok(postgres_protocol::IsNull::No)
+            }
+            None => Ok(postgres_protocol::IsNull::Yes),
+        },
+        result_formats.iter().copied(),
+        out,
+    )
+    .map_err(|_| Error::protocol("could not encode Bind"))
 }
 
 #[cfg(test)]
