@@ -35,7 +35,8 @@ impl TxStatus {
 }
 
 /// Writes a tagged message whose body is produced by `body`.
-fn tagged(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+/// Writes a complete message: tag, length, then what `body` puts.
+pub fn tagged(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     buf.put_u8(tag);
     let at = buf.len();
     buf.put_i32(0);

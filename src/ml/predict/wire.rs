@@ -6,6 +6,9 @@ use bytes::{BufMut, BytesMut};
 use crate::ml::binary::{be_i16, be_i32};
 use crate::ml::error::{MlError, MlResult};
 
+/// The message writers the rewriter shares with the rest of the proxy.
+pub use crate::net::messages::{command_complete, tagged as message};
+
 /// One field of a RowDescription.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
@@ -56,16 +59,6 @@ pub fn parse_row_description(body: &[u8]) -> MlResult<Vec<Field>> {
     Ok(fields)
 }
 
-/// Writes a complete message (tag, length, body).
-pub fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
-    out.put_u8(tag);
-    let at = out.len();
-    out.put_i32(0);
-    body(out);
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-}
-
 pub fn write_row_description(out: &mut BytesMut, fields: &[Field]) {
     message(out, b'T', |b| {
         b.put_i16(fields.len() as i16);
@@ -99,13 +92,6 @@ pub fn data_row_spans(body: &[u8], mut span: impl FnMut(Option<(usize, usize)>))
         }
     }
     Ok(())
-}
-
-pub fn command_complete(out: &mut BytesMut, tag: &str) {
-    message(out, b'C', |b| {
-        b.put_slice(tag.as_bytes());
-        b.put_u8(0);
-    });
 }
 
 /// The tag of a CommandComplete body.
