@@ -3,11 +3,18 @@
 #
 # Builds a throwaway PostgreSQL 15 cluster on a free loopback port, loads it
 # with `pgbench -i -s 10`, starts PgBouncer and pgmlcat in front of it (both in
-# transaction mode, same pool size), then runs `pgbench -S` against the three
+# transaction mode, same pool size), then runs `pgbench -S` against the
 # targets, interleaved (round -> scenario -> target) so that drift on the
 # machine hits every target alike. Prints the median TPS per scenario and the
 # ratios between targets, and writes the same table as markdown to
 # benches/results/pgbench-<date>.md.
+#
+# A fourth target, `floor`, is benches/floor_proxy.c: the cheapest possible
+# TCP proxy (1:1 connections, one recv + one send per message, no parsing).
+# It runs in the 16-client simple and extended scenarios and bounds what any
+# proxy can reach on this machine. A second table gives each proxy's own cost
+# per transaction, from /proc: user and system CPU microseconds, and the
+# times it was preempted (involuntary context switches).
 #
 # Usage: benches/pgbench.sh            (from anywhere; paths are repo-relative)
 #
@@ -23,6 +30,7 @@
 #   NO_BUILD=1         do not run `cargo build --release` when it is missing
 #   SKIP_PGMLCAT=1     do not start pgmlcat at all; its columns print n/a
 #   PGMLCAT_LOG_LEVEL  --log-level passed to pgmlcat (default warn)
+#   NO_FLOOR=1         do not build and run benches/floor_proxy.c
 #   PG_BIN             PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
 #   RESULTS_DIR        where the markdown goes (default benches/results)
 #
@@ -42,6 +50,7 @@ SCENARIOS="${SCENARIOS:-}"
 PGMLCAT_BIN="${PGMLCAT_BIN:-$REPO_ROOT/target/release/pgmlcat}"
 PGMLCAT_LOG_LEVEL="${PGMLCAT_LOG_LEVEL:-warn}"
 NO_BUILD="${NO_BUILD:-0}"
+NO_FLOOR="${NO_FLOOR:-0}"
 SKIP_PGMLCAT="${SKIP_PGMLCAT:-0}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/benches/results}"
@@ -102,11 +111,16 @@ version_ge() { # version_ge A B: A >= B
 TMP_DIR=""
 PG_STARTED=0
 PGMLCAT_PID=""
+FLOOR_PID=""
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
+  if [[ -n "$FLOOR_PID" ]]; then
+    kill -KILL "$FLOOR_PID" 2>/dev/null
+    wait "$FLOOR_PID" 2>/dev/null
+  fi
   if [[ -n "$PGMLCAT_PID" ]] && kill -0 "$PGMLCAT_PID" 2>/dev/null; then
     log "stopping pgmlcat (pid $PGMLCAT_PID)"
     kill -TERM "$PGMLCAT_PID" 2>/dev/null
@@ -272,16 +286,34 @@ EOF
   PGMLCAT_VERSION="$(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 fi
 
+# ---------------------------------------------------------------- floor
+# Not a pooler: one server connection per client. Run only where that does
+# not change what Postgres does much (16 clients, no -C), see the header.
+FLOOR_PORT=""
+if [[ "$NO_FLOOR" != 1 ]]; then
+  CC_BIN="$(command -v cc || command -v gcc || true)"
+  if [[ -n "$CC_BIN" ]] &&
+    "$CC_BIN" -O2 -o "$TMP_DIR/floor_proxy" "$SCRIPT_DIR/floor_proxy.c" 2>"$TMP_DIR/floor-cc.log"; then
+    FLOOR_PORT="$(free_port)"
+    "$TMP_DIR/floor_proxy" "$FLOOR_PORT" "$PG_PORT" >"$TMP_DIR/floor.log" 2>&1 </dev/null &
+    FLOOR_PID=$!
+    wait_ready floor "$FLOOR_PORT" "$FLOOR_PID" || { show_log_tail "$TMP_DIR/floor.log"; die "floor_proxy is not accepting connections"; }
+    log "floor_proxy on port $FLOOR_PORT"
+  else
+    log "no C compiler (or it failed, see $TMP_DIR/floor-cc.log): the floor column reads n/a"
+  fi
+fi
+
 # ---------------------------------------------------------------- scenarios
-# name mode clients connect-per-transaction
+# name mode clients connect-per-transaction floor
 ALL_SCENARIOS=(
-  "simple-16 simple 16 0"
-  "extended-16 extended 16 0"
-  "prepared-16 prepared 16 0"
-  "simple-64 simple 64 0"
-  "extended-64 extended 64 0"
-  "prepared-64 prepared 64 0"
-  "connect-16 simple 16 1"
+  "simple-16 simple 16 0 1"
+  "extended-16 extended 16 0 1"
+  "prepared-16 prepared 16 0 0"
+  "simple-64 simple 64 0 0"
+  "extended-64 extended 64 0 0"
+  "prepared-64 prepared 64 0 0"
+  "connect-16 simple 16 1 0"
 )
 
 selected() { # name
@@ -301,42 +333,77 @@ for s in "${ALL_SCENARIOS[@]}"; do
 done
 ((${#RUN_SCENARIOS[@]} > 0)) || die "SCENARIOS='$SCENARIOS' matches none of: simple-16 extended-16 prepared-16 simple-64 extended-64 prepared-64 connect-16"
 
-TARGETS=(direct pgbouncer pgmlcat)
+TARGETS=(direct pgbouncer pgmlcat floor)
 target_port() {
   case $1 in
     direct) echo "$PG_PORT" ;;
     pgbouncer) echo "$BOUNCER_PORT" ;;
     pgmlcat) echo "$PGMLCAT_PORT" ;;
+    floor) echo "$FLOOR_PORT" ;;
+  esac
+}
+target_pid() {
+  case $1 in
+    pgbouncer) cat "$TMP_DIR/pgbouncer.pid" 2>/dev/null ;;
+    pgmlcat) echo "$PGMLCAT_PID" ;;
+    floor) echo "$FLOOR_PID" ;;
   esac
 }
 
-# results.tsv: round scenario target tps failed_txns exit_code
+# A process's user and system CPU in clock ticks, and its involuntary context
+# switches summed over its threads: "utime stime nonvoluntary".
+proc_cost() { # pid
+  local pid=$1 ut st inv=0 n
+  [[ -n "$pid" && -r "/proc/$pid/stat" ]] || { echo "0 0 0"; return; }
+  # Fields after the ")" that ends the command name: utime is the 12th.
+  read -r ut st < <(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12, $13}')
+  for n in $(awk '/^nonvoluntary_ctxt_switches/ {print $2}' /proc/"$pid"/task/*/status 2>/dev/null); do
+    inv=$((inv + n))
+  done
+  echo "$ut $st $inv"
+}
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
+# results.tsv: round scenario target tps failed_txns exit_code txns
+#              user_ticks sys_ticks involuntary_switches
 RESULTS="$TMP_DIR/results.tsv"
 : >"$RESULTS"
 
-runs_total=$((ROUNDS * ${#RUN_SCENARIOS[@]} * ${#TARGETS[@]}))
+skipped() { # target mode floor
+  [[ "$1" == floor && ("$3" != 1 || -z "$FLOOR_PORT") ]] ||
+    [[ "$1" == pgmlcat && "$SKIP_PGMLCAT" == 1 ]] ||
+    [[ "$1" == pgbouncer && "$2" == prepared && "$PGBOUNCER_PREPARED" != 1 ]]
+}
+runs_total=0
+for s in "${RUN_SCENARIOS[@]}"; do
+  read -r _ mode _ _ floor <<<"$s"
+  for target in "${TARGETS[@]}"; do
+    skipped "$target" "$mode" "$floor" || runs_total=$((runs_total + ROUNDS))
+  done
+done
 log "running $runs_total pgbench runs of ${DURATION}s (rounds=$ROUNDS pool_size=$POOL_SIZE)"
 run_no=0
 for round in $(seq 1 "$ROUNDS"); do
   for s in "${RUN_SCENARIOS[@]}"; do
-    read -r name mode clients connect <<<"$s"
+    read -r name mode clients connect floor <<<"$s"
     for target in "${TARGETS[@]}"; do
+      if skipped "$target" "$mode" "$floor"; then
+        printf '%s\t%s\t%s\tskip\t0\t0\t0\t0\t0\t0\n' "$round" "$name" "$target" >>"$RESULTS"
+        continue
+      fi
       run_no=$((run_no + 1))
-      if [[ "$target" == pgmlcat && "$SKIP_PGMLCAT" == 1 ]]; then
-        printf '%s\t%s\t%s\tskip\t0\t0\n' "$round" "$name" "$target" >>"$RESULTS"
-        continue
-      fi
-      if [[ "$target" == pgbouncer && "$mode" == prepared && "$PGBOUNCER_PREPARED" != 1 ]]; then
-        printf '%s\t%s\t%s\tskip\t0\t0\n' "$round" "$name" "$target" >>"$RESULTS"
-        continue
-      fi
       port="$(target_port "$target")"
+      pid="$(target_pid "$target")"
+      read -r ut0 st0 inv0 < <(proc_cost "$pid")
       out="$TMP_DIR/run-$round-$name-$target.log"
       args=(-S -T "$DURATION" -c "$clients" -j 2 -M "$mode" -n)
       [[ "$connect" == 1 ]] && args+=(-C)
       rc=0
       "$PG_BIN/pgbench" "${args[@]}" -h 127.0.0.1 -p "$port" -U "$DB_USER" "$DB" \
         >"$out" 2>&1 </dev/null || rc=$?
+      read -r ut1 st1 inv1 < <(proc_cost "$pid")
+      txns="$(awk '/^number of transactions actually processed/ {print $NF; exit}' "$out")"
+      [[ "$txns" =~ ^[0-9]+$ ]] || txns=0
       # PG14+: "tps = N (without initial connection time)"; with -C:
       # "tps = N (including reconnection times)". Older: two tps lines.
       tps="$(awk '/^tps = / && /without initial connection time|including reconnection times/ {print $3; exit}' "$out")"
@@ -344,7 +411,8 @@ for round in $(seq 1 "$ROUNDS"); do
       [[ -n "$tps" ]] || tps="NA"
       failed="$(awk -F'[: ]+' '/^number of failed transactions/ {print $5; exit}' "$out")"
       [[ "$failed" =~ ^[0-9]+$ ]] || failed=0
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$target" "$tps" "$failed" "$rc" >>"$RESULTS"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$target" "$tps" "$failed" "$rc" \
+        "$txns" $((ut1 - ut0)) $((st1 - st0)) $((inv1 - inv0)) >>"$RESULTS"
       status=""
       if [[ "$rc" != 0 ]]; then
         status=" EXIT $rc"
@@ -364,17 +432,24 @@ MD_OUT="$RESULTS_DIR/pgbench-$STAMP.md"
 SCENARIO_ORDER="$(for s in "${RUN_SCENARIOS[@]}"; do read -r n _ <<<"$s"; echo "$n"; done | paste -sd, -)" \
 RESULTS="$RESULTS" MD_OUT="$MD_OUT" DURATION="$DURATION" ROUNDS="$ROUNDS" POOL_SIZE="$POOL_SIZE" \
 PG_VERSION="$PG_VERSION" PGBOUNCER_VERSION="$PGBOUNCER_VERSION" PGMLCAT_VERSION="$PGMLCAT_VERSION" \
-NPROC="$(nproc 2>/dev/null || echo '?')" \
+NPROC="$(nproc 2>/dev/null || echo '?')" CLK_TCK="$CLK_TCK" \
 python3 - <<'PY'
 import os, statistics, datetime, platform
 
 rows = {}
+costs = {}  # (scenario, proxy) -> [(user us/tx, sys us/tx, preemptions/tx)]
+tick_us = 1e6 / int(os.environ["CLK_TCK"])
 for line in open(os.environ["RESULTS"]):
-    rnd, scen, target, tps, failed, rc = line.rstrip("\n").split("\t")
+    rnd, scen, target, tps, failed, rc, txns, ut, st, inv = line.rstrip("\n").split("\t")
     rows.setdefault((scen, target), []).append((tps, int(failed), int(rc)))
+    if target != "direct" and tps != "skip" and int(txns) > 0:
+        n = int(txns)
+        costs.setdefault((scen, target), []).append(
+            (int(ut) * tick_us / n, int(st) * tick_us / n, int(inv) / n))
 
 order = os.environ["SCENARIO_ORDER"].split(",")
-targets = ["direct", "pgbouncer", "pgmlcat"]
+targets = ["direct", "pgbouncer", "pgmlcat", "floor"]
+proxies = ["pgbouncer", "pgmlcat", "floor"]
 mode = {"simple": "simple", "extended": "extended", "prepared": "prepared", "connect": "simple -C"}
 
 def med(scen, target):
@@ -401,32 +476,58 @@ def fails(scen, target):
 def ratio(a, b):
     return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
-header = ["scenario", "clients", "direct", "pgbouncer", "pgmlcat",
-          "pgmlcat/pgbouncer", "pgmlcat/direct", "pgbouncer/direct", "failed d/b/m"]
+header = ["scenario", "clients", "direct", "pgbouncer", "pgmlcat", "floor",
+          "pgmlcat/pgbouncer", "floor/pgbouncer", "pgmlcat/direct", "pgbouncer/direct",
+          "failed d/b/m/f"]
 table = []
 for scen in order:
     kind, clients = scen.rsplit("-", 1)
     m = {t: med(scen, t) for t in targets}
     table.append([
         mode.get(kind, kind), clients,
-        m["direct"][1], m["pgbouncer"][1], m["pgmlcat"][1],
+        m["direct"][1], m["pgbouncer"][1], m["pgmlcat"][1], m["floor"][1],
         ratio(m["pgmlcat"][0], m["pgbouncer"][0]),
+        ratio(m["floor"][0], m["pgbouncer"][0]),
         ratio(m["pgmlcat"][0], m["direct"][0]),
         ratio(m["pgbouncer"][0], m["direct"][0]),
         "/".join(fails(scen, t) for t in targets),
     ])
 
-widths = [max(len(str(r[i])) for r in [header] + table) for i in range(len(header))]
-def fmt(r):
-    return "  ".join(str(c).rjust(w) if i >= 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+def cost(scen, proxy):
+    runs = costs.get((scen, proxy))
+    if not runs:
+        return ["n/a"] * 3
+    return [f"{statistics.median(r[i] for r in runs):.{p}f}" for i, p in ((0, 1), (1, 1), (2, 2))]
+
+cost_header = ["scenario", "clients"] + [f"{p} {c}" for p in proxies for c in ("user", "sys", "preempt")]
+cost_table = []
+for scen in order:
+    kind, clients = scen.rsplit("-", 1)
+    cost_table.append([mode.get(kind, kind), clients] + [v for p in proxies for v in cost(scen, p)])
+
+def show(header, table):
+    widths = [max(len(str(r[i])) for r in [header] + table) for i in range(len(header))]
+    def fmt(r):
+        return "  ".join(str(c).rjust(w) if i >= 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    print(fmt(header))
+    print("  ".join("-" * w for w in widths))
+    for r in table:
+        print(fmt(r))
+    print()
+
+def markdown(f, header, table):
+    f.write("| " + " | ".join(header) + " |\n")
+    f.write("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|\n")
+    for r in table:
+        f.write("| " + " | ".join(str(c) for c in r) + " |\n")
+
 print()
 print(f"pgbench -S, median TPS of {os.environ['ROUNDS']} round(s) x {os.environ['DURATION']}s, "
       f"pool_size={os.environ['POOL_SIZE']}, -j 2")
-print(fmt(header))
-print("  ".join("-" * w for w in widths))
-for r in table:
-    print(fmt(r))
-print()
+show(header, table)
+print("each proxy's own cost per transaction (median): CPU microseconds in user space and in")
+print("the kernel, and involuntary context switches (preemptions)")
+show(cost_header, cost_table)
 
 now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 with open(os.environ["MD_OUT"], "w") as f:
@@ -439,12 +540,15 @@ with open(os.environ["MD_OUT"], "w") as f:
             f"{os.environ['ROUNDS']} interleaved round(s), median TPS shown\n")
     f.write(f"- both poolers: transaction mode, pool size {os.environ['POOL_SIZE']}; "
             f"direct: trust auth, poolers: password auth to the client\n")
-    f.write("- `failed d/b/m`: failed transactions summed over rounds for direct/pgbouncer/pgmlcat; "
+    f.write("- `failed d/b/m/f`: failed transactions summed over rounds for direct/pgbouncer/pgmlcat/floor; "
             "`+NE` = N runs that exited non-zero or printed no TPS; `n/a` = not run "
-            "(PgBouncer < 1.21 has no prepared-statement support in transaction mode; pgmlcat skipped)\n\n")
-    f.write("| " + " | ".join(header) + " |\n")
-    f.write("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|\n")
-    for r in table:
-        f.write("| " + " | ".join(str(c) for c in r) + " |\n")
+            "(PgBouncer < 1.21 has no prepared-statement support in transaction mode; pgmlcat skipped; "
+            "floor only at 16 clients without -C)\n")
+    f.write("- `floor`: benches/floor_proxy.c, the cheapest possible proxy (one server connection per "
+            "client, one recv + one send per message, no parsing): an upper bound for any proxy here\n\n")
+    markdown(f, header, table)
+    f.write("\nEach proxy's own cost per transaction (median over rounds), from /proc: CPU microseconds "
+            "in user space and in the kernel, and involuntary context switches (preemptions).\n\n")
+    markdown(f, cost_header, cost_table)
 print(f"markdown written to {os.environ['MD_OUT']}")
 PY
