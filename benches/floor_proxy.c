@@ -6,7 +6,8 @@
  * space with a recv and a send does at least this much kernel work, so its
  * TPS bounds theirs on the machine that runs it: PgBouncer's, pgmlcat's.
  *
- * Usage: floor_proxy LISTEN_PORT SERVER_PORT   (both on 127.0.0.1) */
+ * Usage: floor_proxy LISTEN_PORT SERVER      (listens on 127.0.0.1)
+ * SERVER is a port on 127.0.0.1, or the path of a Unix socket. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define MAXFD 65536
@@ -40,10 +42,11 @@ static void drop(int ep, int fd) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: nullproxy LISTEN_PORT SERVER_PORT\n");
+    fprintf(stderr, "usage: floor_proxy LISTEN_PORT SERVER_PORT|SOCKET_PATH\n");
     return 2;
   }
-  int lport = atoi(argv[1]), sport = atoi(argv[2]);
+  int lport = atoi(argv[1]);
+  int unix_server = argv[2][0] == '/';
   for (int i = 0; i < MAXFD; i++) peer[i] = -1;
   int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -53,8 +56,18 @@ int main(int argc, char **argv) {
     perror("listen");
     return 1;
   }
-  struct sockaddr_in s = {.sin_family = AF_INET, .sin_port = htons(sport)};
+  struct sockaddr_in s = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
   inet_pton(AF_INET, "127.0.0.1", &s.sin_addr);
+  struct sockaddr_un u = {.sun_family = AF_UNIX};
+  if (unix_server) {
+    if (strlen(argv[2]) >= sizeof u.sun_path) {
+      fprintf(stderr, "socket path too long\n");
+      return 2;
+    }
+    strcpy(u.sun_path, argv[2]);
+  }
+  struct sockaddr *server = unix_server ? (struct sockaddr *)&u : (struct sockaddr *)&s;
+  socklen_t server_len = unix_server ? sizeof u : sizeof s;
   int ep = epoll_create1(0);
   struct epoll_event ev = {.events = EPOLLIN, .data.fd = ls};
   epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev);
@@ -67,14 +80,14 @@ int main(int argc, char **argv) {
       if (fd == ls) {
         int c = accept(ls, NULL, NULL);
         if (c < 0 || c >= MAXFD) continue;
-        int sv = socket(AF_INET, SOCK_STREAM, 0);
-        if (sv < 0 || sv >= MAXFD || connect(sv, (struct sockaddr *)&s, sizeof s)) {
+        int sv = socket(unix_server ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
+        if (sv < 0 || sv >= MAXFD || connect(sv, server, server_len)) {
           close(c);
           if (sv >= 0) close(sv);
           continue;
         }
         nodelay(c);
-        nodelay(sv);
+        if (!unix_server) nodelay(sv);
         peer[c] = sv;
         peer[sv] = c;
         struct epoll_event e1 = {.events = EPOLLIN, .data.fd = c};

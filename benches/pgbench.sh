@@ -31,6 +31,8 @@
 #   SKIP_PGMLCAT=1     do not start pgmlcat at all; its columns print n/a
 #   PGMLCAT_LOG_LEVEL  --log-level passed to pgmlcat (default warn)
 #   NO_FLOOR=1         do not build and run benches/floor_proxy.c
+#   SERVER_SOCKET=tcp  how the proxies reach Postgres: tcp (127.0.0.1), or
+#                      unix (its socket directory; all proxies alike)
 #   PG_BIN             PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
 #   RESULTS_DIR        where the markdown goes (default benches/results)
 #
@@ -51,6 +53,7 @@ PGMLCAT_BIN="${PGMLCAT_BIN:-$REPO_ROOT/target/release/pgmlcat}"
 PGMLCAT_LOG_LEVEL="${PGMLCAT_LOG_LEVEL:-warn}"
 NO_BUILD="${NO_BUILD:-0}"
 NO_FLOOR="${NO_FLOOR:-0}"
+SERVER_SOCKET="${SERVER_SOCKET:-tcp}"
 SKIP_PGMLCAT="${SKIP_PGMLCAT:-0}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/benches/results}"
@@ -66,6 +69,8 @@ die() { log "ERROR: $*"; exit 1; }
 for v in DURATION ROUNDS POOL_SIZE; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+[[ "$SERVER_SOCKET" == tcp || "$SERVER_SOCKET" == unix ]] ||
+  die "SERVER_SOCKET must be tcp or unix (got '$SERVER_SOCKET')"
 
 # ---------------------------------------------------------------- prerequisites
 for b in initdb pg_ctl pgbench psql; do
@@ -199,6 +204,14 @@ log "pgbench -i -s 10"
 
 PG_VERSION="$("$PG_BIN/postgres" --version | awk '{print $3}')"
 
+# Where the proxies find Postgres.
+SERVER_HOST=127.0.0.1
+FLOOR_SERVER="$PG_PORT"
+if [[ "$SERVER_SOCKET" == unix ]]; then
+  SERVER_HOST="$TMP_DIR"
+  FLOOR_SERVER="$TMP_DIR/.s.PGSQL.$PG_PORT"
+fi
+
 wait_ready() { # name port [pid]
   local name=$1 port=$2 pid=${3:-}
   for _ in $(seq 1 150); do
@@ -224,7 +237,7 @@ BOUNCER_PORT="$(free_port)"
 printf '"%s" "%s"\n' "$DB_USER" "$DB_PASS" >"$TMP_DIR/userlist.txt"
 {
   echo "[databases]"
-  echo "$DB = host=127.0.0.1 port=$PG_PORT dbname=$DB"
+  echo "$DB = host=$SERVER_HOST port=$PG_PORT dbname=$DB"
   echo
   echo "[pgbouncer]"
   echo "listen_addr = 127.0.0.1"
@@ -274,7 +287,7 @@ password = "$DB_PASS"
 pool_size = $POOL_SIZE
 
 [pools.$DB.shards.0]
-servers = [["127.0.0.1", $PG_PORT, "primary"]]
+servers = [["$SERVER_HOST", $PG_PORT, "primary"]]
 database = "$DB"
 EOF
   log "starting pgmlcat ($PGMLCAT_BIN) on port $PGMLCAT_PORT"
@@ -295,7 +308,7 @@ if [[ "$NO_FLOOR" != 1 ]]; then
   if [[ -n "$CC_BIN" ]] &&
     "$CC_BIN" -O2 -o "$TMP_DIR/floor_proxy" "$SCRIPT_DIR/floor_proxy.c" 2>"$TMP_DIR/floor-cc.log"; then
     FLOOR_PORT="$(free_port)"
-    "$TMP_DIR/floor_proxy" "$FLOOR_PORT" "$PG_PORT" >"$TMP_DIR/floor.log" 2>&1 </dev/null &
+    "$TMP_DIR/floor_proxy" "$FLOOR_PORT" "$FLOOR_SERVER" >"$TMP_DIR/floor.log" 2>&1 </dev/null &
     FLOOR_PID=$!
     wait_ready floor "$FLOOR_PORT" "$FLOOR_PID" || { show_log_tail "$TMP_DIR/floor.log"; die "floor_proxy is not accepting connections"; }
     log "floor_proxy on port $FLOOR_PORT"
@@ -432,7 +445,7 @@ MD_OUT="$RESULTS_DIR/pgbench-$STAMP.md"
 SCENARIO_ORDER="$(for s in "${RUN_SCENARIOS[@]}"; do read -r n _ <<<"$s"; echo "$n"; done | paste -sd, -)" \
 RESULTS="$RESULTS" MD_OUT="$MD_OUT" DURATION="$DURATION" ROUNDS="$ROUNDS" POOL_SIZE="$POOL_SIZE" \
 PG_VERSION="$PG_VERSION" PGBOUNCER_VERSION="$PGBOUNCER_VERSION" PGMLCAT_VERSION="$PGMLCAT_VERSION" \
-NPROC="$(nproc 2>/dev/null || echo '?')" CLK_TCK="$CLK_TCK" \
+NPROC="$(nproc 2>/dev/null || echo '?')" CLK_TCK="$CLK_TCK" SERVER_SOCKET="$SERVER_SOCKET" \
 python3 - <<'PY'
 import os, statistics, datetime, platform
 
@@ -539,7 +552,8 @@ with open(os.environ["MD_OUT"], "w") as f:
     f.write(f"- `pgbench -S -T {os.environ['DURATION']} -j 2 -n`, scale 10, "
             f"{os.environ['ROUNDS']} interleaved round(s), median TPS shown\n")
     f.write(f"- both poolers: transaction mode, pool size {os.environ['POOL_SIZE']}; "
-            f"direct: trust auth, poolers: password auth to the client\n")
+            f"direct: trust auth, poolers: password auth to the client; the proxies reach "
+            f"Postgres over {'its Unix socket' if os.environ['SERVER_SOCKET'] == 'unix' else 'TCP (127.0.0.1)'}\n")
     f.write("- `failed d/b/m/f`: failed transactions summed over rounds for direct/pgbouncer/pgmlcat/floor; "
             "`+NE` = N runs that exited non-zero or printed no TPS; `n/a` = not run "
             "(PgBouncer < 1.21 has no prepared-statement support in transaction mode; pgmlcat skipped; "

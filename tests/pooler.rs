@@ -242,6 +242,12 @@ async fn cancel_reaches_the_running_query() {
     let pg = PgCluster::start();
     let proxy = proxy_for(&pg, "transaction", 2);
     let client = connect(&proxy.url("app", "app_pw", "app")).await;
+    assert_cancel_reaches_the_server(&client).await;
+}
+
+/// Cancels a `pg_sleep(10)` after 300 ms: 57014 within a second, and the
+/// client's next query works.
+async fn assert_cancel_reaches_the_server(client: &tokio_postgres::Client) {
     let token = client.cancel_token();
     let canceller = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -267,6 +273,84 @@ async fn cancel_reaches_the_running_query() {
         .await
         .expect("usable after cancel");
     assert_eq!(row.get::<_, i32>(0), 1);
+}
+
+/// A server `host` that is a directory is the server's Unix socket, as in
+/// libpq and PgBouncer: the server sees a local connection, and queries,
+/// prepared statements, transactions and cancel work as over TCP. A
+/// directory without the socket is an unreachable server (08006).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_behind_a_unix_socket() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let tcp_server = r#"servers = [["127.0.0.1", "#;
+    let base = simple_config(port, &pg, "transaction", 2);
+    assert!(base.contains(tcp_server));
+    let mut config = base.replace(
+        tcp_server,
+        &format!(r#"servers = [["{}/", "#, pg.sock.display()),
+    );
+    config.push_str(&format!(
+        r#"
+[pools.nosocket]
+pool_mode = "transaction"
+[pools.nosocket.users.0]
+username = "app"
+password = "app_pw"
+pool_size = 1
+[pools.nosocket.shards.0]
+servers = [["/nonexistent-dir", {}, "primary"]]
+database = "app"
+"#,
+        pg.port
+    ));
+    let proxy = Proxy::start(port, &config);
+    let client = connect(&proxy.url("app", "app_pw", "app")).await;
+
+    let local = client
+        .query_one(
+            "select inet_server_addr() is null and client_addr is null \
+             from pg_stat_activity where pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("query over the unix socket");
+    assert!(
+        local.get::<_, bool>(0),
+        "the server leg is not a unix socket"
+    );
+
+    let stmt = client.prepare("select $1::int + 1").await.expect("prepare");
+    for i in 0..5 {
+        let row = client.query_one(&stmt, &[&i]).await.expect("execute");
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+    }
+    client
+        .batch_execute("begin; create temp table t(x int); insert into t values (7);")
+        .await
+        .expect("transaction");
+    let row = client
+        .query_one("select x from t", &[])
+        .await
+        .expect("same server inside the transaction");
+    assert_eq!(row.get::<_, i32>(0), 7);
+    client.batch_execute("rollback").await.expect("rollback");
+
+    assert_cancel_reaches_the_server(&client).await;
+
+    let err = tokio_postgres::connect(
+        &proxy.url("app", "app_pw", "nosocket"),
+        tokio_postgres::NoTls,
+    )
+    .await;
+    let err = match err {
+        Ok((c, conn)) => {
+            tokio::spawn(conn);
+            c.simple_query("select 1").await.expect_err("no server")
+        }
+        Err(e) => e,
+    };
+    assert_eq!(err.code().map(|c| c.code()), Some("08006"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

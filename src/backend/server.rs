@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::pool::ServerTls;
 use crate::config::Role;
@@ -31,6 +31,16 @@ pub struct Address {
     pub database: String,
     pub role: Role,
     pub shard: usize,
+}
+
+impl Address {
+    /// The socket file when `host` is a directory (starts with `/`), read as
+    /// libpq and PgBouncer read it: `<host>/.s.PGSQL.<port>`.
+    pub fn unix_socket(&self) -> Option<String> {
+        self.host
+            .starts_with('/')
+            .then(|| format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port))
+    }
 }
 
 impl std::fmt::Display for Address {
@@ -116,12 +126,18 @@ impl Server {
         params: &[(String, String)],
         tls: Option<&ServerTls>,
     ) -> Result<Server> {
-        let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
-        tcp.set_nodelay(true)?;
-        crate::net::socket::keepalive(&tcp);
-        let stream = match tls {
-            Some((mode, connector)) => Self::start_tls(&addr, tcp, *mode, connector).await?,
-            None => Stream::Plain(tcp),
+        let stream = if let Some(path) = addr.unix_socket() {
+            // No TLS over a local socket: Postgres does not offer it there,
+            // and libpq ignores sslmode for it too.
+            Stream::Unix(UnixStream::connect(path).await?)
+        } else {
+            let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+            tcp.set_nodelay(true)?;
+            crate::net::socket::keepalive(&tcp);
+            match tls {
+                Some((mode, connector)) => Self::start_tls(&addr, tcp, *mode, connector).await?,
+                None => Stream::Plain(tcp),
+            }
         };
         let mut server = Server {
             stream,
@@ -584,7 +600,10 @@ pub fn command_effect(body: &[u8]) -> CommandEffect {
 
 /// Sends a CancelRequest for `key` to the server at `addr` (fire and forget).
 pub async fn send_cancel(addr: &Address, key: (i32, i32)) -> Result<()> {
-    let mut stream = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+    let mut stream = match addr.unix_socket() {
+        Some(path) => Stream::Unix(UnixStream::connect(path).await?),
+        None => Stream::Plain(TcpStream::connect((addr.host.as_str(), addr.port)).await?),
+    };
     let mut out = BytesMut::new();
     frontend::cancel_request(key.0, key.1, &mut out);
     stream.write_all(&out).await?;
@@ -617,6 +636,27 @@ pub fn error_text(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_host_is_a_unix_socket() {
+        let at = |host: &str| Address {
+            host: host.into(),
+            port: 5433,
+            database: "app".into(),
+            role: Role::Primary,
+            shard: 0,
+        };
+        assert_eq!(
+            at("/var/run/postgresql/").unix_socket().as_deref(),
+            Some("/var/run/postgresql/.s.PGSQL.5433")
+        );
+        assert_eq!(
+            at("/tmp").unix_socket().as_deref(),
+            Some("/tmp/.s.PGSQL.5433")
+        );
+        assert_eq!(at("db.internal").unix_socket(), None);
+        assert_eq!(at("127.0.0.1").unix_socket(), None);
+    }
 
     #[test]
     fn quoting() {
