@@ -155,10 +155,10 @@ impl ServerPool {
             {
                 continue;
             }
+            // The rare paths (health check, new connection) are boxed: their
+            // futures would otherwise make every client session's larger.
             if now.duration_since(server.last_used) >= settings.healthcheck_delay
-                && !self
-                    .healthy(&mut server, settings.healthcheck_timeout)
-                    .await
+                && !Box::pin(self.healthy(&mut server, settings.healthcheck_timeout)).await
             {
                 self.ban(settings.ban_time, "health check failed");
                 continue;
@@ -166,7 +166,7 @@ impl ServerPool {
             return Ok(Pooled::new(server, permit));
         }
         let settings = self.settings();
-        let server = self.connect(&settings).await?;
+        let server = Box::pin(self.connect(&settings)).await?;
         Ok(Pooled::new(server, permit))
     }
 

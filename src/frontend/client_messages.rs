@@ -42,7 +42,7 @@ impl Session {
             Counters::add(&self.pool.counters.queries, 1);
         }
         if self.fanout_collecting() {
-            return self.fanout_message(tag, msg).await;
+            return Box::pin(self.fanout_message(tag, msg)).await;
         }
         match tag {
             b'X' => return Ok(Flow::Close),
@@ -52,20 +52,20 @@ impl Session {
                     return Ok(Flow::Continue);
                 }
                 if crate::ml::call::mentions_pgml(sql) {
-                    if let Some(flow) = self.ml_simple(sql).await? {
+                    if let Some(flow) = Box::pin(self.ml_simple(sql)).await? {
                         return Ok(flow);
                     }
                 }
                 if self.needs_fan_out(sql) {
                     let sql = sql.to_string();
-                    return self.fan_out(&sql).await;
+                    return Box::pin(self.fan_out(&sql)).await;
                 }
                 if let Some(parts) = self.insert_parts(sql) {
-                    return self.split_insert(parts).await;
+                    return Box::pin(self.split_insert(parts)).await;
                 }
                 if let Some(plan) = self.copy_in_plan(sql) {
                     let sql = sql.to_string();
-                    return self.copy_split(&sql, plan, false).await;
+                    return Box::pin(self.copy_split(&sql, plan, false)).await;
                 }
                 if self.server.is_some() && self.status != TxStatus::Idle {
                     if let Err(e) = self.check_same_shard(Some(sql), None) {
@@ -86,7 +86,7 @@ impl Session {
                 }
             }
             b'P' | b'B' | b'D' | b'C' | b'E' | b'S' | b'H' => {
-                if self.ml_extended(tag, &msg).await? {
+                if !self.surely_not_ml(tag, &msg)? && Box::pin(self.ml_extended(tag, &msg)).await? {
                     return Ok(Flow::Continue);
                 }
                 if self.answer_without_server(tag, &msg)? {
@@ -110,7 +110,7 @@ impl Session {
                     if tag == b'B' {
                         if let Some(plan) = sql.as_deref().and_then(|s| self.copy_in_plan(s)) {
                             let sql = sql.unwrap_or_default();
-                            return self.copy_split(&sql, plan, true).await;
+                            return Box::pin(self.copy_split(&sql, plan, true)).await;
                         }
                     }
                     let bind = (tag == b'B').then_some(&msg[..]);

@@ -62,7 +62,10 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
     let _slot = ClientSlot(app.clone());
     let config = app.config();
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    // The login and the session are boxed, each when its turn comes, so the
+    // task spawned per connection stays small: tokio moves a task's future
+    // several times while spawning it.
+    let login = Box::pin(async {
         let startup = match handshake::read_opening(&app, &mut stream, &mut buf).await? {
             Opening::Cancelled => return Ok(None),
             Opening::Startup(s) => s,
@@ -73,20 +76,21 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
         handshake::login(&app, &mut stream, &mut buf, startup)
             .await
             .map(Some)
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(Error::protocol(
-            "timed out waiting for the client to log in",
-        ))
     });
+    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, login)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::protocol(
+                "timed out waiting for the client to log in",
+            ))
+        });
     let logged_in = match opened {
         Ok(Some(super::handshake::LoggedIn::Admin { greeting })) => {
             let mut out = greeting;
             messages::backend_key_data(&mut out, 0, 0);
             messages::ready_for_query(&mut out, TxStatus::Idle);
             if stream.write_all(&out).await.is_ok() {
-                if let Err(e) = crate::admin::serve(app.clone(), stream, buf).await {
+                if let Err(e) = Box::pin(crate::admin::serve(app.clone(), stream, buf)).await {
                     tracing::info!(client = %peer, error = %e, "admin session ended with an error");
                 }
             }
@@ -133,7 +137,7 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
         cancel,
         stats,
     );
-    if let Err(e) = session.run().await {
+    if let Err(e) = Box::pin(session.run()).await {
         tracing::info!(client = %peer, pool = %format!("{}/{}", pool.database, pool.user), error = %e, "client session ended with an error");
     }
     if config.general.log_client_disconnections {

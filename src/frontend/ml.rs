@@ -91,18 +91,32 @@ impl Session {
         Ok(Some(Flow::Continue))
     }
 
+    /// The common case, decided without entering the (large, boxed) ML
+    /// path: an extended-protocol message that cannot concern a pgml call.
+    /// A Parse of ordinary SQL also retires an ML statement of its name.
+    pub(super) fn surely_not_ml(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
+        if tag != b'P' {
+            return Ok(self.ml.is_empty());
+        }
+        let (name, sql) = parse_sql(msg)?;
+        if call::mentions_pgml(sql) {
+            return Ok(false);
+        }
+        if !self.ml.is_empty() {
+            self.ml.forget(b'S', name);
+        }
+        Ok(true)
+    }
+
     /// An extended-protocol message that concerns a pgml call; true when
     /// answered here.
     pub(super) async fn ml_extended(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
+        if self.surely_not_ml(tag, msg)? {
+            return Ok(false);
+        }
         match tag {
             b'P' => {
                 let (name, sql) = parse_sql(msg)?;
-                if !call::mentions_pgml(sql) {
-                    if !self.ml.is_empty() {
-                        self.ml.forget(b'S', name);
-                    }
-                    return Ok(false);
-                }
                 let name = name.to_string();
                 self.ml.forget(b'S', &name);
                 match call::parse_call(sql) {
@@ -126,7 +140,6 @@ impl Session {
                     }
                 }
             }
-            _ if self.ml.is_empty() => Ok(false),
             b'B' => {
                 let (portal, _) = codec::cstr(msg, 5)?;
                 let (stmt, _, _) = prepared::bind_statement(msg)?;
