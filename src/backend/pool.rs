@@ -155,8 +155,8 @@ impl ServerPool {
             {
                 continue;
             }
-            // The rare paths (health check, new connection) are boxed: their
-            // futures would otherwise make every client session's larger.
+            // The rare paths (health check, new connection) are boxed: inline,
+            // their futures would make every client session's future larger.
             if now.duration_since(server.last_used) >= settings.healthcheck_delay
                 && !Box::pin(self.healthy(&mut server, settings.healthcheck_timeout)).await
             {

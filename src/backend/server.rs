@@ -126,18 +126,13 @@ impl Server {
         params: &[(String, String)],
         tls: Option<&ServerTls>,
     ) -> Result<Server> {
-        let stream = if let Some(path) = addr.unix_socket() {
+        let stream = match (dial(&addr).await?, tls) {
+            (Stream::Plain(tcp), Some((mode, connector))) => {
+                Self::start_tls(&addr, tcp, *mode, connector).await?
+            }
             // No TLS over a local socket: Postgres does not offer it there,
             // and libpq ignores sslmode for it too.
-            Stream::Unix(UnixStream::connect(path).await?)
-        } else {
-            let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
-            tcp.set_nodelay(true)?;
-            crate::net::socket::keepalive(&tcp);
-            match tls {
-                Some((mode, connector)) => Self::start_tls(&addr, tcp, *mode, connector).await?,
-                None => Stream::Plain(tcp),
-            }
+            (plain_or_unix, _) => plain_or_unix,
         };
         let mut server = Server {
             stream,
@@ -598,12 +593,21 @@ pub fn command_effect(body: &[u8]) -> CommandEffect {
     }
 }
 
+/// A new connection to the server at `addr`: its Unix socket when `host`
+/// is a directory, else TCP (no delay, keepalives on).
+async fn dial(addr: &Address) -> Result<Stream> {
+    if let Some(path) = addr.unix_socket() {
+        return Ok(Stream::Unix(UnixStream::connect(path).await?));
+    }
+    let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+    tcp.set_nodelay(true)?;
+    crate::net::socket::keepalive(&tcp);
+    Ok(Stream::Plain(tcp))
+}
+
 /// Sends a CancelRequest for `key` to the server at `addr` (fire and forget).
 pub async fn send_cancel(addr: &Address, key: (i32, i32)) -> Result<()> {
-    let mut stream = match addr.unix_socket() {
-        Some(path) => Stream::Unix(UnixStream::connect(path).await?),
-        None => Stream::Plain(TcpStream::connect((addr.host.as_str(), addr.port)).await?),
-    };
+    let mut stream = dial(addr).await?;
     let mut out = BytesMut::new();
     frontend::cancel_request(key.0, key.1, &mut out);
     stream.write_all(&out).await?;

@@ -108,12 +108,10 @@ impl Session {
         Ok(true)
     }
 
-    /// An extended-protocol message that concerns a pgml call; true when
-    /// answered here.
+    /// An extended-protocol message that `surely_not_ml` did not rule out
+    /// (the caller asks it first, to keep this future off the hot path);
+    /// true when answered here.
     pub(super) async fn ml_extended(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
-        if self.surely_not_ml(tag, msg)? {
-            return Ok(false);
-        }
         match tag {
             b'P' => {
                 let (name, sql) = parse_sql(msg)?;
