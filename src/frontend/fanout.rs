@@ -19,12 +19,9 @@ use crate::router::merge::{self, oid, ColumnRef, Combine, Plan, Row};
 
 /// RowDescription fields, kept whole so they can be written back (the
 /// prediction rewriter reads and writes them too).
-pub(super) use crate::ml::predict::wire::{write_row_description as write_fields, Field};
+pub(super) use crate::net::rows::{write_row_description as write_fields, Field};
 
-pub(super) fn parse_fields(body: &[u8]) -> Result<Vec<Field>> {
-    crate::ml::predict::wire::parse_row_description(body)
-        .map_err(|e| Error::protocol(e.to_string()))
-}
+pub(super) use crate::net::rows::parse_row_description as parse_fields;
 
 /// What one shard answered.
 #[derive(Default)]

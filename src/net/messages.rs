@@ -4,6 +4,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::tag::server as tag;
 use crate::errors::{Error, ErrorFields, Severity};
 use crate::net::codec::{cstr, read_i32};
 
@@ -19,7 +20,7 @@ impl TxStatus {
     pub fn from_byte(b: u8) -> Option<Self> {
         match b {
             b'I' => Some(TxStatus::Idle),
-            b'T' => Some(TxStatus::InTransaction),
+            tag::ROW_DESCRIPTION => Some(TxStatus::InTransaction),
             b'E' => Some(TxStatus::Failed),
             _ => None,
         }
@@ -28,13 +29,12 @@ impl TxStatus {
     pub fn as_byte(self) -> u8 {
         match self {
             TxStatus::Idle => b'I',
-            TxStatus::InTransaction => b'T',
+            TxStatus::InTransaction => tag::ROW_DESCRIPTION,
             TxStatus::Failed => b'E',
         }
     }
 }
 
-/// Writes a tagged message whose body is produced by `body`.
 /// Writes a complete message: tag, length, then what `body` puts.
 pub fn tagged(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     buf.put_u8(tag);
@@ -45,24 +45,33 @@ pub fn tagged(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Writes a complete message whose body is already in hand (a server's
+/// message passed on, or one kept from earlier).
+pub fn message(buf: &mut BytesMut, tag: u8, body: &[u8]) {
+    buf.reserve(5 + body.len());
+    buf.put_u8(tag);
+    buf.put_i32(body.len() as i32 + 4);
+    buf.put_slice(body);
+}
+
 fn put_cstr(buf: &mut BytesMut, s: &str) {
     buf.put_slice(s.as_bytes());
     buf.put_u8(0);
 }
 
 pub fn auth_ok(buf: &mut BytesMut) {
-    tagged(buf, b'R', |b| b.put_i32(0));
+    tagged(buf, tag::AUTHENTICATION, |b| b.put_i32(0));
 }
 
 pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
-    tagged(buf, b'R', |b| {
+    tagged(buf, tag::AUTHENTICATION, |b| {
         b.put_i32(5);
         b.put_slice(&salt);
     });
 }
 
 pub fn auth_sasl(buf: &mut BytesMut) {
-    tagged(buf, b'R', |b| {
+    tagged(buf, tag::AUTHENTICATION, |b| {
         b.put_i32(10);
         put_cstr(b, "SCRAM-SHA-256");
         b.put_u8(0);
@@ -70,56 +79,74 @@ pub fn auth_sasl(buf: &mut BytesMut) {
 }
 
 pub fn auth_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
-    tagged(buf, b'R', |b| {
+    tagged(buf, tag::AUTHENTICATION, |b| {
         b.put_i32(11);
         b.put_slice(data);
     });
 }
 
 pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
-    tagged(buf, b'R', |b| {
+    tagged(buf, tag::AUTHENTICATION, |b| {
         b.put_i32(12);
         b.put_slice(data);
     });
 }
 
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    tagged(buf, b'S', |b| {
+    tagged(buf, tag::PARAMETER_STATUS, |b| {
         put_cstr(b, name);
         put_cstr(b, value);
     });
 }
 
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
-    tagged(buf, b'K', |b| {
+    tagged(buf, tag::BACKEND_KEY_DATA, |b| {
         b.put_i32(pid);
         b.put_i32(secret);
     });
 }
 
 pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
-    tagged(buf, b'Z', |b| b.put_u8(status.as_byte()));
+    tagged(buf, tag::READY_FOR_QUERY, |b| b.put_u8(status.as_byte()));
 }
 
 pub fn parse_complete(buf: &mut BytesMut) {
-    tagged(buf, b'1', |_| {});
+    tagged(buf, tag::PARSE_COMPLETE, |_| {});
 }
 
 pub fn close_complete(buf: &mut BytesMut) {
-    tagged(buf, b'3', |_| {});
+    tagged(buf, tag::CLOSE_COMPLETE, |_| {});
+}
+
+pub fn bind_complete(buf: &mut BytesMut) {
+    tagged(buf, tag::BIND_COMPLETE, |_| {});
+}
+
+pub fn no_data(buf: &mut BytesMut) {
+    tagged(buf, tag::NO_DATA, |_| {});
+}
+
+/// ParameterDescription: the type oid of each parameter of a statement.
+pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
+    tagged(buf, tag::PARAMETER_DESCRIPTION, |b| {
+        b.put_i16(types.len() as i16);
+        for t in types {
+            b.put_u32(*t);
+        }
+    });
 }
 
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
-    tagged(buf, b'C', |b| put_cstr(b, tag));
+    tagged(buf, tag::COMMAND_COMPLETE, |b| put_cstr(b, tag));
 }
 
 pub fn empty_query(buf: &mut BytesMut) {
-    tagged(buf, b'I', |_| {});
+    tagged(buf, tag::EMPTY_QUERY_RESPONSE, |_| {});
 }
 
 /// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_.` options.
 pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unknown: &[String]) {
-    tagged(buf, b'v', |b| {
+    tagged(buf, tag::NEGOTIATE_PROTOCOL_VERSION, |b| {
         b.put_i32(minor);
         b.put_i32(unknown.len() as i32);
         for opt in unknown {
@@ -130,7 +157,7 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unknown: &[Str
 
 /// A column of a RowDescription: (name, type oid). Text format, no table.
 pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
-    tagged(buf, b'T', |b| {
+    tagged(buf, tag::ROW_DESCRIPTION, |b| {
         b.put_i16(columns.len() as i16);
         for (name, oid) in columns {
             put_cstr(b, name);
@@ -146,7 +173,7 @@ pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
 
 /// A DataRow of text or binary values (None is NULL).
 pub fn data_row<V: AsRef<[u8]>>(buf: &mut BytesMut, values: &[Option<V>]) {
-    tagged(buf, b'D', |b| {
+    tagged(buf, tag::DATA_ROW, |b| {
         b.put_i16(values.len() as i16);
         for v in values {
             match v {
@@ -183,7 +210,7 @@ pub fn error_response(buf: &mut BytesMut, err: &Error) {
 pub fn error_with_severity(buf: &mut BytesMut, err: &Error, severity: Severity) {
     error_fields(
         buf,
-        b'E',
+        tag::ERROR_RESPONSE,
         severity.as_str(),
         err.sqlstate(),
         &err.to_string(),
@@ -191,7 +218,7 @@ pub fn error_with_severity(buf: &mut BytesMut, err: &Error, severity: Severity) 
 }
 
 pub fn notice(buf: &mut BytesMut, message: &str) {
-    error_fields(buf, b'N', "NOTICE", "00000", message);
+    error_fields(buf, tag::NOTICE_RESPONSE, "NOTICE", "00000", message);
 }
 
 /// Reads severity, code and message out of an ErrorResponse/NoticeResponse body
@@ -240,7 +267,7 @@ mod tests {
     fn error_response_round_trips() {
         let mut buf = BytesMut::new();
         error_response(&mut buf, &Error::UnknownDatabase("nope".into()));
-        assert_eq!(buf[0], b'E');
+        assert_eq!(buf[0], tag::ERROR_RESPONSE);
         let fields = parse_error_fields(&buf[5..]);
         assert_eq!(fields.code, "3D000");
         assert_eq!(fields.severity, "FATAL");

@@ -16,7 +16,6 @@ pub mod normalize;
 mod plan;
 mod rows;
 mod select;
-pub mod wire;
 
 pub use plan::{plan, Plan, ServerForm};
 pub use rows::Rewriter;

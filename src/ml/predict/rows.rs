@@ -16,9 +16,10 @@ use super::format::{
     FLOAT4_OID,
 };
 use super::plan::{marker_number, Plan, Shape};
-use super::wire::{self, Field};
 use super::{json, Call, Features, Func, Prediction, Predictor};
 use crate::ml::binary;
+use crate::net::messages;
+use crate::net::rows::{self as wire, Field};
 
 /// Rows per predictor call: LightGBM is much faster per batch.
 const BATCH: usize = 2048;
@@ -308,7 +309,7 @@ impl Plan {
             for x in &preds {
                 let p = Prediction::Scalar(*x);
                 let mut err = Ok(());
-                wire::message(out, b'D', |b| {
+                messages::tagged(out, b'D', |b| {
                     b.put_i16(1);
                     err = put_prediction(
                         b,
@@ -319,11 +320,11 @@ impl Plan {
                 });
                 err?;
             }
-            wire::command_complete(out, &format!("SELECT {}", preds.len()));
+            messages::command_complete(out, &format!("SELECT {}", preds.len()));
             return Ok(());
         }
         let mut err = Ok(());
-        wire::message(out, b'D', |b| {
+        messages::tagged(out, b'D', |b| {
             b.put_i16(values.len() as i16);
             for (i, (func, value)) in values.iter().enumerate() {
                 if err.is_ok() {
@@ -333,7 +334,7 @@ impl Plan {
             }
         });
         err?;
-        wire::command_complete(out, "SELECT 1");
+        messages::command_complete(out, "SELECT 1");
         Ok(())
     }
 
@@ -373,7 +374,7 @@ impl Rewriter {
                 self.emit_ranked(out)?;
                 let tag = wire::command_tag(body);
                 if tag.starts_with(b"SELECT ") {
-                    wire::command_complete(out, &format!("SELECT {}", self.sent));
+                    messages::command_complete(out, &format!("SELECT {}", self.sent));
                 } else {
                     pass(b'C', body, out);
                 }
@@ -659,7 +660,7 @@ impl Rewriter {
             .filter(|c| !matches!(c, Col::Hidden { .. }))
             .count();
         let mut err = Ok(());
-        wire::message(out, b'D', |b| {
+        messages::tagged(out, b'D', |b| {
             b.put_i16(visible as i16);
             for (ci, col) in layout.cols.iter().enumerate() {
                 match col {
@@ -698,5 +699,5 @@ impl Rewriter {
 
 /// Forwards a message unchanged.
 fn pass(tag: u8, body: &[u8], out: &mut BytesMut) {
-    wire::message(out, tag, |b| b.put_slice(body));
+    messages::tagged(out, tag, |b| b.put_slice(body));
 }

@@ -1,13 +1,14 @@
-//! The few backend messages the rewriter looks inside or writes:
-//! RowDescription, DataRow, CommandComplete.
+//! The backend messages whose insides the proxy reads or rewrites:
+//! RowDescription (kept whole as `Field`s so it can be written back),
+//! DataRow (field spans, no copies) and CommandComplete. Used by the
+//! cross-shard merge and by the prediction rewriter alike.
 
 use bytes::{BufMut, BytesMut};
 
-use crate::ml::binary::{be_i16, be_i32};
-use crate::ml::error::{MlError, MlResult};
-
-/// The message writers the rewriter shares with the rest of the proxy.
-pub use crate::net::messages::{command_complete, tagged as message};
+use super::codec::{read_i16, read_i32};
+use super::messages::tagged;
+use super::tag;
+use crate::errors::{Error, Result};
 
 /// One field of a RowDescription.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,21 +22,23 @@ pub struct Field {
     pub format: i16,
 }
 
-fn truncated(what: &str) -> MlError {
-    MlError::Internal(format!("malformed {what} from the server"))
+fn truncated(what: &str) -> Error {
+    Error::protocol(format!("malformed {what} from the server"))
 }
 
-fn take<'a>(body: &'a [u8], pos: &mut usize, n: usize, what: &str) -> MlResult<&'a [u8]> {
+/// `n` bytes at `*pos`, advancing it.
+fn take<'a>(body: &'a [u8], pos: &mut usize, n: usize, what: &str) -> Result<&'a [u8]> {
     let end = pos.checked_add(n).ok_or_else(|| truncated(what))?;
     let s = body.get(*pos..end).ok_or_else(|| truncated(what))?;
     *pos = end;
     Ok(s)
 }
 
-pub fn parse_row_description(body: &[u8]) -> MlResult<Vec<Field>> {
+/// The fields of a RowDescription body.
+pub fn parse_row_description(body: &[u8]) -> Result<Vec<Field>> {
     const WHAT: &str = "RowDescription";
-    let mut pos = 0;
-    let n = be_i16(take(body, &mut pos, 2, WHAT)?);
+    let n = read_i16(body, 0).map_err(|_| truncated(WHAT))?;
+    let mut pos = 2;
     let mut fields = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n {
         let rest = body.get(pos..).ok_or_else(|| truncated(WHAT))?;
@@ -48,19 +51,19 @@ pub fn parse_row_description(body: &[u8]) -> MlResult<Vec<Field>> {
         let f = take(body, &mut pos, 18, WHAT)?;
         fields.push(Field {
             name,
-            table_oid: be_i32(&f[0..4]) as u32,
-            attnum: be_i16(&f[4..6]),
-            type_oid: be_i32(&f[6..10]) as u32,
-            typlen: be_i16(&f[10..12]),
-            typmod: be_i32(&f[12..16]),
-            format: be_i16(&f[16..18]),
+            table_oid: read_i32(f, 0)? as u32,
+            attnum: read_i16(f, 4)?,
+            type_oid: read_i32(f, 6)? as u32,
+            typlen: read_i16(f, 10)?,
+            typmod: read_i32(f, 12)?,
+            format: read_i16(f, 16)?,
         });
     }
     Ok(fields)
 }
 
 pub fn write_row_description(out: &mut BytesMut, fields: &[Field]) {
-    message(out, b'T', |b| {
+    tagged(out, tag::server::ROW_DESCRIPTION, |b| {
         b.put_i16(fields.len() as i16);
         for f in fields {
             b.put_slice(f.name.as_bytes());
@@ -77,12 +80,13 @@ pub fn write_row_description(out: &mut BytesMut, fields: &[Field]) {
 
 /// The field spans of a DataRow body, in order: `Some((start, end))` into
 /// `body`, `None` for NULL. Checked against the body's length.
-pub fn data_row_spans(body: &[u8], mut span: impl FnMut(Option<(usize, usize)>)) -> MlResult<()> {
+pub fn data_row_spans(body: &[u8], mut span: impl FnMut(Option<(usize, usize)>)) -> Result<()> {
     const WHAT: &str = "DataRow";
-    let mut pos = 0;
-    let n = be_i16(take(body, &mut pos, 2, WHAT)?);
+    let n = read_i16(body, 0).map_err(|_| truncated(WHAT))?;
+    let mut pos = 2;
     for _ in 0..n {
-        let len = be_i32(take(body, &mut pos, 4, WHAT)?);
+        let len = read_i32(body, pos).map_err(|_| truncated(WHAT))?;
+        pos += 4;
         if len < 0 {
             span(None);
         } else {
@@ -94,9 +98,25 @@ pub fn data_row_spans(body: &[u8], mut span: impl FnMut(Option<(usize, usize)>))
     Ok(())
 }
 
-/// The tag of a CommandComplete body.
+/// The values of a DataRow body as text (None is NULL; invalid UTF-8 is
+/// replaced), for the proxy's own small queries and merges.
+pub fn data_row_text(body: &[u8]) -> Result<Vec<Option<String>>> {
+    let mut values = Vec::new();
+    data_row_spans(body, |span| {
+        values.push(span.map(|(s, e)| String::from_utf8_lossy(&body[s..e]).into_owned()))
+    })?;
+    Ok(values)
+}
+
+/// The command tag of a CommandComplete body (`SELECT 3`, `INSERT 0 1`).
 pub fn command_tag(body: &[u8]) -> &[u8] {
     body.split(|&b| b == 0).next().unwrap_or(body)
+}
+
+/// The row count at the end of a command tag (`INSERT 0 5`, `COPY 7`).
+pub fn command_rows(body: &[u8]) -> Option<u64> {
+    let tag = std::str::from_utf8(command_tag(body)).ok()?;
+    tag.rsplit(' ').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -116,7 +136,7 @@ mod tests {
         }];
         let mut out = BytesMut::new();
         write_row_description(&mut out, &fields);
-        assert_eq!(out[0], b'T');
+        assert_eq!(out[0], tag::server::ROW_DESCRIPTION);
         assert_eq!(parse_row_description(&out[5..]).unwrap(), fields);
         assert!(parse_row_description(&out[5..out.len() - 1]).is_err());
     }
@@ -128,5 +148,16 @@ mod tests {
         data_row_spans(&body, |s| spans.push(s)).unwrap();
         assert_eq!(spans, vec![Some((6, 7)), None]);
         assert!(data_row_spans(&body[..5], |_| {}).is_err());
+        assert_eq!(
+            data_row_text(&body).unwrap(),
+            vec![Some("x".to_string()), None]
+        );
+    }
+
+    #[test]
+    fn command_rows_read_the_count() {
+        assert_eq!(command_rows(b"INSERT 0 5\0"), Some(5));
+        assert_eq!(command_rows(b"COPY 7\0"), Some(7));
+        assert_eq!(command_rows(b"BEGIN\0"), None);
     }
 }
