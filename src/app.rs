@@ -130,6 +130,9 @@ impl App {
 
     /// Waits while the pool is paused. Free when nothing is paused.
     pub async fn wait_unpaused(&self, database: &str, user: &str) {
+        if !self.pause.any.load(Ordering::Relaxed) {
+            return;
+        }
         loop {
             let resumed = self.pause.resumed.notified();
             if !self.is_paused(database, user) {

@@ -1,11 +1,17 @@
-//! Server side of the house: connections, per-server pools, and the
-//! registry of (database, user) pools built from the config.
+//! Server side of the house: connections (`server`, opened in `connect`,
+//! queried by the proxy itself in `query`), per-server pools, the registry
+//! of (database, user) pools built from the config, and sets of servers
+//! held across shards.
 
+mod connect;
 pub mod health;
 pub mod pool;
+pub mod query;
 pub mod registry;
 pub mod server;
+pub mod shards;
 
 pub use pool::{Pooled, ServerPool};
 pub use registry::{Pool, Registry};
 pub use server::{Address, Server};
+pub use shards::ShardSet;

@@ -73,16 +73,19 @@ pub struct ServerPool {
 /// A server on loan to one client. Hand it back with [`ServerPool::checkin`].
 pub struct Pooled {
     pub server: Server,
+    /// When it was checked out.
+    pub since: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Pooled {
-    fn new(server: Server, permit: OwnedSemaphorePermit) -> Pooled {
+    fn new(server: Server, permit: OwnedSemaphorePermit, since: Instant) -> Pooled {
         if let Some(s) = &server.stats {
             s.info.set_active(true);
         }
         Pooled {
             server,
+            since,
             _permit: permit,
         }
     }
@@ -138,6 +141,32 @@ impl ServerPool {
         }
     }
 
+    /// The fast path of `checkout`, without waiting: a free permit and an
+    /// idle server fit for reuse with no health check due. None otherwise
+    /// (then call `checkout`).
+    pub fn try_checkout(&self) -> Option<Pooled> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let now = Instant::now();
+        let settings = self.settings.load();
+        let mut idle = self.idle.lock();
+        while let Some(server) = idle.pop() {
+            if server.state.broken
+                || now.duration_since(server.created) >= settings.server_lifetime
+                || now.duration_since(server.last_used) >= settings.idle_timeout
+            {
+                continue; // dropped: the connection closes
+            }
+            if now.duration_since(server.last_used) >= settings.healthcheck_delay {
+                idle.push(server); // `checkout` checks it first
+                return None;
+            }
+            drop(idle);
+            self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+            return Some(Pooled::new(server, permit, now));
+        }
+        None
+    }
+
     /// Waits up to `checkout_timeout` for a permit, then reuses an idle server
     /// or connects a new one.
     pub async fn checkout(&self) -> Result<Pooled> {
@@ -149,7 +178,7 @@ impl ServerPool {
         let now = Instant::now();
         while let Some(mut server) = self.pop_idle() {
             let settings = self.settings.load();
-            if server.broken
+            if server.state.broken
                 || now.duration_since(server.created) >= settings.server_lifetime
                 || now.duration_since(server.last_used) >= settings.idle_timeout
             {
@@ -163,11 +192,11 @@ impl ServerPool {
                 self.ban(settings.ban_time, "health check failed");
                 continue;
             }
-            return Ok(Pooled::new(server, permit));
+            return Ok(Pooled::new(server, permit, Instant::now()));
         }
         let settings = self.settings();
         let server = Box::pin(self.connect(&settings)).await?;
-        Ok(Pooled::new(server, permit))
+        Ok(Pooled::new(server, permit, Instant::now()))
     }
 
     /// The slow path: every permit is out; wait in line up to checkout_timeout.
@@ -238,8 +267,8 @@ impl ServerPool {
     /// An empty query answered within `timeout`.
     async fn healthy(&self, server: &mut Server, timeout: Duration) -> bool {
         matches!(
-            tokio::time::timeout(timeout, server.run_internal(";")).await,
-            Ok(Ok(None))
+            tokio::time::timeout(timeout, server.execute(";")).await,
+            Ok(Ok(()))
         )
     }
 
@@ -300,18 +329,23 @@ impl ServerPool {
     /// Takes a server back. The caller has already reset it if it was dirty;
     /// anything not clean and idle is closed instead of reused.
     pub fn checkin(&self, pooled: Pooled) {
+        self.checkin_at(pooled, Instant::now())
+    }
+
+    /// `checkin` when the caller already read the clock.
+    pub fn checkin_at(&self, pooled: Pooled, now: Instant) {
         let Pooled {
             mut server,
             _permit,
+            ..
         } = pooled;
-        if server.broken
-            || server.dirty
-            || server.status != TxStatus::Idle
+        if server.state.broken
+            || server.state.dirty
+            || server.state.status != TxStatus::Idle
             || !server.buf.is_empty()
         {
             return; // dropped: the connection closes
         }
-        let now = Instant::now();
         if now.duration_since(server.created) >= self.settings.load().server_lifetime {
             return;
         }

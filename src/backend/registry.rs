@@ -17,6 +17,7 @@ use crate::config::{Config, LoadBalancingMode, PoolConfig, PoolMode, Role, UserC
 use crate::errors::{Error, Result};
 use crate::net::auth::Secret;
 use crate::router::shard::Sharding;
+use crate::router::statement::Analyses;
 use crate::router::{RouteConfig, Target};
 
 /// A (database, user) pool as clients see it.
@@ -36,6 +37,8 @@ pub struct Pool {
     pub lag_limit: LagLimit,
     /// Whether pgml.* calls are answered for this pool.
     pub ml_enabled: bool,
+    /// What its statements mean for routing, by text (each parsed once).
+    pub analyses: Analyses,
     /// ParameterStatus values clients get at login, learned from a server.
     server_params: ArcSwapOption<Vec<(String, String)>>,
 }
@@ -147,6 +150,7 @@ impl Pool {
     ) -> Arc<Vec<(String, String)>> {
         let mut params: Vec<(String, String)> = pooled
             .server
+            .state
             .params
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -351,6 +355,7 @@ fn build_pool(
             bytes: pool_cfg.max_replica_lag,
             seconds: pool_cfg.max_replica_lag_seconds,
         },
+        analyses: Analyses::default(),
         server_params: ArcSwapOption::new(keep_params),
         ml_enabled: pool_cfg.ml.enabled.unwrap_or(true),
     }

@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::net::tag::server as tag;
+
 #[derive(Debug)]
 pub enum Expect {
     /// A Parse went to the server; ParseComplete ends it. `injected`: the
@@ -17,7 +19,8 @@ pub enum Expect {
         injected: bool,
         name: Option<String>,
     },
-    /// A Bind/Describe/Execute/Close went to the server; one of these tags ends it.
+    /// A Bind/Describe/Execute/Close went to the server; one of these
+    /// message types ends it.
     Reply(&'static [u8]),
     /// Sync, Query or FunctionCall: ReadyForQuery ends it.
     Sync,
@@ -69,15 +72,15 @@ impl ExpectQueue {
 
     /// Accounts for one server message. `committed` receives the name of a
     /// statement the server now holds.
-    pub fn on_server_message(&mut self, tag: u8, mut committed: impl FnMut(String)) -> Matched {
-        match tag {
-            b'Z' => {
+    pub fn on_server_message(&mut self, kind: u8, mut committed: impl FnMut(String)) -> Matched {
+        match kind {
+            tag::READY_FOR_QUERY => {
                 if matches!(self.queue.front(), Some(Expect::Sync)) {
                     self.queue.pop_front();
                 }
                 Matched::Forward
             }
-            b'1' => match self.queue.front() {
+            tag::PARSE_COMPLETE => match self.queue.front() {
                 Some(Expect::Parse { .. }) => {
                     let Some(Expect::Parse { injected, name }) = self.queue.pop_front() else {
                         return Matched::Forward;
@@ -93,7 +96,7 @@ impl ExpectQueue {
                 }
                 _ => Matched::Forward,
             },
-            b'E' => {
+            tag::ERROR_RESPONSE => {
                 // In the extended protocol the server skips everything up to
                 // Sync after an error; so do we. A simple Query goes on to 'Z'.
                 while let Some(front) = self.queue.front() {
@@ -116,6 +119,30 @@ impl ExpectQueue {
     }
 }
 
+/// What ends the answer to each client message the server owes one for.
+pub const ANSWERS_BIND: &[u8] = &[tag::BIND_COMPLETE];
+pub const ANSWERS_DESCRIBE: &[u8] = &[tag::ROW_DESCRIPTION, tag::NO_DATA];
+pub const ANSWERS_EXECUTE: &[u8] = &[
+    tag::COMMAND_COMPLETE,
+    tag::EMPTY_QUERY_RESPONSE,
+    tag::PORTAL_SUSPENDED,
+];
+pub const ANSWERS_CLOSE: &[u8] = &[tag::CLOSE_COMPLETE];
+
+/// What the server owes for a client message sent unchanged; None for
+/// messages it does not answer on their own (Flush, CopyData...).
+pub fn expect_for(kind: u8) -> Option<Expect> {
+    use crate::net::tag::client;
+    match kind {
+        client::BIND => Some(Expect::Reply(ANSWERS_BIND)),
+        client::DESCRIBE => Some(Expect::Reply(ANSWERS_DESCRIBE)),
+        client::EXECUTE => Some(Expect::Reply(ANSWERS_EXECUTE)),
+        client::CLOSE => Some(Expect::Reply(ANSWERS_CLOSE)),
+        client::SYNC | client::QUERY | client::FUNCTION_CALL => Some(Expect::Sync),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,13 +150,13 @@ mod tests {
     #[test]
     fn injected_parse_is_hidden_and_synthetic_waits_its_turn() {
         let mut q = ExpectQueue::default();
-        q.push(Expect::Reply(b"2"));
+        q.push(Expect::Reply(ANSWERS_BIND));
         q.push(Expect::Synthetic(Bytes::from_static(b"1")));
         q.push(Expect::Parse {
             injected: true,
             name: Some("g".into()),
         });
-        q.push(Expect::Reply(b"2"));
+        q.push(Expect::Reply(ANSWERS_BIND));
         q.push(Expect::Sync);
         let mut emitted = vec![];
         q.drain_synthetic(|t| emitted.push(t.to_vec()));
@@ -138,20 +165,20 @@ mod tests {
             "synthetic must wait for the Bind before it"
         );
         assert!(matches!(
-            q.on_server_message(b'2', |_| {}),
+            q.on_server_message(tag::BIND_COMPLETE, |_| {}),
             Matched::Forward
         ));
         q.drain_synthetic(|t| emitted.push(t.to_vec()));
         assert_eq!(emitted, vec![b"1".to_vec()]);
         let mut names = vec![];
         assert!(matches!(
-            q.on_server_message(b'1', |n| names.push(n)),
+            q.on_server_message(tag::PARSE_COMPLETE, |n| names.push(n)),
             Matched::Hide
         ));
         assert_eq!(names, vec!["g".to_string()]);
-        q.on_server_message(b'2', |_| {});
+        q.on_server_message(tag::BIND_COMPLETE, |_| {});
         assert_eq!(q.syncs(), 1);
-        q.on_server_message(b'Z', |_| {});
+        q.on_server_message(tag::READY_FOR_QUERY, |_| {});
         assert!(q.is_empty());
     }
 
@@ -162,14 +189,14 @@ mod tests {
             injected: false,
             name: Some("g".into()),
         });
-        q.push(Expect::Reply(b"2"));
+        q.push(Expect::Reply(ANSWERS_BIND));
         q.push(Expect::Synthetic(Bytes::from_static(b"3")));
         q.push(Expect::Sync);
         let mut names = vec![];
-        q.on_server_message(b'E', |n| names.push(n));
+        q.on_server_message(tag::ERROR_RESPONSE, |n| names.push(n));
         assert!(names.is_empty(), "a failed Parse commits nothing");
         assert_eq!(q.syncs(), 1);
-        q.on_server_message(b'Z', |_| {});
+        q.on_server_message(tag::READY_FOR_QUERY, |_| {});
         assert!(q.is_empty());
     }
 }

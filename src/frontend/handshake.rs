@@ -268,7 +268,7 @@ fn scram_error(e: ScramError) -> Error {
 async fn read_auth_message(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut> {
     loop {
         if let Some(h) = codec::header(buf, MAX_AUTH_MESSAGE)? {
-            if h.tag != b'p' {
+            if h.tag != crate::net::tag::client::PASSWORD {
                 return Err(Error::protocol(format!(
                     "expected password response, got message type '{}'",
                     codec::printable(h.tag)

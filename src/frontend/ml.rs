@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::predict::{parse_sql, PredictPortal};
 use super::prepared;
-use super::session::{Flow, Session};
+use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
 use crate::ml::call::{self, FnCall};
 use crate::ml::exec;
@@ -20,6 +20,7 @@ use crate::ml::predict::Plan;
 use crate::ml::service::Progress;
 use crate::net::codec;
 use crate::net::messages;
+use crate::net::tag::client;
 
 /// Statements and portals of this client that pgmlcat answers itself.
 #[derive(Default)]
@@ -41,7 +42,9 @@ impl MlState {
     /// A statement or portal name is being reused: forget the old one.
     fn forget(&mut self, kind: u8, name: &str) -> bool {
         match kind {
-            b'S' => self.statements.remove(name).is_some() | self.predicts.remove(name).is_some(),
+            client::STATEMENT => {
+                self.statements.remove(name).is_some() | self.predicts.remove(name).is_some()
+            }
             _ => self.portals.remove(name).is_some() | self.predict_portals.remove(name).is_some(),
         }
     }
@@ -71,7 +74,7 @@ impl Session {
             Err(e) => {
                 let mut out = BytesMut::new();
                 messages::error_response(&mut out, &Error::Ml(e));
-                messages::ready_for_query(&mut out, self.status);
+                messages::ready_for_query(&mut out, self.tx.status);
                 self.respond_in_order(out.freeze());
                 return Ok(Some(Flow::Continue));
             }
@@ -80,14 +83,14 @@ impl Session {
             return Ok(Some(Flow::Close));
         }
         // A shard named by comment or SET SHARD limits what training reads.
-        let shard = self.named_shard(Some(sql), None, false).ok().flatten();
+        let shard = self.shard_named(Some(sql));
         // As Postgres: statements run in turn; the first error ends the string.
         for call in &calls {
             if !self.run_call(call, true, shard).await? {
                 break;
             }
         }
-        messages::ready_for_query(&mut self.to_client, self.status);
+        messages::ready_for_query(&mut self.client.out, self.tx.status);
         Ok(Some(Flow::Continue))
     }
 
@@ -95,7 +98,7 @@ impl Session {
     /// path: an extended-protocol message that cannot concern a pgml call.
     /// A Parse of ordinary SQL also retires an ML statement of its name.
     pub(super) fn surely_not_ml(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
-        if tag != b'P' {
+        if tag != client::PARSE {
             return Ok(self.ml.is_empty());
         }
         let (name, sql) = parse_sql(msg)?;
@@ -103,7 +106,7 @@ impl Session {
             return Ok(false);
         }
         if !self.ml.is_empty() {
-            self.ml.forget(b'S', name);
+            self.ml.forget(client::STATEMENT, name);
         }
         Ok(true)
     }
@@ -113,15 +116,15 @@ impl Session {
     /// true when answered here.
     pub(super) async fn ml_extended(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
         match tag {
-            b'P' => {
+            client::PARSE => {
                 let (name, sql) = parse_sql(msg)?;
                 let name = name.to_string();
-                self.ml.forget(b'S', &name);
+                self.ml.forget(client::STATEMENT, &name);
                 match call::parse_call(sql) {
                     Ok(None) => match self.predict_parse(&name, sql) {
                         Ok(handled) => Ok(handled),
                         Err(e) => {
-                            self.ml_refuse(e);
+                            self.refuse_in_batch(e);
                             Ok(true)
                         }
                     },
@@ -133,15 +136,15 @@ impl Session {
                         Ok(true)
                     }
                     Err(e) => {
-                        self.ml_refuse(Error::Ml(e));
+                        self.refuse_in_batch(Error::Ml(e));
                         Ok(true)
                     }
                 }
             }
-            b'B' => {
+            client::BIND => {
                 let (portal, _) = codec::cstr(msg, 5)?;
                 let (stmt, _, _) = prepared::bind_statement(msg)?;
-                self.ml.forget(b'P', portal);
+                self.ml.forget(client::PORTAL, portal);
                 let Some(call) = self.ml.statements.get(stmt) else {
                     return self.predict_bind(portal, stmt, msg);
                 };
@@ -152,31 +155,25 @@ impl Session {
                     .map(|(v, _)| v.map(|b| String::from_utf8_lossy(b).into_owned()))
                     .collect();
                 if let Err(e) = call.bind(&values) {
-                    self.ml_refuse(Error::Ml(e));
+                    self.refuse_in_batch(Error::Ml(e));
                     return Ok(true);
                 }
                 self.ml.portals.insert(portal, call);
                 let mut out = BytesMut::new();
-                out.put_u8(b'2');
-                out.put_i32(4);
+                messages::bind_complete(&mut out);
                 self.respond_in_order(out.freeze());
                 Ok(true)
             }
-            b'D' => {
+            client::DESCRIBE => {
                 let (kind, name) = prepared::target(msg)?;
                 let mut out = BytesMut::new();
-                if kind == b'S' {
+                if kind == client::STATEMENT {
                     let Some(call) = self.ml.statements.get(name) else {
                         return self.predict_describe(kind, name).await;
                     };
                     // Parameters are described as text: the proxy reads them so.
-                    let n = call.param_count();
-                    out.put_u8(b't');
-                    out.put_i32(4 + 2 + 4 * n as i32);
-                    out.put_i16(n as i16);
-                    for _ in 0..n {
-                        out.put_u32(25);
-                    }
+                    let types = vec![crate::net::oid::TEXT; call.param_count()];
+                    messages::parameter_description(&mut out, &types);
                     exec::describe(call, &mut out);
                 } else {
                     let Some(call) = self.ml.portals.get(name) else {
@@ -187,7 +184,7 @@ impl Session {
                 self.respond_in_order(out.freeze());
                 Ok(true)
             }
-            b'E' => {
+            client::EXECUTE => {
                 let (portal, _) = codec::cstr(msg, 5)?;
                 let Some(call) = self.ml.portals.get(portal).cloned() else {
                     return self.predict_execute(portal).await;
@@ -195,14 +192,16 @@ impl Session {
                 if self.settle().await? == Flow::Close {
                     return Err(Error::ClientGone);
                 }
-                let shard = self.named_shard(None, None, false).ok().flatten();
+                let shard = self.shard_named(None);
                 if !self.run_call(&call, false, shard).await? {
-                    self.skip_until_sync = self.server.is_none();
-                    self.discard_until_sync = self.server.is_some();
+                    self.recovery = match self.server.binding {
+                        Binding::One(_) => Recovery::DiscardToSync,
+                        _ => Recovery::SkipToSync,
+                    };
                 }
                 Ok(true)
             }
-            b'C' => {
+            client::CLOSE => {
                 let (kind, name) = prepared::target(msg)?;
                 if !self.ml.forget(kind, name) {
                     return Ok(false);
@@ -216,32 +215,20 @@ impl Session {
         }
     }
 
-    /// An error raised by us mid-batch: Postgres skips to the Sync.
-    fn ml_refuse(&mut self, e: Error) {
-        let mut out = BytesMut::new();
-        messages::error_response(&mut out, &e);
-        self.respond_in_order(out.freeze());
-        if self.server.is_some() {
-            self.discard_until_sync = true;
-        } else {
-            self.skip_until_sync = true;
-        }
-    }
-
     /// Waits until every answer owed to the client from a held server has
     /// been relayed, so what we write next comes after it.
     pub(super) async fn settle(&mut self) -> Result<Flow> {
         // Nothing owed: what is queued for the client goes out with the
         // answer, in one write (an early write would wake the client for a
         // BindComplete alone).
-        if self.expect.is_empty() {
+        if self.server.expect.is_empty() {
             return Ok(Flow::Continue);
         }
         if self.flush().await? == Flow::Close {
             return Ok(Flow::Close);
         }
-        while !self.expect.is_empty() {
-            let Some(pooled) = self.server.as_mut() else {
+        while !self.server.expect.is_empty() {
+            let Some(pooled) = self.server.binding.one() else {
                 break;
             };
             let n = pooled
@@ -286,7 +273,7 @@ impl Session {
                 tokio::select! {
                     r = &mut work => break r,
                     Some(note) = rx.recv() => {
-                        messages::notice(&mut self.to_client, &note);
+                        messages::notice(&mut self.client.out, &note);
                         if self.flush().await? == Flow::Close {
                             return Err(Error::ClientGone);
                         }
@@ -295,20 +282,20 @@ impl Session {
             }
         };
         while let Ok(note) = rx.try_recv() {
-            messages::notice(&mut self.to_client, &note);
+            messages::notice(&mut self.client.out, &note);
         }
         match result {
             Ok(()) => {
                 if describe {
-                    exec::describe(call, &mut self.to_client);
+                    exec::describe(call, &mut self.client.out);
                 }
-                self.to_client.extend_from_slice(&body);
+                self.client.out.extend_from_slice(&body);
                 Ok(true)
             }
             Err(e) => {
                 let e = Error::Ml(e);
-                tracing::info!(client = %self.peer, pool = %self.pool.database, error = %e, "pgml.{} failed", call.func.name());
-                messages::error_response(&mut self.to_client, &e);
+                tracing::info!(client = %self.client.peer, pool = %self.pool.database, error = %e, "pgml.{} failed", call.func.name());
+                messages::error_response(&mut self.client.out, &e);
                 Ok(false)
             }
         }

@@ -1,15 +1,20 @@
-//! Client side of the house: accepting, the handshake, and the session.
+//! Client side of the house: accepting, the handshake, and the session:
+//! its loop (`session`), what each message means (`decide`, `dispatch`),
+//! the server on loan (`lease`), forwarding (`extended`), answers
+//! (`relay`, `local`), statements across shards (`multi`) and pgml.*
+//! (`ml`, `predict`).
 
 pub mod cancel;
-mod client_messages;
-mod copy_split;
+mod decide;
+mod dispatch;
 mod expect;
-mod fanout;
-mod fanout_extended;
+mod extended;
 pub mod handshake;
+mod lease;
 pub mod listener;
 mod local;
 mod ml;
+mod multi;
 pub mod params;
 mod predict;
 pub mod prepared;

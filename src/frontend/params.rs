@@ -18,6 +18,10 @@ const REPORTED: &[&str] = &[
 #[derive(Debug, Default, Clone)]
 pub struct ClientParams {
     wanted: Vec<(String, String)>,
+    /// A hash of `wanted`, never 0: a server that was brought in line with
+    /// the same fingerprint (and has reported no change since) needs no
+    /// comparison at checkout.
+    fingerprint: u64,
 }
 
 impl ClientParams {
@@ -27,11 +31,27 @@ impl ClientParams {
             .filter(|(k, _)| !NOT_PARAMETERS.contains(&k.as_str()) && !k.starts_with("_pq_."))
             .cloned()
             .collect();
-        ClientParams { wanted }
+        let mut p = ClientParams {
+            wanted,
+            fingerprint: 0,
+        };
+        p.rehash();
+        p
+    }
+
+    fn rehash(&mut self) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.wanted.hash(&mut h);
+        self.fingerprint = h.finish() | 1;
     }
 
     pub fn wanted(&self) -> &[(String, String)] {
         &self.wanted
+    }
+
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -46,9 +66,11 @@ impl ClientParams {
         if let Some(slot) = self.wanted.iter_mut().find(|(k, _)| k == name) {
             if slot.1 != value {
                 slot.1 = value.to_string();
+                self.rehash();
             }
         } else if REPORTED.contains(&name) {
             self.wanted.push((name.to_string(), value.to_string()));
+            self.rehash();
         }
     }
 }
@@ -72,10 +94,16 @@ mod tests {
 
     #[test]
     fn follows_reports() {
-        let mut p = ClientParams::default();
+        let mut p = ClientParams::from_startup(&[]);
+        let before = p.fingerprint();
         p.reported("TimeZone", "UTC");
         p.reported("server_version", "15");
         assert_eq!(p.get("TimeZone"), Some("UTC"));
         assert_eq!(p.get("server_version"), None);
+        assert_ne!(p.fingerprint(), before, "a change changes the fingerprint");
+        let after = p.fingerprint();
+        p.reported("TimeZone", "UTC");
+        assert_eq!(p.fingerprint(), after, "the same value changes nothing");
+        assert_ne!(after, 0);
     }
 }

@@ -8,18 +8,20 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use postgres_protocol::message::frontend;
-use tokio::io::AsyncWriteExt;
 
+use super::decide::{Plan as RoutePlan, Statement};
+use super::lease::Protocol;
 use super::prepared;
-use super::session::{Flow, Session};
+use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
 use crate::ml::predict::{self, Plan, Rewriter, ServerForm};
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
+use crate::net::tag::{client, server as tag};
 use crate::stats::Counters;
 
 /// A Bind of a pgml.predict statement, kept until its Execute.
@@ -56,7 +58,7 @@ impl Session {
             Err(e) => {
                 let mut out = BytesMut::new();
                 messages::error_response(&mut out, &Error::Ml(e));
-                messages::ready_for_query(&mut out, self.status);
+                messages::ready_for_query(&mut out, self.tx.status);
                 self.respond_in_order(out.freeze());
                 return Ok(Some(Flow::Continue));
             }
@@ -69,9 +71,9 @@ impl Session {
             if matches!(e, Error::ClientGone | Error::Io(_)) {
                 return Err(e);
             }
-            messages::error_response(&mut self.to_client, &e);
+            messages::error_response(&mut self.client.out, &e);
         }
-        messages::ready_for_query(&mut self.to_client, self.status);
+        messages::ready_for_query(&mut self.client.out, self.tx.status);
         Ok(Some(Flow::Continue))
     }
 
@@ -106,8 +108,7 @@ impl Session {
             },
         );
         let mut out = BytesMut::new();
-        out.put_u8(b'2');
-        out.put_i32(4);
+        messages::bind_complete(&mut out);
         self.respond_in_order(out.freeze());
         Ok(true)
     }
@@ -115,7 +116,7 @@ impl Session {
     /// Describe (statement or portal) of a pgml.predict statement.
     pub(super) async fn predict_describe(&mut self, kind: u8, name: &str) -> Result<bool> {
         let portal = match kind {
-            b'S' => match self.ml_predicts().get(name).cloned() {
+            client::STATEMENT => match self.ml_predicts().get(name).cloned() {
                 Some(plan) => PredictPortal {
                     plan,
                     param_formats: Vec::new(),
@@ -132,7 +133,10 @@ impl Session {
         if self.settle().await? == Flow::Close {
             return Err(Error::ClientGone);
         }
-        if let Err(e) = self.describe_predict(&portal, kind == b'S').await {
+        if let Err(e) = self
+            .describe_predict(&portal, kind == client::STATEMENT)
+            .await
+        {
             self.predict_failed(e)?;
         }
         Ok(true)
@@ -156,28 +160,40 @@ impl Session {
         if matches!(e, Error::ClientGone | Error::Io(_)) {
             return Err(e);
         }
-        messages::error_response(&mut self.to_client, &e);
-        if self.server.is_some() {
-            self.discard_until_sync = true;
-        } else {
-            self.skip_until_sync = true;
-        }
+        messages::error_response(&mut self.client.out, &e);
+        self.recovery = match self.server.binding {
+            Binding::One(_) => Recovery::DiscardToSync,
+            _ => Recovery::SkipToSync,
+        };
         Ok(())
     }
 
     /// A server for the rewritten statement: the one held, or one checked
     /// out as for any statement (shard routing, deferred BEGIN).
     async fn predict_server(&mut self, server_sql: &str, simple: bool) -> Result<()> {
-        if self.server.is_some() {
-            return Ok(());
+        let protocol = if simple {
+            Protocol::Simple
+        } else {
+            Protocol::Extended
+        };
+        let stmt = Statement {
+            sql: Some(server_sql),
+            bind: None,
+            runs: true,
+            protocol,
+        };
+        match self.decide(&stmt)? {
+            RoutePlan::Held => Ok(()),
+            RoutePlan::Checkout(route) => {
+                if self.ensure_server(route, protocol).await? {
+                    Ok(())
+                } else {
+                    Err(Error::NoShard(self.pool.sharding.missing_key()))
+                }
+            }
+            RoutePlan::Refuse(e) => Err(e),
+            _ => Err(Error::NoShard(self.pool.sharding.missing_key())),
         }
-        if !self
-            .ensure_server(simple, Some(server_sql), None, true)
-            .await?
-        {
-            return Err(Error::NoShard(self.pool.sharding.missing_key()));
-        }
-        Ok(())
     }
 
     async fn describe_predict(&mut self, portal: &PredictPortal, statement: bool) -> Result<()> {
@@ -194,14 +210,10 @@ impl Session {
                     })
                     .max()
                     .unwrap_or(0);
-                self.to_client.put_u8(b't');
-                self.to_client.put_i32(4 + 2 + 4 * n as i32);
-                self.to_client.put_i16(n as i16);
-                for _ in 0..n {
-                    self.to_client.put_u32(25);
-                }
+                let types = vec![crate::net::oid::TEXT; n];
+                messages::parameter_description(&mut self.client.out, &types);
             }
-            plan.describe_constant(&portal.result_formats, &mut self.to_client)
+            plan.describe_constant(&portal.result_formats, &mut self.client.out)
                 .map_err(Error::Ml)?;
             return Ok(());
         };
@@ -210,7 +222,7 @@ impl Session {
                 .describe_cached(
                     Arc::new(NoModels),
                     &portal.result_formats,
-                    &mut self.to_client,
+                    &mut self.client.out,
                 )
                 .map_err(Error::Ml)?
         {
@@ -220,11 +232,11 @@ impl Session {
         let mut msg = BytesMut::new();
         frontend::parse("", &server_sql, std::iter::empty(), &mut msg)?;
         if statement {
-            frontend::describe(b'S', "", &mut msg)?;
+            frontend::describe(client::STATEMENT, "", &mut msg)?;
         } else {
             let formats = plan.server_result_formats(&portal.result_formats);
             bind_client_portal(portal, "", &formats, &mut msg)?;
-            frontend::describe(b'P', "", &mut msg)?;
+            frontend::describe(client::PORTAL, "", &mut msg)?;
         }
         frontend::sync(&mut msg);
         // Describe answers need no models: nothing is predicted.
@@ -247,9 +259,9 @@ impl Session {
         let Some(server_sql) = plan.server_sql.clone() else {
             let formats = portal.map(|p| p.result_formats.clone()).unwrap_or_default();
             if simple {
-                plan.answer_constant(&models, &mut self.to_client)
+                plan.answer_constant(&models, &mut self.client.out)
             } else {
-                plan.execute_constant(&models, &formats, &mut self.to_client)
+                plan.execute_constant(&models, &formats, &mut self.client.out)
             }
             .map_err(Error::Ml)?;
             return Ok(());
@@ -282,7 +294,7 @@ impl Session {
                 let params = values.iter().map(|v| Some(v.as_bytes()));
                 prepared::bind_portal(&name, &[], params, &server_formats, &mut msg)?;
                 // The simple protocol's client gets a RowDescription.
-                frontend::describe(b'P', "", &mut msg)?;
+                frontend::describe(client::PORTAL, "", &mut msg)?;
                 frontend::execute("", 0, &mut msg)?;
                 frontend::sync(&mut msg);
             }
@@ -300,7 +312,7 @@ impl Session {
                 }
                 bind_client_portal(p, &name, &server_formats, &mut msg)?;
                 if fan_out || !plan.knows_layout() {
-                    frontend::describe(b'P', "", &mut msg)?;
+                    frontend::describe(client::PORTAL, "", &mut msg)?;
                 }
                 frontend::execute("", 0, &mut msg)?;
                 frontend::sync(&mut msg);
@@ -319,7 +331,7 @@ impl Session {
     /// A keyless read on a sharded pool, outside a transaction: it runs on
     /// every shard and the rows of all of them go through one rewriter.
     fn predict_needs_all_shards(&self, server_sql: &str) -> bool {
-        self.server.is_none() && self.needs_fan_out(server_sql)
+        self.runs_on_every_shard(server_sql)
     }
 
     async fn predict_all_shards(
@@ -331,79 +343,77 @@ impl Session {
     ) -> Result<()> {
         // Rows are concatenated: anything the server would order, limit or
         // aggregate across rows would come out wrong.
-        match crate::router::merge::plan(server_sql) {
-            Ok(Some(p)) if p.order.is_empty() && p.limit.is_none() && p.offset == 0 && p.combine.is_none() => {}
-            Ok(_) | Err(_) => {
-                return Err(Error::Unsupported(
-                    "pgml.predict across shards with ORDER BY, LIMIT, DISTINCT or aggregates on other columns is not supported; \
-                     give the sharding key, or order and limit by the prediction"
-                        .into(),
-                ))
-            }
+        let analysis = self.analysis(Some(server_sql));
+        let concatenates = analysis.as_ref().and_then(|a| a.merge.clone()).is_some_and(
+            |m| matches!(m, Ok(p) if !p.merges_rows() && p.limit.is_none() && p.offset == 0),
+        );
+        if !concatenates {
+            return Err(Error::Unsupported(
+                "pgml.predict across shards with ORDER BY, LIMIT, DISTINCT or aggregates on other columns is not supported; \
+                 give the sharding key, or order and limit by the prediction"
+                    .into(),
+            ));
         }
-        let target = self.target_for(Some(server_sql));
-        let mut held = self
-            .checkout_shards(0..self.pool.shards.len(), target)
-            .await?;
+        let target = self.target_for(analysis.as_deref());
+        let mut set = self.shard_set(0..self.pool.shards.len(), target).await?;
         let mut result = Ok(());
-        let last = held.len() - 1;
+        let last = set.len() - 1;
         let mut scratch = BytesMut::new();
-        'shards: for (i, (_, pooled)) in held.iter_mut().enumerate() {
-            if let Err(e) = pooled.server.stream.write_all(msg).await {
-                pooled.server.broken = true;
-                result = Err(Error::ServerLost(e.to_string()));
+        'shards: for i in 0..set.len() {
+            let server = set.server(i);
+            if let Err(e) = server.send(msg).await {
+                result = Err(e);
                 break;
             }
             loop {
-                let (tag, body) = match pooled.server.read_message().await {
-                    Ok(m) => m,
+                let frame = match server.recv().await {
+                    Ok(f) => f,
                     Err(e) => {
                         result = Err(e);
                         break 'shards;
                     }
                 };
-                let keep = match tag {
-                    b'Z' => break,
-                    b'1' | b'2' | b'S' => false,
+                let kind = frame.tag();
+                let keep = match kind {
+                    tag::READY_FOR_QUERY => break,
+                    tag::PARSE_COMPLETE | tag::BIND_COMPLETE | tag::PARAMETER_STATUS => false,
                     // One RowDescription, one CommandComplete for the whole.
-                    b'T' => i == 0 && describe,
-                    b'C' => i == last && result.is_ok(),
-                    b'E' => {
+                    tag::ROW_DESCRIPTION => i == 0 && describe,
+                    tag::COMMAND_COMPLETE => i == last && result.is_ok(),
+                    tag::ERROR_RESPONSE => {
                         result = Err(Error::ServerRefused {
-                            addr: pooled.server.addr.to_string(),
-                            fields: messages::parse_error_fields(&body),
+                            addr: server.addr.to_string(),
+                            fields: messages::parse_error_fields(frame.body()),
                         });
                         false
                     }
                     _ => result.is_ok(),
                 };
                 let out = if keep {
-                    &mut self.to_client
+                    &mut self.client.out
                 } else {
                     &mut scratch
                 };
-                if (keep || tag == b'T') && result.is_ok() {
-                    if let Err(e) = rewriter.on_message(tag, &body, out) {
+                if (keep || kind == tag::ROW_DESCRIPTION) && result.is_ok() {
+                    if let Err(e) = rewriter.on_message(kind, frame.body(), out) {
                         result = Err(Error::Ml(e));
                     }
                 }
                 scratch.clear();
-                if self.to_client.len() > 64 * 1024 {
-                    Counters::add(&self.pool.counters.bytes_sent, self.to_client.len() as u64);
-                    if self.client.write_all(&self.to_client).await.is_err() {
-                        result = Err(Error::ClientGone);
-                        break 'shards;
-                    }
-                    self.to_client.clear();
+                if let Err(e) = self.spill_to_client().await {
+                    result = Err(e);
+                    break 'shards;
                 }
             }
             if result.is_err() {
                 break;
             }
         }
-        for (sp, pooled) in held {
-            sp.checkin(pooled);
+        if matches!(result, Err(ref e) if !matches!(e, Error::ServerRefused { .. } | Error::Ml(_)))
+        {
+            set.abandon();
         }
+        drop(set);
         if result.is_ok() {
             Counters::add(&self.pool.counters.xacts, 1);
         }
@@ -412,12 +422,13 @@ impl Session {
 
     /// Whether the held server has prepared statement `name` (never the
     /// unnamed one).
-    fn server_knows(&self, name: &str) -> bool {
+    fn server_knows(&mut self, name: &str) -> bool {
         !name.is_empty()
             && self
                 .server
-                .as_ref()
-                .is_some_and(|s| s.server.prepared.contains(name))
+                .binding
+                .one()
+                .is_some_and(|s| s.server.state.prepared.contains(name))
     }
 
     /// One exchange on the held server, ending at its ReadyForQuery; the
@@ -432,84 +443,60 @@ impl Session {
         describe: bool,
         mut preparing: Option<String>,
     ) -> Result<()> {
-        let Some(pooled) = self.server.as_mut() else {
+        let Some(pooled) = self.server.binding.one() else {
             return Err(Error::ServerLost("no server for pgml.predict".into()));
         };
-        if let Err(e) = pooled.server.stream.write_all(msg).await {
-            pooled.server.broken = true;
-            return Err(Error::ServerLost(e.to_string()));
-        }
+        pooled.server.send(msg).await?;
         let mut failure: Option<Error> = None;
         let mut scratch = BytesMut::new();
         let status = loop {
-            let Some(pooled) = self.server.as_mut() else {
+            let Some(pooled) = self.server.binding.one() else {
                 return Err(Error::ServerLost("server gone".into()));
             };
-            let (tag, body) = match pooled.server.read_message().await {
-                Ok(m) => m,
+            let server = &mut pooled.server;
+            let frame = match server.recv().await {
+                Ok(f) => f,
                 Err(e) => {
-                    pooled.server.broken = true;
                     self.on_server_lost().await;
                     return Err(e);
                 }
             };
-            let server = &mut pooled.server;
-            match tag {
-                b'Z' => {
-                    let st = body
-                        .first()
-                        .and_then(|&b| TxStatus::from_byte(b))
-                        .unwrap_or(TxStatus::Failed);
-                    server.status = st;
-                    break st;
-                }
-                b'1' => {
+            let kind = frame.tag();
+            match kind {
+                tag::READY_FOR_QUERY => break server.state.status,
+                tag::PARSE_COMPLETE => {
                     if let Some(name) = preparing.take() {
-                        server.prepared.insert(name);
+                        server.state.prepared.insert(name);
                     }
                     continue;
                 }
-                b'2' => continue,
-                b'S' => {
-                    if let Some((name, value)) = messages::parse_parameter_status(&body) {
-                        self.params.reported(name, value);
-                        server.params.insert(name.to_string(), value.to_string());
+                tag::BIND_COMPLETE => continue,
+                tag::PARAMETER_STATUS => {
+                    if let Some((name, value)) = messages::parse_parameter_status(frame.body()) {
+                        self.client.params.reported(name, value);
                     }
                     continue;
-                }
-                b'C' => server.note_command(crate::backend::server::command_effect(&body)),
-                b'E' => {
-                    let fields = messages::parse_error_fields(&body);
-                    if fields.severity == "FATAL" || fields.severity == "PANIC" {
-                        server.broken = true;
-                    }
                 }
                 _ => {}
             }
             if failure.is_some() {
                 continue;
             }
-            let out = if tag == b'T' && !describe {
+            let out = if kind == tag::ROW_DESCRIPTION && !describe {
                 &mut scratch
             } else {
-                &mut self.to_client
+                &mut self.client.out
             };
-            if let Err(e) = rewriter.on_message(tag, &body, out) {
+            if let Err(e) = rewriter.on_message(kind, frame.body(), out) {
                 failure = Some(Error::Ml(e));
             }
-            if self.to_client.len() > 64 * 1024 {
-                Counters::add(&self.pool.counters.bytes_sent, self.to_client.len() as u64);
-                if self.client.write_all(&self.to_client).await.is_err() {
-                    return Err(Error::ClientGone);
-                }
-                self.to_client.clear();
-            }
+            self.spill_to_client().await?;
         };
-        if self.deferred_begin.is_none() {
+        if self.tx.deferred.is_none() {
             if status == TxStatus::Idle {
                 Counters::add(&self.pool.counters.xacts, 1);
             }
-            self.status = status;
+            self.tx.status = status;
         }
         if self.transaction_over(status) && !self.release_if_clean() {
             self.release().await;

@@ -18,7 +18,7 @@ use super::preprocess::Preprocessor;
 use super::service::{Ml, StoredModel};
 use crate::backend::pool::ServerPool;
 use crate::backend::registry::Pool;
-use crate::net::codec;
+use postgres_protocol::message::backend::Message;
 
 type Key = (String, String);
 
@@ -168,25 +168,16 @@ async fn listen_once(
 ) -> MlResult<()> {
     let settings = server.settings();
     let mut conn = server.connect(&settings).await?;
-    if let Some(fields) = conn
-        .run_internal(&format!("LISTEN {DEPLOY_CHANNEL}"))
-        .await?
-    {
-        return Err(MlError::Server(fields));
-    }
+    conn.execute(&format!("LISTEN {DEPLOY_CHANNEL}")).await?;
     if reconnect {
         // Deploys made while we were not listening went unheard. (While the
         // database is unreachable the warm models keep serving.)
         ml.cache.invalidate_database(database);
     }
     loop {
-        let (tag, body) = conn.read_message().await?;
-        if tag == b'A' {
-            // NotificationResponse: pid, channel, payload (the project).
-            let Ok((_channel, at)) = codec::cstr(&body, 4) else {
-                continue;
-            };
-            if let Ok((project, _)) = codec::cstr(&body, at) {
+        if let Message::NotificationResponse(note) = conn.recv_message().await? {
+            // The payload is the project whose deployment changed.
+            if let Ok(project) = note.message() {
                 tracing::debug!(project, "deployment notice: dropping cached model");
                 ml.cache.invalidate(database, project);
             }

@@ -136,6 +136,17 @@ pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
     });
 }
 
+/// CopyInResponse: the overall format (0 text, 1 binary) and each column's.
+pub fn copy_in_response(buf: &mut BytesMut, format: u8, columns: &[u16]) {
+    tagged(buf, tag::COPY_IN_RESPONSE, |b| {
+        b.put_u8(format);
+        b.put_i16(columns.len() as i16);
+        for c in columns {
+            b.put_u16(*c);
+        }
+    });
+}
+
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     tagged(buf, tag::COMMAND_COMPLETE, |b| put_cstr(b, tag));
 }
@@ -219,6 +230,30 @@ pub fn error_with_severity(buf: &mut BytesMut, err: &Error, severity: Severity) 
 
 pub fn notice(buf: &mut BytesMut, message: &str) {
     error_fields(buf, tag::NOTICE_RESPONSE, "NOTICE", "00000", message);
+}
+
+/// Severity, code and message of an ErrorResponse read by postgres-protocol.
+pub fn error_fields_of(
+    body: &postgres_protocol::message::backend::ErrorResponseBody,
+) -> ErrorFields {
+    use fallible_iterator::FallibleIterator;
+    let mut fields = ErrorFields {
+        severity: String::new(),
+        code: String::new(),
+        message: String::new(),
+    };
+    let mut it = body.fields();
+    while let Ok(Some(f)) = it.next() {
+        let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
+        match f.type_() {
+            b'V' => fields.severity = value,
+            b'S' if fields.severity.is_empty() => fields.severity = value,
+            b'C' => fields.code = value,
+            b'M' => fields.message = value,
+            _ => {}
+        }
+    }
+    fields
 }
 
 /// Reads severity, code and message out of an ErrorResponse/NoticeResponse body

@@ -1,6 +1,7 @@
 //! The wire: framing, the messages we write and read, startup packets, auth.
 
 pub mod auth;
+pub mod bufpool;
 pub mod codec;
 pub mod messages;
 pub mod oid;

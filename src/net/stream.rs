@@ -5,7 +5,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 pub enum Stream {
@@ -23,6 +24,58 @@ pub enum Stream {
 impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::TlsServer(_) | Stream::TlsClient(_))
+    }
+
+    /// Reads what is there into the spare capacity of `buf` (at least
+    /// `min_spare` bytes of it, grown if needed). Ready(Ok(0)) is the end of
+    /// the stream.
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        min_spare: usize,
+    ) -> Poll<io::Result<usize>> {
+        if buf.capacity() - buf.len() < min_spare {
+            buf.reserve(min_spare);
+        }
+        let spare = buf.spare_capacity_mut();
+        let mut read = ReadBuf::uninit(spare);
+        match Pin::new(self).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                // SAFETY: poll_read initialised the first n bytes of the
+                // spare capacity (ReadBuf tracks what it filled).
+                unsafe { buf.set_len(buf.len() + n) };
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Writes what the socket takes now, without waiting (one send);
+    /// `WouldBlock` when it takes nothing, or for TLS, whose records need
+    /// the async path.
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Writes all of `buf`: one send when the socket takes it all (the usual
+    /// case), the async path for the rest.
+    pub async fn send_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let sent = match self.try_write(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if sent < buf.len() {
+            self.write_all(&buf[sent..]).await?;
+        }
+        Ok(())
     }
 }
 

@@ -2,8 +2,6 @@
 //! splitting the incoming rows by the shard of their key field.
 
 use sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 /// A COPY FROM STDIN pgmlcat can split.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +16,7 @@ pub struct CopyIn {
 }
 
 /// Recognises `COPY table [(cols)] FROM STDIN [options]` on `table`.
-pub fn parse(sql: &str, sharded_table: &str) -> Option<CopyIn> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+pub fn parse(statements: &[Statement], sharded_table: &str) -> Option<CopyIn> {
     let [Statement::Copy {
         source: CopySource::Table {
             table_name,
@@ -30,7 +27,7 @@ pub fn parse(sql: &str, sharded_table: &str) -> Option<CopyIn> {
         options,
         legacy_options,
         ..
-    }] = statements.as_slice()
+    }] = statements
     else {
         return None;
     };
@@ -189,6 +186,13 @@ fn unescape_text(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(sql: &str, table: &str) -> Option<CopyIn> {
+        let statements =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+                .ok()?;
+        super::parse(&statements, table)
+    }
 
     #[test]
     fn recognises_copy_in() {

@@ -1,4 +1,7 @@
-//! Where a statement goes: which role (and, later, which shard).
+//! Where a statement goes: which shard (`place`) and which role
+//! (`target`), both pure functions of what the statement says
+//! (`statement::Analysis`), what the client chose (`RouteState`) and the
+//! pool's settings.
 
 pub mod commands;
 pub mod copy;
@@ -6,10 +9,14 @@ pub mod hash;
 pub mod merge;
 pub mod rw;
 pub mod shard;
+pub mod statement;
 
 use crate::config::{DefaultRole, PoolConfig};
+use crate::errors::Error;
 use commands::RoleSetting;
 use rw::Intent;
+use shard::{DefaultShard, Sharding};
+use statement::Analysis;
 
 /// The kind of server a transaction needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,12 +106,78 @@ pub fn target(cfg: &RouteConfig, state: &RouteState, intent: Option<Intent>) -> 
     }
 }
 
-/// Classifies `sql` unless it is longer than the parser may look at.
-pub fn intent(cfg: &RouteConfig, sql: &str) -> Intent {
-    match cfg.max_length {
-        Some(max) if sql.len() > max => Intent::Write,
-        _ => rw::classify(sql),
+/// Where a statement goes on a sharded pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Shard(usize),
+    /// Nothing names a shard and `default_shard` does not place it: a read
+    /// may run on every shard, a multi-row INSERT may split; anything else
+    /// is refused.
+    Keyless,
+}
+
+/// What can name a statement's shard besides its own text.
+pub struct Hints<'a> {
+    /// The client's SET SHARD / SET SHARDING KEY.
+    pub client_shard: Option<usize>,
+    /// The shard of Bind parameter `$n+1`, when there is a Bind.
+    pub param: &'a dyn Fn(usize) -> Option<usize>,
+}
+
+/// The shard the statement or the client names, first match wins: a
+/// comment, SET SHARD / SET SHARDING KEY (unless `statement_only`), the
+/// automatic key (constants, or Bind parameters).
+pub fn named_shard(
+    analysis: Option<&Analysis>,
+    hints: &Hints,
+    statement_only: bool,
+) -> Result<Option<usize>, Error> {
+    if let Some(found) = analysis.and_then(Analysis::comment_shard) {
+        return found.map(Some);
     }
+    if let (Some(n), false) = (hints.client_shard, statement_only) {
+        return Ok(Some(n));
+    }
+    Ok(analysis.and_then(|a| a.keys.resolve(hints.param)))
+}
+
+/// The shard for a transaction whose first statement is `analysis` (None:
+/// no text to look at). `runs`: whether the batch executes anything (a
+/// Parse/Describe-only batch works on any shard, the schemas match).
+/// `healthy` says whether a shard's primary is up; `pick(n)` draws in
+/// `0..n` (random in production, fixed in tests). A statement is never
+/// placed by guess: only a random default places keyless reads, for
+/// reference tables every shard holds alike.
+pub fn place(
+    sharding: &Sharding,
+    analysis: Option<&Analysis>,
+    hints: &Hints,
+    runs: bool,
+    healthy: &dyn Fn(usize) -> bool,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Result<Placement, Error> {
+    let shards = sharding.shards;
+    if shards <= 1 {
+        return Ok(Placement::Shard(0));
+    }
+    if let Some(named) = named_shard(analysis, hints, false)? {
+        return Ok(Placement::Shard(named));
+    }
+    let read = analysis.is_some_and(|a| a.intent == Intent::Read);
+    let anywhere = !runs || !analysis.is_some_and(|a| a.touches_tables);
+    Ok(match sharding.default_shard {
+        Some(DefaultShard::Fixed(n)) => Placement::Shard(n),
+        Some(DefaultShard::Random) if read => Placement::Shard(pick(shards)),
+        Some(DefaultShard::RandomHealthy) if read => {
+            let up: Vec<usize> = (0..shards).filter(|&s| healthy(s)).collect();
+            Placement::Shard(match up.len() {
+                0 => pick(shards),
+                n => up[pick(n)],
+            })
+        }
+        _ if anywhere => Placement::Shard(0),
+        _ => Placement::Keyless,
+    })
 }
 
 #[cfg(test)]
@@ -166,9 +239,134 @@ mod tests {
         );
     }
 
-    #[test]
-    fn long_queries_go_to_the_primary() {
-        let long = format!("select {}", "1+".repeat(600) + "1");
-        assert_eq!(intent(&cfg(true, false), &long), Intent::Write);
+    mod placement {
+        use super::super::*;
+        use crate::config::PoolConfig;
+        use crate::router::hash::Key;
+        use crate::router::shard::KeyType;
+
+        fn sharding(default_shard: Option<&str>) -> Sharding {
+            let p = PoolConfig {
+                automatic_sharding_key: Some("users.id".into()),
+                sharding_key_type: KeyType::Bigint,
+                shard_id_regex: Some(r"/\* shard_id: (\d+) \*/".into()),
+                default_shard: default_shard.map(String::from),
+                ..Default::default()
+            };
+            Sharding::from_pool(&p, 3).expect("a valid sharding config")
+        }
+
+        fn analysis(s: &Sharding, sql: &str) -> Analysis {
+            let route = RouteConfig {
+                default_role: DefaultRole::Any,
+                parser: false,
+                max_length: None,
+                primary_reads: true,
+            };
+            statement::analyse(sql, s, &route)
+        }
+
+        fn place_with(
+            s: &Sharding,
+            sql: Option<&str>,
+            client_shard: Option<usize>,
+            param: &dyn Fn(usize) -> Option<usize>,
+            runs: bool,
+        ) -> Result<Placement, Error> {
+            let a = sql.map(|q| analysis(s, q));
+            let hints = Hints {
+                client_shard,
+                param,
+            };
+            place(s, a.as_ref(), &hints, runs, &|shard| shard == 2, &mut |n| {
+                n - 1
+            })
+        }
+
+        const NONE: &dyn Fn(usize) -> Option<usize> = &|_| None;
+
+        #[test]
+        fn precedence_comment_then_client_then_key() {
+            let s = sharding(None);
+            let key42 = Key::Bigint(42).shard(3);
+            let sql = "select * from users where id = 42";
+            assert_eq!(
+                place_with(&s, Some(sql), None, NONE, true).unwrap(),
+                Placement::Shard(key42)
+            );
+            let other = (key42 + 1) % 3;
+            assert_eq!(
+                place_with(&s, Some(sql), Some(other), NONE, true).unwrap(),
+                Placement::Shard(other),
+                "SET SHARD wins over the key"
+            );
+            let commented = format!("/* shard_id: {key42} */ select * from users");
+            assert_eq!(
+                place_with(&s, Some(&commented), Some(other), NONE, true).unwrap(),
+                Placement::Shard(key42),
+                "a comment wins over SET SHARD"
+            );
+            assert!(place_with(&s, Some("/* shard_id: 9 */ select 1"), None, NONE, true).is_err());
+            let by_param = place_with(
+                &s,
+                Some("select * from users where id = $1"),
+                None,
+                &|i| (i == 0).then_some(1),
+                true,
+            );
+            assert_eq!(by_param.unwrap(), Placement::Shard(1));
+        }
+
+        #[test]
+        fn keyless_statements_by_default_shard() {
+            let read = Some("select * from users");
+            let write = Some("delete from users");
+            let s = sharding(None);
+            assert_eq!(
+                place_with(&s, read, None, NONE, true).unwrap(),
+                Placement::Keyless
+            );
+            assert_eq!(
+                place_with(&s, write, None, NONE, true).unwrap(),
+                Placement::Keyless
+            );
+            // Nothing to key on: anywhere will do, so shard 0.
+            assert_eq!(
+                place_with(&s, Some("select now()"), None, NONE, true).unwrap(),
+                Placement::Shard(0)
+            );
+            assert_eq!(
+                place_with(&s, read, None, NONE, false).unwrap(),
+                Placement::Shard(0)
+            );
+            assert_eq!(
+                place_with(&s, None, None, NONE, true).unwrap(),
+                Placement::Shard(0)
+            );
+
+            let fixed = sharding(Some("shard_1"));
+            assert_eq!(
+                place_with(&fixed, write, None, NONE, true).unwrap(),
+                Placement::Shard(1)
+            );
+
+            let random = sharding(Some("random"));
+            assert_eq!(
+                place_with(&random, read, None, NONE, true).unwrap(),
+                Placement::Shard(2),
+                "pick(3) = 2 in this test"
+            );
+            assert_eq!(
+                place_with(&random, write, None, NONE, true).unwrap(),
+                Placement::Keyless,
+                "a write is never placed at random"
+            );
+            let healthy = sharding(Some("random_healthy"));
+            assert_eq!(
+                place_with(&healthy, read, None, NONE, true).unwrap(),
+                Placement::Shard(2),
+                "only shard 2 is up"
+            );
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! Does a statement only read? Parsed with sqlparser (Postgres dialect);
-//! anything it cannot prove read-only counts as a write, so the primary is
-//! the fallback, never a replica.
+//! Does a statement only read? Read off its parse (sqlparser, Postgres
+//! dialect); anything it cannot prove read-only counts as a write, so the
+//! primary is the fallback, never a replica.
 
 use std::ops::ControlFlow;
 
@@ -25,11 +25,18 @@ pub enum Intent {
     },
 }
 
+/// Parses and classifies `sql` (the analysis does both once: this is for
+/// callers and tests that have only the text).
 pub fn classify(sql: &str) -> Intent {
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
-        return Intent::Write;
-    };
-    if let [Statement::StartTransaction { modes, .. }] = statements.as_slice() {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(statements) => intent_of(&statements),
+        Err(_) => Intent::Write,
+    }
+}
+
+/// The intent of parsed statements (a multi-statement string counts as one).
+pub fn intent_of(statements: &[Statement]) -> Intent {
+    if let [Statement::StartTransaction { modes, .. }] = statements {
         let read_only = modes.iter().any(|m| {
             matches!(
                 m,
@@ -38,7 +45,7 @@ pub fn classify(sql: &str) -> Intent {
         });
         return Intent::Begin { read_only };
     }
-    match statements.as_slice() {
+    match statements {
         [Statement::Commit { .. }] => return Intent::End { commit: true },
         [Statement::Rollback {
             savepoint: None, ..
@@ -46,7 +53,7 @@ pub fn classify(sql: &str) -> Intent {
         _ => {}
     }
     let mut check = ReadOnly;
-    if statements.visit(&mut check).is_break() {
+    if statements.iter().any(|s| s.visit(&mut check).is_break()) {
         Intent::Write
     } else {
         Intent::Read

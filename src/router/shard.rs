@@ -120,16 +120,12 @@ impl Sharding {
             .map(|(t, c)| (t.as_str(), c.as_str()))
     }
 
-    /// Whether `sql` touches any table at all (`select 1`, `SET ...`,
-    /// `select now()` run on any shard).
-    pub fn touches_tables(sql: &str) -> bool {
-        match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-            Ok(statements) => {
-                sqlparser::ast::visit_relations(&statements, |_| std::ops::ControlFlow::Break(()))
-                    .is_break()
-            }
-            Err(_) => true,
-        }
+    /// Whether the statements touch any table at all (`select 1`, `SET ...`,
+    /// `select now()` run on any shard). Unparseable text counts as touching.
+    pub fn touches_tables(statements: &[Statement]) -> bool {
+        statements.iter().any(|s| {
+            sqlparser::ast::visit_relations(s, |_| std::ops::ControlFlow::Break(())).is_break()
+        })
     }
 
     /// Why a statement could not be placed, naming the key.
@@ -192,37 +188,41 @@ impl Sharding {
         Some(self.shard_for(caps.get(1)?.as_str()))
     }
 
-    /// The automatic key: the one shard every key value in `sql` falls on.
-    /// `param` resolves `$n` placeholders (Bind values).
-    pub fn from_statement(
-        &self,
-        sql: &str,
-        param: &dyn Fn(usize) -> Option<usize>,
-    ) -> Option<usize> {
-        let (table, column) = self.automatic.as_ref()?;
-        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-        let [statement] = statements.as_slice() else {
-            return None;
+    /// Where the automatic key appears in a statement, with every constant
+    /// already turned into its shard and `$n` left for the Bind to fill.
+    pub fn key_facts(&self, statements: &[Statement]) -> KeyFacts {
+        let Some((table, column)) = self.automatic.as_ref() else {
+            return KeyFacts::None;
         };
-        let mut shards = Vec::new();
+        let [statement] = statements else {
+            return KeyFacts::None;
+        };
         match statement {
             Statement::Insert(insert) => {
                 let TableObject::TableName(name) = &insert.table else {
-                    return None;
+                    return KeyFacts::None;
                 };
                 if !last_part(&name.to_string()).eq_ignore_ascii_case(table) {
-                    return None;
+                    return KeyFacts::None;
                 }
-                let index = insert
+                let Some(index) = insert
                     .columns
                     .iter()
-                    .position(|c| last_part(&c.to_string()).eq_ignore_ascii_case(column))?;
-                let SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
-                    return None;
+                    .position(|c| last_part(&c.to_string()).eq_ignore_ascii_case(column))
+                else {
+                    return KeyFacts::None;
                 };
-                for row in &values.rows {
-                    shards.push(self.shard_of_expr(row.content.get(index)?, param)?);
-                }
+                let Some(SetExpr::Values(values)) = insert.source.as_ref().map(|s| s.body.as_ref())
+                else {
+                    return KeyFacts::None;
+                };
+                KeyFacts::Rows(
+                    values
+                        .rows
+                        .iter()
+                        .map(|row| row.content.get(index).and_then(|e| self.key_value(e)))
+                        .collect(),
+                )
             }
             Statement::Query(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let selection = match statement {
@@ -234,41 +234,53 @@ impl Sharding {
                     Statement::Delete(delete) => delete.selection.as_ref(),
                     _ => None,
                 };
-                self.collect(selection?, table, column, param, &mut shards);
+                let mut terms = Vec::new();
+                if let Some(e) = selection {
+                    self.collect(e, table, column, &mut terms);
+                }
+                KeyFacts::Where(terms)
             }
-            _ => return None,
+            _ => KeyFacts::None,
         }
-        let first = *shards.first()?;
-        shards.iter().all(|s| *s == first).then_some(first)
+    }
+
+    /// Parses `sql` and resolves its key (`param` resolves `$n`): for callers
+    /// and tests that have only the text.
+    pub fn from_statement(
+        &self,
+        sql: &str,
+        param: &dyn Fn(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+        self.key_facts(&statements).resolve(param)
     }
 
     /// A multi-row `INSERT ... VALUES` whose rows fall on different shards,
     /// split into one INSERT per shard (same columns, RETURNING kept).
     /// None when it is not such an INSERT or a row's key cannot be read.
-    pub fn split_insert(&self, sql: &str) -> Option<Vec<(usize, String)>> {
-        let (table, column) = self.automatic.as_ref()?;
-        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-        let [Statement::Insert(insert)] = statements.as_mut_slice() else {
+    pub fn split_insert(&self, statements: &[Statement]) -> Option<Vec<(usize, String)>> {
+        let KeyFacts::Rows(rows) = self.key_facts(statements) else {
             return None;
         };
-        let TableObject::TableName(name) = &insert.table else {
-            return None;
-        };
-        if !last_part(&name.to_string()).eq_ignore_ascii_case(table) {
+        let shards: Vec<usize> = rows
+            .iter()
+            .map(|v| match v {
+                Some(KeyValue::Shard(s)) => Some(*s),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        if shards.iter().all(|s| *s == shards[0]) {
             return None;
         }
-        let index = insert
-            .columns
-            .iter()
-            .position(|c| last_part(&c.to_string()).eq_ignore_ascii_case(column))?;
-        let source = insert.source.as_mut()?;
-        let SetExpr::Values(values) = source.body.as_mut() else {
+        let [Statement::Insert(insert)] = statements else {
+            return None;
+        };
+        let SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
             return None;
         };
         let mut by_shard: Vec<Vec<_>> = vec![Vec::new(); self.shards];
-        for row in values.rows.drain(..) {
-            let shard = self.shard_of_expr(row.content.get(index)?, &|_| None)?;
-            by_shard[shard].push(row);
+        for (row, shard) in values.rows.iter().zip(&shards) {
+            by_shard[*shard].push(row.clone());
         }
         let mut parts = Vec::new();
         for (shard, rows) in by_shard.into_iter().enumerate() {
@@ -287,24 +299,19 @@ impl Sharding {
     }
 
     /// Key comparisons joined by AND (an OR could span shards: not used).
-    fn collect(
-        &self,
-        e: &Expr,
-        table: &str,
-        column: &str,
-        param: &dyn Fn(usize) -> Option<usize>,
-        out: &mut Vec<usize>,
-    ) {
+    /// Each `key = value` is a group of one; `key IN (...)` a group of all
+    /// its values, used only if every one resolves.
+    fn collect(&self, e: &Expr, table: &str, column: &str, out: &mut Vec<Vec<KeyValue>>) {
         match e {
             Expr::BinaryOp {
                 left,
                 op: BinaryOperator::And,
                 right,
             } => {
-                self.collect(left, table, column, param, out);
-                self.collect(right, table, column, param, out);
+                self.collect(left, table, column, out);
+                self.collect(right, table, column, out);
             }
-            Expr::Nested(inner) => self.collect(inner, table, column, param, out),
+            Expr::Nested(inner) => self.collect(inner, table, column, out),
             Expr::BinaryOp {
                 left,
                 op: BinaryOperator::Eq,
@@ -312,8 +319,8 @@ impl Sharding {
             } => {
                 for (col, val) in [(left, right), (right, left)] {
                     if is_column(col, table, column) {
-                        if let Some(s) = self.shard_of_expr(val, param) {
-                            out.push(s);
+                        if let Some(v) = self.key_value(val) {
+                            out.push(vec![v]);
                         }
                     }
                 }
@@ -323,22 +330,23 @@ impl Sharding {
                 list,
                 negated: false,
             } if is_column(expr, table, column) => {
-                let found: Option<Vec<usize>> =
-                    list.iter().map(|v| self.shard_of_expr(v, param)).collect();
-                out.extend(found.unwrap_or_default());
+                let found: Option<Vec<KeyValue>> = list.iter().map(|v| self.key_value(v)).collect();
+                out.extend(found);
             }
             _ => {}
         }
     }
 
-    fn shard_of_expr(&self, e: &Expr, param: &dyn Fn(usize) -> Option<usize>) -> Option<usize> {
+    /// A constant key (its shard) or a `$n` placeholder; None for anything
+    /// else, and for a constant that is not a valid key.
+    fn key_value(&self, e: &Expr) -> Option<KeyValue> {
         match e {
             Expr::Value(v) => match &v.value {
-                Value::Number(n, _) => self.shard_for(n).ok(),
-                Value::SingleQuotedString(s) => self.shard_for(s).ok(),
-                Value::Placeholder(p) => {
-                    param(p.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)?)
-                }
+                Value::Number(n, _) => self.shard_for(n).ok().map(KeyValue::Shard),
+                Value::SingleQuotedString(s) => self.shard_for(s).ok().map(KeyValue::Shard),
+                Value::Placeholder(p) => Some(KeyValue::Param(
+                    p.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)?,
+                )),
                 _ => None,
             },
             Expr::UnaryOp {
@@ -346,14 +354,63 @@ impl Sharding {
                 expr,
             } => match expr.as_ref() {
                 Expr::Value(v) => match &v.value {
-                    Value::Number(n, _) => self.shard_for(&format!("-{n}")).ok(),
+                    Value::Number(n, _) => {
+                        self.shard_for(&format!("-{n}")).ok().map(KeyValue::Shard)
+                    }
                     _ => None,
                 },
                 _ => None,
             },
-            Expr::Cast { expr, .. } | Expr::Nested(expr) => self.shard_of_expr(expr, param),
+            Expr::Cast { expr, .. } | Expr::Nested(expr) => self.key_value(expr),
             _ => None,
         }
+    }
+}
+
+/// One value of the automatic key in a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyValue {
+    /// A constant, already hashed to its shard.
+    Shard(usize),
+    /// `$n` (0-based here), known once the Bind comes.
+    Param(usize),
+}
+
+/// Where the automatic key appears in a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFacts {
+    /// Not a statement the key can be read from.
+    None,
+    /// AND-ed WHERE terms; a group resolves whole or not at all, and groups
+    /// that do not resolve are left out.
+    Where(Vec<Vec<KeyValue>>),
+    /// INSERT ... VALUES: one value per row (None: not a readable key);
+    /// every row must resolve.
+    Rows(Vec<Option<KeyValue>>),
+}
+
+impl KeyFacts {
+    /// The one shard every key value falls on, if there is one; `param`
+    /// gives the shard of a Bind parameter.
+    pub fn resolve(&self, param: &dyn Fn(usize) -> Option<usize>) -> Option<usize> {
+        let value = |v: &KeyValue| match v {
+            KeyValue::Shard(s) => Some(*s),
+            KeyValue::Param(n) => param(*n),
+        };
+        let shards: Vec<usize> = match self {
+            KeyFacts::None => return None,
+            KeyFacts::Where(groups) => groups
+                .iter()
+                .filter_map(|g| g.iter().map(value).collect::<Option<Vec<_>>>())
+                .flatten()
+                .collect(),
+            KeyFacts::Rows(rows) => rows
+                .iter()
+                .map(|v| v.as_ref().and_then(value))
+                .collect::<Option<_>>()?,
+        };
+        let first = *shards.first()?;
+        shards.iter().all(|s| *s == first).then_some(first)
     }
 }
 
@@ -396,6 +453,10 @@ mod tests {
 
     fn none(_: usize) -> Option<usize> {
         None
+    }
+
+    fn parsed(sql: &str) -> Vec<Statement> {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap_or_default()
     }
 
     #[test]
@@ -458,7 +519,7 @@ mod tests {
         let sql = format!(
             "insert into users (id, name) values ({a}, 'a'), ({b}, 'b'), ({a}, 'c') returning id"
         );
-        let parts = s.split_insert(&sql).unwrap();
+        let parts = s.split_insert(&parsed(&sql)).unwrap();
         assert_eq!(parts.len(), 2);
         let on_a = parts
             .iter()
@@ -470,7 +531,14 @@ mod tests {
             on_a.1
         );
         assert!(on_a.1.contains("RETURNING id"));
-        assert!(s.split_insert("insert into users (id) select 1").is_none());
+        assert!(s
+            .split_insert(&parsed("insert into users (id) select 1"))
+            .is_none());
+        assert!(
+            s.split_insert(&parsed("insert into users (id) values (1), (1)"))
+                .is_none(),
+            "rows on one shard are not split"
+        );
     }
 
     #[test]
@@ -495,10 +563,9 @@ mod tests {
         assert!(s.from_comment("select 1").is_none());
         let u = sharding("t.k", KeyType::Uuid);
         assert!(u.shard_for("not-a-uuid").is_err());
-        assert!(!Sharding::touches_tables("select 1, now()"));
-        assert!(!Sharding::touches_tables("SET TimeZone = 'UTC'"));
-        assert!(Sharding::touches_tables("select * from users"));
-        assert!(Sharding::touches_tables("not sql at all"));
+        assert!(!Sharding::touches_tables(&parsed("select 1, now()")));
+        assert!(!Sharding::touches_tables(&parsed("SET TimeZone = 'UTC'")));
+        assert!(Sharding::touches_tables(&parsed("select * from users")));
         assert!(u.shard_for("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").is_ok());
     }
 }

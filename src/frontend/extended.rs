@@ -1,0 +1,205 @@
+//! Client messages on their way to the server. Most go unchanged; in
+//! transaction mode named statements are renamed to their shared server
+//! names (`prepared`), and what the session answers itself (a Parse the
+//! server already has, a Close of a shared statement) is queued in its
+//! place among the server's answers (`expect`).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::expect::{expect_for, Expect};
+use super::prepared::{self, Prepared};
+use super::session::Session;
+use crate::config::PoolMode;
+use crate::errors::Result;
+use crate::net::messages;
+use crate::net::tag::client;
+
+impl Session {
+    /// Queues a message for the server unchanged, noting its expected reply.
+    pub(super) fn forward(&mut self, kind: u8, msg: &[u8]) {
+        self.server.out.extend_from_slice(msg);
+        if let Some(e) = expect_for(kind) {
+            self.server.expect.push(e);
+        }
+    }
+
+    /// Between transactions in transaction mode, some extended messages need
+    /// no server: a Parse of a statement the pool already knows to be valid,
+    /// a Close of a statement, a Flush, and a Sync with nothing outstanding.
+    /// Returns true when the message was answered here.
+    pub(super) fn answer_without_server(&mut self, kind: u8, msg: &[u8]) -> Result<bool> {
+        // Held messages answer first, in order.
+        if !self.server.binding.is_idle()
+            || self.mode != PoolMode::Transaction
+            || self.batch.holding()
+        {
+            return Ok(false);
+        }
+        match kind {
+            client::PARSE => {
+                let (name, name_end) = prepared::first_name(msg)?;
+                if name.is_empty() {
+                    return Ok(false);
+                }
+                let p = self.client.statements.define(name, msg, name_end);
+                if !self.server.last_pool.statement_known(&p.global) {
+                    // Never parsed here: let a server check it now, so errors
+                    // surface at Parse time as they would on Postgres.
+                    return Ok(false);
+                }
+                self.synthetic(Synthetic::ParseComplete);
+                Ok(true)
+            }
+            client::CLOSE => {
+                let (target, name) = prepared::target(msg)?;
+                if target != client::STATEMENT || name.is_empty() {
+                    return Ok(false);
+                }
+                self.client.statements.remove(name);
+                self.synthetic(Synthetic::CloseComplete);
+                Ok(true)
+            }
+            client::FLUSH => Ok(self.server.expect.is_empty()),
+            client::SYNC if self.server.expect.is_empty() => {
+                messages::ready_for_query(&mut self.client.out, self.tx.status);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// An extended-protocol message for the held server. In transaction
+    /// mode named statements go by their shared server names.
+    pub(super) fn extended(&mut self, kind: u8, msg: &[u8]) -> Result<()> {
+        if self.mode == PoolMode::Session {
+            if kind == client::PARSE {
+                self.server.expect.push(Expect::Parse {
+                    injected: false,
+                    name: None,
+                });
+                self.server.out.extend_from_slice(msg);
+            } else {
+                self.forward(kind, msg);
+            }
+            return Ok(());
+        }
+        match kind {
+            client::PARSE => self.parse(msg)?,
+            client::BIND => {
+                let (stmt, at, end) = prepared::bind_statement(msg)?;
+                match self.known(stmt) {
+                    Some(p) => {
+                        self.ensure_prepared(&p);
+                        let renamed = prepared::rename_bind(msg, at, end, &p.global);
+                        self.forward(kind, &renamed);
+                    }
+                    None => self.forward(kind, msg),
+                }
+            }
+            client::DESCRIBE => {
+                let (target, name) = prepared::target(msg)?;
+                match (target, self.known(name)) {
+                    (client::STATEMENT, Some(p)) => {
+                        self.ensure_prepared(&p);
+                        self.forward(kind, &prepared::describe_statement(&p.global));
+                    }
+                    _ => self.forward(kind, msg),
+                }
+            }
+            client::CLOSE => {
+                let (target, name) = prepared::target(msg)?;
+                if target == client::STATEMENT && !name.is_empty() {
+                    // Shared on the server; closing it there would pull it
+                    // from under other clients. Postgres answers CloseComplete
+                    // for unknown names too.
+                    self.client.statements.remove(name);
+                    self.synthetic(Synthetic::CloseComplete);
+                } else {
+                    self.forward(kind, msg);
+                }
+            }
+            _ => self.forward(kind, msg),
+        }
+        Ok(())
+    }
+
+    fn parse(&mut self, msg: &[u8]) -> Result<()> {
+        let (name, name_end) = prepared::first_name(msg)?;
+        if name.is_empty() {
+            self.server.expect.push(Expect::Parse {
+                injected: false,
+                name: None,
+            });
+            self.server.out.extend_from_slice(msg);
+            return Ok(());
+        }
+        let p = self.client.statements.define(name, msg, name_end);
+        if self.server_has(&p.global) {
+            self.synthetic(Synthetic::ParseComplete);
+        } else {
+            self.server.pending.insert(p.global.clone());
+            self.server.expect.push(Expect::Parse {
+                injected: false,
+                name: Some(p.global.clone()),
+            });
+            self.server.out.extend_from_slice(&p.parse);
+        }
+        Ok(())
+    }
+
+    fn known(&self, name: &str) -> Option<Arc<Prepared>> {
+        if name.is_empty() {
+            return None;
+        }
+        self.client.statements.get(name).cloned()
+    }
+
+    fn server_has(&mut self, global: &str) -> bool {
+        self.server.pending.contains(global)
+            || self
+                .server
+                .binding
+                .one()
+                .is_some_and(|p| p.server.state.prepared.contains(global))
+    }
+
+    /// Sends the statement's Parse first if this server does not have it.
+    fn ensure_prepared(&mut self, p: &Prepared) {
+        if self.server_has(&p.global) {
+            return;
+        }
+        self.server.pending.insert(p.global.clone());
+        self.server.expect.push(Expect::Parse {
+            injected: true,
+            name: Some(p.global.clone()),
+        });
+        self.server.out.extend_from_slice(&p.parse);
+    }
+
+    /// Queues an answer we give ourselves, in its place among the server's.
+    fn synthetic(&mut self, answer: Synthetic) {
+        let mut msg = BytesMut::new();
+        match answer {
+            Synthetic::ParseComplete => messages::parse_complete(&mut msg),
+            Synthetic::CloseComplete => messages::close_complete(&mut msg),
+        }
+        self.respond_in_order(msg.freeze());
+    }
+
+    /// Queues whole messages for the client behind every answer still due.
+    pub(super) fn respond_in_order(&mut self, msg: bytes::Bytes) {
+        self.server.expect.push(Expect::Synthetic(msg));
+        let out = &mut self.client.out;
+        self.server
+            .expect
+            .drain_synthetic(|m| out.extend_from_slice(m));
+    }
+}
+
+/// The answers the session gives in the server's stead.
+enum Synthetic {
+    ParseComplete,
+    CloseComplete,
+}

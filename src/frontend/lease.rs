@@ -1,0 +1,264 @@
+//! A server on loan to the client: taken for its transaction (or its whole
+//! session), brought in line with the client's parameters, given back
+//! clean when the transaction ends, and what happens when it dies under
+//! the client.
+
+use std::time::Instant;
+
+use super::session::{Binding, Flow, Recovery, Session};
+use crate::config::{PoolMode, Role};
+use crate::errors::{Error, Result, Severity};
+use crate::net::messages::{self, TxStatus};
+use crate::router::Target;
+use crate::stats::{ClientState, Counters};
+
+/// Where the client's next transaction runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Route {
+    pub shard: usize,
+    pub target: Target,
+    /// Whether the batch executes anything. One that only prepares or
+    /// describes runs outside the client's not-yet-started transaction.
+    pub runs: bool,
+}
+
+/// How the client speaks, for how a failure is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    /// A Query: the error ends with ReadyForQuery.
+    Simple,
+    /// Extended messages: the error is followed by skipping to Sync.
+    Extended,
+}
+
+impl Session {
+    /// Checks out a server for `route` and brings it in line. On failure the
+    /// client is told and `false` returned.
+    pub(super) async fn ensure_server(&mut self, route: Route, protocol: Protocol) -> Result<bool> {
+        if !self.server.binding.is_idle() {
+            return Ok(true);
+        }
+        let err = match self.lease(route).await {
+            Ok(()) => return Ok(true),
+            Err(e) => e,
+        };
+        self.stats.info.set_state(ClientState::Idle);
+        Counters::add(&self.pool.counters.errors, 1);
+        tracing::warn!(client = %self.client.peer, pool = %self.server.last_pool.name, error = %err, "no server for client");
+        messages::error_with_severity(&mut self.client.out, &err, Severity::Error);
+        match protocol {
+            Protocol::Simple => messages::ready_for_query(&mut self.client.out, self.tx.status),
+            Protocol::Extended => self.recovery = Recovery::SkipToSync,
+        }
+        Ok(false)
+    }
+
+    async fn lease(&mut self, route: Route) -> Result<()> {
+        self.app
+            .wait_unpaused(&self.pool.database, &self.pool.user)
+            .await;
+        self.checkout(route).await?;
+        if !route.runs && self.tx.deferred.is_some() {
+            // Not the transaction yet: its time starts with the BEGIN.
+            self.tx.started = None;
+            self.stats.info.set_state(ClientState::Active);
+            return Ok(());
+        }
+        self.start_deferred_transaction().await?;
+        self.stats.info.set_state(ClientState::Active);
+        Ok(())
+    }
+
+    /// Checks out a server for the route. A replica that cannot be reached
+    /// is banned and the next candidate tried: nothing was sent yet, so this
+    /// retry cannot run anything twice.
+    async fn checkout(&mut self, route: Route) -> Result<()> {
+        let attempts = self.pool.shards[route.shard].len();
+        let mut last = None;
+        for _ in 0..attempts {
+            let server_pool = self.pool.choose(route.shard, route.target).clone();
+            let pooled = match server_pool.try_checkout() {
+                Some(p) => p,
+                None => {
+                    self.stats.info.set_state(ClientState::Waiting);
+                    match server_pool.checkout().await {
+                        Ok(p) => p,
+                        Err(e @ Error::ServerUnavailable { .. })
+                            if server_pool.health.role() != Role::Primary =>
+                        {
+                            last = Some(e);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            let mut pooled = pooled;
+            let params = &self.client.params;
+            // On failure the connection is dropped, so closed.
+            pooled
+                .server
+                .sync_parameters(params.wanted(), params.fingerprint())
+                .await?;
+            let s = &pooled.server;
+            self.cancel.entry.set(s.addr.clone(), s.key);
+            self.tx.started = Some(pooled.since);
+            self.server.binding = Binding::One(pooled);
+            self.server.last_pool = server_pool;
+            return Ok(());
+        }
+        Err(last.unwrap_or_else(|| Error::ServerLost("no server available".into())))
+    }
+
+    /// Sends a BEGIN the client issued before we knew where to run it.
+    async fn start_deferred_transaction(&mut self) -> Result<()> {
+        let Some(pooled) = self.server.binding.one() else {
+            return Ok(());
+        };
+        let Some(begin) = self.tx.deferred.take() else {
+            return Ok(());
+        };
+        pooled.server.execute(&begin.sql).await
+    }
+
+    /// In transaction mode the server goes back once nothing is outstanding
+    /// and the transaction has ended.
+    pub(super) fn transaction_over(&mut self, server_status: TxStatus) -> bool {
+        let mode = self.mode;
+        let nothing_owed = self.server.expect.is_empty()
+            && self.server.stream_left == 0
+            && self.client.stream_left == 0;
+        mode == PoolMode::Transaction
+            && server_status == TxStatus::Idle
+            && nothing_owed
+            && self
+                .server
+                .binding
+                .one()
+                .is_some_and(|p| p.server.buf.is_empty())
+    }
+
+    /// Checks the server in at once if it needs no reset; false otherwise.
+    pub(super) fn release_if_clean(&mut self) -> bool {
+        let cache_size = self.server.last_pool.reuse_rules().0;
+        let clean =
+            self.server.binding.one().is_some_and(|p| {
+                !p.server.state.dirty && p.server.state.prepared.len() <= cache_size
+            });
+        if clean {
+            if let Binding::One(pooled) = std::mem::replace(&mut self.server.binding, Binding::Idle)
+            {
+                let now = self.returned();
+                self.server.last_pool.checkin_at(pooled, now);
+            }
+        }
+        clean
+    }
+
+    /// Bookkeeping when the client gives its server back; the time it did.
+    fn returned(&mut self) -> Instant {
+        self.cancel.entry.clear();
+        self.server.pending.clear();
+        self.stats.info.set_state(ClientState::Idle);
+        let now = Instant::now();
+        if let Some(t) = self.tx.started.take() {
+            Counters::add(
+                &self.pool.counters.xact_micros,
+                now.saturating_duration_since(t).as_micros() as u64,
+            );
+        }
+        now
+    }
+
+    /// Returns the server to the pool, clean, once the client's transaction
+    /// is over.
+    pub(super) async fn release(&mut self) {
+        let Binding::One(mut pooled) = std::mem::replace(&mut self.server.binding, Binding::Idle)
+        else {
+            return;
+        };
+        let now = self.returned();
+        let server = &mut pooled.server;
+        let (cache_size, cleanup) = self.server.last_pool.reuse_rules();
+        if server.state.prepared.len() > cache_size {
+            server.state.dirty = true;
+        }
+        if server.state.dirty {
+            if cleanup || self.mode == PoolMode::Session {
+                if let Err(e) = server.reset().await {
+                    tracing::warn!(server = %server.addr, error = %e, "server reset failed; closing it");
+                }
+            } else {
+                server.state.dirty = false;
+            }
+        }
+        self.server.last_pool.checkin_at(pooled, now);
+    }
+
+    /// The client is gone or being closed: leave its server clean.
+    pub(super) async fn finish(&mut self) {
+        let Binding::One(mut pooled) = std::mem::replace(&mut self.server.binding, Binding::Idle)
+        else {
+            return;
+        };
+        self.cancel.entry.clear();
+        let busy = !self.server.expect.is_empty() || self.server.stream_left > 0;
+        if busy {
+            // A query is still running: cancel it and close the connection
+            // rather than wait for a result nobody will read.
+            let addr = pooled.server.addr.clone();
+            let key = pooled.server.key;
+            tokio::spawn(async move {
+                let _ = crate::backend::server::send_cancel(&addr, key).await;
+            });
+            return;
+        }
+        let pool = self.server.last_pool.clone();
+        let session_mode = self.mode == PoolMode::Session;
+        tokio::spawn(async move {
+            let server = &mut pooled.server;
+            if server.state.status != TxStatus::Idle || session_mode || server.state.dirty {
+                if let Err(e) = server.reset().await {
+                    tracing::debug!(server = %server.addr, error = %e, "reset after client left failed");
+                    return;
+                }
+            }
+            pool.checkin(pooled);
+        });
+    }
+
+    /// The server connection died under the client.
+    pub(super) async fn on_server_lost(&mut self) -> Flow {
+        let addr = match std::mem::replace(&mut self.server.binding, Binding::Idle) {
+            Binding::One(p) => p.server.addr.to_string(),
+            _ => String::new(),
+        };
+        self.returned();
+        let ban_time = self.server.last_pool.settings().ban_time;
+        self.server.last_pool.ban(ban_time, "connection lost");
+        tracing::warn!(client = %self.client.peer, server = %addr, "server connection lost");
+        let err = Error::ServerLost(format!("the connection to server {addr} was lost"));
+        // Mid-message or mid-transaction the client's state is gone: close it.
+        if self.server.stream_left > 0 || self.tx.status != TxStatus::Idle {
+            self.fatal(&err).await;
+            return Flow::Close;
+        }
+        let owed = self.server.expect.syncs();
+        self.server.expect.clear();
+        let out = &mut self.client.out;
+        messages::error_with_severity(out, &err, Severity::Error);
+        for _ in 0..owed {
+            messages::ready_for_query(out, TxStatus::Idle);
+        }
+        if owed == 0 {
+            self.recovery = Recovery::SkipToSync;
+        }
+        match self.client.stream.send_all(&self.client.out).await {
+            Ok(()) => {
+                self.client.out.clear();
+                Flow::Continue
+            }
+            Err(_) => Flow::Close,
+        }
+    }
+}

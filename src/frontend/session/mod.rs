@@ -1,0 +1,421 @@
+//! A logged-in client: the loop that waits for the next thing to happen
+//! (client bytes, server bytes, a timer, shutdown), and the writes that
+//! answer it. What a client message means is decided in `dispatch`, where
+//! server answers go in `relay`; this file only moves bytes and keeps the
+//! loop cheap: one poll function, no futures rebuilt per turn, buffers
+//! borrowed while the client has something to say.
+
+mod state;
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tokio::time::Sleep;
+
+pub use state::{Batch, Binding, ClientSide, DeferredBegin, Recovery, ServerSide, Transaction};
+
+use super::cancel::CancelHandle;
+use super::expect::ExpectQueue;
+use super::ml::MlState;
+use super::params::ClientParams;
+use super::prepared::ClientStatements;
+use crate::app::{App, Shutdown};
+use crate::backend::Pool;
+use crate::config::PoolMode;
+use crate::errors::{Error, Result, Severity};
+use crate::net::messages::{self, TxStatus};
+use crate::net::stream::Stream;
+use crate::net::{bufpool, codec, tag};
+use crate::router::RouteState;
+use crate::stats::Counters;
+
+/// A message this large or larger is streamed through in pieces instead of
+/// being held whole (DataRow and CopyData only).
+pub(super) const STREAM_THRESHOLD: usize = 64 * 1024;
+
+/// What the loop does next.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    Close,
+}
+
+/// What woke the session.
+enum Event {
+    /// Bytes from the client are in its buffer (Ok(0): it hung up).
+    Client(io::Result<usize>),
+    /// Bytes from the held server are in its buffer (Ok(0): it closed).
+    Server(io::Result<usize>),
+    /// The client sat in a transaction longer than
+    /// idle_client_in_transaction_timeout.
+    IdleInTransaction,
+    /// Shutdown began.
+    Stopping,
+}
+
+/// Per-client limits, fixed at login.
+pub(super) struct Limits {
+    pub max_message: usize,
+    pub idle_in_transaction: Option<Duration>,
+}
+
+pub struct Session {
+    pub(super) app: Arc<App>,
+    pub(super) pool: Arc<Pool>,
+    pub(super) mode: PoolMode,
+    pub(super) limits: Limits,
+    pub(super) client: ClientSide,
+    pub(super) server: ServerSide,
+    pub(super) tx: Transaction,
+    pub(super) recovery: Recovery,
+    pub(super) batch: Batch,
+    /// pgml statements and portals answered by the proxy.
+    pub(super) ml: MlState,
+    /// This client in SHOW CLIENTS.
+    pub(super) stats: crate::stats::ClientHandle,
+    pub(super) cancel: CancelHandle,
+    shutdown: watch::Receiver<Shutdown>,
+    stop_seen: bool,
+    idle_timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        app: Arc<App>,
+        stream: Stream,
+        peer: SocketAddr,
+        buf: BytesMut,
+        pool: Arc<Pool>,
+        params: ClientParams,
+        cancel: CancelHandle,
+        stats: crate::stats::ClientHandle,
+    ) -> Session {
+        let config = app.config();
+        let idle = config.general.idle_client_in_transaction_timeout;
+        Session {
+            mode: pool.mode,
+            limits: Limits {
+                max_message: config.general.max_message_size,
+                idle_in_transaction: (idle > 0).then(|| Duration::from_millis(idle)),
+            },
+            client: ClientSide {
+                stream,
+                peer,
+                buf,
+                out: BytesMut::new(),
+                stream_left: 0,
+                statements: ClientStatements::default(),
+                params,
+                route: RouteState::default(),
+            },
+            server: ServerSide {
+                binding: Binding::Idle,
+                out: BytesMut::new(),
+                expect: ExpectQueue::default(),
+                pending: Default::default(),
+                stream_left: 0,
+                last_pool: pool.primary(0).clone(),
+            },
+            tx: Transaction {
+                status: TxStatus::Idle,
+                deferred: None,
+                started: None,
+            },
+            recovery: Recovery::None,
+            batch: Batch::None,
+            ml: Default::default(),
+            stats,
+            cancel,
+            shutdown: app.shutdown.subscribe(),
+            stop_seen: false,
+            idle_timer: None,
+            pool,
+            app,
+        }
+    }
+
+    /// Runs until the client leaves or is closed. Errors returned here are
+    /// ones the client could not be told about (or was already told).
+    pub async fn run(mut self) -> Result<()> {
+        let result = self.run_loop().await;
+        self.finish().await;
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<()> {
+        // One long-lived shutdown watcher, polled once to register and then
+        // only when the channel says something changed.
+        let stopping = until_stopping(self.shutdown.clone());
+        tokio::pin!(stopping);
+        let mut watching = false;
+        loop {
+            if self.stop_seen && self.should_close_for_shutdown() {
+                self.fatal(&Error::Shutdown).await;
+                return Ok(());
+            }
+            self.arm_idle_timer();
+            let event = poll_fn(|cx| {
+                if !watching || (!self.stop_seen && self.shutdown.has_changed().unwrap_or(true)) {
+                    watching = true;
+                    if stopping.as_mut().poll(cx).is_ready() && !self.stop_seen {
+                        return Poll::Ready(Event::Stopping);
+                    }
+                }
+                self.poll_event(cx)
+            })
+            .await;
+            match event {
+                Event::Stopping => self.stop_seen = true,
+                Event::IdleInTransaction => {
+                    let ms = self
+                        .limits
+                        .idle_in_transaction
+                        .map_or(0, |d| d.as_millis() as u64);
+                    tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client idle in transaction for {ms} ms");
+                    self.fatal(&Error::IdleInTransaction(ms)).await;
+                    return Ok(());
+                }
+                Event::Client(Ok(n)) if n > 0 => {
+                    Counters::add(&self.pool.counters.bytes_received, n as u64);
+                    if self.on_client_data().await? == Flow::Close {
+                        return Ok(());
+                    }
+                }
+                Event::Client(_) => return Ok(()), // the client went away
+                Event::Server(Ok(n)) if n > 0 => {
+                    if self.on_server_data().await? == Flow::Close {
+                        return Ok(());
+                    }
+                }
+                Event::Server(_) => {
+                    if self.on_server_lost().await == Flow::Close {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event. The held server is read first: its answer is what a
+    /// client in a transaction is waiting for.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if let Binding::One(pooled) = &mut self.server.binding {
+            let server = &mut pooled.server;
+            if let Poll::Ready(r) = server.stream.poll_read_buf(cx, &mut server.buf, 4096) {
+                return Poll::Ready(Event::Server(r));
+            }
+        }
+        if let Some(timer) = self.idle_timer.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::IdleInTransaction);
+            }
+        }
+        self.poll_client(cx).map(Event::Client)
+    }
+
+    /// Reads from the client. An idle client holds no buffer: its socket is
+    /// watched for readiness and a buffer borrowed when bytes arrive.
+    fn poll_client(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let client = &mut self.client;
+        if client.buf.capacity() == 0 {
+            if let Stream::Plain(tcp) = &client.stream {
+                if let Err(e) = std::task::ready!(tcp.poll_read_ready(cx)) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            client.buf = bufpool::take();
+        }
+        client.stream.poll_read_buf(cx, &mut client.buf, 1024)
+    }
+
+    /// The idle-in-transaction timer runs while the client holds a server
+    /// in a transaction and owes the next move; any event restarts it.
+    fn arm_idle_timer(&mut self) {
+        let Some(limit) = self.limits.idle_in_transaction else {
+            return;
+        };
+        let waiting_on_client = matches!(self.server.binding, Binding::One(_))
+            && self.tx.status != TxStatus::Idle
+            && self.server.expect.is_empty();
+        if !waiting_on_client {
+            self.idle_timer = None;
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        match self.idle_timer.as_mut() {
+            Some(t) => t.as_mut().reset(deadline),
+            None => self.idle_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    fn should_close_for_shutdown(&self) -> bool {
+        match *self.shutdown.borrow() {
+            Shutdown::Running => false,
+            Shutdown::Fast => true,
+            // Let a transaction in progress finish first.
+            Shutdown::Graceful => self.tx.status == TxStatus::Idle && self.server.expect.is_empty(),
+        }
+    }
+
+    /// Sends a FATAL error to the client (best effort).
+    pub(super) async fn fatal(&mut self, err: &Error) {
+        let mut out = BytesMut::new();
+        messages::error_with_severity(&mut out, err, Severity::Fatal);
+        let _ = self.client.stream.write_all(&out).await;
+    }
+
+    /// Writes what is queued for the server and for the client.
+    pub(super) async fn flush(&mut self) -> Result<Flow> {
+        if !self.server.out.is_empty() {
+            match self.server.binding.one() {
+                Some(pooled) => {
+                    if let Err(e) = pooled.server.stream.send_all(&self.server.out).await {
+                        tracing::warn!(server = %pooled.server.addr, error = %e, "write to server failed");
+                        pooled.server.state.broken = true;
+                        self.server.out.clear();
+                        return Ok(self.on_server_lost().await);
+                    }
+                }
+                None => tracing::debug!(
+                    "dropping {} bytes for a server we no longer hold",
+                    self.server.out.len()
+                ),
+            }
+            self.server.out.clear();
+        }
+        if !self.client.out.is_empty() {
+            if self.client.stream.send_all(&self.client.out).await.is_err() {
+                return Ok(Flow::Close);
+            }
+            self.client.out.clear();
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Writes bytes to the client. One that stops reading while holding a
+    /// server may keep it no longer than idle_client_in_transaction_timeout.
+    pub(super) async fn write_client(&mut self, bytes: &[u8]) -> Flow {
+        if bytes.is_empty() {
+            return Flow::Continue;
+        }
+        Counters::add(&self.pool.counters.bytes_sent, bytes.len() as u64);
+        let holding = matches!(self.server.binding, Binding::One(_));
+        let write = self.client.stream.send_all(bytes);
+        let written = match (self.limits.idle_in_transaction, holding) {
+            (Some(limit), true) => match tokio::time::timeout(limit, write).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client that stopped reading results");
+                    return Flow::Close;
+                }
+            },
+            _ => write.await,
+        };
+        match written {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    /// Takes complete client messages off the buffer and handles each in
+    /// place (a handler that keeps a message copies it).
+    async fn on_client_data(&mut self) -> Result<Flow> {
+        let mut buf = std::mem::take(&mut self.client.buf);
+        let flow = self.handle_messages(&mut buf).await;
+        // Handlers do not read the client: nothing arrived meanwhile.
+        self.client.buf = buf;
+        if flow? == Flow::Close {
+            self.flush().await?;
+            return Ok(Flow::Close);
+        }
+        let flow = self.flush().await?;
+        self.return_buffers_if_idle();
+        Ok(flow)
+    }
+
+    async fn handle_messages(&mut self, buf: &mut BytesMut) -> Result<Flow> {
+        loop {
+            if self.client.stream_left > 0 {
+                let n = self.client.stream_left.min(buf.len());
+                if n == 0 {
+                    return Ok(Flow::Continue);
+                }
+                self.server.out.extend_from_slice(&buf[..n]);
+                buf.advance(n);
+                self.client.stream_left -= n;
+                continue;
+            }
+            let header = match codec::header(buf, self.limits.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(Flow::Continue),
+                Err(e) => {
+                    tracing::warn!(client = %self.client.peer, error = %e, "closing client");
+                    self.flush().await?;
+                    self.fatal(&e).await;
+                    return Ok(Flow::Close);
+                }
+            };
+            if buf.len() < header.total {
+                let streams = header.tag == tag::client::COPY_DATA
+                    && header.total > STREAM_THRESHOLD
+                    && matches!(self.server.binding, Binding::One(_));
+                if streams {
+                    // A big CopyData goes through in pieces as it arrives.
+                    self.client.stream_left = header.total - buf.len();
+                    self.server.out.extend_from_slice(buf);
+                    buf.clear();
+                } else {
+                    buf.reserve(header.total - buf.len());
+                }
+                return Ok(Flow::Continue);
+            }
+            let flow = self
+                .on_client_message(header.tag, &buf[..header.total])
+                .await?;
+            buf.advance(header.total);
+            if flow == Flow::Close {
+                return Ok(Flow::Close);
+            }
+        }
+    }
+
+    /// An idle client keeps no buffers: its read buffer goes back to the
+    /// thread's pool, its write buffers are freed.
+    pub(super) fn return_buffers_if_idle(&mut self) {
+        let idle = self.server.binding.is_idle()
+            && self.client.buf.is_empty()
+            && self.client.stream_left == 0
+            && matches!(self.batch, Batch::None);
+        if !idle {
+            return;
+        }
+        if matches!(self.client.stream, Stream::Plain(_)) {
+            bufpool::give(std::mem::take(&mut self.client.buf));
+        }
+        if self.client.out.capacity() > 0 {
+            self.client.out = BytesMut::new();
+        }
+        if self.server.out.capacity() > 0 {
+            self.server.out = BytesMut::new();
+        }
+    }
+}
+
+/// Resolves once shutdown has begun.
+async fn until_stopping(mut rx: watch::Receiver<Shutdown>) {
+    while *rx.borrow_and_update() == Shutdown::Running {
+        if rx.changed().await.is_err() {
+            // The sender is gone: the process is ending.
+            return;
+        }
+    }
+}
