@@ -17,6 +17,7 @@ use crate::app::{App, Shutdown};
 use crate::errors::{Error, Result};
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
+use crate::net::tag::client;
 
 pub const DATABASES: &[&str] = &["pgcat", "pgbouncer", "pgmlcat"];
 
@@ -44,8 +45,8 @@ pub async fn serve(app: Arc<App>, mut stream: Stream, mut buf: BytesMut) -> Resu
         let mut msg = buf.split_to(h.total);
         msg.advance(codec::HEADER_LEN);
         match h.tag {
-            b'X' => return Ok(()),
-            b'Q' => {
+            client::TERMINATE => return Ok(()),
+            client::QUERY => {
                 let (sql, _) = codec::cstr(&msg, 0)?;
                 let sql = sql.to_string();
                 if let Err(e) = run(&app, &sql, &mut out).await {
@@ -53,7 +54,7 @@ pub async fn serve(app: Arc<App>, mut stream: Stream, mut buf: BytesMut) -> Resu
                 }
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
-            b'S' => {
+            client::SYNC => {
                 skip_until_sync = false;
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }

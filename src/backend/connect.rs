@@ -18,6 +18,7 @@ use super::server::{Address, Credentials, Server};
 use crate::errors::{Error, Result};
 use crate::net::messages::error_fields_of;
 use crate::net::stream::Stream;
+use crate::net::tag;
 use crate::net::tls::SslMode;
 
 fn lost(e: impl std::fmt::Display) -> Error {
@@ -188,7 +189,7 @@ async fn start_tls(
         reason,
     };
     match answer[0] {
-        b'S' => {
+        tag::encryption::ACCEPTED => {
             let name = crate::net::tls::server_name(&addr.host).map_err(refused)?;
             let tls = connector
                 .connect(name, tcp)
@@ -196,8 +197,8 @@ async fn start_tls(
                 .map_err(|e| refused(format!("TLS handshake failed (sslmode={mode:?}): {e}")))?;
             Ok(Stream::TlsClient(Box::new(tls)))
         }
-        b'N' if mode == SslMode::Prefer => Ok(Stream::Plain(tcp)),
-        b'N' => Err(refused(format!(
+        tag::encryption::REFUSED if mode == SslMode::Prefer => Ok(Stream::Plain(tcp)),
+        tag::encryption::REFUSED => Err(refused(format!(
             "the server does not support TLS, but sslmode={mode:?} requires it"
         ))),
         other => Err(Error::protocol(format!(

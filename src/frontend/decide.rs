@@ -259,7 +259,8 @@ impl Session {
             client::BIND => {
                 let (stmt, _, _) = prepared::bind_statement(msg).ok()?;
                 if stmt.is_empty() {
-                    return held_parse();
+                    return held_parse()
+                        .or_else(|| self.client.statements.unnamed().map(str::to_string));
                 }
                 self.client.statements.get(stmt).map(|p| p.query.clone())
             }

@@ -50,6 +50,10 @@ impl ExpectQueue {
         self.queue.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
     pub fn clear(&mut self) {
         self.queue.clear();
     }

@@ -128,6 +128,11 @@ impl Session {
     fn parse(&mut self, msg: &[u8]) -> Result<()> {
         let (name, name_end) = prepared::first_name(msg)?;
         if name.is_empty() {
+            if self.pool.shards.len() > 1 {
+                // Its Binds may name another shard than the transaction's.
+                let (query, _) = crate::net::codec::cstr(msg, name_end)?;
+                self.client.statements.set_unnamed(query);
+            }
             self.server.expect.push(Expect::Parse {
                 injected: false,
                 name: None,

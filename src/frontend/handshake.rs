@@ -17,6 +17,7 @@ use crate::net::codec::{self, cstr, read_i32};
 use crate::net::messages;
 use crate::net::startup::{self, Startup, StartupPacket};
 use crate::net::stream::Stream;
+use crate::net::tag;
 
 /// What a finished handshake hands on. `greeting` holds AuthenticationOk
 /// and the ParameterStatus messages, not yet sent: the caller adds
@@ -50,7 +51,7 @@ pub async fn read_opening(app: &App, stream: &mut Stream, buf: &mut BytesMut) ->
         match startup::parse(&packet)? {
             StartupPacket::SslRequest if !stream.is_tls() => {
                 let Some(acceptor) = app.tls.load_full() else {
-                    stream.write_all(b"N").await?;
+                    stream.write_all(&[tag::encryption::REFUSED]).await?;
                     continue;
                 };
                 if !buf.is_empty() {
@@ -60,7 +61,7 @@ pub async fn read_opening(app: &App, stream: &mut Stream, buf: &mut BytesMut) ->
                         "data received after SSLRequest before the TLS handshake",
                     ));
                 }
-                stream.write_all(b"S").await?;
+                stream.write_all(&[tag::encryption::ACCEPTED]).await?;
                 let Stream::Plain(tcp) = std::mem::replace(stream, Stream::Closed) else {
                     return Err(Error::protocol("TLS requested twice"));
                 };
@@ -68,7 +69,7 @@ pub async fn read_opening(app: &App, stream: &mut Stream, buf: &mut BytesMut) ->
                 *stream = Stream::TlsServer(Box::new(tls));
             }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                stream.write_all(b"N").await?;
+                stream.write_all(&[tag::encryption::REFUSED]).await?;
             }
             StartupPacket::Cancel { pid, secret } => {
                 app.cancels.cancel(pid, secret).await;
@@ -268,7 +269,7 @@ fn scram_error(e: ScramError) -> Error {
 async fn read_auth_message(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut> {
     loop {
         if let Some(h) = codec::header(buf, MAX_AUTH_MESSAGE)? {
-            if h.tag != crate::net::tag::client::PASSWORD {
+            if h.tag != tag::client::PASSWORD {
                 return Err(Error::protocol(format!(
                     "expected password response, got message type '{}'",
                     codec::printable(h.tag)

@@ -10,7 +10,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::handshake::{self, Opening};
-use super::params::ClientParams;
 use super::session::Session;
 use crate::app::{App, Shutdown};
 use crate::errors::{Error, Severity};
@@ -110,33 +109,21 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let (pool, startup, mut out) = logged_in;
+    let (pool, startup, out) = logged_in;
     if config.general.log_client_connections {
         tracing::info!(client = %peer, database = %pool.database, user = %pool.user, "client connected");
     }
-    let cancel = app.cancels.register();
-    messages::backend_key_data(&mut out, cancel.pid, super::cancel::secret_of(&cancel));
-    messages::ready_for_query(&mut out, TxStatus::Idle);
-    if stream.write_all(&out).await.is_err() {
-        return;
-    }
-    let params = ClientParams::from_startup(&startup.params);
-    let stats = crate::stats::registry().add_client(
-        peer,
-        &pool.database,
-        &pool.user,
-        startup.param("application_name").unwrap_or(""),
-    );
-    let session = Session::new(
+    let mut session = Session::start(
         app.clone(),
         stream,
         peer,
         buf,
         pool.clone(),
-        params,
-        cancel,
-        stats,
+        &startup.params,
     );
+    if session.greet(out).await.is_err() {
+        return;
+    }
     if let Err(e) = Box::pin(session.run()).await {
         tracing::info!(client = %peer, pool = %format!("{}/{}", pool.database, pool.user), error = %e, "client session ended with an error");
     }

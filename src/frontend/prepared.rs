@@ -7,11 +7,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::errors::{Error, Result};
-use crate::net::codec::{cstr, read_i16, read_i32};
+use crate::net::codec::cstr;
+use crate::net::extended::parse_named;
+pub use crate::net::extended::{
+    bind_params, bind_parts, bind_portal, bind_statement, describe_statement, first_name,
+    rename_bind, target, BindParam, BindParts,
+};
 
 /// A statement as the servers know it.
 pub struct Prepared {
@@ -27,6 +31,9 @@ pub struct Prepared {
 #[derive(Default)]
 pub struct ClientStatements {
     map: HashMap<String, Arc<Prepared>>,
+    /// The text of the last unnamed statement sent to a server, when the
+    /// pool routes by content (its Binds may name a shard).
+    unnamed: Option<String>,
 }
 
 impl ClientStatements {
@@ -40,7 +47,7 @@ impl ClientStatements {
         for b in &digest[..16] {
             global.push_str(&format!("{b:02x}"));
         }
-        let parse = with_name(b'P', &global, rest);
+        let parse = parse_named(&global, rest);
         let query = cstr(rest, 0)
             .map(|(q, _)| q.to_string())
             .unwrap_or_default();
@@ -57,174 +64,25 @@ impl ClientStatements {
         self.map.get(name)
     }
 
+    /// Notes the text of an unnamed statement the server now has.
+    pub fn set_unnamed(&mut self, query: &str) {
+        self.unnamed = Some(query.to_string());
+    }
+
+    /// The text of the unnamed statement, if noted.
+    pub fn unnamed(&self) -> Option<&str> {
+        self.unnamed.as_deref()
+    }
+
     pub fn remove(&mut self, name: &str) {
         self.map.remove(name);
     }
 }
 
-/// Builds `tag` + length + `name`\0 + `rest`.
-fn with_name(tag: u8, name: &str, rest: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(6 + name.len() + rest.len());
-    out.put_u8(tag);
-    out.put_i32((4 + name.len() + 1 + rest.len()) as i32);
-    out.put_slice(name.as_bytes());
-    out.put_u8(0);
-    out.put_slice(rest);
-    out.freeze()
-}
-
-/// The first string of a message body (Parse: statement name), with the
-/// offset in `msg` just after its NUL. `msg` includes the 5-byte header.
-pub fn first_name(msg: &[u8]) -> Result<(&str, usize)> {
-    cstr(msg, 5)
-}
-
-/// Bind: returns (statement name, offset of the statement name, offset after it).
-pub fn bind_statement(msg: &[u8]) -> Result<(&str, usize, usize)> {
-    let (_portal, at) = cstr(msg, 5)?;
-    let (stmt, end) = cstr(msg, at)?;
-    Ok((stmt, at, end))
-}
-
-/// One Bind parameter: its bytes (None for NULL) and whether it is binary.
-pub type BindParam<'a> = (Option<&'a [u8]>, bool);
-
-/// A Bind's parameter values.
-pub fn bind_params(msg: &[u8]) -> Result<Vec<BindParam<'_>>> {
-    let (_, _, mut pos) = bind_statement(msg)?;
-    let n_formats = crate::net::codec::read_i16(msg, pos)?.max(0) as usize;
-    pos += 2;
-    let mut formats = Vec::with_capacity(n_formats);
-    for _ in 0..n_formats {
-        formats.push(crate::net::codec::read_i16(msg, pos)? == 1);
-        pos += 2;
-    }
-    let n_params = crate::net::codec::read_i16(msg, pos)?.max(0) as usize;
-    pos += 2;
-    let mut params = Vec::with_capacity(n_params);
-    for i in 0..n_params {
-        let len = crate::net::codec::read_i32(msg, pos)?;
-        pos += 4;
-        let binary = match formats.len() {
-            0 => false,
-            1 => formats[0],
-            _ => formats.get(i).copied().unwrap_or(false),
-        };
-        if len < 0 {
-            params.push((None, binary));
-            continue;
-        }
-        let end = pos + len as usize;
-        let value = msg
-            .get(pos..end)
-            .ok_or_else(|| Error::protocol("Bind parameter truncated"))?;
-        params.push((Some(value), binary));
-        pos = end;
-    }
-    Ok(params)
-}
-
-/// (parameter formats, parameter values, result formats) of a Bind.
-pub type BindParts = (Vec<i16>, Vec<Option<Vec<u8>>>, Vec<i16>);
-
-pub fn bind_parts(msg: &[u8]) -> Result<BindParts> {
-    let (_, _, mut pos) = bind_statement(msg)?;
-    let read_formats = |pos: &mut usize| -> Result<Vec<i16>> {
-        let n = read_i16(msg, *pos)?.max(0) as usize;
-        *pos += 2;
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(read_i16(msg, *pos)?);
-            *pos += 2;
-        }
-        Ok(v)
-    };
-    let formats = read_formats(&mut pos)?;
-    let n = read_i16(msg, pos)?.max(0) as usize;
-    pos += 2;
-    let mut params = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = read_i32(msg, pos)?;
-        pos += 4;
-        if len < 0 {
-            params.push(None);
-            continue;
-        }
-        let end = pos + len as usize;
-        params.push(Some(
-            msg.get(pos..end)
-                .ok_or_else(|| Error::protocol("Bind parameter truncated"))?
-                .to_vec(),
-        ));
-        pos = end;
-    }
-    let results = read_formats(&mut pos)?;
-    Ok((formats, params, results))
-}
-
-/// Rewrites a Bind so it names `global` instead of the client's statement.
-pub fn rename_bind(msg: &[u8], at: usize, end: usize, global: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(msg.len() + global.len());
-    out.put_u8(b'B');
-    out.put_i32((msg.len() - 1 - (end - at) + global.len() + 1) as i32);
-    out.put_slice(&msg[5..at]);
-    out.put_slice(global.as_bytes());
-    out.put_u8(0);
-    out.put_slice(&msg[end..]);
-    out.freeze()
-}
-
-/// Describe and Close: (kind 'S' or 'P', name).
-pub fn target(msg: &[u8]) -> Result<(u8, &str)> {
-    let kind = *msg
-        .get(5)
-        .ok_or_else(|| Error::protocol("Describe/Close without a target"))?;
-    let (name, _) = cstr(msg, 6)?;
-    Ok((kind, name))
-}
-
-/// Describe of a statement under its server name.
-pub fn describe_statement(global: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(7 + global.len());
-    out.put_u8(b'D');
-    out.put_i32((4 + 1 + global.len() + 1) as i32);
-    out.put_u8(b'S');
-    out.put_slice(global.as_bytes());
-    out.put_u8(0);
-    out.freeze()
-}
-
-/// Bind of the unnamed portal to `statement` with the parameters (text or
-/// binary per `param_formats`; None is NULL) and the result formats the
-/// server must use.
-pub fn bind_portal<'a>(
-    statement: &str,
-    param_formats: &[i16],
-    params: impl IntoIterator<Item = Option<&'a [u8]>>,
-    result_formats: &[i16],
-    out: &mut BytesMut,
-) -> Result<()> {
-    postgres_protocol::message::frontend::bind(
-        "",
-        statement,
-        param_formats.iter().copied(),
-        params,
-        |v, buf| match v {
-            Some(b) => {
-                buf.extend_from_slice(b);
-                Ok(postgres_protocol::IsNull::No)
-            }
-            None => Ok(postgres_protocol::IsNull::Yes),
-        },
-        result_formats.iter().copied(),
-        out,
-    )
-    .map_err(|_| Error::protocol("could not encode Bind"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use postgres_protocol::message::frontend;
 
     #[test]
@@ -245,34 +103,5 @@ mod tests {
         assert_eq!(name, pa.global);
         let len = u32::from_be_bytes(pa.parse[1..5].try_into().unwrap()) as usize;
         assert_eq!(len + 1, pa.parse.len());
-    }
-
-    #[test]
-    fn bind_rename_keeps_the_rest() {
-        let mut msg = BytesMut::new();
-        frontend::bind(
-            "portal",
-            "s1",
-            Some(1),
-            [7i32],
-            |v, buf| {
-                buf.put_i32(v);
-                Ok::<_, Box<dyn std::error::Error + Sync + Send>>(postgres_protocol::IsNull::No)
-            },
-            Some(1),
-            &mut msg,
-        )
-        .map_err(|_| "bind")
-        .unwrap();
-        let (stmt, at, end) = bind_statement(&msg).unwrap();
-        assert_eq!(stmt, "s1");
-        let renamed = rename_bind(&msg, at, end, "pgmlcat_x");
-        let params = bind_params(&msg).unwrap();
-        assert_eq!(params, vec![(Some(&7i32.to_be_bytes()[..]), true)]);
-        let (stmt2, _, end2) = bind_statement(&renamed).unwrap();
-        assert_eq!(stmt2, "pgmlcat_x");
-        assert_eq!(&renamed[end2..], &msg[end..]);
-        let len = u32::from_be_bytes(renamed[1..5].try_into().unwrap()) as usize;
-        assert_eq!(len + 1, renamed.len());
     }
 }

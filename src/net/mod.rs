@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod bufpool;
 pub mod codec;
+pub mod extended;
 pub mod messages;
 pub mod oid;
 pub mod rows;

@@ -27,6 +27,12 @@ pub mod client {
     pub const PORTAL: u8 = b'P';
 }
 
+/// The one-byte answer to SSLRequest and GSSENCRequest, before any message.
+pub mod encryption {
+    pub const ACCEPTED: u8 = b'S';
+    pub const REFUSED: u8 = b'N';
+}
+
 /// What servers send.
 pub mod server {
     pub use postgres_protocol::message::backend::{

@@ -283,6 +283,10 @@ impl Session {
 }
 
 impl CopySplit {
+    pub fn shards(&self) -> usize {
+        self.set.len()
+    }
+
     /// Puts one row in its shard's batch (a header row in every batch).
     fn place(&mut self, row: &[u8], sharding: &crate::router::shard::Sharding) {
         if self.failure.is_some() || row.starts_with(b"\\.") {

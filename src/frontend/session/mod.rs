@@ -43,7 +43,7 @@ pub(super) const STREAM_THRESHOLD: usize = 64 * 1024;
 
 /// What the loop does next.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Flow {
+pub enum Flow {
     Continue,
     Close,
 }
@@ -87,9 +87,100 @@ pub struct Session {
     idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
+/// What a session is doing, for tests (and anything that wants to look).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// The transaction status the client was last told.
+    pub status: TxStatus,
+    /// A BEGIN answered here, not yet sent to a server.
+    pub deferred_begin: bool,
+    pub recovery: Recovery,
+    pub batch: BatchView,
+    pub binding: BindingView,
+    /// Answers the server still owes (and the session's own, in place).
+    pub owed: usize,
+    /// Whether the client side holds a read buffer.
+    pub holds_buffer: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchView {
+    None,
+    Holding(usize),
+    FanOut(usize),
+    CopyBound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingView {
+    Idle,
+    /// One server, on this shard.
+    One {
+        shard: usize,
+    },
+    /// A split COPY across this many shards.
+    CopySplit {
+        shards: usize,
+    },
+}
+
 impl Session {
+    /// A session for a client logged in to `pool` with these startup
+    /// parameters: registered for cancel requests and in SHOW CLIENTS.
+    pub fn start(
+        app: Arc<App>,
+        stream: Stream,
+        peer: SocketAddr,
+        buf: BytesMut,
+        pool: Arc<Pool>,
+        startup: &[(String, String)],
+    ) -> Session {
+        let application_name = startup
+            .iter()
+            .find(|(k, _)| k == "application_name")
+            .map_or("", |(_, v)| v.as_str());
+        let stats =
+            crate::stats::registry().add_client(peer, &pool.database, &pool.user, application_name);
+        let cancel = app.cancels.register();
+        let params = ClientParams::from_startup(startup);
+        Session::new(app, stream, peer, buf, pool, params, cancel, stats)
+    }
+
+    /// Ends the login: `greeting` (AuthenticationOk and ParameterStatus),
+    /// then BackendKeyData and ReadyForQuery, in one write.
+    pub async fn greet(&mut self, mut greeting: BytesMut) -> io::Result<()> {
+        let secret = super::cancel::secret_of(&self.cancel);
+        messages::backend_key_data(&mut greeting, self.cancel.pid, secret);
+        messages::ready_for_query(&mut greeting, TxStatus::Idle);
+        self.client.stream.write_all(&greeting).await
+    }
+
+    /// What the session is doing now.
+    pub fn view(&self) -> View {
+        View {
+            status: self.tx.status,
+            deferred_begin: self.tx.deferred.is_some(),
+            recovery: self.recovery,
+            batch: match &self.batch {
+                Batch::None => BatchView::None,
+                Batch::Holding(v) => BatchView::Holding(v.len()),
+                Batch::FanOut(v) => BatchView::FanOut(v.len()),
+                Batch::CopyBound(_) => BatchView::CopyBound,
+            },
+            binding: match &self.server.binding {
+                Binding::Idle => BindingView::Idle,
+                Binding::One(p) => BindingView::One {
+                    shard: p.server.addr.shard,
+                },
+                Binding::CopySplit(c) => BindingView::CopySplit { shards: c.shards() },
+            },
+            owed: self.server.expect.len(),
+            holds_buffer: self.client.buf.capacity() > 0,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    fn new(
         app: Arc<App>,
         stream: Stream,
         peer: SocketAddr,
@@ -173,35 +264,43 @@ impl Session {
                 self.poll_event(cx)
             })
             .await;
-            match event {
-                Event::Stopping => self.stop_seen = true,
-                Event::IdleInTransaction => {
-                    let ms = self
-                        .limits
-                        .idle_in_transaction
-                        .map_or(0, |d| d.as_millis() as u64);
-                    tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client idle in transaction for {ms} ms");
-                    self.fatal(&Error::IdleInTransaction(ms)).await;
-                    return Ok(());
-                }
-                Event::Client(Ok(n)) if n > 0 => {
-                    Counters::add(&self.pool.counters.bytes_received, n as u64);
-                    if self.on_client_data().await? == Flow::Close {
-                        return Ok(());
-                    }
-                }
-                Event::Client(_) => return Ok(()), // the client went away
-                Event::Server(Ok(n)) if n > 0 => {
-                    if self.on_server_data().await? == Flow::Close {
-                        return Ok(());
-                    }
-                }
-                Event::Server(_) => {
-                    if self.on_server_lost().await == Flow::Close {
-                        return Ok(());
-                    }
-                }
+            if self.handle(event).await? == Flow::Close {
+                return Ok(());
             }
+        }
+    }
+
+    /// Waits for the next event and handles it: one turn of the loop,
+    /// without the shutdown watch. Tests and tools drive a session with it
+    /// and look at `view()` in between.
+    pub async fn step(&mut self) -> Result<Flow> {
+        self.arm_idle_timer();
+        let event = poll_fn(|cx| self.poll_event(cx)).await;
+        self.handle(event).await
+    }
+
+    async fn handle(&mut self, event: Event) -> Result<Flow> {
+        match event {
+            Event::Stopping => {
+                self.stop_seen = true;
+                Ok(Flow::Continue)
+            }
+            Event::IdleInTransaction => {
+                let ms = self
+                    .limits
+                    .idle_in_transaction
+                    .map_or(0, |d| d.as_millis() as u64);
+                tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client idle in transaction for {ms} ms");
+                self.fatal(&Error::IdleInTransaction(ms)).await;
+                Ok(Flow::Close)
+            }
+            Event::Client(Ok(n)) if n > 0 => {
+                Counters::add(&self.pool.counters.bytes_received, n as u64);
+                self.on_client_data().await
+            }
+            Event::Client(_) => Ok(Flow::Close), // the client went away
+            Event::Server(Ok(n)) if n > 0 => self.on_server_data().await,
+            Event::Server(_) => Ok(self.on_server_lost().await),
         }
     }
 
