@@ -29,17 +29,23 @@ impl Server {
     /// other message to `each`. The first error (the server's, or one
     /// `each` returned) is the result; reading goes on to ReadyForQuery
     /// either way, so the connection stays usable. I/O failures end at once
-    /// and mark the connection broken.
+    /// and mark the connection broken. The proxy's own statements never
+    /// count as session state a client left (a SET of the client's
+    /// parameters, the catalog's CREATE TABLE).
     pub async fn exchange(
         &mut self,
         out: &[u8],
         mut each: impl FnMut(Message) -> Result<()>,
     ) -> Result<()> {
         self.send(out).await?;
+        let dirty = self.state.dirty;
         let mut first_error = None;
         loop {
             match self.recv_message().await? {
-                Message::ReadyForQuery(_) => return first_error.map_or(Ok(()), Err),
+                Message::ReadyForQuery(_) => {
+                    self.state.dirty = dirty;
+                    return first_error.map_or(Ok(()), Err);
+                }
                 Message::ErrorResponse(body) => {
                     first_error.get_or_insert(Error::ServerRefused {
                         addr: self.addr.to_string(),
