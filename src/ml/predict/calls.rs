@@ -13,7 +13,7 @@ use sqlparser::parser::Parser;
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::frame::RawValue;
 
-use super::{Call, Features, Func, InputKind, ModelRef};
+use super::types::{Call, Features, Func, InputKind, ModelRef};
 
 /// An identifier as Postgres resolves it: unquoted folds to lower case,
 /// quoted is taken verbatim.

@@ -15,42 +15,18 @@ use super::format::{
     float4_array_binary, float4_array_text, float4_binary, put_float4_text, FLOAT4_ARRAY_OID,
     FLOAT4_OID,
 };
-use super::plan::{marker_number, Plan, Shape};
-use super::{json, Call, Features, Func, Prediction, Predictor};
+use super::json;
+use super::plan::Plan;
+use super::types::{
+    client_format, marker_number, Call, Col, ConstItem, Features, Func, Input, Layout, Prediction,
+    Predictor, Shape,
+};
 use crate::ml::binary;
 use crate::net::messages;
 use crate::net::rows::{self as wire, Field};
 
 /// Rows per predictor call: LightGBM is much faster per batch.
 const BATCH: usize = 2048;
-
-#[derive(Debug, Clone, Copy)]
-enum Col {
-    Pass {
-        client: usize,
-    },
-    Pred {
-        marker: usize,
-        client: usize,
-        input: Input,
-    },
-    Hidden {
-        marker: usize,
-        input: Input,
-    },
-}
-
-/// How a replacement column carries its features, by the type the server
-/// gave it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Input {
-    /// `to_json(row)::text`.
-    Json,
-    /// An array of numbers or booleans: binary once the layout is known.
-    Array,
-    /// Anything else (an array of text...): an error if a value comes.
-    Other(u32),
-}
 
 impl Input {
     fn of(type_oid: u32) -> Input {
@@ -59,31 +35,6 @@ impl Input {
             t if binary::element_of(t).is_some() => Input::Array,
             t => Input::Other(t),
         }
-    }
-}
-
-/// The server's columns for the rewritten statement.
-#[derive(Debug)]
-pub struct Layout {
-    cols: Vec<Col>,
-    /// Marker → the server column holding it (its first occurrence).
-    marker_col: HashMap<usize, usize>,
-}
-
-impl Layout {
-    /// Result formats for the server's Bind: the client's for the columns
-    /// it sees, binary for feature arrays (no float printing on the server,
-    /// no parsing here), text for the rest.
-    pub fn server_formats(&self, client: &[i16]) -> Vec<i16> {
-        self.cols
-            .iter()
-            .map(|c| match c {
-                Col::Pass { client: i } => client_format(client, *i),
-                Col::Pred { input, .. } | Col::Hidden { input, .. } => {
-                    i16::from(*input == Input::Array)
-                }
-            })
-            .collect()
     }
 }
 
@@ -158,14 +109,6 @@ pub struct Rewriter {
     sent: u64,
 }
 
-fn client_format(formats: &[i16], col: usize) -> i16 {
-    match formats {
-        [] => 0,
-        [one] => *one,
-        many => many.get(col).copied().unwrap_or(0),
-    }
-}
-
 fn func_type(func: Func) -> (u32, i16) {
     if func.returns_array() {
         (FLOAT4_ARRAY_OID, -1)
@@ -234,6 +177,22 @@ impl Plan {
             skipped: 0,
             sent: 0,
         }
+    }
+
+    /// The client's RowDescription for `result_formats`, from the server's
+    /// description seen earlier; false when there is none yet.
+    pub fn describe_cached(
+        &self,
+        predictor: Arc<dyn Predictor>,
+        result_formats: &[i16],
+        out: &mut BytesMut,
+    ) -> MlResult<bool> {
+        let Some(body) = self.shape.description.lock().clone() else {
+            return Ok(false);
+        };
+        self.rewriter(predictor, result_formats, &[])
+            .on_message(b'T', &body, out)?;
+        Ok(true)
     }
 
     /// For `server_sql == None`: RowDescription, DataRow(s) and
@@ -338,7 +297,7 @@ impl Plan {
         Ok(())
     }
 
-    fn constant_items(&self) -> MlResult<&[super::plan::ConstItem]> {
+    fn constant_items(&self) -> MlResult<&[ConstItem]> {
         self.shape
             .constant
             .as_deref()

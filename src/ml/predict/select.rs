@@ -11,9 +11,10 @@ use sqlparser::ast::{
 
 use crate::ml::error::{MlError, MlResult};
 
+use super::builder::{distinct_unsupported, marker_ident, renamed_ref, Builder};
 use super::calls::{contains_call, folded};
-use super::eval::{cond_from_expr, Cond, SortKey};
-use super::plan::{distinct_unsupported, marker_ident, renamed_ref, Builder};
+use super::eval::cond_from_expr;
+use super::types::{Cond, SortKey};
 
 /// What the outer query leaves to the proxy.
 #[derive(Debug, Default)]
