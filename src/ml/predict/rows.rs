@@ -24,6 +24,7 @@ use super::types::{
 use crate::ml::binary;
 use crate::net::messages;
 use crate::net::rows::{self as wire, Field};
+use crate::net::tag::server;
 
 /// Rows per predictor call: LightGBM is much faster per batch.
 const BATCH: usize = 2048;
@@ -190,8 +191,11 @@ impl Plan {
         let Some(body) = self.shape.description.lock().clone() else {
             return Ok(false);
         };
-        self.rewriter(predictor, result_formats, &[])
-            .on_message(b'T', &body, out)?;
+        self.rewriter(predictor, result_formats, &[]).on_message(
+            server::ROW_DESCRIPTION,
+            &body,
+            out,
+        )?;
         Ok(true)
     }
 
@@ -268,7 +272,7 @@ impl Plan {
             for x in &preds {
                 let p = Prediction::Scalar(*x);
                 let mut err = Ok(());
-                messages::tagged(out, b'D', |b| {
+                messages::tagged(out, server::DATA_ROW, |b| {
                     b.put_i16(1);
                     err = put_prediction(
                         b,
@@ -283,7 +287,7 @@ impl Plan {
             return Ok(());
         }
         let mut err = Ok(());
-        messages::tagged(out, b'D', |b| {
+        messages::tagged(out, server::DATA_ROW, |b| {
             b.put_i16(values.len() as i16);
             for (i, (func, value)) in values.iter().enumerate() {
                 if err.is_ok() {
@@ -312,8 +316,8 @@ impl Rewriter {
     /// must send its own ErrorResponse and drain the server's answer.
     pub fn on_message(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> MlResult<()> {
         match tag {
-            b'T' => self.row_description(body, out),
-            b'D' => {
+            server::ROW_DESCRIPTION => self.row_description(body, out),
+            server::DATA_ROW => {
                 if self.layout.is_none() {
                     self.layout = self.shape.layout.lock().clone();
                 }
@@ -328,19 +332,18 @@ impl Rewriter {
                 }
                 Ok(())
             }
-            b'C' => {
+            server::COMMAND_COMPLETE => {
                 self.process_batch(out)?;
                 self.emit_ranked(out)?;
-                let tag = wire::command_tag(body);
-                if tag.starts_with(b"SELECT ") {
+                if wire::command_tag(body).starts_with(b"SELECT ") {
                     messages::command_complete(out, &format!("SELECT {}", self.sent));
                 } else {
-                    pass(b'C', body, out);
+                    messages::message(out, tag, body);
                 }
                 self.sent = 0;
                 Ok(())
             }
-            b's' => {
+            server::PORTAL_SUSPENDED => {
                 if !self.shape.order.is_empty() {
                     return Err(MlError::Unsupported(
                         "fetching a few rows at a time (Execute with a row limit) from a statement ordered \
@@ -349,11 +352,11 @@ impl Rewriter {
                     ));
                 }
                 self.process_batch(out)?;
-                pass(tag, body, out);
+                messages::message(out, tag, body);
                 self.sent = 0;
                 Ok(())
             }
-            b'E' => {
+            server::ERROR_RESPONSE => {
                 // What streamed before the error reaches the client, as it
                 // would from Postgres; a pending sort never completes.
                 if self.shape.order.is_empty() {
@@ -361,11 +364,11 @@ impl Rewriter {
                 }
                 self.ranked.clear();
                 self.batch.clear();
-                pass(tag, body, out);
+                messages::message(out, tag, body);
                 Ok(())
             }
             _ => {
-                pass(tag, body, out);
+                messages::message(out, tag, body);
                 Ok(())
             }
         }
@@ -619,7 +622,7 @@ impl Rewriter {
             .filter(|c| !matches!(c, Col::Hidden { .. }))
             .count();
         let mut err = Ok(());
-        messages::tagged(out, b'D', |b| {
+        messages::tagged(out, server::DATA_ROW, |b| {
             b.put_i16(visible as i16);
             for (ci, col) in layout.cols.iter().enumerate() {
                 match col {
@@ -654,9 +657,4 @@ impl Rewriter {
         self.sent += 1;
         Ok(())
     }
-}
-
-/// Forwards a message unchanged.
-fn pass(tag: u8, body: &[u8], out: &mut BytesMut) {
-    messages::tagged(out, tag, |b| b.put_slice(body));
 }
