@@ -57,6 +57,13 @@ pub fn as_call(expr: &Expr) -> Option<(Func, &Function)> {
     }
 }
 
+/// Whether `f` is an aggregate (a window function's `OVER` makes it none).
+pub fn is_aggregate(f: &Function) -> bool {
+    f.over.is_none()
+        && matches!(f.name.0.last(), Some(ObjectNamePart::Identifier(i))
+            if crate::router::rw::AGGREGATES.contains(&folded(i).as_str()))
+}
+
 /// Whether any `pgml.predict*` call occurs anywhere inside `node`.
 pub fn contains_call<V: sqlparser::ast::Visit>(node: &V) -> bool {
     sqlparser::ast::visit_expressions(node, |e| match e {

@@ -7,11 +7,14 @@
 //! analyses and rewrites the SQL (with `calls`, `builder` and `select`),
 //! `eval` runs the WHERE/ORDER BY parts that depend on predictions,
 //! `Rewriter` (`rows`) turns the server's answer into the client's,
-//! `format` prints `real`/`real[]` like Postgres.
+//! `format` prints `real`/`real[]` like Postgres. `execution` decides how
+//! a statement runs (which messages go to which servers) and hands the
+//! session what to send and the rewriter to read the answer with.
 
 mod builder;
 mod calls;
 mod eval;
+mod execution;
 pub mod format;
 mod json;
 pub mod normalize;
@@ -20,6 +23,9 @@ mod rows;
 mod select;
 mod types;
 
+pub use execution::{
+    describe, execution, Describe, Description, Execution, Portal, Protocol, Shards,
+};
 pub use plan::{mentions_predict, plan, Plan, ServerForm};
 pub use rows::Rewriter;
 pub use types::{Call, Features, Func, InputKind, ModelRef, Prediction, Predictor};

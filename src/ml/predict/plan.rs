@@ -7,14 +7,18 @@
 
 use std::sync::Arc;
 
-use sqlparser::ast::{GroupByExpr, Query, Select, SelectItem, SetExpr, Statement};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    visit_expressions, Expr, LimitClause, Query, Select, SelectItem, SetExpr, Statement, Value,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::ml::error::{MlError, MlResult};
 
 use super::builder::{batch_unsupported, Builder};
-use super::calls::{analyse, as_call, contains_call, folded};
+use super::calls::{analyse, as_call, contains_call, folded, is_aggregate};
 use super::normalize::Parameters;
 use super::select::{self, TopLevel};
 use super::types::{Call, ConstItem, Func, ModelRef, Shape, MARKER_PREFIX};
@@ -27,6 +31,9 @@ pub struct Plan {
     pub server_sql: Option<String>,
     /// How `server_sql` runs as a prepared statement.
     pub server_form: ServerForm,
+    /// Whether `server_sql`'s rows from every shard, concatenated, are its
+    /// answer over all of them (see `rows_concatenate`).
+    pub(super) concatenates: bool,
     pub(super) shape: Arc<Shape>,
 }
 
@@ -191,10 +198,48 @@ fn plan_query(mut q: Query) -> MlResult<Plan> {
     };
     Ok(Plan {
         calls,
+        concatenates: rows_concatenate(&q),
         server_sql: Some(q.to_string()),
         server_form: ServerForm::Fixed,
         shape: Arc::new(shape),
     })
+}
+
+/// Whether the server statement, run on every shard, answers for all of
+/// them with its rows concatenated: nothing left on the server orders,
+/// limits, deduplicates, groups or aggregates across rows, nor computes a
+/// window over them. (ORDER BY and LIMIT on predictions run in the proxy,
+/// over the rows of every shard, so they do not count.)
+fn rows_concatenate(q: &Query) -> bool {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return false;
+    };
+    let unlimited = match &q.limit_clause {
+        None => true,
+        // LIMIT ALL, OFFSET 0.
+        Some(LimitClause::LimitOffset {
+            limit: None,
+            offset,
+            limit_by,
+        }) => limit_by.is_empty() && offset.as_ref().is_none_or(|o| is_zero(&o.value)),
+        Some(_) => false,
+    };
+    let across_rows = visit_expressions(&s.projection, |e| match e {
+        Expr::Function(f) if f.over.is_some() || is_aggregate(f) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break();
+    unlimited
+        && q.order_by.is_none()
+        && q.fetch.is_none()
+        && s.distinct.is_none()
+        && s.having.is_none()
+        && !select::has_group_by(&s.group_by)
+        && !across_rows
+}
+
+fn is_zero(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n.parse::<u64>() == Ok(0)))
 }
 
 /// `SELECT pgml.predict('p', ARRAY[1, 2]) [AS x], ...` with constants only:
@@ -246,6 +291,8 @@ fn constant_plan(q: &Query) -> MlResult<Option<Plan>> {
         calls,
         server_sql: None,
         server_form: ServerForm::Fixed,
+        // No server statement at all.
+        concatenates: true,
         shape: Arc::new(shape),
     }))
 }
@@ -255,5 +302,5 @@ fn is_bare_select(s: &Select) -> bool {
         && s.selection.is_none()
         && s.having.is_none()
         && s.distinct.is_none()
-        && matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && !select::has_group_by(&s.group_by)
 }

@@ -3,7 +3,7 @@
 //! the plan's `Shape` (what the rewriter must do to the server's rows).
 //! Data only, plus the few methods that are about the data itself; it
 //! imports nothing from its siblings, so dependencies run one way:
-//! types <- calls/eval/builder/select/plan <- rows.
+//! types <- calls/eval/builder/select/plan <- rows <- execution.
 
 use std::collections::HashMap;
 use std::sync::Arc;
