@@ -54,7 +54,7 @@ pub enum ServerForm {
 impl Plan {
     /// Whether the server's column layout is known (from an earlier
     /// RowDescription), so an execution needs no Describe.
-    pub fn knows_layout(&self) -> bool {
+    pub(super) fn knows_layout(&self) -> bool {
         self.shape.layout.lock().is_some()
     }
 
@@ -62,7 +62,7 @@ impl Plan {
     /// is known: the client's for the columns it sees, binary for feature
     /// arrays. Before: the client's, plus text for the hidden columns when
     /// the client gave one code per column (the rewriter reads either).
-    pub fn server_result_formats(&self, client: &[i16]) -> Vec<i16> {
+    pub(super) fn server_result_formats(&self, client: &[i16]) -> Vec<i16> {
         if let Some(layout) = self.shape.layout.lock().as_ref() {
             return layout.server_formats(client);
         }

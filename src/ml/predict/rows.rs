@@ -182,7 +182,7 @@ impl Plan {
 
     /// The client's RowDescription for `result_formats`, from the server's
     /// description seen earlier; false when there is none yet.
-    pub fn describe_cached(
+    pub(super) fn describe_cached(
         &self,
         predictor: Arc<dyn Predictor>,
         result_formats: &[i16],
@@ -208,7 +208,11 @@ impl Plan {
 
     /// The RowDescription of a constant statement (Describe in the
     /// extended protocol; formats as in `rewriter`).
-    pub fn describe_constant(&self, result_formats: &[i16], out: &mut BytesMut) -> MlResult<()> {
+    pub(super) fn describe_constant(
+        &self,
+        result_formats: &[i16],
+        out: &mut BytesMut,
+    ) -> MlResult<()> {
         let items = self.constant_items()?;
         let fields: Vec<Field> = items
             .iter()
@@ -236,7 +240,7 @@ impl Plan {
     }
 
     /// The DataRow(s) and CommandComplete of a constant statement.
-    pub fn execute_constant(
+    pub(super) fn execute_constant(
         &self,
         predictor: &dyn Predictor,
         result_formats: &[i16],
