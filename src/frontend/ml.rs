@@ -10,13 +10,13 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::predict::{parse_sql, PredictPortal};
+use super::predict::parse_sql;
 use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
 use crate::ml::call::{self, FnCall};
 use crate::ml::exec;
-use crate::ml::predict::Plan;
+use crate::ml::predict::{Plan, Portal};
 use crate::ml::service::Progress;
 use crate::net::codec;
 use crate::net::messages;
@@ -28,7 +28,7 @@ pub(super) struct MlState {
     statements: HashMap<String, FnCall>,
     portals: HashMap<String, FnCall>,
     predicts: HashMap<String, Arc<Plan>>,
-    predict_portals: HashMap<String, PredictPortal>,
+    predict_portals: HashMap<String, Portal>,
 }
 
 impl MlState {
@@ -55,7 +55,7 @@ impl Session {
         &mut self.ml.predicts
     }
 
-    pub(super) fn ml_predict_portals(&mut self) -> &mut HashMap<String, PredictPortal> {
+    pub(super) fn ml_predict_portals(&mut self) -> &mut HashMap<String, Portal> {
         &mut self.ml.predict_portals
     }
 

@@ -1,7 +1,9 @@
 //! pgml.predict in a client session. The statement is planned once (and
-//! cached by text), the rewritten SQL runs on the client's server, and the
-//! server's answer goes through the plan's Rewriter, which splices the
-//! predictions in. Simple protocol and extended (Parse/Bind/Describe/
+//! cached by text); `ml::predict` decides what each execution or Describe
+//! sends where, and this file does the I/O: the rewritten SQL runs on the
+//! client's server (or every shard), and the server's answer goes through
+//! the plan's Rewriter, which splices the predictions in. Simple protocol
+//! and extended (Parse/Bind/Describe/
 //! Execute), where each Describe or Execute is one short exchange of our
 //! own on the server, so the session's pipelining bookkeeping never sees
 //! the rewritten statement.
@@ -9,14 +11,15 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use postgres_protocol::message::frontend;
 
 use super::decide::{Plan as RoutePlan, Statement};
-use super::lease::Protocol;
+use super::lease::Protocol as Wire;
 use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
-use crate::ml::predict::{self, Plan, Rewriter, ServerForm};
+use crate::ml::predict::{
+    self, Describe, Description, Execution, Plan, Portal, Protocol, Rewriter, Shards,
+};
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
 use crate::net::codec;
@@ -24,26 +27,6 @@ use crate::net::messages::{self, TxStatus};
 use crate::net::tag::{client, server as tag};
 use crate::stats::Counters;
 
-/// A Bind of a pgml.predict statement, kept until its Execute.
-#[derive(Clone)]
-pub(super) struct PredictPortal {
-    pub plan: Arc<Plan>,
-    /// Parameter format codes and values, as the client sent them.
-    pub param_formats: Vec<i16>,
-    pub params: Vec<Option<Vec<u8>>>,
-    pub result_formats: Vec<i16>,
-}
-
-impl PredictPortal {
-    fn text_params(&self) -> Vec<Option<String>> {
-        self.params
-            .iter()
-            .map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
-            .collect()
-    }
-}
-
-/// Bind's sections: (param formats, params, result formats).
 impl Session {
     /// The plan of a statement calling pgml.predict; None if it calls none.
     fn predict_plan(&self, sql: &str) -> std::result::Result<Option<Arc<Plan>>, MlError> {
@@ -66,7 +49,7 @@ impl Session {
         if self.settle().await? == Flow::Close {
             return Ok(Some(Flow::Close));
         }
-        let outcome = self.run_predict(&plan, None, true).await;
+        let outcome = self.run_predict(&plan, Protocol::Simple).await;
         if let Err(e) = outcome {
             if matches!(e, Error::ClientGone | Error::Io(_)) {
                 return Err(e);
@@ -100,7 +83,7 @@ impl Session {
         let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
         self.ml_predict_portals().insert(
             portal.to_string(),
-            PredictPortal {
+            Portal {
                 plan,
                 param_formats,
                 params,
@@ -115,28 +98,24 @@ impl Session {
 
     /// Describe (statement or portal) of a pgml.predict statement.
     pub(super) async fn predict_describe(&mut self, kind: u8, name: &str) -> Result<bool> {
-        let portal = match kind {
+        let (plan, portal) = match kind {
             client::STATEMENT => match self.ml_predicts().get(name).cloned() {
-                Some(plan) => PredictPortal {
-                    plan,
-                    param_formats: Vec::new(),
-                    params: Vec::new(),
-                    result_formats: Vec::new(),
-                },
+                Some(plan) => (plan, None),
                 None => return Ok(false),
             },
             _ => match self.ml_predict_portals().get(name).cloned() {
-                Some(p) => p,
+                Some(p) => (p.plan.clone(), Some(p)),
                 None => return Ok(false),
             },
         };
         if self.settle().await? == Flow::Close {
             return Err(Error::ClientGone);
         }
-        if let Err(e) = self
-            .describe_predict(&portal, kind == client::STATEMENT)
-            .await
-        {
+        let target = match &portal {
+            Some(p) => Describe::Portal(p),
+            None => Describe::Statement(&plan),
+        };
+        if let Err(e) = self.describe_predict(target).await {
             self.predict_failed(e)?;
         }
         Ok(true)
@@ -150,7 +129,10 @@ impl Session {
         if self.settle().await? == Flow::Close {
             return Err(Error::ClientGone);
         }
-        if let Err(e) = self.run_predict(&p.plan.clone(), Some(&p), false).await {
+        if let Err(e) = self
+            .run_predict(&p.plan.clone(), Protocol::Extended(&p))
+            .await
+        {
             self.predict_failed(e)?;
         }
         Ok(true)
@@ -171,11 +153,7 @@ impl Session {
     /// A server for the rewritten statement: the one held, or one checked
     /// out as for any statement (shard routing, deferred BEGIN).
     async fn predict_server(&mut self, server_sql: &str, simple: bool) -> Result<()> {
-        let protocol = if simple {
-            Protocol::Simple
-        } else {
-            Protocol::Extended
-        };
+        let protocol = if simple { Wire::Simple } else { Wire::Extended };
         let stmt = Statement {
             sql: Some(server_sql),
             bind: None,
@@ -196,136 +174,61 @@ impl Session {
         }
     }
 
-    async fn describe_predict(&mut self, portal: &PredictPortal, statement: bool) -> Result<()> {
-        let plan = &portal.plan;
-        let Some(server_sql) = plan.server_sql.clone() else {
-            if statement {
-                // $n of a constant statement can only be a model reference: text.
-                let n = plan
-                    .calls
-                    .iter()
-                    .filter_map(|c| match c.model {
-                        predict::ModelRef::Param(n) => Some(n),
-                        _ => None,
-                    })
-                    .max()
-                    .unwrap_or(0);
-                let types = vec![crate::net::oid::TEXT; n];
-                messages::parameter_description(&mut self.client.out, &types);
+    async fn describe_predict(&mut self, target: Describe<'_>) -> Result<()> {
+        match predict::describe(target)? {
+            Description::Answered(answer) => self.client.out.extend_from_slice(&answer),
+            Description::Server {
+                sql,
+                messages,
+                mut rewriter,
+            } => {
+                self.predict_server(sql, false).await?;
+                self.exchange(&messages, &mut rewriter, true, None).await?;
             }
-            plan.describe_constant(&portal.result_formats, &mut self.client.out)
-                .map_err(Error::Ml)?;
-            return Ok(());
-        };
-        if !statement
-            && plan
-                .describe_cached(
-                    Arc::new(NoModels),
-                    &portal.result_formats,
-                    &mut self.client.out,
-                )
-                .map_err(Error::Ml)?
-        {
-            return Ok(());
         }
-        self.predict_server(&server_sql, false).await?;
-        let mut msg = BytesMut::new();
-        frontend::parse("", &server_sql, std::iter::empty(), &mut msg)?;
-        if statement {
-            frontend::describe(client::STATEMENT, "", &mut msg)?;
-        } else {
-            let formats = plan.server_result_formats(&portal.result_formats);
-            bind_client_portal(portal, "", &formats, &mut msg)?;
-            frontend::describe(client::PORTAL, "", &mut msg)?;
-        }
-        frontend::sync(&mut msg);
-        // Describe answers need no models: nothing is predicted.
-        let mut rewriter = plan.rewriter(Arc::new(NoModels), &portal.result_formats, &[]);
-        self.exchange(&msg, &mut rewriter, true, None).await
+        Ok(())
     }
 
-    /// Runs the statement: the rewritten SQL on the server, or a constant
-    /// answer computed here.
-    async fn run_predict(
-        &mut self,
-        plan: &Arc<Plan>,
-        portal: Option<&PredictPortal>,
-        simple: bool,
-    ) -> Result<()> {
-        let params = portal.map(PredictPortal::text_params).unwrap_or_default();
+    /// Runs the statement: the rewritten SQL on the server(s), or a
+    /// constant answer computed here.
+    async fn run_predict(&mut self, plan: &Arc<Plan>, protocol: Protocol<'_>) -> Result<()> {
+        let params = protocol.text_params();
         let models = ModelSet::resolve(&self.app.ml, &self.pool, &plan.calls, &params)
             .await
             .map_err(Error::Ml)?;
-        let Some(server_sql) = plan.server_sql.clone() else {
-            let formats = portal.map(|p| p.result_formats.clone()).unwrap_or_default();
-            if simple {
-                plan.answer_constant(&models, &mut self.client.out)
-            } else {
-                plan.execute_constant(&models, &formats, &mut self.client.out)
+        let shards = match plan.server_sql.as_deref() {
+            Some(sql) if self.predict_needs_all_shards(sql) => Shards::All,
+            Some(sql) => {
+                let simple = matches!(protocol, Protocol::Simple);
+                self.predict_server(sql, simple).await?;
+                Shards::One
             }
-            .map_err(Error::Ml)?;
-            return Ok(());
+            // All arguments constant: no server.
+            None => Shards::One,
         };
-        let formats = portal.map(|p| p.result_formats.clone()).unwrap_or_default();
-        let fan_out = self.predict_needs_all_shards(&server_sql);
-        if !fan_out {
-            self.predict_server(&server_sql, simple).await?;
-        }
-        // On one server every execution is a prepared statement (named
-        // after its text, prepared once per server connection, described
-        // once per plan), so feature arrays can come in binary; on every
-        // shard it goes unnamed (simple: as a Query).
-        let server_formats = if fan_out && portal.is_none() {
-            Vec::new()
-        } else {
-            plan.server_result_formats(&formats)
-        };
-        let mut rewriter = plan.rewriter(Arc::new(models), &formats, &server_formats);
-        let mut msg = BytesMut::new();
-        let mut prepared_as = None;
-        match (portal, fan_out) {
-            (None, true) => frontend::query(&server_sql, &mut msg)?,
-            (None, false) => {
-                let (name, sql, types, values) = simple_statement(plan, &server_sql);
-                if !self.server_knows(&name) {
-                    frontend::parse(&name, sql, types.iter().copied(), &mut msg)?;
-                    prepared_as = (!name.is_empty()).then(|| name.clone());
-                }
-                let params = values.iter().map(|v| Some(v.as_bytes()));
-                prepared::bind_portal(&name, &[], params, &server_formats, &mut msg)?;
-                // The simple protocol's client gets a RowDescription.
-                frontend::describe(client::PORTAL, "", &mut msg)?;
-                frontend::execute("", 0, &mut msg)?;
-                frontend::sync(&mut msg);
+        let knows = |name: &str| self.server_knows(name);
+        match predict::execution(plan, protocol, shards, &knows, Arc::new(models))? {
+            Execution::Constant(answer) => self.client.out.extend_from_slice(&answer),
+            Execution::OneServer {
+                messages,
+                prepares,
+                describe,
+                mut rewriter,
+            } => {
+                self.exchange(&messages, &mut rewriter, describe, prepares)
+                    .await?
             }
-            (Some(p), _) => {
-                let name = if fan_out {
-                    String::new()
-                } else {
-                    statement_name(&server_sql, &[])
-                };
-                if fan_out || !self.server_knows(&name) {
-                    frontend::parse(&name, &server_sql, std::iter::empty(), &mut msg)?;
-                    if !fan_out {
-                        prepared_as = Some(name.clone());
-                    }
-                }
-                bind_client_portal(p, &name, &server_formats, &mut msg)?;
-                if fan_out || !plan.knows_layout() {
-                    frontend::describe(client::PORTAL, "", &mut msg)?;
-                }
-                frontend::execute("", 0, &mut msg)?;
-                frontend::sync(&mut msg);
+            Execution::AllShards {
+                sql,
+                messages,
+                describe,
+                mut rewriter,
+            } => {
+                self.predict_all_shards(sql, &messages, &mut rewriter, describe)
+                    .await?
             }
         }
-        if fan_out {
-            return self
-                .predict_all_shards(&server_sql, &msg, &mut rewriter, simple)
-                .await;
-        }
-        // Execute sends no RowDescription; the simple protocol does.
-        self.exchange(&msg, &mut rewriter, simple, prepared_as)
-            .await
+        Ok(())
     }
 
     /// A keyless read on a sharded pool, outside a transaction: it runs on
@@ -341,19 +244,7 @@ impl Session {
         rewriter: &mut Rewriter,
         describe: bool,
     ) -> Result<()> {
-        // Rows are concatenated: anything the server would order, limit or
-        // aggregate across rows would come out wrong.
         let analysis = self.analysis(Some(server_sql));
-        let concatenates = analysis.as_ref().and_then(|a| a.merge.clone()).is_some_and(
-            |m| matches!(m, Ok(p) if !p.merges_rows() && p.limit.is_none() && p.offset == 0),
-        );
-        if !concatenates {
-            return Err(Error::Unsupported(
-                "pgml.predict across shards with ORDER BY, LIMIT, DISTINCT or aggregates on other columns is not supported; \
-                 give the sharding key, or order and limit by the prediction"
-                    .into(),
-            ));
-        }
         let target = self.target_for(analysis.as_deref());
         let mut set = self.shard_set(0..self.pool.shards.len(), target).await?;
         let mut result = Ok(());
@@ -422,12 +313,12 @@ impl Session {
 
     /// Whether the held server has prepared statement `name` (never the
     /// unnamed one).
-    fn server_knows(&mut self, name: &str) -> bool {
+    fn server_knows(&self, name: &str) -> bool {
         !name.is_empty()
             && self
                 .server
                 .binding
-                .one()
+                .held()
                 .is_some_and(|s| s.server.state.prepared.contains(name))
     }
 
@@ -505,69 +396,6 @@ impl Session {
             Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-}
-
-/// Bind for a client's portal: its parameters as it sent them.
-fn bind_client_portal(
-    p: &PredictPortal,
-    statement: &str,
-    result_formats: &[i16],
-    out: &mut BytesMut,
-) -> Result<()> {
-    let params = p.params.iter().map(|v| v.as_deref());
-    prepared::bind_portal(statement, &p.param_formats, params, result_formats, out)
-}
-
-/// The server statement of a simple-protocol execution: its name (empty:
-/// unnamed), text, parameter types and parameter values.
-fn simple_statement<'a>(
-    plan: &'a Plan,
-    server_sql: &'a str,
-) -> (String, &'a str, &'a [u32], &'a [String]) {
-    match &plan.server_form {
-        ServerForm::Fixed => (statement_name(server_sql, &[]), server_sql, &[], &[]),
-        ServerForm::Params(p) => (
-            statement_name(&p.sql, &p.types),
-            &p.sql,
-            &p.types,
-            &p.values,
-        ),
-        ServerForm::OneOff => (String::new(), server_sql, &[], &[]),
-    }
-}
-
-/// The server-side name of a rewritten statement: derived from its text,
-/// so every client's executions of it share one prepared statement.
-/// Parameter types are part of it: one text may be prepared with `$1`
-/// as int4 and as int8.
-fn statement_name(sql: &str, types: &[u32]) -> String {
-    use sha2::{Digest, Sha256};
-    use std::fmt::Write;
-    let mut hasher = Sha256::new();
-    hasher.update(sql.as_bytes());
-    for t in types {
-        hasher.update(t.to_be_bytes());
-    }
-    let digest = hasher.finalize();
-    let mut name = String::with_capacity(40);
-    name.push_str("pgmlcat_predict_");
-    for b in &digest[..12] {
-        let _ = write!(name, "{b:02x}");
-    }
-    name
-}
-
-/// Stand-in predictor for Describe, which never predicts.
-struct NoModels;
-
-impl predict::Predictor for NoModels {
-    fn predict(
-        &self,
-        _call: usize,
-        _inputs: &[predict::Features],
-    ) -> crate::ml::MlResult<Vec<predict::Prediction>> {
-        Err(MlError::Internal("Describe does not predict".into()))
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use ndarray::{Array2, ArrayView2, Axis};
 use serde_json::{json, Map, Value};
+use tokio::task::JoinHandle;
 
 use super::algorithms::{self, Algorithm, Model};
 use super::args::TrainArgs;
-use super::catalog::{self, NewModel, NewSnapshot};
+use super::catalog::{self, NewModel, NewSnapshot, Project};
 use super::db::Db;
 use super::error::{MlError, MlResult};
 use super::frame::Frame;
@@ -35,8 +36,9 @@ pub struct Trained {
     pub deployed: bool,
 }
 
-/// Everything a fit needs, owned, so it can move to a blocking thread.
-struct Prepared {
+/// The split and preprocessed arrays a fit needs, owned, so they can move
+/// to a blocking thread.
+struct TrainingSet {
     task: Task,
     algorithm: Algorithm,
     x_train: Array2<f64>,
@@ -45,6 +47,38 @@ struct Prepared {
     y_test: Array2<f64>,
     num_classes: usize,
     threads: usize,
+}
+
+/// What the snapshot is taken of: the relation and how it is split.
+struct Source {
+    relation: String,
+    y_columns: Vec<String>,
+    test_size: f64,
+    sampling: Sampling,
+}
+
+/// The relation as read and prepared for the fit.
+struct Data {
+    frame: Arc<Frame>,
+    /// The frame's label and feature columns, by index.
+    label_idx: Vec<usize>,
+    features: Vec<usize>,
+    classes: Option<Classes>,
+    train_rows: Vec<usize>,
+    test_rows: Vec<usize>,
+    pre: Preprocessor,
+    /// Per feature then per label column, for the snapshot; computed while
+    /// the model fits.
+    statistics: JoinHandle<Vec<Value>>,
+    set: Arc<TrainingSet>,
+}
+
+/// The model trained, as it goes into the catalog.
+struct Fitted {
+    model: Box<dyn Model>,
+    metrics: Map<String, Value>,
+    /// The winner of the search, or the ones given.
+    hyperparams: Map<String, Value>,
 }
 
 pub async fn train(
@@ -56,75 +90,200 @@ pub async fn train(
     let mut catalog_db = Db::checkout(pool.primary(0)).await?;
     ml.ensure_schema(pool, &mut catalog_db).await?;
     let existing = catalog::project(&mut catalog_db, &args.project).await?;
-    let task = match (&existing, args.task) {
-        (Some(p), Some(t)) if p.task != t => {
-            return Err(MlError::invalid(format!(
-                "project \"{}\" is a {} project; a later pgml.train cannot change its task to {}",
-                args.project,
-                p.task.name(),
-                t.name()
-            )))
-        }
-        (Some(p), _) => p.task,
-        (None, Some(t)) => t,
-        (None, None) => {
-            return Err(MlError::invalid(format!(
-                "project \"{}\" does not exist yet: its first pgml.train must name a task",
-                args.project
-            )))
-        }
-    };
+    let task = project_task(&args, existing.as_ref())?;
     let algorithm = Algorithm::parse(&args.algorithm, task)?;
+    let source = source(&mut catalog_db, &args, existing.as_ref(), task).await?;
 
-    // Which data: the named relation, or the project's last snapshot.
-    let (relation, y_columns, test_size, sampling) = match &args.relation {
-        Some(r) => (
-            r.clone(),
-            args.y_columns.clone(),
-            args.test_size,
-            args.test_sampling,
-        ),
+    // The catalog connection goes back to the pool while data is read and
+    // the model fits (that may take minutes); it is taken again to write.
+    drop(catalog_db);
+    let frame = read_relation(ml, pool, &source.relation, &source.y_columns, progress).await?;
+    progress.notice(format!(
+        "pgml.train: read {} rows from {}",
+        frame.rows, source.relation
+    ));
+    let mut data = prepare(
+        frame,
+        &source,
+        &args.preprocess,
+        task,
+        algorithm,
+        ml.threads(),
+    )?;
+    // Held until the model is in the catalog.
+    let _slot = ml.training_slot(progress).await?;
+    let fitted = fit_model(&data, &args, progress).await?;
+
+    let (model_id, deployed) =
+        write_catalog(pool, &args, existing.as_ref(), &source, &mut data, &fitted).await?;
+    if deployed {
+        let stored = StoredModel {
+            id: model_id,
+            task,
+            algorithm,
+            score: fitted
+                .metrics
+                .get(task.key_metric())
+                .and_then(Value::as_f64),
+            model: Arc::from(fitted.model),
+            preprocessor: Arc::new(data.pre),
+            classes: data.classes,
+        };
+        ml.cache.put_deployed(pool, &args.project, Arc::new(stored));
+        progress.notice(format!("pgml.train: deployed model {model_id}"));
+    }
+    Ok(Trained {
+        project: args.project,
+        task,
+        algorithm: algorithm.name().to_string(),
+        deployed,
+    })
+}
+
+/// The project's task: the one it has, or for a new project the one named.
+fn project_task(args: &TrainArgs, existing: Option<&Project>) -> MlResult<Task> {
+    match (existing, args.task) {
+        (Some(p), Some(t)) if p.task != t => Err(MlError::invalid(format!(
+            "project \"{}\" is a {} project; a later pgml.train cannot change its task to {}",
+            args.project,
+            p.task.name(),
+            t.name()
+        ))),
+        (Some(p), _) => Ok(p.task),
+        (None, Some(t)) => Ok(t),
+        (None, None) => Err(MlError::invalid(format!(
+            "project \"{}\" does not exist yet: its first pgml.train must name a task",
+            args.project
+        ))),
+    }
+}
+
+/// Which data: the named relation, or the project's last snapshot.
+async fn source(
+    catalog_db: &mut Db,
+    args: &TrainArgs,
+    existing: Option<&Project>,
+    task: Task,
+) -> MlResult<Source> {
+    let source = match &args.relation {
+        Some(r) => Source {
+            relation: r.clone(),
+            y_columns: args.y_columns.clone(),
+            test_size: args.test_size,
+            sampling: args.test_sampling,
+        },
         None => {
-            let project = existing.as_ref().ok_or_else(|| {
+            let project = existing.ok_or_else(|| {
                 MlError::invalid(format!(
                     "project \"{}\" has no snapshot to reuse: name a relation",
                     args.project
                 ))
             })?;
-            let snap = catalog::last_snapshot(&mut catalog_db, project.id)
+            let snap = catalog::last_snapshot(catalog_db, project.id)
                 .await?
                 .ok_or_else(|| {
                     MlError::invalid("the project has no snapshot to reuse: name a relation")
                 })?;
-            let relation = if snap.materialized {
-                format!("pgml.snapshot_{}", snap.id)
-            } else {
-                snap.relation
-            };
-            (
-                relation,
-                snap.y_columns,
-                snap.test_size,
-                Sampling::parse(&snap.test_sampling)?,
-            )
+            Source {
+                relation: if snap.materialized {
+                    format!("pgml.snapshot_{}", snap.id)
+                } else {
+                    snap.relation
+                },
+                y_columns: snap.y_columns,
+                test_size: snap.test_size,
+                sampling: Sampling::parse(&snap.test_sampling)?,
+            }
         }
     };
-    if task.supervised() && y_columns.is_empty() {
+    if task.supervised() && source.y_columns.is_empty() {
         return Err(MlError::invalid(format!(
             "{} needs y_column_name: the column to predict",
             task.name()
         )));
     }
+    Ok(source)
+}
 
-    // The catalog connection goes back to the pool while data is read and
-    // the model fits (that may take minutes); it is taken again to write.
-    drop(catalog_db);
-    let frame = read_relation(ml, pool, &relation, &y_columns, progress).await?;
-    progress.notice(format!(
-        "pgml.train: read {} rows from {relation}",
-        frame.rows
-    ));
-    let label_idx: Vec<usize> = y_columns
+/// Labels encoded, rows split, preprocessing fitted on the training split
+/// and applied to both.
+fn prepare(
+    frame: Frame,
+    source: &Source,
+    preprocess: &Value,
+    task: Task,
+    algorithm: Algorithm,
+    threads: usize,
+) -> MlResult<Data> {
+    let (label_idx, features) = label_and_feature_columns(&frame, source)?;
+    let label_cols: Vec<_> = label_idx.iter().map(|&i| &frame.columns[i]).collect();
+    let (y, classes) = if task.supervised() {
+        labels::encode(task, &label_cols)?
+    } else {
+        (Array2::zeros((frame.rows, 0)), None)
+    };
+    let num_classes = classes.as_ref().map_or(0, Classes::len);
+    if task == Task::Classification && num_classes < 2 {
+        return Err(MlError::data(format!(
+            "classification needs at least 2 classes in \"{}\"; found {num_classes}",
+            source.y_columns.join(", ")
+        )));
+    }
+    let strat = (task == Task::Classification).then(|| y.column(0).to_vec());
+    let (train_rows, test_rows) = split::split(
+        frame.rows,
+        source.test_size,
+        source.sampling,
+        strat.as_deref(),
+        SEED,
+    )?;
+
+    let names: Vec<&str> = features
+        .iter()
+        .map(|&i| frame.columns[i].name.as_str())
+        .collect();
+    let specs = preprocess::parse_specs(preprocess, &names)?;
+    let y_for_target = (y.ncols() == 1).then(|| y.column(0).to_vec());
+    let pre = Preprocessor::fit(
+        &frame,
+        &features,
+        &specs,
+        y_for_target.as_deref(),
+        &train_rows,
+    )?;
+    // The snapshot's column statistics (sorts of every column) are only
+    // written at the end: they are computed while the model fits.
+    let frame = Arc::new(frame);
+    let statistics = spawn_statistics(&frame, &features, &label_idx, &train_rows);
+    let set = TrainingSet {
+        task,
+        algorithm,
+        x_train: pre.transform(&frame, &train_rows)?,
+        y_train: y.select(Axis(0), &train_rows),
+        x_test: pre.transform(&frame, &test_rows)?,
+        y_test: y.select(Axis(0), &test_rows),
+        num_classes,
+        threads,
+    };
+    Ok(Data {
+        frame,
+        label_idx,
+        features,
+        classes,
+        train_rows,
+        test_rows,
+        pre,
+        statistics,
+        set: Arc::new(set),
+    })
+}
+
+/// The frame's label columns (named by `y_columns`) and feature columns
+/// (all the others), by index.
+fn label_and_feature_columns(frame: &Frame, source: &Source) -> MlResult<(Vec<usize>, Vec<usize>)> {
+    let relation = &source.relation;
+    let label_idx: Vec<usize> = source
+        .y_columns
         .iter()
         .map(|y| {
             frame.column(y).map(|(i, _)| i).ok_or_else(|| {
@@ -142,171 +301,127 @@ pub async fn train(
             "relation {relation} has no feature columns"
         )));
     }
-    let label_cols: Vec<_> = label_idx.iter().map(|&i| &frame.columns[i]).collect();
-    let (y, classes) = if task.supervised() {
-        labels::encode(task, &label_cols)?
-    } else {
-        (Array2::zeros((frame.rows, 0)), None)
-    };
-    let num_classes = classes.as_ref().map_or(0, Classes::len);
-    if task == Task::Classification && num_classes < 2 {
-        return Err(MlError::data(format!(
-            "classification needs at least 2 classes in \"{}\"; found {num_classes}",
-            y_columns.join(", ")
-        )));
-    }
-    let strat = (task == Task::Classification).then(|| y.column(0).to_vec());
-    let (train_rows, test_rows) =
-        split::split(frame.rows, test_size, sampling, strat.as_deref(), SEED)?;
+    Ok((label_idx, features))
+}
 
-    let names: Vec<&str> = features
-        .iter()
-        .map(|&i| frame.columns[i].name.as_str())
-        .collect();
-    let specs = preprocess::parse_specs(&args.preprocess, &names)?;
-    let y_for_target = (y.ncols() == 1).then(|| y.column(0).to_vec());
-    let pre = Preprocessor::fit(
-        &frame,
-        &features,
-        &specs,
-        y_for_target.as_deref(),
-        &train_rows,
-    )?;
-    // The snapshot's column statistics (sorts of every column) are only
-    // written at the end: they are computed while the model fits.
-    let frame = Arc::new(frame);
-    let statistics = {
-        let frame = frame.clone();
-        let rows = train_rows.clone();
-        let columns: Vec<usize> = features.iter().chain(&label_idx).copied().collect();
-        tokio::task::spawn_blocking(move || {
-            columns
-                .iter()
-                .map(|&i| preprocess::column_statistics(&frame.columns[i], &rows))
-                .collect::<Vec<Value>>()
-        })
-    };
-    let x_train = pre.transform(&frame, &train_rows)?;
-    let x_test = pre.transform(&frame, &test_rows)?;
-    let y_train = y.select(Axis(0), &train_rows);
-    let y_test = y.select(Axis(0), &test_rows);
+/// The statistics of each feature then each label column over the
+/// training rows (sorts of every column), on a blocking thread.
+fn spawn_statistics(
+    frame: &Arc<Frame>,
+    features: &[usize],
+    labels: &[usize],
+    train_rows: &[usize],
+) -> JoinHandle<Vec<Value>> {
+    let frame = frame.clone();
+    let rows = train_rows.to_vec();
+    let columns: Vec<usize> = features.iter().chain(labels).copied().collect();
+    tokio::task::spawn_blocking(move || {
+        columns
+            .iter()
+            .map(|&i| preprocess::column_statistics(&frame.columns[i], &rows))
+            .collect()
+    })
+}
 
-    let prepared = Arc::new(Prepared {
-        task,
-        algorithm,
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        num_classes,
-        threads: ml.threads(),
-    });
-    let _slot = ml.training_slot(progress).await?;
+/// The search (when asked for), then the fit on the whole training split
+/// and its score.
+async fn fit_model(data: &Data, args: &TrainArgs, progress: &Progress) -> MlResult<Fitted> {
+    let set = &data.set;
     let mut hyperparams = args.hyperparams.clone();
     let mut search_results = None;
     if let Some(search) = args.search {
-        let (best, results) = run_search(&prepared, search, &args, progress).await?;
+        let (best, results) = run_search(set, search, args, progress).await?;
         hyperparams = best;
         search_results = Some(results);
     }
     progress.notice(format!(
         "pgml.train: fitting {} on {} rows × {} features",
-        algorithm.name(),
-        prepared.x_train.nrows(),
-        pre.num_features()
+        set.algorithm.name(),
+        set.x_train.nrows(),
+        data.pre.num_features()
     ));
-    let (model, mut metrics) = fit_and_score(prepared.clone(), hyperparams.clone()).await?;
+    let (model, mut metrics) = fit_and_score(set.clone(), hyperparams.clone()).await?;
     if let Some(results) = search_results {
         metrics.insert("search_results".into(), results);
     }
-    let key = task.key_metric();
+    let key = set.task.key_metric();
     progress.notice(format!(
         "pgml.train: {} {key} = {}",
-        algorithm.name(),
+        set.algorithm.name(),
         metrics
             .get(key)
             .map_or("n/a".to_string(), |v| v.to_string())
     ));
+    Ok(Fitted {
+        model,
+        metrics,
+        hyperparams,
+    })
+}
 
-    // Catalog rows and files in one transaction: all or nothing.
-    let model_bytes = model.to_bytes()?;
+/// Catalog rows and files in one transaction: all or nothing. Returns the
+/// model's id and whether it was deployed.
+async fn write_catalog(
+    pool: &Pool,
+    args: &TrainArgs,
+    existing: Option<&Project>,
+    source: &Source,
+    data: &mut Data,
+    fitted: &Fitted,
+) -> MlResult<(i64, bool)> {
+    let (task, algorithm) = (data.set.task, data.set.algorithm);
+    let model_bytes = fitted.model.to_bytes()?;
     let meta = json!({
         "task": task,
         "algorithm": algorithm.name(),
-        "classes": classes,
-        "y_columns": y_columns,
-        "features": pre.feature_names(),
-        "num_features": pre.num_features(),
+        "classes": data.classes,
+        "y_columns": source.y_columns,
+        "features": data.pre.feature_names(),
+        "num_features": data.pre.num_features(),
     });
     let preprocessor_json =
-        serde_json::to_vec(&pre).map_err(|e| MlError::Internal(e.to_string()))?;
-    let mut feature_statistics = statistics
-        .await
-        .map_err(|e| MlError::Internal(format!("column statistics: {e}")))?;
-    let label_statistics = feature_statistics.split_off(features.len());
-    let mut columns = pre.columns_json(feature_statistics);
-    if let Value::Array(list) = &mut columns {
-        for (&i, statistics) in label_idx.iter().zip(label_statistics) {
-            list.push(preprocess::label_column_json(
-                &frame.columns[i],
-                i + 1,
-                &train_rows,
-                statistics,
-            ));
-        }
-    }
-    let analysis = json!({"samples": frame.rows, "train_rows": train_rows.len(), "test_rows": test_rows.len()});
-    let metrics_value = Value::Object(metrics.clone());
+        serde_json::to_vec(&data.pre).map_err(|e| MlError::Internal(e.to_string()))?;
+    let columns = snapshot_columns(data).await?;
+    let analysis = json!({"samples": data.frame.rows, "train_rows": data.train_rows.len(), "test_rows": data.test_rows.len()});
+    let metrics_value = Value::Object(fitted.metrics.clone());
     let materialize = args.materialize_snapshot && args.relation.is_some();
     if materialize && pool.shards.len() > 1 {
         return Err(MlError::Unsupported(
             "materialize_snapshot is not supported on a sharded pool".into(),
         ));
     }
-    let project_name = args.project.clone();
-    let new_score = metrics.get(key).and_then(Value::as_f64);
+    let key = task.key_metric();
+    let new_score = fitted.metrics.get(key).and_then(Value::as_f64);
     let mut catalog_db = Db::checkout(pool.primary(0)).await?;
-    let (model_id, deployed) = catalog_db
+    catalog_db
         .in_transaction(async |db: &mut Db| {
-            let project_id = match &existing {
+            let project_id = match existing {
                 Some(p) => p.id,
-                None => catalog::create_project(db, &project_name, task).await?,
+                None => catalog::create_project(db, &args.project, task).await?,
             };
             let snapshot_id = catalog::insert_snapshot(
                 db,
                 &NewSnapshot {
-                    relation: &relation,
-                    y_columns: &y_columns,
-                    test_size,
-                    test_sampling: sampling.name(),
+                    relation: &source.relation,
+                    y_columns: &source.y_columns,
+                    test_size: source.test_size,
+                    test_sampling: source.sampling.name(),
                     columns: &columns,
                     analysis: &analysis,
                 },
             )
             .await?;
             if materialize {
-                let names: Vec<String> = frame
-                    .columns
-                    .iter()
-                    .map(|c| crate::backend::server::quote_ident(&c.name))
-                    .collect();
-                let source = pull::describe(db, &relation).await?;
-                db.execute(&format!(
-                    "CREATE TABLE pgml.snapshot_{snapshot_id} AS SELECT {} FROM {}",
-                    names.join(", "),
-                    source.relation
-                ))
-                .await?;
-                catalog::mark_materialized(db, snapshot_id).await?;
+                materialize_snapshot(db, &data.frame, &source.relation, snapshot_id).await?;
             }
             let model_id = catalog::insert_model(
                 db,
                 &NewModel {
                     project_id,
                     snapshot_id,
-                    num_features: pre.num_features(),
+                    num_features: data.pre.num_features(),
                     algorithm: algorithm.name(),
-                    hyperparams: &Value::Object(hyperparams.clone()),
+                    hyperparams: &Value::Object(fitted.hyperparams.clone()),
                     metrics: &metrics_value,
                     search: args.search.map(Search::name),
                     search_params: &Value::Object(args.search_params.clone()),
@@ -317,48 +432,74 @@ pub async fn train(
             catalog::insert_file(db, model_id, "model", &model_bytes).await?;
             catalog::insert_file(db, model_id, "meta.json", meta.to_string().as_bytes()).await?;
             catalog::insert_file(db, model_id, "preprocessor.json", &preprocessor_json).await?;
-            let mut deploy = false;
-            if args.automatic_deploy {
-                // The new model wins unless the deployed one is strictly better.
-                deploy = match catalog::deployed(db, &project_name).await? {
+            let deploy = args.automatic_deploy
+                && match catalog::deployed(db, &args.project).await? {
                     None => true,
                     Some(current) => {
                         let old = current.metrics.get(key).and_then(Value::as_f64);
-                        match (old, new_score) {
-                            (Some(old), Some(new)) => {
-                                old.partial_cmp(&new) != Some(std::cmp::Ordering::Greater)
-                            }
-                            (Some(_), None) => false,
-                            _ => true,
-                        }
+                        new_model_wins(old, new_score)
                     }
                 };
-                if deploy {
-                    catalog::deploy(db, project_id, model_id, "new_score", &project_name).await?;
-                }
+            if deploy {
+                catalog::deploy(db, project_id, model_id, "new_score", &args.project).await?;
             }
             Ok((model_id, deploy))
         })
-        .await?;
-    if deployed {
-        let stored = StoredModel {
-            id: model_id,
-            task,
-            algorithm,
-            model: Arc::from(model),
-            preprocessor: Arc::new(pre),
-            classes,
-            score: new_score,
-        };
-        ml.cache.put_deployed(pool, &args.project, Arc::new(stored));
-        progress.notice(format!("pgml.train: deployed model {model_id}"));
+        .await
+}
+
+/// The snapshot's columns: each feature's preprocessing and statistics,
+/// then each label's statistics.
+async fn snapshot_columns(data: &mut Data) -> MlResult<Value> {
+    let mut feature_statistics = (&mut data.statistics)
+        .await
+        .map_err(|e| MlError::Internal(format!("column statistics: {e}")))?;
+    let label_statistics = feature_statistics.split_off(data.features.len());
+    let mut columns = data.pre.columns_json(feature_statistics);
+    if let Value::Array(list) = &mut columns {
+        for (&i, statistics) in data.label_idx.iter().zip(label_statistics) {
+            list.push(preprocess::label_column_json(
+                &data.frame.columns[i],
+                i + 1,
+                &data.train_rows,
+                statistics,
+            ));
+        }
     }
-    Ok(Trained {
-        project: args.project,
-        task,
-        algorithm: algorithm.name().to_string(),
-        deployed,
-    })
+    Ok(columns)
+}
+
+/// `materialize_snapshot`: the relation's columns copied into
+/// `pgml.snapshot_<id>`, which later trainings without a relation read.
+async fn materialize_snapshot(
+    db: &mut Db,
+    frame: &Frame,
+    relation: &str,
+    snapshot_id: i64,
+) -> MlResult<()> {
+    let names: Vec<String> = frame
+        .columns
+        .iter()
+        .map(|c| crate::backend::server::quote_ident(&c.name))
+        .collect();
+    let source = pull::describe(db, relation).await?;
+    db.execute(&format!(
+        "CREATE TABLE pgml.snapshot_{snapshot_id} AS SELECT {} FROM {}",
+        names.join(", "),
+        source.relation
+    ))
+    .await?;
+    catalog::mark_materialized(db, snapshot_id).await
+}
+
+/// `automatic_deploy`: the new model wins unless the deployed one is
+/// strictly better by the task's key metric (one without a score never is).
+fn new_model_wins(deployed: Option<f64>, new: Option<f64>) -> bool {
+    match (deployed, new) {
+        (Some(old), Some(new)) => old.partial_cmp(&new) != Some(std::cmp::Ordering::Greater),
+        (Some(_), None) => false,
+        _ => true,
+    }
 }
 
 /// Reads the relation from every shard in parallel (a replica when there is one).
@@ -397,7 +538,7 @@ async fn read_relation(
 /// Fits on the training split, scores on the test split; fit_time and
 /// score_time (seconds) go into the metrics.
 async fn fit_and_score(
-    p: Arc<Prepared>,
+    p: Arc<TrainingSet>,
     hyperparams: Map<String, Value>,
 ) -> MlResult<(Box<dyn Model>, Map<String, Value>)> {
     tokio::task::spawn_blocking(move || {
@@ -467,7 +608,7 @@ fn score(
 /// Grid or random search with k-fold cross-validation on the training
 /// split; returns the best hyperparameters and the search results.
 async fn run_search(
-    p: &Arc<Prepared>,
+    p: &Arc<TrainingSet>,
     search: Search,
     args: &TrainArgs,
     progress: &Progress,
@@ -492,7 +633,7 @@ async fn run_search(
     for (i, candidate) in candidates.iter().enumerate() {
         let mut scores = Vec::new();
         for (f, (fit_rows, val_rows)) in folds.iter().enumerate() {
-            let fold = Arc::new(Prepared {
+            let fold = Arc::new(TrainingSet {
                 task: p.task,
                 algorithm: p.algorithm,
                 x_train: p.x_train.select(Axis(0), fit_rows),

@@ -75,6 +75,14 @@ impl Binding {
         }
     }
 
+    /// The one server held, to look at.
+    pub fn held(&self) -> Option<&Pooled> {
+        match self {
+            Binding::One(p) => Some(p),
+            _ => None,
+        }
+    }
+
     pub fn is_idle(&self) -> bool {
         matches!(self, Binding::Idle)
     }

@@ -1,7 +1,9 @@
 //! Every training algorithm pgmlcat offers, behind one `fit` function and
 //! one `Model` trait, so the training pipeline (split, search, metrics,
 //! catalog) is written once for all of them. Each family lives in its own
-//! file; this one holds the names, the dispatch and the shared checks.
+//! file; this one holds the registry (one table row per algorithm: its
+//! name, the tasks it serves and how it fits and loads for each), the
+//! dispatch through it and the shared checks.
 
 mod bayes;
 mod cluster;
@@ -22,6 +24,8 @@ use serde_json::{Map, Value};
 use super::error::{MlError, MlResult};
 use super::task::Task;
 
+/// The variants are in `TABLE`'s order (checked at compile time), which
+/// is also the order error messages list them in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     Linear,
@@ -39,66 +43,263 @@ pub enum Algorithm {
     Pca,
 }
 
-const REGRESSION: &[Algorithm] = &[
-    Algorithm::Linear,
-    Algorithm::Ridge,
-    Algorithm::Lasso,
-    Algorithm::ElasticNet,
-    Algorithm::Svm,
-    Algorithm::Lightgbm,
-    Algorithm::Knn,
+/// One row of the registry.
+struct Entry {
+    algorithm: Algorithm,
+    /// PostgresML's name, matched case-insensitively.
+    name: &'static str,
+    nan: Nan,
+    /// The tasks it serves, each with its own fit and load.
+    serves: &'static [Serves],
+}
+
+/// What a NaN feature means to the algorithm.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nan {
+    /// Refused before fitting, with infinities (`check_finite`): linfa's
+    /// algorithms.
+    Refused,
+    /// LightGBM treats NaN as a missing value.
+    Missing,
+}
+
+struct Serves {
+    task: Task,
+    fit: fn(&Fit) -> MlResult<Box<dyn Model>>,
+    /// Rebuilds a model from `Model::to_bytes`.
+    load: fn(&[u8]) -> MlResult<Box<dyn Model>>,
+}
+
+/// The inputs of one fit, checked.
+struct Fit<'a, 'h> {
+    x: ArrayView2<'a, f64>,
+    y: ArrayView2<'a, f64>,
+    /// Class codes as linfa wants them: filled for classification by an
+    /// algorithm that refuses NaN (linfa's), empty otherwise.
+    labels: Array1<usize>,
+    num_classes: usize,
+    hyperparams: &'h Map<String, Value>,
+    threads: usize,
+}
+
+const TABLE: &[Entry] = &[
+    Entry {
+        algorithm: Algorithm::Linear,
+        name: "linear",
+        nan: Nan::Refused,
+        serves: &[
+            Serves {
+                task: Task::Regression,
+                fit: |f| linear::fit_ols(f.x, f.y, f.hyperparams),
+                load: linear::load_ols,
+            },
+            Serves {
+                task: Task::Classification,
+                fit: |f| linear::fit_logistic(f.x, &f.labels, f.num_classes, f.hyperparams),
+                load: linear::load_logistic,
+            },
+        ],
+    },
+    Entry {
+        algorithm: Algorithm::Ridge,
+        name: "ridge",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Regression,
+            fit: |f| linear::fit_elastic_net(Algorithm::Ridge, f.x, f.y, f.hyperparams),
+            load: linear::load_elastic_net,
+        }],
+    },
+    Entry {
+        algorithm: Algorithm::Lasso,
+        name: "lasso",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Regression,
+            fit: |f| linear::fit_elastic_net(Algorithm::Lasso, f.x, f.y, f.hyperparams),
+            load: linear::load_elastic_net,
+        }],
+    },
+    Entry {
+        algorithm: Algorithm::ElasticNet,
+        name: "elastic_net",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Regression,
+            fit: |f| linear::fit_elastic_net(Algorithm::ElasticNet, f.x, f.y, f.hyperparams),
+            load: linear::load_elastic_net,
+        }],
+    },
+    Entry {
+        algorithm: Algorithm::Svm,
+        name: "svm",
+        nan: Nan::Refused,
+        serves: &[
+            Serves {
+                task: Task::Regression,
+                fit: |f| svm::fit_svr(f.x, f.y, f.hyperparams),
+                load: svm::load_svr,
+            },
+            Serves {
+                task: Task::Classification,
+                fit: |f| svm::fit_svc(f.x, &f.labels, f.num_classes, f.hyperparams),
+                load: svm::load_svc,
+            },
+        ],
+    },
+    Entry {
+        algorithm: Algorithm::Lightgbm,
+        name: "lightgbm",
+        nan: Nan::Missing,
+        serves: &[
+            Serves {
+                task: Task::Regression,
+                fit: |f| {
+                    let task = Task::Regression;
+                    lightgbm::fit(task, f.x, f.y, f.num_classes, f.hyperparams, f.threads)
+                },
+                load: |bytes| lightgbm::load(Task::Regression, bytes),
+            },
+            Serves {
+                task: Task::Classification,
+                fit: |f| {
+                    let task = Task::Classification;
+                    lightgbm::fit(task, f.x, f.y, f.num_classes, f.hyperparams, f.threads)
+                },
+                load: |bytes| lightgbm::load(Task::Classification, bytes),
+            },
+        ],
+    },
+    Entry {
+        algorithm: Algorithm::DecisionTree,
+        name: "decision_tree",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Classification,
+            fit: |f| trees::fit_tree(f.x, &f.labels, f.num_classes, f.hyperparams),
+            load: trees::load_tree,
+        }],
+    },
+    Entry {
+        algorithm: Algorithm::RandomForest,
+        name: "random_forest",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Classification,
+            fit: |f| trees::fit_forest(f.x, &f.labels, f.num_classes, f.hyperparams, f.threads),
+            load: trees::load_forest,
+        }],
+    },
+    Entry {
+        algorithm: Algorithm::NaiveBayes,
+        name: "naive_bayes",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Classification,
+            fit: |f| bayes::fit(f.x, &f.labels, f.num_classes, f.hyperparams),
+            load: bayes::load,
+        }],
+    },
+    Entry {
+        algorithm: Algorithm::Knn,
+        name: "knn",
+        nan: Nan::Refused,
+        serves: &[
+            Serves {
+                task: Task::Regression,
+                fit: |f| knn::fit(Task::Regression, f.x, f.y, 0, f.hyperparams),
+                load: knn::load,
+            },
+            // Fits on the codes in `y`; `labels` has checked them already.
+            Serves {
+                task: Task::Classification,
+                fit: |f| knn::fit(Task::Classification, f.x, f.y, f.num_classes, f.hyperparams),
+                load: knn::load,
+            },
+        ],
+    },
+    Entry {
+        algorithm: Algorithm::Kmeans,
+        name: "kmeans",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Clustering,
+            fit: |f| cluster::fit_kmeans(f.x, f.hyperparams),
+            load: cluster::load_kmeans,
+        }],
+    },
+    Entry {
+        algorithm: Algorithm::Dbscan,
+        name: "dbscan",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Clustering,
+            fit: |f| cluster::fit_dbscan(f.x, f.hyperparams),
+            load: cluster::load_dbscan,
+        }],
+    },
+    Entry {
+        algorithm: Algorithm::Pca,
+        name: "pca",
+        nan: Nan::Refused,
+        serves: &[Serves {
+            task: Task::Decomposition,
+            fit: |f| pca::fit(f.x, f.hyperparams),
+            load: pca::load,
+        }],
+    },
 ];
-const CLASSIFICATION: &[Algorithm] = &[
-    Algorithm::Linear,
-    Algorithm::Svm,
-    Algorithm::Lightgbm,
-    Algorithm::DecisionTree,
-    Algorithm::RandomForest,
-    Algorithm::NaiveBayes,
-    Algorithm::Knn,
-];
-const CLUSTERING: &[Algorithm] = &[Algorithm::Kmeans, Algorithm::Dbscan];
-const DECOMPOSITION: &[Algorithm] = &[Algorithm::Pca];
+
+// `Algorithm::entry` indexes the table by discriminant.
+const _: () = {
+    let mut i = 0;
+    while i < TABLE.len() {
+        assert!(
+            TABLE[i].algorithm as usize == i,
+            "TABLE is out of Algorithm's order"
+        );
+        i += 1;
+    }
+};
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 13] = [
-        Algorithm::Linear,
-        Algorithm::Ridge,
-        Algorithm::Lasso,
-        Algorithm::ElasticNet,
-        Algorithm::Svm,
-        Algorithm::Lightgbm,
-        Algorithm::DecisionTree,
-        Algorithm::RandomForest,
-        Algorithm::NaiveBayes,
-        Algorithm::Knn,
-        Algorithm::Kmeans,
-        Algorithm::Dbscan,
-        Algorithm::Pca,
-    ];
+    pub const ALL: [Algorithm; TABLE.len()] = {
+        let mut all = [Algorithm::Linear; TABLE.len()];
+        let mut i = 0;
+        while i < TABLE.len() {
+            all[i] = TABLE[i].algorithm;
+            i += 1;
+        }
+        all
+    };
+
+    fn entry(self) -> &'static Entry {
+        &TABLE[self as usize]
+    }
+
+    fn serving(self, task: Task) -> Option<&'static Serves> {
+        self.entry().serves.iter().find(|s| s.task == task)
+    }
 
     /// PostgresML's algorithm names, case-insensitive. PostgresML's default
     /// algorithm is "linear" for every task, so for clustering it means
     /// kmeans and for decomposition pca.
     pub fn parse(name: &str, task: Task) -> MlResult<Algorithm> {
         let wanted = name.trim();
-        let found = Algorithm::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(wanted));
-        let found = match (found, task) {
-            (Some(Algorithm::Linear), Task::Clustering) => Some(Algorithm::Kmeans),
-            (Some(Algorithm::Linear), Task::Decomposition) => Some(Algorithm::Pca),
-            (found, _) => found,
-        };
+        let found = TABLE
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case(wanted))
+            .map(|e| e.algorithm.for_task(task));
         match found {
-            Some(alg) if Algorithm::valid_for(task).contains(&alg) => Ok(alg),
+            Some(alg) if alg.serving(task).is_some() => Ok(alg),
             _ => {
                 let mut names: Vec<&str> = Algorithm::valid_for(task)
                     .iter()
                     .map(|a| a.name())
                     .collect();
-                if matches!(task, Task::Clustering | Task::Decomposition) {
-                    names.insert(0, "linear");
+                // "linear" is accepted too, as the task's default.
+                if Algorithm::Linear.for_task(task) != Algorithm::Linear {
+                    names.insert(0, Algorithm::Linear.name());
                 }
                 Err(MlError::invalid(format!(
                     "algorithm \"{name}\" is not available for {}; valid algorithms: {}",
@@ -109,31 +310,27 @@ impl Algorithm {
         }
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Linear => "linear",
-            Algorithm::Ridge => "ridge",
-            Algorithm::Lasso => "lasso",
-            Algorithm::ElasticNet => "elastic_net",
-            Algorithm::Svm => "svm",
-            Algorithm::Lightgbm => "lightgbm",
-            Algorithm::DecisionTree => "decision_tree",
-            Algorithm::RandomForest => "random_forest",
-            Algorithm::NaiveBayes => "naive_bayes",
-            Algorithm::Knn => "knn",
-            Algorithm::Kmeans => "kmeans",
-            Algorithm::Dbscan => "dbscan",
-            Algorithm::Pca => "pca",
+    /// "linear" as the default of a task it does not serve: that task's
+    /// own default. Any other algorithm is itself.
+    fn for_task(self, task: Task) -> Algorithm {
+        match (self, task) {
+            (Algorithm::Linear, Task::Clustering) => Algorithm::Kmeans,
+            (Algorithm::Linear, Task::Decomposition) => Algorithm::Pca,
+            (alg, _) => alg,
         }
     }
 
-    pub fn valid_for(task: Task) -> &'static [Algorithm] {
-        match task {
-            Task::Regression => REGRESSION,
-            Task::Classification => CLASSIFICATION,
-            Task::Clustering => CLUSTERING,
-            Task::Decomposition => DECOMPOSITION,
-        }
+    pub fn name(self) -> &'static str {
+        self.entry().name
+    }
+
+    /// The algorithms serving `task`, in the table's order.
+    pub fn valid_for(task: Task) -> Vec<Algorithm> {
+        TABLE
+            .iter()
+            .filter(|e| e.serves.iter().any(|s| s.task == task))
+            .map(|e| e.algorithm)
+            .collect()
     }
 }
 
@@ -174,18 +371,17 @@ pub fn fit(
     hyperparams: &Map<String, Value>,
     threads: usize,
 ) -> MlResult<Box<dyn Model>> {
-    if !Algorithm::valid_for(task).contains(&alg) {
-        return Err(MlError::invalid(format!(
-            "algorithm {} is not available for {}",
-            alg.name(),
-            task.name()
-        )));
-    }
+    let Some(serves) = alg.serving(task) else {
+        return Err(unavailable(alg, task));
+    };
     check_shapes(task, x, y, num_classes)?;
     // The linfa crates assert and unwrap on inputs they consider impossible;
     // a panic there must fail this training, not the proxy thread running it.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        fit_checked(alg, task, x, y, num_classes, hyperparams, threads.max(1))
+        // Reborrowed: a fit's views share one lifetime.
+        let (x, y) = (x.view(), y.view());
+        let inputs = Fit::new(alg, task, x, y, num_classes, hyperparams, threads.max(1))?;
+        (serves.fit)(&inputs)
     }))
     .unwrap_or_else(|_| {
         Err(MlError::Internal(format!(
@@ -195,72 +391,42 @@ pub fn fit(
     })
 }
 
-fn fit_checked(
-    alg: Algorithm,
-    task: Task,
-    x: ArrayView2<f64>,
-    y: ArrayView2<f64>,
-    num_classes: usize,
-    hyperparams: &Map<String, Value>,
-    threads: usize,
-) -> MlResult<Box<dyn Model>> {
-    if alg == Algorithm::Lightgbm {
-        // LightGBM treats NaN as missing, so no finiteness check here.
-        return lightgbm::fit(task, x, y, num_classes, hyperparams, threads);
-    }
-    check_finite(x)?;
-    match task {
-        Task::Regression => match alg {
-            Algorithm::Linear => linear::fit_ols(x, y, hyperparams),
-            Algorithm::Ridge | Algorithm::Lasso | Algorithm::ElasticNet => {
-                linear::fit_elastic_net(alg, x, y, hyperparams)
-            }
-            Algorithm::Svm => svm::fit_svr(x, y, hyperparams),
-            Algorithm::Knn => knn::fit(task, x, y, 0, hyperparams),
-            _ => Err(unavailable(alg, task)),
-        },
-        Task::Classification => {
-            let labels = class_labels(y, num_classes)?;
-            match alg {
-                Algorithm::Linear => linear::fit_logistic(x, &labels, num_classes, hyperparams),
-                Algorithm::Svm => svm::fit_svc(x, &labels, num_classes, hyperparams),
-                Algorithm::DecisionTree => trees::fit_tree(x, &labels, num_classes, hyperparams),
-                Algorithm::RandomForest => {
-                    trees::fit_forest(x, &labels, num_classes, hyperparams, threads)
-                }
-                Algorithm::NaiveBayes => bayes::fit(x, &labels, num_classes, hyperparams),
-                Algorithm::Knn => knn::fit(task, x, y, num_classes, hyperparams),
-                _ => Err(unavailable(alg, task)),
+impl<'a, 'h> Fit<'a, 'h> {
+    /// Refuses NaN, and turns class codes into linfa's labels, for the
+    /// algorithms that need it.
+    fn new(
+        alg: Algorithm,
+        task: Task,
+        x: ArrayView2<'a, f64>,
+        y: ArrayView2<'a, f64>,
+        num_classes: usize,
+        hyperparams: &'h Map<String, Value>,
+        threads: usize,
+    ) -> MlResult<Fit<'a, 'h>> {
+        let mut labels = Array1::default(0);
+        if alg.entry().nan == Nan::Refused {
+            check_finite(x)?;
+            if task == Task::Classification {
+                labels = class_labels(y, num_classes)?;
             }
         }
-        Task::Clustering => match alg {
-            Algorithm::Kmeans => cluster::fit_kmeans(x, hyperparams),
-            Algorithm::Dbscan => cluster::fit_dbscan(x, hyperparams),
-            _ => Err(unavailable(alg, task)),
-        },
-        Task::Decomposition => pca::fit(x, hyperparams),
+        Ok(Fit {
+            x,
+            y,
+            labels,
+            num_classes,
+            hyperparams,
+            threads,
+        })
     }
 }
 
 /// Rebuilds a model from `Model::to_bytes`.
 pub fn load(alg: Algorithm, task: Task, bytes: &[u8]) -> MlResult<Box<dyn Model>> {
-    match (alg, task) {
-        (Algorithm::Lightgbm, _) => lightgbm::load(task, bytes),
-        (Algorithm::Linear, Task::Regression) => linear::load_ols(bytes),
-        (Algorithm::Ridge | Algorithm::Lasso | Algorithm::ElasticNet, Task::Regression) => {
-            linear::load_elastic_net(bytes)
-        }
-        (Algorithm::Linear, Task::Classification) => linear::load_logistic(bytes),
-        (Algorithm::Svm, Task::Regression) => svm::load_svr(bytes),
-        (Algorithm::Svm, Task::Classification) => svm::load_svc(bytes),
-        (Algorithm::DecisionTree, Task::Classification) => trees::load_tree(bytes),
-        (Algorithm::RandomForest, Task::Classification) => trees::load_forest(bytes),
-        (Algorithm::NaiveBayes, Task::Classification) => bayes::load(bytes),
-        (Algorithm::Knn, Task::Regression | Task::Classification) => knn::load(bytes),
-        (Algorithm::Kmeans | Algorithm::Linear, Task::Clustering) => cluster::load_kmeans(bytes),
-        (Algorithm::Dbscan, Task::Clustering) => cluster::load_dbscan(bytes),
-        (Algorithm::Pca | Algorithm::Linear, Task::Decomposition) => pca::load(bytes),
-        _ => Err(unavailable(alg, task)),
+    let alg = alg.for_task(task);
+    match alg.serving(task) {
+        Some(serves) => (serves.load)(bytes),
+        None => Err(unavailable(alg, task)),
     }
 }
 

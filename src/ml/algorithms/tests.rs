@@ -133,6 +133,31 @@ fn parse_names_and_task_defaults() {
 }
 
 #[test]
+fn error_lists_every_valid_algorithm_in_order() {
+    let listed = |task: Task| {
+        let err = Algorithm::parse("xgboost", task).unwrap_err().to_string();
+        err.split("valid algorithms: ")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        listed(Task::Regression),
+        "linear, ridge, lasso, elastic_net, svm, lightgbm, knn"
+    );
+    assert_eq!(
+        listed(Task::Classification),
+        "linear, svm, lightgbm, decision_tree, random_forest, naive_bayes, knn"
+    );
+    assert_eq!(listed(Task::Clustering), "linear, kmeans, dbscan");
+    assert_eq!(listed(Task::Decomposition), "linear, pca");
+    assert_eq!(
+        Algorithm::parse("xgboost", Task::Clustering).unwrap_err().to_string(),
+        "algorithm \"xgboost\" is not available for clustering; valid algorithms: linear, kmeans, dbscan"
+    );
+}
+
+#[test]
 fn linear_regression_recovers_coefficients_and_joint() {
     let (x, y) = linear_data(200);
     let single = y.slice(ndarray::s![.., 0..1]);

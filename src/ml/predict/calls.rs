@@ -13,7 +13,7 @@ use sqlparser::parser::Parser;
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::frame::RawValue;
 
-use super::{Call, Features, Func, InputKind, ModelRef};
+use super::types::{Call, Features, Func, InputKind, ModelRef};
 
 /// An identifier as Postgres resolves it: unquoted folds to lower case,
 /// quoted is taken verbatim.
@@ -55,6 +55,13 @@ pub fn as_call(expr: &Expr) -> Option<(Func, &Function)> {
         Expr::Function(f) => func_of(&f.name).map(|func| (func, f)),
         _ => None,
     }
+}
+
+/// Whether `f` is an aggregate (a window function's `OVER` makes it none).
+pub fn is_aggregate(f: &Function) -> bool {
+    f.over.is_none()
+        && matches!(f.name.0.last(), Some(ObjectNamePart::Identifier(i))
+            if crate::router::rw::AGGREGATES.contains(&folded(i).as_str()))
 }
 
 /// Whether any `pgml.predict*` call occurs anywhere inside `node`.

@@ -9,39 +9,7 @@ use sqlparser::ast::{BinaryOperator, DataType, Expr, UnaryOperator, Value};
 
 use crate::ml::error::{MlError, MlResult};
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Operand {
-    /// The prediction in the column of marker n.
-    Pred(usize),
-    Num(f64),
-    Null,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cond {
-    Const(Option<bool>),
-    Cmp(Operand, CmpOp, Operand),
-    Between {
-        value: Operand,
-        low: Operand,
-        high: Operand,
-        negated: bool,
-    },
-    IsNull(Operand, bool),
-    And(Box<Cond>, Box<Cond>),
-    Or(Box<Cond>, Box<Cond>),
-    Not(Box<Cond>),
-}
+use super::types::{CmpOp, Cond, Operand, SortKey};
 
 fn unsupported(e: &Expr) -> MlError {
     MlError::Unsupported(format!(
@@ -219,15 +187,6 @@ fn and3(a: Option<bool>, b: Option<bool>) -> Option<bool> {
         (Some(true), Some(true)) => Some(true),
         _ => None,
     }
-}
-
-/// One proxy-side ORDER BY key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SortKey {
-    /// The marker of the column holding the prediction.
-    pub marker: usize,
-    pub desc: bool,
-    pub nulls_first: bool,
 }
 
 /// Compares two rows' key values (one per SortKey, None = NULL).

@@ -10,7 +10,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::frame::RawValue;
 
-use super::{Features, InputKind};
+use super::types::{Features, InputKind};
 
 #[derive(Debug, Clone, PartialEq)]
 enum J {

@@ -15,42 +15,19 @@ use super::format::{
     float4_array_binary, float4_array_text, float4_binary, put_float4_text, FLOAT4_ARRAY_OID,
     FLOAT4_OID,
 };
-use super::plan::{marker_number, Plan, Shape};
-use super::{json, Call, Features, Func, Prediction, Predictor};
+use super::json;
+use super::plan::Plan;
+use super::types::{
+    client_format, marker_number, Call, Col, ConstItem, Features, Func, Input, Layout, Prediction,
+    Predictor, Shape,
+};
 use crate::ml::binary;
 use crate::net::messages;
 use crate::net::rows::{self as wire, Field};
+use crate::net::tag::server;
 
 /// Rows per predictor call: LightGBM is much faster per batch.
 const BATCH: usize = 2048;
-
-#[derive(Debug, Clone, Copy)]
-enum Col {
-    Pass {
-        client: usize,
-    },
-    Pred {
-        marker: usize,
-        client: usize,
-        input: Input,
-    },
-    Hidden {
-        marker: usize,
-        input: Input,
-    },
-}
-
-/// How a replacement column carries its features, by the type the server
-/// gave it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Input {
-    /// `to_json(row)::text`.
-    Json,
-    /// An array of numbers or booleans: binary once the layout is known.
-    Array,
-    /// Anything else (an array of text...): an error if a value comes.
-    Other(u32),
-}
 
 impl Input {
     fn of(type_oid: u32) -> Input {
@@ -59,31 +36,6 @@ impl Input {
             t if binary::element_of(t).is_some() => Input::Array,
             t => Input::Other(t),
         }
-    }
-}
-
-/// The server's columns for the rewritten statement.
-#[derive(Debug)]
-pub struct Layout {
-    cols: Vec<Col>,
-    /// Marker → the server column holding it (its first occurrence).
-    marker_col: HashMap<usize, usize>,
-}
-
-impl Layout {
-    /// Result formats for the server's Bind: the client's for the columns
-    /// it sees, binary for feature arrays (no float printing on the server,
-    /// no parsing here), text for the rest.
-    pub fn server_formats(&self, client: &[i16]) -> Vec<i16> {
-        self.cols
-            .iter()
-            .map(|c| match c {
-                Col::Pass { client: i } => client_format(client, *i),
-                Col::Pred { input, .. } | Col::Hidden { input, .. } => {
-                    i16::from(*input == Input::Array)
-                }
-            })
-            .collect()
     }
 }
 
@@ -158,14 +110,6 @@ pub struct Rewriter {
     sent: u64,
 }
 
-fn client_format(formats: &[i16], col: usize) -> i16 {
-    match formats {
-        [] => 0,
-        [one] => *one,
-        many => many.get(col).copied().unwrap_or(0),
-    }
-}
-
 fn func_type(func: Func) -> (u32, i16) {
     if func.returns_array() {
         (FLOAT4_ARRAY_OID, -1)
@@ -236,6 +180,25 @@ impl Plan {
         }
     }
 
+    /// The client's RowDescription for `result_formats`, from the server's
+    /// description seen earlier; false when there is none yet.
+    pub(super) fn describe_cached(
+        &self,
+        predictor: Arc<dyn Predictor>,
+        result_formats: &[i16],
+        out: &mut BytesMut,
+    ) -> MlResult<bool> {
+        let Some(body) = self.shape.description.lock().clone() else {
+            return Ok(false);
+        };
+        self.rewriter(predictor, result_formats, &[]).on_message(
+            server::ROW_DESCRIPTION,
+            &body,
+            out,
+        )?;
+        Ok(true)
+    }
+
     /// For `server_sql == None`: RowDescription, DataRow(s) and
     /// CommandComplete, as the simple protocol answers.
     pub fn answer_constant(&self, predictor: &dyn Predictor, out: &mut BytesMut) -> MlResult<()> {
@@ -245,7 +208,11 @@ impl Plan {
 
     /// The RowDescription of a constant statement (Describe in the
     /// extended protocol; formats as in `rewriter`).
-    pub fn describe_constant(&self, result_formats: &[i16], out: &mut BytesMut) -> MlResult<()> {
+    pub(super) fn describe_constant(
+        &self,
+        result_formats: &[i16],
+        out: &mut BytesMut,
+    ) -> MlResult<()> {
         let items = self.constant_items()?;
         let fields: Vec<Field> = items
             .iter()
@@ -273,7 +240,7 @@ impl Plan {
     }
 
     /// The DataRow(s) and CommandComplete of a constant statement.
-    pub fn execute_constant(
+    pub(super) fn execute_constant(
         &self,
         predictor: &dyn Predictor,
         result_formats: &[i16],
@@ -309,7 +276,7 @@ impl Plan {
             for x in &preds {
                 let p = Prediction::Scalar(*x);
                 let mut err = Ok(());
-                messages::tagged(out, b'D', |b| {
+                messages::tagged(out, server::DATA_ROW, |b| {
                     b.put_i16(1);
                     err = put_prediction(
                         b,
@@ -324,7 +291,7 @@ impl Plan {
             return Ok(());
         }
         let mut err = Ok(());
-        messages::tagged(out, b'D', |b| {
+        messages::tagged(out, server::DATA_ROW, |b| {
             b.put_i16(values.len() as i16);
             for (i, (func, value)) in values.iter().enumerate() {
                 if err.is_ok() {
@@ -338,7 +305,7 @@ impl Plan {
         Ok(())
     }
 
-    fn constant_items(&self) -> MlResult<&[super::plan::ConstItem]> {
+    fn constant_items(&self) -> MlResult<&[ConstItem]> {
         self.shape
             .constant
             .as_deref()
@@ -353,8 +320,8 @@ impl Rewriter {
     /// must send its own ErrorResponse and drain the server's answer.
     pub fn on_message(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> MlResult<()> {
         match tag {
-            b'T' => self.row_description(body, out),
-            b'D' => {
+            server::ROW_DESCRIPTION => self.row_description(body, out),
+            server::DATA_ROW => {
                 if self.layout.is_none() {
                     self.layout = self.shape.layout.lock().clone();
                 }
@@ -369,19 +336,18 @@ impl Rewriter {
                 }
                 Ok(())
             }
-            b'C' => {
+            server::COMMAND_COMPLETE => {
                 self.process_batch(out)?;
                 self.emit_ranked(out)?;
-                let tag = wire::command_tag(body);
-                if tag.starts_with(b"SELECT ") {
+                if wire::command_tag(body).starts_with(b"SELECT ") {
                     messages::command_complete(out, &format!("SELECT {}", self.sent));
                 } else {
-                    pass(b'C', body, out);
+                    messages::message(out, tag, body);
                 }
                 self.sent = 0;
                 Ok(())
             }
-            b's' => {
+            server::PORTAL_SUSPENDED => {
                 if !self.shape.order.is_empty() {
                     return Err(MlError::Unsupported(
                         "fetching a few rows at a time (Execute with a row limit) from a statement ordered \
@@ -390,11 +356,11 @@ impl Rewriter {
                     ));
                 }
                 self.process_batch(out)?;
-                pass(tag, body, out);
+                messages::message(out, tag, body);
                 self.sent = 0;
                 Ok(())
             }
-            b'E' => {
+            server::ERROR_RESPONSE => {
                 // What streamed before the error reaches the client, as it
                 // would from Postgres; a pending sort never completes.
                 if self.shape.order.is_empty() {
@@ -402,11 +368,11 @@ impl Rewriter {
                 }
                 self.ranked.clear();
                 self.batch.clear();
-                pass(tag, body, out);
+                messages::message(out, tag, body);
                 Ok(())
             }
             _ => {
-                pass(tag, body, out);
+                messages::message(out, tag, body);
                 Ok(())
             }
         }
@@ -660,7 +626,7 @@ impl Rewriter {
             .filter(|c| !matches!(c, Col::Hidden { .. }))
             .count();
         let mut err = Ok(());
-        messages::tagged(out, b'D', |b| {
+        messages::tagged(out, server::DATA_ROW, |b| {
             b.put_i16(visible as i16);
             for (ci, col) in layout.cols.iter().enumerate() {
                 match col {
@@ -695,9 +661,4 @@ impl Rewriter {
         self.sent += 1;
         Ok(())
     }
-}
-
-/// Forwards a message unchanged.
-fn pass(tag: u8, body: &[u8], out: &mut BytesMut) {
-    messages::tagged(out, tag, |b| b.put_slice(body));
 }

@@ -5,15 +5,16 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Distinct, Expr, GroupByExpr, LimitClause, ObjectNamePart, OrderBy, OrderByKind,
-    OrderBySort, Query, Select, SelectItem, Value, Visit,
+    BinaryOperator, Distinct, Expr, GroupByExpr, LimitClause, OrderBy, OrderByKind, OrderBySort,
+    Query, Select, SelectItem, Value, Visit,
 };
 
 use crate::ml::error::{MlError, MlResult};
 
-use super::calls::{contains_call, folded};
-use super::eval::{cond_from_expr, Cond, SortKey};
-use super::plan::{distinct_unsupported, marker_ident, renamed_ref, Builder};
+use super::builder::{distinct_unsupported, marker_ident, renamed_ref, Builder};
+use super::calls::{contains_call, folded, is_aggregate};
+use super::eval::cond_from_expr;
+use super::types::{Cond, SortKey};
 
 /// What the outer query leaves to the proxy.
 #[derive(Debug, Default)]
@@ -52,20 +53,13 @@ fn mentions_nested<V: Visit>(b: &Builder, node: &V) -> bool {
 
 fn has_aggregate<V: Visit>(node: &V) -> bool {
     sqlparser::ast::visit_expressions(node, |e| match e {
-        Expr::Function(f) if f.over.is_none() => match f.name.0.last() {
-            Some(ObjectNamePart::Identifier(i))
-                if crate::router::rw::AGGREGATES.contains(&folded(i).as_str()) =>
-            {
-                ControlFlow::Break(())
-            }
-            _ => ControlFlow::Continue(()),
-        },
+        Expr::Function(f) if is_aggregate(f) => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     })
     .is_break()
 }
 
-fn has_group_by(g: &GroupByExpr) -> bool {
+pub(super) fn has_group_by(g: &GroupByExpr) -> bool {
     !matches!(g, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
 }
 
