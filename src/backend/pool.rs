@@ -2,8 +2,8 @@
 //! a semaphore of `pool_size` permits, and the rules for reuse.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -50,11 +50,53 @@ pub struct PoolStats {
     pub wait_micros: AtomicU64,
 }
 
+/// The settings read at every checkout and checkin, as plain numbers so the
+/// hot path takes no reference on the settings; `update` writes them.
+#[derive(Default)]
+struct Reuse {
+    lifetime_ms: AtomicU64,
+    idle_ms: AtomicU64,
+    healthcheck_ms: AtomicU64,
+    prepared_cache_size: AtomicUsize,
+    cleanup: AtomicBool,
+}
+
+impl Reuse {
+    fn set(&self, s: &PoolSettings) {
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        self.lifetime_ms.store(ms(s.server_lifetime), Ordering::Relaxed);
+        self.idle_ms.store(ms(s.idle_timeout), Ordering::Relaxed);
+        self.healthcheck_ms.store(ms(s.healthcheck_delay), Ordering::Relaxed);
+        self.prepared_cache_size
+            .store(s.prepared_cache_size, Ordering::Relaxed);
+        self.cleanup
+            .store(s.cleanup_server_connections, Ordering::Relaxed);
+    }
+}
+
+/// What an idle server is fit for.
+enum Fitness {
+    /// Too old, idle too long or broken: closed.
+    Retire,
+    /// Idle past healthcheck_delay: checked before a client gets it.
+    CheckFirst,
+    Ready,
+}
+
+/// Milliseconds since the process started, the clock servers' ages are
+/// kept in (plain integers, compared without Instant arithmetic).
+pub fn millis(now: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    now.saturating_duration_since(epoch).as_millis() as u64
+}
+
 pub struct ServerPool {
     pub addr: Arc<Address>,
     /// "database/user", for messages.
     pub name: String,
     settings: ArcSwap<PoolSettings>,
+    reuse: Reuse,
     idle: Mutex<Vec<Server>>,
     permits: Arc<Semaphore>,
     /// Permits currently in circulation (follows pool_size across reloads).
@@ -94,8 +136,11 @@ impl Pooled {
 impl ServerPool {
     pub fn new(addr: Arc<Address>, name: String, settings: PoolSettings) -> Arc<ServerPool> {
         let size = settings.pool_size;
+        let reuse = Reuse::default();
+        reuse.set(&settings);
         Arc::new(ServerPool {
             name,
+            reuse,
             settings: ArcSwap::from_pointee(settings),
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
@@ -123,6 +168,7 @@ impl ServerPool {
                 || cur.server_params != settings.server_params
                 || cur.tls.as_ref().map(|t| t.0) != settings.tls.as_ref().map(|t| t.0)
         };
+        self.reuse.set(&settings);
         self.settings.store(Arc::new(settings));
         if credentials_changed {
             // Connections logged in the old way are retired.
@@ -147,24 +193,39 @@ impl ServerPool {
     pub fn try_checkout(&self) -> Option<Pooled> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         let now = Instant::now();
-        let settings = self.settings.load();
+        let now_ms = millis(now);
         let mut idle = self.idle.lock();
         while let Some(server) = idle.pop() {
-            if server.state.broken
-                || now.duration_since(server.created) >= settings.server_lifetime
-                || now.duration_since(server.last_used) >= settings.idle_timeout
-            {
-                continue; // dropped: the connection closes
+            match self.fitness(&server, now_ms) {
+                Fitness::Retire => continue, // dropped: the connection closes
+                Fitness::CheckFirst => {
+                    idle.push(server); // `checkout` checks it first
+                    return None;
+                }
+                Fitness::Ready => {
+                    drop(idle);
+                    self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+                    return Some(Pooled::new(server, permit, now));
+                }
             }
-            if now.duration_since(server.last_used) >= settings.healthcheck_delay {
-                idle.push(server); // `checkout` checks it first
-                return None;
-            }
-            drop(idle);
-            self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-            return Some(Pooled::new(server, permit, now));
         }
         None
+    }
+
+    fn fitness(&self, server: &Server, now_ms: u64) -> Fitness {
+        let r = &self.reuse;
+        let age = now_ms.saturating_sub(server.created_ms);
+        let idle = now_ms.saturating_sub(server.used_ms);
+        if server.state.broken
+            || age >= r.lifetime_ms.load(Ordering::Relaxed)
+            || idle >= r.idle_ms.load(Ordering::Relaxed)
+        {
+            Fitness::Retire
+        } else if idle >= r.healthcheck_ms.load(Ordering::Relaxed) {
+            Fitness::CheckFirst
+        } else {
+            Fitness::Ready
+        }
     }
 
     /// Waits up to `checkout_timeout` for a permit, then reuses an idle server
@@ -175,22 +236,21 @@ impl ServerPool {
             Err(_) => self.wait_for_permit().await?,
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
+        let now_ms = millis(Instant::now());
         while let Some(mut server) = self.pop_idle() {
-            let settings = self.settings.load();
-            if server.state.broken
-                || now.duration_since(server.created) >= settings.server_lifetime
-                || now.duration_since(server.last_used) >= settings.idle_timeout
-            {
-                continue;
-            }
-            // The rare paths (health check, new connection) are boxed: inline,
-            // their futures would make every client session's future larger.
-            if now.duration_since(server.last_used) >= settings.healthcheck_delay
-                && !Box::pin(self.healthy(&mut server, settings.healthcheck_timeout)).await
-            {
-                self.ban(settings.ban_time, "health check failed");
-                continue;
+            match self.fitness(&server, now_ms) {
+                Fitness::Retire => continue,
+                Fitness::Ready => {}
+                // The rare paths (health check, new connection) are boxed:
+                // inline, their futures would make every client session's
+                // future larger.
+                Fitness::CheckFirst => {
+                    let settings = self.settings();
+                    if !Box::pin(self.healthy(&mut server, settings.healthcheck_timeout)).await {
+                        self.ban(settings.ban_time, "health check failed");
+                        continue;
+                    }
+                }
             }
             return Ok(Pooled::new(server, permit, Instant::now()));
         }
@@ -227,11 +287,13 @@ impl ServerPool {
         self.idle.lock().pop()
     }
 
-    /// (prepared_statements_cache_size, cleanup_server_connections), read
-    /// without taking a reference count on the settings.
+    /// (prepared_statements_cache_size, cleanup_server_connections).
     pub fn reuse_rules(&self) -> (usize, bool) {
-        let s = self.settings.load();
-        (s.prepared_cache_size, s.cleanup_server_connections)
+        let r = &self.reuse;
+        (
+            r.prepared_cache_size.load(Ordering::Relaxed),
+            r.cleanup.load(Ordering::Relaxed),
+        )
     }
 
     pub async fn connect(&self, settings: &PoolSettings) -> Result<Server> {
@@ -346,10 +408,12 @@ impl ServerPool {
         {
             return; // dropped: the connection closes
         }
-        if now.duration_since(server.created) >= self.settings.load().server_lifetime {
+        let now_ms = millis(now);
+        if now_ms.saturating_sub(server.created_ms) >= self.reuse.lifetime_ms.load(Ordering::Relaxed)
+        {
             return;
         }
-        server.last_used = now;
+        server.used_ms = now_ms;
         self.idle.lock().push(server);
     }
 
@@ -381,7 +445,7 @@ impl ServerPool {
         for _ in have..settings.min_pool_size as usize {
             match self.connect(&settings).await {
                 Ok(mut s) => {
-                    s.last_used = Instant::now();
+                    s.used_ms = millis(Instant::now());
                     self.idle.lock().push(s);
                 }
                 Err(_) => break,

@@ -68,7 +68,9 @@ pub struct Server {
     pub key: (i32, i32),
     pub state: ServerState,
     pub created: Instant,
-    pub last_used: Instant,
+    /// When it was opened and last given back, in `pool::millis`.
+    pub created_ms: u64,
+    pub used_ms: u64,
     /// Its entry in SHOW SERVERS (pool connections only, not the monitor's).
     pub stats: Option<crate::stats::ServerHandle>,
 }
@@ -173,7 +175,8 @@ impl Server {
             key: (0, 0),
             state: ServerState::new(),
             created: Instant::now(),
-            last_used: Instant::now(),
+            created_ms: super::pool::millis(Instant::now()),
+            used_ms: super::pool::millis(Instant::now()),
             stats: None,
         }
     }
@@ -277,7 +280,8 @@ impl Server {
     }
 
     pub fn idle_for(&self) -> Duration {
-        self.last_used.elapsed()
+        let idle = super::pool::millis(Instant::now()).saturating_sub(self.used_ms);
+        Duration::from_millis(idle)
     }
 }
 

@@ -58,12 +58,16 @@ pub(super) struct Statement<'a> {
 }
 
 impl Session {
-    /// The routing analysis of `sql`, when the pool routes by content
+    /// Whether the pool routes this client's statements by what they say
     /// (sharded, or read/write splitting for this client).
+    pub(super) fn routes_by_content(&self) -> bool {
+        self.pool.shards.len() > 1 || self.pool.route.parses(self.client.route.role)
+    }
+
+    /// The routing analysis of `sql`, when the pool routes by content.
     pub(super) fn analysis(&self, sql: Option<&str>) -> Option<Arc<Analysis>> {
         let sql = sql?;
-        let needed = self.pool.shards.len() > 1 || self.pool.route.parses(self.client.route.role);
-        needed.then(|| {
+        self.routes_by_content().then(|| {
             self.pool
                 .analyses
                 .get(sql, &self.pool.sharding, &self.pool.route)
@@ -197,8 +201,7 @@ impl Session {
         if stmt.protocol != Protocol::Simple {
             return None;
         }
-        let routes = self.pool.route.parses(self.client.route.role) || self.pool.shards.len() > 1;
-        if !routes {
+        if !self.routes_by_content() {
             return None;
         }
         match (analysis?.intent, &self.tx.deferred) {
@@ -236,8 +239,7 @@ impl Session {
     /// Describe ends), for routing its transaction; None when the pool does
     /// not route by content.
     pub(super) fn statement_text(&self, kind: u8, msg: &[u8]) -> Option<String> {
-        let sharded = self.pool.shards.len() > 1;
-        if !sharded && !self.pool.route.parses(self.client.route.role) {
+        if !self.routes_by_content() {
             return None;
         }
         let parse_text = |m: &[u8]| {

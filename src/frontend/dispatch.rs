@@ -95,27 +95,41 @@ impl Session {
     }
 
     async fn on_query(&mut self, msg: &[u8]) -> Result<Flow> {
-        let (sql, _) = codec::cstr(msg, 5)?;
-        if let Some(command) = commands::parse(sql) {
-            self.answer_local(Local::Command(command));
-            return Ok(Flow::Continue);
-        }
-        if crate::ml::call::mentions_pgml(sql) {
-            if let Some(flow) = Box::pin(self.ml_simple(sql)).await? {
-                return Ok(flow);
+        let (text, _) = codec::cstr_bytes(msg, 5)?;
+        // The text is read only when it may be ours (a pgcat command, a pgml
+        // call) or the pool routes by content; the rest goes as it came (a
+        // server reports bad encoding itself, as it would directly).
+        let ours = commands::might_be(text) || crate::ml::call::mentions_pgml_bytes(text);
+        let sql = if ours || self.routes_by_content() {
+            std::str::from_utf8(text).ok()
+        } else {
+            None
+        };
+        if let Some(sql) = sql.filter(|_| ours) {
+            if let Some(command) = commands::parse(sql) {
+                self.answer_local(Local::Command(command));
+                return Ok(Flow::Continue);
+            }
+            if crate::ml::call::mentions_pgml(sql) {
+                if let Some(flow) = Box::pin(self.ml_simple(sql)).await? {
+                    return Ok(flow);
+                }
             }
         }
+        let sql_text = sql.unwrap_or_default();
         let stmt = Statement {
-            sql: Some(sql),
+            sql,
             bind: None,
             runs: true,
             protocol: Protocol::Simple,
         };
         match self.decide(&stmt)? {
             Plan::Local(local) => self.answer_local(local),
-            Plan::FanOut(plan) => return Box::pin(self.fan_out(sql, plan)).await,
+            Plan::FanOut(plan) => return Box::pin(self.fan_out(sql_text, plan)).await,
             Plan::SplitInsert(parts) => return Box::pin(self.split_insert(parts)).await,
-            Plan::SplitCopy(copy) => return Box::pin(self.start_copy_split(sql, copy, None)).await,
+            Plan::SplitCopy(copy) => {
+                return Box::pin(self.start_copy_split(sql_text, copy, None)).await
+            }
             Plan::Refuse(e) => {
                 let mut refusal = bytes::BytesMut::new();
                 messages::error_response(&mut refusal, &e);

@@ -60,7 +60,9 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
     let count = app.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ClientSlot(app.clone());
     let config = app.config();
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Lent by the thread's pool and given back when the client goes idle:
+    // a fresh 8 KiB per client would stay resident after it was freed.
+    let mut buf = crate::net::bufpool::take();
     // The login and the session are boxed, each when its turn comes, so the
     // task spawned per connection stays small: tokio moves a task's future
     // several times while spawning it.

@@ -101,8 +101,9 @@ impl Session {
         if tag != client::PARSE {
             return Ok(self.ml.is_empty());
         }
-        let (name, sql) = parse_sql(msg)?;
-        if call::mentions_pgml(sql) {
+        let (name, at) = prepared::first_name(msg)?;
+        let (sql, _) = codec::cstr_bytes(msg, at)?;
+        if call::mentions_pgml_bytes(sql) {
             return Ok(false);
         }
         if !self.ml.is_empty() {

@@ -158,9 +158,16 @@ impl FnCall {
 
 /// Cheap test the hot path runs before any parsing.
 pub fn mentions_pgml(sql: &str) -> bool {
-    sql.as_bytes()
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"pgml"))
+    mentions_pgml_bytes(sql.as_bytes())
+}
+
+/// `mentions_pgml` on raw statement bytes: it runs on every Query and
+/// Parse, so it jumps from one `p` to the next instead of comparing at
+/// every position.
+#[inline]
+pub fn mentions_pgml_bytes(sql: &[u8]) -> bool {
+    memchr::memchr2_iter(b'p', b'P', sql)
+        .any(|i| sql.get(i + 1..i + 4).is_some_and(|w| w.eq_ignore_ascii_case(b"gml")))
 }
 
 /// The pgml function calls this query string is made of, if it calls any.
@@ -493,6 +500,9 @@ mod tests {
     #[test]
     fn cheap_mention_check() {
         assert!(mentions_pgml("select PGML.train()"));
+        assert!(mentions_pgml("select \"pGmL\".predict()"));
         assert!(!mentions_pgml("select 1"));
+        assert!(!mentions_pgml("select pgm"), "cut short at the end");
+        assert!(!mentions_pgml("select p, pg, pgm l"));
     }
 }

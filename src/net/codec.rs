@@ -67,16 +67,20 @@ pub fn printable(tag: u8) -> char {
 
 /// Reads a NUL-terminated string at `pos`; returns it and the position after the NUL.
 pub fn cstr(buf: &[u8], pos: usize) -> Result<(&str, usize)> {
+    let (bytes, next) = cstr_bytes(buf, pos)?;
+    let s = std::str::from_utf8(bytes).map_err(|_| Error::protocol("string is not valid UTF-8"))?;
+    Ok((s, next))
+}
+
+/// The bytes of a NUL-terminated string at `pos`, unchecked (for text the
+/// proxy may not need to read at all), and the position after the NUL.
+#[inline]
+pub fn cstr_bytes(buf: &[u8], pos: usize) -> Result<(&[u8], usize)> {
     let rest = buf
         .get(pos..)
         .ok_or_else(|| Error::protocol("message truncated"))?;
-    let end = rest
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| Error::protocol("string not terminated"))?;
-    let s = std::str::from_utf8(&rest[..end])
-        .map_err(|_| Error::protocol("string is not valid UTF-8"))?;
-    Ok((s, pos + end + 1))
+    let end = memchr::memchr(0, rest).ok_or_else(|| Error::protocol("string not terminated"))?;
+    Ok((&rest[..end], pos + end + 1))
 }
 
 pub fn read_i16(buf: &[u8], pos: usize) -> Result<i16> {

@@ -40,6 +40,16 @@ pub enum Command {
     SetShardingKey(String),
 }
 
+/// Whether the statement could be one of ours: it starts with SET or SHOW.
+/// Decided on the raw bytes, before anything else reads the text.
+#[inline]
+pub fn might_be(sql: &[u8]) -> bool {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    let word = &sql[start..];
+    let starts = |w: &[u8]| word.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w));
+    starts(b"set") || starts(b"show")
+}
+
 /// `None` when the statement is not one of ours (the common case, decided
 /// from the first word without allocating).
 pub fn parse(sql: &str) -> Option<Result<Command, Error>> {
@@ -159,6 +169,18 @@ fn value(rest: &[&str]) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn might_be_is_a_cheap_first_word_check() {
+        assert!(might_be(b"  SET SHARD TO '1'"));
+        assert!(might_be(b"show server role"));
+        assert!(!might_be(b"select 1"));
+        assert!(!might_be(b""));
+        // Every statement parse() answers passes might_be.
+        for sql in ["SET SERVER ROLE TO 'any'", "SHOW SHARD", "set sharding key to '7'"] {
+            assert!(parse(sql).is_some() && might_be(sql.as_bytes()), "{sql}");
+        }
+    }
 
     #[test]
     fn parses_commands() {
