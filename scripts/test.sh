@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, and integration tests that start real
 # PostgreSQL 15 clusters and drive pgmlcat with psql, pgbench and tokio-postgres.
+# The integration tests are one test binary (tests/it/main.rs, a module per
+# area), so LightGBM is linked once and TEST_THREADS tests from every area run
+# side by side; one area alone: cargo test --test it -- sharding::
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

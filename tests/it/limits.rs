@@ -1,12 +1,10 @@
 //! Limits that protect the proxy and everyone else from one client.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn with_general(pg: &PgCluster, port: u16, extra: &str) -> String {
     simple_config(port, pg, "transaction", 2).replace(

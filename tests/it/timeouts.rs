@@ -1,10 +1,8 @@
 //! Server connection lifetimes and the timeouts that protect the pool.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn with(pg: &PgCluster, port: u16, general: &str, user: &str) -> String {
     simple_config(port, pg, "transaction", 2)

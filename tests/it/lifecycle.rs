@@ -1,12 +1,10 @@
 //! The process as an operator sees it: --check, SIGHUP reload, SIGINT and
 //! SIGTERM shutdown.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn check(path: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pgmlcat"))
@@ -57,8 +55,12 @@ fn check_accepts_pgcat_configs_and_names_bad_keys() {
 async fn sighup_resizes_a_pool_without_dropping_clients() {
     let pg = PgCluster::start();
     let port = free_port();
-    let config = simple_config(port, &pg, "transaction", 1)
-        .replace("connect_timeout = 3000", "connect_timeout = 500");
+    // A short wait for a free server (53300 soon), but time enough to open
+    // one: a busy machine can take more than 500 ms to start a backend.
+    let config = simple_config(port, &pg, "transaction", 1).replace(
+        "connect_timeout = 3000",
+        "connect_timeout = 3000\ncheckout_timeout = 500",
+    );
     let proxy = Proxy::start(port, &config);
     let url = proxy.url("app", "app_pw", "app");
     let holder = connect(&url).await;

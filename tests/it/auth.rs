@@ -2,13 +2,11 @@
 //! pgmlcat to Postgres (md5, SCRAM, server_username/server_password), plus
 //! the protocol-version handshake.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn config(port: u16, pg: &PgCluster, auth_type: &str, user_extra: &str) -> String {
     simple_config(port, pg, "transaction", 2)

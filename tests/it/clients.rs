@@ -1,11 +1,9 @@
 //! Real clients at scale: pgbench in every protocol mode through transaction
 //! pooling, connect-per-transaction, and a thousand idle clients.
 
-mod common;
-
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 fn pgbench(proxy_port: u16, args: &[&str]) -> Output {
     let port = proxy_port.to_string();

@@ -1,9 +1,7 @@
 //! Sharding against real Postgres: pgmlcat's hash functions must agree with
 //! the partition Postgres picks for a `PARTITION BY HASH` table.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pgmlcat::router::hash::{hash_bytes_extended, hashint8_extended, Key, PARTITION_SEED};
 
 const SEED_SQL: &str = "8816678312871386365"; // PARTITION_SEED as int8

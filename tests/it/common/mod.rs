@@ -7,6 +7,11 @@
 //! Postgres refuses to run as root; when the tests run as root the server
 //! tools (`initdb`, `pg_ctl`, `pg_basebackup`) are run as the `postgres` OS
 //! user through `runuser`, and the temp dirs are handed to that user.
+//!
+//! Every module of tests/it runs in one process, side by side: each test
+//! starts its own clusters and proxies in temp dirs of their own, ports come
+//! from `free_port` (never the same one twice in the process), and nothing
+//! here sets environment variables or the working directory of the process.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;

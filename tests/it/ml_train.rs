@@ -2,9 +2,7 @@
 //! data pull, every algorithm, metrics against Python's reference figures,
 //! search, deployment, sharded data and bad input.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn setup() -> (PgCluster, Proxy) {

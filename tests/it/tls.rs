@@ -1,12 +1,10 @@
 //! TLS on both hops against a real Postgres with `ssl = on`, with a CA and
 //! certificates the test makes with openssl.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// A CA and a certificate for 127.0.0.1 signed by it.
 struct Pki {

@@ -1,11 +1,9 @@
 //! The admin console and /metrics, checked against what the test itself did.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio_postgres::SimpleQueryMessage;
 
 fn config(port: u16, metrics_port: u16, pg: &PgCluster) -> String {

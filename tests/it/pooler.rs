@@ -1,11 +1,9 @@
 //! The pooler core against a real Postgres: protocol flows, pooling modes,
 //! prepared statements, parameters, cancel, COPY.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{pin_mut, SinkExt, TryStreamExt};
 
 fn proxy_for(pg: &PgCluster, mode: &str, pool_size: u32) -> Proxy {
@@ -210,8 +208,12 @@ async fn session_mode_keeps_state_and_discards_it_on_leave() {
 async fn pool_exhausted_gives_53300_and_client_stays_usable() {
     let pg = PgCluster::start();
     let port = free_port();
-    let config = simple_config(port, &pg, "transaction", 1)
-        .replace("connect_timeout = 3000", "connect_timeout = 500");
+    // A short wait for a free server (53300 soon), but time enough to open
+    // one: a busy machine can take more than 500 ms to start a backend.
+    let config = simple_config(port, &pg, "transaction", 1).replace(
+        "connect_timeout = 3000",
+        "connect_timeout = 3000\ncheckout_timeout = 500",
+    );
     let proxy = Proxy::start(port, &config);
     let url = proxy.url("app", "app_pw", "app");
     let holder = connect(&url).await;

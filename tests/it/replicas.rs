@@ -1,11 +1,9 @@
 //! A real primary with real streaming replicas (pg_basebackup -R): routing,
 //! load balancing, bans, lag, promotion, servers that are down at start.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A pool over `primary` and `replicas`, splitting reads from writes.
 fn config(

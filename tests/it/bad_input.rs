@@ -1,13 +1,11 @@
 //! Bad input: each case gets a clear error with the right SQLSTATE, and the
 //! proxy keeps serving everyone else.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn error_code(url: &str) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()

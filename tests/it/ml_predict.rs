@@ -3,11 +3,9 @@
 //! both protocols, NULLs, errors, restarts and deploys seen by a second
 //! pgmlcat process.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ndarray::Array2;
 use pgmlcat::ml::algorithms::{self, Algorithm};
 use pgmlcat::ml::Task;

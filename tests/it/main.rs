@@ -1,0 +1,23 @@
+//! pgmlcat's integration tests, in one test binary: each module was a test
+//! file of its own, and `common` is the harness they share (real PostgreSQL
+//! 15 clusters and the `pgmlcat` binary, each in its own temp dir).
+//!
+//! One binary links LightGBM once instead of once per file, and lets
+//! `--test-threads` run tests from every module side by side. Run one
+//! module with e.g. `cargo test --test it sharding::`.
+
+mod common;
+
+mod admin;
+mod auth;
+mod bad_input;
+mod clients;
+mod lifecycle;
+mod limits;
+mod ml_predict;
+mod ml_train;
+mod pooler;
+mod replicas;
+mod sharding;
+mod timeouts;
+mod tls;
