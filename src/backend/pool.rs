@@ -64,9 +64,11 @@ struct Reuse {
 impl Reuse {
     fn set(&self, s: &PoolSettings) {
         let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
-        self.lifetime_ms.store(ms(s.server_lifetime), Ordering::Relaxed);
+        self.lifetime_ms
+            .store(ms(s.server_lifetime), Ordering::Relaxed);
         self.idle_ms.store(ms(s.idle_timeout), Ordering::Relaxed);
-        self.healthcheck_ms.store(ms(s.healthcheck_delay), Ordering::Relaxed);
+        self.healthcheck_ms
+            .store(ms(s.healthcheck_delay), Ordering::Relaxed);
         self.prepared_cache_size
             .store(s.prepared_cache_size, Ordering::Relaxed);
         self.cleanup
@@ -409,7 +411,8 @@ impl ServerPool {
             return; // dropped: the connection closes
         }
         let now_ms = millis(now);
-        if now_ms.saturating_sub(server.created_ms) >= self.reuse.lifetime_ms.load(Ordering::Relaxed)
+        if now_ms.saturating_sub(server.created_ms)
+            >= self.reuse.lifetime_ms.load(Ordering::Relaxed)
         {
             return;
         }

@@ -166,8 +166,10 @@ pub fn mentions_pgml(sql: &str) -> bool {
 /// every position.
 #[inline]
 pub fn mentions_pgml_bytes(sql: &[u8]) -> bool {
-    memchr::memchr2_iter(b'p', b'P', sql)
-        .any(|i| sql.get(i + 1..i + 4).is_some_and(|w| w.eq_ignore_ascii_case(b"gml")))
+    memchr::memchr2_iter(b'p', b'P', sql).any(|i| {
+        sql.get(i + 1..i + 4)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"gml"))
+    })
 }
 
 /// The pgml function calls this query string is made of, if it calls any.

@@ -44,9 +44,15 @@ pub enum Command {
 /// Decided on the raw bytes, before anything else reads the text.
 #[inline]
 pub fn might_be(sql: &[u8]) -> bool {
-    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
     let word = &sql[start..];
-    let starts = |w: &[u8]| word.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w));
+    let starts = |w: &[u8]| {
+        word.get(..w.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(w))
+    };
     starts(b"set") || starts(b"show")
 }
 
@@ -177,7 +183,11 @@ mod tests {
         assert!(!might_be(b"select 1"));
         assert!(!might_be(b""));
         // Every statement parse() answers passes might_be.
-        for sql in ["SET SERVER ROLE TO 'any'", "SHOW SHARD", "set sharding key to '7'"] {
+        for sql in [
+            "SET SERVER ROLE TO 'any'",
+            "SHOW SHARD",
+            "set sharding key to '7'",
+        ] {
             assert!(parse(sql).is_some() && might_be(sql.as_bytes()), "{sql}");
         }
     }

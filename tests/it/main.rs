@@ -18,6 +18,7 @@ mod ml_predict;
 mod ml_train;
 mod pooler;
 mod replicas;
+mod session;
 mod sharding;
 mod timeouts;
 mod tls;

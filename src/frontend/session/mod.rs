@@ -526,7 +526,10 @@ mod size_probe {
         eprintln!("Session {}", std::mem::size_of::<super::Session>());
         eprintln!("ClientSide {}", std::mem::size_of::<super::ClientSide>());
         eprintln!("ServerSide {}", std::mem::size_of::<super::ServerSide>());
-        eprintln!("Stream {}", std::mem::size_of::<crate::net::stream::Stream>());
+        eprintln!(
+            "Stream {}",
+            std::mem::size_of::<crate::net::stream::Stream>()
+        );
         eprintln!("MlState {}", std::mem::size_of::<super::MlState>());
         eprintln!("Server {}", std::mem::size_of::<crate::backend::Server>());
     }

@@ -5,8 +5,6 @@
 //! binding (idle, one server, a split COPY), batch (holding, fan-out),
 //! recovery (skip or discard to Sync), and the deferred BEGIN.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +14,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use common::*;
+use crate::common::*;
 use pgmlcat::app::App;
 use pgmlcat::frontend::session::{BatchView, BindingView, Flow, Recovery, Session};
 use pgmlcat::net::messages::TxStatus;
