@@ -128,6 +128,11 @@ impl App {
             })
     }
 
+    /// Whether any pool may be paused (a relaxed read: PAUSE is rare).
+    pub fn maybe_paused(&self) -> bool {
+        self.pause.any.load(Ordering::Relaxed)
+    }
+
     /// Waits while the pool is paused. Free when nothing is paused.
     pub async fn wait_unpaused(&self, database: &str, user: &str) {
         if !self.pause.any.load(Ordering::Relaxed) {

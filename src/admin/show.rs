@@ -54,7 +54,7 @@ pub fn version() -> Table {
 /// Clients of a pool by state: (not waiting, waiting, longest wait in µs).
 fn client_counts(pool: &Pool) -> (u64, u64, u64) {
     let (mut active, mut waiting, mut max_wait) = (0, 0, 0);
-    for c in stats::registry().clients.iter() {
+    for c in stats::connections().clients.iter() {
         if c.database != pool.database || c.user != pool.user {
             continue;
         }
@@ -211,7 +211,7 @@ fn time_text(t: SystemTime) -> String {
 pub fn clients(app: &App) -> Table {
     let port = app.config().general.port;
     let mut t = Table::new(CONNECTION_COLUMNS);
-    let mut rows: Vec<_> = stats::registry()
+    let mut rows: Vec<_> = stats::connections()
         .clients
         .iter()
         .map(|e| (*e.key(), e.value().clone()))
@@ -250,7 +250,7 @@ pub fn clients(app: &App) -> Table {
 
 pub fn servers(_app: &App) -> Table {
     let mut t = Table::new(CONNECTION_COLUMNS);
-    let mut rows: Vec<_> = stats::registry()
+    let mut rows: Vec<_> = stats::connections()
         .servers
         .iter()
         .map(|e| {
@@ -372,8 +372,8 @@ pub fn lists(app: &App) -> Table {
     let pools = sorted_pools(app);
     let databases: std::collections::BTreeSet<_> = pools.iter().map(|p| &p.database).collect();
     let users: std::collections::BTreeSet<_> = pools.iter().map(|p| &p.user).collect();
-    let clients = stats::registry().clients.len();
-    let servers = stats::registry().servers.len();
+    let clients = stats::connections().clients.len();
+    let servers = stats::connections().servers.len();
     let used: usize = pools
         .iter()
         .flat_map(|p| p.all_servers())

@@ -99,7 +99,10 @@ pub struct ServerPool {
     pub name: String,
     settings: ArcSwap<PoolSettings>,
     reuse: Reuse,
-    idle: Mutex<Vec<Server>>,
+    /// Boxed: a server moves between this list and a client's session by
+    /// pointer, and a session between transactions holds none of it.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Server>>>,
     permits: Arc<Semaphore>,
     /// Permits currently in circulation (follows pool_size across reloads).
     size: AtomicU32,
@@ -116,14 +119,14 @@ pub struct ServerPool {
 
 /// A server on loan to one client. Hand it back with [`ServerPool::checkin`].
 pub struct Pooled {
-    pub server: Server,
+    pub server: Box<Server>,
     /// When it was checked out.
     pub since: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Pooled {
-    fn new(server: Server, permit: OwnedSemaphorePermit, since: Instant) -> Pooled {
+    fn new(server: Box<Server>, permit: OwnedSemaphorePermit, since: Instant) -> Pooled {
         if let Some(s) = &server.stats {
             s.info.set_active(true);
         }
@@ -258,7 +261,7 @@ impl ServerPool {
         }
         let settings = self.settings();
         let server = Box::pin(self.connect(&settings)).await?;
-        Ok(Pooled::new(server, permit, Instant::now()))
+        Ok(Pooled::new(Box::new(server), permit, Instant::now()))
     }
 
     /// The slow path: every permit is out; wait in line up to checkout_timeout.
@@ -285,7 +288,7 @@ impl ServerPool {
         }
     }
 
-    fn pop_idle(&self) -> Option<Server> {
+    fn pop_idle(&self) -> Option<Box<Server>> {
         self.idle.lock().pop()
     }
 
@@ -310,7 +313,7 @@ impl ServerPool {
         .await;
         let mut result = result;
         if let Ok(server) = &mut result {
-            server.stats = Some(crate::stats::registry().add_server(
+            server.stats = Some(crate::stats::connections().add_server(
                 format!("{}:{}", self.addr.host, self.addr.port),
                 &self.addr.database,
                 &settings.credentials.user,
@@ -449,7 +452,7 @@ impl ServerPool {
             match self.connect(&settings).await {
                 Ok(mut s) => {
                     s.used_ms = millis(Instant::now());
-                    self.idle.lock().push(s);
+                    self.idle.lock().push(Box::new(s));
                 }
                 Err(_) => break,
             }

@@ -240,6 +240,16 @@ impl Server {
         Ok(())
     }
 
+    /// Whether the server's parameters already match `wanted`: the same
+    /// fingerprint was synced and nothing changed since, or every value is
+    /// already the one wanted.
+    pub fn in_line_with(&self, wanted: &[(String, String)], fingerprint: u64) -> bool {
+        (fingerprint != 0 && self.state.synced == fingerprint)
+            || wanted
+                .iter()
+                .all(|(name, value)| self.state.params.get(name) == Some(value))
+    }
+
     /// Makes the server's parameters match `wanted` (fingerprinted as
     /// `fingerprint`), in one round trip and only when they may differ.
     pub async fn sync_parameters(

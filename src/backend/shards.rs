@@ -53,7 +53,7 @@ impl ShardSet {
     }
 
     pub fn servers(&mut self) -> impl Iterator<Item = &mut Server> {
-        self.held.iter_mut().map(|(_, p)| &mut p.server)
+        self.held.iter_mut().map(|(_, p)| &mut *p.server)
     }
 
     /// The statement stopped halfway (answers may still be on their way):

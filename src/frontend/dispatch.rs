@@ -13,7 +13,28 @@ use crate::net::codec;
 use crate::net::messages;
 use crate::net::tag::client;
 use crate::router::commands;
+use crate::router::copy::CopyIn;
 use crate::stats::Counters;
+
+/// What is left to do for a Query after its synchronous part.
+enum QueryNext {
+    Done,
+    /// A server for this route, then the Query goes to it.
+    Checkout(Route),
+    /// Ours, or across shards: the boxed slow path decides again.
+    Elsewhere,
+}
+
+/// What is left to do for an extended message after its synchronous part.
+enum ExtendedNext {
+    Done,
+    /// To the server held.
+    Forward,
+    /// A server for this route, then the held messages and this one.
+    Checkout(Route),
+    /// A COPY into the sharded table, split from its Bind (its text).
+    SplitCopy(CopyIn, String),
+}
 
 impl Session {
     pub(super) async fn on_client_message(&mut self, kind: u8, msg: &[u8]) -> Result<Flow> {
@@ -86,56 +107,101 @@ impl Session {
                     "invalid frontend message type {}",
                     codec::printable(other) as u32
                 ));
-                tracing::warn!(client = %self.client.peer, error = %err, "closing client");
-                self.flush().await?;
-                self.fatal(&err).await;
-                Ok(Flow::Close)
+                Box::pin(self.close_with(err)).await
             }
         }
     }
 
+    /// A simple Query. What needs no server is done at once; the one await
+    /// of the usual case is the lease, and the rare paths (pgml, statements
+    /// across shards) run boxed: this future is part of every session's.
     async fn on_query(&mut self, msg: &[u8]) -> Result<Flow> {
+        match self.query_next(msg)? {
+            QueryNext::Done => Ok(Flow::Continue),
+            QueryNext::Checkout(route) => {
+                if self.ensure_server(route, Protocol::Simple).await? {
+                    self.forward(client::QUERY, msg);
+                }
+                Ok(Flow::Continue)
+            }
+            QueryNext::Elsewhere => Box::pin(self.query_elsewhere(msg)).await,
+        }
+    }
+
+    /// The part of a Query that needs no waiting.
+    fn query_next(&mut self, msg: &[u8]) -> Result<QueryNext> {
         let (text, _) = codec::cstr_bytes(msg, 5)?;
         // The text is read only when it may be ours (a pgcat command, a pgml
         // call) or the pool routes by content; the rest goes as it came (a
         // server reports bad encoding itself, as it would directly).
         let ours = commands::might_be(text) || crate::ml::call::mentions_pgml_bytes(text);
-        let sql = if ours || self.routes_by_content() {
+        if ours {
+            return Ok(QueryNext::Elsewhere);
+        }
+        let sql = if self.routes_by_content() {
             std::str::from_utf8(text).ok()
         } else {
             None
         };
-        if let Some(sql) = sql.filter(|_| ours) {
-            if let Some(command) = commands::parse(sql) {
-                self.answer_local(Local::Command(command));
-                return Ok(Flow::Continue);
-            }
-            if crate::ml::call::mentions_pgml(sql) {
-                if let Some(flow) = Box::pin(self.ml_simple(sql)).await? {
-                    return Ok(flow);
-                }
-            }
-        }
-        let sql_text = sql.unwrap_or_default();
         let stmt = Statement {
             sql,
             bind: None,
             runs: true,
             protocol: Protocol::Simple,
         };
-        match self.decide(&stmt)? {
-            Plan::Local(local) => self.answer_local(local),
-            Plan::FanOut(plan) => return Box::pin(self.fan_out(sql_text, plan)).await,
-            Plan::SplitInsert(parts) => return Box::pin(self.split_insert(parts)).await,
-            Plan::SplitCopy(copy) => {
-                return Box::pin(self.start_copy_split(sql_text, copy, None)).await
+        Ok(match self.decide(&stmt)? {
+            Plan::Local(local) => {
+                self.answer_local(local);
+                QueryNext::Done
             }
             Plan::Refuse(e) => {
-                let mut refusal = bytes::BytesMut::new();
-                messages::error_response(&mut refusal, &e);
-                messages::ready_for_query(&mut refusal, self.tx.status);
-                self.respond_in_order(refusal.freeze());
+                self.refuse_query(e);
+                QueryNext::Done
             }
+            Plan::Held => {
+                self.forward(client::QUERY, msg);
+                QueryNext::Done
+            }
+            Plan::Checkout(route) => QueryNext::Checkout(route),
+            Plan::FanOut(_) | Plan::SplitInsert(_) | Plan::SplitCopy(_) => QueryNext::Elsewhere,
+        })
+    }
+
+    /// A Query that is ours (a pgcat command, a pgml call) or that spans
+    /// shards.
+    async fn query_elsewhere(&mut self, msg: &[u8]) -> Result<Flow> {
+        let (text, _) = codec::cstr_bytes(msg, 5)?;
+        let Ok(sql) = std::str::from_utf8(text) else {
+            // Not ours after all: let the server say what is wrong with it.
+            return self.query_routed(None, msg).await;
+        };
+        if let Some(command) = commands::parse(sql) {
+            self.answer_local(Local::Command(command));
+            return Ok(Flow::Continue);
+        }
+        if crate::ml::call::mentions_pgml(sql) {
+            if let Some(flow) = self.ml_simple(sql).await? {
+                return Ok(flow);
+            }
+        }
+        self.query_routed(Some(sql), msg).await
+    }
+
+    /// A Query carried out as `decide` says, every plan included.
+    async fn query_routed(&mut self, sql: Option<&str>, msg: &[u8]) -> Result<Flow> {
+        let stmt = Statement {
+            sql,
+            bind: None,
+            runs: true,
+            protocol: Protocol::Simple,
+        };
+        let sql = sql.unwrap_or_default();
+        match self.decide(&stmt)? {
+            Plan::Local(local) => self.answer_local(local),
+            Plan::FanOut(plan) => return self.fan_out(sql, plan).await,
+            Plan::SplitInsert(parts) => return self.split_insert(parts).await,
+            Plan::SplitCopy(copy) => return self.start_copy_split(sql, copy, None).await,
+            Plan::Refuse(e) => self.refuse_query(e),
             Plan::Held => self.forward(client::QUERY, msg),
             Plan::Checkout(route) => {
                 if self.ensure_server(route, Protocol::Simple).await? {
@@ -146,99 +212,126 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    /// Refuses a Query in its place among the answers still due.
+    fn refuse_query(&mut self, e: Error) {
+        let mut refusal = bytes::BytesMut::new();
+        messages::error_response(&mut refusal, &e);
+        messages::ready_for_query(&mut refusal, self.tx.status);
+        self.respond_in_order(refusal.freeze());
+    }
+
+    /// An extended-protocol message. As for a Query, what needs no waiting
+    /// is done at once, the lease is the one await of the usual case, and
+    /// the rare paths (pgml, a split COPY) run boxed.
     async fn on_extended(&mut self, kind: u8, msg: &[u8]) -> Result<Flow> {
         if !self.surely_not_ml(kind, msg)? && Box::pin(self.ml_extended(kind, msg)).await? {
             return Ok(Flow::Continue);
         }
-        if self.answer_without_server(kind, msg)? {
+        let route = match self.extended_next(kind, msg)? {
+            ExtendedNext::Done => return Ok(Flow::Continue),
+            ExtendedNext::Forward => {
+                self.extended(kind, msg)?;
+                return Ok(Flow::Continue);
+            }
+            ExtendedNext::SplitCopy(copy, sql) => {
+                let parsed_here = self
+                    .batch
+                    .take_held()
+                    .iter()
+                    .any(|(t, _)| *t == client::PARSE);
+                return Box::pin(self.start_copy_split_owned(sql, copy, parsed_here)).await;
+            }
+            ExtendedNext::Checkout(route) => route,
+        };
+        if !self.ensure_server(route, Protocol::Extended).await? {
+            self.batch.take_held();
             return Ok(Flow::Continue);
         }
-        let sharded = self.pool.shards.len() > 1;
-        if self.server.binding.is_idle() {
-            let holds = matches!(kind, client::PARSE | client::DESCRIBE | client::CLOSE);
-            if sharded && holds {
-                // Which shard? The Bind's parameters may tell.
-                let held = Bytes::copy_from_slice(msg);
-                match &mut self.batch {
-                    Batch::Holding(v) => v.push((kind, held)),
-                    batch => *batch = Batch::Holding(vec![(kind, held)]),
-                }
-                return Ok(Flow::Continue);
-            }
-            let sql = self.statement_text(kind, msg);
-            let stmt = Statement {
-                sql: sql.as_deref(),
-                bind: (kind == client::BIND).then_some(msg),
-                runs: matches!(kind, client::BIND | client::EXECUTE),
-                protocol: Protocol::Extended,
-            };
-            let route = match self.decide(&stmt)? {
-                Plan::FanOut(_) if kind == client::BIND => {
-                    let mut batch = self.batch.take_held();
-                    batch.push((kind, Bytes::copy_from_slice(msg)));
-                    self.batch = Batch::FanOut(batch);
-                    return Ok(Flow::Continue);
-                }
-                Plan::SplitCopy(copy) if kind == client::BIND => {
-                    let sql = sql.unwrap_or_default();
-                    let parsed_here = self
-                        .batch
-                        .take_held()
-                        .iter()
-                        .any(|(t, _)| *t == client::PARSE);
-                    return Box::pin(self.start_copy_split(&sql, copy, Some(parsed_here))).await;
-                }
-                Plan::Refuse(e) => {
-                    self.batch.take_held();
-                    self.refuse_in_batch(e);
-                    return Ok(Flow::Continue);
-                }
-                Plan::FanOut(_) => {
-                    self.batch.take_held();
-                    let e = Error::NoShard(self.pool.sharding.missing_key());
-                    self.refuse_in_batch(e);
-                    return Ok(Flow::Continue);
-                }
-                Plan::Checkout(route) => route,
-                // A COPY is split from its Bind; what only the simple
-                // protocol has (a deferred BEGIN, a split INSERT) does not
-                // arise here. Anything else needs no particular shard.
-                Plan::SplitCopy(_) | Plan::Local(_) | Plan::SplitInsert(_) | Plan::Held => {
-                    let analysis = self.analysis(stmt.sql);
-                    Route {
-                        shard: 0,
-                        target: self.target_for(analysis.as_deref()),
-                        runs: stmt.runs,
-                    }
-                }
-            };
-            if !self.ensure_server(route, Protocol::Extended).await? {
-                self.batch.take_held();
-                return Ok(Flow::Continue);
-            }
-            for (t, m) in self.batch.take_held() {
-                self.extended(t, &m)?;
-            }
-        } else if kind == client::BIND && sharded {
-            let sql = self.statement_text(kind, msg);
-            let stmt = Statement {
-                sql: sql.as_deref(),
-                bind: Some(msg),
-                runs: true,
-                protocol: Protocol::Extended,
-            };
-            if let Plan::Refuse(e) = self.decide(&stmt)? {
-                // Refuse in order; drop the rest of the batch; let the
-                // client's Sync through so the server ends it cleanly.
-                let mut refusal = bytes::BytesMut::new();
-                messages::error_response(&mut refusal, &e);
-                self.respond_in_order(refusal.freeze());
-                self.recovery = Recovery::DiscardToSync;
-                return Ok(Flow::Continue);
-            }
+        for (t, m) in self.batch.take_held() {
+            self.extended(t, &m)?;
         }
         self.extended(kind, msg)?;
         Ok(Flow::Continue)
+    }
+
+    /// The part of an extended message that needs no waiting.
+    fn extended_next(&mut self, kind: u8, msg: &[u8]) -> Result<ExtendedNext> {
+        if self.answer_without_server(kind, msg)? {
+            return Ok(ExtendedNext::Done);
+        }
+        let sharded = self.pool.shards.len() > 1;
+        if !self.server.binding.is_idle() {
+            if kind == client::BIND && sharded {
+                let sql = self.statement_text(kind, msg);
+                let stmt = Statement {
+                    sql: sql.as_deref(),
+                    bind: Some(msg),
+                    runs: true,
+                    protocol: Protocol::Extended,
+                };
+                if let Plan::Refuse(e) = self.decide(&stmt)? {
+                    // Refuse in order; drop the rest of the batch; let the
+                    // client's Sync through so the server ends it cleanly.
+                    let mut refusal = bytes::BytesMut::new();
+                    messages::error_response(&mut refusal, &e);
+                    self.respond_in_order(refusal.freeze());
+                    self.recovery = Recovery::DiscardToSync;
+                    return Ok(ExtendedNext::Done);
+                }
+            }
+            return Ok(ExtendedNext::Forward);
+        }
+        let holds = matches!(kind, client::PARSE | client::DESCRIBE | client::CLOSE);
+        if sharded && holds {
+            // Which shard? The Bind's parameters may tell.
+            let held = Bytes::copy_from_slice(msg);
+            match &mut self.batch {
+                Batch::Holding(v) => v.push((kind, held)),
+                batch => *batch = Batch::Holding(vec![(kind, held)]),
+            }
+            return Ok(ExtendedNext::Done);
+        }
+        let sql = self.statement_text(kind, msg);
+        let stmt = Statement {
+            sql: sql.as_deref(),
+            bind: (kind == client::BIND).then_some(msg),
+            runs: matches!(kind, client::BIND | client::EXECUTE),
+            protocol: Protocol::Extended,
+        };
+        Ok(match self.decide(&stmt)? {
+            Plan::FanOut(_) if kind == client::BIND => {
+                let mut batch = self.batch.take_held();
+                batch.push((kind, Bytes::copy_from_slice(msg)));
+                self.batch = Batch::FanOut(batch);
+                ExtendedNext::Done
+            }
+            Plan::SplitCopy(copy) if kind == client::BIND => {
+                ExtendedNext::SplitCopy(copy, sql.unwrap_or_default())
+            }
+            Plan::Refuse(e) => {
+                self.batch.take_held();
+                self.refuse_in_batch(e);
+                ExtendedNext::Done
+            }
+            Plan::FanOut(_) => {
+                self.batch.take_held();
+                let e = Error::NoShard(self.pool.sharding.missing_key());
+                self.refuse_in_batch(e);
+                ExtendedNext::Done
+            }
+            Plan::Checkout(route) => ExtendedNext::Checkout(route),
+            // A COPY is split from its Bind; what only the simple protocol
+            // has (a deferred BEGIN, a split INSERT) does not arise here.
+            // Anything else needs no particular shard.
+            Plan::SplitCopy(_) | Plan::Local(_) | Plan::SplitInsert(_) | Plan::Held => {
+                let analysis = self.analysis(stmt.sql);
+                ExtendedNext::Checkout(Route {
+                    shard: 0,
+                    target: self.target_for(analysis.as_deref()),
+                    runs: stmt.runs,
+                })
+            }
+        })
     }
 
     /// An error raised by the session mid-batch: Postgres skips to the

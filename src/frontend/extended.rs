@@ -19,6 +19,9 @@ use crate::net::tag::client;
 impl Session {
     /// Queues a message for the server unchanged, noting its expected reply.
     pub(super) fn forward(&mut self, kind: u8, msg: &[u8]) {
+        if self.server.out.capacity() == 0 {
+            self.server.out = crate::net::bufpool::take();
+        }
         self.server.out.extend_from_slice(msg);
         if let Some(e) = expect_for(kind) {
             self.server.expect.push(e);

@@ -38,8 +38,20 @@ impl Session {
         if !self.server.binding.is_idle() {
             return Ok(true);
         }
-        let err = match self.lease(route).await {
-            Ok(()) => return Ok(true),
+        // The usual case needs no await: an idle server in line with the
+        // client's parameters, nothing paused, no BEGIN to send first. The
+        // rest is boxed so every session's future does not carry it.
+        let leased = match self.lease_now(route) {
+            Some(leased) => leased,
+            None => Box::pin(self.lease(route)).await,
+        };
+        Ok(self.leased(leased, protocol))
+    }
+
+    /// Whether the lease went through; if not, the client is told.
+    fn leased(&mut self, leased: Result<()>, protocol: Protocol) -> bool {
+        let err = match leased {
+            Ok(()) => return true,
             Err(e) => e,
         };
         self.stats.info.set_state(ClientState::Idle);
@@ -50,7 +62,31 @@ impl Session {
             Protocol::Simple => messages::ready_for_query(&mut self.client.out, self.tx.status),
             Protocol::Extended => self.recovery = Recovery::SkipToSync,
         }
-        Ok(false)
+        false
+    }
+
+    /// The lease without waiting, when nothing needs a round trip; None
+    /// when something does (then `lease`).
+    fn lease_now(&mut self, route: Route) -> Option<Result<()>> {
+        if self.tx.deferred.is_some() || self.app.maybe_paused() {
+            return None;
+        }
+        let server_pool = self.pool.choose(route.shard, route.target).clone();
+        let pooled = server_pool.try_checkout()?;
+        let params = &self.client.params;
+        if !pooled
+            .server
+            .in_line_with(params.wanted(), params.fingerprint())
+        {
+            // Back, untouched: the slow path takes it again and syncs it.
+            server_pool.checkin_at(pooled, std::time::Instant::now());
+            return None;
+        }
+        let mut pooled = pooled;
+        pooled.server.state.synced = params.fingerprint();
+        self.bind(server_pool, pooled);
+        self.stats.info.set_state(ClientState::Active);
+        Some(Ok(()))
     }
 
     async fn lease(&mut self, route: Route) -> Result<()> {
@@ -100,14 +136,24 @@ impl Session {
                 .server
                 .sync_parameters(params.wanted(), params.fingerprint())
                 .await?;
-            let s = &pooled.server;
-            self.cancel.entry.set(s.addr.clone(), s.key);
-            self.tx.started = Some(pooled.since);
-            self.server.binding = Binding::One(pooled);
-            self.server.last_pool = server_pool;
+            self.bind(server_pool, pooled);
             return Ok(());
         }
         Err(last.unwrap_or_else(|| Error::ServerLost("no server available".into())))
+    }
+
+    /// The client holds `pooled` now: cancel requests reach it, its
+    /// transaction time starts.
+    fn bind(
+        &mut self,
+        server_pool: std::sync::Arc<crate::backend::ServerPool>,
+        pooled: crate::backend::Pooled,
+    ) {
+        let s = &pooled.server;
+        self.cancel.entry.set(s.addr.clone(), s.key);
+        self.tx.started = Some(pooled.since);
+        self.server.binding = Binding::One(pooled);
+        self.server.last_pool = server_pool;
     }
 
     /// Sends a BEGIN the client issued before we knew where to run it.
@@ -185,7 +231,7 @@ impl Session {
         }
         if server.state.dirty {
             if cleanup || self.mode == PoolMode::Session {
-                if let Err(e) = server.reset().await {
+                if let Err(e) = Box::pin(server.reset()).await {
                     tracing::warn!(server = %server.addr, error = %e, "server reset failed; closing it");
                 }
             } else {

@@ -58,7 +58,7 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
     crate::net::socket::keepalive(&tcp);
     let mut stream = Stream::Plain(tcp);
     let count = app.clients.fetch_add(1, Ordering::Relaxed) + 1;
-    let _slot = ClientSlot(app.clone());
+    let slot = ClientSlot(app.clone());
     let config = app.config();
     // Lent by the thread's pool and given back when the client goes idle:
     // a fresh 8 KiB per client would stay resident after it was freed.
@@ -111,25 +111,27 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let (pool, startup, out) = logged_in;
+    let (pool, startup, greeting) = logged_in;
     if config.general.log_client_connections {
         tracing::info!(client = %peer, database = %pool.database, user = %pool.user, "client connected");
     }
-    let mut session = Session::start(
-        app.clone(),
-        stream,
-        peer,
-        buf,
-        pool.clone(),
-        &startup.params,
-    );
-    if session.greet(out).await.is_err() {
-        return;
+    // The session runs as a task of its own, and this one ends: what a
+    // logged-in client keeps is its session, not the login's state.
+    let session = Session::start(app.clone(), stream, peer, buf, pool, &startup.params);
+    drop(startup);
+    tokio::spawn(run_session(session, greeting, slot));
+}
+
+/// Greets the client and runs its session to the end.
+async fn run_session(mut session: Session, greeting: BytesMut, slot: ClientSlot) {
+    if session.greet(greeting).await.is_ok() {
+        if let Err(e) = session.run().await {
+            let (peer, pool) = session.describe();
+            tracing::info!(client = %peer, pool = %pool, error = %e, "client session ended with an error");
+        }
     }
-    if let Err(e) = Box::pin(session.run()).await {
-        tracing::info!(client = %peer, pool = %format!("{}/{}", pool.database, pool.user), error = %e, "client session ended with an error");
-    }
-    if config.general.log_client_disconnections {
-        tracing::info!(client = %peer, database = %pool.database, user = %pool.user, "client disconnected");
+    if slot.0.config().general.log_client_disconnections {
+        let (peer, pool) = session.describe();
+        tracing::info!(client = %peer, pool = %pool, "client disconnected");
     }
 }

@@ -51,12 +51,22 @@ impl MlState {
 }
 
 impl Session {
+    /// This client's pgml statements and portals, made on first use.
+    fn ml(&mut self) -> &mut MlState {
+        self.ml.get_or_insert_with(Box::default)
+    }
+
+    /// Whether the client has no pgml statement or portal.
+    fn ml_is_empty(&self) -> bool {
+        self.ml.as_ref().is_none_or(|m| m.is_empty())
+    }
+
     pub(super) fn ml_predicts(&mut self) -> &mut HashMap<String, Arc<Plan>> {
-        &mut self.ml.predicts
+        &mut self.ml().predicts
     }
 
     pub(super) fn ml_predict_portals(&mut self) -> &mut HashMap<String, Portal> {
-        &mut self.ml.predict_portals
+        &mut self.ml().predict_portals
     }
 
     /// A simple Query: Some(flow) when it was a pgml call we answered.
@@ -99,15 +109,15 @@ impl Session {
     /// A Parse of ordinary SQL also retires an ML statement of its name.
     pub(super) fn surely_not_ml(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
         if tag != client::PARSE {
-            return Ok(self.ml.is_empty());
+            return Ok(self.ml_is_empty());
         }
         let (name, at) = prepared::first_name(msg)?;
         let (sql, _) = codec::cstr_bytes(msg, at)?;
         if call::mentions_pgml_bytes(sql) {
             return Ok(false);
         }
-        if !self.ml.is_empty() {
-            self.ml.forget(client::STATEMENT, name);
+        if !self.ml_is_empty() {
+            self.ml().forget(client::STATEMENT, name);
         }
         Ok(true)
     }
@@ -120,7 +130,7 @@ impl Session {
             client::PARSE => {
                 let (name, sql) = parse_sql(msg)?;
                 let name = name.to_string();
-                self.ml.forget(client::STATEMENT, &name);
+                self.ml().forget(client::STATEMENT, &name);
                 match call::parse_call(sql) {
                     Ok(None) => match self.predict_parse(&name, sql) {
                         Ok(handled) => Ok(handled),
@@ -130,7 +140,7 @@ impl Session {
                         }
                     },
                     Ok(Some(call)) => {
-                        self.ml.statements.insert(name, call);
+                        self.ml().statements.insert(name, call);
                         let mut out = BytesMut::new();
                         messages::parse_complete(&mut out);
                         self.respond_in_order(out.freeze());
@@ -145,8 +155,8 @@ impl Session {
             client::BIND => {
                 let (portal, _) = codec::cstr(msg, 5)?;
                 let (stmt, _, _) = prepared::bind_statement(msg)?;
-                self.ml.forget(client::PORTAL, portal);
-                let Some(call) = self.ml.statements.get(stmt) else {
+                self.ml().forget(client::PORTAL, portal);
+                let Some(call) = self.ml().statements.get(stmt) else {
                     return self.predict_bind(portal, stmt, msg);
                 };
                 let mut call = call.clone();
@@ -159,7 +169,7 @@ impl Session {
                     self.refuse_in_batch(Error::Ml(e));
                     return Ok(true);
                 }
-                self.ml.portals.insert(portal, call);
+                self.ml().portals.insert(portal, call);
                 let mut out = BytesMut::new();
                 messages::bind_complete(&mut out);
                 self.respond_in_order(out.freeze());
@@ -169,7 +179,7 @@ impl Session {
                 let (kind, name) = prepared::target(msg)?;
                 let mut out = BytesMut::new();
                 if kind == client::STATEMENT {
-                    let Some(call) = self.ml.statements.get(name) else {
+                    let Some(call) = self.ml().statements.get(name) else {
                         return self.predict_describe(kind, name).await;
                     };
                     // Parameters are described as text: the proxy reads them so.
@@ -177,7 +187,7 @@ impl Session {
                     messages::parameter_description(&mut out, &types);
                     exec::describe(call, &mut out);
                 } else {
-                    let Some(call) = self.ml.portals.get(name) else {
+                    let Some(call) = self.ml().portals.get(name) else {
                         return self.predict_describe(kind, name).await;
                     };
                     exec::describe(call, &mut out);
@@ -187,7 +197,7 @@ impl Session {
             }
             client::EXECUTE => {
                 let (portal, _) = codec::cstr(msg, 5)?;
-                let Some(call) = self.ml.portals.get(portal).cloned() else {
+                let Some(call) = self.ml().portals.get(portal).cloned() else {
                     return self.predict_execute(portal).await;
                 };
                 if self.settle().await? == Flow::Close {
@@ -204,7 +214,7 @@ impl Session {
             }
             client::CLOSE => {
                 let (kind, name) = prepared::target(msg)?;
-                if !self.ml.forget(kind, name) {
+                if !self.ml().forget(kind, name) {
                     return Ok(false);
                 }
                 let mut out = BytesMut::new();

@@ -45,7 +45,7 @@ impl Db {
     fn server(&mut self) -> MlResult<&mut Server> {
         self.conn
             .as_mut()
-            .map(|c| &mut c.server)
+            .map(|c| &mut *c.server)
             .ok_or_else(|| MlError::Internal("server connection already returned".into()))
     }
 

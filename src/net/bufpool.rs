@@ -10,8 +10,9 @@ use bytes::BytesMut;
 /// The size of a lent buffer; messages larger than it grow their own.
 pub const SIZE: usize = 8 * 1024;
 
-/// Buffers kept per thread for reuse.
-const KEEP: usize = 64;
+/// Buffers kept per thread for reuse: enough for the clients one thread
+/// serves at the same moment; beyond, a burst allocates and frees.
+const KEEP: usize = 16;
 
 thread_local! {
     static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -29,11 +30,7 @@ pub fn take() -> BytesMut {
 /// no allocation, are not kept.
 pub fn give(mut buf: BytesMut) {
     buf.clear();
-    if buf.capacity() == 0 {
-        return;
-    }
-    buf.reserve(SIZE);
-    if buf.capacity() > 8 * SIZE {
+    if !buf.try_reclaim(SIZE) || buf.capacity() > 8 * SIZE {
         return;
     }
     FREE.with(|f| {
@@ -61,5 +58,7 @@ mod tests {
         assert_eq!(again.as_ptr(), ptr, "the same allocation is reused");
         give(BytesMut::with_capacity(64 * SIZE)); // too big: freed
         give(BytesMut::new()); // no allocation: nothing to keep
+        give(BytesMut::with_capacity(64)); // too small to lend: freed
+        assert_eq!(take().capacity(), SIZE, "only lendable buffers were kept");
     }
 }

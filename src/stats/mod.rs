@@ -106,7 +106,7 @@ impl ServerInfo {
     }
 }
 
-/// Removes a server connection from the registry when dropped.
+/// Removes a server connection from the list when dropped.
 pub struct ServerHandle {
     id: u64,
     pub info: Arc<ServerInfo>,
@@ -114,18 +114,19 @@ pub struct ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        registry().servers.remove(&self.id);
+        connections().servers.remove(&self.id);
     }
 }
 
+/// Every client and server connection of the process, by id.
 #[derive(Default)]
-pub struct Registry {
+pub struct Connections {
     next_id: AtomicU64,
     pub clients: DashMap<u64, Arc<ClientInfo>>,
     pub servers: DashMap<u64, Arc<ServerInfo>>,
 }
 
-/// Removes a client from the registry when dropped.
+/// Removes a client from the list when dropped.
 pub struct ClientHandle {
     pub id: u64,
     pub info: Arc<ClientInfo>,
@@ -133,11 +134,11 @@ pub struct ClientHandle {
 
 impl Drop for ClientHandle {
     fn drop(&mut self) {
-        registry().clients.remove(&self.id);
+        connections().clients.remove(&self.id);
     }
 }
 
-impl Registry {
+impl Connections {
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -185,10 +186,11 @@ impl Registry {
     }
 }
 
-/// The process-wide registry (like a metrics registry: one per process).
-pub fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
+/// The process-wide list of connections (like a metrics registry: one per
+/// process), for SHOW CLIENTS/SERVERS and /metrics.
+pub fn connections() -> &'static Connections {
+    static CONNECTIONS: OnceLock<Connections> = OnceLock::new();
+    CONNECTIONS.get_or_init(Connections::default)
 }
 
 /// Seconds since the Unix epoch, for SHOW output.

@@ -10,7 +10,7 @@ use metrics::{counter, gauge, with_local_recorder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{registry, ClientState, Counters};
+use super::{connections, ClientState, Counters};
 use crate::app::App;
 use crate::config::Role;
 
@@ -79,7 +79,7 @@ fn collect(app: &App) {
         gauge!("pgmlcat_transaction_seconds_total", "database" => db.clone(), "user" => user.clone())
             .set(Counters::get(&c.xact_micros) as f64 / 1e6);
         let mut states = [0u64; 3];
-        for client in registry().clients.iter() {
+        for client in connections().clients.iter() {
             if client.database == pool.database && client.user == pool.user {
                 states[client.state() as usize] += 1;
             }

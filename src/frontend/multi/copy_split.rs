@@ -64,6 +64,16 @@ impl Session {
         self.open_copy_split(sql, copy, None).await
     }
 
+    /// `start_copy_split` of an extended-protocol COPY, owning its text.
+    pub(in crate::frontend) async fn start_copy_split_owned(
+        &mut self,
+        sql: String,
+        copy: CopyIn,
+        parsed_here: bool,
+    ) -> Result<Flow> {
+        self.start_copy_split(&sql, copy, Some(parsed_here)).await
+    }
+
     /// A message while the COPY's Bind waits for its Execute.
     pub(in crate::frontend) async fn copy_bound_message(&mut self, kind: u8) -> Result<Flow> {
         match kind {

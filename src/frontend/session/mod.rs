@@ -77,8 +77,9 @@ pub struct Session {
     pub(super) tx: Transaction,
     pub(super) recovery: Recovery,
     pub(super) batch: Batch,
-    /// pgml statements and portals answered by the proxy.
-    pub(super) ml: MlState,
+    /// pgml statements and portals answered by the proxy (boxed: most
+    /// clients never make one, and every idle client carries the session).
+    pub(super) ml: Option<Box<MlState>>,
     /// This client in SHOW CLIENTS.
     pub(super) stats: crate::stats::ClientHandle,
     pub(super) cancel: CancelHandle,
@@ -139,10 +140,23 @@ impl Session {
             .iter()
             .find(|(k, _)| k == "application_name")
             .map_or("", |(_, v)| v.as_str());
-        let stats =
-            crate::stats::registry().add_client(peer, &pool.database, &pool.user, application_name);
+        let stats = crate::stats::connections().add_client(
+            peer,
+            &pool.database,
+            &pool.user,
+            application_name,
+        );
         let cancel = app.cancels.register();
         let params = ClientParams::from_startup(startup);
+        // The login's read buffer goes back now unless the client already
+        // sent more: an idle client holds none.
+        let buf = match (&stream, buf.is_empty()) {
+            (Stream::Plain(_), true) => {
+                bufpool::give(buf);
+                BytesMut::new()
+            }
+            _ => buf,
+        };
         Session::new(app, stream, peer, buf, pool, params, cancel, stats)
     }
 
@@ -153,6 +167,14 @@ impl Session {
         messages::backend_key_data(&mut greeting, self.cancel.pid, secret);
         messages::ready_for_query(&mut greeting, TxStatus::Idle);
         self.client.stream.write_all(&greeting).await
+    }
+
+    /// The client's address and its pool ("database/user"), for log lines.
+    pub fn describe(&self) -> (SocketAddr, String) {
+        (
+            self.client.peer,
+            format!("{}/{}", self.pool.database, self.pool.user),
+        )
     }
 
     /// What the session is doing now.
@@ -223,7 +245,7 @@ impl Session {
             },
             recovery: Recovery::None,
             batch: Batch::None,
-            ml: Default::default(),
+            ml: None,
             stats,
             cancel,
             shutdown: app.shutdown.subscribe(),
@@ -235,10 +257,12 @@ impl Session {
     }
 
     /// Runs until the client leaves or is closed. Errors returned here are
-    /// ones the client could not be told about (or was already told).
-    pub async fn run(mut self) -> Result<()> {
+    /// ones the client could not be told about (or was already told). The
+    /// session is borrowed, not moved in: its future then holds only the
+    /// loop's own state, which is what every idle client pays for.
+    pub async fn run(&mut self) -> Result<()> {
         let result = self.run_loop().await;
-        self.finish().await;
+        Box::pin(self.finish()).await;
         result
     }
 
@@ -250,7 +274,7 @@ impl Session {
         let mut watching = false;
         loop {
             if self.stop_seen && self.should_close_for_shutdown() {
-                self.fatal(&Error::Shutdown).await;
+                Box::pin(self.fatal(&Error::Shutdown)).await;
                 return Ok(());
             }
             self.arm_idle_timer();
@@ -291,7 +315,7 @@ impl Session {
                     .idle_in_transaction
                     .map_or(0, |d| d.as_millis() as u64);
                 tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client idle in transaction for {ms} ms");
-                self.fatal(&Error::IdleInTransaction(ms)).await;
+                Box::pin(self.fatal(&Error::IdleInTransaction(ms))).await;
                 Ok(Flow::Close)
             }
             Event::Client(Ok(n)) if n > 0 => {
@@ -300,7 +324,7 @@ impl Session {
             }
             Event::Client(_) => Ok(Flow::Close), // the client went away
             Event::Server(Ok(n)) if n > 0 => self.on_server_data().await,
-            Event::Server(_) => Ok(self.on_server_lost().await),
+            Event::Server(_) => Ok(Box::pin(self.on_server_lost()).await),
         }
     }
 
@@ -381,7 +405,7 @@ impl Session {
                         tracing::warn!(server = %pooled.server.addr, error = %e, "write to server failed");
                         pooled.server.state.broken = true;
                         self.server.out.clear();
-                        return Ok(self.on_server_lost().await);
+                        return Ok(Box::pin(self.on_server_lost()).await);
                     }
                 }
                 None => tracing::debug!(
@@ -408,16 +432,19 @@ impl Session {
         }
         Counters::add(&self.pool.counters.bytes_sent, bytes.len() as u64);
         let holding = matches!(self.server.binding, Binding::One(_));
-        let write = self.client.stream.send_all(bytes);
         let written = match (self.limits.idle_in_transaction, holding) {
-            (Some(limit), true) => match tokio::time::timeout(limit, write).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client that stopped reading results");
-                    return Flow::Close;
+            // The timer lives only while a write waits: boxed, the rare case.
+            (Some(limit), true) => {
+                let write = self.client.stream.send_all(bytes);
+                match Box::pin(tokio::time::timeout(limit, write)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client that stopped reading results");
+                        return Flow::Close;
+                    }
                 }
-            },
-            _ => write.await,
+            }
+            _ => self.client.stream.send_all(bytes).await,
         };
         match written {
             Ok(()) => Flow::Continue,
@@ -427,10 +454,49 @@ impl Session {
 
     /// Takes complete client messages off the buffer and handles each in
     /// place (a handler that keeps a message copies it).
-    async fn on_client_data(&mut self) -> Result<Flow> {
+    pub(super) async fn on_client_data(&mut self) -> Result<Flow> {
+        // Handlers do not read the client: the buffer is theirs meanwhile,
+        // and each message is handled in place (a handler keeping one
+        // copies it).
         let mut buf = std::mem::take(&mut self.client.buf);
-        let flow = self.handle_messages(&mut buf).await;
-        // Handlers do not read the client: nothing arrived meanwhile.
+        let flow = loop {
+            if self.client.stream_left > 0 {
+                let n = self.client.stream_left.min(buf.len());
+                if n == 0 {
+                    break Ok(Flow::Continue);
+                }
+                self.server.out.extend_from_slice(&buf[..n]);
+                buf.advance(n);
+                self.client.stream_left -= n;
+                continue;
+            }
+            let header = match codec::header(&buf, self.limits.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => break Ok(Flow::Continue),
+                Err(e) => break Box::pin(self.close_with(e)).await,
+            };
+            if buf.len() < header.total {
+                let streams = header.tag == tag::client::COPY_DATA
+                    && header.total > STREAM_THRESHOLD
+                    && matches!(self.server.binding, Binding::One(_));
+                if streams {
+                    // A big CopyData goes through in pieces as it arrives.
+                    self.client.stream_left = header.total - buf.len();
+                    self.server.out.extend_from_slice(&buf);
+                    buf.clear();
+                } else {
+                    buf.reserve(header.total - buf.len());
+                }
+                break Ok(Flow::Continue);
+            }
+            match self
+                .on_client_message(header.tag, &buf[..header.total])
+                .await
+            {
+                Ok(Flow::Continue) => buf.advance(header.total),
+                other => break other,
+            }
+        };
         self.client.buf = buf;
         if flow? == Flow::Close {
             self.flush().await?;
@@ -441,50 +507,12 @@ impl Session {
         Ok(flow)
     }
 
-    async fn handle_messages(&mut self, buf: &mut BytesMut) -> Result<Flow> {
-        loop {
-            if self.client.stream_left > 0 {
-                let n = self.client.stream_left.min(buf.len());
-                if n == 0 {
-                    return Ok(Flow::Continue);
-                }
-                self.server.out.extend_from_slice(&buf[..n]);
-                buf.advance(n);
-                self.client.stream_left -= n;
-                continue;
-            }
-            let header = match codec::header(buf, self.limits.max_message) {
-                Ok(Some(h)) => h,
-                Ok(None) => return Ok(Flow::Continue),
-                Err(e) => {
-                    tracing::warn!(client = %self.client.peer, error = %e, "closing client");
-                    self.flush().await?;
-                    self.fatal(&e).await;
-                    return Ok(Flow::Close);
-                }
-            };
-            if buf.len() < header.total {
-                let streams = header.tag == tag::client::COPY_DATA
-                    && header.total > STREAM_THRESHOLD
-                    && matches!(self.server.binding, Binding::One(_));
-                if streams {
-                    // A big CopyData goes through in pieces as it arrives.
-                    self.client.stream_left = header.total - buf.len();
-                    self.server.out.extend_from_slice(buf);
-                    buf.clear();
-                } else {
-                    buf.reserve(header.total - buf.len());
-                }
-                return Ok(Flow::Continue);
-            }
-            let flow = self
-                .on_client_message(header.tag, &buf[..header.total])
-                .await?;
-            buf.advance(header.total);
-            if flow == Flow::Close {
-                return Ok(Flow::Close);
-            }
-        }
+    /// The client broke the protocol: what is queued goes out, then a FATAL.
+    pub(super) async fn close_with(&mut self, e: Error) -> Result<Flow> {
+        tracing::warn!(client = %self.client.peer, error = %e, "closing client");
+        self.flush().await?;
+        self.fatal(&e).await;
+        Ok(Flow::Close)
     }
 
     /// An idle client keeps no buffers: its read buffer goes back to the
@@ -497,14 +525,14 @@ impl Session {
         if !idle {
             return;
         }
-        if matches!(self.client.stream, Stream::Plain(_)) {
+        if matches!(self.client.stream, Stream::Plain(_)) && self.client.buf.capacity() > 0 {
             bufpool::give(std::mem::take(&mut self.client.buf));
         }
         if self.client.out.capacity() > 0 {
-            self.client.out = BytesMut::new();
+            bufpool::give(std::mem::take(&mut self.client.out));
         }
         if self.server.out.capacity() > 0 {
-            self.server.out = BytesMut::new();
+            bufpool::give(std::mem::take(&mut self.server.out));
         }
     }
 }
@@ -516,21 +544,5 @@ async fn until_stopping(mut rx: watch::Receiver<Shutdown>) {
             // The sender is gone: the process is ending.
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!("Session {}", std::mem::size_of::<super::Session>());
-        eprintln!("ClientSide {}", std::mem::size_of::<super::ClientSide>());
-        eprintln!("ServerSide {}", std::mem::size_of::<super::ServerSide>());
-        eprintln!(
-            "Stream {}",
-            std::mem::size_of::<crate::net::stream::Stream>()
-        );
-        eprintln!("MlState {}", std::mem::size_of::<super::MlState>());
-        eprintln!("Server {}", std::mem::size_of::<crate::backend::Server>());
     }
 }
