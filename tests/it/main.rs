@@ -6,6 +6,9 @@
 //! `--test-threads` run tests from every module side by side. Run one
 //! module with e.g. `cargo test --test it sharding::`.
 
+// Test code may panic on what it does not expect: that is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod admin;

@@ -40,7 +40,9 @@ const DEFAULT_ROUNDS: i64 = 100;
 /// `set_max_iterations`) after construction, so moving the handle between
 /// threads and predicting from several threads at once is sound.
 struct Gbm(Booster);
+// SAFETY: see above.
 unsafe impl Send for Gbm {}
+// SAFETY: see above.
 unsafe impl Sync for Gbm {}
 
 struct LightGbmModel {
@@ -175,10 +177,10 @@ pub fn fit(
     let (nrow, ncol) = (to_i32(rows, "rows")?, to_i32(cols, "features")?);
     let matrix = flat(x);
     let mut handle = std::ptr::null_mut();
-    // SAFETY: `matrix.data` holds rows × cols f64 in the declared order and
-    // outlives the call (LightGBM copies it into its own bins); the
-    // parameter string is NUL-terminated.
     call(
+        // SAFETY: `matrix.data` holds rows × cols f64 in the declared order and
+        // outlives the call (LightGBM copies it into its own bins); the
+        // parameter string is NUL-terminated.
         unsafe {
             sys::LGBM_DatasetCreateFromMat(
                 matrix.data.as_ptr() as *const c_void,
@@ -201,8 +203,8 @@ pub fn fit(
     for target in y.columns() {
         let labels: Vec<f32> = target.iter().map(|&v| v as f32).collect();
         let label_field = c"label";
-        // SAFETY: `labels` has exactly `nrow` f32 values, as declared.
         call(
+            // SAFETY: `labels` has exactly `nrow` f32 values, as declared.
             unsafe {
                 sys::LGBM_DatasetSetField(
                     dataset.0,
@@ -233,8 +235,8 @@ pub fn fit(
 /// split) and returns the model string.
 fn train_booster(dataset: &DatasetHandle, params: &CStr, rounds: i64) -> MlResult<String> {
     let mut handle = std::ptr::null_mut();
-    // SAFETY: the dataset handle is live for the whole function.
     call(
+        // SAFETY: the dataset handle is live for the whole function.
         unsafe { sys::LGBM_BoosterCreate(dataset.0, params.as_ptr(), &mut handle) },
         "parameters",
     )?;
@@ -254,8 +256,8 @@ fn train_booster(dataset: &DatasetHandle, params: &CStr, rounds: i64) -> MlResul
         }
     }
     let mut len: i64 = 0;
-    // SAFETY: a zero-length buffer asks only for the needed size.
     call(
+        // SAFETY: a zero-length buffer asks only for the needed size.
         unsafe {
             sys::LGBM_BoosterSaveModelToString(
                 booster.0,
@@ -272,8 +274,8 @@ fn train_booster(dataset: &DatasetHandle, params: &CStr, rounds: i64) -> MlResul
     let size = usize::try_from(len)
         .map_err(|_| MlError::Internal("lightgbm reported a negative model size".into()))?;
     let mut buffer = vec![0u8; size];
-    // SAFETY: `buffer` has `len` writable bytes, as declared.
     call(
+        // SAFETY: `buffer` has `len` writable bytes, as declared.
         unsafe {
             sys::LGBM_BoosterSaveModelToString(
                 booster.0,
