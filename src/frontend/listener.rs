@@ -123,15 +123,25 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
 }
 
 /// Greets the client and runs its session to the end.
-async fn run_session(mut session: Session, greeting: BytesMut, slot: ClientSlot) {
-    if session.greet(greeting).await.is_ok() {
-        if let Err(e) = session.run().await {
-            let (peer, pool) = session.describe();
-            tracing::info!(client = %peer, pool = %pool, error = %e, "client session ended with an error");
+///
+/// Not an `async fn`: one of those keeps its arguments twice, as captured
+/// and as locals (rust-lang/rust#62958), and this future is what every
+/// connected client costs. An `async move` block keeps them once.
+fn run_session(
+    mut session: Session,
+    greeting: BytesMut,
+    slot: ClientSlot,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        if session.greet(greeting).await.is_ok() {
+            if let Err(e) = session.run().await {
+                let (peer, pool) = session.describe();
+                tracing::info!(client = %peer, pool = %pool, error = %e, "client session ended with an error");
+            }
         }
-    }
-    if slot.0.config().general.log_client_disconnections {
-        let (peer, pool) = session.describe();
-        tracing::info!(client = %peer, pool = %pool, "client disconnected");
+        if slot.0.config().general.log_client_disconnections {
+            let (peer, pool) = session.describe();
+            tracing::info!(client = %peer, pool = %pool, "client disconnected");
+        }
     }
 }
