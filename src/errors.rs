@@ -37,7 +37,8 @@ pub enum Error {
     },
     #[error("could not connect to server {addr}: {reason}")]
     ServerUnavailable { addr: String, reason: String },
-    /// The server sent an error while we were connecting or resetting.
+    /// A server's ErrorResponse to a statement of the proxy's own (login,
+    /// reset, its queries, a statement across shards); its SQLSTATE passes on.
     #[error("server {addr} refused the connection: {fields}")]
     ServerRefused { addr: String, fields: ErrorFields },
     #[error("server connection lost: {0}")]

@@ -10,7 +10,7 @@
 //! | [`net`] | every byte on the wire: framing, message readers and writers, startup packets, auth (md5, SCRAM), TLS, the buffer pool |
 //! | [`frontend`] | accepting clients, the handshake, the session and what it does with each message |
 //! | [`router`] | pure policy: read/write intent, shard keys and hashing, which shard and role, custom commands, merge plans |
-//! | [`backend`] | server connections and their one reader ([`backend::server::Server::observe`]), per-server pools, the (database, user) pools |
+//! | [`backend`] | server connections and their one reader ([`backend::server::ServerState::observe`]), per-server pools, the (database, user) pools |
 //! | [`ml`] | `pgml.*`: call parsing, catalog, data pull, preprocessing, algorithms, training, deploy, model cache, how a prediction runs |
 //! | [`admin`] | the admin console (`SHOW`, `PAUSE`, `RELOAD`, ...) |
 //! | [`stats`] | counters and the Prometheus endpoint |
@@ -43,7 +43,7 @@
 //!    [`backend::shards::ShardSet`] instead.
 //! 5. **Relay.** The client's bytes go to the server as they came. The
 //!    server's replies are read by the one reader,
-//!    [`backend::server::Server::observe`], which keeps the books
+//!    [`backend::server::ServerState::observe`], which keeps the books
 //!    (ReadyForQuery status, ParameterStatus, FATAL) and passes the frame
 //!    on untouched, unless a plan needs it: a merge of shards' rows
 //!    ([`router::merge`]) or predictions spliced into rows ([`ml::predict`]).

@@ -202,8 +202,8 @@ fn ban(app: &App, banning: bool, args: &[&str], out: &mut BytesMut) -> Result<()
     Ok(())
 }
 
-/// Constant-time check of the admin login; unknown users and an empty
-/// admin password never pass.
+/// The admin login's secret; None for any other user or an empty admin
+/// password (the exchange still runs, so those fail as a wrong password).
 pub fn admin_secret(app: &App, user: &str) -> Option<crate::net::auth::Secret> {
     let config = app.config();
     let g = &config.general;

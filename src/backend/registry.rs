@@ -187,7 +187,8 @@ impl Registry {
     }
 
     /// Builds the registry for `config`, reusing server pools (and so their
-    /// connections) from `old` where the address and server login are the same.
+    /// connections) from `old` where the address is the same; a changed
+    /// server login retires their idle connections.
     /// Fails with the reasons when TLS files for servers cannot be loaded.
     pub fn build(config: Arc<Config>, old: Option<&Registry>) -> Result<Registry, Vec<String>> {
         let mut pools = HashMap::new();

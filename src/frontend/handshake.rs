@@ -1,5 +1,5 @@
-//! From a client's first byte to ReadyForQuery: SSL/GSS refusal, cancel
-//! requests, protocol version, pool lookup and authentication.
+//! From a client's first byte until it is logged in: TLS (or its refusal),
+//! cancel requests, protocol version, pool lookup and authentication.
 
 use std::sync::Arc;
 

@@ -399,7 +399,7 @@ impl Session {
     }
 }
 
-/// The SQL of a Parse message.
+/// The statement name and SQL of a Parse message.
 pub(super) fn parse_sql(msg: &[u8]) -> Result<(&str, &str)> {
     let (name, at) = prepared::first_name(msg)?;
     let (sql, _) = codec::cstr(msg, at)?;

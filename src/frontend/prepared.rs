@@ -31,8 +31,8 @@ pub struct Prepared {
 #[derive(Default)]
 pub struct ClientStatements {
     map: HashMap<String, Arc<Prepared>>,
-    /// The text of the last unnamed statement sent to a server, when the
-    /// pool routes by content (its Binds may name a shard).
+    /// The text of the last unnamed statement sent to a server, on a
+    /// sharded pool (its Binds may name a shard).
     unnamed: Option<String>,
 }
 

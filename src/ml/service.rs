@@ -34,9 +34,9 @@ pub struct StoredModel {
     pub score: Option<f64>,
 }
 
-/// Progress messages for the client (sent as NOTICEs while work goes on).
-/// The context of one pgml call: where its progress goes and which shard
-/// it is limited to (a shard_id comment or SET SHARD on a sharded pool).
+/// The context of one pgml call: where its progress goes (NOTICEs to the
+/// client while work goes on) and which shard it is limited to (a shard_id
+/// comment or SET SHARD on a sharded pool).
 #[derive(Clone, Default)]
 pub struct Progress {
     tx: Option<mpsc::UnboundedSender<String>>,

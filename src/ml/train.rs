@@ -502,7 +502,8 @@ fn new_model_wins(deployed: Option<f64>, new: Option<f64>) -> bool {
     }
 }
 
-/// Reads the relation from every shard in parallel (a replica when there is one).
+/// Reads the relation from every shard in parallel, or from the one shard
+/// the call is limited to (a replica when there is one).
 async fn read_relation(
     ml: &Ml,
     pool: &Arc<Pool>,

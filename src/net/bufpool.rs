@@ -1,4 +1,4 @@
-//! Read buffers lent to connections while they have something to say. An
+//! Buffers lent to connections while they have something to say. An
 //! idle client holds no buffer (a few hundred bytes of state instead of
 //! kilobytes); the buffers of clients that went idle are kept per thread
 //! for the next ones, so the busy path does not pay for malloc and free.

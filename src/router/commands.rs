@@ -1,5 +1,6 @@
 //! pgcat's custom SQL commands, answered by the proxy and never sent to a
-//! server: SET/SHOW SERVER ROLE, SET/SHOW PRIMARY READS.
+//! server: SET/SHOW SERVER ROLE, SET/SHOW PRIMARY READS, SET/SHOW SHARD,
+//! SET SHARDING KEY.
 
 use crate::errors::Error;
 

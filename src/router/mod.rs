@@ -46,7 +46,8 @@ impl RouteConfig {
         }
     }
 
-    /// Whether `classify` is worth calling for a client in this state.
+    /// Whether a statement's read/write intent is worth parsing for a
+    /// client in this state.
     pub fn parses(&self, role: RoleSetting) -> bool {
         match role {
             RoleSetting::Auto => true,

@@ -121,7 +121,7 @@ impl Sharding {
     }
 
     /// Whether the statements touch any table at all (`select 1`, `SET ...`,
-    /// `select now()` run on any shard). Unparseable text counts as touching.
+    /// `select now()` run on any shard).
     pub fn touches_tables(statements: &[Statement]) -> bool {
         statements.iter().any(|s| {
             sqlparser::ast::visit_relations(s, |_| std::ops::ControlFlow::Break(())).is_break()

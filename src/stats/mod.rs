@@ -1,6 +1,6 @@
-//! Counters and live registries behind SHOW commands and /metrics. The hot
-//! path only bumps relaxed atomics; everything else is computed when an
-//! operator asks.
+//! Counters and the live list of connections behind SHOW commands and
+//! /metrics. The hot path only bumps relaxed atomics; everything else is
+//! computed when an operator asks.
 
 pub mod prometheus;
 

@@ -150,7 +150,8 @@ pub(super) async fn merge_rows(
             })
             .chain(hidden.iter().cloned())
             .collect();
-        // Without GROUP BY every shard sent one row; they fold into one.
+        // The shards' rows of one group fold into one (without GROUP BY,
+        // every shard sent one row).
         rows = merge::aggregate(rows, &all, &types)?;
         for (i, c) in all.iter().enumerate() {
             if let Combine::Avg { count } = c {

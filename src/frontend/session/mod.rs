@@ -455,9 +455,7 @@ impl Session {
     /// Takes complete client messages off the buffer and handles each in
     /// place (a handler that keeps a message copies it).
     pub(super) async fn on_client_data(&mut self) -> Result<Flow> {
-        // Handlers do not read the client: the buffer is theirs meanwhile,
-        // and each message is handled in place (a handler keeping one
-        // copies it).
+        // Handlers do not read the client: the buffer is theirs meanwhile.
         let mut buf = std::mem::take(&mut self.client.buf);
         let flow = loop {
             if self.client.stream_left > 0 {
@@ -515,8 +513,8 @@ impl Session {
         Ok(Flow::Close)
     }
 
-    /// An idle client keeps no buffers: its read buffer goes back to the
-    /// thread's pool, its write buffers are freed.
+    /// An idle client keeps no buffers: its read and write buffers go back
+    /// to the thread's pool.
     pub(super) fn return_buffers_if_idle(&mut self) {
         let idle = self.server.binding.is_idle()
             && self.client.buf.is_empty()
