@@ -11,8 +11,12 @@
 #
 # A fourth target, `floor`, is benches/floor_proxy.c: the cheapest possible
 # TCP proxy (1:1 connections, one recv + one send per message, no parsing).
-# It runs in the simple and extended scenarios (16 and 64 clients) and bounds what any
-# proxy can reach on this machine. A second table gives each proxy's own cost
+# It runs in the simple and extended scenarios and bounds what any proxy can
+# reach on this machine (at 64 clients it holds 64 server connections, so
+# there it measures Postgres with 64 backends more than a proxy). A fifth,
+# `tokio`, is benches/floor_tokio.rs: the same floor on the runtime pgmlcat
+# runs on (one current-thread runtime, a task per client), whose user CPU per
+# transaction is what tokio itself costs before a proxy does anything. A second table gives each proxy's own cost
 # per transaction, from /proc: user and system CPU microseconds, and the
 # times it was preempted (involuntary context switches).
 #
@@ -30,7 +34,8 @@
 #   NO_BUILD=1         do not run `cargo build --release` when it is missing
 #   SKIP_PGMLCAT=1     do not start pgmlcat at all; its columns print n/a
 #   PGMLCAT_LOG_LEVEL  --log-level passed to pgmlcat (default warn)
-#   NO_FLOOR=1         do not build and run benches/floor_proxy.c
+#   NO_FLOOR=1         do not build and run benches/floor_proxy.c nor
+#                      benches/floor_tokio.rs
 #   SERVER_SOCKET=tcp  how the proxies reach Postgres: tcp (127.0.0.1), or
 #                      unix (its socket directory; all proxies alike)
 #   PG_BIN             PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
@@ -117,11 +122,16 @@ TMP_DIR=""
 PG_STARTED=0
 PGMLCAT_PID=""
 FLOOR_PID=""
+TOKIO_FLOOR_PID=""
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
+  if [[ -n "$TOKIO_FLOOR_PID" ]]; then
+    kill -KILL "$TOKIO_FLOOR_PID" 2>/dev/null
+    wait "$TOKIO_FLOOR_PID" 2>/dev/null
+  fi
   if [[ -n "$FLOOR_PID" ]]; then
     kill -KILL "$FLOOR_PID" 2>/dev/null
     wait "$FLOOR_PID" 2>/dev/null
@@ -300,8 +310,8 @@ EOF
 fi
 
 # ---------------------------------------------------------------- floor
-# Not a pooler: one server connection per client. Run only where that does
-# not change what Postgres does much (16 clients, no -C), see the header.
+# Not a pooler: one server connection per client. Run without -C only, and
+# read at 64 clients as Postgres with 64 backends (see the header).
 FLOOR_PORT=""
 if [[ "$NO_FLOOR" != 1 ]]; then
   CC_BIN="$(command -v cc || command -v gcc || true)"
@@ -314,6 +324,24 @@ if [[ "$NO_FLOOR" != 1 ]]; then
     log "floor_proxy on port $FLOOR_PORT"
   else
     log "no C compiler (or it failed, see $TMP_DIR/floor-cc.log): the floor column reads n/a"
+  fi
+fi
+
+# The tokio floor: built beside pgmlcat (cargo's lock keeps builds apart).
+TOKIO_FLOOR_PORT=""
+TOKIO_FLOOR_BIN="$REPO_ROOT/target/release/examples/floor_tokio"
+if [[ "$NO_FLOOR" != 1 && "$SERVER_SOCKET" == tcp ]]; then
+  if [[ "$NO_BUILD" != 1 || ! -x "$TOKIO_FLOOR_BIN" ]]; then
+    (cd "$REPO_ROOT" && cargo build --release --quiet --example floor_tokio) >"$TMP_DIR/floor-tokio-build.log" 2>&1 || true
+  fi
+  if [[ -x "$TOKIO_FLOOR_BIN" ]]; then
+    TOKIO_FLOOR_PORT="$(free_port)"
+    "$TOKIO_FLOOR_BIN" "$TOKIO_FLOOR_PORT" "$PG_PORT" >"$TMP_DIR/floor-tokio.log" 2>&1 </dev/null &
+    TOKIO_FLOOR_PID=$!
+    wait_ready tokio "$TOKIO_FLOOR_PORT" "$TOKIO_FLOOR_PID" || { show_log_tail "$TMP_DIR/floor-tokio.log"; die "floor_tokio is not accepting connections"; }
+    log "floor_tokio on port $TOKIO_FLOOR_PORT"
+  else
+    log "floor_tokio did not build (see $TMP_DIR/floor-tokio-build.log): the tokio column reads n/a"
   fi
 fi
 
@@ -346,13 +374,14 @@ for s in "${ALL_SCENARIOS[@]}"; do
 done
 ((${#RUN_SCENARIOS[@]} > 0)) || die "SCENARIOS='$SCENARIOS' matches none of: simple-16 extended-16 prepared-16 simple-64 extended-64 prepared-64 connect-16"
 
-TARGETS=(direct pgbouncer pgmlcat floor)
+TARGETS=(direct pgbouncer pgmlcat floor tokio)
 target_port() {
   case $1 in
     direct) echo "$PG_PORT" ;;
     pgbouncer) echo "$BOUNCER_PORT" ;;
     pgmlcat) echo "$PGMLCAT_PORT" ;;
     floor) echo "$FLOOR_PORT" ;;
+    tokio) echo "$TOKIO_FLOOR_PORT" ;;
   esac
 }
 target_pid() {
@@ -360,6 +389,7 @@ target_pid() {
     pgbouncer) cat "$TMP_DIR/pgbouncer.pid" 2>/dev/null ;;
     pgmlcat) echo "$PGMLCAT_PID" ;;
     floor) echo "$FLOOR_PID" ;;
+    tokio) echo "$TOKIO_FLOOR_PID" ;;
   esac
 }
 
@@ -384,6 +414,7 @@ RESULTS="$TMP_DIR/results.tsv"
 
 skipped() { # target mode floor
   [[ "$1" == floor && ("$3" != 1 || -z "$FLOOR_PORT") ]] ||
+    [[ "$1" == tokio && ("$3" != 1 || -z "$TOKIO_FLOOR_PORT") ]] ||
     [[ "$1" == pgmlcat && "$SKIP_PGMLCAT" == 1 ]] ||
     [[ "$1" == pgbouncer && "$2" == prepared && "$PGBOUNCER_PREPARED" != 1 ]]
 }
@@ -461,8 +492,8 @@ for line in open(os.environ["RESULTS"]):
             (int(ut) * tick_us / n, int(st) * tick_us / n, int(inv) / n))
 
 order = os.environ["SCENARIO_ORDER"].split(",")
-targets = ["direct", "pgbouncer", "pgmlcat", "floor"]
-proxies = ["pgbouncer", "pgmlcat", "floor"]
+targets = ["direct", "pgbouncer", "pgmlcat", "floor", "tokio"]
+proxies = ["pgbouncer", "pgmlcat", "floor", "tokio"]
 mode = {"simple": "simple", "extended": "extended", "prepared": "prepared", "connect": "simple -C"}
 
 def med(scen, target):
@@ -489,16 +520,16 @@ def fails(scen, target):
 def ratio(a, b):
     return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
-header = ["scenario", "clients", "direct", "pgbouncer", "pgmlcat", "floor",
+header = ["scenario", "clients", "direct", "pgbouncer", "pgmlcat", "floor", "tokio",
           "pgmlcat/pgbouncer", "pgmlcat/floor", "floor/pgbouncer", "pgmlcat/direct", "pgbouncer/direct",
-          "failed d/b/m/f"]
+          "failed d/b/m/f/t"]
 table = []
 for scen in order:
     kind, clients = scen.rsplit("-", 1)
     m = {t: med(scen, t) for t in targets}
     table.append([
         mode.get(kind, kind), clients,
-        m["direct"][1], m["pgbouncer"][1], m["pgmlcat"][1], m["floor"][1],
+        m["direct"][1], m["pgbouncer"][1], m["pgmlcat"][1], m["floor"][1], m["tokio"][1],
         ratio(m["pgmlcat"][0], m["pgbouncer"][0]),
         ratio(m["pgmlcat"][0], m["floor"][0]),
         ratio(m["floor"][0], m["pgbouncer"][0]),
@@ -555,12 +586,14 @@ with open(os.environ["MD_OUT"], "w") as f:
     f.write(f"- both poolers: transaction mode, pool size {os.environ['POOL_SIZE']}; "
             f"direct: trust auth, poolers: password auth to the client; the proxies reach "
             f"Postgres over {'its Unix socket' if os.environ['SERVER_SOCKET'] == 'unix' else 'TCP (127.0.0.1)'}\n")
-    f.write("- `failed d/b/m/f`: failed transactions summed over rounds for direct/pgbouncer/pgmlcat/floor; "
+    f.write("- `failed d/b/m/f/t`: failed transactions summed over rounds for direct/pgbouncer/pgmlcat/floor/tokio; "
             "`+NE` = N runs that exited non-zero or printed no TPS; `n/a` = not run "
             "(PgBouncer < 1.21 has no prepared-statement support in transaction mode; pgmlcat skipped; "
-            "floor only in the simple and extended scenarios)\n")
+            "floors only in the simple and extended scenarios)\n")
     f.write("- `floor`: benches/floor_proxy.c, the cheapest possible proxy (one server connection per "
-            "client, one recv + one send per message, no parsing): an upper bound for any proxy here\n\n")
+            "client, one recv + one send per message, no parsing): an upper bound for any proxy here "
+            "(at 64 clients it holds 64 server connections: there it measures Postgres more than a proxy); "
+            "`tokio`: benches/floor_tokio.rs, the same on tokio's current-thread runtime (a task per client)\n\n")
     markdown(f, header, table)
     f.write("\nEach proxy's own cost per transaction (median over rounds), from /proc: CPU microseconds "
             "in user space and in the kernel, and involuntary context switches (preemptions).\n\n")

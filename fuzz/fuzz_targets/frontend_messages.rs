@@ -3,7 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pgmlcat::frontend::prepared::{self, ClientStatements};
+use pgmlcat::frontend::prepared::ClientStatements;
+use pgmlcat::net::extended as prepared;
+use pgmlcat::net::tag::client as tag;
 use pgmlcat::net::{codec, messages};
 
 fuzz_target!(|data: &[u8]| {
@@ -15,24 +17,24 @@ fuzz_target!(|data: &[u8]| {
         }
         let msg = &data[pos..pos + h.total];
         match h.tag {
-            b'P' => {
+            tag::PARSE => {
                 if let Ok((name, end)) = prepared::first_name(msg) {
                     let name = name.to_string();
                     let p = statements.define(&name, msg, end);
                     assert!(prepared::first_name(&p.parse).is_ok());
                 }
             }
-            b'B' => {
+            tag::BIND => {
                 if let Ok((_, at, end)) = prepared::bind_statement(msg) {
                     let renamed = prepared::rename_bind(msg, at, end, "pgmlcat_x");
                     let len = u32::from_be_bytes([renamed[1], renamed[2], renamed[3], renamed[4]]) as usize;
                     assert_eq!(len + 1, renamed.len());
                 }
             }
-            b'D' | b'C' => {
+            tag::DESCRIBE | tag::CLOSE => {
                 let _ = prepared::target(msg);
             }
-            b'Q' => {
+            tag::QUERY => {
                 let _ = codec::cstr(msg, 5);
             }
             _ => {

@@ -11,6 +11,7 @@ use bytes::{BufMut, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use pgmlcat::ml::predict::{self, Features, Prediction, Predictor};
 use pgmlcat::ml::{call, MlResult};
+use pgmlcat::net::tag::server as tag;
 use pgmlcat::router::{commands, rw};
 
 struct Sum;
@@ -60,12 +61,12 @@ fuzz_target!(|data: &[u8]| {
         row_description.put_i16(-1);
         row_description.put_i32(-1);
         row_description.put_i16(format);
-        let _ = rewriter.on_message(b'T', &row_description, &mut out);
+        let _ = rewriter.on_message(tag::ROW_DESCRIPTION, &row_description, &mut out);
         let mut data_row = BytesMut::new();
         data_row.put_i16(1);
         data_row.put_i32(data.len() as i32);
         data_row.put_slice(data);
-        let _ = rewriter.on_message(b'D', &data_row, &mut out);
-        let _ = rewriter.on_message(b'C', b"SELECT 1\0", &mut out);
+        let _ = rewriter.on_message(tag::DATA_ROW, &data_row, &mut out);
+        let _ = rewriter.on_message(tag::COMMAND_COMPLETE, b"SELECT 1\0", &mut out);
     }
 });

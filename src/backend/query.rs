@@ -82,15 +82,7 @@ impl Server {
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Row>> {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out).map_err(encode)?;
-        let mut rows = Vec::new();
-        self.exchange(&out, |m| {
-            if let Message::DataRow(body) = m {
-                rows.push(text_row(&body)?);
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(rows)
+        self.rows(&out).await
     }
 
     /// The first row of a simple-protocol query, if any.
@@ -121,8 +113,13 @@ impl Server {
         .map_err(|_| Error::protocol("could not encode query parameters"))?;
         frontend::execute("", 0, &mut out).map_err(encode)?;
         frontend::sync(&mut out);
+        self.rows(&out).await
+    }
+
+    /// Sends `out` and collects every DataRow of the answer as text.
+    async fn rows(&mut self, out: &[u8]) -> Result<Vec<Row>> {
         let mut rows = Vec::new();
-        self.exchange(&out, |m| {
+        self.exchange(out, |m| {
             if let Message::DataRow(body) = m {
                 rows.push(text_row(&body)?);
             }

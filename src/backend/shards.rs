@@ -64,6 +64,29 @@ impl ShardSet {
         }
     }
 
+    /// Ends the transaction a split statement opened on every shard: all
+    /// commit if `outcome` is a success, else all roll back. The first
+    /// failure to commit turns the outcome into that error.
+    pub async fn finish<T>(mut self, outcome: Result<T>) -> Result<T> {
+        let end = if outcome.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let mut outcome = outcome;
+        for server in self.servers() {
+            if server.state.broken {
+                continue;
+            }
+            if let Err(e) = server.execute(end).await {
+                if outcome.is_ok() {
+                    outcome = Err(e);
+                }
+            }
+        }
+        outcome
+    }
+
     /// Writes the same bytes to every server; the first failure is returned
     /// (that server is marked broken and will not be reused).
     pub async fn broadcast(&mut self, out: &[u8]) -> Result<()> {

@@ -127,6 +127,7 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
 /// Not an `async fn`: one of those keeps its arguments twice, as captured
 /// and as locals (rust-lang/rust#62958), and this future is what every
 /// connected client costs. An `async move` block keeps them once.
+#[allow(clippy::manual_async_fn)]
 fn run_session(
     mut session: Session,
     greeting: BytesMut,

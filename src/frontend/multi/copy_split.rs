@@ -251,23 +251,7 @@ impl Session {
             (None, Err(e)) => Err(e),
             (None, Ok(_)) => Ok(total),
         };
-        let end = if outcome.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        let mut outcome = outcome;
-        for server in set.servers() {
-            if server.state.broken {
-                continue;
-            }
-            if let Err(e) = server.execute(end).await {
-                if outcome.is_ok() {
-                    outcome = Err(e);
-                }
-            }
-        }
-        drop(set);
+        let outcome = set.finish(outcome).await;
         Ok(self.end_copy(outcome, extended))
     }
 

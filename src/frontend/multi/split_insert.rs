@@ -26,25 +26,9 @@ impl Session {
             Err(e) => return self.refuse(e),
         };
         let mut out = BytesMut::new();
-        let mut outcome = run_parts(&mut set, &parts, &mut out).await;
+        let outcome = run_parts(&mut set, &parts, &mut out).await;
         // Every part was read to its end: commit all, or roll all back.
-        let end = if outcome.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        for server in set.servers() {
-            if server.state.broken {
-                continue;
-            }
-            if let Err(e) = server.execute(end).await {
-                if outcome.is_ok() {
-                    outcome = Err(e);
-                }
-            }
-        }
-        drop(set);
-        match outcome {
+        match set.finish(outcome).await {
             Ok(total) => {
                 self.client.out.extend_from_slice(&out);
                 messages::command_complete(&mut self.client.out, &format!("INSERT 0 {total}"));

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
-use postgres_protocol::IsNull;
 
 use crate::ml::error::{MlError, MlResult};
 use crate::net::messages;
@@ -347,9 +346,7 @@ fn bind_portal(p: &Portal, statement: &str, formats: &[i16], out: &mut BytesMut)
     bind(statement, &p.param_formats, params, formats, out)
 }
 
-/// Bind of the unnamed portal to `statement`: the parameters (text or
-/// binary per `param_formats`; None is NULL) and the result formats the
-/// server must use.
+/// Bind of the unnamed portal to `statement` (see `net::extended::bind_portal`).
 fn bind<'p>(
     statement: &str,
     param_formats: &[i16],
@@ -357,22 +354,8 @@ fn bind<'p>(
     result_formats: &[i16],
     out: &mut BytesMut,
 ) -> MlResult<()> {
-    frontend::bind(
-        "",
-        statement,
-        param_formats.iter().copied(),
-        params,
-        |v, buf| match v {
-            Some(b) => {
-                buf.extend_from_slice(b);
-                Ok(IsNull::No)
-            }
-            None => Ok(IsNull::Yes),
-        },
-        result_formats.iter().copied(),
-        out,
-    )
-    .map_err(|_| MlError::Internal("could not encode Bind".into()))
+    crate::net::extended::bind_portal(statement, param_formats, params, result_formats, out)
+        .map_err(|_| MlError::Internal("could not encode Bind".into()))
 }
 
 fn describe_portal(out: &mut BytesMut) -> MlResult<()> {
