@@ -27,7 +27,7 @@ pub struct Pool {
     pub mode: PoolMode,
     /// The client-side secret (None: the user has no password; only trust works).
     pub secret: Option<Secret>,
-    /// shards[i] = the servers of shard i, configured primary first.
+    /// `shards[i]`: the servers of shard i, configured primary first.
     pub shards: Vec<Vec<Arc<ServerPool>>>,
     pub route: RouteConfig,
     pub sharding: Sharding,

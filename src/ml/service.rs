@@ -122,7 +122,7 @@ impl Ml {
         })
     }
 
-    /// Applies a reloaded [ml] section; a larger training bound takes effect
+    /// Applies a reloaded `[ml]` section; a larger training bound takes effect
     /// at once, a smaller one as running trainings finish.
     pub fn update(&self, config: &MlConfig) {
         let wanted = config.max_concurrent_trainings.max(1);
