@@ -110,7 +110,12 @@ impl Server {
                         fields: error_fields_of(&body),
                     })
                 }
-                Message::ReadyForQuery(_) => return Ok(()),
+                Message::ReadyForQuery(_) => {
+                    // The startup's ParameterStatus messages are the
+                    // server's defaults, not a client's change.
+                    self.state.params_touched = false;
+                    return Ok(());
+                }
                 Message::AuthenticationKerberosV5
                 | Message::AuthenticationScmCredential
                 | Message::AuthenticationGss

@@ -393,8 +393,9 @@ impl ServerPool {
         }
     }
 
-    /// Takes a server back. The caller has already reset it if it was dirty;
-    /// anything not clean and idle is closed instead of reused.
+    /// Takes a server back. The caller has already reset it if it was dirty
+    /// and read its parameters if a client touched them; anything not clean
+    /// and idle is closed instead of reused.
     pub fn checkin(&self, pooled: Pooled) {
         self.checkin_at(pooled, Instant::now())
     }
@@ -408,6 +409,7 @@ impl ServerPool {
         } = pooled;
         if server.state.broken
             || server.state.dirty
+            || server.state.params_touched
             || server.state.status != TxStatus::Idle
             || !server.buf.is_empty()
         {

@@ -38,12 +38,13 @@ impl Server {
         mut each: impl FnMut(Message) -> Result<()>,
     ) -> Result<()> {
         self.send(out).await?;
-        let dirty = self.state.dirty;
+        let (dirty, touched) = (self.state.dirty, self.state.params_touched);
         let mut first_error = None;
         loop {
             match self.recv_message().await? {
                 Message::ReadyForQuery(_) => {
                     self.state.dirty = dirty;
+                    self.state.params_touched = touched;
                     return first_error.map_or(Ok(()), Err);
                 }
                 Message::ErrorResponse(body) => {

@@ -84,9 +84,18 @@ pub struct ServerState {
     pub params: HashMap<String, String>,
     /// Names of the protocol-level prepared statements this connection holds.
     pub prepared: HashSet<String>,
-    /// A client changed session state (SET, PREPARE, LISTEN, temp tables...):
-    /// reset before anyone else uses this connection.
+    /// A client changed session state that cannot move to another
+    /// connection (PREPARE, LISTEN, cursors, temp tables...): reset before
+    /// anyone else uses this connection.
     pub dirty: bool,
+    /// A client's statement may have changed session parameters (a SET or
+    /// RESET completed, or the server reported a new value): read what the
+    /// session now holds before the connection goes back to the pool.
+    pub params_touched: bool,
+    /// Parameters whose value here was set for a session (by a client or by
+    /// pgmlcat on its behalf), not the server's default: what the next
+    /// client must have reset unless it wants the same.
+    pub session: Vec<String>,
     /// The connection cannot be reused (I/O error, protocol confusion, FATAL).
     pub broken: bool,
     /// The fingerprint of the client parameters last brought in line here
@@ -111,6 +120,8 @@ impl ServerState {
             params: HashMap::new(),
             prepared: HashSet::new(),
             dirty: false,
+            params_touched: false,
+            session: Vec::new(),
             broken: false,
             synced: 0,
         }
@@ -136,6 +147,7 @@ impl ServerState {
                     if self.params.get(name).map(String::as_str) != Some(value) {
                         self.params.insert(name.to_string(), value.to_string());
                         self.synced = 0;
+                        self.params_touched = true;
                     }
                     Observed::Parameter(name, value)
                 }
@@ -144,6 +156,7 @@ impl ServerState {
             tag::COMMAND_COMPLETE => {
                 match command_effect(body) {
                     CommandEffect::None => {}
+                    CommandEffect::Parameters => self.params_touched = true,
                     CommandEffect::SessionState => self.dirty = true,
                     CommandEffect::StatementsGone => {
                         self.prepared.clear();
@@ -235,23 +248,31 @@ impl Server {
         // Values we SET ourselves are back at their defaults; forget them all
         // and let the next sync set what the next client wants.
         self.state.params.clear();
+        self.state.session.clear();
         self.state.synced = 0;
         self.state.dirty = false;
+        self.state.params_touched = false;
         Ok(())
     }
 
     /// Whether the server's parameters already match `wanted`: the same
     /// fingerprint was synced and nothing changed since, or every value is
-    /// already the one wanted.
+    /// already the one wanted and nothing else was set for a session.
     pub fn in_line_with(&self, wanted: &[(String, String)], fingerprint: u64) -> bool {
         (fingerprint != 0 && self.state.synced == fingerprint)
-            || wanted
+            || (wanted
                 .iter()
                 .all(|(name, value)| self.state.params.get(name) == Some(value))
+                && self
+                    .state
+                    .session
+                    .iter()
+                    .all(|name| wanted.iter().any(|(n, _)| n == name)))
     }
 
-    /// Makes the server's parameters match `wanted` (fingerprinted as
-    /// `fingerprint`), in one round trip and only when they may differ.
+    /// Brings the session's parameters in line with a client's: SETs what
+    /// differs, RESETs what an earlier client set and this one does not
+    /// want, all in one round trip.
     pub async fn sync_parameters(
         &mut self,
         wanted: &[(String, String)],
@@ -260,15 +281,32 @@ impl Server {
         if fingerprint != 0 && self.state.synced == fingerprint {
             return Ok(());
         }
+        // set_config takes a value as the server prints it (a list such as
+        // a search_path included), where SET would read a quoted list as
+        // one element.
         let mut sql = String::new();
         for (name, value) in wanted {
             if self.state.params.get(name).map(String::as_str) != Some(value.as_str()) {
+                sql.push_str(if sql.is_empty() { "SELECT " } else { ", " });
                 sql.push_str(&format!(
-                    "SET {} = {};",
-                    quote_ident(name),
+                    "pg_catalog.set_config({}, {}, false)",
+                    quote_literal(name),
                     quote_literal(value)
                 ));
             }
+        }
+        if !sql.is_empty() {
+            sql.push(';');
+        }
+        let unwanted: Vec<String> = self
+            .state
+            .session
+            .iter()
+            .filter(|name| !wanted.iter().any(|(n, _)| n == *name))
+            .cloned()
+            .collect();
+        for name in &unwanted {
+            sql.push_str(&format!("RESET {};", quote_ident(name)));
         }
         if !sql.is_empty() {
             match self.execute(&sql).await {
@@ -280,13 +318,41 @@ impl Server {
                 Err(e) => return Err(e),
                 Ok(()) => {}
             }
-            // Parameters the server does not report are remembered here.
+            // Parameters the server does not report are remembered here;
+            // one that was reset has a value we no longer know.
+            for name in &unwanted {
+                self.state.params.remove(name);
+            }
             for (name, value) in wanted {
                 self.state.params.insert(name.clone(), value.clone());
             }
+            self.state.session = wanted.iter().map(|(n, _)| n.clone()).collect();
         }
         self.state.synced = fingerprint;
         Ok(())
+    }
+
+    /// What the session's parameters now are, read from the server after a
+    /// client's transaction may have changed them (SET, RESET, set_config):
+    /// every parameter set for this session, with the value to SET it to
+    /// again elsewhere. The server's own answer covers what a rolled-back
+    /// SET, SET LOCAL or a savepoint did, exactly as Postgres applied it.
+    pub async fn session_parameters(&mut self) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .simple_query("SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' ORDER BY name")
+            .await?;
+        let mut set = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let [Some(name), Some(value)] = row.as_slice() {
+                set.push((name.clone(), value.clone()));
+            }
+        }
+        for (name, value) in &set {
+            self.state.params.insert(name.clone(), value.clone());
+        }
+        self.state.session = set.iter().map(|(n, _)| n.clone()).collect();
+        self.state.params_touched = false;
+        Ok(set)
     }
 
     pub fn idle_for(&self) -> Duration {
@@ -328,7 +394,9 @@ impl Frame {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandEffect {
     None,
-    /// SET, PREPARE, LISTEN, cursors, temp tables...: reset before reuse.
+    /// SET or RESET: the session's parameters, which follow the client.
+    Parameters,
+    /// PREPARE, LISTEN, cursors, temp tables...: reset before reuse.
     SessionState,
     /// DISCARD / DEALLOCATE: our prepared statements may be gone too.
     StatementsGone,
@@ -340,8 +408,9 @@ pub fn command_effect(body: &[u8]) -> CommandEffect {
     let tag = body.strip_suffix(&[0]).unwrap_or(body);
     if tag.starts_with(b"DISCARD") || tag.starts_with(b"DEALLOCATE") {
         CommandEffect::StatementsGone
-    } else if tag == b"SET"
-        || tag.starts_with(b"PREPARE")
+    } else if tag == b"SET" || tag == b"RESET" {
+        CommandEffect::Parameters
+    } else if tag.starts_with(b"PREPARE")
         || tag.starts_with(b"LISTEN")
         || tag.starts_with(b"DECLARE CURSOR")
         || tag.starts_with(b"CREATE TABLE")
@@ -440,12 +509,16 @@ mod tests {
         );
         assert_eq!(s.params.get("TimeZone").map(String::as_str), Some("UTC"));
         assert_eq!(s.synced, 0, "a reported change forgets the last sync");
+        assert!(s.params_touched, "and has the session's parameters read");
 
+        s.params_touched = false;
         s.prepared.insert("pgmlcat_x".into());
         s.observe(tag::COMMAND_COMPLETE, b"SELECT 1\0");
-        assert!(!s.dirty);
+        assert!(!s.dirty && !s.params_touched);
         s.observe(tag::COMMAND_COMPLETE, b"SET\0");
-        assert!(s.dirty);
+        assert!(s.params_touched && !s.dirty, "a SET follows the client");
+        s.observe(tag::COMMAND_COMPLETE, b"PREPARE\0");
+        assert!(s.dirty, "a PREPARE cannot move");
         s.observe(tag::COMMAND_COMPLETE, b"DEALLOCATE ALL\0");
         assert!(s.prepared.is_empty());
 

@@ -120,7 +120,7 @@ impl Session {
             QueryNext::Done => Ok(Flow::Continue),
             QueryNext::Checkout(route) => {
                 if self.ensure_server(route, Protocol::Simple).await? {
-                    self.forward(client::QUERY, msg);
+                    self.forward_query(msg);
                 }
                 Ok(Flow::Continue)
             }
@@ -159,7 +159,7 @@ impl Session {
                 QueryNext::Done
             }
             Plan::Held => {
-                self.forward(client::QUERY, msg);
+                self.forward_query(msg);
                 QueryNext::Done
             }
             Plan::Checkout(route) => QueryNext::Checkout(route),
@@ -202,14 +202,26 @@ impl Session {
             Plan::SplitInsert(parts) => return self.split_insert(parts).await,
             Plan::SplitCopy(copy) => return self.start_copy_split(sql, copy, None).await,
             Plan::Refuse(e) => self.refuse_query(e),
-            Plan::Held => self.forward(client::QUERY, msg),
+            Plan::Held => self.forward_query(msg),
             Plan::Checkout(route) => {
                 if self.ensure_server(route, Protocol::Simple).await? {
-                    self.forward(client::QUERY, msg);
+                    self.forward_query(msg);
                 }
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Sends a Query to the server the client holds. One that may call
+    /// set_config has its session's parameters read when its transaction
+    /// ends (SET and RESET are seen in their CommandComplete).
+    fn forward_query(&mut self, msg: &[u8]) {
+        if super::params::mentions_set_config(msg) {
+            if let Some(pooled) = self.server.binding.one() {
+                pooled.server.state.params_touched = true;
+            }
+        }
+        self.forward(client::QUERY, msg);
     }
 
     /// Refuses a Query in its place among the answers still due.

@@ -187,10 +187,10 @@ impl Session {
     /// Checks the server in at once if it needs no reset; false otherwise.
     pub(super) fn release_if_clean(&mut self) -> bool {
         let cache_size = self.server.last_pool.reuse_rules().0;
-        let clean =
-            self.server.binding.one().is_some_and(|p| {
-                !p.server.state.dirty && p.server.state.prepared.len() <= cache_size
-            });
+        let clean = self.server.binding.one().is_some_and(|p| {
+            let state = &p.server.state;
+            !state.dirty && !state.params_touched && state.prepared.len() <= cache_size
+        });
         if clean {
             if let Binding::One(pooled) = std::mem::replace(&mut self.server.binding, Binding::Idle)
             {
@@ -225,6 +225,25 @@ impl Session {
         };
         let now = self.returned();
         let server = &mut pooled.server;
+        if server.state.params_touched {
+            // The client's parameters follow it to its next server: what
+            // its session now holds is read here, once per transaction
+            // that changed one.
+            match Box::pin(server.session_parameters()).await {
+                Ok(session) => {
+                    let params = &mut self.client.params;
+                    params.session_read(session);
+                    // In line unless a RESET took a startup value back to
+                    // the server's default.
+                    let in_line = server.in_line_with(params.wanted(), 0);
+                    server.state.synced = if in_line { params.fingerprint() } else { 0 };
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.addr, error = %e, "could not read the session's parameters; closing it");
+                    server.state.broken = true;
+                }
+            }
+        }
         let (cache_size, cleanup) = self.server.last_pool.reuse_rules();
         if server.state.prepared.len() > cache_size {
             server.state.dirty = true;
@@ -263,7 +282,9 @@ impl Session {
         let session_mode = self.mode == PoolMode::Session;
         tokio::spawn(async move {
             let server = &mut pooled.server;
-            if server.state.status != TxStatus::Idle || session_mode || server.state.dirty {
+            let state = &server.state;
+            if state.status != TxStatus::Idle || session_mode || state.dirty || state.params_touched
+            {
                 if let Err(e) = server.reset().await {
                     tracing::debug!(server = %server.addr, error = %e, "reset after client left failed");
                     return;

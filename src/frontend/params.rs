@@ -17,6 +17,12 @@ const REPORTED: &[&str] = &[
 
 #[derive(Debug, Default, Clone)]
 pub struct ClientParams {
+    /// What the client asked for at startup, `options` included.
+    startup: Vec<(String, String)>,
+    /// What the client's session holds as of its last transaction that
+    /// changed a parameter, read from the server (None: never changed).
+    session: Option<Vec<(String, String)>>,
+    /// The values every server this client runs on must have.
     wanted: Vec<(String, String)>,
     /// A hash of `wanted`, never 0: a server that was brought in line with
     /// the same fingerprint (and has reported no change since) needs no
@@ -26,13 +32,21 @@ pub struct ClientParams {
 
 impl ClientParams {
     pub fn from_startup(params: &[(String, String)]) -> ClientParams {
-        let wanted = params
+        let mut startup: Vec<(String, String)> = params
             .iter()
             .filter(|(k, _)| !NOT_PARAMETERS.contains(&k.as_str()) && !k.starts_with("_pq_."))
             .cloned()
             .collect();
+        if let Some((_, options)) = params.iter().find(|(k, _)| k == "options") {
+            for (name, value) in parse_options(options) {
+                startup.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+                startup.push((name, value));
+            }
+        }
         let mut p = ClientParams {
-            wanted,
+            wanted: startup.clone(),
+            startup,
+            session: None,
             fingerprint: 0,
         };
         p.rehash();
@@ -73,6 +87,84 @@ impl ClientParams {
             self.rehash();
         }
     }
+
+    /// What the session holds now, as the server said after the client's
+    /// transaction: every parameter set for the session. A startup value
+    /// the session no longer overrides (it was RESET) comes back from the
+    /// startup list, as RESET returns to it on a direct connection.
+    pub fn session_read(&mut self, session: Vec<(String, String)>) {
+        let mut wanted: Vec<(String, String)> = self
+            .startup
+            .iter()
+            .filter(|(k, _)| !session.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)))
+            .cloned()
+            .collect();
+        wanted.extend(session.iter().cloned());
+        self.session = Some(session);
+        if wanted != self.wanted {
+            self.wanted = wanted;
+            self.rehash();
+        }
+    }
+}
+
+/// Whether a statement's text may call `set_config`, whose change of a
+/// parameter the server reports only for GUC_REPORT ones (a scan of the
+/// bytes, no parse: a false positive costs one catalog read).
+pub fn mentions_set_config(text: &[u8]) -> bool {
+    memchr::memmem::find(text, b"set_config").is_some()
+        || memchr::memmem::find(text, b"SET_CONFIG").is_some()
+}
+
+/// The `-c name=value` and `--name=value` items of a startup `options`
+/// string, as Postgres reads them: items split at unescaped spaces, a
+/// backslash escapes the next character, dashes in a name stand for
+/// underscores. Anything else (other switches) is left out.
+pub fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut items = Vec::new();
+    let mut item = String::new();
+    let mut chars = options.chars();
+    let mut pending = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    item.push(next);
+                    pending = true;
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if pending {
+                    items.push(std::mem::take(&mut item));
+                    pending = false;
+                }
+            }
+            c => {
+                item.push(c);
+                pending = true;
+            }
+        }
+    }
+    if pending {
+        items.push(item);
+    }
+    let mut out = Vec::new();
+    let mut iter = items.into_iter();
+    while let Some(item) = iter.next() {
+        let setting = if item == "-c" {
+            iter.next()
+        } else if let Some(rest) = item.strip_prefix("-c") {
+            Some(rest.to_string())
+        } else {
+            item.strip_prefix("--").map(str::to_string)
+        };
+        if let Some((name, value)) = setting.as_deref().and_then(|s| s.split_once('=')) {
+            if !name.is_empty() {
+                out.push((name.replace('-', "_"), value.to_string()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -90,6 +182,56 @@ mod tests {
             p.wanted(),
             &[("application_name".to_string(), "psql".to_string())]
         );
+    }
+
+    #[test]
+    fn reads_options_as_postgres_does() {
+        assert_eq!(
+            parse_options("-c search_path=s2,public -c statement_timeout=4321"),
+            vec![
+                ("search_path".to_string(), "s2,public".to_string()),
+                ("statement_timeout".to_string(), "4321".to_string())
+            ]
+        );
+        assert_eq!(
+            parse_options(r"--work-mem=64MB -capplication_name=a\ b -x"),
+            vec![
+                ("work_mem".to_string(), "64MB".to_string()),
+                ("application_name".to_string(), "a b".to_string())
+            ]
+        );
+        let p = ClientParams::from_startup(&[
+            ("options".into(), "-c search_path=s2".into()),
+            ("DateStyle".into(), "ISO".into()),
+        ]);
+        assert_eq!(p.get("search_path"), Some("s2"));
+        assert_eq!(p.get("DateStyle"), Some("ISO"));
+    }
+
+    #[test]
+    fn spots_set_config() {
+        assert!(mentions_set_config(
+            b"SELECT set_config('search_path', 's2', false)"
+        ));
+        assert!(mentions_set_config(
+            b"select pg_catalog.SET_CONFIG('a', 'b', false)"
+        ));
+        assert!(!mentions_set_config(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
+        ));
+    }
+
+    #[test]
+    fn the_session_read_decides() {
+        let mut p = ClientParams::from_startup(&[("DateStyle".into(), "ISO".into())]);
+        let before = p.fingerprint();
+        p.session_read(vec![("search_path".into(), "s2".into())]);
+        assert_eq!(p.get("search_path"), Some("s2"));
+        assert_eq!(p.get("DateStyle"), Some("ISO"), "startup values stay");
+        assert_ne!(p.fingerprint(), before);
+        p.session_read(vec![]);
+        assert_eq!(p.get("search_path"), None, "a RESET forgets it");
+        assert_eq!(p.fingerprint(), before);
     }
 
     #[test]

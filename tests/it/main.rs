@@ -22,6 +22,7 @@ mod ml_train;
 mod pooler;
 mod replicas;
 mod session;
+mod session_params;
 mod sharding;
 mod timeouts;
 mod tls;

@@ -1,0 +1,174 @@
+//! Session parameters follow the client in transaction mode: SET, RESET,
+//! SET LOCAL, a rolled-back SET, set_config and the startup `options`, over
+//! many statements while the client provably changes server connections and
+//! other clients use the same servers. Each scenario also runs directly
+//! against Postgres, where it must give the same answers.
+
+use std::collections::HashSet;
+
+use crate::common::*;
+
+async fn show(c: &tokio_postgres::Client, name: &str) -> String {
+    c.query_one(&format!("show {name}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("show {name}: {e}"))
+        .get(0)
+}
+
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0)
+}
+
+/// The scenario, through `url`; returns the server pids the client ran on.
+async fn set_scenario(url: &str) -> HashSet<i32> {
+    let a = connect(url).await;
+    let bystander = connect(url).await;
+    let holder = connect(url).await;
+    a.batch_execute("SET search_path TO s2, public; SET statement_timeout = '1234ms'")
+        .await
+        .expect("set");
+    let mut pids = HashSet::new();
+    for i in 0..24 {
+        // Every other round another client holds a server in a transaction,
+        // so the client under test lands on the other one.
+        let hold = i % 2 == 0;
+        if hold {
+            holder.batch_execute("BEGIN").await.expect("begin");
+        }
+        let n: i64 = a
+            .query_one("select count(*) from only_here", &[])
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: the search_path was lost: {e}"))
+            .get(0);
+        assert_eq!(n, 1);
+        assert_eq!(show(&a, "statement_timeout").await, "1234ms", "round {i}");
+        pids.insert(backend_pid(&a).await);
+        if hold {
+            holder.batch_execute("COMMIT").await.expect("commit");
+        }
+        // Nothing leaks to a client that never set anything.
+        assert_eq!(
+            show(&bystander, "statement_timeout").await,
+            "0",
+            "round {i}"
+        );
+        assert_eq!(show(&bystander, "search_path").await, "\"$user\", public");
+    }
+
+    // A SET in a transaction that rolls back does not persist; SET LOCAL
+    // lasts for its transaction only.
+    a.batch_execute("BEGIN; SET search_path TO public; ROLLBACK")
+        .await
+        .expect("rolled back");
+    assert_eq!(show(&a, "search_path").await, "s2, public");
+    a.batch_execute("BEGIN; SET LOCAL statement_timeout = '5s'")
+        .await
+        .expect("set local");
+    assert_eq!(show(&a, "statement_timeout").await, "5s");
+    a.batch_execute("COMMIT").await.expect("commit");
+    assert_eq!(show(&a, "statement_timeout").await, "1234ms");
+
+    // set_config(..., false) is a SET; RESET takes a value back.
+    a.simple_query("select set_config('work_mem', '3MB', false)")
+        .await
+        .expect("set_config");
+    a.batch_execute("RESET statement_timeout")
+        .await
+        .expect("reset");
+    for i in 0..4 {
+        if i % 2 == 0 {
+            holder.batch_execute("BEGIN").await.expect("begin");
+        }
+        assert_eq!(show(&a, "work_mem").await, "3MB", "round {i}");
+        assert_eq!(show(&a, "statement_timeout").await, "0", "round {i}");
+        assert_eq!(show(&a, "search_path").await, "s2, public", "round {i}");
+        pids.insert(backend_pid(&a).await);
+        if i % 2 == 0 {
+            holder.batch_execute("COMMIT").await.expect("commit");
+        }
+        assert_eq!(show(&bystander, "work_mem").await, "4MB");
+    }
+    // An invalid value is the server's error, as directly, and changes nothing.
+    let err = a
+        .batch_execute("SET statement_timeout = 'soon'")
+        .await
+        .expect_err("invalid value");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
+    );
+    assert_eq!(show(&a, "statement_timeout").await, "0");
+    pids
+}
+
+fn direct_url(pg: &PgCluster) -> String {
+    format!(
+        "host=127.0.0.1 port={} user=app password=app_pw dbname=app",
+        pg.port
+    )
+}
+
+fn prepare(pg: &PgCluster) {
+    pg.psql(
+        "app",
+        "create schema s2; create table s2.only_here(x int); insert into s2.only_here values (1)",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_follows_the_client_across_servers() {
+    let pg = PgCluster::start();
+    prepare(&pg);
+    let direct = set_scenario(&direct_url(&pg)).await;
+    assert_eq!(direct.len(), 1, "directly, one backend");
+
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
+    let pooled = set_scenario(&proxy.url("app", "app_pw", "app")).await;
+    assert!(
+        pooled.len() >= 2,
+        "the client must have changed servers to prove anything: {pooled:?}"
+    );
+}
+
+/// libpq's `options` (and PGOPTIONS): `-c name=value` items are session
+/// parameters of the client, on every server it lands on.
+async fn options_scenario(url: &str) -> HashSet<i32> {
+    let url = format!("{url} options='-c search_path=s2,public -c statement_timeout=4321'");
+    let a = connect(&url).await;
+    let holder = connect(&url).await;
+    let mut pids = HashSet::new();
+    for i in 0..20 {
+        if i % 2 == 0 {
+            holder.batch_execute("BEGIN").await.expect("begin");
+        }
+        let n: i64 = a
+            .query_one("select count(*) from only_here", &[])
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: options were ignored: {e}"))
+            .get(0);
+        assert_eq!(n, 1);
+        assert_eq!(show(&a, "statement_timeout").await, "4321ms");
+        pids.insert(backend_pid(&a).await);
+        if i % 2 == 0 {
+            holder.batch_execute("COMMIT").await.expect("commit");
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_options_are_session_parameters() {
+    let pg = PgCluster::start();
+    prepare(&pg);
+    let direct = options_scenario(&direct_url(&pg)).await;
+    assert_eq!(direct.len(), 1);
+
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
+    let pooled = options_scenario(&proxy.url("app", "app_pw", "app")).await;
+    assert!(pooled.len() >= 2, "{pooled:?}");
+}
