@@ -14,6 +14,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS tests make cert
 [[ -e /usr/lib/llvm-14/lib/libclang.so || -n $(ls /usr/lib/llvm-*/lib/libclang*.so 2>/dev/null) ]] || need+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
+# Integration tests drive pgmlcat with psycopg 3 too, as applications do.
+python3 -c 'import psycopg' >/dev/null 2>&1 || need+=(python3-psycopg)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -134,7 +134,9 @@ impl Session {
         // The text is read only when it may be ours (a pgcat command, a pgml
         // call) or the pool routes by content; the rest goes as it came (a
         // server reports bad encoding itself, as it would directly).
-        let ours = commands::might_be(text) || crate::ml::call::mentions_pgml_bytes(text);
+        let ours = commands::might_be(text)
+            || crate::ml::call::mentions_pgml_bytes(text)
+            || super::prepared::might_deallocate(text);
         if ours {
             return Ok(QueryNext::Elsewhere);
         }
@@ -167,8 +169,8 @@ impl Session {
         })
     }
 
-    /// A Query that is ours (a pgcat command, a pgml call) or that spans
-    /// shards.
+    /// A Query that is ours (a pgcat command, a pgml call, a DEALLOCATE of
+    /// a protocol-level statement) or that spans shards.
     async fn query_elsewhere(&mut self, msg: &[u8]) -> Result<Flow> {
         let (text, _) = codec::cstr_bytes(msg, 5)?;
         let Ok(sql) = std::str::from_utf8(text) else {
@@ -178,6 +180,11 @@ impl Session {
         if let Some(command) = commands::parse(sql) {
             self.answer_local(Local::Command(command));
             return Ok(Flow::Continue);
+        }
+        if let Some(target) = super::prepared::deallocate(sql) {
+            if self.deallocate(target) {
+                return Ok(Flow::Continue);
+            }
         }
         if crate::ml::call::mentions_pgml(sql) {
             if let Some(flow) = self.ml_simple(sql).await? {

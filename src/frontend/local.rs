@@ -1,10 +1,11 @@
 //! Simple-protocol statements the session answers itself: pgcat's custom
-//! commands, and BEGIN/COMMIT around a transaction that has not reached a
-//! server yet.
+//! commands, BEGIN/COMMIT around a transaction that has not reached a
+//! server yet, and SQL DEALLOCATE of the client's protocol-level statements.
 
 use super::decide::Local;
+use super::prepared::Deallocate;
 use super::session::{DeferredBegin, Session};
-use crate::config::DefaultRole;
+use crate::config::{DefaultRole, PoolMode};
 use crate::errors::Error;
 use crate::net::messages::{self, TxStatus};
 use crate::net::oid;
@@ -33,6 +34,40 @@ impl Session {
             }
         }
         messages::ready_for_query(&mut self.client.out, self.tx.status);
+    }
+
+    /// SQL DEALLOCATE of statements the client prepared with the protocol:
+    /// in transaction mode they live on the servers under shared names, so
+    /// the name is the client's alone, and forgetting it is the whole job
+    /// (pgx and PHP PDO evict statements this way). Answered here unless a
+    /// server must answer: a failed transaction (Postgres refuses
+    /// everything), answers still due, or DEALLOCATE ALL in a transaction
+    /// (the server's SQL-prepared statements go too). Returns false when
+    /// the statement is to be sent on.
+    pub(super) fn deallocate(&mut self, target: Deallocate) -> bool {
+        if self.mode != PoolMode::Transaction
+            || self.tx.status == TxStatus::Failed
+            || !self.server.expect.is_empty()
+        {
+            return false;
+        }
+        match target {
+            Deallocate::Name(name) => {
+                if !self.client.statements.remove(&name) {
+                    return false;
+                }
+                messages::command_complete(&mut self.client.out, "DEALLOCATE");
+            }
+            Deallocate::All => {
+                self.client.statements.clear();
+                if !self.server.binding.is_idle() {
+                    return false;
+                }
+                messages::command_complete(&mut self.client.out, "DEALLOCATE ALL");
+            }
+        }
+        messages::ready_for_query(&mut self.client.out, self.tx.status);
+        true
     }
 
     fn run_command(&mut self, cmd: Command) -> Result<(), Error> {

@@ -74,9 +74,75 @@ impl ClientStatements {
         self.unnamed.as_deref()
     }
 
-    pub fn remove(&mut self, name: &str) {
-        self.map.remove(name);
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.map.remove(name).is_some()
     }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+/// What an SQL `DEALLOCATE` names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deallocate {
+    All,
+    Name(String),
+}
+
+/// Whether a statement may be a DEALLOCATE (its first word), decided on the
+/// raw bytes like `commands::might_be`.
+pub fn might_deallocate(sql: &[u8]) -> bool {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    sql[start..]
+        .get(..10)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
+}
+
+/// `DEALLOCATE [PREPARE] { name | ALL }` with an optional `;`: what it
+/// names, the name folded as Postgres folds an identifier (lower case
+/// unless double-quoted). None for anything else.
+pub fn deallocate(sql: &str) -> Option<Deallocate> {
+    let mut rest = sql
+        .trim()
+        .strip_suffix(';')
+        .unwrap_or(sql.trim())
+        .trim_end();
+    let word = |rest: &mut &str, w: &str| -> bool {
+        let r = rest.trim_start();
+        match r.get(..w.len()) {
+            Some(p)
+                if p.eq_ignore_ascii_case(w)
+                    && r[w.len()..].starts_with(|c: char| c.is_whitespace() || c == '"') =>
+            {
+                *rest = &r[w.len()..];
+                true
+            }
+            _ => false,
+        }
+    };
+    if !word(&mut rest, "deallocate") {
+        return None;
+    }
+    word(&mut rest, "prepare");
+    let name = rest.trim();
+    if name.eq_ignore_ascii_case("all") {
+        return Some(Deallocate::All);
+    }
+    if let Some(quoted) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        if quoted.is_empty() || quoted.replace("\"\"", "").contains('"') {
+            return None;
+        }
+        return Some(Deallocate::Name(quoted.replace("\"\"", "\"")));
+    }
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    plain.then(|| Deallocate::Name(name.to_lowercase()))
 }
 
 #[cfg(test)]
@@ -84,6 +150,29 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use postgres_protocol::message::frontend;
+
+    #[test]
+    fn reads_deallocate() {
+        assert!(might_deallocate(b"  DEALLOCATE x"));
+        assert!(!might_deallocate(b"select 1"));
+        assert_eq!(
+            deallocate("DEALLOCATE lrupsc_1_0"),
+            Some(Deallocate::Name("lrupsc_1_0".into()))
+        );
+        assert_eq!(
+            deallocate("deallocate prepare \"Pdo_Stmt_1\";"),
+            Some(Deallocate::Name("Pdo_Stmt_1".into()))
+        );
+        assert_eq!(
+            deallocate("DEALLOCATE Stmt1"),
+            Some(Deallocate::Name("stmt1".into()))
+        );
+        assert_eq!(deallocate("DEALLOCATE ALL"), Some(Deallocate::All));
+        assert_eq!(deallocate("DEALLOCATE PREPARE ALL;"), Some(Deallocate::All));
+        assert_eq!(deallocate("DEALLOCATE"), None);
+        assert_eq!(deallocate("DEALLOCATE a; select 1"), None);
+        assert_eq!(deallocate("deallocatex y"), None);
+    }
 
     #[test]
     fn same_text_same_global_name() {

@@ -24,5 +24,6 @@ mod replicas;
 mod session;
 mod session_params;
 mod sharding;
+mod statements;
 mod timeouts;
 mod tls;
