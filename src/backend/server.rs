@@ -98,6 +98,12 @@ pub struct ServerState {
     pub session: Vec<String>,
     /// The connection cannot be reused (I/O error, protocol confusion, FATAL).
     pub broken: bool,
+    /// DDL ran here, or the server refused a statement whose cached plan
+    /// went stale ("cached plan must not change result type", after DDL
+    /// elsewhere): the pool's statements are dropped before their next use.
+    pub plans_stale: bool,
+    /// The pool's plans epoch this connection's statements belong to.
+    pub plans_epoch: u64,
     /// The fingerprint of the client parameters last brought in line here
     /// (0: none); any reported change forgets it.
     pub synced: u64,
@@ -123,6 +129,8 @@ impl ServerState {
             params_touched: false,
             session: Vec::new(),
             broken: false,
+            plans_stale: false,
+            plans_epoch: 0,
             synced: 0,
         }
     }
@@ -157,6 +165,7 @@ impl ServerState {
                 match command_effect(body) {
                     CommandEffect::None => {}
                     CommandEffect::Parameters => self.params_touched = true,
+                    CommandEffect::Schema => self.plans_stale = true,
                     CommandEffect::SessionState => self.dirty = true,
                     CommandEffect::StatementsGone => {
                         self.prepared.clear();
@@ -166,8 +175,13 @@ impl ServerState {
                 Observed::Nothing
             }
             tag::ERROR_RESPONSE => {
-                if error_is_fatal(body) {
+                let fields = parse_error_fields(body);
+                if fields.severity == "FATAL" || fields.severity == "PANIC" {
                     self.broken = true;
+                } else if fields.code == "0A000"
+                    && fields.message == "cached plan must not change result type"
+                {
+                    self.plans_stale = true;
                 }
                 Observed::Nothing
             }
@@ -332,6 +346,22 @@ impl Server {
         Ok(())
     }
 
+    /// Drops this connection's prepared statements when they predate the
+    /// pool's last stale plan (see `ServerPool::plans_went_stale`); the
+    /// sessions replay a Parse wherever a statement is missing.
+    pub async fn drop_stale_statements(&mut self, epoch: u64) -> Result<()> {
+        if self.state.plans_epoch == epoch && !self.state.plans_stale {
+            return Ok(());
+        }
+        if !self.state.prepared.is_empty() {
+            self.execute("DEALLOCATE ALL").await?;
+            self.state.prepared.clear();
+        }
+        self.state.plans_epoch = epoch;
+        self.state.plans_stale = false;
+        Ok(())
+    }
+
     /// What the session's parameters now are, read from the server after a
     /// client's transaction may have changed them (SET, RESET, set_config):
     /// every parameter set for this session, with the value to SET it to
@@ -398,6 +428,9 @@ pub enum CommandEffect {
     Parameters,
     /// PREPARE, LISTEN, cursors, temp tables...: reset before reuse.
     SessionState,
+    /// ALTER, DROP, CREATE VIEW: what a prepared statement returns may
+    /// have changed, on every connection.
+    Schema,
     /// DISCARD / DEALLOCATE: our prepared statements may be gone too.
     StatementsGone,
 }
@@ -410,6 +443,8 @@ pub fn command_effect(body: &[u8]) -> CommandEffect {
         CommandEffect::StatementsGone
     } else if tag == b"SET" || tag == b"RESET" {
         CommandEffect::Parameters
+    } else if tag.starts_with(b"ALTER ") || tag.starts_with(b"DROP ") || tag == b"CREATE VIEW" {
+        CommandEffect::Schema
     } else if tag.starts_with(b"PREPARE")
         || tag.starts_with(b"LISTEN")
         || tag.starts_with(b"DECLARE CURSOR")
@@ -420,12 +455,6 @@ pub fn command_effect(body: &[u8]) -> CommandEffect {
     } else {
         CommandEffect::None
     }
-}
-
-/// Whether an ErrorResponse body ends the server's session (FATAL, PANIC).
-fn error_is_fatal(body: &[u8]) -> bool {
-    let severity = parse_error_fields(body).severity;
-    severity == "FATAL" || severity == "PANIC"
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -519,6 +548,15 @@ mod tests {
         assert!(s.params_touched && !s.dirty, "a SET follows the client");
         s.observe(tag::COMMAND_COMPLETE, b"PREPARE\0");
         assert!(s.dirty, "a PREPARE cannot move");
+        s.observe(tag::COMMAND_COMPLETE, b"ALTER TABLE\0");
+        assert!(s.plans_stale, "DDL may change what statements return");
+        s.plans_stale = false;
+        let stale = body(&|b| {
+            let m = "cached plan must not change result type";
+            messages::error_fields(b, tag::ERROR_RESPONSE, "ERROR", "0A000", m)
+        });
+        s.observe(tag::ERROR_RESPONSE, &stale);
+        assert!(s.plans_stale && !s.broken);
         s.observe(tag::COMMAND_COMPLETE, b"DEALLOCATE ALL\0");
         assert!(s.prepared.is_empty());
 

@@ -74,9 +74,11 @@ impl Session {
         let server_pool = self.pool.choose(route.shard, route.target).clone();
         let pooled = server_pool.try_checkout()?;
         let params = &self.client.params;
-        if !pooled
-            .server
-            .in_line_with(params.wanted(), params.fingerprint())
+        let current = pooled.server.state.plans_epoch == server_pool.plans_epoch();
+        if !current
+            || !pooled
+                .server
+                .in_line_with(params.wanted(), params.fingerprint())
         {
             // Back, untouched: the slow path takes it again and syncs it.
             server_pool.checkin_at(pooled, std::time::Instant::now());
@@ -136,6 +138,12 @@ impl Session {
                 .server
                 .sync_parameters(params.wanted(), params.fingerprint())
                 .await?;
+            let epoch = server_pool.plans_epoch();
+            let state = &pooled.server.state;
+            if state.plans_epoch != epoch || state.plans_stale {
+                // Rare (after DDL): boxed, out of every session's future.
+                Box::pin(pooled.server.drop_stale_statements(epoch)).await?;
+            }
             self.bind(server_pool, pooled);
             return Ok(());
         }
@@ -189,7 +197,10 @@ impl Session {
         let cache_size = self.server.last_pool.reuse_rules().0;
         let clean = self.server.binding.one().is_some_and(|p| {
             let state = &p.server.state;
-            !state.dirty && !state.params_touched && state.prepared.len() <= cache_size
+            !state.dirty
+                && !state.params_touched
+                && !state.plans_stale
+                && state.prepared.len() <= cache_size
         });
         if clean {
             if let Binding::One(pooled) = std::mem::replace(&mut self.server.binding, Binding::Idle)
@@ -242,6 +253,16 @@ impl Session {
                     tracing::warn!(server = %server.addr, error = %e, "could not read the session's parameters; closing it");
                     server.state.broken = true;
                 }
+            }
+        }
+        if server.state.plans_stale {
+            // DDL changed what a statement returns: this server's
+            // statements go now, every other server's before its next
+            // client (the pool's epoch moves on).
+            let epoch = self.server.last_pool.plans_went_stale();
+            if let Err(e) = Box::pin(server.drop_stale_statements(epoch)).await {
+                tracing::warn!(server = %server.addr, error = %e, "could not drop stale statements; closing it");
+                server.state.broken = true;
             }
         }
         let (cache_size, cleanup) = self.server.last_pool.reuse_rules();
