@@ -230,6 +230,9 @@ impl ServerPool {
         if server.state.broken
             || age >= r.lifetime_ms.load(Ordering::Relaxed)
             || idle >= r.idle_ms.load(Ordering::Relaxed)
+            // Closed while idle (a restart, a failover, a killed backend):
+            // seen here, before a client's statement is sent into it.
+            || server.stream.peer_went_away()
         {
             Fitness::Retire
         } else if idle >= r.healthcheck_ms.load(Ordering::Relaxed) {

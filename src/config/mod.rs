@@ -175,6 +175,10 @@ pub struct General {
     /// How long a client waits for a free server connection before 53300.
     /// Defaults to `connect_timeout`, which is what pgcat uses for it.
     pub checkout_timeout: Option<u64>,
+    /// How long a client's statement waits for its server to become
+    /// reachable again (a restart, a failover) before 08006, in ms; 0 fails
+    /// at once. PgBouncer's name and default.
+    pub query_wait_timeout: u64,
     /// New client connections beyond this get 53300 and are closed.
     pub max_client_conn: usize,
     /// The largest single message a client may send (bytes). COPY data is streamed and not bound by it.
@@ -226,6 +230,7 @@ impl Default for General {
             auth_query_user: None,
             auth_query_password: None,
             checkout_timeout: None,
+            query_wait_timeout: 120_000,
             max_client_conn: 10_000,
             max_message_size: 256 << 20,
         }

@@ -3,7 +3,7 @@
 //! clean when the transaction ends, and what happens when it dies under
 //! the client.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::config::{PoolMode, Role};
@@ -11,6 +11,9 @@ use crate::errors::{Error, Result, Severity};
 use crate::net::messages::{self, TxStatus};
 use crate::router::Target;
 use crate::stats::{ClientState, Counters};
+
+/// How often a client waiting for an unreachable server tries again.
+const RETRY_CONNECT: Duration = Duration::from_millis(500);
 
 /// Where the client's next transaction runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,10 +110,33 @@ impl Session {
         Ok(())
     }
 
-    /// Checks out a server for the route. A replica that cannot be reached
-    /// is banned and the next candidate tried: nothing was sent yet, so this
-    /// retry cannot run anything twice.
+    /// Checks out a server for the route. When none can be reached (the
+    /// primary restarting, a failover under way) the client waits, trying
+    /// again every half second, up to query_wait_timeout: between
+    /// transactions nothing was sent yet, so a restart is only a pause.
     async fn checkout(&mut self, route: Route) -> Result<()> {
+        let mut deadline = None;
+        loop {
+            match self.checkout_once(route).await {
+                Err(e @ Error::ServerUnavailable { .. }) => {
+                    let wait = Duration::from_millis(self.app.config().general.query_wait_timeout);
+                    let until = *deadline.get_or_insert_with(|| Instant::now() + wait);
+                    let now = Instant::now();
+                    if now >= until || self.app.shutdown_state() != crate::app::Shutdown::Running {
+                        return Err(e);
+                    }
+                    self.stats.info.set_state(ClientState::Waiting);
+                    tokio::time::sleep(RETRY_CONNECT.min(until - now)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One round of `checkout`. A replica that cannot be reached is banned
+    /// and the next candidate tried: nothing was sent yet, so this retry
+    /// cannot run anything twice.
+    async fn checkout_once(&mut self, route: Route) -> Result<()> {
         let attempts = self.pool.shards[route.shard].len();
         let mut last = None;
         for _ in 0..attempts {

@@ -53,6 +53,32 @@ impl Stream {
         }
     }
 
+    /// Whether an idle connection was closed by its peer (or has something
+    /// to say, which an idle server never does unless it is going away: a
+    /// restart's FATAL, then EOF). Costs no system call while the reactor
+    /// has seen nothing on the socket. TLS connections are not checked.
+    pub fn peer_went_away(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let ready = match self {
+            Stream::Plain(s) => s.poll_read_ready(&mut cx),
+            Stream::Unix(s) => s.poll_read_ready(&mut cx),
+            _ => return false,
+        };
+        match ready {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(())) => {
+                let mut byte = [0u8; 1];
+                let read = match self {
+                    Stream::Plain(s) => s.try_read(&mut byte),
+                    Stream::Unix(s) => s.try_read(&mut byte),
+                    _ => return false,
+                };
+                !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
     /// Writes what the socket takes now, without waiting (one send);
     /// `WouldBlock` when it takes nothing, or for TLS, whose records need
     /// the async path.

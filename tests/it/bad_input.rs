@@ -87,12 +87,14 @@ fn login_errors_have_the_right_sqlstate() {
     works(&proxy);
 }
 
+/// With query_wait_timeout = 0 a server that cannot be reached is an error
+/// at once (the default waits for it: see lifecycle's restart test).
 #[test]
 fn unreachable_server_is_08006_within_connect_timeout() {
     let port = free_port();
     let dead = free_port();
     let config = format!(
-        "[general]\nhost = \"127.0.0.1\"\nport = {port}\nconnect_timeout = 1000\n\n[pools.app]\n[pools.app.users.0]\nusername = \"app\"\npassword = \"app_pw\"\npool_size = 2\n[pools.app.shards.0]\nservers = [[\"127.0.0.1\", {dead}, \"primary\"]]\ndatabase = \"app\"\n"
+        "[general]\nhost = \"127.0.0.1\"\nport = {port}\nconnect_timeout = 1000\nquery_wait_timeout = 0\n\n[pools.app]\n[pools.app.users.0]\nusername = \"app\"\npassword = \"app_pw\"\npool_size = 2\n[pools.app.shards.0]\nservers = [[\"127.0.0.1\", {dead}, \"primary\"]]\ndatabase = \"app\"\n"
     );
     let proxy = Proxy::start(port, &config);
     let started = Instant::now();

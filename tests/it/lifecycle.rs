@@ -164,3 +164,49 @@ fn sigterm_exits_at_once() {
     proxy.wait_exit(Duration::from_secs(3)).expect("exited");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// A Postgres crash and restart is a pause for clients between
+/// transactions: their next statements wait for the server (up to
+/// query_wait_timeout) instead of failing, and the idle server connections
+/// the crash closed are never handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_is_a_pause_for_idle_clients() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 3));
+    let url = proxy.url("app", "app_pw", "app");
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let c = connect(&url).await;
+        c.simple_query("select 1").await.expect("before the crash");
+        clients.push(c);
+    }
+    // Every idle server connection dies with the crash.
+    pg.stop_immediate();
+    let restarted = std::thread::spawn({
+        let dir = pg.dir.clone();
+        move || {
+            std::thread::sleep(Duration::from_secs(3));
+            dir
+        }
+    });
+    let started = Instant::now();
+    let queries = clients.iter().map(|c| c.query_one("select 40 + 2", &[]));
+    let waiting = futures_util::future::join_all(queries);
+    let restart = async {
+        tokio::task::spawn_blocking(move || restarted.join())
+            .await
+            .expect("join")
+            .expect("timer");
+        pg.restart();
+    };
+    let (results, ()) = tokio::join!(waiting, restart);
+    for r in results {
+        let row = r.expect("a client between transactions waits out the restart");
+        assert_eq!(row.get::<_, i32>(0), 42);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the answers came after the restart"
+    );
+}

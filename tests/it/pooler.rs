@@ -288,10 +288,13 @@ async fn servers_behind_a_unix_socket() {
     let tcp_server = r#"servers = [["127.0.0.1", "#;
     let base = simple_config(port, &pg, "transaction", 2);
     assert!(base.contains(tcp_server));
-    let mut config = base.replace(
-        tcp_server,
-        &format!(r#"servers = [["{}/", "#, pg.sock.display()),
-    );
+    let mut config = base
+        .replace(
+            tcp_server,
+            &format!(r#"servers = [["{}/", "#, pg.sock.display()),
+        )
+        // The pool without a socket fails at once instead of waiting.
+        .replacen("[general]\n", "[general]\nquery_wait_timeout = 0\n", 1);
     config.push_str(&format!(
         r#"
 [pools.nosocket]

@@ -346,7 +346,12 @@ async fn writes_follow_a_promotion_without_config_change() {
     let primary = PgCluster::start();
     let replica = PgCluster::replica_of(&primary);
     let port = free_port();
-    let proxy = Proxy::start(port, &config(port, primary.port, &[replica.port], "", ""));
+    // Fail fast instead of waiting for the primary to come back.
+    let general = "query_wait_timeout = 0";
+    let proxy = Proxy::start(
+        port,
+        &config(port, primary.port, &[replica.port], "", general),
+    );
     let c = connect(&proxy.url("app", "app_pw", "app")).await;
     c.batch_execute("create table t(id int)")
         .await
