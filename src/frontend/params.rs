@@ -109,11 +109,17 @@ impl ClientParams {
 }
 
 /// Whether a statement's text may call `set_config`, whose change of a
-/// parameter the server reports only for GUC_REPORT ones (a scan of the
-/// bytes, no parse: a false positive costs one catalog read).
+/// parameter the server reports only for GUC_REPORT ones: a scan for `_`
+/// (memchr), each checked for `set` before and `config` after, in any
+/// case. No parse; a false positive costs one catalog read.
 pub fn mentions_set_config(text: &[u8]) -> bool {
-    memchr::memmem::find(text, b"set_config").is_some()
-        || memchr::memmem::find(text, b"SET_CONFIG").is_some()
+    memchr::memchr_iter(b'_', text).any(|i| {
+        i >= 3
+            && text[i - 3..i].eq_ignore_ascii_case(b"set")
+            && text
+                .get(i + 1..i + 7)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"config"))
+    })
 }
 
 /// The `-c name=value` and `--name=value` items of a startup `options`
@@ -210,6 +216,8 @@ mod tests {
 
     #[test]
     fn spots_set_config() {
+        assert!(mentions_set_config(b"select Set_Config('a', 'b', false)"));
+        assert!(!mentions_set_config(b"_config set_x"));
         assert!(mentions_set_config(
             b"SELECT set_config('search_path', 's2', false)"
         ));

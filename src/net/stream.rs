@@ -29,6 +29,7 @@ impl Stream {
     /// Reads what is there into the spare capacity of `buf` (at least
     /// `min_spare` bytes of it, grown if needed). Ready(Ok(0)) is the end of
     /// the stream.
+    #[inline]
     pub fn poll_read_buf(
         &mut self,
         cx: &mut Context<'_>,
@@ -55,28 +56,17 @@ impl Stream {
 
     /// Whether an idle connection was closed by its peer (or has something
     /// to say, which an idle server never does unless it is going away: a
-    /// restart's FATAL, then EOF). Costs no system call while the reactor
-    /// has seen nothing on the socket. TLS connections are not checked.
+    /// restart's FATAL, then EOF). `try_read` makes no system call and
+    /// registers no waker while the reactor has seen nothing on the socket.
+    /// TLS connections are not checked.
     pub fn peer_went_away(&self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let ready = match self {
-            Stream::Plain(s) => s.poll_read_ready(&mut cx),
-            Stream::Unix(s) => s.poll_read_ready(&mut cx),
+        let mut byte = [0u8; 1];
+        let read = match self {
+            Stream::Plain(s) => s.try_read(&mut byte),
+            Stream::Unix(s) => s.try_read(&mut byte),
             _ => return false,
         };
-        match ready {
-            Poll::Pending => false,
-            Poll::Ready(Err(_)) => true,
-            Poll::Ready(Ok(())) => {
-                let mut byte = [0u8; 1];
-                let read = match self {
-                    Stream::Plain(s) => s.try_read(&mut byte),
-                    Stream::Unix(s) => s.try_read(&mut byte),
-                    _ => return false,
-                };
-                !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Writes what the socket takes now, without waiting (one send);
@@ -110,6 +100,7 @@ fn closed() -> io::Error {
 }
 
 impl AsyncRead for Stream {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
