@@ -17,11 +17,10 @@ const REPORTED: &[&str] = &[
 
 #[derive(Debug, Default, Clone)]
 pub struct ClientParams {
-    /// What the client asked for at startup, `options` included.
-    startup: Vec<(String, String)>,
-    /// What the client's session holds as of its last transaction that
-    /// changed a parameter, read from the server (None: never changed).
-    session: Option<Vec<(String, String)>>,
+    /// What the client asked for at startup, `options` included, kept
+    /// apart only once its session changes a parameter (until then it is
+    /// `wanted`: an idle client holds one copy).
+    startup: Option<Vec<(String, String)>>,
     /// The values every server this client runs on must have.
     wanted: Vec<(String, String)>,
     /// A hash of `wanted`, never 0: a server that was brought in line with
@@ -44,9 +43,8 @@ impl ClientParams {
             }
         }
         let mut p = ClientParams {
-            wanted: startup.clone(),
-            startup,
-            session: None,
+            wanted: startup,
+            startup: None,
             fingerprint: 0,
         };
         p.rehash();
@@ -77,6 +75,10 @@ impl ClientParams {
 
     /// The server reported a new value while this client was on it.
     pub fn reported(&mut self, name: &str, value: &str) {
+        if self.startup.is_none() && self.get(name) != Some(value) {
+            // What the client started with stays apart from its changes.
+            self.startup = Some(self.wanted.clone());
+        }
         if let Some(slot) = self.wanted.iter_mut().find(|(k, _)| k == name) {
             if slot.1 != value {
                 slot.1 = value.to_string();
@@ -93,14 +95,13 @@ impl ClientParams {
     /// the session no longer overrides (it was RESET) comes back from the
     /// startup list, as RESET returns to it on a direct connection.
     pub fn session_read(&mut self, session: Vec<(String, String)>) {
-        let mut wanted: Vec<(String, String)> = self
-            .startup
+        let startup = self.startup.get_or_insert_with(|| self.wanted.clone());
+        let mut wanted: Vec<(String, String)> = startup
             .iter()
             .filter(|(k, _)| !session.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)))
             .cloned()
             .collect();
-        wanted.extend(session.iter().cloned());
-        self.session = Some(session);
+        wanted.extend(session);
         if wanted != self.wanted {
             self.wanted = wanted;
             self.rehash();
