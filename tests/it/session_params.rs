@@ -172,3 +172,73 @@ async fn startup_options_are_session_parameters() {
     let pooled = options_scenario(&proxy.url("app", "app_pw", "app")).await;
     assert!(pooled.len() >= 2, "{pooled:?}");
 }
+
+/// Reported parameters under churn: 8 clients on a pool of 3, each with its
+/// own TimeZone and IntervalStyle (set with SET, with set_config, or never),
+/// 1,000+ statements in all; every statement runs with its client's values.
+async fn churn_scenario(url: &str) -> usize {
+    let zones = ["UTC", "Asia/Tokyo", "America/New_York", "Europe/Paris"];
+    let mut tasks = Vec::new();
+    for i in 0..8usize {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&url).await;
+            let default_zone = show(&c, "TimeZone").await;
+            let (zone, style) = match i % 3 {
+                0 => {
+                    let zone = zones[i % zones.len()];
+                    c.batch_execute(&format!(
+                        "SET TIME ZONE '{zone}'; SET IntervalStyle = 'iso_8601'"
+                    ))
+                    .await
+                    .expect("set");
+                    (zone.to_string(), "iso_8601")
+                }
+                1 => {
+                    let zone = zones[(i + 1) % zones.len()];
+                    c.simple_query(&format!(
+                        "select set_config('TimeZone', '{zone}', false), \
+                         set_config('IntervalStyle', 'sql_standard', false)"
+                    ))
+                    .await
+                    .expect("set_config");
+                    (zone.to_string(), "sql_standard")
+                }
+                _ => (default_zone, "postgres"),
+            };
+            for n in 0..130 {
+                let row = c
+                    .query_one(
+                        "select current_setting('TimeZone'), current_setting('IntervalStyle')",
+                        &[],
+                    )
+                    .await
+                    .expect("statement");
+                let (z, s): (String, String) = (row.get(0), row.get(1));
+                assert_eq!(
+                    (z.as_str(), s.as_str()),
+                    (zone.as_str(), style),
+                    "client {i}, statement {n}"
+                );
+            }
+            130
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("client task");
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_parameters_under_churn() {
+    let pg = PgCluster::start();
+    assert_eq!(churn_scenario(&direct_url(&pg)).await, 1040);
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 3));
+    assert_eq!(
+        churn_scenario(&proxy.url("app", "app_pw", "app")).await,
+        1040
+    );
+}
