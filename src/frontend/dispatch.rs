@@ -224,11 +224,17 @@ impl Session {
     /// ends (SET and RESET are seen in their CommandComplete).
     fn forward_query(&mut self, msg: &[u8]) {
         if super::params::mentions_set_config(msg) {
-            if let Some(pooled) = self.server.binding.one() {
-                pooled.server.state.params_touched = true;
-            }
+            self.parameters_may_change();
         }
         self.forward(client::QUERY, msg);
+    }
+
+    /// A statement on its way to the held server may call set_config: the
+    /// session's parameters are read when its transaction ends.
+    pub(super) fn parameters_may_change(&mut self) {
+        if let Some(pooled) = self.server.binding.one() {
+            pooled.server.state.params_touched = true;
+        }
     }
 
     /// Refuses a Query in its place among the answers still due.

@@ -95,6 +95,9 @@ impl Session {
                 match self.known(stmt) {
                     Some(p) => {
                         self.ensure_prepared(&p);
+                        if p.sets_config {
+                            self.parameters_may_change();
+                        }
                         let renamed = prepared::rename_bind(msg, at, end, &p.global);
                         self.forward(kind, &renamed);
                     }
@@ -141,6 +144,9 @@ impl Session {
                 name: None,
             });
             self.server.out.extend_from_slice(msg);
+            if super::params::mentions_set_config(msg) {
+                self.parameters_may_change();
+            }
             return Ok(());
         }
         let p = self.client.statements.define(name, msg, name_end);

@@ -91,6 +91,24 @@ async fn set_scenario(url: &str) -> HashSet<i32> {
         }
         assert_eq!(show(&bystander, "work_mem").await, "4MB");
     }
+    // set_config of a parameter the server does not report, through the
+    // extended protocol (a prepared statement with a parameter).
+    a.query_one("select set_config('search_path', $1, false)", &[&"public"])
+        .await
+        .expect("set_config, extended");
+    for i in 0..4 {
+        if i % 2 == 0 {
+            holder.batch_execute("BEGIN").await.expect("begin");
+        }
+        assert_eq!(show(&a, "search_path").await, "public", "round {i}");
+        pids.insert(backend_pid(&a).await);
+        if i % 2 == 0 {
+            holder.batch_execute("COMMIT").await.expect("commit");
+        }
+    }
+    a.batch_execute("SET search_path TO s2, public")
+        .await
+        .expect("set again");
     // An invalid value is the server's error, as directly, and changes nothing.
     let err = a
         .batch_execute("SET statement_timeout = 'soon'")
