@@ -113,7 +113,8 @@ impl Server {
                 Message::ReadyForQuery(_) => {
                     // The startup's ParameterStatus messages are the
                     // server's defaults, not a client's change.
-                    self.state.params_touched = false;
+                    self.state.clear_touched();
+                    self.state.session.clear();
                     return Ok(());
                 }
                 Message::AuthenticationKerberosV5

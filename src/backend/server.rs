@@ -92,6 +92,16 @@ pub struct ServerState {
     /// RESET completed, or the server reported a new value): read what the
     /// session now holds before the connection goes back to the pool.
     pub params_touched: bool,
+    /// What the client's statements of this transaction were read to
+    /// change (see `frontend::params::named_parameters`): the parameters
+    /// named, how many SET/RESET commands were read, and whether one could
+    /// not be followed. With every SET/RESET the server completed accounted
+    /// for, only the named parameters are read back.
+    pub named: Vec<String>,
+    pub named_commands: u32,
+    pub named_unknown: bool,
+    /// SET/RESET commands the server completed in this transaction.
+    pub param_commands: u32,
     /// Parameters whose value here was set for a session (by a client or by
     /// pgmlcat on its behalf), not the server's default: what the next
     /// client must have reset unless it wants the same.
@@ -120,6 +130,19 @@ pub enum Observed<'a> {
 }
 
 impl ServerState {
+    pub fn clear_touched(&mut self) {
+        self.params_touched = false;
+        self.named.clear();
+        self.named_commands = 0;
+        self.named_unknown = false;
+        self.param_commands = 0;
+    }
+
+    /// Whether reading back the parameters the statements named is enough.
+    pub fn named_suffice(&self) -> bool {
+        !self.named_unknown && self.param_commands <= self.named_commands
+    }
+
     fn new() -> ServerState {
         ServerState {
             status: TxStatus::Idle,
@@ -127,6 +150,10 @@ impl ServerState {
             prepared: HashSet::new(),
             dirty: false,
             params_touched: false,
+            named: Vec::new(),
+            named_commands: 0,
+            named_unknown: false,
+            param_commands: 0,
             session: Vec::new(),
             broken: false,
             plans_stale: false,
@@ -155,7 +182,11 @@ impl ServerState {
                     if self.params.get(name).map(String::as_str) != Some(value) {
                         self.params.insert(name.to_string(), value.to_string());
                         self.synced = 0;
-                        self.params_touched = true;
+                        // No longer the server's default: whoever gets this
+                        // connection next has it brought in line.
+                        if !self.session.iter().any(|n| n == name) {
+                            self.session.push(name.to_string());
+                        }
                     }
                     Observed::Parameter(name, value)
                 }
@@ -164,7 +195,10 @@ impl ServerState {
             tag::COMMAND_COMPLETE => {
                 match command_effect(body) {
                     CommandEffect::None => {}
-                    CommandEffect::Parameters => self.params_touched = true,
+                    CommandEffect::Parameters => {
+                        self.params_touched = true;
+                        self.param_commands += 1;
+                    }
                     CommandEffect::Schema => self.plans_stale = true,
                     CommandEffect::SessionState => self.dirty = true,
                     CommandEffect::StatementsGone => {
@@ -265,7 +299,7 @@ impl Server {
         self.state.session.clear();
         self.state.synced = 0;
         self.state.dirty = false;
-        self.state.params_touched = false;
+        self.state.clear_touched();
         Ok(())
     }
 
@@ -362,6 +396,35 @@ impl Server {
         Ok(())
     }
 
+    /// The current values of `names`, read after a client's transaction
+    /// that changed them (a cheap query, where `session_parameters` reads
+    /// the whole catalog view).
+    pub async fn current_settings(&mut self, names: &[String]) -> Result<Vec<(String, String)>> {
+        let mut sql = String::from("SELECT ");
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "pg_catalog.current_setting({}, true)",
+                quote_literal(name)
+            ));
+        }
+        let row = self.query_row(&sql).await?.unwrap_or_default();
+        let mut set = Vec::with_capacity(names.len());
+        for (name, value) in names.iter().zip(row) {
+            if let Some(value) = value {
+                self.state.params.insert(name.clone(), value.clone());
+                if !self.state.session.contains(name) {
+                    self.state.session.push(name.clone());
+                }
+                set.push((name.clone(), value));
+            }
+        }
+        self.state.clear_touched();
+        Ok(set)
+    }
+
     /// What the session's parameters now are, read from the server after a
     /// client's transaction may have changed them (SET, RESET, set_config):
     /// every parameter set for this session, with the value to SET it to
@@ -381,7 +444,7 @@ impl Server {
             self.state.params.insert(name.clone(), value.clone());
         }
         self.state.session = set.iter().map(|(n, _)| n.clone()).collect();
-        self.state.params_touched = false;
+        self.state.clear_touched();
         Ok(set)
     }
 
@@ -538,14 +601,17 @@ mod tests {
         );
         assert_eq!(s.params.get("TimeZone").map(String::as_str), Some("UTC"));
         assert_eq!(s.synced, 0, "a reported change forgets the last sync");
-        assert!(s.params_touched, "and has the session's parameters read");
+        assert!(
+            s.session.contains(&"TimeZone".to_string()),
+            "a reported change is the session's now"
+        );
 
-        s.params_touched = false;
         s.prepared.insert("pgmlcat_x".into());
         s.observe(tag::COMMAND_COMPLETE, b"SELECT 1\0");
         assert!(!s.dirty && !s.params_touched);
         s.observe(tag::COMMAND_COMPLETE, b"SET\0");
         assert!(s.params_touched && !s.dirty, "a SET follows the client");
+        assert_eq!(s.param_commands, 1);
         s.observe(tag::COMMAND_COMPLETE, b"PREPARE\0");
         assert!(s.dirty, "a PREPARE cannot move");
         s.observe(tag::COMMAND_COMPLETE, b"ALTER TABLE\0");

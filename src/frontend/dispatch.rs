@@ -223,17 +223,35 @@ impl Session {
     /// set_config has its session's parameters read when its transaction
     /// ends (SET and RESET are seen in their CommandComplete).
     fn forward_query(&mut self, msg: &[u8]) {
-        if super::params::mentions_set_config(msg) {
-            self.parameters_may_change();
+        if let Ok((text, _)) = codec::cstr_bytes(msg, 5) {
+            if super::params::may_set(text) {
+                self.note_parameters(text);
+            }
         }
         self.forward(client::QUERY, msg);
     }
 
-    /// A statement on its way to the held server may call set_config: the
-    /// session's parameters are read when its transaction ends.
-    pub(super) fn parameters_may_change(&mut self) {
-        if let Some(pooled) = self.server.binding.one() {
-            pooled.server.state.params_touched = true;
+    /// A statement on its way to the held server may change session
+    /// parameters: what it names is noted, and read back from the server
+    /// when the transaction ends.
+    pub(super) fn note_parameters(&mut self, text: &[u8]) {
+        let Some(pooled) = self.server.binding.one() else {
+            return;
+        };
+        let state = &mut pooled.server.state;
+        match super::params::named_parameters(text) {
+            Some((names, commands)) => {
+                if super::params::mentions_set_config(text) {
+                    // set_config completes as a SELECT: no SET to count.
+                    state.params_touched = true;
+                }
+                state.named.extend(names);
+                state.named_commands += commands;
+            }
+            None => {
+                state.named_unknown = true;
+                state.params_touched = true;
+            }
         }
     }
 

@@ -95,8 +95,8 @@ impl Session {
                 match self.known(stmt) {
                     Some(p) => {
                         self.ensure_prepared(&p);
-                        if p.sets_config {
-                            self.parameters_may_change();
+                        if p.may_set {
+                            self.note_parameters(p.query.as_bytes());
                         }
                         let renamed = prepared::rename_bind(msg, at, end, &p.global);
                         self.forward(kind, &renamed);
@@ -144,8 +144,10 @@ impl Session {
                 name: None,
             });
             self.server.out.extend_from_slice(msg);
-            if super::params::mentions_set_config(msg) {
-                self.parameters_may_change();
+            if let Ok((query, _)) = crate::net::codec::cstr_bytes(msg, name_end) {
+                if super::params::may_set(query) {
+                    self.note_parameters(query);
+                }
             }
             return Ok(());
         }

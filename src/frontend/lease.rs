@@ -266,10 +266,30 @@ impl Session {
             // The client's parameters follow it to its next server: what
             // its session now holds is read here, once per transaction
             // that changed one.
-            match Box::pin(server.session_parameters()).await {
-                Ok(session) => {
+            let named = server.state.named_suffice();
+            let read = if named {
+                let mut names = std::mem::take(&mut server.state.named);
+                names.sort();
+                names.dedup();
+                if names.is_empty() {
+                    // Only SET LOCAL / SET TRANSACTION: nothing outlives it.
+                    server.state.clear_touched();
+                    Ok(None)
+                } else {
+                    Box::pin(server.current_settings(&names)).await.map(Some)
+                }
+            } else {
+                Box::pin(server.session_parameters()).await.map(Some)
+            };
+            match read {
+                Ok(None) => {}
+                Ok(Some(values)) => {
                     let params = &mut self.client.params;
-                    params.session_read(session);
+                    if named {
+                        params.update(values);
+                    } else {
+                        params.session_read(values);
+                    }
                     // In line unless a RESET took a startup value back to
                     // the server's default.
                     let in_line = server.in_line_with(params.wanted(), 0);

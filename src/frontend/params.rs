@@ -73,6 +73,28 @@ impl ClientParams {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Values the server gave for parameters the client's statements named
+    /// (a SET, a RESET, a set_config): they are the client's now.
+    pub fn update(&mut self, values: Vec<(String, String)>) {
+        if values.is_empty() {
+            return;
+        }
+        if self.startup.is_none() {
+            self.startup = Some(self.wanted.clone());
+        }
+        for (name, value) in values {
+            match self
+                .wanted
+                .iter_mut()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+            {
+                Some(slot) => slot.1 = value,
+                None => self.wanted.push((name, value)),
+            }
+        }
+        self.rehash();
+    }
+
     /// The server reported a new value while this client was on it.
     pub fn reported(&mut self, name: &str, value: &str) {
         if self.startup.is_none() && self.get(name) != Some(value) {
@@ -121,6 +143,95 @@ pub fn mentions_set_config(text: &[u8]) -> bool {
                 .get(i + 1..i + 7)
                 .is_some_and(|w| w.eq_ignore_ascii_case(b"config"))
     })
+}
+
+/// Whether a statement text may change session parameters: it starts with
+/// SET or RESET, or mentions set_config. Cheap: the first word and a memchr.
+pub fn may_set(text: &[u8]) -> bool {
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let word = &text[start..];
+    let starts = |w: &[u8]| {
+        word.get(..w.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(w))
+    };
+    starts(b"set") || starts(b"reset") || mentions_set_config(text)
+}
+
+/// What a statement text does to session parameters, read without a
+/// server: the parameters its SETs, RESETs and set_config calls name (SET
+/// LOCAL and SET TRANSACTION name none: they end with the transaction), and
+/// how many SET/RESET commands it holds. `None` when it holds one this
+/// reader cannot follow (RESET ALL, SET SESSION CHARACTERISTICS, a
+/// set_config whose name is not a literal): the server is then asked for
+/// everything.
+pub fn named_parameters(text: &[u8]) -> Option<(Vec<String>, u32)> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut names = Vec::new();
+    let mut commands = 0u32;
+    for part in text.split(';') {
+        let mut words = part.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.eq_ignore_ascii_case("set") {
+            commands += 1;
+            let mut next = words.next().unwrap_or("");
+            if next.eq_ignore_ascii_case("session") {
+                next = words.next().unwrap_or("");
+                if next.eq_ignore_ascii_case("characteristics") {
+                    return None;
+                }
+                if next.eq_ignore_ascii_case("authorization") {
+                    names.push("session_authorization".to_string());
+                    continue;
+                }
+            }
+            let lower = next.to_ascii_lowercase();
+            match lower.as_str() {
+                "local" | "transaction" | "constraints" => {}
+                "time" => names.push("TimeZone".to_string()),
+                "schema" => names.push("search_path".to_string()),
+                "names" => names.push("client_encoding".to_string()),
+                _ => names.push(guc_name(next)?),
+            }
+        } else if first.eq_ignore_ascii_case("reset") {
+            commands += 1;
+            let next = words.next().unwrap_or("");
+            if next.eq_ignore_ascii_case("all") || next.is_empty() {
+                return None;
+            }
+            names.push(guc_name(next)?);
+        }
+    }
+    if mentions_set_config(text.as_bytes()) {
+        let lower = text.to_ascii_lowercase();
+        for (i, _) in lower.match_indices("set_config") {
+            let rest = lower[i + "set_config".len()..].trim_start();
+            let rest = rest.strip_prefix('(')?.trim_start();
+            let rest = rest.strip_prefix('\'')?;
+            let end = rest.find('\'')?;
+            // The original case of the name, from the same offsets.
+            let start = text.len() - rest.len();
+            names.push(text[start..start + end].to_string());
+        }
+    }
+    Some((names, commands))
+}
+
+/// A parameter name as SET writes it: an identifier (folded to lower case),
+/// dotted for a custom parameter, or quoted. `=` or `TO` may follow it
+/// without a space.
+fn guc_name(word: &str) -> Option<String> {
+    let word = word.split('=').next().unwrap_or("");
+    if let Some(quoted) = word.strip_prefix('"') {
+        return quoted.strip_suffix('"').map(str::to_string);
+    }
+    let ok = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$');
+    ok.then(|| word.to_ascii_lowercase())
 }
 
 /// The `-c name=value` and `--name=value` items of a startup `options`
@@ -213,6 +324,38 @@ mod tests {
         ]);
         assert_eq!(p.get("search_path"), Some("s2"));
         assert_eq!(p.get("DateStyle"), Some("ISO"));
+    }
+
+    #[test]
+    fn names_what_statements_set() {
+        let n = |t: &str| named_parameters(t.as_bytes());
+        assert_eq!(
+            n("SET search_path TO s2, public; SET statement_timeout = '1234ms'"),
+            Some((vec!["search_path".into(), "statement_timeout".into()], 2))
+        );
+        assert_eq!(n("set local work_mem = '1MB'"), Some((vec![], 1)));
+        assert_eq!(
+            n("SET TIME ZONE '+05:30'"),
+            Some((vec!["TimeZone".into()], 1))
+        );
+        assert_eq!(
+            n("SET SESSION work_mem='2MB'"),
+            Some((vec!["work_mem".into()], 1))
+        );
+        assert_eq!(
+            n("RESET statement_timeout"),
+            Some((vec!["statement_timeout".into()], 1))
+        );
+        assert_eq!(n("RESET ALL"), None);
+        assert_eq!(
+            n("select set_config('TimeZone', 'UTC', false)"),
+            Some((vec!["TimeZone".into()], 0))
+        );
+        assert_eq!(n("select set_config($1, $2, false)"), None);
+        assert_eq!(
+            n("SET app.user_id = '7'"),
+            Some((vec!["app.user_id".into()], 1))
+        );
     }
 
     #[test]

@@ -25,9 +25,9 @@ pub struct Prepared {
     pub parse: Bytes,
     /// The statement's text, for routing its executions.
     pub query: String,
-    /// Whether the text may call set_config (its executions then have the
-    /// session's parameters read).
-    pub sets_config: bool,
+    /// Whether the text may change session parameters (SET, RESET,
+    /// set_config): its executions are then noted (see `params`).
+    pub may_set: bool,
 }
 
 /// One client's statement names.
@@ -57,7 +57,7 @@ impl ClientStatements {
         let prepared = Arc::new(Prepared {
             global,
             parse,
-            sets_config: super::params::mentions_set_config(query.as_bytes()),
+            may_set: super::params::may_set(query.as_bytes()),
             query,
         });
         self.map.insert(name.to_string(), prepared.clone());
