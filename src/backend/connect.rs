@@ -113,7 +113,7 @@ impl Server {
                 Message::ReadyForQuery(_) => {
                     // The startup's ParameterStatus messages are the
                     // server's defaults, not a client's change.
-                    self.state.clear_touched();
+                    self.state.changes = Default::default();
                     self.state.session.clear();
                     return Ok(());
                 }

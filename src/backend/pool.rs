@@ -420,7 +420,7 @@ impl ServerPool {
         } = pooled;
         if server.state.broken
             || server.state.dirty
-            || server.state.params_touched
+            || server.state.changes.any()
             || server.state.status != TxStatus::Idle
             || !server.buf.is_empty()
         {

@@ -38,13 +38,14 @@ impl Server {
         mut each: impl FnMut(Message) -> Result<()>,
     ) -> Result<()> {
         self.send(out).await?;
-        let (dirty, touched) = (self.state.dirty, self.state.params_touched);
+        let dirty = self.state.dirty;
+        let changes = std::mem::take(&mut self.state.changes);
         let mut first_error = None;
         loop {
             match self.recv_message().await? {
                 Message::ReadyForQuery(_) => {
                     self.state.dirty = dirty;
-                    self.state.params_touched = touched;
+                    self.state.changes = changes;
                     return first_error.map_or(Ok(()), Err);
                 }
                 Message::ErrorResponse(body) => {

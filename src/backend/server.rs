@@ -88,20 +88,9 @@ pub struct ServerState {
     /// connection (PREPARE, LISTEN, cursors, temp tables...): reset before
     /// anyone else uses this connection.
     pub dirty: bool,
-    /// A client's statement may have changed session parameters (a SET or
-    /// RESET completed, or the server reported a new value): read what the
-    /// session now holds before the connection goes back to the pool.
-    pub params_touched: bool,
-    /// What the client's statements of this transaction were read to
-    /// change (see `frontend::params::named_parameters`): the parameters
-    /// named, how many SET/RESET commands were read, and whether one could
-    /// not be followed. With every SET/RESET the server completed accounted
-    /// for, only the named parameters are read back.
-    pub named: Vec<String>,
-    pub named_commands: u32,
-    pub named_unknown: bool,
-    /// SET/RESET commands the server completed in this transaction.
-    pub param_commands: u32,
+    /// What the client's statements of this transaction did to session
+    /// parameters, read back before the connection goes to the pool.
+    pub changes: ParamChanges,
     /// Parameters whose value here was set for a session (by a client or by
     /// pgmlcat on its behalf), not the server's default: what the next
     /// client must have reset unless it wants the same.
@@ -119,6 +108,44 @@ pub struct ServerState {
     pub synced: u64,
 }
 
+/// What a client's statements did to session parameters in one
+/// transaction: what the session saw of them on their way (see
+/// `frontend::params::named_parameters`) and what the server completed.
+/// With every SET/RESET the server completed read on its way, only the
+/// parameters named need reading back.
+#[derive(Debug, Default, Clone)]
+pub struct ParamChanges {
+    /// Parameters the statements were read to name.
+    pub named: Vec<String>,
+    /// SET/RESET commands read on their way.
+    pub read: u32,
+    /// SET/RESET commands the server completed.
+    pub completed: u32,
+    /// A set_config call went by (it completes as a SELECT, not a SET).
+    pub calls: bool,
+    /// A statement the reader could not follow.
+    pub unknown: bool,
+}
+
+impl ParamChanges {
+    /// Whether anything may have changed.
+    pub fn any(&self) -> bool {
+        self.completed > 0 || self.calls || self.unknown
+    }
+
+    fn named_suffice(&self) -> bool {
+        !self.unknown && self.completed <= self.read
+    }
+}
+
+/// A session's parameters as read back from its server.
+pub enum ParamsRead {
+    /// The parameters the statements named, with their values now.
+    Named(Vec<(String, String)>),
+    /// Every parameter set for the session (the reader could not follow).
+    Whole(Vec<(String, String)>),
+}
+
 /// What a server message changed, for the reader that passes it on.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Observed<'a> {
@@ -130,30 +157,13 @@ pub enum Observed<'a> {
 }
 
 impl ServerState {
-    pub fn clear_touched(&mut self) {
-        self.params_touched = false;
-        self.named.clear();
-        self.named_commands = 0;
-        self.named_unknown = false;
-        self.param_commands = 0;
-    }
-
-    /// Whether reading back the parameters the statements named is enough.
-    pub fn named_suffice(&self) -> bool {
-        !self.named_unknown && self.param_commands <= self.named_commands
-    }
-
     fn new() -> ServerState {
         ServerState {
             status: TxStatus::Idle,
             params: HashMap::new(),
             prepared: HashSet::new(),
             dirty: false,
-            params_touched: false,
-            named: Vec::new(),
-            named_commands: 0,
-            named_unknown: false,
-            param_commands: 0,
+            changes: ParamChanges::default(),
             session: Vec::new(),
             broken: false,
             plans_stale: false,
@@ -195,10 +205,7 @@ impl ServerState {
             tag::COMMAND_COMPLETE => {
                 match command_effect(body) {
                     CommandEffect::None => {}
-                    CommandEffect::Parameters => {
-                        self.params_touched = true;
-                        self.param_commands += 1;
-                    }
+                    CommandEffect::Parameters => self.changes.completed += 1,
                     CommandEffect::Schema => self.plans_stale = true,
                     CommandEffect::SessionState => self.dirty = true,
                     CommandEffect::StatementsGone => {
@@ -299,7 +306,7 @@ impl Server {
         self.state.session.clear();
         self.state.synced = 0;
         self.state.dirty = false;
-        self.state.clear_touched();
+        self.state.changes = ParamChanges::default();
         Ok(())
     }
 
@@ -396,56 +403,71 @@ impl Server {
         Ok(())
     }
 
-    /// The current values of `names`, read after a client's transaction
-    /// that changed them (a cheap query, where `session_parameters` reads
-    /// the whole catalog view).
-    pub async fn current_settings(&mut self, names: &[String]) -> Result<Vec<(String, String)>> {
-        let mut sql = String::from("SELECT ");
-        for (i, name) in names.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "pg_catalog.current_setting({}, true)",
-                quote_literal(name)
-            ));
-        }
-        let row = self.query_row(&sql).await?.unwrap_or_default();
-        let mut set = Vec::with_capacity(names.len());
-        for (name, value) in names.iter().zip(row) {
-            if let Some(value) = value {
-                self.state.params.insert(name.clone(), value.clone());
-                if !self.state.session.contains(name) {
-                    self.state.session.push(name.clone());
-                }
-                set.push((name.clone(), value));
-            }
-        }
-        self.state.clear_touched();
-        Ok(set)
+    /// Reads back what a client's transaction did to the session's
+    /// parameters (`state.changes` says what may have): the parameters its
+    /// statements named, with `current_setting` (one short query; none for
+    /// SET LOCAL alone), or, when a statement could not be followed, every
+    /// parameter set for the session from `pg_settings`. The server's answer
+    /// covers a rolled-back SET, SET LOCAL and savepoints exactly as
+    /// Postgres applied them.
+    pub async fn read_back_parameters(&mut self) -> Result<ParamsRead> {
+        let changes = std::mem::take(&mut self.state.changes);
+        let read = if changes.named_suffice() {
+            let mut names = changes.named;
+            names.sort();
+            names.dedup();
+            ParamsRead::Named(self.current_settings(&names).await?)
+        } else {
+            ParamsRead::Whole(self.session_parameters().await?)
+        };
+        Ok(read)
     }
 
-    /// What the session's parameters now are, read from the server after a
-    /// client's transaction may have changed them (SET, RESET, set_config):
-    /// every parameter set for this session, with the value to SET it to
-    /// again elsewhere. The server's own answer covers what a rolled-back
-    /// SET, SET LOCAL or a savepoint did, exactly as Postgres applied it.
-    pub async fn session_parameters(&mut self) -> Result<Vec<(String, String)>> {
+    async fn current_settings(&mut self, names: &[String]) -> Result<Vec<(String, String)>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let calls: Vec<String> = names
+            .iter()
+            .map(|n| format!("pg_catalog.current_setting({}, true)", quote_literal(n)))
+            .collect();
+        let row = self
+            .query_row(&format!("SELECT {}", calls.join(", ")))
+            .await?
+            .unwrap_or_default();
+        let values: Vec<(String, String)> = names
+            .iter()
+            .zip(row)
+            .filter_map(|(name, value)| Some((name.clone(), value?)))
+            .collect();
+        self.remember(&values);
+        Ok(values)
+    }
+
+    async fn session_parameters(&mut self) -> Result<Vec<(String, String)>> {
         let rows = self
             .simple_query("SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' ORDER BY name")
             .await?;
-        let mut set = Vec::with_capacity(rows.len());
-        for row in rows {
-            if let [Some(name), Some(value)] = row.as_slice() {
-                set.push((name.clone(), value.clone()));
+        let values: Vec<(String, String)> = rows
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [Some(name), Some(value)] => Some((name.clone(), value.clone())),
+                _ => None,
+            })
+            .collect();
+        self.state.session.clear();
+        self.remember(&values);
+        Ok(values)
+    }
+
+    /// Values set for this session, as the server gave them.
+    fn remember(&mut self, values: &[(String, String)]) {
+        for (name, value) in values {
+            self.state.params.insert(name.clone(), value.clone());
+            if !self.state.session.contains(name) {
+                self.state.session.push(name.clone());
             }
         }
-        for (name, value) in &set {
-            self.state.params.insert(name.clone(), value.clone());
-        }
-        self.state.session = set.iter().map(|(n, _)| n.clone()).collect();
-        self.state.clear_touched();
-        Ok(set)
     }
 
     pub fn idle_for(&self) -> Duration {
@@ -608,10 +630,10 @@ mod tests {
 
         s.prepared.insert("pgmlcat_x".into());
         s.observe(tag::COMMAND_COMPLETE, b"SELECT 1\0");
-        assert!(!s.dirty && !s.params_touched);
+        assert!(!s.dirty && !s.changes.any());
         s.observe(tag::COMMAND_COMPLETE, b"SET\0");
-        assert!(s.params_touched && !s.dirty, "a SET follows the client");
-        assert_eq!(s.param_commands, 1);
+        assert!(s.changes.any() && !s.dirty, "a SET follows the client");
+        assert_eq!(s.changes.completed, 1);
         s.observe(tag::COMMAND_COMPLETE, b"PREPARE\0");
         assert!(s.dirty, "a PREPARE cannot move");
         s.observe(tag::COMMAND_COMPLETE, b"ALTER TABLE\0");

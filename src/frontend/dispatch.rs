@@ -238,20 +238,14 @@ impl Session {
         let Some(pooled) = self.server.binding.one() else {
             return;
         };
-        let state = &mut pooled.server.state;
+        let changes = &mut pooled.server.state.changes;
         match super::params::named_parameters(text) {
-            Some((names, commands)) => {
-                if super::params::mentions_set_config(text) {
-                    // set_config completes as a SELECT: no SET to count.
-                    state.params_touched = true;
-                }
-                state.named.extend(names);
-                state.named_commands += commands;
+            Some(named) => {
+                changes.named.extend(named.names);
+                changes.read += named.commands;
+                changes.calls |= named.calls_set_config;
             }
-            None => {
-                state.named_unknown = true;
-                state.params_touched = true;
-            }
+            None => changes.unknown = true,
         }
     }
 

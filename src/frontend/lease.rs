@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::session::{Binding, Flow, Recovery, Session};
+use crate::backend::server::ParamsRead;
 use crate::config::{PoolMode, Role};
 use crate::errors::{Error, Result, Severity};
 use crate::net::messages::{self, TxStatus};
@@ -224,7 +225,7 @@ impl Session {
         let clean = self.server.binding.one().is_some_and(|p| {
             let state = &p.server.state;
             !state.dirty
-                && !state.params_touched
+                && !state.changes.any()
                 && !state.plans_stale
                 && state.prepared.len() <= cache_size
         });
@@ -262,33 +263,15 @@ impl Session {
         };
         let now = self.returned();
         let server = &mut pooled.server;
-        if server.state.params_touched {
+        if server.state.changes.any() {
             // The client's parameters follow it to its next server: what
-            // its session now holds is read here, once per transaction
-            // that changed one.
-            let named = server.state.named_suffice();
-            let read = if named {
-                let mut names = std::mem::take(&mut server.state.named);
-                names.sort();
-                names.dedup();
-                if names.is_empty() {
-                    // Only SET LOCAL / SET TRANSACTION: nothing outlives it.
-                    server.state.clear_touched();
-                    Ok(None)
-                } else {
-                    Box::pin(server.current_settings(&names)).await.map(Some)
-                }
-            } else {
-                Box::pin(server.session_parameters()).await.map(Some)
-            };
-            match read {
-                Ok(None) => {}
-                Ok(Some(values)) => {
+            // its transaction changed is read back here.
+            match Box::pin(server.read_back_parameters()).await {
+                Ok(read) => {
                     let params = &mut self.client.params;
-                    if named {
-                        params.update(values);
-                    } else {
-                        params.session_read(values);
+                    match read {
+                        ParamsRead::Named(values) => params.update(values),
+                        ParamsRead::Whole(values) => params.session_read(values),
                     }
                     // In line unless a RESET took a startup value back to
                     // the server's default.
@@ -350,7 +333,7 @@ impl Session {
         tokio::spawn(async move {
             let server = &mut pooled.server;
             let state = &server.state;
-            if state.status != TxStatus::Idle || session_mode || state.dirty || state.params_touched
+            if state.status != TxStatus::Idle || session_mode || state.dirty || state.changes.any()
             {
                 if let Err(e) = server.reset().await {
                     tracing::debug!(server = %server.addr, error = %e, "reset after client left failed");

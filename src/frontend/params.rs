@@ -76,40 +76,43 @@ impl ClientParams {
     /// Values the server gave for parameters the client's statements named
     /// (a SET, a RESET, a set_config): they are the client's now.
     pub fn update(&mut self, values: Vec<(String, String)>) {
-        if values.is_empty() {
-            return;
+        let mut changed = false;
+        for (name, value) in &values {
+            changed |= self.set(name, value, true);
         }
-        if self.startup.is_none() {
-            self.startup = Some(self.wanted.clone());
+        if changed {
+            self.rehash();
         }
-        for (name, value) in values {
-            match self
-                .wanted
-                .iter_mut()
-                .find(|(k, _)| k.eq_ignore_ascii_case(&name))
-            {
-                Some(slot) => slot.1 = value,
-                None => self.wanted.push((name, value)),
-            }
-        }
-        self.rehash();
     }
 
     /// The server reported a new value while this client was on it.
     pub fn reported(&mut self, name: &str, value: &str) {
-        if self.startup.is_none() && self.get(name) != Some(value) {
+        if self.set(name, value, REPORTED.contains(&name)) {
+            self.rehash();
+        }
+    }
+
+    /// Sets one wanted value (adding the name only when `add`); whether
+    /// anything changed. The caller rehashes.
+    fn set(&mut self, name: &str, value: &str, add: bool) -> bool {
+        let at = self
+            .wanted
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(name));
+        match at {
+            Some(i) if self.wanted[i].1 == value => return false,
+            None if !add => return false,
+            _ => {}
+        }
+        if self.startup.is_none() {
             // What the client started with stays apart from its changes.
             self.startup = Some(self.wanted.clone());
         }
-        if let Some(slot) = self.wanted.iter_mut().find(|(k, _)| k == name) {
-            if slot.1 != value {
-                slot.1 = value.to_string();
-                self.rehash();
-            }
-        } else if REPORTED.contains(&name) {
-            self.wanted.push((name.to_string(), value.to_string()));
-            self.rehash();
+        match at {
+            Some(i) => self.wanted[i].1 = value.to_string(),
+            None => self.wanted.push((name.to_string(), value.to_string())),
         }
+        true
     }
 
     /// What the session holds now, as the server said after the client's
@@ -148,16 +151,18 @@ pub fn mentions_set_config(text: &[u8]) -> bool {
 /// Whether a statement text may change session parameters: it starts with
 /// SET or RESET, or mentions set_config. Cheap: the first word and a memchr.
 pub fn may_set(text: &[u8]) -> bool {
-    let start = text
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(text.len());
-    let word = &text[start..];
-    let starts = |w: &[u8]| {
-        word.get(..w.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(w))
-    };
-    starts(b"set") || starts(b"reset") || mentions_set_config(text)
+    use crate::router::commands::starts_with_word;
+    starts_with_word(text, b"set") || starts_with_word(text, b"reset") || mentions_set_config(text)
+}
+
+/// What `named_parameters` read in a statement text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Named {
+    /// The parameters its SETs, RESETs and set_config calls name.
+    pub names: Vec<String>,
+    /// How many SET/RESET commands it holds.
+    pub commands: u32,
+    pub calls_set_config: bool,
 }
 
 /// What a statement text does to session parameters, read without a
@@ -167,7 +172,7 @@ pub fn may_set(text: &[u8]) -> bool {
 /// reader cannot follow (RESET ALL, SET SESSION CHARACTERISTICS, a
 /// set_config whose name is not a literal): the server is then asked for
 /// everything.
-pub fn named_parameters(text: &[u8]) -> Option<(Vec<String>, u32)> {
+pub fn named_parameters(text: &[u8]) -> Option<Named> {
     let text = std::str::from_utf8(text).ok()?;
     let mut names = Vec::new();
     let mut commands = 0u32;
@@ -204,7 +209,8 @@ pub fn named_parameters(text: &[u8]) -> Option<(Vec<String>, u32)> {
             names.push(guc_name(next)?);
         }
     }
-    if mentions_set_config(text.as_bytes()) {
+    let calls_set_config = mentions_set_config(text.as_bytes());
+    if calls_set_config {
         let lower = text.to_ascii_lowercase();
         for (i, _) in lower.match_indices("set_config") {
             let rest = lower[i + "set_config".len()..].trim_start();
@@ -213,10 +219,14 @@ pub fn named_parameters(text: &[u8]) -> Option<(Vec<String>, u32)> {
             let end = rest.find('\'')?;
             // The original case of the name, from the same offsets.
             let start = text.len() - rest.len();
-            names.push(text[start..start + end].to_string());
+            names.push(canonical(&text[start..start + end]));
         }
     }
-    Some((names, commands))
+    Some(Named {
+        names,
+        commands,
+        calls_set_config,
+    })
 }
 
 /// A parameter name as SET writes it: an identifier (folded to lower case),
@@ -225,13 +235,24 @@ pub fn named_parameters(text: &[u8]) -> Option<(Vec<String>, u32)> {
 fn guc_name(word: &str) -> Option<String> {
     let word = word.split('=').next().unwrap_or("");
     if let Some(quoted) = word.strip_prefix('"') {
-        return quoted.strip_suffix('"').map(str::to_string);
+        return quoted.strip_suffix('"').map(canonical);
     }
     let ok = !word.is_empty()
         && word
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$');
-    ok.then(|| word.to_ascii_lowercase())
+    ok.then(|| canonical(word))
+}
+
+/// A parameter name as the server spells it: Postgres matches names in any
+/// case, and the proxy keys its books by name, so `timezone` must be the
+/// `TimeZone` the server reports. The mixed-case names are the reported
+/// ones; every other built-in and custom name is lower case.
+fn canonical(name: &str) -> String {
+    REPORTED
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(name))
+        .map_or_else(|| name.to_ascii_lowercase(), |r| r.to_string())
 }
 
 /// The `-c name=value` and `--name=value` items of a startup `options`
@@ -328,7 +349,7 @@ mod tests {
 
     #[test]
     fn names_what_statements_set() {
-        let n = |t: &str| named_parameters(t.as_bytes());
+        let n = |t: &str| named_parameters(t.as_bytes()).map(|n| (n.names, n.commands));
         assert_eq!(
             n("SET search_path TO s2, public; SET statement_timeout = '1234ms'"),
             Some((vec!["search_path".into(), "statement_timeout".into()], 2))
@@ -352,6 +373,14 @@ mod tests {
             Some((vec!["TimeZone".into()], 0))
         );
         assert_eq!(n("select set_config($1, $2, false)"), None);
+        assert_eq!(
+            n("set timezone = 'UTC'"),
+            Some((vec!["TimeZone".into()], 1))
+        );
+        let call = named_parameters(b"select set_config('a.b', 'x', false)");
+        assert!(call.is_some_and(|n| n.calls_set_config));
+        let set = named_parameters(b"SET a.b = 'x'");
+        assert!(set.is_some_and(|n| !n.calls_set_config));
         assert_eq!(
             n("SET app.user_id = '7'"),
             Some((vec!["app.user_id".into()], 1))

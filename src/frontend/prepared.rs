@@ -97,13 +97,7 @@ pub enum Deallocate {
 /// Whether a statement may be a DEALLOCATE (its first word), decided on the
 /// raw bytes like `commands::might_be`.
 pub fn might_deallocate(sql: &[u8]) -> bool {
-    let start = sql
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(sql.len());
-    sql[start..]
-        .get(..10)
-        .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
+    crate::router::commands::starts_with_word(sql, b"deallocate")
 }
 
 /// `DEALLOCATE [PREPARE] { name | ALL }` with an optional `;`: what it

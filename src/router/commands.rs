@@ -45,16 +45,21 @@ pub enum Command {
 /// Decided on the raw bytes, before anything else reads the text.
 #[inline]
 pub fn might_be(sql: &[u8]) -> bool {
+    starts_with_word(sql, b"set") || starts_with_word(sql, b"show")
+}
+
+/// Whether a statement's text, after leading whitespace, starts with `word`
+/// in any case: the cheap first look every statement the session may answer
+/// or note gets, on the raw bytes.
+#[inline]
+pub fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
     let start = sql
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(sql.len());
-    let word = &sql[start..];
-    let starts = |w: &[u8]| {
-        word.get(..w.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(w))
-    };
-    starts(b"set") || starts(b"show")
+    sql[start..]
+        .get(..word.len())
+        .is_some_and(|w| w.eq_ignore_ascii_case(word))
 }
 
 /// `None` when the statement is not one of ours (the common case, decided
