@@ -219,14 +219,14 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// Sends a Query to the server the client holds. One that may call
-    /// set_config has its session's parameters read when its transaction
-    /// ends (SET and RESET are seen in their CommandComplete).
+    /// Sends a Query to the server the client holds; one that may change
+    /// session parameters is noted first.
     fn forward_query(&mut self, msg: &[u8]) {
-        if let Ok((text, _)) = codec::cstr_bytes(msg, 5) {
-            if super::params::may_set(text) {
-                self.note_parameters(text);
-            }
+        // The text between the header and its NUL (read already, not
+        // scanned for its end again).
+        let text = msg.get(5..msg.len().saturating_sub(1)).unwrap_or_default();
+        if super::params::may_set(text) {
+            self.note_parameters(text);
         }
         self.forward(client::QUERY, msg);
     }
