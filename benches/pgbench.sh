@@ -20,6 +20,37 @@
 # per transaction, from /proc: user and system CPU microseconds, and the
 # times it was preempted (involuntary context switches).
 #
+# The cost of session parameter tracking: set-simple-16 and set-extended-16
+# are simple-16 and extended-16 where every client first sends one SET
+# statement (SET_SQL, default `SET statement_timeout = '1h'`, the same value
+# for all), then runs the -S transaction as before. pgbench has no
+# once-per-connection hook, so this is a custom script (-f) whose client
+# variables do it: variables live per client for the whole run, so
+#     \if :set_done = 0          (-D set_done=0 gives each client a 0)
+#     SET statement_timeout = '1h';
+#     \set set_done 1
+#     \endif
+#     \set aid random(1, 100000 * :scale)      (-s 10: the builtin -S script)
+#     SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+# sends the SET in each client's first transaction only (checked with
+# log_statement = all: one SET per client, in all three protocols; the SET
+# goes through -M's protocol like the SELECT). It is a real SET the poolers
+# see, not a startup parameter (PGOPTIONS='-c ...' would be one). The first
+# transaction of each client is SET + SELECT; every other one is the SELECT
+# alone plus one \if evaluated in pgbench, so set-X / plain-X from the same
+# run is what carrying a SET parameter costs: for pgmlcat, noting the SET,
+# reading it back once, and keeping every server it lands on in line with
+# it (one value for all clients, so after the first round trip per server
+# there is nothing to send: the steady-state cost is the comparison). A
+# third table prints set-X / plain-X per target (median of the per-round
+# ratios; each set scenario runs right after its plain one). Selecting a
+# set-X scenario runs X too. PgBouncer 1.18 tracks only the reported
+# parameters (application_name, client_encoding, DateStyle, TimeZone,
+# standard_conforming_strings; track_extra_parameters is 1.20+): a SET of
+# another one stays on the server connection it ran on (harmless here, all
+# clients want the same value), so its ratio is the SET without tracking;
+# with SET_SQL="SET application_name = 'set'" both poolers track it.
+#
 # Usage: benches/pgbench.sh            (from anywhere; paths are repo-relative)
 #
 # Environment knobs:
@@ -28,8 +59,13 @@
 #   POOL_SIZE=10       server connections per pool (PgBouncer and pgmlcat)
 #   SCENARIOS=...      optional filter: comma/space separated names or globs,
 #                      e.g. "simple-16,prepared-*". Names: simple-16
-#                      extended-16 prepared-16 simple-64 extended-64
-#                      prepared-64 connect-16
+#                      set-simple-16 extended-16 set-extended-16
+#                      prepared-16 simple-64 extended-64 prepared-64
+#                      connect-16 (set-X also runs X, for the ratio)
+#   SET_SQL=...        the statement of the set-* scenarios (default
+#                      "SET statement_timeout = '1h'"; a constant: in
+#                      -M extended pgbench variables become $n parameters,
+#                      which SET does not take)
 #   PGMLCAT_BIN=...    pgmlcat binary (default ./target/release/pgmlcat)
 #   NO_BUILD=1         do not run `cargo build --release` when it is missing
 #   SKIP_PGMLCAT=1     do not start pgmlcat at all; its columns print n/a
@@ -54,6 +90,8 @@ DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 POOL_SIZE="${POOL_SIZE:-10}"
 SCENARIOS="${SCENARIOS:-}"
+SET_SQL="${SET_SQL:-SET statement_timeout = '1h'}"
+SCALE=10
 PGMLCAT_BIN="${PGMLCAT_BIN:-$REPO_ROOT/target/release/pgmlcat}"
 PGMLCAT_LOG_LEVEL="${PGMLCAT_LOG_LEVEL:-warn}"
 NO_BUILD="${NO_BUILD:-0}"
@@ -208,8 +246,8 @@ unset PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGSSLMODE 2>/dev/null 
 CREATE ROLE $DB_USER WITH LOGIN SUPERUSER PASSWORD '$DB_PASS';
 CREATE DATABASE $DB OWNER $DB_USER;
 EOF
-log "pgbench -i -s 10"
-"$PG_BIN/pgbench" -i -s 10 -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" \
+log "pgbench -i -s $SCALE"
+"$PG_BIN/pgbench" -i -s "$SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" \
   >"$TMP_DIR/pgbench-init.log" 2>&1 || { show_log_tail "$TMP_DIR/pgbench-init.log"; die "pgbench -i failed"; }
 
 PG_VERSION="$("$PG_BIN/postgres" --version | awk '{print $3}')"
@@ -346,16 +384,21 @@ if [[ "$NO_FLOOR" != 1 && "$SERVER_SOCKET" == tcp ]]; then
 fi
 
 # ---------------------------------------------------------------- scenarios
-# name mode clients connect-per-transaction floor
+# name mode clients connect-per-transaction floor script (builtin -S, or
+# the -S transaction after one SET per client; see the header). A set
+# scenario follows its plain one, so that the two run close in time.
 ALL_SCENARIOS=(
-  "simple-16 simple 16 0 1"
-  "extended-16 extended 16 0 1"
-  "prepared-16 prepared 16 0 0"
-  "simple-64 simple 64 0 1"
-  "extended-64 extended 64 0 1"
-  "prepared-64 prepared 64 0 0"
-  "connect-16 simple 16 1 0"
+  "simple-16 simple 16 0 1 select"
+  "set-simple-16 simple 16 0 0 set"
+  "extended-16 extended 16 0 1 select"
+  "set-extended-16 extended 16 0 0 set"
+  "prepared-16 prepared 16 0 0 select"
+  "simple-64 simple 64 0 1 select"
+  "extended-64 extended 64 0 1 select"
+  "prepared-64 prepared 64 0 0 select"
+  "connect-16 simple 16 1 0 select"
 )
+ALL_NAMES="$(for s in "${ALL_SCENARIOS[@]}"; do read -r n _ <<<"$s"; printf '%s ' "$n"; done)"
 
 selected() { # name
   [[ -z "$SCENARIOS" ]] && return 0
@@ -367,12 +410,30 @@ selected() { # name
   return 1
 }
 
+# X runs when it is selected or when set-X is (set-X / X is the point).
+wanted() { # name
+  selected "$1" && return 0
+  [[ " $ALL_NAMES " == *" set-$1 "* ]] && selected "set-$1"
+}
+
 RUN_SCENARIOS=()
 for s in "${ALL_SCENARIOS[@]}"; do
   read -r name _ <<<"$s"
-  selected "$name" && RUN_SCENARIOS+=("$s")
+  wanted "$name" && RUN_SCENARIOS+=("$s")
 done
-((${#RUN_SCENARIOS[@]} > 0)) || die "SCENARIOS='$SCENARIOS' matches none of: simple-16 extended-16 prepared-16 simple-64 extended-64 prepared-64 connect-16"
+((${#RUN_SCENARIOS[@]} > 0)) || die "SCENARIOS='$SCENARIOS' matches none of: $ALL_NAMES"
+
+# The script of the set scenarios (see the header).
+SET_SCRIPT="$TMP_DIR/set-select.sql"
+cat >"$SET_SCRIPT" <<EOF
+\\if :set_done = 0
+${SET_SQL%;};
+\\set set_done 1
+\\endif
+\\set aid random(1, 100000 * :scale)
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+EOF
+chmod 644 "$SET_SCRIPT"
 
 TARGETS=(direct pgbouncer pgmlcat floor tokio)
 target_port() {
@@ -420,7 +481,7 @@ skipped() { # target mode floor
 }
 runs_total=0
 for s in "${RUN_SCENARIOS[@]}"; do
-  read -r _ mode _ _ floor <<<"$s"
+  read -r _ mode _ _ floor _ <<<"$s"
   for target in "${TARGETS[@]}"; do
     skipped "$target" "$mode" "$floor" || runs_total=$((runs_total + ROUNDS))
   done
@@ -429,7 +490,7 @@ log "running $runs_total pgbench runs of ${DURATION}s (rounds=$ROUNDS pool_size=
 run_no=0
 for round in $(seq 1 "$ROUNDS"); do
   for s in "${RUN_SCENARIOS[@]}"; do
-    read -r name mode clients connect floor <<<"$s"
+    read -r name mode clients connect floor script <<<"$s"
     for target in "${TARGETS[@]}"; do
       if skipped "$target" "$mode" "$floor"; then
         printf '%s\t%s\t%s\tskip\t0\t0\t0\t0\t0\t0\n' "$round" "$name" "$target" >>"$RESULTS"
@@ -440,7 +501,12 @@ for round in $(seq 1 "$ROUNDS"); do
       pid="$(target_pid "$target")"
       read -r ut0 st0 inv0 < <(proc_cost "$pid")
       out="$TMP_DIR/run-$round-$name-$target.log"
-      args=(-S -T "$DURATION" -c "$clients" -j 2 -M "$mode" -n)
+      if [[ "$script" == set ]]; then
+        args=(-f "$SET_SCRIPT" -s "$SCALE" -D set_done=0)
+      else
+        args=(-S)
+      fi
+      args+=(-T "$DURATION" -c "$clients" -j 2 -M "$mode" -n)
       [[ "$connect" == 1 ]] && args+=(-C)
       rc=0
       "$PG_BIN/pgbench" "${args[@]}" -h 127.0.0.1 -p "$port" -U "$DB_USER" "$DB" \
@@ -477,6 +543,7 @@ SCENARIO_ORDER="$(for s in "${RUN_SCENARIOS[@]}"; do read -r n _ <<<"$s"; echo "
 RESULTS="$RESULTS" MD_OUT="$MD_OUT" DURATION="$DURATION" ROUNDS="$ROUNDS" POOL_SIZE="$POOL_SIZE" \
 PG_VERSION="$PG_VERSION" PGBOUNCER_VERSION="$PGBOUNCER_VERSION" PGMLCAT_VERSION="$PGMLCAT_VERSION" \
 NPROC="$(nproc 2>/dev/null || echo '?')" CLK_TCK="$CLK_TCK" SERVER_SOCKET="$SERVER_SOCKET" \
+SET_SQL="${SET_SQL%;}" SCALE="$SCALE" \
 python3 - <<'PY'
 import os, statistics, datetime, platform
 
@@ -494,7 +561,8 @@ for line in open(os.environ["RESULTS"]):
 order = os.environ["SCENARIO_ORDER"].split(",")
 targets = ["direct", "pgbouncer", "pgmlcat", "floor", "tokio"]
 proxies = ["pgbouncer", "pgmlcat", "floor", "tokio"]
-mode = {"simple": "simple", "extended": "extended", "prepared": "prepared", "connect": "simple -C"}
+mode = {"simple": "simple", "extended": "extended", "prepared": "prepared", "connect": "simple -C",
+        "set-simple": "simple + SET", "set-extended": "extended + SET"}
 
 def med(scen, target):
     runs = rows.get((scen, target), [])
@@ -550,6 +618,36 @@ for scen in order:
     kind, clients = scen.rsplit("-", 1)
     cost_table.append([mode.get(kind, kind), clients] + [v for p in proxies for v in cost(scen, p)])
 
+# set-X / X per target, round by round (the two run close in time within a
+# round), then the median of those ratios.
+def round_tps(scen, target):
+    out = {}
+    for line in open(os.environ["RESULTS"]):
+        rnd, sc, tg, tps = line.split("\t")[:4]
+        if sc == scen and tg == target and tps not in ("skip", "NA"):
+            out[rnd] = float(tps)
+    return out
+
+set_targets = ["direct", "pgbouncer", "pgmlcat"]
+set_header = ["scenario", "clients"] + [f"{t} set/plain" for t in set_targets] + ["pgmlcat per round", "pgmlcat cost"]
+set_table = []
+for scen in order:
+    if not scen.startswith("set-") or scen[4:] not in order:
+        continue
+    base = scen[4:]
+    kind, clients = base.rsplit("-", 1)
+    row = [mode.get(kind, kind), clients]
+    per_round = {}
+    for t in set_targets:
+        a, b = round_tps(scen, t), round_tps(base, t)
+        rs = [a[r] / b[r] for r in sorted(a, key=int) if r in b and b[r] > 0]
+        per_round[t] = rs
+        row.append(f"{statistics.median(rs):.3f}" if rs else "n/a")
+    rs = per_round["pgmlcat"]
+    row.append(" ".join(f"{r:.3f}" for r in rs) if rs else "n/a")
+    row.append(f"{(1 - statistics.median(rs)) * 100:+.1f}%" if rs else "n/a")
+    set_table.append(row)
+
 def show(header, table):
     widths = [max(len(str(r[i])) for r in [header] + table) for i in range(len(header))]
     def fmt(r):
@@ -573,6 +671,10 @@ show(header, table)
 print("each proxy's own cost per transaction (median): CPU microseconds in user space and in")
 print("the kernel, and involuntary context switches (preemptions)")
 show(cost_header, cost_table)
+if set_table:
+    print(f"cost of one SET per client ({os.environ['SET_SQL']}): TPS of set-X / X, median of the")
+    print("per-round ratios; pgmlcat cost = 1 - its ratio (the issue's bound: 3%)")
+    show(set_header, set_table)
 
 now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 with open(os.environ["MD_OUT"], "w") as f:
@@ -598,5 +700,15 @@ with open(os.environ["MD_OUT"], "w") as f:
     f.write("\nEach proxy's own cost per transaction (median over rounds), from /proc: CPU microseconds "
             "in user space and in the kernel, and involuntary context switches (preemptions).\n\n")
     markdown(f, cost_header, cost_table)
+    if set_table:
+        f.write(f"\nCost of parameter tracking: in the `+ SET` rows each client sends `{os.environ['SET_SQL']};` "
+                "once, in its first transaction (a custom script: `\\if :set_done = 0` around the SET, "
+                "`-D set_done=0`, then the builtin -S transaction), and carries that parameter for the rest "
+                "of the run. TPS of set-X / X for each target, median of the per-round ratios (each set "
+                "scenario runs right after its plain one in a round); `pgmlcat cost` = 1 - pgmlcat's ratio, "
+                "which the issue bounds at 3%. PgBouncer 1.18 tracks only reported parameters "
+                "(application_name, client_encoding, DateStyle, TimeZone, standard_conforming_strings): "
+                "another SET stays on the server connection it ran on, untracked.\n\n")
+        markdown(f, set_header, set_table)
 print(f"markdown written to {os.environ['MD_OUT']}")
 PY
