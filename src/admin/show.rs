@@ -51,12 +51,25 @@ pub fn version() -> Table {
     t
 }
 
-/// Clients of a pool by state: (not waiting, waiting, longest wait in µs).
-fn client_counts(pool: &Pool) -> (u64, u64, u64) {
-    let (mut active, mut waiting, mut max_wait) = (0, 0, 0);
+/// Clients of a pool by state.
+struct ClientCounts {
+    /// Not waiting.
+    active: u64,
+    waiting: u64,
+    /// The longest wait, in µs.
+    max_wait: u64,
+    /// Holding their server between transactions (see `pins`).
+    pinned: u64,
+}
+
+fn client_counts(pool: &Pool) -> ClientCounts {
+    let (mut active, mut waiting, mut max_wait, mut pinned) = (0, 0, 0, 0);
     for c in stats::connections().clients.iter() {
         if c.database != pool.database || c.user != pool.user {
             continue;
+        }
+        if !c.pinned().is_empty() {
+            pinned += 1;
         }
         match c.state() {
             ClientState::Waiting => {
@@ -66,7 +79,12 @@ fn client_counts(pool: &Pool) -> (u64, u64, u64) {
             _ => active += 1,
         }
     }
-    (active, waiting, max_wait)
+    ClientCounts {
+        active,
+        waiting,
+        max_wait,
+        pinned,
+    }
 }
 
 fn sorted_pools(app: &App) -> Vec<std::sync::Arc<Pool>> {
@@ -94,9 +112,15 @@ pub fn pools(app: &App) -> Table {
         ("maxwait", INT8),
         ("maxwait_us", INT8),
         ("pool_mode", TEXT),
+        ("cl_pinned", INT8),
     ]);
     for pool in sorted_pools(app) {
-        let (active, waiting, max_wait) = client_counts(&pool);
+        let ClientCounts {
+            active,
+            waiting,
+            max_wait,
+            pinned,
+        } = client_counts(&pool);
         let sv_active: usize = pool.all_servers().map(|s| s.active_count()).sum();
         let sv_idle: usize = pool.all_servers().map(|s| s.idle_count()).sum();
         t.row(vec![
@@ -116,6 +140,7 @@ pub fn pools(app: &App) -> Table {
             s(max_wait / 1_000_000),
             s(max_wait % 1_000_000),
             s(mode(pool.mode)),
+            s(pinned),
         ]);
     }
     t
@@ -210,7 +235,10 @@ fn time_text(t: SystemTime) -> String {
 
 pub fn clients(app: &App) -> Table {
     let port = app.config().general.port;
-    let mut t = Table::new(CONNECTION_COLUMNS);
+    // PgBouncer's columns, then what keeps a client's server pinned.
+    let mut columns = CONNECTION_COLUMNS.to_vec();
+    columns.push(("pinned", TEXT));
+    let mut t = Table::new(&columns);
     let mut rows: Vec<_> = stats::connections()
         .clients
         .iter()
@@ -243,6 +271,10 @@ pub fn clients(app: &App) -> Table {
             s(0),
             null(),
             s(&c.application_name),
+            match c.pinned() {
+                k if k.is_empty() => null(),
+                k => s(k),
+            },
         ]);
     }
     t

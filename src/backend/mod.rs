@@ -5,6 +5,7 @@
 
 mod connect;
 pub mod health;
+pub mod held;
 pub mod pool;
 pub mod query;
 pub mod registry;

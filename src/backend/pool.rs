@@ -420,6 +420,8 @@ impl ServerPool {
         } = pooled;
         if server.state.broken
             || server.state.dirty
+            || server.state.may_hold
+            || server.state.held.any()
             || server.state.changes.any()
             || server.state.status != TxStatus::Idle
             || !server.buf.is_empty()

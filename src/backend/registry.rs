@@ -13,7 +13,9 @@ use rand::Rng;
 use super::health::LagLimit;
 use super::pool::{PoolSettings, ServerPool, ServerTls};
 use super::server::{Address, Credentials};
-use crate::config::{Config, LoadBalancingMode, PoolConfig, PoolMode, Role, UserConfig};
+use crate::config::{
+    Config, LoadBalancingMode, PoolConfig, PoolMode, Role, SessionStateMode, UserConfig,
+};
 use crate::errors::{Error, Result};
 use crate::net::auth::Secret;
 use crate::router::shard::Sharding;
@@ -25,6 +27,8 @@ pub struct Pool {
     pub database: String,
     pub user: String,
     pub mode: PoolMode,
+    /// Whether transaction mode pins or refuses state that cannot move.
+    pub session_state: SessionStateMode,
     /// The client-side secret (None: the user has no password; only trust works).
     pub secret: Option<Secret>,
     /// `shards[i]`: the servers of shard i, configured primary first.
@@ -346,6 +350,7 @@ fn build_pool(
         database: db.to_string(),
         user: user.username.clone(),
         mode: settings.mode,
+        session_state: pool_cfg.session_state,
         secret: user.password.as_deref().map(Secret::parse),
         shards,
         route,

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
 use tokio::io::AsyncReadExt;
 
+use super::held::Held;
 use crate::config::Role;
 use crate::errors::{Error, Result};
 use crate::net::codec::{self, cstr};
@@ -84,10 +85,17 @@ pub struct ServerState {
     pub params: HashMap<String, String>,
     /// Names of the protocol-level prepared statements this connection holds.
     pub prepared: HashSet<String>,
-    /// A client changed session state that cannot move to another
-    /// connection (PREPARE, LISTEN, cursors, temp tables...): reset before
+    /// A client changed session state that a reset clears and nobody
+    /// needs kept (LOAD, LISTEN in session mode, DISCARD): reset before
     /// anyone else uses this connection.
     pub dirty: bool,
+    /// A statement that may have made or dropped state only this
+    /// connection can hold went by: the server is asked (`read_held`)
+    /// before the connection goes back to the pool.
+    pub may_hold: bool,
+    /// What the server last said the session holds that cannot move (see
+    /// `held`): while any, the client keeps the connection.
+    pub held: Held,
     /// What the client's statements of this transaction did to session
     /// parameters, read back before the connection goes to the pool.
     pub changes: ParamChanges,
@@ -163,6 +171,8 @@ impl ServerState {
             params: HashMap::new(),
             prepared: HashSet::new(),
             dirty: false,
+            may_hold: false,
+            held: Held::default(),
             changes: ParamChanges::default(),
             session: Vec::new(),
             broken: false,
@@ -206,11 +216,17 @@ impl ServerState {
                 match command_effect(body) {
                     CommandEffect::None => {}
                     CommandEffect::Parameters => self.changes.completed += 1,
-                    CommandEffect::Schema => self.plans_stale = true,
+                    CommandEffect::Schema => {
+                        self.plans_stale = true;
+                        // A DROP of a temporary table the client held.
+                        self.may_hold |= self.held.any();
+                    }
                     CommandEffect::SessionState => self.dirty = true,
+                    CommandEffect::MayHold => self.may_hold = true,
                     CommandEffect::StatementsGone => {
                         self.prepared.clear();
                         self.dirty = true;
+                        self.may_hold |= self.held.any();
                     }
                 }
                 Observed::Nothing
@@ -306,6 +322,8 @@ impl Server {
         self.state.session.clear();
         self.state.synced = 0;
         self.state.dirty = false;
+        self.state.may_hold = false;
+        self.state.held = Held::default();
         self.state.changes = ParamChanges::default();
         Ok(())
     }
@@ -511,8 +529,11 @@ pub enum CommandEffect {
     None,
     /// SET or RESET: the session's parameters, which follow the client.
     Parameters,
-    /// PREPARE, LISTEN, cursors, temp tables...: reset before reuse.
+    /// LISTEN, LOAD: reset before reuse.
     SessionState,
+    /// PREPARE, DECLARE CURSOR, CREATE TABLE, CLOSE: what the session
+    /// holds that cannot move may have changed (see `held`).
+    MayHold,
     /// ALTER, DROP, CREATE VIEW: what a prepared statement returns may
     /// have changed, on every connection.
     Schema,
@@ -531,11 +552,12 @@ pub fn command_effect(body: &[u8]) -> CommandEffect {
     } else if tag.starts_with(b"ALTER ") || tag.starts_with(b"DROP ") || tag == b"CREATE VIEW" {
         CommandEffect::Schema
     } else if tag.starts_with(b"PREPARE")
-        || tag.starts_with(b"LISTEN")
         || tag.starts_with(b"DECLARE CURSOR")
         || tag.starts_with(b"CREATE TABLE")
-        || tag.starts_with(b"LOAD")
+        || tag.starts_with(b"CLOSE CURSOR")
     {
+        CommandEffect::MayHold
+    } else if tag.starts_with(b"LISTEN") || tag.starts_with(b"LOAD") {
         CommandEffect::SessionState
     } else {
         CommandEffect::None
@@ -635,7 +657,15 @@ mod tests {
         assert!(s.changes.any() && !s.dirty, "a SET follows the client");
         assert_eq!(s.changes.completed, 1);
         s.observe(tag::COMMAND_COMPLETE, b"PREPARE\0");
-        assert!(s.dirty, "a PREPARE cannot move");
+        assert!(s.may_hold && !s.dirty, "a PREPARE may pin the client");
+        s.may_hold = false;
+        s.observe(tag::COMMAND_COMPLETE, b"DROP TABLE\0");
+        assert!(!s.may_hold, "a DROP matters only while something is held");
+        s.held.temp_relations = 1;
+        s.observe(tag::COMMAND_COMPLETE, b"DROP TABLE\0");
+        assert!(s.may_hold, "a DROP of the temporary table may unpin");
+        s.observe(tag::COMMAND_COMPLETE, b"LISTEN\0");
+        assert!(s.dirty, "LISTEN (session mode) is reset before reuse");
         s.observe(tag::COMMAND_COMPLETE, b"ALTER TABLE\0");
         assert!(s.plans_stale, "DDL may change what statements return");
         s.plans_stale = false;

@@ -68,6 +68,19 @@ pub enum PoolMode {
     Session,
 }
 
+/// What a transaction-mode pool does when a client makes state only its
+/// server connection can hold (a session advisory lock, a temporary
+/// table, a WITH HOLD cursor, an SQL PREPARE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStateMode {
+    /// The client keeps its server until the state is gone.
+    #[default]
+    Pin,
+    /// The statement is refused (0A000), naming what it would make.
+    Refuse,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum AuthType {
     #[serde(rename = "trust")]
@@ -257,6 +270,8 @@ pub struct PoolConfig {
     pub idle_timeout: Option<u64>,
     pub server_lifetime: Option<u64>,
     pub cleanup_server_connections: bool,
+    /// pgmlcat: pin (default) or refuse state that cannot move.
+    pub session_state: SessionStateMode,
     pub log_client_parameter_status_changes: bool,
     pub prepared_statements_cache_size: Option<usize>,
     pub auth_query: Option<String>,
@@ -300,6 +315,7 @@ impl Default for PoolConfig {
             idle_timeout: None,
             server_lifetime: None,
             cleanup_server_connections: true,
+            session_state: SessionStateMode::Pin,
             log_client_parameter_status_changes: false,
             prepared_statements_cache_size: None,
             auth_query: None,

@@ -111,15 +111,19 @@ impl Session {
         };
         let sharded = self.pool.shards.len() > 1;
         if let Binding::One(held) = &self.server.binding {
-            // Inside a transaction a statement keyed to another shard is
-            // refused; keyless statements stay on the transaction's shard.
-            if sharded && self.tx.status != TxStatus::Idle {
+            // Inside a transaction (or pinned to its server) a statement
+            // keyed to another shard is refused; keyless statements stay
+            // on the transaction's shard.
+            if sharded && (self.tx.status != TxStatus::Idle || self.pinned()) {
                 let current = held.server.addr.shard;
                 if let Some(s) = router::named_shard(analysis, &hints, true)? {
                     if s != current {
-                        return Ok(Plan::Refuse(Error::NoShard(format!(
-                            "this transaction runs on shard {current}; the statement belongs to shard {s}: a transaction cannot span shards"
-                        ))));
+                        let msg = if self.tx.status != TxStatus::Idle {
+                            format!("this transaction runs on shard {current}; the statement belongs to shard {s}: a transaction cannot span shards")
+                        } else {
+                            format!("this client is pinned to its server on shard {current} (it holds state only that connection can: see SHOW CLIENTS); the statement belongs to shard {s}")
+                        };
+                        return Ok(Plan::Refuse(Error::NoShard(msg)));
                     }
                 }
             }

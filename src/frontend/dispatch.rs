@@ -131,6 +131,10 @@ impl Session {
     /// The part of a Query that needs no waiting.
     fn query_next(&mut self, msg: &[u8]) -> Result<QueryNext> {
         let (text, _) = codec::cstr_bytes(msg, 5)?;
+        if let Some(e) = self.pin_refusal(text) {
+            self.refuse_query(e);
+            return Ok(QueryNext::Done);
+        }
         // The text is read only when it may be ours (a pgcat command, a pgml
         // call) or the pool routes by content; the rest goes as it came (a
         // server reports bad encoding itself, as it would directly).
@@ -220,11 +224,13 @@ impl Session {
     }
 
     /// Sends a Query to the server the client holds; one that may change
-    /// session parameters is noted first.
+    /// session parameters, or state only that server can hold, is noted
+    /// first.
     fn forward_query(&mut self, msg: &[u8]) {
         // The text between the header and its NUL (read already, not
         // scanned for its end again).
         let text = msg.get(5..msg.len().saturating_sub(1)).unwrap_or_default();
+        self.note_pins(text);
         if super::params::may_set(text) {
             self.note_parameters(text);
         }
@@ -261,6 +267,15 @@ impl Session {
     /// is done at once, the lease is the one await of the usual case, and
     /// the rare paths (pgml, a split COPY) run boxed.
     async fn on_extended(&mut self, kind: u8, msg: &[u8]) -> Result<Flow> {
+        if kind == client::PARSE && self.refuses_state() {
+            let (_, name_end) = super::prepared::first_name(msg)?;
+            let (text, _) = codec::cstr_bytes(msg, name_end)?;
+            if let Some(e) = self.pin_refusal(text) {
+                self.batch.take_held();
+                self.refuse_in_batch(e);
+                return Ok(Flow::Continue);
+            }
+        }
         if !self.surely_not_ml(kind, msg)? && Box::pin(self.ml_extended(kind, msg)).await? {
             return Ok(Flow::Continue);
         }

@@ -98,6 +98,9 @@ impl Session {
                         if p.may_set {
                             self.note_parameters(p.query.as_bytes());
                         }
+                        if p.may_hold {
+                            self.note_pins(p.query.as_bytes());
+                        }
                         let renamed = prepared::rename_bind(msg, at, end, &p.global);
                         self.forward(kind, &renamed);
                     }
@@ -148,6 +151,7 @@ impl Session {
                 if super::params::may_set(query) {
                     self.note_parameters(query);
                 }
+                self.note_pins(query);
             }
             return Ok(());
         }

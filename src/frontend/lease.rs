@@ -225,6 +225,8 @@ impl Session {
         let clean = self.server.binding.one().is_some_and(|p| {
             let state = &p.server.state;
             !state.dirty
+                && !state.may_hold
+                && !state.held.any()
                 && !state.changes.any()
                 && !state.plans_stale
                 && state.prepared.len() <= cache_size
@@ -257,6 +259,9 @@ impl Session {
     /// Returns the server to the pool, clean, once the client's transaction
     /// is over.
     pub(super) async fn release(&mut self) {
+        if self.stays_pinned().await {
+            return;
+        }
         let Binding::One(mut pooled) = std::mem::replace(&mut self.server.binding, Binding::Idle)
         else {
             return;
@@ -333,7 +338,12 @@ impl Session {
         tokio::spawn(async move {
             let server = &mut pooled.server;
             let state = &server.state;
-            if state.status != TxStatus::Idle || session_mode || state.dirty || state.changes.any()
+            let held = state.may_hold || state.held.any();
+            if state.status != TxStatus::Idle
+                || session_mode
+                || state.dirty
+                || held
+                || state.changes.any()
             {
                 if let Err(e) = server.reset().await {
                     tracing::debug!(server = %server.addr, error = %e, "reset after client left failed");
@@ -346,6 +356,8 @@ impl Session {
 
     /// The server connection died under the client.
     pub(super) async fn on_server_lost(&mut self) -> Flow {
+        // A pinned client's locks, temporary tables... went with it.
+        let pinned = self.pinned();
         let addr = match std::mem::replace(&mut self.server.binding, Binding::Idle) {
             Binding::One(p) => p.server.addr.to_string(),
             _ => String::new(),
@@ -355,8 +367,9 @@ impl Session {
         self.server.last_pool.ban(ban_time, "connection lost");
         tracing::warn!(client = %self.client.peer, server = %addr, "server connection lost");
         let err = Error::ServerLost(format!("the connection to server {addr} was lost"));
-        // Mid-message or mid-transaction the client's state is gone: close it.
-        if self.server.stream_left > 0 || self.tx.status != TxStatus::Idle {
+        // Mid-message, mid-transaction or pinned, the client's state is
+        // gone: close it.
+        if self.server.stream_left > 0 || self.tx.status != TxStatus::Idle || pinned {
             self.fatal(&err).await;
             return Flow::Close;
         }

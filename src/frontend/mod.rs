@@ -16,6 +16,7 @@ mod local;
 mod ml;
 mod multi;
 pub mod params;
+mod pins;
 mod predict;
 pub mod prepared;
 mod relay;

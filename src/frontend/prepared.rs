@@ -28,6 +28,9 @@ pub struct Prepared {
     /// Whether the text may change session parameters (SET, RESET,
     /// set_config): its executions are then noted (see `params`).
     pub may_set: bool,
+    /// Whether it may make or drop state only one server connection can
+    /// hold (see `pins`): its executions are then noted.
+    pub may_hold: bool,
 }
 
 /// One client's statement names.
@@ -58,6 +61,7 @@ impl ClientStatements {
             global,
             parse,
             may_set: super::params::may_set(query.as_bytes()),
+            may_hold: super::pins::touch(query.as_bytes()) != super::pins::Touch::None,
             query,
         });
         self.map.insert(name.to_string(), prepared.clone());

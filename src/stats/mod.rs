@@ -52,6 +52,8 @@ pub struct ClientInfo {
     pub application_name: String,
     pub connected_at: SystemTime,
     state: AtomicU8,
+    /// What keeps its server pinned (`backend::held::Kinds` bits; 0: none).
+    pinned: AtomicU8,
     /// Micros since `since` when the client started waiting (0: not waiting).
     wait_started: AtomicU64,
     since: Instant,
@@ -75,6 +77,15 @@ impl ClientInfo {
             2 => ClientState::Active,
             _ => ClientState::Idle,
         }
+    }
+
+    pub fn set_pinned(&self, kinds: crate::backend::held::Kinds) {
+        self.pinned.store(kinds.bits(), Ordering::Relaxed);
+    }
+
+    /// What keeps the client's server pinned (empty: nothing).
+    pub fn pinned(&self) -> crate::backend::held::Kinds {
+        crate::backend::held::Kinds::from_bits(self.pinned.load(Ordering::Relaxed))
     }
 
     /// How long the client has been waiting for a server, in microseconds.
@@ -178,6 +189,7 @@ impl Connections {
             application_name: application_name.to_string(),
             connected_at: SystemTime::now(),
             state: AtomicU8::new(ClientState::Idle as u8),
+            pinned: AtomicU8::new(0),
             wait_started: AtomicU64::new(0),
             since: Instant::now(),
         });

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{connections, ClientState, Counters};
 use crate::app::App;
+use crate::backend::held::Kinds;
 use crate::config::Role;
 
 /// Serves /metrics until the process ends.
@@ -79,10 +80,23 @@ fn collect(app: &App) {
         gauge!("pgmlcat_transaction_seconds_total", "database" => db.clone(), "user" => user.clone())
             .set(Counters::get(&c.xact_micros) as f64 / 1e6);
         let mut states = [0u64; 3];
+        // Pinned clients by what pins them (a client may count under more
+        // than one reason).
+        let mut pinned = [0u64; 4];
         for client in connections().clients.iter() {
             if client.database == pool.database && client.user == pool.user {
                 states[client.state() as usize] += 1;
+                for (i, kind) in Kinds::ALL.iter().enumerate() {
+                    if client.pinned().contains(*kind) {
+                        pinned[i] += 1;
+                    }
+                }
             }
+        }
+        for (kind, n) in Kinds::ALL.iter().zip(pinned) {
+            let reason = kind.names().next().unwrap_or_default();
+            gauge!("pgmlcat_clients_pinned", "database" => db.clone(), "user" => user.clone(), "reason" => reason)
+                .set(n as f64);
         }
         for (state, n) in [
             (ClientState::Idle, states[0]),

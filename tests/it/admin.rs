@@ -47,7 +47,7 @@ async fn admin(proxy: &Proxy, db: &str) -> tokio_postgres::Client {
     connect(&proxy.url("admin", "admin_pw", db)).await
 }
 
-fn scrape(port: u16) -> prometheus_parse::Scrape {
+pub(crate) fn scrape(port: u16) -> prometheus_parse::Scrape {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -60,7 +60,11 @@ fn scrape(port: u16) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format")
 }
 
-fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn metric(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     scrape
         .samples
         .iter()

@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod ml_predict;
 mod ml_train;
+mod pinning;
 mod pooler;
 mod replicas;
 mod session;

@@ -122,13 +122,6 @@ async fn set_scenario(url: &str) -> HashSet<i32> {
     pids
 }
 
-fn direct_url(pg: &PgCluster) -> String {
-    format!(
-        "host=127.0.0.1 port={} user=app password=app_pw dbname=app",
-        pg.port
-    )
-}
-
 fn prepare(pg: &PgCluster) {
     pg.psql(
         "app",

@@ -614,6 +614,15 @@ impl Drop for Proxy {
     }
 }
 
+/// The connection string for app/app_pw on database `app` of `pg`,
+/// directly: what a scenario runs against to prove itself right.
+pub fn direct_url(pg: &PgCluster) -> String {
+    format!(
+        "host=127.0.0.1 port={} user=app password=app_pw dbname=app",
+        pg.port
+    )
+}
+
 /// A minimal pgcat.toml: one pool `app` (user app/app_pw) with one primary,
 /// database `app` on `pg`.
 pub fn simple_config(proxy_port: u16, pg: &PgCluster, pool_mode: &str, pool_size: u32) -> String {
