@@ -15,6 +15,7 @@ mod admin;
 mod auth;
 mod bad_input;
 mod clients;
+mod drivers;
 mod lifecycle;
 mod limits;
 mod ml_predict;
