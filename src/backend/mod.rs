@@ -6,6 +6,7 @@
 mod connect;
 pub mod health;
 pub mod held;
+pub mod listen;
 pub mod pool;
 pub mod query;
 pub mod registry;

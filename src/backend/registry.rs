@@ -3,7 +3,7 @@
 //! address is unchanged, so their connections and waiting clients survive.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -11,6 +11,7 @@ use arc_swap::ArcSwapOption;
 use rand::Rng;
 
 use super::health::LagLimit;
+use super::listen::Listener;
 use super::pool::{PoolSettings, ServerPool, ServerTls};
 use super::server::{Address, Credentials};
 use crate::config::{
@@ -45,9 +46,17 @@ pub struct Pool {
     pub analyses: Analyses,
     /// ParameterStatus values clients get at login, learned from a server.
     server_params: ArcSwapOption<Vec<(String, String)>>,
+    /// Its clients' LISTENs, served by one connection (started on first use).
+    listener: OnceLock<Listener>,
 }
 
 impl Pool {
+    /// The pool's listener, started by the first client that LISTENs.
+    pub fn listener(self: &Arc<Self>) -> &Listener {
+        self.listener
+            .get_or_init(|| Listener::start(Arc::downgrade(self)))
+    }
+
     /// Where writes go on `shard`: the reachable server that says it is a
     /// primary, the newest timeline winning (a promoted replica beats an old
     /// primary that came back as one); else the configured primary.
@@ -363,6 +372,7 @@ fn build_pool(
         },
         analyses: Analyses::default(),
         server_params: ArcSwapOption::new(keep_params),
+        listener: OnceLock::new(),
         ml_enabled: pool_cfg.ml.enabled.unwrap_or(true),
     }
 }

@@ -140,7 +140,8 @@ impl Session {
         // server reports bad encoding itself, as it would directly).
         let ours = commands::might_be(text)
             || crate::ml::call::mentions_pgml_bytes(text)
-            || super::prepared::might_deallocate(text);
+            || super::prepared::might_deallocate(text)
+            || super::notify::might_be(text);
         if ours {
             return Ok(QueryNext::Elsewhere);
         }
@@ -174,7 +175,7 @@ impl Session {
     }
 
     /// A Query that is ours (a pgcat command, a pgml call, a DEALLOCATE of
-    /// a protocol-level statement) or that spans shards.
+    /// a protocol-level statement, a LISTEN) or that spans shards.
     async fn query_elsewhere(&mut self, msg: &[u8]) -> Result<Flow> {
         let (text, _) = codec::cstr_bytes(msg, 5)?;
         let Ok(sql) = std::str::from_utf8(text) else {
@@ -184,6 +185,11 @@ impl Session {
         if let Some(command) = commands::parse(sql) {
             self.answer_local(Local::Command(command));
             return Ok(Flow::Continue);
+        }
+        let listens_here = self.mode == crate::config::PoolMode::Transaction
+            && self.tx.status != crate::net::messages::TxStatus::Failed;
+        if let Some(command) = super::notify::parse(sql).filter(|_| listens_here) {
+            return self.notify_command(command).await;
         }
         if let Some(target) = super::prepared::deallocate(sql) {
             if self.deallocate(target) {
@@ -267,6 +273,13 @@ impl Session {
     /// is done at once, the lease is the one await of the usual case, and
     /// the rare paths (pgml, a split COPY) run boxed.
     async fn on_extended(&mut self, kind: u8, msg: &[u8]) -> Result<Flow> {
+        if kind == client::PARSE && self.mode == crate::config::PoolMode::Transaction {
+            if let Some(e) = self.extended_refusal(msg)? {
+                self.batch.take_held();
+                self.refuse_in_batch(e);
+                return Ok(Flow::Continue);
+            }
+        }
         if kind == client::PARSE && self.refuses_state() {
             let (_, name_end) = super::prepared::first_name(msg)?;
             let (text, _) = codec::cstr_bytes(msg, name_end)?;

@@ -134,17 +134,23 @@ pub fn deallocate(sql: &str) -> Option<Deallocate> {
     if name.eq_ignore_ascii_case("all") {
         return Some(Deallocate::All);
     }
+    identifier(name).map(Deallocate::Name)
+}
+
+/// An SQL identifier as Postgres reads it: folded to lower case unless
+/// double-quoted (`""` inside quotes is one `"`). None if it is not one.
+pub fn identifier(name: &str) -> Option<String> {
     if let Some(quoted) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
         if quoted.is_empty() || quoted.replace("\"\"", "").contains('"') {
             return None;
         }
-        return Some(Deallocate::Name(quoted.replace("\"\"", "\"")));
+        return Some(quoted.replace("\"\"", "\""));
     }
     let plain = !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
-    plain.then(|| Deallocate::Name(name.to_lowercase()))
+    plain.then(|| name.to_lowercase())
 }
 
 #[cfg(test)]

@@ -228,6 +228,15 @@ pub fn error_with_severity(buf: &mut BytesMut, err: &Error, severity: Severity) 
     );
 }
 
+/// NotificationResponse: a NOTIFY on a channel the client listens to.
+pub fn notification(buf: &mut BytesMut, pid: i32, channel: &str, payload: &str) {
+    tagged(buf, tag::NOTIFICATION_RESPONSE, |b| {
+        b.put_i32(pid);
+        put_cstr(b, channel);
+        put_cstr(b, payload);
+    });
+}
+
 pub fn notice(buf: &mut BytesMut, message: &str) {
     error_fields(buf, tag::NOTICE_RESPONSE, "NOTICE", "00000", message);
 }

@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod ml_predict;
 mod ml_train;
+mod notify;
 mod pinning;
 mod pooler;
 mod replicas;

@@ -59,6 +59,8 @@ enum Event {
     IdleInTransaction,
     /// Shutdown began.
     Stopping,
+    /// A notification for a channel the client listens to, sendable now.
+    Notification(bytes::Bytes),
 }
 
 /// Per-client limits, fixed at login.
@@ -80,6 +82,8 @@ pub struct Session {
     /// pgml statements and portals answered by the proxy (boxed: most
     /// clients never make one, and every idle client carries the session).
     pub(super) ml: Option<Box<MlState>>,
+    /// The client's LISTENs (boxed: few clients listen).
+    pub(super) listening: Option<Box<super::notify::Listening>>,
     /// This client in SHOW CLIENTS.
     pub(super) stats: crate::stats::ClientHandle,
     pub(super) cancel: CancelHandle,
@@ -246,6 +250,7 @@ impl Session {
             recovery: Recovery::None,
             batch: Batch::None,
             ml: None,
+            listening: None,
             stats,
             cancel,
             shutdown: app.shutdown.subscribe(),
@@ -309,6 +314,7 @@ impl Session {
                 self.stop_seen = true;
                 Ok(Flow::Continue)
             }
+            Event::Notification(first) => Ok(self.send_notifications(first).await),
             Event::IdleInTransaction => {
                 let ms = self
                     .limits
@@ -340,6 +346,13 @@ impl Session {
         if let Some(timer) = self.idle_timer.as_mut() {
             if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::IdleInTransaction);
+            }
+        }
+        if self.listening.is_some() && self.may_notify() {
+            if let Some(l) = self.listening.as_mut() {
+                if let Poll::Ready(Some(m)) = l.queue.poll_recv(cx) {
+                    return Poll::Ready(Event::Notification(m));
+                }
             }
         }
         self.poll_client(cx).map(Event::Client)
