@@ -169,7 +169,7 @@ pub struct Named {
 /// server: the parameters its SETs, RESETs and set_config calls name (SET
 /// LOCAL and SET TRANSACTION name none: they end with the transaction), and
 /// how many SET/RESET commands it holds. `None` when it holds one this
-/// reader cannot follow (RESET ALL, SET SESSION CHARACTERISTICS, a
+/// reader cannot follow (any RESET, SET SESSION CHARACTERISTICS, a
 /// set_config whose name is not a literal): the server is then asked for
 /// everything.
 pub fn named_parameters(text: &[u8]) -> Option<Named> {
@@ -201,12 +201,10 @@ pub fn named_parameters(text: &[u8]) -> Option<Named> {
                 _ => names.push(guc_name(next)?),
             }
         } else if first.eq_ignore_ascii_case("reset") {
-            commands += 1;
-            let next = words.next().unwrap_or("");
-            if next.eq_ignore_ascii_case("all") || next.is_empty() {
-                return None;
-            }
-            names.push(guc_name(next)?);
+            // A RESET takes the client back to its startup value, not to the
+            // server's default a named read would see: the whole session is
+            // read, and what it no longer overrides comes from startup.
+            return None;
         }
     }
     let calls_set_config = mentions_set_config(text.as_bytes());
@@ -363,10 +361,7 @@ mod tests {
             n("SET SESSION work_mem='2MB'"),
             Some((vec!["work_mem".into()], 1))
         );
-        assert_eq!(
-            n("RESET statement_timeout"),
-            Some((vec!["statement_timeout".into()], 1))
-        );
+        assert_eq!(n("RESET statement_timeout"), None, "read whole");
         assert_eq!(n("RESET ALL"), None);
         assert_eq!(
             n("select set_config('TimeZone', 'UTC', false)"),
