@@ -42,6 +42,11 @@ impl Server {
             Ok(Ok(server)) => Ok(server),
             Ok(Err(Error::Io(e))) => Err(unavailable(e.to_string())),
             Ok(Err(Error::ServerLost(e))) => Err(unavailable(e)),
+            // Starting up, shutting down, in recovery: the server will be
+            // back, so a client may wait for it like for a refused socket.
+            Ok(Err(Error::ServerRefused { fields, .. })) if fields.code == "57P03" => {
+                Err(unavailable(fields.to_string()))
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(unavailable(format!(
                 "timed out after {} ms",

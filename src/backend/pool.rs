@@ -112,11 +112,6 @@ pub struct ServerPool {
     /// is answered without a server (the Parse is replayed where needed), so
     /// clients that prepare synchronously cannot deadlock on a full pool.
     known_statements: parking_lot::RwLock<HashSet<String>>,
-    /// Counts the times a server said a statement's cached plan went stale
-    /// (DDL changed what it returns). A server whose statements predate the
-    /// last such event drops them before its next client, so no client is
-    /// handed a shared statement the server rejects.
-    plans_epoch: AtomicU64,
     pub health: Health,
     /// The monitor's own connection (replicated shards only).
     monitor: tokio::sync::Mutex<Option<Server>>,
@@ -157,7 +152,6 @@ impl ServerPool {
             size: AtomicU32::new(size),
             stats: PoolStats::default(),
             known_statements: parking_lot::RwLock::new(HashSet::new()),
-            plans_epoch: AtomicU64::new(0),
             health: Health::new(addr.role),
             monitor: tokio::sync::Mutex::new(None),
             addr,
@@ -322,8 +316,6 @@ impl ServerPool {
         .await;
         let mut result = result;
         if let Ok(server) = &mut result {
-            // A new connection holds no statements: it is current.
-            server.state.plans_epoch = self.plans_epoch();
             server.stats = Some(crate::stats::connections().add_server(
                 format!("{}:{}", self.addr.host, self.addr.port),
                 &self.addr.database,
@@ -435,6 +427,7 @@ impl ServerPool {
             return;
         }
         server.used_ms = now_ms;
+        server.resend = super::server::Resend::Off;
         self.idle.lock().push(server);
     }
 
@@ -472,16 +465,6 @@ impl ServerPool {
                 Err(_) => break,
             }
         }
-    }
-
-    pub fn plans_epoch(&self) -> u64 {
-        self.plans_epoch.load(Ordering::Relaxed)
-    }
-
-    /// A server reported a stale cached plan: every server's statements
-    /// from before now are suspect. Returns the new epoch.
-    pub fn plans_went_stale(&self) -> u64 {
-        self.plans_epoch.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn statement_known(&self, global: &str) -> bool {

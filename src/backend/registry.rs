@@ -3,6 +3,7 @@
 //! address is unchanged, so their connections and waiting clients survive.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -48,9 +49,26 @@ pub struct Pool {
     server_params: ArcSwapOption<Vec<(String, String)>>,
     /// Its clients' LISTENs, served by one connection (started on first use).
     listener: OnceLock<Listener>,
+    /// Counts schema changes seen (DDL through the pool, or a server saying
+    /// a cached plan must not change result type). Each server copy of a
+    /// statement and each client's statement carry the epoch they were
+    /// prepared in: a client's statement newer than a server's copy gets a
+    /// fresh one; an older one meets the server's own verdict, as on a
+    /// direct connection.
+    plans_epoch: AtomicU64,
 }
 
 impl Pool {
+    pub fn plans_epoch(&self) -> u64 {
+        self.plans_epoch.load(Ordering::Relaxed)
+    }
+
+    /// The schema changed: statements prepared from now on are newer than
+    /// every copy the servers hold.
+    pub fn plans_went_stale(&self) {
+        self.plans_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The pool's listener, started by the first client that LISTENs.
     pub fn listener(self: &Arc<Self>) -> &Listener {
         self.listener
@@ -373,6 +391,7 @@ fn build_pool(
         analyses: Analyses::default(),
         server_params: ArcSwapOption::new(keep_params),
         listener: OnceLock::new(),
+        plans_epoch: AtomicU64::new(0),
         ml_enabled: pool_cfg.ml.enabled.unwrap_or(true),
     }
 }

@@ -6,7 +6,7 @@
 //! reader gets messages from [`Server::recv`], which calls it too.
 //! Connecting is in `connect.rs`, the proxy's own queries in `query.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,25 @@ pub struct Server {
     pub used_ms: u64,
     /// Its entry in SHOW SERVERS (pool connections only, not the monitor's).
     pub stats: Option<crate::stats::ServerHandle>,
+    /// The first batch a client sent since it took this connection from
+    /// the pool between transactions, kept until the server answers it.
+    pub resend: Resend,
+}
+
+/// What the session keeps of the first batch on a connection fresh from
+/// the pool. A server that ends the connection before answering it (a
+/// restart's FATAL, sent while the connection sat idle, unread) has run
+/// nothing of it, so the batch can go to another connection unseen by the
+/// client: a restart is then invisible between transactions.
+#[derive(Debug, Default)]
+pub enum Resend {
+    /// Not kept (the client was in a transaction, or the server answered).
+    #[default]
+    Off,
+    /// Keep what the client sends first.
+    Armed,
+    /// Sent, not answered yet.
+    Kept(BytesMut),
 }
 
 /// What the server's session holds, as learnt from its messages.
@@ -83,8 +102,9 @@ pub struct ServerState {
     /// Current values of the parameters the server reports (GUC_REPORT),
     /// and of those pgmlcat SET itself.
     pub params: HashMap<String, String>,
-    /// Names of the protocol-level prepared statements this connection holds.
-    pub prepared: HashSet<String>,
+    /// The protocol-level prepared statements this connection holds, with
+    /// the pool's plans epoch each was parsed in.
+    pub prepared: HashMap<String, u64>,
     /// A client changed session state that a reset clears and nobody
     /// needs kept (LOAD, LISTEN in session mode, DISCARD): reset before
     /// anyone else uses this connection.
@@ -107,10 +127,8 @@ pub struct ServerState {
     pub broken: bool,
     /// DDL ran here, or the server refused a statement whose cached plan
     /// went stale ("cached plan must not change result type", after DDL
-    /// elsewhere): the pool's statements are dropped before their next use.
+    /// elsewhere): the pool's plans epoch moves on (see `Pool::plans_epoch`).
     pub plans_stale: bool,
-    /// The pool's plans epoch this connection's statements belong to.
-    pub plans_epoch: u64,
     /// The fingerprint of the client parameters last brought in line here
     /// (0: none); any reported change forgets it.
     pub synced: u64,
@@ -169,7 +187,7 @@ impl ServerState {
         ServerState {
             status: TxStatus::Idle,
             params: HashMap::new(),
-            prepared: HashSet::new(),
+            prepared: HashMap::new(),
             dirty: false,
             may_hold: false,
             held: Held::default(),
@@ -177,7 +195,6 @@ impl ServerState {
             session: Vec::new(),
             broken: false,
             plans_stale: false,
-            plans_epoch: 0,
             synced: 0,
         }
     }
@@ -262,6 +279,7 @@ impl Server {
             created_ms: super::pool::millis(Instant::now()),
             used_ms: super::pool::millis(Instant::now()),
             stats: None,
+            resend: Resend::Off,
         }
     }
 
@@ -405,22 +423,6 @@ impl Server {
         Ok(())
     }
 
-    /// Drops this connection's prepared statements when they predate the
-    /// pool's last stale plan (see `ServerPool::plans_went_stale`); the
-    /// sessions replay a Parse wherever a statement is missing.
-    pub async fn drop_stale_statements(&mut self, epoch: u64) -> Result<()> {
-        if self.state.plans_epoch == epoch && !self.state.plans_stale {
-            return Ok(());
-        }
-        if !self.state.prepared.is_empty() {
-            self.execute("DEALLOCATE ALL").await?;
-            self.state.prepared.clear();
-        }
-        self.state.plans_epoch = epoch;
-        self.state.plans_stale = false;
-        Ok(())
-    }
-
     /// Reads back what a client's transaction did to the session's
     /// parameters (`state.changes` says what may have): the parameters its
     /// statements named, with `current_setting` (one short query; none for
@@ -463,8 +465,11 @@ impl Server {
     }
 
     async fn session_parameters(&mut self) -> Result<Vec<(String, String)>> {
+        // current_setting, not `setting`: the spelling the named read gives
+        // (`1h`, not `3600000`), or the two reads would disagree and every
+        // checkout would set the value again.
         let rows = self
-            .simple_query("SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' ORDER BY name")
+            .simple_query("SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session' ORDER BY name")
             .await?;
         let values: Vec<(String, String)> = rows
             .into_iter()
@@ -650,7 +655,7 @@ mod tests {
             "a reported change is the session's now"
         );
 
-        s.prepared.insert("pgmlcat_x".into());
+        s.prepared.insert("pgmlcat_x".into(), 0);
         s.observe(tag::COMMAND_COMPLETE, b"SELECT 1\0");
         assert!(!s.dirty && !s.changes.any());
         s.observe(tag::COMMAND_COMPLETE, b"SET\0");

@@ -26,6 +26,9 @@ pub enum Expect {
     Sync,
     /// We answer this one ourselves with these bytes (whole messages).
     Synthetic(Bytes),
+    /// A Close the session sent unseen (an older copy of a statement): its
+    /// CloseComplete is dropped.
+    HiddenClose,
 }
 
 #[derive(Default)]
@@ -44,6 +47,12 @@ pub enum Matched {
 impl ExpectQueue {
     pub fn push(&mut self, e: Expect) {
         self.queue.push_back(e);
+    }
+
+    /// Queues what is owed before everything else (a Parse the session
+    /// puts in front of a batch it sends again).
+    pub fn push_front(&mut self, e: Expect) {
+        self.queue.push_front(e);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,6 +119,10 @@ impl ExpectQueue {
                     self.queue.pop_front();
                 }
                 Matched::Forward
+            }
+            tag::CLOSE_COMPLETE if matches!(self.queue.front(), Some(Expect::HiddenClose)) => {
+                self.queue.pop_front();
+                Matched::Hide
             }
             t => {
                 if let Some(Expect::Reply(ends)) = self.queue.front() {

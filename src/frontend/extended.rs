@@ -46,7 +46,8 @@ impl Session {
                 if name.is_empty() {
                     return Ok(false);
                 }
-                let p = self.client.statements.define(name, msg, name_end);
+                let epoch = self.pool.plans_epoch();
+                let p = self.client.statements.define(name, msg, name_end, epoch);
                 if !self.server.last_pool.statement_known(&p.global) {
                     // Never parsed here: let a server check it now, so errors
                     // surface at Parse time as they would on Postgres.
@@ -155,16 +156,21 @@ impl Session {
             }
             return Ok(());
         }
-        let p = self.client.statements.define(name, msg, name_end);
-        if self.server_has(&p.global) {
-            self.synthetic(Synthetic::ParseComplete);
-        } else {
-            self.server.pending.insert(p.global.clone());
-            self.server.expect.push(Expect::Parse {
-                injected: false,
-                name: Some(p.global.clone()),
-            });
-            self.server.out.extend_from_slice(&p.parse);
+        let epoch = self.pool.plans_epoch();
+        let p = self.client.statements.define(name, msg, name_end, epoch);
+        match self.server_copy(&p) {
+            Copy::Current => self.synthetic(Synthetic::ParseComplete),
+            copy => {
+                if copy == Copy::Older {
+                    self.close_copy(&p.global);
+                }
+                self.server.pending.insert(p.global.clone());
+                self.server.expect.push(Expect::Parse {
+                    injected: false,
+                    name: Some(p.global.clone()),
+                });
+                self.server.out.extend_from_slice(&p.parse);
+            }
         }
         Ok(())
     }
@@ -176,19 +182,46 @@ impl Session {
         self.client.statements.get(name).cloned()
     }
 
-    fn server_has(&mut self, global: &str) -> bool {
-        self.server.pending.contains(global)
-            || self
-                .server
-                .binding
-                .one()
-                .is_some_and(|p| p.server.state.prepared.contains(global))
+    /// What the held server has of a client's statement: a copy parsed
+    /// this transaction (pending) or since the client prepared it is
+    /// current; one from before a schema change the client has seen is
+    /// older and gets replaced.
+    fn server_copy(&mut self, p: &Prepared) -> Copy {
+        if self.server.pending.contains(&p.global) {
+            return Copy::Current;
+        }
+        let copy = self
+            .server
+            .binding
+            .one()
+            .and_then(|s| s.server.state.prepared.get(&p.global).copied());
+        match copy {
+            None => Copy::None,
+            Some(epoch) if epoch >= p.epoch => Copy::Current,
+            Some(_) => Copy::Older,
+        }
     }
 
-    /// Sends the statement's Parse first if this server does not have it.
+    /// Closes the server's older copy of a statement, unseen by the client.
+    fn close_copy(&mut self, global: &str) {
+        if let Some(pooled) = self.server.binding.one() {
+            pooled.server.state.prepared.remove(global);
+        }
+        self.server
+            .out
+            .extend_from_slice(&prepared::close_statement(global));
+        self.server.expect.push(Expect::HiddenClose);
+    }
+
+    /// Sends the statement's Parse first if this server has no current
+    /// copy of it (a client that prepared it after a schema change gets a
+    /// fresh one; an older client meets the server's own verdict on the
+    /// copy it has, as on a direct connection).
     fn ensure_prepared(&mut self, p: &Prepared) {
-        if self.server_has(&p.global) {
-            return;
+        match self.server_copy(p) {
+            Copy::Current => return,
+            Copy::Older => self.close_copy(&p.global),
+            Copy::None => {}
         }
         self.server.pending.insert(p.global.clone());
         self.server.expect.push(Expect::Parse {
@@ -216,6 +249,14 @@ impl Session {
             .expect
             .drain_synthetic(|m| out.extend_from_slice(m));
     }
+}
+
+/// What a server holds of a client's statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    None,
+    Current,
+    Older,
 }
 
 /// The answers the session gives in the server's stead.

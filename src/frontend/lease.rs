@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::session::{Binding, Flow, Recovery, Session};
-use crate::backend::server::ParamsRead;
+use crate::backend::server::{ParamsRead, Resend};
 use crate::config::{PoolMode, Role};
 use crate::errors::{Error, Result, Severity};
 use crate::net::messages::{self, TxStatus};
@@ -14,7 +14,7 @@ use crate::router::Target;
 use crate::stats::{ClientState, Counters};
 
 /// How often a client waiting for an unreachable server tries again.
-const RETRY_CONNECT: Duration = Duration::from_millis(500);
+pub(super) const RETRY_CONNECT: Duration = Duration::from_millis(500);
 
 /// Where the client's next transaction runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +78,9 @@ impl Session {
         let server_pool = self.pool.choose(route.shard, route.target).clone();
         let pooled = server_pool.try_checkout()?;
         let params = &self.client.params;
-        let current = pooled.server.state.plans_epoch == server_pool.plans_epoch();
-        if !current
-            || !pooled
-                .server
-                .in_line_with(params.wanted(), params.fingerprint())
+        if !pooled
+            .server
+            .in_line_with(params.wanted(), params.fingerprint())
         {
             // Back, untouched: the slow path takes it again and syncs it.
             server_pool.checkin_at(pooled, std::time::Instant::now());
@@ -165,12 +163,6 @@ impl Session {
                 .server
                 .sync_parameters(params.wanted(), params.fingerprint())
                 .await?;
-            let epoch = server_pool.plans_epoch();
-            let state = &pooled.server.state;
-            if state.plans_epoch != epoch || state.plans_stale {
-                // Rare (after DDL): boxed, out of every session's future.
-                Box::pin(pooled.server.drop_stale_statements(epoch)).await?;
-            }
             self.bind(server_pool, pooled);
             return Ok(());
         }
@@ -179,11 +171,16 @@ impl Session {
 
     /// The client holds `pooled` now: cancel requests reach it, its
     /// transaction time starts.
-    fn bind(
+    pub(super) fn bind(
         &mut self,
         server_pool: std::sync::Arc<crate::backend::ServerPool>,
-        pooled: crate::backend::Pooled,
+        mut pooled: crate::backend::Pooled,
     ) {
+        if self.tx.status == TxStatus::Idle && self.tx.deferred.is_none() {
+            // Between transactions nothing is lost if this server ends
+            // before answering: keep the first batch (see `Resend`).
+            pooled.server.resend = Resend::Armed;
+        }
         let s = &pooled.server;
         self.cancel.entry.set(s.addr.clone(), s.key);
         self.tx.started = Some(pooled.since);
@@ -228,7 +225,6 @@ impl Session {
                 && !state.may_hold
                 && !state.held.any()
                 && !state.changes.any()
-                && !state.plans_stale
                 && state.prepared.len() <= cache_size
         });
         if clean {
@@ -287,16 +283,6 @@ impl Session {
                     tracing::warn!(server = %server.addr, error = %e, "could not read the session's parameters; closing it");
                     server.state.broken = true;
                 }
-            }
-        }
-        if server.state.plans_stale {
-            // DDL changed what a statement returns: this server's
-            // statements go now, every other server's before its next
-            // client (the pool's epoch moves on).
-            let epoch = self.server.last_pool.plans_went_stale();
-            if let Err(e) = Box::pin(server.drop_stale_statements(epoch)).await {
-                tracing::warn!(server = %server.addr, error = %e, "could not drop stale statements; closing it");
-                server.state.broken = true;
             }
         }
         let (cache_size, cleanup) = self.server.last_pool.reuse_rules();

@@ -21,4 +21,5 @@ mod pins;
 mod predict;
 pub mod prepared;
 mod relay;
+mod resend;
 pub mod session;

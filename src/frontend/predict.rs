@@ -319,7 +319,7 @@ impl Session {
                 .server
                 .binding
                 .held()
-                .is_some_and(|s| s.server.state.prepared.contains(name))
+                .is_some_and(|s| s.server.state.prepared.contains_key(name))
     }
 
     /// One exchange on the held server, ending at its ReadyForQuery; the
@@ -338,6 +338,7 @@ impl Session {
             return Err(Error::ServerLost("no server for pgml.predict".into()));
         };
         pooled.server.send(msg).await?;
+        let epoch = self.pool.plans_epoch();
         let mut failure: Option<Error> = None;
         let mut scratch = BytesMut::new();
         let status = loop {
@@ -357,7 +358,7 @@ impl Session {
                 tag::READY_FOR_QUERY => break server.state.status,
                 tag::PARSE_COMPLETE => {
                     if let Some(name) = preparing.take() {
-                        server.state.prepared.insert(name);
+                        server.state.prepared.insert(name, epoch);
                     }
                     continue;
                 }

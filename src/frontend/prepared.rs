@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use crate::net::codec::cstr;
 use crate::net::extended::parse_named;
 pub use crate::net::extended::{
-    bind_params, bind_parts, bind_portal, bind_statement, describe_statement, first_name,
-    rename_bind, target, BindParam, BindParts,
+    bind_params, bind_parts, bind_portal, bind_statement, close_statement, describe_statement,
+    first_name, rename_bind, target, BindParam, BindParts,
 };
 
 /// A statement as the servers know it.
@@ -31,6 +31,9 @@ pub struct Prepared {
     /// Whether it may make or drop state only one server connection can
     /// hold (see `pins`): its executions are then noted.
     pub may_hold: bool,
+    /// The pool's plans epoch when the client prepared it: a server copy
+    /// older than that is replaced before use (see `Pool::plans_epoch`).
+    pub epoch: u64,
 }
 
 /// One client's statement names.
@@ -45,7 +48,7 @@ pub struct ClientStatements {
 impl ClientStatements {
     /// Records the client's Parse; returns the statement as the servers know it.
     /// `msg` is the whole Parse message, `name` its statement name.
-    pub fn define(&mut self, name: &str, msg: &[u8], name_end: usize) -> Arc<Prepared> {
+    pub fn define(&mut self, name: &str, msg: &[u8], name_end: usize, epoch: u64) -> Arc<Prepared> {
         let rest = &msg[name_end..];
         let digest = Sha256::digest(rest);
         let mut global = String::with_capacity(40);
@@ -62,6 +65,7 @@ impl ClientStatements {
             parse,
             may_set: super::params::may_set(query.as_bytes()),
             may_hold: super::pins::touch(query.as_bytes()) != super::pins::Touch::None,
+            epoch,
             query,
         });
         self.map.insert(name.to_string(), prepared.clone());
@@ -80,6 +84,11 @@ impl ClientStatements {
     /// The text of the unnamed statement, if noted.
     pub fn unnamed(&self) -> Option<&str> {
         self.unnamed.as_deref()
+    }
+
+    /// The client's statement kept on the servers as `global`.
+    pub fn by_global(&self, global: &str) -> Option<&Arc<Prepared>> {
+        self.map.values().find(|p| p.global == global)
     }
 
     pub fn remove(&mut self, name: &str) -> bool {
@@ -191,8 +200,8 @@ mod tests {
         let mut stmts = ClientStatements::default();
         let (_, end_a) = first_name(&a).unwrap();
         let (_, end_b) = first_name(&b).unwrap();
-        let pa = stmts.define("s1", &a, end_a);
-        let pb = stmts.define("other", &b, end_b);
+        let pa = stmts.define("s1", &a, end_a, 0);
+        let pb = stmts.define("other", &b, end_b, 0);
         assert_eq!(pa.global, pb.global);
         assert!(pa.global.len() < 64);
         // The renamed Parse is a well-formed Parse under the global name.

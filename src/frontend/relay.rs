@@ -9,7 +9,7 @@ use bytes::Buf;
 
 use super::expect::Matched;
 use super::session::{Binding, Flow, Session, STREAM_THRESHOLD};
-use crate::backend::server::Observed;
+use crate::backend::server::{Observed, Resend, Server};
 use crate::errors::Result;
 use crate::net::codec;
 use crate::net::messages::TxStatus;
@@ -24,12 +24,27 @@ impl Session {
         let Binding::One(pooled) = &mut self.server.binding else {
             return Ok(Flow::Continue);
         };
+        if !matches!(pooled.server.resend, Resend::Off) {
+            match first_answer(&pooled.server) {
+                FirstAnswer::Incomplete => return Ok(Flow::Continue),
+                FirstAnswer::Ended => return Box::pin(self.resend_elsewhere()).await,
+                FirstAnswer::Answered => {
+                    if let Resend::Kept(kept) = std::mem::take(&mut pooled.server.resend) {
+                        crate::net::bufpool::give(kept);
+                    }
+                }
+            }
+        }
+        let Binding::One(pooled) = &mut self.server.binding else {
+            return Ok(Flow::Continue);
+        };
         let server = &mut pooled.server;
         let expect = &mut self.server.expect;
         let params = &mut self.client.params;
         let pending = &mut self.server.pending;
         let out = &mut self.client.out;
         let server_pool = &self.server.last_pool;
+        let epoch = self.pool.plans_epoch();
         let deferred = self.tx.deferred.is_some();
         let mut status = None;
         // buf[..pos] is scanned; buf[copied..pos] is not yet in `out` (only
@@ -82,7 +97,7 @@ impl Session {
                 let matched = expect.on_server_message(h.tag, |name| {
                     pending.remove(&name);
                     server_pool.statement_parsed(&name);
-                    prepared.insert(name);
+                    prepared.insert(name, epoch);
                 });
                 if h.tag == tag::READY_FOR_QUERY && expect.is_empty() {
                     pending.clear();
@@ -117,6 +132,12 @@ impl Session {
         // Give a finished server back before writing to the client: the
         // write wakes the client, which may preempt us, and waiting clients
         // should not wait on that.
+        if status.is_some() && server.state.plans_stale {
+            // DDL ran, or a cached plan went stale: statements prepared from
+            // now on are newer than every server copy.
+            server.state.plans_stale = false;
+            self.pool.plans_went_stale();
+        }
         let over = status.is_some_and(|st| self.transaction_over(st));
         // Inside a deferred transaction the client's status stays as it is.
         if let Some(st) = status.filter(|_| !deferred) {
@@ -138,5 +159,41 @@ impl Session {
             self.return_buffers_if_idle();
         }
         Ok(Flow::Continue)
+    }
+}
+
+/// What a connection fresh from the pool said first.
+enum FirstAnswer {
+    /// Not a whole message yet.
+    Incomplete,
+    /// It ended the connection before answering (FATAL, class 57: a
+    /// shutdown or restart): nothing of the batch ran.
+    Ended,
+    Answered,
+}
+
+/// A FATAL, or the WARNING an immediate shutdown sends instead (Postgres
+/// 14+), with SQLSTATE 57P01-57P03 (admin shutdown, crash shutdown, cannot
+/// connect now), as the very first message: the server is going away.
+fn first_answer(server: &Server) -> FirstAnswer {
+    let Ok(Some(h)) = codec::header(&server.buf, MAX_SERVER_MESSAGE) else {
+        return FirstAnswer::Incomplete;
+    };
+    if h.tag != tag::ERROR_RESPONSE && h.tag != tag::NOTICE_RESPONSE {
+        return FirstAnswer::Answered;
+    }
+    let Some(body) = server.buf.get(codec::HEADER_LEN..h.total) else {
+        return FirstAnswer::Incomplete;
+    };
+    let fields = crate::net::messages::parse_error_fields(body);
+    let shutdown = matches!(fields.code.as_str(), "57P01" | "57P02" | "57P03");
+    let ends = match h.tag {
+        tag::ERROR_RESPONSE => fields.severity == "FATAL",
+        _ => fields.severity == "WARNING",
+    };
+    if shutdown && ends {
+        FirstAnswer::Ended
+    } else {
+        FirstAnswer::Answered
     }
 }

@@ -134,8 +134,18 @@ pub fn target(msg: &[u8]) -> Result<(u8, &str)> {
 
 /// Describe of a statement under its server name.
 pub fn describe_statement(global: &str) -> Bytes {
+    statement_message(client::DESCRIBE, global)
+}
+
+/// Close of a statement under its server name.
+pub fn close_statement(global: &str) -> Bytes {
+    statement_message(client::CLOSE, global)
+}
+
+/// Describe or Close (`kind`) of a statement by name.
+fn statement_message(kind: u8, global: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(7 + global.len());
-    out.put_u8(client::DESCRIBE);
+    out.put_u8(kind);
     out.put_i32((4 + 1 + global.len() + 1) as i32);
     out.put_u8(client::STATEMENT);
     out.put_slice(global.as_bytes());

@@ -210,3 +210,65 @@ async fn a_postgres_restart_is_a_pause_for_idle_clients() {
         "the answers came after the restart"
     );
 }
+
+/// Clients busy with statements between transactions (simple and
+/// prepared) through a Postgres crash and restart: statements sent to
+/// server connections the crash ended before they answered are sent again
+/// once the server is back, so no client sees an error, as with a restart
+/// between transactions. Directly every client would lose its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_clients_see_no_error_through_a_crash_restart() {
+    let pg = std::sync::Arc::new(PgCluster::start());
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 4));
+    let url = proxy.url("app", "app_pw", "app");
+    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let c = connect(&url).await;
+        let restarted = restarted.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut after = 0;
+            let mut n = 0i32;
+            // Until 40 statements ran after the restart.
+            while after < 40 {
+                n += 1;
+                if i % 2 == 0 {
+                    let rows = c
+                        .simple_query("select 1")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    assert!(!rows.is_empty());
+                } else {
+                    let row = c
+                        .query_one("select $1::int + 1", &[&n])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    assert_eq!(row.get::<_, i32>(0), n + 1);
+                }
+                if restarted.load(std::sync::atomic::Ordering::Relaxed) {
+                    after += 1;
+                }
+            }
+            Ok::<i32, String>(n)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let crash = {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || {
+            pg.stop_immediate();
+            std::thread::sleep(Duration::from_secs(1));
+            pg.restart();
+        })
+    };
+    crash.await.expect("crash and restart");
+    restarted.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let n = t
+            .await
+            .expect("client task")
+            .unwrap_or_else(|e| panic!("a client between transactions saw an error: {e}"));
+        assert!(n > 40);
+    }
+}

@@ -142,7 +142,7 @@ async fn transactions_stay_on_one_server_and_session_state_is_reset() {
         .get(0);
     assert_ne!(wm, "7MB", "session state leaked between clients");
     // A transaction keeps its server: temp table visible inside it.
-    a.batch_execute("begin; create temp table tt(x int); insert into tt values (1)")
+    a.batch_execute("begin; create temp table tt(x int) on commit drop; insert into tt values (1)")
         .await
         .expect("begin");
     let n: i64 = a

@@ -106,7 +106,8 @@ impl Session {
                     let (text, after) = codec::cstr(msg, at)?;
                     r.types = param_types(msg, after)?;
                     if !name.is_empty() {
-                        self.client.statements.define(name, msg, at);
+                        let epoch = self.pool.plans_epoch();
+                        self.client.statements.define(name, msg, at, epoch);
                     }
                     r.sql = Some(text.to_string());
                     r.steps.push(Step::ParseComplete);

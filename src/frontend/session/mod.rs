@@ -330,7 +330,14 @@ impl Session {
             }
             Event::Client(_) => Ok(Flow::Close), // the client went away
             Event::Server(Ok(n)) if n > 0 => self.on_server_data().await,
-            Event::Server(_) => Ok(Box::pin(self.on_server_lost()).await),
+            Event::Server(Err(e)) if self.unread_by_server(&e) => {
+                // Reset with our bytes unread: nothing of the batch ran.
+                Box::pin(self.resend_elsewhere()).await
+            }
+            Event::Server(end) => {
+                tracing::debug!(client = %self.client.peer, "server connection ended: {end:?}");
+                Ok(Box::pin(self.on_server_lost()).await)
+            }
         }
     }
 
@@ -420,6 +427,9 @@ impl Session {
                         self.server.out.clear();
                         return Ok(Box::pin(self.on_server_lost()).await);
                     }
+                    if keep_sent(&mut pooled.server.resend, &mut self.server.out) {
+                        return self.flush_client().await;
+                    }
                 }
                 None => tracing::debug!(
                     "dropping {} bytes for a server we no longer hold",
@@ -428,6 +438,11 @@ impl Session {
             }
             self.server.out.clear();
         }
+        self.flush_client().await
+    }
+
+    /// Writes what is queued for the client.
+    async fn flush_client(&mut self) -> Result<Flow> {
         if !self.client.out.is_empty() {
             if self.client.stream.send_all(&self.client.out).await.is_err() {
                 return Ok(Flow::Close);
@@ -544,6 +559,26 @@ impl Session {
         }
         if self.server.out.capacity() > 0 {
             bufpool::give(std::mem::take(&mut self.server.out));
+        }
+    }
+}
+
+/// A batch just sent on a connection fresh from the pool is kept until the
+/// server answers (see `Resend`): true when `out` was kept (it is empty
+/// now, its buffer moved, not copied).
+fn keep_sent(resend: &mut crate::backend::server::Resend, out: &mut BytesMut) -> bool {
+    use crate::backend::server::Resend;
+    match resend {
+        Resend::Off => false,
+        Resend::Armed => {
+            *resend = Resend::Kept(std::mem::take(out));
+            true
+        }
+        Resend::Kept(kept) => {
+            // More of the same batch before any answer.
+            kept.extend_from_slice(out);
+            out.clear();
+            true
         }
     }
 }
