@@ -79,6 +79,21 @@ pub struct Server {
     pub resend: Resend,
 }
 
+/// A server's copy of a shared statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementCopy {
+    /// The pool's plans epoch it was parsed in.
+    pub epoch: u64,
+    /// What it returns (`net::extended::result_shape`; 0: not known).
+    pub shape: u64,
+}
+
+impl StatementCopy {
+    pub fn new(epoch: u64) -> StatementCopy {
+        StatementCopy { epoch, shape: 0 }
+    }
+}
+
 /// What the session keeps of the first batch on a connection fresh from
 /// the pool. A server that ends the connection before answering it (a
 /// restart's FATAL, sent while the connection sat idle, unread) has run
@@ -102,9 +117,8 @@ pub struct ServerState {
     /// Current values of the parameters the server reports (GUC_REPORT),
     /// and of those pgmlcat SET itself.
     pub params: HashMap<String, String>,
-    /// The protocol-level prepared statements this connection holds, with
-    /// the pool's plans epoch each was parsed in.
-    pub prepared: HashMap<String, u64>,
+    /// The protocol-level prepared statements this connection holds.
+    pub prepared: HashMap<String, StatementCopy>,
     /// A client changed session state that a reset clears and nobody
     /// needs kept (LOAD, LISTEN in session mode, DISCARD): reset before
     /// anyone else uses this connection.
@@ -655,7 +669,7 @@ mod tests {
             "a reported change is the session's now"
         );
 
-        s.prepared.insert("pgmlcat_x".into(), 0);
+        s.prepared.insert("pgmlcat_x".into(), StatementCopy::new(0));
         s.observe(tag::COMMAND_COMPLETE, b"SELECT 1\0");
         assert!(!s.dirty && !s.changes.any());
         s.observe(tag::COMMAND_COMPLETE, b"SET\0");

@@ -29,6 +29,20 @@ pub enum Expect {
     /// A Close the session sent unseen (an older copy of a statement): its
     /// CloseComplete is dropped.
     HiddenClose,
+    /// A Describe the session sent unseen after parsing a statement on a
+    /// server, to learn what its copy returns: its ParameterDescription and
+    /// RowDescription (or NoData) are dropped, their shape kept.
+    HiddenDescribe(String),
+}
+
+/// What the queue learnt from a server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Learnt {
+    /// The server holds this statement now.
+    Parsed(String),
+    /// What the server's copy of this statement returns (see
+    /// `net::extended::result_shape`).
+    Shape(String, u64),
 }
 
 #[derive(Default)]
@@ -83,9 +97,14 @@ impl ExpectQueue {
         }
     }
 
-    /// Accounts for one server message. `committed` receives the name of a
-    /// statement the server now holds.
-    pub fn on_server_message(&mut self, kind: u8, mut committed: impl FnMut(String)) -> Matched {
+    /// Accounts for one server message (`body`: its body); `learnt` hears
+    /// what it says about the server's statements.
+    pub fn on_server_message(
+        &mut self,
+        kind: u8,
+        body: &[u8],
+        mut learnt: impl FnMut(Learnt),
+    ) -> Matched {
         match kind {
             tag::READY_FOR_QUERY => {
                 if matches!(self.queue.front(), Some(Expect::Sync)) {
@@ -99,7 +118,7 @@ impl ExpectQueue {
                         return Matched::Forward;
                     };
                     if let Some(name) = name {
-                        committed(name);
+                        learnt(Learnt::Parsed(name));
                     }
                     if injected {
                         Matched::Hide
@@ -122,6 +141,20 @@ impl ExpectQueue {
             }
             tag::CLOSE_COMPLETE if matches!(self.queue.front(), Some(Expect::HiddenClose)) => {
                 self.queue.pop_front();
+                Matched::Hide
+            }
+            tag::PARAMETER_DESCRIPTION
+                if matches!(self.queue.front(), Some(Expect::HiddenDescribe(_))) =>
+            {
+                Matched::Hide
+            }
+            tag::ROW_DESCRIPTION | tag::NO_DATA
+                if matches!(self.queue.front(), Some(Expect::HiddenDescribe(_))) =>
+            {
+                if let Some(Expect::HiddenDescribe(name)) = self.queue.pop_front() {
+                    let shape = crate::net::extended::result_shape(kind, body);
+                    learnt(Learnt::Shape(name, shape));
+                }
                 Matched::Hide
             }
             t => {
@@ -182,20 +215,20 @@ mod tests {
             "synthetic must wait for the Bind before it"
         );
         assert!(matches!(
-            q.on_server_message(tag::BIND_COMPLETE, |_| {}),
+            q.on_server_message(tag::BIND_COMPLETE, &[], |_| {}),
             Matched::Forward
         ));
         q.drain_synthetic(|t| emitted.push(t.to_vec()));
         assert_eq!(emitted, vec![b"1".to_vec()]);
         let mut names = vec![];
         assert!(matches!(
-            q.on_server_message(tag::PARSE_COMPLETE, |n| names.push(n)),
+            q.on_server_message(tag::PARSE_COMPLETE, &[], |n| names.push(n)),
             Matched::Hide
         ));
-        assert_eq!(names, vec!["g".to_string()]);
-        q.on_server_message(tag::BIND_COMPLETE, |_| {});
+        assert_eq!(names, vec![Learnt::Parsed("g".to_string())]);
+        q.on_server_message(tag::BIND_COMPLETE, &[], |_| {});
         assert_eq!(q.syncs(), 1);
-        q.on_server_message(tag::READY_FOR_QUERY, |_| {});
+        q.on_server_message(tag::READY_FOR_QUERY, &[], |_| {});
         assert!(q.is_empty());
     }
 
@@ -210,10 +243,10 @@ mod tests {
         q.push(Expect::Synthetic(Bytes::from_static(b"3")));
         q.push(Expect::Sync);
         let mut names = vec![];
-        q.on_server_message(tag::ERROR_RESPONSE, |n| names.push(n));
+        q.on_server_message(tag::ERROR_RESPONSE, &[], |n| names.push(n));
         assert!(names.is_empty(), "a failed Parse commits nothing");
         assert_eq!(q.syncs(), 1);
-        q.on_server_message(tag::READY_FOR_QUERY, |_| {});
+        q.on_server_message(tag::READY_FOR_QUERY, &[], |_| {});
         assert!(q.is_empty());
     }
 }

@@ -95,7 +95,10 @@ impl Session {
                 let (stmt, at, end) = prepared::bind_statement(msg)?;
                 match self.known(stmt) {
                     Some(p) => {
-                        self.ensure_prepared(&p);
+                        if self.ensure_prepared(&p) {
+                            self.cached_plan_changed();
+                            return Ok(());
+                        }
                         if p.may_set {
                             self.note_parameters(p.query.as_bytes());
                         }
@@ -159,17 +162,17 @@ impl Session {
         let epoch = self.pool.plans_epoch();
         let p = self.client.statements.define(name, msg, name_end, epoch);
         match self.server_copy(&p) {
-            Copy::Current => self.synthetic(Synthetic::ParseComplete),
+            Copy::Current { shape } => {
+                if shape != 0 {
+                    p.learn_shape(shape);
+                }
+                self.synthetic(Synthetic::ParseComplete);
+            }
             copy => {
                 if copy == Copy::Older {
                     self.close_copy(&p.global);
                 }
-                self.server.pending.insert(p.global.clone());
-                self.server.expect.push(Expect::Parse {
-                    injected: false,
-                    name: Some(p.global.clone()),
-                });
-                self.server.out.extend_from_slice(&p.parse);
+                self.parse_copy(&p, false);
             }
         }
         Ok(())
@@ -188,7 +191,7 @@ impl Session {
     /// older and gets replaced.
     fn server_copy(&mut self, p: &Prepared) -> Copy {
         if self.server.pending.contains(&p.global) {
-            return Copy::Current;
+            return Copy::Current { shape: 0 };
         }
         let copy = self
             .server
@@ -197,7 +200,7 @@ impl Session {
             .and_then(|s| s.server.state.prepared.get(&p.global).copied());
         match copy {
             None => Copy::None,
-            Some(epoch) if epoch >= p.epoch => Copy::Current,
+            Some(c) if c.epoch >= p.epoch => Copy::Current { shape: c.shape },
             Some(_) => Copy::Older,
         }
     }
@@ -213,22 +216,52 @@ impl Session {
         self.server.expect.push(Expect::HiddenClose);
     }
 
-    /// Sends the statement's Parse first if this server has no current
-    /// copy of it (a client that prepared it after a schema change gets a
-    /// fresh one; an older client meets the server's own verdict on the
-    /// copy it has, as on a direct connection).
-    fn ensure_prepared(&mut self, p: &Prepared) {
-        match self.server_copy(p) {
-            Copy::Current => return,
-            Copy::Older => self.close_copy(&p.global),
-            Copy::None => {}
-        }
+    /// Parses a statement on the held server under its shared name, and
+    /// asks (unseen) what this copy returns.
+    fn parse_copy(&mut self, p: &Prepared, injected: bool) {
         self.server.pending.insert(p.global.clone());
         self.server.expect.push(Expect::Parse {
-            injected: true,
+            injected,
             name: Some(p.global.clone()),
         });
         self.server.out.extend_from_slice(&p.parse);
+        self.server
+            .out
+            .extend_from_slice(&prepared::describe_statement(&p.global));
+        self.server
+            .expect
+            .push(Expect::HiddenDescribe(p.global.clone()));
+    }
+
+    /// Sends the statement's Parse first if this server has no current
+    /// copy of it (a client that prepared it after a schema change gets a
+    /// fresh one). True when the server's copy returns other columns than
+    /// the client was told (a copy parsed after a schema change the client
+    /// has not seen): its Bind gets the 0A000 Postgres gives, and the
+    /// client prepares it again.
+    fn ensure_prepared(&mut self, p: &Prepared) -> bool {
+        match self.server_copy(p) {
+            Copy::Current { shape } => {
+                let known = p.shape();
+                if known == 0 && shape != 0 {
+                    p.learn_shape(shape);
+                }
+                return known != 0 && shape != 0 && known != shape;
+            }
+            Copy::Older => self.close_copy(&p.global),
+            Copy::None => {}
+        }
+        self.parse_copy(p, true);
+        false
+    }
+
+    /// Refuses a Bind of a statement whose copy returns other columns, as
+    /// Postgres does (drivers recognize the error by its routine).
+    fn cached_plan_changed(&mut self) {
+        let mut out = BytesMut::new();
+        messages::cached_plan_changed(&mut out);
+        self.respond_in_order(out.freeze());
+        self.recovery = super::session::Recovery::DiscardToSync;
     }
 
     /// Queues an answer we give ourselves, in its place among the server's.
@@ -255,7 +288,10 @@ impl Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Copy {
     None,
-    Current,
+    /// Parsed since the client prepared it; what it returns (0: not known).
+    Current {
+        shape: u64,
+    },
     Older,
 }
 

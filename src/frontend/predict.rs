@@ -358,7 +358,8 @@ impl Session {
                 tag::READY_FOR_QUERY => break server.state.status,
                 tag::PARSE_COMPLETE => {
                     if let Some(name) = preparing.take() {
-                        server.state.prepared.insert(name, epoch);
+                        let copy = crate::backend::server::StatementCopy::new(epoch);
+                        server.state.prepared.insert(name, copy);
                     }
                     continue;
                 }

@@ -34,6 +34,25 @@ pub struct Prepared {
     /// The pool's plans epoch when the client prepared it: a server copy
     /// older than that is replaced before use (see `Pool::plans_epoch`).
     pub epoch: u64,
+    /// What the client was told it returns (`net::extended::result_shape`;
+    /// 0: not known yet), learnt from the copy it was prepared on.
+    pub shape: std::sync::atomic::AtomicU64,
+}
+
+impl Prepared {
+    pub fn shape(&self) -> u64 {
+        self.shape.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Learns what the statement returns, if not known yet.
+    pub fn learn_shape(&self, shape: u64) {
+        let _ = self.shape.compare_exchange(
+            0,
+            shape,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
 }
 
 /// One client's statement names.
@@ -66,6 +85,7 @@ impl ClientStatements {
             may_set: super::params::may_set(query.as_bytes()),
             may_hold: super::pins::touch(query.as_bytes()) != super::pins::Touch::None,
             epoch,
+            shape: Default::default(),
             query,
         });
         self.map.insert(name.to_string(), prepared.clone());

@@ -7,9 +7,9 @@
 
 use bytes::Buf;
 
-use super::expect::Matched;
+use super::expect::{Learnt, Matched};
 use super::session::{Binding, Flow, Session, STREAM_THRESHOLD};
-use crate::backend::server::{Observed, Resend, Server};
+use crate::backend::server::{Observed, Resend, Server, StatementCopy};
 use crate::errors::Result;
 use crate::net::codec;
 use crate::net::messages::TxStatus;
@@ -41,6 +41,7 @@ impl Session {
         let server = &mut pooled.server;
         let expect = &mut self.server.expect;
         let params = &mut self.client.params;
+        let statements = &self.client.statements;
         let pending = &mut self.server.pending;
         let out = &mut self.client.out;
         let server_pool = &self.server.last_pool;
@@ -94,10 +95,22 @@ impl Session {
                     Observed::Nothing => {}
                 }
                 let prepared = &mut server.state.prepared;
-                let matched = expect.on_server_message(h.tag, |name| {
-                    pending.remove(&name);
-                    server_pool.statement_parsed(&name);
-                    prepared.insert(name, epoch);
+                let message = &server.buf[body];
+                let matched = expect.on_server_message(h.tag, message, |learnt| match learnt {
+                    Learnt::Parsed(name) => {
+                        pending.remove(&name);
+                        server_pool.statement_parsed(&name);
+                        prepared.insert(name, StatementCopy::new(epoch));
+                    }
+                    Learnt::Shape(name, shape) => {
+                        if let Some(copy) = prepared.get_mut(&name) {
+                            copy.shape = shape;
+                        }
+                        // A client that prepared it now was told this.
+                        if let Some(p) = statements.by_global(&name).filter(|p| p.epoch == epoch) {
+                            p.learn_shape(shape);
+                        }
+                    }
                 });
                 if h.tag == tag::READY_FOR_QUERY && expect.is_empty() {
                     pending.clear();

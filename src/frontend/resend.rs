@@ -109,7 +109,7 @@ impl Session {
     fn statements_missing(
         &self,
         batch: &[u8],
-        has: &std::collections::HashMap<String, u64>,
+        has: &std::collections::HashMap<String, crate::backend::server::StatementCopy>,
     ) -> Result<Vec<(String, Bytes)>> {
         let mut parsed: Vec<String> = Vec::new();
         let mut missing: Vec<(String, Bytes)> = Vec::new();

@@ -132,6 +132,38 @@ pub fn target(msg: &[u8]) -> Result<(u8, &str)> {
     Ok((kind, name))
 }
 
+/// What a statement returns, as a number: a hash of the RowDescription's
+/// column count and each column's name, type and type modifier (what
+/// Postgres compares before it says "cached plan must not change result
+/// type"; not the formats, which each Bind chooses), or a constant for
+/// NoData. Two copies of a statement with different shapes return
+/// different rows.
+pub fn result_shape(kind: u8, body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if kind != crate::net::tag::server::ROW_DESCRIPTION {
+        return 1;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let columns = body
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    columns.hash(&mut h);
+    let mut at = 2;
+    for _ in 0..columns {
+        let Some(end) = body.get(at..).and_then(|b| memchr::memchr(0, b)) else {
+            break;
+        };
+        body[at..at + end].hash(&mut h);
+        // After the name: table oid (4), attnum (2), type oid (4), type
+        // size (2), type modifier (4), format (2).
+        let fixed = at + end + 1;
+        body.get(fixed + 6..fixed + 10).hash(&mut h);
+        body.get(fixed + 12..fixed + 16).hash(&mut h);
+        at = fixed + 18;
+    }
+    h.finish() | 2
+}
+
 /// Describe of a statement under its server name.
 pub fn describe_statement(global: &str) -> Bytes {
     statement_message(client::DESCRIBE, global)

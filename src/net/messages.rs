@@ -228,6 +228,26 @@ pub fn error_with_severity(buf: &mut BytesMut, err: &Error, severity: Severity) 
     );
 }
 
+/// The ErrorResponse Postgres gives for a prepared statement whose result
+/// columns changed since it was prepared; drivers that prepare it again
+/// (pgJDBC) know it by its routine.
+pub fn cached_plan_changed(buf: &mut BytesMut) {
+    tagged(buf, tag::ERROR_RESPONSE, |b| {
+        for (field, value) in [
+            (b'S', "ERROR"),
+            (b'V', "ERROR"),
+            (b'C', "0A000"),
+            (b'M', "cached plan must not change result type"),
+            (b'F', "plancache.c"),
+            (b'R', "RevalidateCachedQuery"),
+        ] {
+            b.put_u8(field);
+            put_cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+}
+
 /// NotificationResponse: a NOTIFY on a channel the client listens to.
 pub fn notification(buf: &mut BytesMut, pid: i32, channel: &str, payload: &str) {
     tagged(buf, tag::NOTIFICATION_RESPONSE, |b| {
