@@ -130,6 +130,10 @@ pub struct ServerState {
     /// What the server last said the session holds that cannot move (see
     /// `held`): while any, the client keeps the connection.
     pub held: Held,
+    /// What the statement being answered said of its result so far.
+    pub described: Described,
+    /// The batch being answered came as a simple Query (set by the session).
+    pub simple: bool,
     /// What the client's statements of this transaction did to session
     /// parameters, read back before the connection goes to the pool.
     pub changes: ParamChanges,
@@ -186,6 +190,19 @@ pub enum ParamsRead {
     Whole(Vec<(String, String)>),
 }
 
+/// What the statement being answered said of its result: a SELECT tag
+/// with no rows described put its rows in a table (SELECT ... INTO, CREATE
+/// TABLE ... AS), perhaps a temporary one, which may pin the client. In a
+/// simple Query every SELECT describes its rows; through the extended
+/// protocol only a Describe that answered NoData tells (an Execute needs no
+/// Describe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Described {
+    Nothing,
+    Rows,
+    NoData,
+}
+
 /// What a server message changed, for the reader that passes it on.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Observed<'a> {
@@ -205,6 +222,8 @@ impl ServerState {
             dirty: false,
             may_hold: false,
             held: Held::default(),
+            described: Described::Nothing,
+            simple: false,
             changes: ParamChanges::default(),
             session: Vec::new(),
             broken: false,
@@ -243,7 +262,24 @@ impl ServerState {
                 }
                 None => Observed::Nothing,
             },
+            tag::ROW_DESCRIPTION => {
+                self.described = Described::Rows;
+                Observed::Nothing
+            }
+            tag::NO_DATA => {
+                self.described = Described::NoData;
+                Observed::Nothing
+            }
             tag::COMMAND_COMPLETE => {
+                let described = std::mem::replace(&mut self.described, Described::Nothing);
+                let into_table = match described {
+                    Described::Rows => false,
+                    Described::NoData => true,
+                    Described::Nothing => self.simple,
+                };
+                if into_table && body.starts_with(b"SELECT ") {
+                    self.may_hold = true;
+                }
                 match command_effect(body) {
                     CommandEffect::None => {}
                     CommandEffect::Parameters => self.changes.completed += 1,

@@ -138,10 +138,18 @@ impl Session {
         // The text is read only when it may be ours (a pgcat command, a pgml
         // call) or the pool routes by content; the rest goes as it came (a
         // server reports bad encoding itself, as it would directly).
-        let ours = commands::might_be(text)
-            || crate::ml::call::mentions_pgml_bytes(text)
-            || super::prepared::might_deallocate(text)
-            || super::notify::might_be(text);
+        // pgcat's SET/SHOW commands, DEALLOCATE, LISTEN/UNLISTEN by their
+        // first word; pgml calls anywhere.
+        let word = commands::first_word(text);
+        let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
+        let ours = match (word.first().map_or(0, |b| b | 0x20), word.len()) {
+            (b's', 3) => is(b"set"),
+            (b's', 4) => is(b"show"),
+            (b'd', 10) => is(b"deallocate"),
+            (b'l', 6) => is(b"listen"),
+            (b'u', 8) => is(b"unlisten"),
+            _ => false,
+        } || crate::ml::call::mentions_pgml_bytes(text);
         if ours {
             return Ok(QueryNext::Elsewhere);
         }
@@ -236,8 +244,12 @@ impl Session {
         // The text between the header and its NUL (read already, not
         // scanned for its end again).
         let text = msg.get(5..msg.len().saturating_sub(1)).unwrap_or_default();
-        self.note_pins(text);
-        if super::params::may_set(text) {
+        let notes = super::notes::read(text);
+        self.note_pins(notes.pins);
+        if let Some(pooled) = self.server.binding.one() {
+            pooled.server.state.simple = true;
+        }
+        if notes.sets {
             self.note_parameters(text);
         }
         self.forward(client::QUERY, msg);
@@ -273,10 +285,14 @@ impl Session {
     /// is done at once, the lease is the one await of the usual case, and
     /// the rare paths (pgml, a split COPY) run boxed.
     async fn on_extended(&mut self, kind: u8, msg: &[u8]) -> Result<Flow> {
-        if kind == client::PARSE && self.mode == crate::config::PoolMode::Transaction {
-            if let Some(e) = self.extended_refusal(msg)? {
-                self.batch.take_held();
-                self.refuse_in_batch(e);
+        if self.mode == crate::config::PoolMode::Transaction {
+            // LISTEN/UNLISTEN are ours (see `notify`).
+            let ours = match kind {
+                client::PARSE => self.notify_parse(msg)?,
+                _ if self.listening.is_some() => Box::pin(self.notify_extended(kind, msg)).await?,
+                _ => false,
+            };
+            if ours {
                 return Ok(Flow::Continue);
             }
         }

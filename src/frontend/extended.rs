@@ -19,10 +19,7 @@ use crate::net::tag::client;
 impl Session {
     /// Queues a message for the server unchanged, noting its expected reply.
     pub(super) fn forward(&mut self, kind: u8, msg: &[u8]) {
-        if self.server.out.capacity() == 0 {
-            self.server.out = crate::net::bufpool::take();
-        }
-        self.server.out.extend_from_slice(msg);
+        self.server_out().extend_from_slice(msg);
         if let Some(e) = expect_for(kind) {
             self.server.expect.push(e);
         }
@@ -83,7 +80,7 @@ impl Session {
                     injected: false,
                     name: None,
                 });
-                self.server.out.extend_from_slice(msg);
+                self.server_out().extend_from_slice(msg);
             } else {
                 self.forward(kind, msg);
             }
@@ -92,6 +89,9 @@ impl Session {
         match kind {
             client::PARSE => self.parse(msg)?,
             client::BIND => {
+                if let Some(pooled) = self.server.binding.one() {
+                    pooled.server.state.simple = false;
+                }
                 let (stmt, at, end) = prepared::bind_statement(msg)?;
                 match self.known(stmt) {
                     Some(p) => {
@@ -102,9 +102,7 @@ impl Session {
                         if p.may_set {
                             self.note_parameters(p.query.as_bytes());
                         }
-                        if p.may_hold {
-                            self.note_pins(p.query.as_bytes());
-                        }
+                        self.note_pins(p.pins);
                         let renamed = prepared::rename_bind(msg, at, end, &p.global);
                         self.forward(kind, &renamed);
                     }
@@ -150,12 +148,13 @@ impl Session {
                 injected: false,
                 name: None,
             });
-            self.server.out.extend_from_slice(msg);
+            self.server_out().extend_from_slice(msg);
             if let Ok((query, _)) = crate::net::codec::cstr_bytes(msg, name_end) {
-                if super::params::may_set(query) {
+                let notes = super::notes::read(query);
+                if notes.sets {
                     self.note_parameters(query);
                 }
-                self.note_pins(query);
+                self.note_pins(notes.pins);
             }
             return Ok(());
         }
@@ -224,9 +223,8 @@ impl Session {
             injected,
             name: Some(p.global.clone()),
         });
-        self.server.out.extend_from_slice(&p.parse);
-        self.server
-            .out
+        self.server_out().extend_from_slice(&p.parse);
+        self.server_out()
             .extend_from_slice(&prepared::describe_statement(&p.global));
         self.server
             .expect
@@ -262,6 +260,14 @@ impl Session {
         messages::cached_plan_changed(&mut out);
         self.respond_in_order(out.freeze());
         self.recovery = super::session::Recovery::DiscardToSync;
+    }
+
+    /// What goes to the server next, in a buffer lent while there is some.
+    pub(super) fn server_out(&mut self) -> &mut BytesMut {
+        if self.server.out.capacity() == 0 {
+            self.server.out = crate::net::bufpool::take();
+        }
+        &mut self.server.out
     }
 
     /// Queues an answer we give ourselves, in its place among the server's.

@@ -15,6 +15,7 @@ pub mod listener;
 mod local;
 mod ml;
 mod multi;
+mod notes;
 mod notify;
 pub mod params;
 mod pins;

@@ -1,21 +1,27 @@
 //! LISTEN/UNLISTEN in transaction mode, on the client's side: a lone
-//! `LISTEN channel` or `UNLISTEN channel | *` is answered here and served
+//! `LISTEN channel` or `UNLISTEN channel | *`, as a Query or through the
+//! extended protocol (Parse, Bind, Execute...), is answered here and served
 //! by the pool's shared listener (`backend::listen`), not by the server the
 //! client happens to hold. Notifications wait in the client's queue until
 //! the protocol allows them: at once when the client is idle, else when
 //! its transaction and pending answers are done, as Postgres sends them.
 //! NOTIFY and pg_notify are ordinary statements and pass through.
 
+use std::collections::HashMap;
+
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use super::prepared;
 use super::session::{Flow, Session};
 use crate::backend::listen::{Listener, Sink};
-use crate::errors::{Error, Result};
+use crate::errors::Result;
+use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
+use crate::net::tag::client;
 
 /// A client's LISTEN or UNLISTEN.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Listen(String),
     /// None: UNLISTEN *.
@@ -23,7 +29,7 @@ pub enum Command {
 }
 
 /// Whether a statement may be a LISTEN/UNLISTEN (its first word), decided
-/// on the raw bytes like `commands::might_be`.
+/// on the raw bytes.
 pub fn might_be(sql: &[u8]) -> bool {
     use crate::router::commands::starts_with_word;
     starts_with_word(sql, b"listen") || starts_with_word(sql, b"unlisten")
@@ -49,13 +55,16 @@ pub fn parse(sql: &str) -> Option<Command> {
     }
 }
 
-/// A listening client's end of the pool's listener.
+/// A listening client's end of the pool's listener, and its LISTEN and
+/// UNLISTEN statements and portals (extended protocol), answered here.
 pub(super) struct Listening {
     listener: Listener,
     id: u64,
     sink: Sink,
     /// Notifications for this client, in order, until it can be sent them.
     pub queue: mpsc::UnboundedReceiver<Bytes>,
+    statements: HashMap<String, Command>,
+    portals: HashMap<String, Command>,
 }
 
 impl Drop for Listening {
@@ -65,29 +74,31 @@ impl Drop for Listening {
 }
 
 impl Session {
-    /// Answers a LISTEN/UNLISTEN in place among the answers due.
-    pub(super) async fn notify_command(&mut self, command: Command) -> Result<Flow> {
+    /// The client's end of the pool's listener, made on first use.
+    fn listening(&mut self) -> &mut Listening {
         let id = self.stats.id;
-        let (tag, result) = match command {
+        let pool = &self.pool;
+        self.listening.get_or_insert_with(|| {
+            let (sink, queue) = mpsc::unbounded_channel();
+            Box::new(Listening {
+                listener: pool.listener().clone(),
+                id,
+                sink,
+                queue,
+                statements: HashMap::new(),
+                portals: HashMap::new(),
+            })
+        })
+    }
+
+    /// Carries out a LISTEN/UNLISTEN: its command tag, or the error.
+    async fn run_notify(&mut self, command: Command) -> (&'static str, Result<()>) {
+        let id = self.stats.id;
+        match command {
             Command::Listen(channel) => {
-                let listening = match self.listening.take() {
-                    Some(l) => l,
-                    None => {
-                        let (sink, queue) = mpsc::unbounded_channel();
-                        Box::new(Listening {
-                            listener: self.pool.listener().clone(),
-                            id,
-                            sink,
-                            queue,
-                        })
-                    }
-                };
-                let result = listening
-                    .listener
-                    .listen(id, channel, listening.sink.clone())
-                    .await;
-                self.listening = Some(listening);
-                ("LISTEN", result)
+                let l = self.listening();
+                let (listener, sink) = (l.listener.clone(), l.sink.clone());
+                ("LISTEN", listener.listen(id, channel, sink).await)
             }
             Command::Unlisten(channel) => match &self.listening {
                 Some(l) => {
@@ -96,7 +107,12 @@ impl Session {
                 }
                 None => ("UNLISTEN", Ok(())),
             },
-        };
+        }
+    }
+
+    /// Answers a LISTEN/UNLISTEN Query in place among the answers due.
+    pub(super) async fn notify_command(&mut self, command: Command) -> Result<Flow> {
+        let (tag, result) = self.run_notify(command).await;
         let mut out = BytesMut::new();
         match result {
             Ok(()) => messages::command_complete(&mut out, tag),
@@ -110,18 +126,95 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// A LISTEN through the extended protocol, in transaction mode: not
-    /// served (it would LISTEN on a pooled server and be lost), so refused
-    /// with what to do instead. Cheap: the first byte of the text first.
-    pub(super) fn extended_refusal(&self, parse: &[u8]) -> Result<Option<Error>> {
-        let (_, name_end) = super::prepared::first_name(parse)?;
-        let (text, _) = crate::net::codec::cstr_bytes(parse, name_end)?;
-        if !might_be(text) {
-            return Ok(None);
+    /// A Parse in transaction mode: one of a LISTEN/UNLISTEN is answered
+    /// here (its Describe, Bind, Execute and Close then too, see
+    /// `notify_extended`); a name reused for other SQL is forgotten. True
+    /// when the Parse was ours. Cheap: the first word of the text.
+    pub(super) fn notify_parse(&mut self, msg: &[u8]) -> Result<bool> {
+        let (name, name_end) = prepared::first_name(msg)?;
+        // The text's start is enough to tell (no scan for its end).
+        let command = if might_be(msg.get(name_end..).unwrap_or_default()) {
+            let (text, _) = codec::cstr(msg, name_end)?;
+            parse(text).filter(|_| self.tx.status != TxStatus::Failed)
+        } else {
+            None
+        };
+        let Some(command) = command else {
+            if let Some(l) = self.listening.as_mut() {
+                l.statements.remove(name);
+            }
+            return Ok(false);
+        };
+        let name = name.to_string();
+        self.listening().statements.insert(name, command);
+        self.answer(messages::parse_complete);
+        Ok(true)
+    }
+
+    /// The Describe, Bind, Execute or Close of a LISTEN/UNLISTEN statement
+    /// or portal, answered as Postgres would (NoData, BindComplete,
+    /// CommandComplete, CloseComplete). True when the message was ours.
+    pub(super) async fn notify_extended(&mut self, kind: u8, msg: &[u8]) -> Result<bool> {
+        let Some(l) = self.listening.as_mut() else {
+            return Ok(false);
+        };
+        match kind {
+            client::BIND => {
+                let (portal, _) = prepared::first_name(msg)?;
+                let (statement, _, _) = prepared::bind_statement(msg)?;
+                let Some(command) = l.statements.get(statement).cloned() else {
+                    l.portals.remove(portal);
+                    return Ok(false);
+                };
+                l.portals.insert(portal.to_string(), command);
+                self.answer(messages::bind_complete);
+            }
+            client::DESCRIBE => {
+                let (target, name) = prepared::target(msg)?;
+                match target {
+                    client::STATEMENT if l.statements.contains_key(name) => {
+                        self.answer(|b| {
+                            messages::parameter_description(b, &[]);
+                            messages::no_data(b);
+                        });
+                    }
+                    client::PORTAL if l.portals.contains_key(name) => {
+                        self.answer(messages::no_data);
+                    }
+                    _ => return Ok(false),
+                }
+            }
+            client::EXECUTE => {
+                let (portal, _) = prepared::first_name(msg)?;
+                let Some(command) = l.portals.get(portal).cloned() else {
+                    return Ok(false);
+                };
+                match self.run_notify(command).await {
+                    (tag, Ok(())) => self.answer(|b| messages::command_complete(b, tag)),
+                    (_, Err(e)) => self.refuse_in_batch(e),
+                }
+            }
+            client::CLOSE => {
+                let (target, name) = prepared::target(msg)?;
+                let known = match target {
+                    client::STATEMENT => l.statements.remove(name).is_some(),
+                    _ => l.portals.remove(name).is_some(),
+                };
+                if !known {
+                    return Ok(false);
+                }
+                self.answer(messages::close_complete);
+            }
+            _ => return Ok(false),
         }
-        Ok(Some(Error::Unsupported(
-            "LISTEN/UNLISTEN through the extended query protocol is not served in transaction mode: send it as a simple query (pgJDBC: preferQueryMode=simple for the listening connection) or use a session-mode pool".into(),
-        )))
+        Ok(true)
+    }
+
+    /// Queues an answer of ours in its place among the server's.
+    fn answer(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        write(&mut out);
+        self.respond_in_order(out.freeze());
     }
 
     /// Whether a notification may be sent to the client now: it is not in

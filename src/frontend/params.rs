@@ -148,13 +148,6 @@ pub fn mentions_set_config(text: &[u8]) -> bool {
     })
 }
 
-/// Whether a statement text may change session parameters: it starts with
-/// SET or RESET, or mentions set_config. Cheap: the first word and a memchr.
-pub fn may_set(text: &[u8]) -> bool {
-    use crate::router::commands::starts_with_word;
-    starts_with_word(text, b"set") || starts_with_word(text, b"reset") || mentions_set_config(text)
-}
-
 /// What `named_parameters` read in a statement text.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Named {

@@ -32,67 +32,71 @@ pub enum Touch {
 /// Reads a statement text for what it may do to pinned state. No parse:
 /// a false positive costs one catalog query at the transaction's end.
 pub fn touch(text: &[u8]) -> Touch {
-    let mut touch = by_first_word(text);
-    // pg_advisory_lock, pg_try_advisory_lock (and _shared) make a session
-    // lock; the unlocks may drop one; the _xact_ variants end with the
-    // transaction and need nothing.
-    for i in memchr::memchr_iter(b'_', text) {
-        let after = &text[i + 1..];
-        if !starts_with_ci(after, b"advisory_") {
-            continue;
-        }
-        let rest = &after[b"advisory_".len()..];
-        if starts_with_ci(rest, b"lock") {
-            return Touch::Makes(Kinds::ADVISORY_LOCK);
-        }
-        if starts_with_ci(rest, b"unlock") && touch == Touch::None {
-            touch = Touch::May;
-        }
-    }
-    touch
+    super::notes::read(text).pins
 }
 
-fn by_first_word(text: &[u8]) -> Touch {
-    let start = text
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(text.len());
-    let text = &text[start..];
-    let end = text
-        .iter()
-        .position(|b| !b.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let word = &text[..end];
+/// What the first word says (`word`: it, `text`: the statement). A
+/// SELECT ... INTO TEMP is not looked for here, in every SELECT's path:
+/// the server's answer tells (a SELECT tag with no rows described, see
+/// `ServerState::observe`), and a named statement's text is read for it
+/// once, when prepared (`select_into_temp`).
+pub(super) fn by_first_word(word: &[u8], text: &[u8]) -> Touch {
+    let Some(first) = word.first() else {
+        return Touch::None;
+    };
+    // One comparison per statement: the first letter picks the word.
     let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
-    if is(b"prepare") {
-        Touch::Makes(Kinds::SQL_PREPARE)
-    } else if is(b"declare") {
-        if has_word(text, b"hold") {
-            Touch::Makes(Kinds::HOLD_CURSOR)
-        } else {
-            Touch::None
-        }
-    } else if is(b"create") {
-        if makes_temp(text) {
-            Touch::Makes(Kinds::TEMP_TABLE)
-        } else {
-            Touch::May
-        }
-    } else if is(b"select") || is(b"with") {
-        // SELECT ... INTO TEMP t: a temporary table without CREATE.
-        let into = memchr::memchr2_iter(b'i', b'I', text).any(|i| {
-            word_at(text, i, b"into") && {
-                let rest = text[i + 4..].trim_ascii_start();
-                starts_with_ci(rest, b"temp") || starts_with_ci(rest, b"pg_temp")
+    match (first | 0x20, word.len()) {
+        (b'd', 4) if is(b"drop") => Touch::May,
+        (b'c', 5) if is(b"close") => Touch::May,
+        (b'c', 6) if is(b"create") => {
+            if makes_temp(text) {
+                Touch::Makes(Kinds::TEMP_TABLE)
+            } else {
+                Touch::May
             }
-        });
-        if into && makes_temp(text) {
-            Touch::Makes(Kinds::TEMP_TABLE)
-        } else {
-            Touch::None
         }
-    } else if is(b"drop") || is(b"discard") || is(b"close") || is(b"deallocate") {
+        (b'p', 7) if is(b"prepare") => Touch::Makes(Kinds::SQL_PREPARE),
+        (b'd', 7) if is(b"declare") && has_word(text, b"hold") => Touch::Makes(Kinds::HOLD_CURSOR),
+        (b'd', 7) if is(b"discard") => Touch::May,
+        (b'd', 10) if is(b"deallocate") => Touch::May,
+        _ => Touch::None,
+    }
+}
+
+/// An advisory-lock function name after a `_` (`rest`: what follows it):
+/// pg_advisory_lock, pg_try_advisory_lock (and _shared) make a session
+/// lock; the unlocks may drop one; the _xact_ variants end with the
+/// transaction and need nothing.
+pub(super) fn advisory(rest: &[u8]) -> Touch {
+    if !starts_with_ci(rest, b"advisory_") {
+        return Touch::None;
+    }
+    let name = &rest[b"advisory_".len()..];
+    if starts_with_ci(name, b"lock") {
+        Touch::Makes(Kinds::ADVISORY_LOCK)
+    } else if starts_with_ci(name, b"unlock") {
         Touch::May
+    } else {
+        Touch::None
+    }
+}
+
+/// SELECT ... INTO TEMP t: a temporary table without CREATE (read once
+/// per named statement, when prepared).
+pub(super) fn select_into_temp(text: &[u8]) -> Touch {
+    let word = crate::router::commands::first_word(text);
+    if !word.eq_ignore_ascii_case(b"select") && !word.eq_ignore_ascii_case(b"with") {
+        return Touch::None;
+    }
+    let into = (0..text.len()).any(|i| {
+        word_at(text, i, b"into") && {
+            let rest = text[i + 4..].trim_ascii_start();
+            starts_with_ci(rest, b"temp") || starts_with_ci(rest, b"pg_temp")
+        }
+    });
+    if into && makes_temp(text) {
+        Touch::Makes(Kinds::TEMP_TABLE)
     } else {
         Touch::None
     }
@@ -107,7 +111,7 @@ fn makes_temp(text: &[u8]) -> bool {
     temp && find_ci(text, b"on commit drop").is_none()
 }
 
-fn starts_with_ci(text: &[u8], prefix: &[u8]) -> bool {
+pub(super) fn starts_with_ci(text: &[u8], prefix: &[u8]) -> bool {
     text.get(..prefix.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
@@ -133,8 +137,8 @@ impl Session {
     /// A statement on its way to the held server, in transaction mode: one
     /// that may touch pinned state has the server asked at the
     /// transaction's end.
-    pub(super) fn note_pins(&mut self, text: &[u8]) {
-        if self.mode != PoolMode::Transaction || touch(text) == Touch::None {
+    pub(super) fn note_pins(&mut self, touch: Touch) {
+        if touch == Touch::None || self.mode != PoolMode::Transaction {
             return;
         }
         if let Some(pooled) = self.server.binding.one() {
@@ -221,7 +225,7 @@ mod tests {
         makes("CREATE TEMP TABLE t(x int)", Kinds::TEMP_TABLE);
         makes("create temporary table t as select 1", Kinds::TEMP_TABLE);
         makes("create table pg_temp.t(x int)", Kinds::TEMP_TABLE);
-        makes("SELECT * INTO TEMP t FROM x", Kinds::TEMP_TABLE);
+
         makes(
             "declare c cursor with hold for select 1",
             Kinds::HOLD_CURSOR,
@@ -246,6 +250,11 @@ mod tests {
         assert_eq!(t("declare c cursor for select 1"), Touch::None);
         assert_eq!(t("select temperature, template from t"), Touch::None);
         assert_eq!(t("select x into t from y"), Touch::None);
+        assert_eq!(
+            select_into_temp(b"SELECT * INTO TEMP t FROM x"),
+            Touch::Makes(Kinds::TEMP_TABLE)
+        );
+        assert_eq!(select_into_temp(b"select x into t from y"), Touch::None);
         assert_eq!(
             t("SELECT abalance FROM pgbench_accounts WHERE aid = $1"),
             Touch::None

@@ -28,9 +28,9 @@ pub struct Prepared {
     /// Whether the text may change session parameters (SET, RESET,
     /// set_config): its executions are then noted (see `params`).
     pub may_set: bool,
-    /// Whether it may make or drop state only one server connection can
-    /// hold (see `pins`): its executions are then noted.
-    pub may_hold: bool,
+    /// What it may do to state only one server connection can hold (see
+    /// `pins`): its executions are noted.
+    pub pins: super::pins::Touch,
     /// The pool's plans epoch when the client prepared it: a server copy
     /// older than that is replaced before use (see `Pool::plans_epoch`).
     pub epoch: u64,
@@ -79,11 +79,16 @@ impl ClientStatements {
         let query = cstr(rest, 0)
             .map(|(q, _)| q.to_string())
             .unwrap_or_default();
+        let mut notes = super::notes::read(query.as_bytes());
+        if notes.pins == super::pins::Touch::None {
+            // Once per statement: what a SELECT's answer may not tell.
+            notes.pins = super::pins::select_into_temp(query.as_bytes());
+        }
         let prepared = Arc::new(Prepared {
             global,
             parse,
-            may_set: super::params::may_set(query.as_bytes()),
-            may_hold: super::pins::touch(query.as_bytes()) != super::pins::Touch::None,
+            may_set: notes.sets,
+            pins: notes.pins,
             epoch,
             shape: Default::default(),
             query,
@@ -125,12 +130,6 @@ impl ClientStatements {
 pub enum Deallocate {
     All,
     Name(String),
-}
-
-/// Whether a statement may be a DEALLOCATE (its first word), decided on the
-/// raw bytes like `commands::might_be`.
-pub fn might_deallocate(sql: &[u8]) -> bool {
-    crate::router::commands::starts_with_word(sql, b"deallocate")
 }
 
 /// `DEALLOCATE [PREPARE] { name | ALL }` with an optional `;`: what it
@@ -190,8 +189,6 @@ mod tests {
 
     #[test]
     fn reads_deallocate() {
-        assert!(might_deallocate(b"  DEALLOCATE x"));
-        assert!(!might_deallocate(b"select 1"));
         assert_eq!(
             deallocate("DEALLOCATE lrupsc_1_0"),
             Some(Deallocate::Name("lrupsc_1_0".into()))

@@ -29,8 +29,14 @@ impl Session {
                 FirstAnswer::Incomplete => return Ok(Flow::Continue),
                 FirstAnswer::Ended => return Box::pin(self.resend_elsewhere()).await,
                 FirstAnswer::Answered => {
-                    if let Resend::Kept(kept) = std::mem::take(&mut pooled.server.resend) {
-                        crate::net::bufpool::give(kept);
+                    if let Resend::Kept(mut kept) = std::mem::take(&mut pooled.server.resend) {
+                        // The buffer serves the next batch, as if never moved.
+                        if self.server.out.capacity() == 0 {
+                            kept.clear();
+                            self.server.out = kept;
+                        } else {
+                            crate::net::bufpool::give(kept);
+                        }
                     }
                 }
             }

@@ -217,21 +217,57 @@ async fn listening_survives_a_restart() {
             .get::<_, i32>(0),
         1
     );
-    // Through the extended protocol a LISTEN is refused, not lost.
-    let err = l
-        .query("LISTEN ch2", &[])
-        .await
-        .expect_err("extended LISTEN");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED),
-        "{err}"
-    );
-    assert_eq!(
-        l.query_one("select 2", &[])
+}
+
+/// LISTEN and UNLISTEN through the extended protocol (a prepared
+/// statement: Parse, Describe, Bind, Execute, Close), as pgJDBC and
+/// tokio-postgres send them, inside and outside a transaction block, mixed
+/// with ordinary prepared statements of the same client.
+async fn extended_scenario(url: &str) -> Vec<(String, String)> {
+    let (l, mut rx) = listener(url).await;
+    let listen = l.prepare("LISTEN ch3").await.expect("prepare LISTEN");
+    assert!(listen.columns().is_empty(), "LISTEN returns no rows");
+    assert_eq!(l.execute(&listen, &[]).await.expect("LISTEN"), 0);
+    let plain = l.prepare("select $1::int * 2").await.expect("prepare");
+    let sender = connect(url).await;
+    for i in 0..5 {
+        sender
+            .query("select pg_notify('ch3', $1)", &[&format!("e{i}")])
             .await
-            .expect("query")
-            .get::<_, i32>(0),
-        2
-    );
+            .expect("notify");
+        let row = l.query_one(&plain, &[&i]).await.expect("plain statement");
+        assert_eq!(row.get::<_, i32>(0), i * 2);
+    }
+    let mut got = next_notes(&mut rx, 5).await;
+    l.batch_execute("BEGIN").await.expect("begin");
+    l.query("UNLISTEN ch3", &[])
+        .await
+        .expect("UNLISTEN, extended");
+    l.batch_execute("COMMIT").await.expect("commit");
+    sender
+        .batch_execute("NOTIFY ch3, 'gone'")
+        .await
+        .expect("notify");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(Heard::Note {
+        channel, payload, ..
+    }) = rx.try_recv()
+    {
+        got.push((channel, payload));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_through_the_extended_protocol() {
+    let pg = PgCluster::start();
+    let direct = extended_scenario(&direct_url(&pg)).await;
+    let expected: Vec<(String, String)> = (0..5)
+        .map(|i| ("ch3".to_string(), format!("e{i}")))
+        .collect();
+    assert_eq!(direct, expected, "the scenario itself");
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
+    let pooled = extended_scenario(&proxy.url("app", "app_pw", "app")).await;
+    assert_eq!(pooled, direct);
 }

@@ -314,7 +314,7 @@ impl Session {
                 self.stop_seen = true;
                 Ok(Flow::Continue)
             }
-            Event::Notification(first) => Ok(self.send_notifications(first).await),
+            Event::Notification(first) => Ok(Box::pin(self.send_notifications(first)).await),
             Event::IdleInTransaction => {
                 let ms = self
                     .limits
