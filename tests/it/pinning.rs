@@ -197,7 +197,7 @@ async fn state_scenario(url: &str, watch: Option<(String, u16)>) -> Seen {
         pinned_pids: HashSet::new(),
         later_pids: HashSet::new(),
     };
-    let steps: [(&str, &str, &str, &str); 3] = [
+    let steps: [(&str, &str, &str, &str); 4] = [
         (
             "create temp table tt(x int); insert into tt values (1), (2)",
             "insert into tt values (3); select count(*) from tt",
@@ -209,6 +209,13 @@ async fn state_scenario(url: &str, watch: Option<(String, u16)>) -> Seen {
             "fetch 1 from c",
             "close c",
             "WITH HOLD cursor",
+        ),
+        (
+            // No CREATE: the server's answer tells.
+            "select 7 as x into temp st",
+            "select sum(x) from st",
+            "drop table st",
+            "temporary table",
         ),
         (
             "prepare q(int) as select $1 * 2",
