@@ -1,11 +1,13 @@
 //! Drivers other than libpq, as applications use them through transaction
-//! pooling: pgJDBC (Java) re-preparing a server-prepared statement after DDL
-//! and keeping SET search_path / SET TIME ZONE, and pgx v4 (Go) evicting
-//! from a tiny statement cache with SQL DEALLOCATE and keeping a SET
-//! search_path. Each client program (tests/it/clients/) is compiled into a
-//! temp dir by its test, run directly against Postgres (which proves the
-//! scenario itself) and through a transaction-mode pool of 2 while a second
-//! connection keeps one server busy at times, and both outputs must be equal.
+//! pooling: pgJDBC (Java) re-preparing a server-prepared statement after DDL,
+//! keeping SET search_path / SET TIME ZONE, listening for notifications and
+//! holding state that pins it to a server (a session advisory lock, a
+//! temporary table), and pgx v4 (Go) evicting from a tiny statement cache
+//! with SQL DEALLOCATE and keeping a SET search_path. Each client program
+//! (tests/it/clients/) is compiled into a temp dir by its test, run directly
+//! against Postgres (which proves the scenario itself) and through a
+//! transaction-mode pool of 2 while another connection keeps one server busy
+//! at times, and both outputs must be equal.
 //!
 //! Needs java and javac (default-jdk-headless), pgJDBC
 //! (libpostgresql-jdbc-java), go (golang-go) and pgx v4's sources
@@ -386,5 +388,85 @@ fn pgx_search_path_persists() {
 
     let proxy = pool_of_two(&pg);
     let pooled = client.run(&[&pgx_conn(proxy.port, "")]);
+    assert_same(&direct, &pooled);
+}
+
+/// pgJDBC and LISTEN/NOTIFY (ListenPin.java, mode `listen`): the listener
+/// LISTENs through the extended protocol, as pgJDBC sends every statement,
+/// and keeps running statements on both servers (LISTEN pins nothing in
+/// transaction mode) while a sender's 30 notifications (NOTIFY and a
+/// server-prepared pg_notify in turn) arrive in order through
+/// getNotifications; nothing after UNLISTEN; inside a transaction block
+/// (autocommit off) LISTEN and UNLISTEN take effect at COMMIT and not at
+/// all when rolled back, also as a transaction's first statement, which
+/// pgJDBC sends in one batch (one Sync) after its BEGIN.
+#[test]
+fn pgjdbc_listen_notify() {
+    let pg = PgCluster::start();
+    let client = Client::java("ListenPin");
+    let direct = client.run(&["listen", &jdbc_url(pg.port)]);
+    let mut expected = vec!["pg_notify server-prepared: true".to_string()];
+    expected.extend((0..30).map(|i| format!("jch {i}: jch p{i}")));
+    expected.extend(
+        [
+            "jch: 30 heard",
+            "after UNLISTEN jch: 0 heard",
+            "jtx 0: jtx after COMMIT",
+            "jtx 1: jtx after rolled-back UNLISTEN",
+            "jtx: 2 heard",
+            "after UNLISTEN *: 0 heard",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(
+        direct.0.lines().collect::<Vec<_>>(),
+        expected,
+        "the scenario itself"
+    );
+
+    let proxy = pool_of_two(&pg);
+    let pooled = client.run(&["listen", &jdbc_url(proxy.port)]);
+    assert_same(&direct, &pooled);
+}
+
+/// pgJDBC and state that pins (ListenPin.java, mode `pin`): a session
+/// advisory lock taken through a Statement keeps another connection out
+/// over 20 rounds until unlocked; a temporary table used by server-prepared
+/// statements (prepareThreshold=1) over 20 rounds, then dropped. While a
+/// connection holds either it stays on one backend (the client prints
+/// whether it did, always so directly); once both are gone it changes
+/// servers again (its `backends:` count).
+#[test]
+fn pgjdbc_advisory_lock_and_temp_table() {
+    let pg = PgCluster::start();
+    let client = Client::java("ListenPin");
+    let direct = client.run(&["pin", &jdbc_url(pg.port)]);
+    let mut expected = vec!["A locked 77".to_string()];
+    expected.extend((0..20).map(|i| format!("lock round {i}: 77 free to B: false")));
+    expected.extend(
+        [
+            "same backend while locked: true",
+            "A unlocks 77: true",
+            "77 free to B after unlock: true",
+        ]
+        .map(String::from),
+    );
+    expected.extend((0..20).map(|i| {
+        format!(
+            "temp round {i}: inserted 1, jt has {} rows, sum {} (server-prepared)",
+            i + 1,
+            i * (i + 1) / 2
+        )
+    }));
+    expected.extend(["same backend while jt exists: true", "jt after drop: 0"].map(String::from));
+    expected.extend((0..8).map(|i| format!("free round {i}: 77 free to B: true")));
+    assert_eq!(
+        direct.0.lines().collect::<Vec<_>>(),
+        expected,
+        "the scenario itself"
+    );
+
+    let proxy = pool_of_two(&pg);
+    let pooled = client.run(&["pin", &jdbc_url(proxy.port)]);
     assert_same(&direct, &pooled);
 }
