@@ -93,6 +93,28 @@ impl Listener {
         .await
     }
 
+    /// `listen` without waiting for the server (a transaction block that
+    /// committed without a server of its own).
+    pub fn listen_later(&self, client: u64, channel: String, sink: Sink) {
+        let (done, _) = oneshot::channel();
+        let _ = self.requests.send(Request::Listen {
+            client,
+            channel,
+            sink,
+            done,
+        });
+    }
+
+    /// `unlisten` without waiting for the server.
+    pub fn unlisten_later(&self, client: u64, channel: Option<String>) {
+        let (done, _) = oneshot::channel();
+        let _ = self.requests.send(Request::Unlisten {
+            client,
+            channel,
+            done,
+        });
+    }
+
     /// The client left: its subscriptions end (no answer awaited).
     pub fn gone(&self, client: u64) {
         let _ = self.requests.send(Request::Gone { client });

@@ -134,6 +134,11 @@ pub struct ServerState {
     pub described: Described,
     /// The batch being answered came as a simple Query (set by the session).
     pub simple: bool,
+    /// How the last transaction ended, by its tag: COMMIT (true), ROLLBACK
+    /// or an error (false; a COMMIT of a failed transaction says ROLLBACK).
+    /// Taken when the server is idle again; none said means the implicit
+    /// transaction of a batch committed.
+    pub ended: Option<bool>,
     /// What the client's statements of this transaction did to session
     /// parameters, read back before the connection goes to the pool.
     pub changes: ParamChanges,
@@ -224,6 +229,7 @@ impl ServerState {
             held: Held::default(),
             described: Described::Nothing,
             simple: false,
+            ended: None,
             changes: ParamChanges::default(),
             session: Vec::new(),
             broken: false,
@@ -280,6 +286,11 @@ impl ServerState {
                 if into_table && body.starts_with(b"SELECT ") {
                     self.may_hold = true;
                 }
+                match body {
+                    b"COMMIT\0" => self.ended = Some(true),
+                    b"ROLLBACK\0" => self.ended = Some(false),
+                    _ => {}
+                }
                 match command_effect(body) {
                     CommandEffect::None => {}
                     CommandEffect::Parameters => self.changes.completed += 1,
@@ -299,6 +310,7 @@ impl ServerState {
                 Observed::Nothing
             }
             tag::ERROR_RESPONSE => {
+                self.ended = Some(false);
                 let fields = parse_error_fields(body);
                 if fields.severity == "FATAL" || fields.severity == "PANIC" {
                     self.broken = true;

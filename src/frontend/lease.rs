@@ -238,7 +238,7 @@ impl Session {
     }
 
     /// Bookkeeping when the client gives its server back; the time it did.
-    fn returned(&mut self) -> Instant {
+    pub(super) fn returned(&mut self) -> Instant {
         self.cancel.entry.clear();
         self.server.pending.clear();
         self.stats.info.set_state(ClientState::Idle);
@@ -358,6 +358,11 @@ impl Session {
         if self.server.stream_left > 0 || self.tx.status != TxStatus::Idle || pinned {
             self.fatal(&err).await;
             return Flow::Close;
+        }
+        if self.server.expect.is_empty() {
+            // The client asked for nothing: it has nothing to be told (its
+            // next statement finds another server, or waits for one).
+            return Flow::Continue;
         }
         let owed = self.server.expect.syncs();
         self.server.expect.clear();

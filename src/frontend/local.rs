@@ -29,6 +29,7 @@ impl Session {
                 // Nothing ran: there is nothing to commit or roll back.
                 self.tx.deferred = None;
                 self.tx.status = TxStatus::Idle;
+                self.settle_notify_now(commit);
                 let tag = if commit { "COMMIT" } else { "ROLLBACK" };
                 messages::command_complete(&mut self.client.out, tag);
             }

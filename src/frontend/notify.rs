@@ -65,6 +65,9 @@ pub(super) struct Listening {
     pub queue: mpsc::UnboundedReceiver<Bytes>,
     statements: HashMap<String, Command>,
     portals: HashMap<String, Command>,
+    /// LISTEN/UNLISTEN of the transaction block in progress: as in
+    /// Postgres, they take effect when it commits, and not if it rolls back.
+    pending: Vec<Command>,
 }
 
 impl Drop for Listening {
@@ -87,12 +90,29 @@ impl Session {
                 queue,
                 statements: HashMap::new(),
                 portals: HashMap::new(),
+                pending: Vec::new(),
             })
         })
     }
 
-    /// Carries out a LISTEN/UNLISTEN: its command tag, or the error.
+    /// Carries out a LISTEN/UNLISTEN: its command tag, or the error. In a
+    /// transaction block it waits for the block's end (see `pending`); so
+    /// does one that comes while a server is held, whose transaction it is
+    /// part of (a BEGIN may be on its way in the same batch, as pgJDBC
+    /// sends it).
     async fn run_notify(&mut self, command: Command) -> (&'static str, Result<()>) {
+        if self.tx.status == TxStatus::InTransaction || !self.server.binding.is_idle() {
+            let tag = match command {
+                Command::Listen(_) => "LISTEN",
+                Command::Unlisten(_) => "UNLISTEN",
+            };
+            self.listening().pending.push(command);
+            return (tag, Ok(()));
+        }
+        self.notify_now(command).await
+    }
+
+    async fn notify_now(&mut self, command: Command) -> (&'static str, Result<()>) {
         let id = self.stats.id;
         match command {
             Command::Listen(channel) => {
@@ -215,6 +235,48 @@ impl Session {
         let mut out = BytesMut::new();
         write(&mut out);
         self.respond_in_order(out.freeze());
+    }
+
+    /// Whether LISTEN/UNLISTENs wait for their transaction block's end.
+    pub(super) fn notify_pending(&self) -> bool {
+        self.listening
+            .as_ref()
+            .is_some_and(|l| !l.pending.is_empty())
+    }
+
+    /// The transaction block ended: its LISTEN/UNLISTENs take effect if it
+    /// committed, before the client hears that it did.
+    pub(super) async fn settle_notify(&mut self, committed: bool) {
+        let pending = match self.listening.as_mut() {
+            Some(l) => std::mem::take(&mut l.pending),
+            None => return,
+        };
+        if !committed {
+            return;
+        }
+        for command in pending {
+            if let (tag, Err(e)) = self.notify_now(command).await {
+                tracing::warn!(client = %self.client.peer, error = %e, "{tag} at commit failed");
+            }
+        }
+    }
+
+    /// `settle_notify` for a transaction block that never reached a server
+    /// (answered here): the listener is told without waiting.
+    pub(super) fn settle_notify_now(&mut self, committed: bool) {
+        let id = self.stats.id;
+        let Some(l) = self.listening.as_mut() else {
+            return;
+        };
+        for command in std::mem::take(&mut l.pending) {
+            match command {
+                Command::Listen(channel) if committed => {
+                    l.listener.listen_later(id, channel, l.sink.clone())
+                }
+                Command::Unlisten(channel) if committed => l.listener.unlisten_later(id, channel),
+                _ => {}
+            }
+        }
     }
 
     /// Whether a notification may be sent to the client now: it is not in

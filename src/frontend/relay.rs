@@ -100,6 +100,16 @@ impl Session {
                     Observed::Parameter(name, value) => params.reported(name, value),
                     Observed::Nothing => {}
                 }
+                if h.tag == tag::ERROR_RESPONSE && expect.is_empty() && server.state.broken {
+                    // A FATAL (a shutdown) on a server the client owes
+                    // nothing on: it goes back to the pool, to be closed;
+                    // the client never asked, so it is not told.
+                    out.extend_from_slice(&server.buf[copied..pos]);
+                    copied = pos + h.total;
+                    edited = true;
+                    pos += h.total;
+                    continue;
+                }
                 let prepared = &mut server.state.prepared;
                 let message = &server.buf[body];
                 let matched = expect.on_server_message(h.tag, message, |learnt| match learnt {
@@ -157,6 +167,13 @@ impl Session {
             server.state.plans_stale = false;
             self.pool.plans_went_stale();
         }
+        let ended = match status {
+            Some(TxStatus::Idle) => Some(server.state.ended.take().unwrap_or(true)),
+            _ => None,
+        };
+        if let Some(committed) = ended.filter(|_| self.notify_pending()) {
+            Box::pin(self.settle_notify(committed)).await;
+        }
         let over = status.is_some_and(|st| self.transaction_over(st));
         // Inside a deferred transaction the client's status stays as it is.
         if let Some(st) = status.filter(|_| !deferred) {
@@ -176,8 +193,28 @@ impl Session {
         if over {
             self.release().await;
             self.return_buffers_if_idle();
+        } else if self.server_went_away_unasked() {
+            // Dropped, not given back: the connection closes.
+            if let Binding::One(pooled) = std::mem::replace(&mut self.server.binding, Binding::Idle)
+            {
+                self.returned();
+                drop(pooled);
+            }
         }
         Ok(Flow::Continue)
+    }
+
+    /// The held server said it is ending (FATAL) while the client, between
+    /// transactions and not pinned, owed it nothing.
+    fn server_went_away_unasked(&self) -> bool {
+        self.server.expect.is_empty()
+            && self.tx.status == TxStatus::Idle
+            && !self.pinned()
+            && self
+                .server
+                .binding
+                .held()
+                .is_some_and(|p| p.server.state.broken)
     }
 }
 

@@ -271,3 +271,57 @@ async fn listen_through_the_extended_protocol() {
     let pooled = extended_scenario(&proxy.url("app", "app_pw", "app")).await;
     assert_eq!(pooled, direct);
 }
+
+/// As in Postgres, a LISTEN or UNLISTEN in a transaction block takes effect
+/// when the block commits, and not at all if it rolls back.
+async fn transaction_scenario(url: &str) -> Vec<(String, String)> {
+    let (l, mut rx) = listener(url).await;
+    let sender = connect(url).await;
+    let notify = |payload: &'static str| {
+        let sender = &sender;
+        async move {
+            sender
+                .batch_execute(&format!("NOTIFY tx1, '{payload}'"))
+                .await
+                .expect("notify");
+        }
+    };
+    for sql in ["BEGIN", "LISTEN tx1", "ROLLBACK"] {
+        l.batch_execute(sql).await.expect(sql);
+    }
+    notify("after rolled-back LISTEN").await;
+    for sql in ["BEGIN", "select 1", "LISTEN tx1"] {
+        l.batch_execute(sql).await.expect(sql);
+    }
+    notify("before COMMIT").await;
+    l.batch_execute("COMMIT").await.expect("commit");
+    notify("after COMMIT").await;
+    for sql in ["BEGIN", "UNLISTEN tx1", "ROLLBACK"] {
+        l.batch_execute(sql).await.expect(sql);
+    }
+    notify("after rolled-back UNLISTEN").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    while let Ok(Heard::Note {
+        channel, payload, ..
+    }) = rx.try_recv()
+    {
+        got.push((channel, payload));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_takes_effect_at_commit() {
+    let pg = PgCluster::start();
+    let direct = transaction_scenario(&direct_url(&pg)).await;
+    let expected: Vec<(String, String)> = ["after COMMIT", "after rolled-back UNLISTEN"]
+        .iter()
+        .map(|p| ("tx1".to_string(), p.to_string()))
+        .collect();
+    assert_eq!(direct, expected, "the scenario itself");
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
+    let pooled = transaction_scenario(&proxy.url("app", "app_pw", "app")).await;
+    assert_eq!(pooled, direct);
+}
