@@ -41,14 +41,23 @@
 //!    session until the transaction ends (transaction mode) or the client
 //!    leaves (session mode). Statements across shards hold a
 //!    [`backend::shards::ShardSet`] instead.
-//! 5. **Relay.** The client's bytes go to the server as they came. The
-//!    server's replies are read by the one reader,
-//!    [`backend::server::ServerState::observe`], which keeps the books
-//!    (ReadyForQuery status, ParameterStatus, FATAL) and passes the frame
-//!    on untouched, unless a plan needs it: a merge of shards' rows
-//!    ([`router::merge`]) or predictions spliced into rows ([`ml::predict`]).
-//! 6. **Release.** At ReadyForQuery outside a transaction the server goes
-//!    back to its pool (reset first if the client left state behind) and
+//! 5. **Relay.** The client's bytes go to the server as they came (what a
+//!    statement may do beyond its rows — set a parameter, take an advisory
+//!    lock — is noted on the way, one pass over its text). The first batch
+//!    on a fresh lease is kept until answered, so a server that was
+//!    shutting down can be replaced unseen. The server's replies are read
+//!    by the one reader, [`backend::server::ServerState::observe`], which
+//!    keeps the books (ReadyForQuery status, ParameterStatus, effects of
+//!    commands, FATAL) and passes the frame on untouched, unless a plan
+//!    needs it: a merge of shards' rows ([`router::merge`]) or predictions
+//!    spliced into rows ([`ml::predict`]). LISTEN/UNLISTEN never reach it:
+//!    the pool's one listening connection ([`backend::listen`]) serves
+//!    them, and notifications come to the session as an event of its own.
+//! 6. **Release.** At ReadyForQuery outside a transaction the parameters
+//!    the transaction changed are read back, the server is asked what it
+//!    holds if a statement may have left state that cannot move
+//!    ([`backend::held`]; if it holds any, the client keeps the server:
+//!    it is pinned), and otherwise the server goes back to its pool and
 //!    the session returns its buffers.
 //!
 //! Errors are one type, [`errors::Error`], whose SQLSTATE and wording are

@@ -70,6 +70,21 @@ async fn next_notes(rx: &mut mpsc::UnboundedReceiver<Heard>, n: usize) -> Vec<(S
     got
 }
 
+/// What arrives within 300 ms, once nothing more is expected.
+async fn late_notes(rx: &mut mpsc::UnboundedReceiver<Heard>) -> Vec<(String, String)> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    while let Ok(heard) = rx.try_recv() {
+        if let Heard::Note {
+            channel, payload, ..
+        } = heard
+        {
+            got.push((channel, payload));
+        }
+    }
+    got
+}
+
 /// Two listeners, one of them also on a second channel; four clients churn
 /// transactions; a sender notifies 60 payloads with NOTIFY and pg_notify,
 /// some inside a transaction, and one on a channel nobody listens to.
@@ -134,11 +149,7 @@ async fn delivery_scenario(url: &str) -> Vec<Vec<(String, String)>> {
         .await
         .expect("notify");
     let got2_after = next_notes(&mut rx2, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut late = Vec::new();
-    while let Ok(Heard::Note { payload, .. }) = rx1.try_recv() {
-        late.push(payload);
-    }
+    let late = late_notes(&mut rx1).await;
     assert!(late.is_empty(), "after UNLISTEN: {late:?}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for c in churn {
@@ -248,13 +259,7 @@ async fn extended_scenario(url: &str) -> Vec<(String, String)> {
         .batch_execute("NOTIFY ch3, 'gone'")
         .await
         .expect("notify");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    while let Ok(Heard::Note {
-        channel, payload, ..
-    }) = rx.try_recv()
-    {
-        got.push((channel, payload));
-    }
+    got.extend(late_notes(&mut rx).await);
     got
 }
 
@@ -300,15 +305,7 @@ async fn transaction_scenario(url: &str) -> Vec<(String, String)> {
         l.batch_execute(sql).await.expect(sql);
     }
     notify("after rolled-back UNLISTEN").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut got = Vec::new();
-    while let Ok(Heard::Note {
-        channel, payload, ..
-    }) = rx.try_recv()
-    {
-        got.push((channel, payload));
-    }
-    got
+    late_notes(&mut rx).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
