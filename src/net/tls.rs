@@ -36,13 +36,43 @@ pub fn acceptor(cert_file: &str, key_file: &str) -> Result<TlsAcceptor, String> 
     }
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| format!("tls_private_key {key_file}: {e}"))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    let config = match server_config(certs.clone(), key.clone_key()) {
+        Ok(config) => config,
+        // A PEM label that does not say what the key is: PKCS#8 content
+        // under `RSA PRIVATE KEY` (pgcat's own CI key), or the reverse.
+        // OpenSSL and pgcat take it; so does pgmlcat.
+        Err(first) => match relabeled(&key) {
+            Some(other) => server_config(certs, other).map_err(|_| first)?,
+            None => return Err(first),
+        },
+    };
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, String> {
+    rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("tls_certificate/tls_private_key: {e}"))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| format!("tls_certificate/tls_private_key: {e}"))
+}
+
+/// The same key bytes read as the other RSA container (PKCS#1 <-> PKCS#8).
+fn relabeled(key: &PrivateKeyDer<'_>) -> Option<PrivateKeyDer<'static>> {
+    use rustls::pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
+    match key {
+        PrivateKeyDer::Pkcs1(k) => Some(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            k.secret_pkcs1_der().to_vec(),
+        ))),
+        PrivateKeyDer::Pkcs8(k) => Some(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(
+            k.secret_pkcs8_der().to_vec(),
+        ))),
+        _ => None,
+    }
 }
 
 /// A connector for `mode` (None for disable), trusting `ca_file` or the

@@ -176,6 +176,32 @@ fn verify_full_on_both_hops() {
     assert!(!psql(port, &wrong, "select 1").status.success());
 }
 
+/// pgcat's CI key is PKCS#8 content under an `RSA PRIVATE KEY` label;
+/// OpenSSL and pgcat accept it, and so must pgmlcat.
+#[test]
+fn a_pkcs8_key_under_an_rsa_label_is_accepted() {
+    let pki = Pki::new();
+    let key = std::fs::read_to_string(pki.path("proxy.key")).expect("key");
+    assert!(key.contains("BEGIN PRIVATE KEY"), "openssl wrote PKCS#8");
+    std::fs::write(
+        pki.path("proxy.key"),
+        key.replace("PRIVATE KEY-----", "RSA PRIVATE KEY-----"),
+    )
+    .expect("relabel");
+    let pg = PgCluster::start();
+    enable_ssl(&pg, &pki);
+    let port = free_port();
+    let proxy = Proxy::start(port, &config(port, &pg, &pki, "ca.crt", ""));
+    let out = psql(port, "sslmode=require", BOTH_HOPS);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.log()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+}
+
 #[test]
 fn wrong_server_ca_fails_clearly() {
     let pki = Pki::new();
