@@ -61,6 +61,7 @@ impl App {
     /// Fails with the reasons when TLS files cannot be loaded.
     pub fn new(config: Config, config_path: PathBuf) -> Result<Arc<App>, Vec<String>> {
         let tls = client_tls(&config)?;
+        keepalives(&config);
         let ml = Ml::new(&config.ml);
         let registry = Registry::build(Arc::new(config), None)?;
         Ok(Arc::new(App {
@@ -95,6 +96,7 @@ impl App {
         // Certificates are re-read too, so a renewed one takes effect on SIGHUP.
         let tls = client_tls(&loaded.config)?;
         let ml_config = loaded.config.ml.clone();
+        keepalives(&loaded.config);
         let registry = Registry::build(Arc::new(loaded.config), Some(&old))?;
         self.registry.store(Arc::new(registry));
         self.ml.update(&ml_config);
@@ -182,4 +184,14 @@ impl App {
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
     }
+}
+
+/// The TCP keepalives every new client and server socket gets.
+fn keepalives(config: &Config) {
+    let g = &config.general;
+    crate::net::socket::set_keepalives(
+        g.tcp_keepalives_idle,
+        g.tcp_keepalives_interval,
+        g.tcp_keepalives_count,
+    );
 }

@@ -442,3 +442,46 @@ async fn a_gigabyte_result_streams_in_bounded_memory() {
         "proxy peak RSS {peak} kB for a 1 GiB result"
     );
 }
+
+/// pgcat's `tcp_keepalives_idle/_interval/_count` apply to the proxy's
+/// sockets (pgcat's spec reads them with `ss`): a server connection idle in
+/// the pool waits the configured time before its first keepalive probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_keepalives_follow_the_config() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let config = simple_config(port, &pg, "transaction", 2).replace(
+        "connect_timeout = 3000",
+        "connect_timeout = 3000\ntcp_keepalives_idle = 37\ntcp_keepalives_interval = 11\ntcp_keepalives_count = 3",
+    );
+    let proxy = Proxy::start(port, &config);
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    c.simple_query("select 1").await.expect("query");
+    // The proxy's end of its server connection: source any, destination pg.
+    let out = run(
+        "ss",
+        &[
+            "-tnoH",
+            "state",
+            "established",
+            &format!("( dport = :{} )", pg.port),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let timers: Vec<u64> = text
+        .split("timer:(keepalive,")
+        .skip(1)
+        .filter_map(|t| {
+            let secs = t.split(|c: char| !c.is_ascii_digit() && c != '.').next()?;
+            secs.parse::<f64>().ok().map(|s| s.ceil() as u64)
+        })
+        .collect();
+    assert!(
+        !timers.is_empty(),
+        "no keepalive timer on the server connection: {text}"
+    );
+    assert!(
+        timers.iter().all(|s| (20..=37).contains(s)),
+        "first probe after tcp_keepalives_idle = 37 s: {timers:?} ({text})"
+    );
+}
