@@ -53,6 +53,10 @@ pub enum Error {
     IdleInTransaction(u64),
     #[error("{0}")]
     InvalidParameter(String),
+    /// An admin console command pgmlcat cannot carry out (unknown, bad
+    /// arguments, no such pool): SQLSTATE 58000, as pgcat answers them.
+    #[error("{0}")]
+    Admin(String),
     #[error("configuration error: {0}")]
     Config(String),
     /// A statement on a sharded pool that names no shard.
@@ -107,6 +111,7 @@ impl Error {
             Error::Shutdown => "57P01",
             Error::IdleInTransaction(_) => "25P03",
             Error::InvalidParameter(_) => "22023",
+            Error::Admin(_) => "58000",
             Error::Config(_) => "F0000",
             Error::Ml(e) => e.sqlstate(),
         }
@@ -118,6 +123,7 @@ impl Error {
             | Error::Unsupported(_)
             | Error::NoShard(_)
             | Error::InvalidParameter(_)
+            | Error::Admin(_)
             | Error::Ml(_)
             | Error::ServerUnavailable { .. }
             | Error::ServerRefused { .. } => Severity::Error,

@@ -99,7 +99,7 @@ async fn run(app: &App, sql: &str, out: &mut BytesMut) -> Result<()> {
                 "MODELS" => ml::models(app),
                 "TRAININGS" => ml::trainings(app),
                 other => {
-                    return Err(Error::Unsupported(format!(
+                    return Err(Error::Admin(format!(
                         "unknown SHOW command {other}; see SHOW HELP"
                     )))
                 }
@@ -118,6 +118,7 @@ async fn run(app: &App, sql: &str, out: &mut BytesMut) -> Result<()> {
         }
         ["PAUSE", ..] => {
             let (db, user) = target(&words[1..]);
+            known_pool(app, db.as_deref(), user.as_deref())?;
             app.pause(db.clone(), user.clone());
             if !app
                 .wait_idle(db.as_deref(), user.as_deref(), Duration::from_secs(60))
@@ -129,6 +130,7 @@ async fn run(app: &App, sql: &str, out: &mut BytesMut) -> Result<()> {
         }
         ["RESUME", ..] => {
             let (db, user) = target(&words[1..]);
+            known_pool(app, db.as_deref(), user.as_deref())?;
             app.resume(db.as_deref(), user.as_deref());
             messages::command_complete(out, "RESUME");
         }
@@ -140,7 +142,7 @@ async fn run(app: &App, sql: &str, out: &mut BytesMut) -> Result<()> {
         ["BAN", ..] | ["UNBAN", ..] => ban(app, kw[0] == "BAN", &words[1..], out)?,
         [] => messages::empty_query(out),
         _ => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Admin(format!(
                 "unknown admin command {text:?}; see SHOW HELP"
             )))
         }
@@ -159,46 +161,120 @@ fn target(args: &[&str]) -> (Option<String>, Option<String>) {
     }
 }
 
-/// BAN host port [seconds] / UNBAN [host port].
+/// PAUSE/RESUME of a database (and user) that no pool serves is an error,
+/// as in pgcat.
+fn known_pool(app: &App, db: Option<&str>, user: Option<&str>) -> Result<()> {
+    let Some(db) = db else {
+        return Ok(());
+    };
+    let registry = app.registry.load();
+    let known = registry
+        .pools()
+        .any(|p| p.database == db && user.is_none_or(|u| p.user == u));
+    if known {
+        return Ok(());
+    }
+    Err(Error::Admin(match user {
+        Some(u) => format!("no pool configured for database {db:?}, user {u:?}"),
+        None => format!("no pool configured for database {db:?}"),
+    }))
+}
+
+/// What a BAN or UNBAN names.
+enum BanTarget<'a> {
+    /// Every server on a host (pgcat's `BAN host seconds`, `UNBAN host`).
+    Host(&'a str),
+    /// One server (pgmlcat's `BAN host port seconds`, `UNBAN host port`).
+    Server(&'a str, u16),
+    /// Every server (`UNBAN` alone).
+    All,
+}
+
+/// `BAN host seconds` / `UNBAN host` as in pgcat (primaries on the host are
+/// never banned and not listed), `BAN host port seconds` / `UNBAN host
+/// port` for one server (a primary is refused), `UNBAN` for all. Answers
+/// with the servers whose state changed: db, user, role, host (pgcat's
+/// columns) and port.
 fn ban(app: &App, banning: bool, args: &[&str], out: &mut BytesMut) -> Result<()> {
-    let usage =
-        || Error::InvalidParameter("usage: BAN host port [seconds] | UNBAN [host port]".into());
-    let (host, port) = match args {
-        [] if !banning => (None, None),
-        [host, port, ..] => (Some(*host), Some(port.parse::<u16>().map_err(|_| usage())?)),
+    let usage = || {
+        Error::Admin("usage: BAN host seconds | BAN host port seconds | UNBAN [host [port]]".into())
+    };
+    let number = |s: &str| s.parse::<u64>().map_err(|_| usage());
+    let (target, seconds) = match (banning, args) {
+        (true, [host, seconds]) => (BanTarget::Host(host), number(seconds)?),
+        (true, [host, port, seconds]) => {
+            let port = u16::try_from(number(port)?).map_err(|_| usage())?;
+            (BanTarget::Server(host, port), number(seconds)?)
+        }
+        (false, []) => (BanTarget::All, 0),
+        (false, [host]) => (BanTarget::Host(host), 0),
+        (false, [host, port]) => {
+            let port = u16::try_from(number(port)?).map_err(|_| usage())?;
+            (BanTarget::Server(host, port), 0)
+        }
         _ => return Err(usage()),
     };
-    let seconds = match args.get(2) {
-        Some(s) => Some(s.parse::<u64>().map_err(|_| usage())?),
-        None => None,
-    };
+    if banning && seconds == 0 {
+        return Err(Error::Admin("the ban's seconds must be more than 0".into()));
+    }
+    let mut t = table::Table::new(&[
+        ("db", table::TEXT),
+        ("user", table::TEXT),
+        ("role", table::TEXT),
+        ("host", table::TEXT),
+        ("port", table::INT8),
+    ]);
     let registry = app.registry.load();
     let mut matched = 0;
     for pool in registry.pools() {
         for server in pool.all_servers() {
-            if host.is_some_and(|h| h != server.addr.host)
-                || port.is_some_and(|p| p != server.addr.port)
-            {
+            let addr = &server.addr;
+            let hit = match target {
+                BanTarget::Host(h) => h == addr.host,
+                BanTarget::Server(h, p) => h == addr.host && p == addr.port,
+                BanTarget::All => true,
+            };
+            if !hit {
                 continue;
             }
             matched += 1;
-            if banning {
-                let t = seconds.map_or_else(|| server.settings().ban_time, Duration::from_secs);
-                if !server.health.ban(t) {
-                    return Err(Error::InvalidParameter(format!(
-                        "{} is a primary; primaries are never banned",
-                        server.addr
-                    )));
+            let role = server.health.role();
+            let changed = if banning {
+                let primary = role == crate::config::Role::Primary;
+                if primary {
+                    if let BanTarget::Server(..) = target {
+                        return Err(Error::Admin(format!(
+                            "{addr} is a primary; primaries are never banned"
+                        )));
+                    }
+                    false
+                } else {
+                    !server.health.banned() && server.health.ban(Duration::from_secs(seconds))
                 }
             } else {
+                let was = server.health.banned();
                 server.health.unban();
+                was
+            };
+            if changed {
+                let role = match role {
+                    crate::config::Role::Primary => "primary",
+                    crate::config::Role::Replica => "replica",
+                };
+                t.row(vec![
+                    Some(pool.database.clone()),
+                    Some(pool.user.clone()),
+                    Some(role.to_string()),
+                    Some(addr.host.clone()),
+                    Some(addr.port.to_string()),
+                ]);
             }
         }
     }
-    if matched == 0 && host.is_some() {
-        return Err(Error::InvalidParameter("no such server".into()));
+    if matched == 0 && !matches!(target, BanTarget::All) {
+        return Err(Error::Admin("no server on that host".into()));
     }
-    messages::command_complete(out, if banning { "BAN" } else { "UNBAN" });
+    t.write(out, if banning { "BAN" } else { "UNBAN" });
     Ok(())
 }
 

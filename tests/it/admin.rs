@@ -19,6 +19,11 @@ async fn show(admin: &tokio_postgres::Client, what: &str) -> Vec<HashMap<String,
         .simple_query(&format!("SHOW {what}"))
         .await
         .unwrap_or_else(|e| panic!("SHOW {what}: {e}"));
+    rows(&messages)
+}
+
+/// The rows of a simple query's answer as column-name maps.
+fn rows(messages: &[SimpleQueryMessage]) -> Vec<HashMap<String, String>> {
     messages
         .iter()
         .filter_map(|m| match m {
@@ -231,7 +236,7 @@ async fn show_commands_match_what_clients_did() {
         .await
         .expect("SET is accepted");
     let err = a.simple_query("SHOW NONSENSE").await.expect_err("unknown");
-    assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
+    assert_eq!(err.code().map(|c| c.code()), Some("58000"), "pgcat's class");
 
     // /metrics agrees.
     let scrape = scrape(metrics_port);
@@ -388,7 +393,7 @@ async fn ban_unban_and_shutdown() {
     assert_eq!(bans.len(), 1);
     assert_eq!(bans[0]["port"], replica.port.to_string());
     let err = a
-        .simple_query(&format!("BAN 127.0.0.1 {}", primary.port))
+        .simple_query(&format!("BAN 127.0.0.1 {} 60", primary.port))
         .await
         .expect_err("primary");
     let msg = err
@@ -398,6 +403,36 @@ async fn ban_unban_and_shutdown() {
     assert!(msg.contains("never banned"), "{msg}");
     a.simple_query("UNBAN").await.expect("unban");
     assert!(show(&a, "BANS").await.is_empty());
+
+    // pgcat's form: BAN <host> <seconds> bans every server on the host but
+    // the primary, and lists what it banned; UNBAN <host> lifts them.
+    let banned = rows(&a.simple_query("BAN 127.0.0.1 60").await.expect("ban host"));
+    assert_eq!(banned.len(), 1, "{banned:?}");
+    assert_eq!(banned[0]["role"], "replica");
+    assert_eq!(banned[0]["host"], "127.0.0.1");
+    assert_eq!(show(&a, "BANS").await.len(), 1);
+    let lifted = rows(&a.simple_query("UNBAN 127.0.0.1").await.expect("unban host"));
+    assert_eq!(lifted.len(), 1, "{lifted:?}");
+    assert!(show(&a, "BANS").await.is_empty());
+
+    // Bad commands and arguments are errors of pgcat's class (58000), and
+    // the console stays usable.
+    for bad in [
+        "BAN",
+        "BAN 127.0.0.1 soon",
+        "BAN 127.0.0.1 0",
+        "UNBAN nowhere",
+        "PAUSE nosuchdb",
+        "FROB",
+    ] {
+        let err = a.simple_query(bad).await.expect_err(bad);
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("58000"),
+            "{bad}: {err:?}"
+        );
+    }
+    assert!(!show(&a, "POOLS").await.is_empty());
     let _ = a.simple_query("SHUTDOWN").await;
     assert!(
         proxy.wait_exit(Duration::from_secs(5)).is_some(),
