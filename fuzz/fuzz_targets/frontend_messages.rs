@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
             tag::PARSE => {
                 if let Ok((name, end)) = prepared::first_name(msg) {
                     let name = name.to_string();
-                    let p = statements.define(&name, msg, end);
+                    let p = statements.define(&name, msg, end, 0);
                     assert!(prepared::first_name(&p.parse).is_ok());
                 }
             }
