@@ -164,12 +164,16 @@ pub fn place(
     if let Some(named) = named_shard(analysis, hints, false)? {
         return Ok(Placement::Shard(named));
     }
+    if analysis.is_some_and(|a| a.insert_split.is_some()) {
+        // Rows with keys on several shards: split, whatever the default.
+        return Ok(Placement::Keyless);
+    }
     let read = analysis.is_some_and(|a| a.intent == Intent::Read);
     let anywhere = !runs || !analysis.is_some_and(|a| a.touches_tables);
     Ok(match sharding.default_shard {
-        Some(DefaultShard::Fixed(n)) => Placement::Shard(n),
-        Some(DefaultShard::Random) if read => Placement::Shard(pick(shards)),
-        Some(DefaultShard::RandomHealthy) if read => {
+        DefaultShard::Fixed(n) => Placement::Shard(n),
+        DefaultShard::Random if read => Placement::Shard(pick(shards)),
+        DefaultShard::RandomHealthy if read => {
             let up: Vec<usize> = (0..shards).filter(|&s| healthy(s)).collect();
             Placement::Shard(match up.len() {
                 0 => pick(shards),
@@ -288,7 +292,7 @@ mod tests {
 
         #[test]
         fn precedence_comment_then_client_then_key() {
-            let s = sharding(None);
+            let s = sharding(Some("all"));
             let key42 = Key::Bigint(42).shard(3);
             let sql = "select * from users where id = 42";
             assert_eq!(
@@ -322,7 +326,15 @@ mod tests {
         fn keyless_statements_by_default_shard() {
             let read = Some("select * from users");
             let write = Some("delete from users");
-            let s = sharding(None);
+            // Unset: shard 0, as in pgcat.
+            let unset = sharding(None);
+            for sql in [read, write] {
+                assert_eq!(
+                    place_with(&unset, sql, None, NONE, true).unwrap(),
+                    Placement::Shard(0)
+                );
+            }
+            let s = sharding(Some("all"));
             assert_eq!(
                 place_with(&s, read, None, NONE, true).unwrap(),
                 Placement::Keyless

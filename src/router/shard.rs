@@ -36,14 +36,17 @@ pub struct Sharding {
     key_regex: Option<Regex>,
     shard_regex: Option<Regex>,
     search_limit: usize,
-    pub default_shard: Option<DefaultShard>,
+    pub default_shard: DefaultShard,
 }
 
 /// Where statements that name no shard go (`default_shard`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DefaultShard {
-    /// `shard_<n>`: every such statement.
+    /// `shard_<n>`: every such statement; unset is `shard_0`, as in pgcat.
     Fixed(usize),
+    /// `all` (pgmlcat): keyless reads run on every shard and are merged, a
+    /// multi-row INSERT is split by key, other keyless writes are refused.
+    All,
     /// `random`: reads go to any shard; writes still need a key.
     Random,
     /// `random_healthy`: reads go to any shard whose primary is up.
@@ -66,17 +69,18 @@ impl Sharding {
             None => None,
         };
         let default_shard = match p.default_shard.as_deref() {
-            None => None,
-            Some("random") => Some(DefaultShard::Random),
-            Some("random_healthy") => Some(DefaultShard::RandomHealthy),
-            Some(s) => Some(DefaultShard::Fixed(
+            None => DefaultShard::Fixed(0),
+            Some("all") => DefaultShard::All,
+            Some("random") => DefaultShard::Random,
+            Some("random_healthy") => DefaultShard::RandomHealthy,
+            Some(s) => DefaultShard::Fixed(
                 s.strip_prefix("shard_")
                     .and_then(|n| n.parse::<usize>().ok())
                     .filter(|n| *n < shards)
                     .ok_or_else(|| {
-                        format!("default_shard: {s:?} is not shard_<n> (n < {shards}), random or random_healthy")
+                        format!("default_shard: {s:?} is not shard_<n> (n < {shards}), all, random or random_healthy")
                     })?,
-            )),
+            ),
         };
         Ok(Sharding {
             shards,

@@ -155,7 +155,7 @@ fn sharded_config(port: u16, shards: &[PgCluster]) -> String {
         ("dev", "devices.k", "uuid"),
     ] {
         cfg.push_str(&format!(
-            "\n[pools.{pool}]\npool_mode = \"transaction\"\nautomatic_sharding_key = \"{key}\"\nsharding_key_type = \"{key_type}\"\n\
+            "\n[pools.{pool}]\npool_mode = \"transaction\"\ndefault_shard = \"all\"\nautomatic_sharding_key = \"{key}\"\nsharding_key_type = \"{key_type}\"\n\
              sharding_key_regex = '/\\* sharding_key: (\\S+) \\*/'\nshard_id_regex = '/\\* shard_id: (\\d+) \\*/'\n\
              [pools.{pool}.users.0]\nusername = \"app\"\npassword = \"app_pw\"\npool_size = 2\n"
         ));
@@ -789,8 +789,8 @@ async fn default_shard_random_spreads_reads_and_refuses_keyless_writes() {
     }
     let port = free_port();
     let config = sharded_config(port, &shards).replacen(
-        "[pools.app]\n",
-        "[pools.app]\ndefault_shard = \"random\"\n",
+        "default_shard = \"all\"",
+        "default_shard = \"random\"",
         1,
     );
     let proxy = Proxy::start(port, &config);
@@ -807,8 +807,8 @@ async fn default_shard_random_spreads_reads_and_refuses_keyless_writes() {
         .expect_err("a keyless write is not placed at random");
     assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
     let bad = sharded_config(port, &shards).replacen(
-        "[pools.app]\n",
-        "[pools.app]\ndefault_shard = \"shard_9\"\n",
+        "default_shard = \"all\"",
+        "default_shard = \"shard_9\"",
         1,
     );
     let dir = tempfile::tempdir().unwrap();
@@ -824,5 +824,49 @@ async fn default_shard_random_spreads_reads_and_refuses_keyless_writes() {
         String::from_utf8_lossy(&out.stderr).contains("default_shard"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// pgcat's default: with no `default_shard`, a statement that names no
+/// shard goes to shard 0 (pgbench -i through a sharded pool works, as it
+/// does through pgcat); rows with keys still go where their keys say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_default_shard_keyless_statements_go_to_shard_0() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let config = sharded_config(port, &shards).replace("default_shard = \"all\"\n", "");
+    let proxy = Proxy::start(port, &config);
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    c.batch_execute("create table keyless(x int); insert into keyless values (1), (2)")
+        .await
+        .expect("keyless DDL and write go to shard 0");
+    let n = lines(&c, "select count(*) from keyless").await;
+    assert_eq!(n, ["2"], "a keyless read is shard 0's");
+    assert_eq!(
+        count_on(&shards[0], "select count(*) from keyless"),
+        2,
+        "on shard 0"
+    );
+    for pg in &shards[1..] {
+        let exists = pg.psql(
+            "app",
+            "select count(*) from pg_tables where tablename = 'keyless'",
+        );
+        assert_eq!(exists, "0", "nothing on the other shards");
+    }
+    // A key still decides.
+    for id in 1..=12i64 {
+        c.simple_query(&format!("insert into users (id, name) values ({id}, 'k')"))
+            .await
+            .expect("keyed insert");
+    }
+    let on: Vec<i64> = shards
+        .iter()
+        .map(|pg| count_on(pg, "select count(*) from users where name = 'k'"))
+        .collect();
+    assert_eq!(on.iter().sum::<i64>(), 12);
+    assert!(
+        on.iter().filter(|n| **n > 0).count() >= 2,
+        "keyed rows spread: {on:?}"
     );
 }

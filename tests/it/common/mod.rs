@@ -662,6 +662,7 @@ admin_password = "admin_pw"
 
 [pools.app]
 pool_mode = "transaction"
+default_shard = "all"
 shard_id_regex = '/\* shard_id: (\d+) \*/'
 
 [pools.app.users.0]
