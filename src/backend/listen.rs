@@ -12,6 +12,7 @@
 //! each listening client is told so with a WARNING notice.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -63,56 +64,36 @@ impl Listener {
         Listener { requests }
     }
 
-    /// Subscribes `client` to `channel`: once this returns, every
-    /// notification committed on the channel reaches `sink`.
-    pub async fn listen(&self, client: u64, channel: String, sink: Sink) -> Result<()> {
-        let (done, answer) = oneshot::channel();
-        self.ask(
-            Request::Listen {
-                client,
-                channel,
-                sink,
-                done,
-            },
-            answer,
-        )
-        .await
-    }
-
-    /// Unsubscribes `client` from `channel` (None: from every channel).
-    pub async fn unlisten(&self, client: u64, channel: Option<String>) -> Result<()> {
-        let (done, answer) = oneshot::channel();
-        self.ask(
-            Request::Unlisten {
-                client,
-                channel,
-                done,
-            },
-            answer,
-        )
-        .await
-    }
-
-    /// `listen` without waiting for the server (a transaction block that
-    /// committed without a server of its own).
-    pub fn listen_later(&self, client: u64, channel: String, sink: Sink) {
-        let (done, _) = oneshot::channel();
-        let _ = self.requests.send(Request::Listen {
+    /// Subscribes `client` to `channel`. The request is sent at once; the
+    /// future resolves when the server listens, from when every
+    /// notification committed on the channel reaches `sink` (drop it not
+    /// to wait).
+    pub fn listen(
+        &self,
+        client: u64,
+        channel: String,
+        sink: Sink,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.ask(move |done| Request::Listen {
             client,
             channel,
             sink,
             done,
-        });
+        })
     }
 
-    /// `unlisten` without waiting for the server.
-    pub fn unlisten_later(&self, client: u64, channel: Option<String>) {
-        let (done, _) = oneshot::channel();
-        let _ = self.requests.send(Request::Unlisten {
+    /// Unsubscribes `client` from `channel` (None: from every channel); as
+    /// `listen`, sent at once.
+    pub fn unlisten(
+        &self,
+        client: u64,
+        channel: Option<String>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.ask(move |done| Request::Unlisten {
             client,
             channel,
             done,
-        });
+        })
     }
 
     /// The client left: its subscriptions end (no answer awaited).
@@ -120,10 +101,20 @@ impl Listener {
         let _ = self.requests.send(Request::Gone { client });
     }
 
-    async fn ask(&self, request: Request, answer: oneshot::Receiver<Result<()>>) -> Result<()> {
-        let stopped = || Error::ServerLost("the pool's listener stopped".into());
-        self.requests.send(request).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+    /// Sends the request `make` builds now; the future is its answer.
+    fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<()>>) -> Request,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (done, answer) = oneshot::channel();
+        let sent = self.requests.send(make(done)).is_ok();
+        async move {
+            let stopped = || Error::ServerLost("the pool's listener stopped".into());
+            if !sent {
+                return Err(stopped());
+            }
+            answer.await.map_err(|_| stopped())?
+        }
     }
 }
 

@@ -244,21 +244,26 @@ impl Session {
         // The text between the header and its NUL (read already, not
         // scanned for its end again).
         let text = msg.get(5..msg.len().saturating_sub(1)).unwrap_or_default();
-        let notes = super::notes::read(text);
-        self.note_pins(notes.pins);
         if let Some(pooled) = self.server.binding.one() {
             pooled.server.state.simple = true;
         }
+        self.note_statement(text, super::notes::read(text));
+        self.forward(client::QUERY, msg);
+    }
+
+    /// What a statement on its way to the held server may do beyond its
+    /// rows is noted there, to be read back when the transaction ends.
+    pub(super) fn note_statement(&mut self, text: &[u8], notes: super::notes::Notes) {
+        self.note_pins(notes.pins);
         if notes.sets {
             self.note_parameters(text);
         }
-        self.forward(client::QUERY, msg);
     }
 
     /// A statement on its way to the held server may change session
     /// parameters: what it names is noted, and read back from the server
     /// when the transaction ends.
-    pub(super) fn note_parameters(&mut self, text: &[u8]) {
+    fn note_parameters(&mut self, text: &[u8]) {
         let Some(pooled) = self.server.binding.one() else {
             return;
         };
@@ -419,9 +424,12 @@ impl Session {
     /// Sync, and so does the session (letting the Sync through when a
     /// server holds the rest of the batch).
     pub(super) fn refuse_in_batch(&mut self, e: Error) {
-        let mut out = bytes::BytesMut::new();
-        messages::error_response(&mut out, &e);
-        self.respond_in_order(out.freeze());
+        self.refuse_in_batch_with(|out| messages::error_response(out, &e));
+    }
+
+    /// `refuse_in_batch` with the error `write` writes.
+    pub(super) fn refuse_in_batch_with(&mut self, write: impl FnOnce(&mut bytes::BytesMut)) {
+        self.answer(write);
         self.recovery = match self.server.binding {
             Binding::One(_) => Recovery::DiscardToSync,
             _ => Recovery::SkipToSync,

@@ -50,7 +50,7 @@ impl Session {
                     // surface at Parse time as they would on Postgres.
                     return Ok(false);
                 }
-                self.synthetic(Synthetic::ParseComplete);
+                self.answer(messages::parse_complete);
                 Ok(true)
             }
             client::CLOSE => {
@@ -59,7 +59,7 @@ impl Session {
                     return Ok(false);
                 }
                 self.client.statements.remove(name);
-                self.synthetic(Synthetic::CloseComplete);
+                self.answer(messages::close_complete);
                 Ok(true)
             }
             client::FLUSH => Ok(self.server.expect.is_empty()),
@@ -99,10 +99,7 @@ impl Session {
                             self.cached_plan_changed();
                             return Ok(());
                         }
-                        if p.may_set {
-                            self.note_parameters(p.query.as_bytes());
-                        }
-                        self.note_pins(p.pins);
+                        self.note_statement(p.query.as_bytes(), p.notes);
                         let renamed = prepared::rename_bind(msg, at, end, &p.global);
                         self.forward(kind, &renamed);
                     }
@@ -126,7 +123,7 @@ impl Session {
                     // from under other clients. Postgres answers CloseComplete
                     // for unknown names too.
                     self.client.statements.remove(name);
-                    self.synthetic(Synthetic::CloseComplete);
+                    self.answer(messages::close_complete);
                 } else {
                     self.forward(kind, msg);
                 }
@@ -150,11 +147,7 @@ impl Session {
             });
             self.server_out().extend_from_slice(msg);
             if let Ok((query, _)) = crate::net::codec::cstr_bytes(msg, name_end) {
-                let notes = super::notes::read(query);
-                if notes.sets {
-                    self.note_parameters(query);
-                }
-                self.note_pins(notes.pins);
+                self.note_statement(query, super::notes::read(query));
             }
             return Ok(());
         }
@@ -165,7 +158,7 @@ impl Session {
                 if shape != 0 {
                     p.learn_shape(shape);
                 }
-                self.synthetic(Synthetic::ParseComplete);
+                self.answer(messages::parse_complete);
             }
             copy => {
                 if copy == Copy::Older {
@@ -209,8 +202,7 @@ impl Session {
         if let Some(pooled) = self.server.binding.one() {
             pooled.server.state.prepared.remove(global);
         }
-        self.server
-            .out
+        self.server_out()
             .extend_from_slice(&prepared::close_statement(global));
         self.server.expect.push(Expect::HiddenClose);
     }
@@ -256,10 +248,7 @@ impl Session {
     /// Refuses a Bind of a statement whose copy returns other columns, as
     /// Postgres does (drivers recognize the error by its routine).
     fn cached_plan_changed(&mut self) {
-        let mut out = BytesMut::new();
-        messages::cached_plan_changed(&mut out);
-        self.respond_in_order(out.freeze());
-        self.recovery = super::session::Recovery::DiscardToSync;
+        self.refuse_in_batch_with(messages::cached_plan_changed);
     }
 
     /// What goes to the server next, in a buffer lent while there is some.
@@ -270,14 +259,12 @@ impl Session {
         &mut self.server.out
     }
 
-    /// Queues an answer we give ourselves, in its place among the server's.
-    fn synthetic(&mut self, answer: Synthetic) {
-        let mut msg = BytesMut::new();
-        match answer {
-            Synthetic::ParseComplete => messages::parse_complete(&mut msg),
-            Synthetic::CloseComplete => messages::close_complete(&mut msg),
-        }
-        self.respond_in_order(msg.freeze());
+    /// Queues an answer we give ourselves (written by `write`), in its
+    /// place among the server's.
+    pub(super) fn answer(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        write(&mut out);
+        self.respond_in_order(out.freeze());
     }
 
     /// Queues whole messages for the client behind every answer still due.
@@ -299,10 +286,4 @@ enum Copy {
         shape: u64,
     },
     Older,
-}
-
-/// The answers the session gives in the server's stead.
-enum Synthetic {
-    ParseComplete,
-    CloseComplete,
 }

@@ -14,7 +14,7 @@ use crate::router::Target;
 use crate::stats::{ClientState, Counters};
 
 /// How often a client waiting for an unreachable server tries again.
-pub(super) const RETRY_CONNECT: Duration = Duration::from_millis(500);
+const RETRY_CONNECT: Duration = Duration::from_millis(500);
 
 /// Where the client's next transaction runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,22 +114,34 @@ impl Session {
     /// again every half second, up to query_wait_timeout: between
     /// transactions nothing was sent yet, so a restart is only a pause.
     async fn checkout(&mut self, route: Route) -> Result<()> {
-        let mut deadline = None;
+        let mut until = None;
         loop {
             match self.checkout_once(route).await {
                 Err(e @ Error::ServerUnavailable { .. }) => {
-                    let wait = Duration::from_millis(self.app.config().general.query_wait_timeout);
-                    let until = *deadline.get_or_insert_with(|| Instant::now() + wait);
-                    let now = Instant::now();
-                    if now >= until || self.app.shutdown_state() != crate::app::Shutdown::Running {
-                        return Err(e);
-                    }
                     self.stats.info.set_state(ClientState::Waiting);
-                    tokio::time::sleep(RETRY_CONNECT.min(until - now)).await;
+                    self.wait_for_server(&mut until, e).await?;
                 }
                 other => return other,
             }
         }
+    }
+
+    /// After `e` (no server reachable): returns once it is worth trying
+    /// again (every half second), or `e` once query_wait_timeout has passed
+    /// since the first try (`until`, set then) or shutdown began.
+    pub(super) async fn wait_for_server(
+        &self,
+        until: &mut Option<Instant>,
+        e: Error,
+    ) -> Result<()> {
+        let wait = Duration::from_millis(self.app.config().general.query_wait_timeout);
+        let until = *until.get_or_insert_with(|| Instant::now() + wait);
+        let now = Instant::now();
+        if now >= until || self.app.shutdown_state() != crate::app::Shutdown::Running {
+            return Err(e);
+        }
+        tokio::time::sleep(RETRY_CONNECT.min(until - now)).await;
+        Ok(())
     }
 
     /// One round of `checkout`. A replica that cannot be reached is banned

@@ -28,11 +28,21 @@ pub enum Command {
     Unlisten(Option<String>),
 }
 
+impl Command {
+    /// Its CommandComplete tag.
+    fn tag(&self) -> &'static str {
+        match self {
+            Command::Listen(_) => "LISTEN",
+            Command::Unlisten(_) => "UNLISTEN",
+        }
+    }
+}
+
 /// Whether a statement may be a LISTEN/UNLISTEN (its first word), decided
 /// on the raw bytes.
 pub fn might_be(sql: &[u8]) -> bool {
-    use crate::router::commands::starts_with_word;
-    starts_with_word(sql, b"listen") || starts_with_word(sql, b"unlisten")
+    let word = crate::router::commands::first_word(sql);
+    word.eq_ignore_ascii_case(b"listen") || word.eq_ignore_ascii_case(b"unlisten")
 }
 
 /// `LISTEN name` / `UNLISTEN name | *`, alone (an optional `;`), the name
@@ -102,10 +112,7 @@ impl Session {
     /// sends it).
     async fn run_notify(&mut self, command: Command) -> (&'static str, Result<()>) {
         if self.tx.status == TxStatus::InTransaction || !self.server.binding.is_idle() {
-            let tag = match command {
-                Command::Listen(_) => "LISTEN",
-                Command::Unlisten(_) => "UNLISTEN",
-            };
+            let tag = command.tag();
             self.listening().pending.push(command);
             return (tag, Ok(()));
         }
@@ -114,20 +121,18 @@ impl Session {
 
     async fn notify_now(&mut self, command: Command) -> (&'static str, Result<()>) {
         let id = self.stats.id;
-        match command {
+        let tag = command.tag();
+        let result = match command {
             Command::Listen(channel) => {
                 let l = self.listening();
-                let (listener, sink) = (l.listener.clone(), l.sink.clone());
-                ("LISTEN", listener.listen(id, channel, sink).await)
+                l.listener.listen(id, channel, l.sink.clone()).await
             }
             Command::Unlisten(channel) => match &self.listening {
-                Some(l) => {
-                    let listener = l.listener.clone();
-                    ("UNLISTEN", listener.unlisten(id, channel).await)
-                }
-                None => ("UNLISTEN", Ok(())),
+                Some(l) => l.listener.unlisten(id, channel).await,
+                None => Ok(()),
             },
-        }
+        };
+        (tag, result)
     }
 
     /// Answers a LISTEN/UNLISTEN Query in place among the answers due.
@@ -230,13 +235,6 @@ impl Session {
         Ok(true)
     }
 
-    /// Queues an answer of ours in its place among the server's.
-    fn answer(&mut self, write: impl FnOnce(&mut BytesMut)) {
-        let mut out = BytesMut::new();
-        write(&mut out);
-        self.respond_in_order(out.freeze());
-    }
-
     /// Whether LISTEN/UNLISTENs wait for their transaction block's end.
     pub(super) fn notify_pending(&self) -> bool {
         self.listening
@@ -269,11 +267,12 @@ impl Session {
             return;
         };
         for command in std::mem::take(&mut l.pending) {
+            // Sent now; the answer is not awaited.
             match command {
                 Command::Listen(channel) if committed => {
-                    l.listener.listen_later(id, channel, l.sink.clone())
+                    drop(l.listener.listen(id, channel, l.sink.clone()))
                 }
-                Command::Unlisten(channel) if committed => l.listener.unlisten_later(id, channel),
+                Command::Unlisten(channel) if committed => drop(l.listener.unlisten(id, channel)),
                 _ => {}
             }
         }

@@ -27,10 +27,9 @@ pub struct Prepared {
     pub query: String,
     /// Whether the text may change session parameters (SET, RESET,
     /// set_config): its executions are then noted (see `params`).
-    pub may_set: bool,
-    /// What it may do to state only one server connection can hold (see
-    /// `pins`): its executions are noted.
-    pub pins: super::pins::Touch,
+    /// What it may do beyond its rows (see `notes`): its executions are
+    /// noted.
+    pub notes: super::notes::Notes,
     /// The pool's plans epoch when the client prepared it: a server copy
     /// older than that is replaced before use (see `Pool::plans_epoch`).
     pub epoch: u64,
@@ -87,8 +86,7 @@ impl ClientStatements {
         let prepared = Arc::new(Prepared {
             global,
             parse,
-            may_set: notes.sets,
-            pins: notes.pins,
+            notes,
             epoch,
             shape: Default::default(),
             query,

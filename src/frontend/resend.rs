@@ -6,12 +6,9 @@
 //! connections, this is what makes a restart or a failover invisible to
 //! clients between transactions.
 
-use std::time::{Duration, Instant};
-
 use bytes::{Bytes, BytesMut};
 
 use super::expect::Expect;
-use super::lease::RETRY_CONNECT;
 use super::prepared;
 use super::session::{Binding, Flow, Session};
 use crate::backend::server::Resend;
@@ -35,7 +32,7 @@ impl Session {
         old.server.state.broken = true;
         drop(old); // closes it
         let pool = self.server.last_pool.clone();
-        let mut pooled = match self.wait_for_server(&pool).await {
+        let mut pooled = match self.checkout_waiting(&pool).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(client = %self.client.peer, error = %e, "no server to send the statement again");
@@ -84,20 +81,15 @@ impl Session {
 
     /// A connection from `pool`, waiting while the server is unreachable,
     /// up to query_wait_timeout.
-    async fn wait_for_server(
+    async fn checkout_waiting(
         &mut self,
         pool: &std::sync::Arc<crate::backend::ServerPool>,
     ) -> Result<crate::backend::Pooled> {
-        let wait = Duration::from_millis(self.app.config().general.query_wait_timeout);
-        let until = Instant::now() + wait;
+        let mut until = None;
         loop {
             match pool.checkout().await {
                 Err(e @ Error::ServerUnavailable { .. }) => {
-                    let now = Instant::now();
-                    if now >= until || self.app.shutdown_state() != crate::app::Shutdown::Running {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(RETRY_CONNECT.min(until - now)).await;
+                    self.wait_for_server(&mut until, e).await?
                 }
                 other => return other,
             }

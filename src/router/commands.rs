@@ -58,20 +58,6 @@ pub fn first_word(sql: &[u8]) -> &[u8] {
     &rest[..end]
 }
 
-/// Whether a statement's text, after leading whitespace, starts with `word`
-/// in any case: the cheap first look every statement the session may answer
-/// or note gets, on the raw bytes.
-#[inline]
-pub fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
-    let start = sql
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(sql.len());
-    sql[start..]
-        .get(..word.len())
-        .is_some_and(|w| w.eq_ignore_ascii_case(word))
-}
-
 /// `None` when the statement is not one of ours (the common case, decided
 /// from the first word without allocating).
 pub fn parse(sql: &str) -> Option<Result<Command, Error>> {
