@@ -240,11 +240,10 @@ fn ban(app: &App, banning: bool, args: &[&str], out: &mut BytesMut) -> Result<()
             matched += 1;
             let role = server.health.role();
             let changed = if banning {
-                let primary = role == crate::config::Role::Primary;
-                if primary {
+                if server.health.writer() {
                     if let BanTarget::Server(..) = target {
                         return Err(Error::Admin(format!(
-                            "{addr} is a primary; primaries are never banned"
+                            "{addr} is the primary; the primary is never banned"
                         )));
                     }
                     false

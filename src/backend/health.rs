@@ -31,6 +31,9 @@ pub struct Observation {
 
 pub struct Health {
     configured: Role,
+    /// Whether writes go here now (the pool's monitor decides; the
+    /// configured primary until it has): such a server is never banned.
+    writer: AtomicBool,
     banned_until_ms: AtomicU64,
     observed: AtomicU8,
     reachable: AtomicBool,
@@ -43,6 +46,7 @@ impl Health {
     pub fn new(configured: Role) -> Health {
         Health {
             configured,
+            writer: AtomicBool::new(configured == Role::Primary),
             banned_until_ms: AtomicU64::new(0),
             observed: AtomicU8::new(UNKNOWN),
             reachable: AtomicBool::new(true),
@@ -65,10 +69,18 @@ impl Health {
         self.configured
     }
 
-    /// Bans the server for `ban_time`. A primary is never banned: clients
-    /// must get its errors, not be routed around it.
+    pub fn writer(&self) -> bool {
+        self.writer.load(Ordering::Relaxed)
+    }
+
+    pub fn set_writer(&self, writer: bool) {
+        self.writer.store(writer, Ordering::Relaxed);
+    }
+
+    /// Bans the server for `ban_time`. The server writes go to is never
+    /// banned: clients must get its errors, not be routed around it.
     pub fn ban(&self, ban_time: Duration) -> bool {
-        if self.role() == Role::Primary {
+        if self.writer() {
             return false;
         }
         let until = now_ms() + ban_time.as_millis() as u64;
@@ -206,8 +218,14 @@ mod tests {
         });
         assert_eq!(h.role(), Role::Primary);
         assert!(
+            h.ban(Duration::from_secs(1)),
+            "a second primary that takes no writes (pgcat's \"replicas\" that are clusters of their own) can be banned"
+        );
+        h.unban();
+        h.set_writer(true);
+        assert!(
             !h.ban(Duration::from_secs(1)),
-            "a promoted replica is a primary now"
+            "a promoted replica that writes go to is not"
         );
     }
 

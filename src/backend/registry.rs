@@ -38,6 +38,9 @@ pub struct Pool {
     pub route: RouteConfig,
     pub sharding: Sharding,
     pub load_balancing: LoadBalancingMode,
+    /// pgmlcat: reads for replicas go to the primary when no replica can
+    /// serve them (pgcat: they fail).
+    pub replica_fallback_to_primary: bool,
     /// Traffic counters for SHOW STATS and /metrics.
     pub counters: Arc<crate::stats::Counters>,
     pub lag_limit: LagLimit,
@@ -88,22 +91,47 @@ impl Pool {
     }
 
     /// A server for `target` on `shard`, by the pool's load balancing mode.
-    /// Reads fall back to the primary when no replica can serve them.
+    /// Readers are the servers other than the one writes go to, except a
+    /// configured primary (an old primary back on its own is not a
+    /// replica): a configured replica is one even when it is a cluster of
+    /// its own, as pgcat takes its config. `Any` adds the primary.
+    /// When no reader can serve, as in pgcat they are all unbanned and
+    /// tried (a health check false positive must not take every replica
+    /// away), unless `replica_fallback_to_primary` sends the read to the
+    /// primary instead; replicas that are only behind (max_replica_lag)
+    /// are not tried: the primary serves.
     pub fn choose(&self, shard: usize, target: Target) -> &Arc<ServerPool> {
         let primary = self.primary(shard);
         if target == Target::Primary || self.shards[shard].len() == 1 {
             return primary;
         }
-        let candidates: Vec<&Arc<ServerPool>> = self.shards[shard]
+        let reader = |s: &&Arc<ServerPool>| {
+            !Arc::ptr_eq(s, primary)
+                && (s.health.role() == Role::Replica || s.addr.role == Role::Replica)
+        };
+        let mut candidates: Vec<&Arc<ServerPool>> = self.shards[shard]
             .iter()
             .filter(|s| {
-                if Arc::ptr_eq(s, primary) {
-                    target == Target::Any
-                } else {
-                    s.health.role() == Role::Replica && s.health.serves_reads()
-                }
+                (target == Target::Any && Arc::ptr_eq(s, primary))
+                    || (reader(s) && s.health.serves_reads())
             })
             .collect();
+        if candidates.is_empty() {
+            if self.replica_fallback_to_primary {
+                return primary;
+            }
+            // Replicas too far behind stay out: the primary has the data.
+            candidates = self.shards[shard]
+                .iter()
+                .filter(|s| reader(s) && !s.health.lagging())
+                .collect();
+            for s in &candidates {
+                if s.health.banned() {
+                    tracing::info!(server = %s.addr, pool = %s.name, "every replica was banned: unbanned");
+                }
+                s.health.unban();
+            }
+        }
         match candidates.len() {
             0 => primary,
             1 => candidates[0],
@@ -124,12 +152,16 @@ impl Pool {
 
     /// Refreshes roles, reachability and lag of replicated shards.
     pub async fn monitor(&self) {
-        for servers in &self.shards {
+        for (shard, servers) in self.shards.iter().enumerate() {
             if servers.len() < 2 {
                 continue; // nothing to choose between
             }
             let observations =
                 futures_util::future::join_all(servers.iter().map(|s| s.observe())).await;
+            let writer = self.primary(shard);
+            for s in servers {
+                s.health.set_writer(Arc::ptr_eq(s, writer));
+            }
             let primary_lsn = servers
                 .iter()
                 .zip(&observations)
@@ -384,6 +416,7 @@ fn build_pool(
         sharding,
         counters: previous.map(|p| p.counters.clone()).unwrap_or_default(),
         load_balancing: pool_cfg.load_balancing_mode,
+        replica_fallback_to_primary: pool_cfg.replica_fallback_to_primary,
         lag_limit: LagLimit {
             bytes: pool_cfg.max_replica_lag,
             seconds: pool_cfg.max_replica_lag_seconds,

@@ -260,6 +260,10 @@ pub struct PoolConfig {
     pub query_parser_max_length: Option<usize>,
     pub query_parser_read_write_splitting: bool,
     pub primary_reads_enabled: bool,
+    /// pgmlcat: a read meant for replicas goes to the primary when no
+    /// replica can serve it (pgcat, and the default: every replica is
+    /// unbanned and tried).
+    pub replica_fallback_to_primary: bool,
     pub sharding_function: String,
     pub automatic_sharding_key: Option<String>,
     pub sharding_key_regex: Option<String>,
@@ -305,6 +309,7 @@ impl Default for PoolConfig {
             query_parser_max_length: None,
             query_parser_read_write_splitting: false,
             primary_reads_enabled: true,
+            replica_fallback_to_primary: false,
             sharding_function: "pg_bigint_hash".into(),
             automatic_sharding_key: None,
             sharding_key_regex: None,

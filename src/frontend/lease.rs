@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::backend::server::{ParamsRead, Resend};
-use crate::config::{PoolMode, Role};
+use crate::config::PoolMode;
 use crate::errors::{Error, Result, Severity};
 use crate::net::messages::{self, TxStatus};
 use crate::router::Target;
@@ -159,7 +159,7 @@ impl Session {
                     match server_pool.checkout().await {
                         Ok(p) => p,
                         Err(e @ Error::ServerUnavailable { .. })
-                            if server_pool.health.role() != Role::Primary =>
+                            if !server_pool.health.writer() =>
                         {
                             last = Some(e);
                             continue;

@@ -24,6 +24,7 @@ mod notify;
 mod pinning;
 mod pooler;
 mod replicas;
+mod roles;
 mod session;
 mod session_params;
 mod sharding;

@@ -399,7 +399,16 @@ async fn starts_with_a_server_down_and_picks_it_up() {
     let replica = PgCluster::replica_of(&primary);
     replica.stop();
     let port = free_port();
-    let proxy = Proxy::start(port, &config(port, primary.port, &[replica.port], "", ""));
+    let proxy = Proxy::start(
+        port,
+        &config(
+            port,
+            primary.port,
+            &[replica.port],
+            "replica_fallback_to_primary = true",
+            "",
+        ),
+    );
     let c = connect(&proxy.url("app", "app_pw", "app")).await;
     // Reads fall back to the primary while the only replica is down.
     assert!(!in_recovery(&c, "select pg_is_in_recovery()").await);
