@@ -3,6 +3,7 @@
 //! in `show`; control commands are here.
 
 mod ml;
+mod pgcat;
 mod show;
 mod table;
 
@@ -25,8 +26,33 @@ pub fn is_admin_database(db: &str) -> bool {
     DATABASES.contains(&db)
 }
 
+/// Whose columns and units SHOW POOLS, STATS and CLIENTS answer with: the
+/// admin database the client named decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `pgbouncer` and `pgmlcat`: PgBouncer's (pgbouncer_exporter reads them).
+    PgBouncer,
+    /// `pgcat`: pgcat's.
+    Pgcat,
+}
+
+impl Dialect {
+    pub fn of(database: &str) -> Dialect {
+        if database == "pgcat" {
+            Dialect::Pgcat
+        } else {
+            Dialect::PgBouncer
+        }
+    }
+}
+
 /// Runs an admin session after login until the client leaves.
-pub async fn serve(app: Arc<App>, mut stream: Stream, mut buf: BytesMut) -> Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    mut stream: Stream,
+    mut buf: BytesMut,
+    dialect: Dialect,
+) -> Result<()> {
     let mut out = BytesMut::new();
     let mut skip_until_sync = false;
     loop {
@@ -49,7 +75,7 @@ pub async fn serve(app: Arc<App>, mut stream: Stream, mut buf: BytesMut) -> Resu
             client::QUERY => {
                 let (sql, _) = codec::cstr(&msg, 0)?;
                 let sql = sql.to_string();
-                if let Err(e) = run(&app, &sql, &mut out).await {
+                if let Err(e) = run(&app, dialect, &sql, &mut out).await {
                     messages::error_response(&mut out, &e);
                 }
                 messages::ready_for_query(&mut out, TxStatus::Idle);
@@ -76,18 +102,22 @@ pub async fn serve(app: Arc<App>, mut stream: Stream, mut buf: BytesMut) -> Resu
 }
 
 /// Runs one admin statement, writing its result to `out`.
-async fn run(app: &App, sql: &str, out: &mut BytesMut) -> Result<()> {
+async fn run(app: &App, dialect: Dialect, sql: &str, out: &mut BytesMut) -> Result<()> {
     let text = sql.trim().trim_end_matches(';').trim();
     let words: Vec<&str> = text.split_whitespace().collect();
     let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
     let kw: Vec<&str> = upper.iter().map(String::as_str).collect();
     match kw.as_slice() {
         ["SHOW", what] => {
+            let pgcat = dialect == Dialect::Pgcat;
             let table = match *what {
                 "HELP" => show::help(),
+                "POOLS" if pgcat => pgcat::pools(app),
                 "POOLS" => show::pools(app),
+                "STATS" if pgcat => pgcat::stats(app),
                 "STATS" => show::stats(app),
                 "SERVERS" => show::servers(app),
+                "CLIENTS" if pgcat => pgcat::clients(app),
                 "CLIENTS" => show::clients(app),
                 "DATABASES" => show::databases(app),
                 "USERS" => show::users(app),

@@ -14,8 +14,8 @@ use crate::stats::{self, ClientState, Counters};
 pub const HELP: &[&str] = &[
     "SHOW HELP|POOLS|STATS|SERVERS|CLIENTS|DATABASES|USERS|CONFIG|BANS|LISTS|VERSION",
     "SHOW PROJECTS|MODELS|TRAININGS (pgml: projects in each database, models warm in this process, running trainings)",
-    "BAN host port [seconds]",
-    "UNBAN [host port]",
+    "BAN host seconds | BAN host port seconds",
+    "UNBAN [host [port]]",
     "RELOAD",
     "PAUSE [db[,user]]",
     "RESUME [db[,user]]",
@@ -23,7 +23,7 @@ pub const HELP: &[&str] = &[
     "SET ... (accepted and ignored)",
 ];
 
-fn mode(m: PoolMode) -> &'static str {
+pub(super) fn mode(m: PoolMode) -> &'static str {
     match m {
         PoolMode::Transaction => "transaction",
         PoolMode::Session => "session",
@@ -52,42 +52,46 @@ pub fn version() -> Table {
 }
 
 /// Clients of a pool by state.
-struct ClientCounts {
-    /// Not waiting.
-    active: u64,
-    waiting: u64,
-    /// The longest wait, in µs.
-    max_wait: u64,
+pub(super) struct ClientCounts {
+    /// Logged in, no server.
+    pub idle: u64,
+    /// Holding a server.
+    pub active: u64,
+    pub waiting: u64,
+    /// The longest wait going on, in µs.
+    pub max_wait: u64,
     /// Holding their server between transactions (see `pins`).
-    pinned: u64,
+    pub pinned: u64,
 }
 
-fn client_counts(pool: &Pool) -> ClientCounts {
-    let (mut active, mut waiting, mut max_wait, mut pinned) = (0, 0, 0, 0);
+pub(super) fn client_counts(pool: &Pool) -> ClientCounts {
+    let mut n = ClientCounts {
+        idle: 0,
+        active: 0,
+        waiting: 0,
+        max_wait: 0,
+        pinned: 0,
+    };
     for c in stats::connections().clients.iter() {
         if c.database != pool.database || c.user != pool.user {
             continue;
         }
         if !c.pinned().is_empty() {
-            pinned += 1;
+            n.pinned += 1;
         }
         match c.state() {
             ClientState::Waiting => {
-                waiting += 1;
-                max_wait = max_wait.max(c.waiting_micros());
+                n.waiting += 1;
+                n.max_wait = n.max_wait.max(c.waiting_micros());
             }
-            _ => active += 1,
+            ClientState::Active => n.active += 1,
+            ClientState::Idle => n.idle += 1,
         }
     }
-    ClientCounts {
-        active,
-        waiting,
-        max_wait,
-        pinned,
-    }
+    n
 }
 
-fn sorted_pools(app: &App) -> Vec<std::sync::Arc<Pool>> {
+pub(super) fn sorted_pools(app: &App) -> Vec<std::sync::Arc<Pool>> {
     let registry = app.registry.load();
     let mut pools: Vec<_> = registry.pools().cloned().collect();
     pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
@@ -116,11 +120,14 @@ pub fn pools(app: &App) -> Table {
     ]);
     for pool in sorted_pools(app) {
         let ClientCounts {
+            idle,
             active,
             waiting,
             max_wait,
             pinned,
         } = client_counts(&pool);
+        // PgBouncer's cl_active: logged in and not waiting.
+        let active = idle + active;
         let sv_active: usize = pool.all_servers().map(|s| s.active_count()).sum();
         let sv_idle: usize = pool.all_servers().map(|s| s.idle_count()).sum();
         t.row(vec![
@@ -146,6 +153,36 @@ pub fn pools(app: &App) -> Table {
     t
 }
 
+/// A pool's traffic since start.
+#[derive(Default)]
+pub(super) struct Totals {
+    pub xacts: u64,
+    pub queries: u64,
+    pub recv: u64,
+    pub sent: u64,
+    /// Time in transactions, µs.
+    pub xact_us: u64,
+    /// Time clients waited for a server, µs.
+    pub wait_us: u64,
+    pub errors: u64,
+}
+
+pub(super) fn totals(pool: &Pool) -> Totals {
+    let c = &pool.counters;
+    Totals {
+        xacts: Counters::get(&c.xacts),
+        queries: Counters::get(&c.queries),
+        recv: Counters::get(&c.bytes_received),
+        sent: Counters::get(&c.bytes_sent),
+        xact_us: Counters::get(&c.xact_micros),
+        wait_us: pool
+            .all_servers()
+            .map(|s| s.stats.wait_micros.load(Ordering::Relaxed))
+            .sum(),
+        errors: Counters::get(&c.errors),
+    }
+}
+
 pub fn stats(app: &App) -> Table {
     let mut t = Table::new(&[
         ("database", TEXT),
@@ -165,27 +202,28 @@ pub fn stats(app: &App) -> Table {
         ("avg_wait_time", INT8),
     ]);
     // PgBouncer reports per database: sum over its users.
-    let mut by_db: BTreeMap<String, [u64; 6]> = BTreeMap::new();
+    let mut by_db: BTreeMap<String, Totals> = BTreeMap::new();
     for pool in sorted_pools(app) {
-        let c = &pool.counters;
-        let wait: u64 = pool
-            .all_servers()
-            .map(|s| s.stats.wait_micros.load(Ordering::Relaxed))
-            .sum();
+        let t = totals(&pool);
         let e = by_db.entry(pool.database.clone()).or_default();
-        for (slot, v) in e.iter_mut().zip([
-            Counters::get(&c.xacts),
-            Counters::get(&c.queries),
-            Counters::get(&c.bytes_received),
-            Counters::get(&c.bytes_sent),
-            Counters::get(&c.xact_micros),
-            wait,
-        ]) {
-            *slot += v;
-        }
+        e.xacts += t.xacts;
+        e.queries += t.queries;
+        e.recv += t.recv;
+        e.sent += t.sent;
+        e.xact_us += t.xact_us;
+        e.wait_us += t.wait_us;
     }
     let uptime = app.started.elapsed().as_secs().max(1);
-    for (db, [xacts, queries, recv, sent, xact_us, wait_us]) in by_db {
+    for (db, total) in by_db {
+        let Totals {
+            xacts,
+            queries,
+            recv,
+            sent,
+            xact_us,
+            wait_us,
+            ..
+        } = total;
         let avg = |total: u64, per: u64| total.checked_div(per).unwrap_or(0);
         t.row(vec![
             s(db),
@@ -229,7 +267,7 @@ const CONNECTION_COLUMNS: &[(&str, u32)] = &[
     ("application_name", TEXT),
 ];
 
-fn time_text(t: SystemTime) -> String {
+pub(super) fn time_text(t: SystemTime) -> String {
     stats::epoch_secs(t).to_string()
 }
 

@@ -14,7 +14,6 @@ use crate::net::messages;
 use crate::net::tag::client;
 use crate::router::commands;
 use crate::router::copy::CopyIn;
-use crate::stats::Counters;
 
 /// What is left to do for a Query after its synchronous part.
 enum QueryNext {
@@ -64,7 +63,7 @@ impl Session {
             }
         }
         if kind == client::QUERY || kind == client::EXECUTE {
-            Counters::add(&self.pool.counters.queries, 1);
+            self.count_query();
         }
         if let Binding::CopySplit(_) = self.server.binding {
             return Box::pin(self.copy_split_message(kind, msg)).await;

@@ -30,7 +30,12 @@ pub enum LoggedIn {
         greeting: BytesMut,
     },
     /// The admin console.
-    Admin { greeting: BytesMut },
+    Admin {
+        greeting: BytesMut,
+        database: String,
+        user: String,
+        application_name: String,
+    },
 }
 
 /// Outcome of reading the opening packets.
@@ -157,7 +162,12 @@ pub async fn login(
         ] {
             messages::parameter_status(&mut out, name, value);
         }
-        return Ok(LoggedIn::Admin { greeting: out });
+        return Ok(LoggedIn::Admin {
+            greeting: out,
+            application_name: startup.param("application_name").unwrap_or("").to_string(),
+            database,
+            user,
+        });
     }
     if !registry.has_database(&database) {
         return Err(Error::UnknownDatabase(database));

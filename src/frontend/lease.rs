@@ -60,6 +60,7 @@ impl Session {
         };
         self.stats.info.set_state(ClientState::Idle);
         Counters::add(&self.pool.counters.errors, 1);
+        Counters::add(&self.stats.info.errors, 1);
         tracing::warn!(client = %self.client.peer, pool = %self.server.last_pool.name, error = %err, "no server for client");
         messages::error_with_severity(&mut self.client.out, &err, Severity::Error);
         match protocol {

@@ -86,12 +86,23 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
             ))
         });
     let logged_in = match opened {
-        Ok(Some(super::handshake::LoggedIn::Admin { greeting })) => {
+        Ok(Some(super::handshake::LoggedIn::Admin {
+            greeting,
+            database,
+            user,
+            application_name,
+        })) => {
             let mut out = greeting;
             messages::backend_key_data(&mut out, 0, 0);
             messages::ready_for_query(&mut out, TxStatus::Idle);
+            // Listed in SHOW CLIENTS, as PgBouncer and pgcat list theirs.
+            let _listed =
+                crate::stats::connections().add_client(peer, &database, &user, &application_name);
+            let dialect = crate::admin::Dialect::of(&database);
             if stream.write_all(&out).await.is_ok() {
-                if let Err(e) = Box::pin(crate::admin::serve(app.clone(), stream, buf)).await {
+                if let Err(e) =
+                    Box::pin(crate::admin::serve(app.clone(), stream, buf, dialect)).await
+                {
                     tracing::info!(client = %peer, error = %e, "admin session ended with an error");
                 }
             }

@@ -25,7 +25,6 @@ use crate::ml::MlError;
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
 use crate::net::tag::{client, server as tag};
-use crate::stats::Counters;
 
 impl Session {
     /// The plan of a statement calling pgml.predict; None if it calls none.
@@ -306,7 +305,7 @@ impl Session {
         }
         drop(set);
         if result.is_ok() {
-            Counters::add(&self.pool.counters.xacts, 1);
+            self.count_xact();
         }
         result
     }
@@ -387,7 +386,7 @@ impl Session {
         };
         if self.tx.deferred.is_none() {
             if status == TxStatus::Idle {
-                Counters::add(&self.pool.counters.xacts, 1);
+                self.count_xact();
             }
             self.tx.status = status;
         }

@@ -14,7 +14,6 @@ use crate::errors::Result;
 use crate::net::codec;
 use crate::net::messages::TxStatus;
 use crate::net::tag::server as tag;
-use crate::stats::Counters;
 
 /// Largest message the relay holds whole from a server (the rest stream).
 const MAX_SERVER_MESSAGE: usize = 1 << 30;
@@ -178,7 +177,7 @@ impl Session {
         // Inside a deferred transaction the client's status stays as it is.
         if let Some(st) = status.filter(|_| !deferred) {
             if st == TxStatus::Idle {
-                Counters::add(&self.pool.counters.xacts, 1);
+                self.count_xact();
             }
             self.tx.status = st;
         }

@@ -57,18 +57,34 @@ pub struct ClientInfo {
     /// Micros since `since` when the client started waiting (0: not waiting).
     wait_started: AtomicU64,
     since: Instant,
+    /// Its own traffic, for pgcat's SHOW CLIENTS.
+    pub xacts: AtomicU64,
+    pub queries: AtomicU64,
+    pub errors: AtomicU64,
+    /// The longest it has waited for a server, in µs.
+    max_wait: AtomicU64,
 }
 
 impl ClientInfo {
     #[inline]
     pub fn set_state(&self, s: ClientState) {
         self.state.store(s as u8, Ordering::Relaxed);
-        let mark = if s == ClientState::Waiting {
-            self.since.elapsed().as_micros() as u64 + 1
-        } else {
-            0
-        };
-        self.wait_started.store(mark, Ordering::Relaxed);
+        if s == ClientState::Waiting {
+            let mark = self.since.elapsed().as_micros() as u64 + 1;
+            self.wait_started.store(mark, Ordering::Relaxed);
+        } else if self.wait_started.load(Ordering::Relaxed) != 0 {
+            // A wait ended: remember it if it was the longest.
+            self.max_wait
+                .fetch_max(self.waiting_micros(), Ordering::Relaxed);
+            self.wait_started.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The longest wait for a server so far (the current one included).
+    pub fn max_wait_micros(&self) -> u64 {
+        self.max_wait
+            .load(Ordering::Relaxed)
+            .max(self.waiting_micros())
     }
 
     pub fn state(&self) -> ClientState {
@@ -192,6 +208,10 @@ impl Connections {
             pinned: AtomicU8::new(0),
             wait_started: AtomicU64::new(0),
             since: Instant::now(),
+            xacts: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            max_wait: AtomicU64::new(0),
         });
         self.clients.insert(id, info.clone());
         ClientHandle { id, info }

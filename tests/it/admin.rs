@@ -133,7 +133,9 @@ async fn show_commands_match_what_clients_did() {
     let port = free_port();
     let metrics_port = free_port();
     let proxy = Proxy::start(port, &config(port, metrics_port, &pg));
-    let a = admin(&proxy, "pgcat").await;
+    // PgBouncer's columns and units (pgcat's are on `pgcat`: see
+    // pgcat_columns_and_units_on_the_pgcat_database).
+    let a = admin(&proxy, "pgbouncer").await;
     let url = proxy.url("app", "app_pw", "app");
     let held: Vec<_> = futures_util::future::join_all((0..3).map(|_| connect(&url))).await;
     held[0]
@@ -208,6 +210,14 @@ async fn show_commands_match_what_clients_did() {
     let clients = show(&a, "CLIENTS").await;
     assert_eq!(clients.iter().filter(|c| c["database"] == "app").count(), 3);
     assert_eq!(clients.iter().filter(|c| c["state"] == "active").count(), 1);
+    assert_eq!(
+        clients
+            .iter()
+            .filter(|c| c["database"] == "pgbouncer")
+            .count(),
+        1,
+        "the console's own client is listed, as in PgBouncer"
+    );
     let servers = show(&a, "SERVERS").await;
     assert!(servers
         .iter()
@@ -270,6 +280,80 @@ async fn show_commands_match_what_clients_did() {
         1
     );
     held[0].batch_execute("commit").await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgcat_columns_and_units_on_the_pgcat_database() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let proxy = Proxy::start(port, &config(port, free_port(), &pg));
+    let a = admin(&proxy, "pgcat").await;
+    let b = admin(&proxy, "pgbouncer").await;
+    let url = proxy.url("app", "app_pw", "app");
+    let clients: Vec<_> = futures_util::future::join_all((0..3).map(|_| connect(&url))).await;
+    // pgcat's SHOW CLIENTS sequence: three statements, then a transaction
+    // of two (its BEGIN and COMMIT count as queries, the block as one).
+    clients[0].simple_query("select 1").await.expect("select");
+    for sql in [
+        "select 2",
+        "select 3",
+        "begin",
+        "select pg_sleep(0.3)",
+        "commit",
+    ] {
+        clients[0].simple_query(sql).await.expect(sql);
+    }
+    clients[1]
+        .batch_execute("begin; select 1")
+        .await
+        .expect("hold");
+
+    let pools = show(&a, "POOLS").await;
+    let app = pools
+        .iter()
+        .find(|r| r["database"] == "app")
+        .expect("app pool");
+    assert_eq!(app["cl_idle"], "2", "{app:?}");
+    assert_eq!(
+        app["cl_active"], "1",
+        "pgcat: only the client holding a server"
+    );
+    assert_eq!(app["sv_active"], "1");
+    assert_eq!(app["cl_cancel_req"], "0");
+    let pgb = show(&b, "POOLS").await;
+    let pgb = pgb
+        .iter()
+        .find(|r| r["database"] == "app")
+        .expect("app pool");
+    assert_eq!(pgb["cl_active"], "3", "PgBouncer: every client not waiting");
+    assert!(!pgb.contains_key("cl_idle"));
+
+    let rows = show(&a, "CLIENTS").await;
+    let first = rows
+        .iter()
+        .find(|r| r["database"] == "app" && r["query_count"] == "6")
+        .unwrap_or_else(|| panic!("a client with 6 queries: {rows:?}"));
+    assert_eq!(first["transaction_count"], "4", "{first:?}");
+    assert_eq!(first["error_count"], "0");
+    assert!(first["client_id"].starts_with("0x"), "{first:?}");
+    assert_eq!(rows.iter().filter(|r| r["database"] == "pgcat").count(), 1);
+    assert_eq!(
+        rows.iter().filter(|r| r["database"] == "pgbouncer").count(),
+        1
+    );
+
+    // Query time: pgcat counts milliseconds, PgBouncer microseconds.
+    let stats = show(&a, "STATS").await;
+    let app = stats.iter().find(|r| r["database"] == "app").expect("app");
+    let ms: i64 = app["total_query_time"].parse().unwrap();
+    assert!((300..1300).contains(&ms), "pgcat's unit is ms: {app:?}");
+    assert_eq!(app["user"], "app");
+    assert!(app.contains_key("total_errors") && app.contains_key("instance"));
+    let stats = show(&b, "STATS").await;
+    let app = stats.iter().find(|r| r["database"] == "app").expect("app");
+    let us: i64 = app["total_query_time"].parse().unwrap();
+    assert!(us >= 300_000, "PgBouncer's unit is µs: {app:?}");
+    clients[1].batch_execute("commit").await.expect("commit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

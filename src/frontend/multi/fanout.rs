@@ -46,7 +46,7 @@ impl Session {
         match outcome {
             Ok(n) => {
                 messages::command_complete(&mut self.client.out, &format!("SELECT {n}"));
-                crate::stats::Counters::add(&self.pool.counters.xacts, 1);
+                self.count_xact();
             }
             Err(Error::ClientGone) => return Ok(Flow::Close),
             Err(e) => self.write_error(&e),

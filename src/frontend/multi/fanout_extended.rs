@@ -91,7 +91,7 @@ impl Session {
             set.abandon();
         }
         if result.is_ok() {
-            crate::stats::Counters::add(&self.pool.counters.xacts, 1);
+            self.count_xact();
         }
         result
     }

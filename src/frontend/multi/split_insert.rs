@@ -32,7 +32,7 @@ impl Session {
             Ok(total) => {
                 self.client.out.extend_from_slice(&out);
                 messages::command_complete(&mut self.client.out, &format!("INSERT 0 {total}"));
-                crate::stats::Counters::add(&self.pool.counters.xacts, 1);
+                self.count_xact();
             }
             Err(e) => self.write_error(&e),
         }

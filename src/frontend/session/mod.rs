@@ -130,6 +130,19 @@ pub enum BindingView {
 }
 
 impl Session {
+    /// A transaction ended: counted for the pool and the client.
+    #[inline]
+    pub(super) fn count_xact(&self) {
+        Counters::add(&self.pool.counters.xacts, 1);
+        Counters::add(&self.stats.info.xacts, 1);
+    }
+
+    #[inline]
+    pub(super) fn count_query(&self) {
+        Counters::add(&self.pool.counters.queries, 1);
+        Counters::add(&self.stats.info.queries, 1);
+    }
+
     /// A session for a client logged in to `pool` with these startup
     /// parameters: registered for cancel requests and in SHOW CLIENTS.
     pub fn start(
