@@ -46,6 +46,8 @@ pub struct Pool {
     pub lag_limit: LagLimit,
     /// Whether pgml.* calls are answered for this pool.
     pub ml_enabled: bool,
+    /// pgcat's intercept plugin: statements answered with configured rows.
+    pub intercept: Option<crate::config::plugins::Intercept>,
     /// What its statements mean for routing, by text (each parsed once).
     pub analyses: Analyses,
     /// ParameterStatus values clients get at login, learned from a server.
@@ -426,5 +428,11 @@ fn build_pool(
         listener: OnceLock::new(),
         plans_epoch: AtomicU64::new(0),
         ml_enabled: pool_cfg.ml.enabled.unwrap_or(true),
+        intercept: crate::config::plugins::Intercept::build(
+            pool_cfg.plugins.as_ref(),
+            config.plugins.as_ref(),
+            db,
+            &user.username,
+        ),
     }
 }

@@ -3,6 +3,7 @@
 
 mod env;
 mod load;
+pub mod plugins;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -19,10 +20,10 @@ pub struct Config {
     pub general: General,
     #[serde(default)]
     pub pools: BTreeMap<String, PoolConfig>,
-    /// pgcat's plugins (prewarmer, query_logger, table_access, intercept):
-    /// accepted so pgcat configs load; not acted on.
+    /// pgcat's plugins: `intercept` is acted on, the others accepted and
+    /// ignored (see `plugins`).
     #[serde(default)]
-    pub plugins: Option<toml::Value>,
+    pub plugins: Option<plugins::Plugins>,
     /// pgmlcat: in-proxy ML (pgml.train, pgml.predict). On by default.
     #[serde(default)]
     pub ml: MlConfig,
@@ -281,7 +282,7 @@ pub struct PoolConfig {
     pub auth_query: Option<String>,
     pub auth_query_user: Option<String>,
     pub auth_query_password: Option<String>,
-    pub plugins: Option<toml::Value>,
+    pub plugins: Option<plugins::Plugins>,
     /// pgmlcat: a replica more than this many bytes of WAL behind its
     /// primary gets no reads until it catches up.
     pub max_replica_lag: Option<u64>,

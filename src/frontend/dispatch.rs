@@ -148,7 +148,8 @@ impl Session {
             (b'l', 6) => is(b"listen"),
             (b'u', 8) => is(b"unlisten"),
             _ => false,
-        } || crate::ml::call::mentions_pgml_bytes(text);
+        } || crate::ml::call::mentions_pgml_bytes(text)
+            || self.pool.intercept.is_some();
         if ours {
             return Ok(QueryNext::Elsewhere);
         }
@@ -191,6 +192,9 @@ impl Session {
         };
         if let Some(command) = commands::parse(sql) {
             self.answer_local(Local::Command(command));
+            return Ok(Flow::Continue);
+        }
+        if self.intercepted(sql) {
             return Ok(Flow::Continue);
         }
         let listens_here = self.mode == crate::config::PoolMode::Transaction

@@ -1,5 +1,5 @@
 //! Simple-protocol statements the session answers itself: pgcat's custom
-//! commands, BEGIN/COMMIT around a transaction that has not reached a
+//! commands and intercepted statements, BEGIN/COMMIT around a transaction that has not reached a
 //! server yet, and SQL DEALLOCATE of the client's protocol-level statements.
 
 use super::decide::Local;
@@ -35,6 +35,28 @@ impl Session {
             }
         }
         messages::ready_for_query(&mut self.client.out, self.tx.status);
+    }
+
+    /// Answers `sql` with the rows pgcat's intercept plugin configures for
+    /// it, if it is one of its statements; false when it is not.
+    pub(super) fn intercepted(&mut self, sql: &str) -> bool {
+        let pool = self.pool.clone();
+        let Some(answer) = pool.intercept.as_ref().and_then(|i| i.answer(sql)) else {
+            return false;
+        };
+        let out = &mut self.client.out;
+        let columns: Vec<(&str, u32)> = answer
+            .columns
+            .iter()
+            .map(|(n, t)| (n.as_str(), *t))
+            .collect();
+        messages::row_description(out, &columns);
+        for row in &answer.rows {
+            messages::data_row(out, row);
+        }
+        messages::command_complete(out, &format!("SELECT {}", answer.rows.len()));
+        messages::ready_for_query(out, self.tx.status);
+        true
     }
 
     /// SQL DEALLOCATE of statements the client prepared with the protocol:

@@ -870,3 +870,38 @@ async fn without_default_shard_keyless_statements_go_to_shard_0() {
         "keyed rows spread: {on:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intercept_plugin_answers_with_the_pool_name() {
+    let shards = shard_clusters();
+    let port = free_port();
+    // pgcat's three-shard spec set-up: an IDE's first question, answered
+    // for the pool (a server would say its own database, "app").
+    let config = format!(
+        "{}\n[pools.sharded_db.plugins.intercept]\nenabled = true\n\
+         [pools.sharded_db.plugins.intercept.queries.0]\n\
+         query = \"select current_database() as a, current_schemas(false) as b\"\n\
+         schema = [[\"a\", \"text\"], [\"b\", \"text\"]]\n\
+         result = [[\"${{DATABASE}}\", \"{{public}}\"]]\n",
+        sharded_config(port, &shards).replace("[pools.app", "[pools.sharded_db")
+    );
+    let proxy = Proxy::start(port, &config);
+    let c = connect(&proxy.url("app", "app_pw", "sharded_db")).await;
+    let rows = c
+        .query(
+            "SELECT current_database() AS a, current_schemas(false) AS b",
+            &[],
+        )
+        .await;
+    // Extended protocol goes to the servers (pgcat intercepts simple
+    // queries only); the simple query is answered.
+    assert!(rows.is_ok(), "{rows:?}");
+    let got = lines(
+        &c,
+        "select current_database() as a,  current_schemas(false) as b;",
+    )
+    .await;
+    assert_eq!(got, ["sharded_db|{public}"]);
+    let other = lines(&c, "select current_database()").await;
+    assert_eq!(other, ["app"], "other statements reach the servers");
+}
