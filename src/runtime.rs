@@ -32,8 +32,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
             _ = hup.recv() => reload(&app, "SIGHUP"),
             _ = int.recv() => {
                 tracing::info!("SIGINT: graceful shutdown");
-                graceful_shutdown(&app).await;
-                return Ok(());
+                app.shutdown.send_replace(Shutdown::Graceful);
             }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: fast shutdown");
@@ -41,9 +40,16 @@ pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
                 return Ok(());
             }
             _ = stopped.changed() => {
-                // The admin console's SHUTDOWN.
-                if *stopped.borrow_and_update() == Shutdown::Fast {
-                    return Ok(());
+                // SIGINT, or the admin console's SHUTDOWN (graceful on
+                // `pgcat`, as pgcat's; fast on `pgbouncer`, as PgBouncer's).
+                let now = *stopped.borrow_and_update();
+                match now {
+                    Shutdown::Running => {}
+                    Shutdown::Graceful => {
+                        graceful_shutdown(&app).await;
+                        return Ok(());
+                    }
+                    Shutdown::Fast => return Ok(()),
                 }
             }
         }
@@ -66,18 +72,20 @@ pub fn reload(app: &App, why: &str) {
     }
 }
 
-/// Stops accepting, lets clients finish their transactions for up to
-/// `shutdown_timeout`, then returns so the process can exit.
+/// Shutdown has begun (new pool clients are refused; the admin console
+/// still works): lets clients finish their transactions for up to
+/// `shutdown_timeout`, then returns so the process can exit. Idle clients
+/// are closed at once; admin sessions do not hold the exit up.
 async fn graceful_shutdown(app: &App) {
-    app.shutdown.send_replace(Shutdown::Graceful);
     let limit = Duration::from_millis(app.config().general.shutdown_timeout);
     let started = Instant::now();
-    while app.client_count() > 0 && started.elapsed() < limit {
+    let left = || crate::stats::connections().pool_clients();
+    while left() > 0 && started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if app.client_count() > 0 {
+    if left() > 0 {
         tracing::warn!(
-            clients = app.client_count(),
+            clients = left(),
             "shutdown_timeout reached; closing remaining clients"
         );
     }

@@ -164,6 +164,14 @@ async fn run(app: &App, dialect: Dialect, sql: &str, out: &mut BytesMut) -> Resu
             app.resume(db.as_deref(), user.as_deref());
             messages::command_complete(out, "RESUME");
         }
+        ["SHUTDOWN"] if dialect == Dialect::Pgcat => {
+            // pgcat's: a graceful shutdown, as SIGINT, answered with a row.
+            tracing::info!("admin SHUTDOWN: graceful shutdown");
+            app.shutdown.send_replace(Shutdown::Graceful);
+            let mut t = table::Table::new(&[("success", table::TEXT)]);
+            t.row(vec![table::s("t")]);
+            t.write(out, "SHUTDOWN");
+        }
         ["SHUTDOWN"] => {
             tracing::info!("admin SHUTDOWN");
             app.shutdown.send_replace(Shutdown::Fast);

@@ -169,6 +169,9 @@ pub async fn login(
             user,
         });
     }
+    if app.shutdown_state() != crate::app::Shutdown::Running {
+        return Err(Error::Shutdown);
+    }
     if !registry.has_database(&database) {
         return Err(Error::UnknownDatabase(database));
     }

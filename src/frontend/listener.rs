@@ -19,7 +19,9 @@ use crate::net::stream::Stream;
 /// How long a client may take from connect to logged in (Postgres: authentication_timeout).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Accepts until shutdown begins.
+/// Accepts until the process stops. During a graceful shutdown new
+/// connections are still accepted, so the admin console stays reachable
+/// and pool clients hear why they are refused (57P01) at once.
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
     let mut shutdown = app.shutdown.subscribe();
     loop {
@@ -35,7 +37,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
                 }
             },
             _ = shutdown.changed() => {
-                if *shutdown.borrow() != Shutdown::Running {
+                if *shutdown.borrow() == Shutdown::Fast {
                     tracing::info!("no longer accepting connections");
                     return;
                 }
@@ -96,8 +98,13 @@ async fn client_task(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
             messages::backend_key_data(&mut out, 0, 0);
             messages::ready_for_query(&mut out, TxStatus::Idle);
             // Listed in SHOW CLIENTS, as PgBouncer and pgcat list theirs.
-            let _listed =
-                crate::stats::connections().add_client(peer, &database, &user, &application_name);
+            let _listed = crate::stats::connections().add_client(
+                peer,
+                &database,
+                &user,
+                &application_name,
+                true,
+            );
             let dialect = crate::admin::Dialect::of(&database);
             if stream.write_all(&out).await.is_ok() {
                 if let Err(e) =

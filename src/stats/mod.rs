@@ -51,6 +51,8 @@ pub struct ClientInfo {
     pub user: String,
     pub application_name: String,
     pub connected_at: SystemTime,
+    /// An admin console session (not a pool's client).
+    pub admin: bool,
     state: AtomicU8,
     /// What keeps its server pinned (`backend::held::Kinds` bits; 0: none).
     pinned: AtomicU8,
@@ -190,12 +192,18 @@ impl Connections {
         ServerHandle { id, info }
     }
 
+    /// Clients of pools (admin sessions aside).
+    pub fn pool_clients(&self) -> usize {
+        self.clients.iter().filter(|c| !c.admin).count()
+    }
+
     pub fn add_client(
         &self,
         addr: SocketAddr,
         database: &str,
         user: &str,
         application_name: &str,
+        admin: bool,
     ) -> ClientHandle {
         let id = self.next_id();
         let info = Arc::new(ClientInfo {
@@ -204,6 +212,7 @@ impl Connections {
             user: user.to_string(),
             application_name: application_name.to_string(),
             connected_at: SystemTime::now(),
+            admin,
             state: AtomicU8::new(ClientState::Idle as u8),
             pinned: AtomicU8::new(0),
             wait_started: AtomicU64::new(0),

@@ -117,8 +117,10 @@ async fn sighup_resizes_a_pool_without_dropping_clients() {
 async fn sigint_lets_transactions_finish_then_exits() {
     let pg = PgCluster::start();
     let port = free_port();
-    let mut proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
+    let config = simple_config(port, &pg, "transaction", 2);
+    let mut proxy = Proxy::start(port, &config);
     let url = proxy.url("app", "app_pw", "app");
+    let admin_url = proxy.url("admin", "admin_pw", "pgcat");
     let busy = connect(&url).await;
     busy.batch_execute("create table done(x int)")
         .await
@@ -127,25 +129,78 @@ async fn sigint_lets_transactions_finish_then_exits() {
         .await
         .expect("open tx");
     let idle = connect(&url).await;
+    let console = connect(&admin_url).await;
     proxy.signal("INT");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // New connections are refused, idle clients are closed...
-    assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    // New pool clients are refused at once, with the reason...
+    let started = Instant::now();
+    let refused = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
-        .is_err());
+        .err()
+        .expect("refused during shutdown");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(refused.code().map(|c| c.code()), Some("57P01"), "{refused}");
+    // ...idle clients are closed...
     assert!(
         idle.simple_query("select 1").await.is_err(),
         "idle client should be closed"
     );
-    // ...but the open transaction may finish.
+    // ...the admin console keeps working, for new sessions too (pgcat's
+    // shutdown contract)...
+    console
+        .simple_query("SHOW DATABASES")
+        .await
+        .expect("an open console works");
+    connect(&admin_url)
+        .await
+        .simple_query("SHOW POOLS")
+        .await
+        .expect("a new console session works");
+    // ...and the open transaction may finish.
     busy.batch_execute("insert into done values (2); commit")
         .await
         .expect("commit during graceful shutdown");
     assert_eq!(pg.psql("app", "select count(*) from done"), "2");
     let status = proxy
         .wait_exit(Duration::from_secs(5))
-        .expect("proxy exits once clients are done");
+        .expect("proxy exits once clients are done (admin sessions do not hold it)");
     assert!(status.success(), "{status}");
+    // The port is free again at once (SO_REUSEADDR): a new process takes it.
+    let again = Proxy::start(port, &config);
+    let c = connect(&url).await;
+    c.simple_query("select 1")
+        .await
+        .expect("new process serves");
+    drop(again);
+}
+
+/// pgcat's admin SHUTDOWN is graceful (as SIGINT) and answers a row;
+/// PgBouncer's (on `pgbouncer`) is immediate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_shutdown_on_pgcat_is_graceful() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let mut proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
+    let busy = connect(&proxy.url("app", "app_pw", "app")).await;
+    busy.batch_execute("begin").await.expect("begin");
+    busy.simple_query("select 1")
+        .await
+        .expect("in a transaction");
+    let console = connect(&proxy.url("admin", "admin_pw", "pgcat")).await;
+    let answer = console.simple_query("SHUTDOWN").await.expect("SHUTDOWN");
+    let success = answer.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get("success").map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(success.as_deref(), Some("t"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    busy.simple_query("select 2")
+        .await
+        .expect("the transaction goes on");
+    busy.batch_execute("commit").await.expect("commit");
+    proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits once the transaction ended");
 }
 
 #[test]

@@ -162,6 +162,7 @@ impl Session {
             &pool.database,
             &pool.user,
             application_name,
+            false,
         );
         let cancel = app.cancels.register();
         let params = ClientParams::from_startup(startup);
