@@ -45,6 +45,10 @@ pub enum Error {
     ServerLost(String),
     #[error("{0}")]
     Unsupported(String),
+    /// pgcat's checkout_failure_limit: this client failed to get a server
+    /// that many times.
+    #[error("checkout failure limit reached ({failures} / {limit}): closing the connection")]
+    CheckoutFailureLimit { failures: u64, limit: u64 },
     #[error("too many client connections (max_client_conn = {0})")]
     TooManyClients(usize),
     #[error("terminating connection: pgmlcat is shutting down")]
@@ -104,7 +108,10 @@ impl Error {
             Error::Protocol(_) => "08P01",
             Error::UnknownDatabase(_) => "3D000",
             Error::AuthFailed(_) => "28P01",
-            Error::PoolExhausted { .. } | Error::TooManyClients(_) => "53300",
+            // pgcat's class for a failed checkout (its specs and users
+            // rescue "system errors").
+            Error::PoolExhausted { .. } | Error::CheckoutFailureLimit { .. } => "58000",
+            Error::TooManyClients(_) => "53300",
             Error::ServerRefused { fields, .. } => &fields.code,
             Error::Unsupported(_) | Error::NoShard(_) => "0A000",
             Error::TlsRequired => "28000",

@@ -46,6 +46,8 @@ pub struct Pool {
     pub lag_limit: LagLimit,
     /// Whether pgml.* calls are answered for this pool.
     pub ml_enabled: bool,
+    /// pgcat's: clients that failed to get a server this often are closed.
+    pub checkout_failure_limit: Option<u64>,
     /// pgcat's intercept plugin: statements answered with configured rows.
     pub intercept: Option<crate::config::plugins::Intercept>,
     /// What its statements mean for routing, by text (each parsed once).
@@ -428,6 +430,9 @@ fn build_pool(
         listener: OnceLock::new(),
         plans_epoch: AtomicU64::new(0),
         ml_enabled: pool_cfg.ml.enabled.unwrap_or(true),
+        checkout_failure_limit: pool_cfg
+            .checkout_failure_limit
+            .or(config.general.checkout_failure_limit),
         intercept: crate::config::plugins::Intercept::build(
             pool_cfg.plugins.as_ref(),
             config.plugins.as_ref(),

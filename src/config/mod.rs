@@ -279,6 +279,9 @@ pub struct PoolConfig {
     pub session_state: SessionStateMode,
     pub log_client_parameter_status_changes: bool,
     pub prepared_statements_cache_size: Option<usize>,
+    /// pgcat's: a client that failed to get a server this many times is
+    /// disconnected (None, the default: never).
+    pub checkout_failure_limit: Option<u64>,
     pub auth_query: Option<String>,
     pub auth_query_user: Option<String>,
     pub auth_query_password: Option<String>,
@@ -324,6 +327,7 @@ impl Default for PoolConfig {
             session_state: SessionStateMode::Pin,
             log_client_parameter_status_changes: false,
             prepared_statements_cache_size: None,
+            checkout_failure_limit: None,
             auth_query: None,
             auth_query_user: None,
             auth_query_password: None,

@@ -3,6 +3,7 @@
 //! clean when the transaction ends, and what happens when it dies under
 //! the client.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::session::{Binding, Flow, Recovery, Session};
@@ -49,25 +50,36 @@ impl Session {
             Some(leased) => leased,
             None => Box::pin(self.lease(route)).await,
         };
-        Ok(self.leased(leased, protocol))
+        match self.leased(leased, protocol) {
+            Err(e) => {
+                self.fatal(&e).await;
+                Err(e)
+            }
+            Ok(ok) => Ok(ok),
+        }
     }
 
-    /// Whether the lease went through; if not, the client is told.
-    fn leased(&mut self, leased: Result<()>, protocol: Protocol) -> bool {
+    /// Whether the lease went through; if not, the client is told, or,
+    /// at pgcat's `checkout_failure_limit`, the error to close it with.
+    fn leased(&mut self, leased: Result<()>, protocol: Protocol) -> Result<bool> {
         let err = match leased {
-            Ok(()) => return true,
+            Ok(()) => return Ok(true),
             Err(e) => e,
         };
         self.stats.info.set_state(ClientState::Idle);
         Counters::add(&self.pool.counters.errors, 1);
-        Counters::add(&self.stats.info.errors, 1);
+        let failures = self.stats.info.errors.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(client = %self.client.peer, pool = %self.server.last_pool.name, error = %err, "no server for client");
+        if let Some(limit) = self.pool.checkout_failure_limit.filter(|l| failures >= *l) {
+            tracing::warn!(client = %self.client.peer, failures, limit, "checkout failure limit reached: disconnecting the client");
+            return Err(Error::CheckoutFailureLimit { failures, limit });
+        }
         messages::error_with_severity(&mut self.client.out, &err, Severity::Error);
         match protocol {
             Protocol::Simple => messages::ready_for_query(&mut self.client.out, self.tx.status),
             Protocol::Extended => self.recovery = Recovery::SkipToSync,
         }
-        false
+        Ok(false)
     }
 
     /// The lease without waiting, when nothing needs a round trip; None

@@ -55,7 +55,7 @@ fn check_accepts_pgcat_configs_and_names_bad_keys() {
 async fn sighup_resizes_a_pool_without_dropping_clients() {
     let pg = PgCluster::start();
     let port = free_port();
-    // A short wait for a free server (53300 soon), but time enough to open
+    // A short wait for a free server (58000 soon), but time enough to open
     // one: a busy machine can take more than 500 ms to start a backend.
     let config = simple_config(port, &pg, "transaction", 1).replace(
         "connect_timeout = 3000",
@@ -73,7 +73,7 @@ async fn sighup_resizes_a_pool_without_dropping_clients() {
         .simple_query("select 1")
         .await
         .expect_err("pool of one is taken");
-    assert_eq!(err.code().map(|c| c.code()), Some("53300"));
+    assert_eq!(err.code().map(|c| c.code()), Some("58000"));
 
     proxy.write_config(&config.replace("pool_size = 1", "pool_size = 2"));
     proxy.signal("HUP");
@@ -82,7 +82,7 @@ async fn sighup_resizes_a_pool_without_dropping_clients() {
         match other.simple_query("select 1").await {
             Ok(_) => break,
             Err(e) if Instant::now() < deadline => {
-                assert_eq!(e.code().map(|c| c.code()), Some("53300"), "{e}");
+                assert_eq!(e.code().map(|c| c.code()), Some("58000"), "{e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("pool did not grow after SIGHUP: {e}\n{}", proxy.log()),

@@ -205,10 +205,10 @@ async fn session_mode_keeps_state_and_discards_it_on_leave() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pool_exhausted_gives_53300_and_client_stays_usable() {
+async fn pool_exhausted_gives_58000_and_client_stays_usable() {
     let pg = PgCluster::start();
     let port = free_port();
-    // A short wait for a free server (53300 soon), but time enough to open
+    // A short wait for a free server (58000 soon), but time enough to open
     // one: a busy machine can take more than 500 ms to start a backend.
     let config = simple_config(port, &pg, "transaction", 1).replace(
         "connect_timeout = 3000",
@@ -228,15 +228,66 @@ async fn pool_exhausted_gives_53300_and_client_stays_usable() {
         .await
         .expect_err("pool exhausted");
     let db = err.as_db_error().expect("a server error");
-    assert_eq!(db.code().code(), "53300");
+    assert_eq!(
+        db.code().code(),
+        "58000",
+        "pgcat's class for a failed checkout"
+    );
     assert!(db.message().contains("exhausted"), "{}", db.message());
     assert!(started.elapsed() < Duration::from_secs(3));
     holder.batch_execute("commit").await.expect("release");
     let row = waiter
         .query_one("select 2", &[])
         .await
-        .expect("usable after 53300");
+        .expect("usable after 58000");
     assert_eq!(row.get::<_, i32>(0), 2);
+}
+
+/// pgcat's checkout_failure_limit: unset, failed checkouts never close a
+/// client; set to 2, the second failure is FATAL and closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_failure_limit_closes_a_client_only_when_set() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let config = simple_config(port, &pg, "transaction", 1).replace(
+        "connect_timeout = 3000",
+        "connect_timeout = 3000\ncheckout_timeout = 200",
+    );
+    let limited = config.replace("[pools.app]\n", "[pools.app]\ncheckout_failure_limit = 2\n");
+    assert_ne!(limited, config);
+    for (cfg, limit) in [(&config, None), (&limited, Some(2))] {
+        let proxy = Proxy::start(port, cfg);
+        let url = proxy.url("app", "app_pw", "app");
+        let holder = connect(&url).await;
+        holder
+            .batch_execute("begin; select 1")
+            .await
+            .expect("hold the only server");
+        let waiter = connect(&url).await;
+        for attempt in 1..=3 {
+            let err = waiter
+                .simple_query("select 1")
+                .await
+                .expect_err("pool exhausted");
+            if limit == Some(attempt) {
+                let db = err.as_db_error().expect("FATAL from pgmlcat");
+                assert_eq!(db.code().code(), "58000");
+                assert_eq!(db.severity(), "FATAL", "{db:?}");
+                assert!(db.message().contains("checkout failure limit"), "{db:?}");
+                break;
+            }
+            assert_eq!(err.code().map(|c| c.code()), Some("58000"), "{err}");
+            assert!(!waiter.is_closed(), "attempt {attempt}: {err}");
+        }
+        holder.batch_execute("commit").await.expect("release");
+        let after = waiter.simple_query("select 2").await;
+        match limit {
+            Some(_) => assert!(after.is_err() && waiter.is_closed(), "closed at the limit"),
+            None => {
+                after.expect("no limit: the client goes on");
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
