@@ -130,7 +130,7 @@ async fn run(app: &App, dialect: Dialect, sql: &str, out: &mut BytesMut) -> Resu
                 "TRAININGS" => ml::trainings(app),
                 other => {
                     return Err(Error::Admin(format!(
-                        "unknown SHOW command {other}; see SHOW HELP"
+                        "Unsupported SHOW command {other}; see SHOW HELP"
                     )))
                 }
             };
@@ -178,10 +178,12 @@ async fn run(app: &App, dialect: Dialect, sql: &str, out: &mut BytesMut) -> Resu
             messages::command_complete(out, "SHUTDOWN");
         }
         ["BAN", ..] | ["UNBAN", ..] => ban(app, kw[0] == "BAN", &words[1..], out)?,
-        [] => messages::empty_query(out),
+        // Only an empty string is an empty query: `;;;` is not a command.
+        [] if sql.trim().is_empty() => messages::empty_query(out),
         _ => {
             return Err(Error::Admin(format!(
-                "unknown admin command {text:?}; see SHOW HELP"
+                "Unsupported admin command {:?}; see SHOW HELP",
+                sql.trim()
             )))
         }
     }
@@ -224,8 +226,6 @@ enum BanTarget<'a> {
     Host(&'a str),
     /// One server (pgmlcat's `BAN host port seconds`, `UNBAN host port`).
     Server(&'a str, u16),
-    /// Every server (`UNBAN` alone).
-    All,
 }
 
 /// `BAN host seconds` / `UNBAN host` as in pgcat (primaries on the host are
@@ -235,7 +235,7 @@ enum BanTarget<'a> {
 /// columns) and port.
 fn ban(app: &App, banning: bool, args: &[&str], out: &mut BytesMut) -> Result<()> {
     let usage = || {
-        Error::Admin("usage: BAN host seconds | BAN host port seconds | UNBAN [host [port]]".into())
+        Error::Admin("usage: BAN host seconds | BAN host port seconds | UNBAN host [port]".into())
     };
     let number = |s: &str| s.parse::<u64>().map_err(|_| usage());
     let (target, seconds) = match (banning, args) {
@@ -244,7 +244,6 @@ fn ban(app: &App, banning: bool, args: &[&str], out: &mut BytesMut) -> Result<()
             let port = u16::try_from(number(port)?).map_err(|_| usage())?;
             (BanTarget::Server(host, port), number(seconds)?)
         }
-        (false, []) => (BanTarget::All, 0),
         (false, [host]) => (BanTarget::Host(host), 0),
         (false, [host, port]) => {
             let port = u16::try_from(number(port)?).map_err(|_| usage())?;
@@ -270,7 +269,6 @@ fn ban(app: &App, banning: bool, args: &[&str], out: &mut BytesMut) -> Result<()
             let hit = match target {
                 BanTarget::Host(h) => h == addr.host,
                 BanTarget::Server(h, p) => h == addr.host && p == addr.port,
-                BanTarget::All => true,
             };
             if !hit {
                 continue;
@@ -308,7 +306,7 @@ fn ban(app: &App, banning: bool, args: &[&str], out: &mut BytesMut) -> Result<()
             }
         }
     }
-    if matched == 0 && !matches!(target, BanTarget::All) {
+    if matched == 0 {
         return Err(Error::Admin("no server on that host".into()));
     }
     t.write(out, if banning { "BAN" } else { "UNBAN" });

@@ -15,7 +15,7 @@ pub const HELP: &[&str] = &[
     "SHOW HELP|POOLS|STATS|SERVERS|CLIENTS|DATABASES|USERS|CONFIG|BANS|LISTS|VERSION",
     "SHOW PROJECTS|MODELS|TRAININGS (pgml: projects in each database, models warm in this process, running trainings)",
     "BAN host seconds | BAN host port seconds",
-    "UNBAN [host [port]]",
+    "UNBAN host [port]",
     "RELOAD",
     "PAUSE [db[,user]]",
     "RESUME [db[,user]]",

@@ -485,7 +485,9 @@ async fn ban_unban_and_shutdown() {
         .map(|d| d.message().to_string())
         .unwrap_or_default();
     assert!(msg.contains("never banned"), "{msg}");
-    a.simple_query("UNBAN").await.expect("unban");
+    a.simple_query(&format!("UNBAN 127.0.0.1 {}", replica.port))
+        .await
+        .expect("unban");
     assert!(show(&a, "BANS").await.is_empty());
 
     // pgcat's form: BAN <host> <seconds> bans every server on the host but
@@ -506,8 +508,11 @@ async fn ban_unban_and_shutdown() {
         "BAN 127.0.0.1 soon",
         "BAN 127.0.0.1 0",
         "UNBAN nowhere",
+        "UNBAN",
         "PAUSE nosuchdb",
         "FROB",
+        "SHOW 1",
+        ";;;;;",
     ] {
         let err = a.simple_query(bad).await.expect_err(bad);
         assert_eq!(
