@@ -75,9 +75,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr).await?;
-        tracing::info!("pgmlcat {} listening on {addr}", env!("CARGO_PKG_VERSION"));
         let app = pgmlcat::app::App::new(loaded.config, cli.config.clone())
             .map_err(|errors| std::io::Error::other(errors.join("; ")))?;
+        // pgcat's words: scripts wait for them.
+        tracing::info!(
+            "pgmlcat {} listening on {addr}. Waiting for clients",
+            env!("CARGO_PKG_VERSION")
+        );
         pgmlcat::runtime::run(app, listener).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

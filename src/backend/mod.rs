@@ -3,6 +3,7 @@
 //! of (database, user) pools built from the config, and sets of servers
 //! held across shards.
 
+pub mod auth_query;
 mod connect;
 pub mod health;
 pub mod held;

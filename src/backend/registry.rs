@@ -11,12 +11,13 @@ use arc_swap::ArcSwapOption;
 
 use rand::Rng;
 
+use super::auth_query::AuthQuery;
 use super::health::LagLimit;
 use super::listen::Listener;
 use super::pool::{PoolSettings, ServerPool, ServerTls};
 use super::server::{Address, Credentials};
 use crate::config::{
-    Config, LoadBalancingMode, PoolConfig, PoolMode, Role, SessionStateMode, UserConfig,
+    AuthType, Config, LoadBalancingMode, PoolConfig, PoolMode, Role, SessionStateMode, UserConfig,
 };
 use crate::errors::{Error, Result};
 use crate::net::auth::Secret;
@@ -31,8 +32,13 @@ pub struct Pool {
     pub mode: PoolMode,
     /// Whether transaction mode pins or refuses state that cannot move.
     pub session_state: SessionStateMode,
-    /// The client-side secret (None: the user has no password; only trust works).
+    /// How its clients log in (the user's auth_type, else the general one).
+    pub auth_type: AuthType,
+    /// The client-side secret (None: the user has no password; only trust
+    /// works, unless `auth_query` finds one).
     pub secret: Option<Secret>,
+    /// pgcat's auth_query, for a user configured without a password.
+    pub auth_query: Option<AuthQuery>,
     /// `shards[i]`: the servers of shard i, configured primary first.
     pub shards: Vec<Vec<Arc<ServerPool>>>,
     pub route: RouteConfig,
@@ -74,6 +80,41 @@ impl Pool {
     /// every copy the servers hold.
     pub fn plans_went_stale(&self) {
         self.plans_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The secret a client's password is checked against: the configured
+    /// one, else the hash auth_query reads (kept; read again when `stale`).
+    /// Err: auth_query could not read it (the reason, for the log).
+    pub async fn client_secret(&self, stale: bool) -> Result<Option<Secret>, String> {
+        if let Some(s) = &self.secret {
+            return Ok(Some(s.clone()));
+        }
+        let Some(aq) = &self.auth_query else {
+            return Ok(None);
+        };
+        if let Some(kept) = aq.fetched().filter(|_| !stale) {
+            return Ok(Some((*kept).clone()));
+        }
+        let fresh = aq.fetch(self.primary(0), &self.user).await?;
+        self.log_in_servers_with(&fresh);
+        Ok(Some((*fresh).clone()))
+    }
+
+    /// With an md5 hash from auth_query, new server connections log in
+    /// with it (md5 pass-through) where the config gives no password.
+    fn log_in_servers_with(&self, secret: &Secret) {
+        for server in self.all_servers() {
+            let settings = server.settings();
+            if settings.credentials.password.is_some() {
+                continue;
+            }
+            let md5 = secret.md5_for(&settings.credentials.user);
+            if md5 != settings.credentials.md5 {
+                let mut updated = (*settings).clone();
+                updated.credentials.md5 = md5;
+                server.update(updated);
+            }
+        }
     }
 
     /// The pool's listener, started by the first client that LISTENs.
@@ -402,6 +443,19 @@ fn build_pool(
         }
         shards.push(servers);
     }
+    // auth_query serves users without a password; what it read survives a
+    // reload that leaves it as it was.
+    let auth_query = config
+        .auth_query(pool_cfg)
+        .filter(|_| user.password.is_none())
+        .map(|(q, u, p)| AuthQuery::new(q, u, p));
+    if let Some(aq) = &auth_query {
+        let kept = previous
+            .and_then(|p| p.auth_query.as_ref())
+            .filter(|old| old.same_as(aq))
+            .and_then(AuthQuery::fetched);
+        aq.keep(kept);
+    }
     let keep_params = previous
         .filter(|p| p.shards.len() == shards.len() && Arc::ptr_eq(p.primary(0), &shards[0][0]))
         .and_then(|p| p.server_params.load_full());
@@ -409,12 +463,14 @@ fn build_pool(
     // every transaction for nothing.
     let mut route = RouteConfig::from_pool(pool_cfg);
     route.parser &= shards.iter().any(|s| s.len() > 1);
-    Pool {
+    let pool = Pool {
         database: db.to_string(),
         user: user.username.clone(),
         mode: settings.mode,
         session_state: pool_cfg.session_state,
+        auth_type: config.auth_type(user),
         secret: user.password.as_deref().map(Secret::parse),
+        auth_query,
         shards,
         route,
         sharding,
@@ -439,5 +495,9 @@ fn build_pool(
             db,
             &user.username,
         ),
+    };
+    if let Some(kept) = pool.auth_query.as_ref().and_then(AuthQuery::fetched) {
+        pool.log_in_servers_with(&kept);
     }
+    pool
 }

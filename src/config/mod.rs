@@ -354,6 +354,9 @@ pub struct UserConfig {
     pub server_username: Option<String>,
     #[serde(default, deserialize_with = "env::env_string_opt")]
     pub server_password: Option<String>,
+    /// pgcat's per-user auth_type; the general one when unset.
+    #[serde(default)]
+    pub auth_type: Option<AuthType>,
     pub pool_size: u32,
     #[serde(default)]
     pub min_pool_size: Option<u32>,
@@ -410,6 +413,29 @@ impl Config {
                 (true, true) => SslMode::VerifyFull,
             },
         )
+    }
+
+    /// How a pool's user logs in: its own auth_type, else the general one.
+    pub fn auth_type(&self, user: &UserConfig) -> AuthType {
+        user.auth_type.unwrap_or(self.general.auth_type)
+    }
+
+    /// The pool's auth_query settings (pool keys, else general ones), when
+    /// all three are set.
+    pub fn auth_query<'a>(&'a self, pool: &'a PoolConfig) -> Option<(&'a str, &'a str, &'a str)> {
+        let g = &self.general;
+        match (
+            pool.auth_query.as_deref().or(g.auth_query.as_deref()),
+            pool.auth_query_user
+                .as_deref()
+                .or(g.auth_query_user.as_deref()),
+            pool.auth_query_password
+                .as_deref()
+                .or(g.auth_query_password.as_deref()),
+        ) {
+            (Some(q), Some(u), Some(p)) => Some((q, u, p)),
+            _ => None,
+        }
     }
 
     pub fn checkout_timeout(&self, pool: &PoolConfig, user: &UserConfig) -> u64 {

@@ -74,8 +74,17 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
             }
         }
         let mut seen = std::collections::HashSet::new();
+        let auth_query = config.auth_query(pool).is_some();
         for (key, user) in &pool.users {
             let at = format!("{at}.users.{key}");
+            let trusted = config.auth_type(user) == super::AuthType::Trust;
+            if user.password.is_none() && !auth_query && !trusted {
+                // pgcat's words, which its users (and specs) look for.
+                errors.push(format!(
+                    "{at}.password: no password and no auth_query. You have to specify a user \
+                     password for every pool if auth_query is not specified"
+                ));
+            }
             if user.username.is_empty() {
                 errors.push(format!("{at}.username: must not be empty"));
             }

@@ -138,17 +138,24 @@ pub async fn login(
     let registry = app.registry.load();
     if crate::admin::is_admin_database(&database) && !registry.has_database(&database) {
         let g = &registry.config.general;
+        // The console wants a password unless admin_auth_type says trust
+        // (pgcat's key): the general auth_type's trust does not open it.
+        let g_trust = g.admin_auth_type == Some(AuthType::Trust);
         let auth_type = g.admin_auth_type.unwrap_or(match g.auth_type {
-            AuthType::Trust => AuthType::Md5, // the console always wants a password
+            AuthType::Trust => AuthType::Md5,
             other => other,
         });
+        let is_admin = user == g.admin_username;
         drop(registry);
         let secret = crate::admin::admin_secret(app, &user);
         let ok = match auth_type {
             AuthType::Scram => scram_exchange(stream, buf, &mut out, secret.as_ref()).await?,
-            _ => md5_exchange(stream, buf, &mut out, &user, secret.as_ref()).await?,
+            AuthType::Trust if g_trust => true,
+            _ => md5_exchange(stream, buf, &mut out)
+                .await?
+                .matches(&user, secret.as_ref()),
         };
-        if !ok || secret.is_none() {
+        if !ok || !(secret.is_some() || (g_trust && is_admin)) {
             return Err(Error::AuthFailed(user));
         }
         messages::auth_ok(&mut out);
@@ -175,16 +182,51 @@ pub async fn login(
     if !registry.has_database(&database) {
         return Err(Error::UnknownDatabase(database));
     }
-    let auth_type = registry.config.general.auth_type;
     let pool = registry.get(&database, &user).cloned();
+    let auth_type = pool
+        .as_ref()
+        .map_or(registry.config.general.auth_type, |p| p.auth_type);
     drop(registry);
     // An unknown user still goes through a challenge, so its answer looks
     // like a wrong password's.
-    let secret = pool.as_ref().and_then(|p| p.secret.clone());
+    let secret = match &pool {
+        Some(p) => p.client_secret(false).await.unwrap_or_else(|why| {
+            tracing::warn!(user = %user, pool = %p.database, "{why}");
+            None
+        }),
+        None => None,
+    };
     let authenticated = match auth_type {
         AuthType::Trust => pool.is_some(),
-        AuthType::Md5 => md5_exchange(stream, buf, &mut out, &user, secret.as_ref()).await?,
-        AuthType::Scram => scram_exchange(stream, buf, &mut out, secret.as_ref()).await?,
+        AuthType::Md5 => {
+            let answer = md5_exchange(stream, buf, &mut out).await?;
+            answer.matches(&user, secret.as_ref())
+                || match pool.as_ref().filter(|p| p.auth_query.is_some()) {
+                    // The password may have changed in the database: read
+                    // the hash again and check the same answer with it.
+                    Some(p) => match p.client_secret(true).await {
+                        Ok(fresh) => answer.matches(&user, fresh.as_ref()),
+                        Err(why) => {
+                            tracing::warn!(user = %user, pool = %p.database, "{why}");
+                            false
+                        }
+                    },
+                    None => false,
+                }
+        }
+        AuthType::Scram => {
+            let ok = scram_exchange(stream, buf, &mut out, secret.as_ref()).await?;
+            if !ok {
+                // A stale verifier cannot be checked again in this
+                // exchange; the client's next try meets the fresh one.
+                if let Some(p) = pool.as_ref().filter(|p| p.auth_query.is_some()) {
+                    if let Err(why) = p.client_secret(true).await {
+                        tracing::warn!(user = %user, pool = %p.database, "{why}");
+                    }
+                }
+            }
+            ok
+        }
     };
     let pool = match pool {
         Some(p) if authenticated => p,
@@ -206,24 +248,34 @@ pub async fn login(
     })
 }
 
+/// A client's answer to an md5 challenge.
+struct Md5Answer {
+    salt: [u8; 4],
+    response: BytesMut,
+}
+
+impl Md5Answer {
+    fn matches(&self, user: &str, secret: Option<&Secret>) -> bool {
+        let response = self.response.strip_suffix(&[0]).unwrap_or(&self.response);
+        match secret.and_then(|s| s.md5_for(user)) {
+            Some(stored) => md5::verify(&stored, self.salt, response),
+            None => false,
+        }
+    }
+}
+
 async fn md5_exchange(
     stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
-    user: &str,
-    secret: Option<&Secret>,
-) -> Result<bool> {
+) -> Result<Md5Answer> {
     let mut salt = [0u8; 4];
     rand::thread_rng().fill_bytes(&mut salt);
     messages::auth_md5(out, salt);
     stream.write_all(out).await?;
     out.clear();
-    let msg = read_auth_message(stream, buf).await?;
-    let response = msg.strip_suffix(&[0]).unwrap_or(&msg);
-    Ok(match secret.and_then(|s| s.md5_for(user)) {
-        Some(stored) => md5::verify(&stored, salt, response),
-        None => false,
-    })
+    let response = read_auth_message(stream, buf).await?;
+    Ok(Md5Answer { salt, response })
 }
 
 async fn scram_exchange(

@@ -171,3 +171,163 @@ fn trust_and_protocol_negotiation() {
     );
     drop(proxy);
 }
+
+/// pgcat's auth_query set-up: a SECURITY DEFINER lookup of pg_shadow,
+/// callable by a dedicated user.
+fn auth_query_setup(pg: &PgCluster) {
+    pg.psql(
+        "app",
+        "CREATE ROLE lookup LOGIN PASSWORD 'lookup_pw'; \
+         CREATE ROLE shopper LOGIN PASSWORD 'first'; \
+         GRANT ALL ON DATABASE app TO shopper; \
+         CREATE FUNCTION public.user_lookup(in i_username text, out uname text, out phash text) \
+         RETURNS record AS $$ BEGIN SELECT usename, passwd FROM pg_catalog.pg_shadow \
+         WHERE usename = i_username INTO uname, phash; RETURN; END; $$ \
+         LANGUAGE plpgsql SECURITY DEFINER; \
+         REVOKE ALL ON FUNCTION public.user_lookup(text) FROM public; \
+         GRANT EXECUTE ON FUNCTION public.user_lookup(text) TO lookup",
+    );
+}
+
+fn auth_query_config(port: u16, pg: &PgCluster, lookup_pw: &str) -> String {
+    format!(
+        "[general]\nhost = \"127.0.0.1\"\nport = {port}\nadmin_username = \"admin\"\n\
+         admin_password = \"admin_pw\"\n\
+         auth_query = \"SELECT * FROM public.user_lookup('$1');\"\n\
+         auth_query_user = \"lookup\"\nauth_query_password = \"{lookup_pw}\"\n\n\
+         [pools.app]\npool_mode = \"transaction\"\n\
+         [pools.app.users.0]\nusername = \"shopper\"\npool_size = 3\n\
+         [pools.app.shards.0]\ndatabase = \"app\"\n\
+         servers = [[\"127.0.0.1\", {}, \"primary\"]]\n",
+        pg.port
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_logs_in_with_the_hash_the_database_holds() {
+    let pg = PgCluster::start_with(Auth::Md5);
+    auth_query_setup(&pg);
+    let port = free_port();
+    let proxy = Proxy::start(port, &auth_query_config(port, &pg, "lookup_pw"));
+    // No password in the config: the client's is checked against the hash,
+    // and the servers are logged in to with it (md5 pass-through).
+    let url = |pw: &str| proxy.url("shopper", pw, "app");
+    assert_eq!(login(&url("first")).await, Ok(1));
+    assert_eq!(login(&url("wrong")).await, Err("28P01".into()));
+    let kept = connect(&url("first")).await;
+    kept.simple_query("select 1").await.expect("query");
+
+    // The password changes in the database: connected clients go on, the
+    // new password works at once (the hash is read again), the old one no
+    // longer does.
+    pg.psql("app", "ALTER ROLE shopper PASSWORD 'second'");
+    kept.simple_query("select 2")
+        .await
+        .expect("still connected");
+    assert_eq!(login(&url("second")).await, Ok(1));
+    assert_eq!(login(&url("first")).await, Err("28P01".into()));
+    // Same as a direct connection.
+    let direct = |pw: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=shopper password={pw} dbname=app",
+            pg.port
+        )
+    };
+    assert_eq!(login(&direct("second")).await, Ok(1));
+    assert_eq!(login(&direct("first")).await, Err("28P01".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_auth_query_fails_logins_until_a_reload_fixes_it() {
+    let pg = PgCluster::start_with(Auth::Md5);
+    auth_query_setup(&pg);
+    let port = free_port();
+    let proxy = Proxy::start(port, &auth_query_config(port, &pg, "not_it"));
+    let url = proxy.url("shopper", "first", "app");
+    assert_eq!(login(&url).await, Err("28P01".into()));
+    assert!(
+        proxy
+            .log()
+            .contains("Error trying to obtain password from auth_query"),
+        "pgcat's words in the log: {}",
+        proxy.log()
+    );
+    proxy.write_config(&auth_query_config(port, &pg, "lookup_pw"));
+    proxy.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while login(&url).await != Ok(1) {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_user_without_password_or_auth_query_is_refused_at_start() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let text = auth_query_config(port, &pg, "x")
+        .lines()
+        .filter(|l| !l.starts_with("auth_query"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pgcat.toml");
+    std::fs::write(&path, &text).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmlcat"))
+        .arg(&path)
+        .output()
+        .expect("run pgmlcat");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pools.app.users.0.password")
+            && err.contains(
+                "You have to specify a user password for every pool if auth_query is not specified"
+            ),
+        "{err}"
+    );
+    // Under trust no password is needed.
+    std::fs::write(
+        &path,
+        text.replace("[general]\n", "[general]\nauth_type = \"trust\"\n"),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmlcat"))
+        .args(["--check"])
+        .arg(&path)
+        .output()
+        .expect("run pgmlcat --check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// pgcat's trust set-up: `admin_auth_type = "trust"` with an empty admin
+/// password opens the console to the admin user without a password, and a
+/// user's own `auth_type = "trust"` lets it in without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_for_the_console_and_per_user_as_pgcat() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let cfg = simple_config(port, &pg, "transaction", 2)
+        .replace(
+            "admin_password = \"admin_pw\"",
+            "admin_password = \"\"\nadmin_auth_type = \"trust\"",
+        )
+        .replace("pool_size = 2", "pool_size = 2\nauth_type = \"trust\"");
+    let proxy = Proxy::start(port, &cfg);
+    let no_pw =
+        |user: &str, db: &str| format!("host=127.0.0.1 port={port} user={user} dbname={db}");
+    let admin = connect(&no_pw("admin", "pgcat")).await;
+    admin.simple_query("SHOW POOLS").await.expect("console");
+    assert!(
+        tokio_postgres::connect(&no_pw("app", "pgcat"), tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "only the admin user opens the console"
+    );
+    assert_eq!(login(&no_pw("app", "app")).await, Ok(1));
+    drop(proxy);
+}
