@@ -99,6 +99,7 @@ impl App {
         keepalives(&loaded.config);
         let registry = Registry::build(Arc::new(loaded.config), Some(&old))?;
         self.registry.store(Arc::new(registry));
+        old.retire();
         self.ml.update(&ml_config);
         self.tls.store(tls.map(Arc::new));
         Ok(notes)

@@ -166,12 +166,19 @@ impl ServerPool {
     pub fn update(&self, settings: PoolSettings) {
         let new = settings.pool_size;
         let old = self.size.swap(new, Ordering::SeqCst);
+        // A new login, or new rules for what a connection may carry
+        // (prepared statements, cleanup, mode), retires the idle ones:
+        // pgcat recreates a changed pool, so its prepared statement cache
+        // starts empty. A new pool_size or timeout alone keeps them.
         let credentials_changed = {
             let cur = self.settings.load();
             cur.credentials.user != settings.credentials.user
                 || cur.credentials.password != settings.credentials.password
                 || cur.server_params != settings.server_params
                 || cur.tls.as_ref().map(|t| t.0) != settings.tls.as_ref().map(|t| t.0)
+                || cur.prepared_cache_size != settings.prepared_cache_size
+                || cur.cleanup_server_connections != settings.cleanup_server_connections
+                || cur.mode != settings.mode
         };
         self.reuse.set(&settings);
         self.settings.store(Arc::new(settings));

@@ -3,7 +3,7 @@
 //! address is unchanged, so their connections and waiting clients survive.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -69,9 +69,18 @@ pub struct Pool {
     /// fresh one; an older one meets the server's own verdict, as on a
     /// direct connection.
     plans_epoch: AtomicU64,
+    /// A reload built this pool's successor: its clients move to it
+    /// between transactions (a new shard layout, new settings).
+    replaced: AtomicBool,
 }
 
 impl Pool {
+    /// Whether a reload replaced this pool (its clients should move).
+    #[inline]
+    pub fn replaced(&self) -> bool {
+        self.replaced.load(Ordering::Relaxed)
+    }
+
     pub fn plans_epoch(&self) -> u64 {
         self.plans_epoch.load(Ordering::Relaxed)
     }
@@ -294,6 +303,14 @@ impl Registry {
         self.pools.values()
     }
 
+    /// This registry's pools were replaced by a reload's: their clients
+    /// move to the new ones between transactions.
+    pub fn retire(&self) {
+        for pool in self.pools.values() {
+            pool.replaced.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Builds the registry for `config`, reusing server pools (and so their
     /// connections) from `old` where the address is the same; a changed
     /// server login retires their idle connections.
@@ -485,6 +502,7 @@ fn build_pool(
         server_params: ArcSwapOption::new(keep_params),
         listener: OnceLock::new(),
         plans_epoch: AtomicU64::new(0),
+        replaced: AtomicBool::new(false),
         ml_enabled: pool_cfg.ml.enabled.unwrap_or(true),
         checkout_failure_limit: pool_cfg
             .checkout_failure_limit

@@ -186,7 +186,7 @@ pub struct General {
     pub auth_query_user: Option<String>,
     pub auth_query_password: Option<String>,
     // --- pgmlcat's additions ---
-    /// How long a client waits for a free server connection before 53300.
+    /// How long a client waits for a free server connection before 58000.
     /// Defaults to `connect_timeout`, which is what pgcat uses for it.
     pub checkout_timeout: Option<u64>,
     /// How long a client's statement waits for its server to become

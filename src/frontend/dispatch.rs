@@ -37,6 +37,9 @@ enum ExtendedNext {
 
 impl Session {
     pub(super) async fn on_client_message(&mut self, kind: u8, msg: &[u8]) -> Result<Flow> {
+        if self.pool.replaced() {
+            self.move_to_reloaded_pool();
+        }
         match self.recovery {
             Recovery::None => {}
             Recovery::DiscardToSync => {

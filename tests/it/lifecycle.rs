@@ -327,3 +327,89 @@ async fn busy_clients_see_no_error_through_a_crash_restart() {
         assert!(n > 40);
     }
 }
+
+async fn server_port(c: &tokio_postgres::Client) -> u16 {
+    let row = c
+        .query_one("select inet_server_port()", &[])
+        .await
+        .expect("keyless read goes to shard 0");
+    row.get::<_, i32>(0) as u16
+}
+
+async fn count(c: &tokio_postgres::Client) -> i64 {
+    c.query_one("select count(*) from pg_prepared_statements", &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0)
+}
+
+/// pgcat's "pool recycling after config reload": a client in a
+/// transaction keeps the old shard layout until it ends, then moves to the
+/// new one; new clients get it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_clients_between_transactions() {
+    let (a, b) = (PgCluster::start(), PgCluster::start());
+    let port = free_port();
+    let config = |first: u16, second: u16| {
+        format!(
+            "[general]\nhost = \"127.0.0.1\"\nport = {port}\n\n[pools.app]\npool_mode = \"transaction\"\n\
+             [pools.app.users.0]\nusername = \"app\"\npassword = \"app_pw\"\npool_size = 2\n\
+             [pools.app.shards.0]\nservers = [[\"127.0.0.1\", {first}, \"primary\"]]\ndatabase = \"app\"\n\
+             [pools.app.shards.1]\nservers = [[\"127.0.0.1\", {second}, \"primary\"]]\ndatabase = \"app\"\n"
+        )
+    };
+    let proxy = Proxy::start(port, &config(a.port, b.port));
+    let url = proxy.url("app", "app_pw", "app");
+    let c = connect(&url).await;
+    c.batch_execute("begin").await.expect("begin");
+    assert_eq!(server_port(&c).await, a.port);
+    // Swap the shards.
+    proxy.write_config(&config(b.port, a.port));
+    proxy.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        server_port(&c).await,
+        a.port,
+        "the transaction stays where it is"
+    );
+    c.batch_execute("commit").await.expect("commit");
+    assert_eq!(server_port(&c).await, b.port, "after it, the new layout");
+    let fresh = connect(&url).await;
+    assert_eq!(server_port(&fresh).await, b.port);
+}
+
+/// As pgcat recreates a pool whose config changed, a reload that changes
+/// a pool's prepared statement rules starts its servers afresh: a new
+/// client finds no prepared statements there, and a client's own
+/// prepared statement still runs (prepared again where needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_a_pool_empties_its_prepared_statement_cache() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let config = simple_config(port, &pg, "transaction", 1);
+    let proxy = Proxy::start(port, &config);
+    let url = proxy.url("app", "app_pw", "app");
+    let c = connect(&url).await;
+    let stmt = c.prepare("select 1 + $1::int").await.expect("prepare");
+    c.query_one(&stmt, &[&1i32]).await.expect("run");
+    let other = connect(&url).await;
+    assert!(
+        count(&other).await >= 1,
+        "the statement lives on the one server"
+    );
+    proxy.write_config(&config.replace(
+        "[pools.app]\n",
+        "[pools.app]\nprepared_statements_cache_size = 7\n",
+    ));
+    proxy.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let check = connect(&url).await;
+    // tokio-postgres prepares this count itself: one statement, its own.
+    assert_eq!(count(&check).await, 1, "only the checker's own statement");
+    let v: i32 = c
+        .query_one(&stmt, &[&2i32])
+        .await
+        .expect("still runs")
+        .get(0);
+    assert_eq!(v, 3);
+}

@@ -130,6 +130,26 @@ pub enum BindingView {
 }
 
 impl Session {
+    /// A reload replaced the client's pool: between transactions, with
+    /// nothing in flight, the client moves to the new one (its shard
+    /// layout, routing and settings; pool_mode stays as the client began).
+    /// A pool the reload removed keeps serving the clients it has.
+    pub(super) fn move_to_reloaded_pool(&mut self) {
+        let between = self.server.binding.is_idle()
+            && self.tx.status == TxStatus::Idle
+            && self.tx.deferred.is_none()
+            && self.server.expect.is_empty()
+            && matches!(self.batch, Batch::None)
+            && matches!(self.recovery, Recovery::None);
+        if !between {
+            return;
+        }
+        let registry = self.app.registry.load();
+        if let Some(new) = registry.get(&self.pool.database, &self.pool.user) {
+            self.pool = new.clone();
+        }
+    }
+
     /// A transaction ended: counted for the pool and the client.
     #[inline]
     pub(super) fn count_xact(&self) {
