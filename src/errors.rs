@@ -55,6 +55,10 @@ pub enum Error {
     Shutdown,
     #[error("terminating connection due to idle-in-transaction timeout ({0} ms)")]
     IdleInTransaction(u64),
+    /// pgcat's idle_client_in_transaction_timeout: the transaction was
+    /// rolled back; the connection goes on.
+    #[error("idle transaction timeout: the transaction was rolled back after {0} ms idle (idle_client_in_transaction_timeout)")]
+    IdleTransactionTimeout(u64),
     #[error("{0}")]
     InvalidParameter(String),
     /// An admin console command pgmlcat cannot carry out (unknown, bad
@@ -118,7 +122,7 @@ impl Error {
             Error::Shutdown => "57P01",
             Error::IdleInTransaction(_) => "25P03",
             Error::InvalidParameter(_) => "22023",
-            Error::Admin(_) => "58000",
+            Error::Admin(_) | Error::IdleTransactionTimeout(_) => "58000",
             Error::Config(_) => "F0000",
             Error::Ml(e) => e.sqlstate(),
         }
@@ -131,6 +135,7 @@ impl Error {
             | Error::NoShard(_)
             | Error::InvalidParameter(_)
             | Error::Admin(_)
+            | Error::IdleTransactionTimeout(_)
             | Error::Ml(_)
             | Error::ServerUnavailable { .. }
             | Error::ServerRefused { .. } => Severity::Error,

@@ -53,6 +53,27 @@ impl Session {
                 }
                 return Ok(Flow::Continue);
             }
+            Recovery::TimedOut => {
+                let ms = self
+                    .limits
+                    .idle_in_transaction
+                    .map_or(0, |d| d.as_millis() as u64);
+                let err = crate::errors::Error::IdleTransactionTimeout(ms);
+                messages::error_response(&mut self.client.out, &err);
+                match kind {
+                    client::TERMINATE => return Ok(Flow::Close),
+                    client::QUERY => {
+                        self.recovery = Recovery::None;
+                        messages::ready_for_query(&mut self.client.out, self.tx.status);
+                    }
+                    client::SYNC => {
+                        self.recovery = Recovery::None;
+                        messages::ready_for_query(&mut self.client.out, self.tx.status);
+                    }
+                    _ => self.recovery = Recovery::SkipToSync,
+                }
+                return Ok(Flow::Continue);
+            }
             Recovery::SkipToSync => {
                 match kind {
                     client::SYNC => {

@@ -36,8 +36,13 @@ async fn server_pid(c: &tokio_postgres::Client) -> i32 {
         .get(0)
 }
 
+/// pgcat's idle_client_in_transaction_timeout: the transaction is rolled
+/// back and its server freed; the client's next statement gets 58000
+/// ("idle transaction timeout") and the connection goes on. A client whose
+/// server holds session state (pinned) is closed instead (25P03), as
+/// Postgres closes an idle-in-transaction session: that state is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_in_transaction_client_is_closed_and_server_freed() {
+async fn idle_in_transaction_is_rolled_back_and_the_server_freed() {
     let pg = PgCluster::start();
     let port = free_port();
     let proxy = Proxy::start(
@@ -55,27 +60,42 @@ async fn idle_in_transaction_client_is_closed_and_server_freed() {
         .await
         .expect("open tx");
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let err = stalled
-        .simple_query("commit")
-        .await
-        .expect_err("closed for idling in a transaction");
-    assert!(
-        err.is_closed() || err.code().map(|c| c.code()) == Some("25P03"),
-        "{err}"
-    );
     // Its work was rolled back and the server went back to the pool.
-    let other = connect(&url).await;
-    let n: i64 = other
-        .query_one("select count(*) from t", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(n, 0);
     let idle_in_tx = pg.psql(
         "app",
         "select count(*) from pg_stat_activity where state like 'idle in transaction%'",
     );
     assert_eq!(idle_in_tx, "0");
+    let err = stalled
+        .simple_query("commit")
+        .await
+        .expect_err("told about the timeout");
+    let db = err.as_db_error().expect("an error from pgmlcat");
+    assert_eq!(db.code().code(), "58000", "pgcat's class");
+    assert!(db.message().contains("idle transaction timeout"), "{db:?}");
+    let n: i64 = stalled
+        .query_one("select count(*) from t", &[])
+        .await
+        .expect("the connection goes on")
+        .get(0);
+    assert_eq!(n, 0, "rolled back");
+
+    // Pinned by a temporary table: closed, its state went with the rollback.
+    let pinned = connect(&url).await;
+    pinned
+        .batch_execute("create temp table mine(x int)")
+        .await
+        .expect("pinned");
+    pinned
+        .batch_execute("begin; insert into mine values (1)")
+        .await
+        .expect("in a transaction");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let err = pinned.simple_query("commit").await.expect_err("closed");
+    assert!(
+        err.is_closed() || err.code().map(|c| c.code()) == Some("25P03"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -354,9 +354,22 @@ impl Session {
                     .limits
                     .idle_in_transaction
                     .map_or(0, |d| d.as_millis() as u64);
-                tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client idle in transaction for {ms} ms");
-                Box::pin(self.fatal(&Error::IdleInTransaction(ms))).await;
-                Ok(Flow::Close)
+                if self.pinned() {
+                    // Its session state would go with the rollback: close
+                    // it, as Postgres closes an idle-in-transaction session.
+                    tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "closing client idle in transaction for {ms} ms");
+                    Box::pin(self.fatal(&Error::IdleInTransaction(ms))).await;
+                    return Ok(Flow::Close);
+                }
+                // pgcat's way: the transaction is rolled back and the server
+                // given back; the client hears it at its next message.
+                tracing::info!(client = %self.client.peer, pool = %self.server.last_pool.name, "rolled back a transaction idle for {ms} ms");
+                self.returned();
+                Box::pin(self.finish()).await;
+                self.tx.status = TxStatus::Idle;
+                self.tx.deferred = None;
+                self.recovery = Recovery::TimedOut;
+                Ok(Flow::Continue)
             }
             Event::Client(Ok(n)) if n > 0 => {
                 Counters::add(&self.pool.counters.bytes_received, n as u64);

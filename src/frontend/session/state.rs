@@ -115,6 +115,9 @@ pub enum Recovery {
     /// A server holds the rest of the batch: drop messages until Sync and
     /// let that Sync through, so the server ends the batch itself.
     DiscardToSync,
+    /// pgcat's idle transaction timeout rolled the client's transaction
+    /// back: its next message is answered with that error.
+    TimedOut,
 }
 
 /// Extended-protocol messages kept back instead of being sent.
