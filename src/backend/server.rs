@@ -391,6 +391,17 @@ impl Server {
         if self.state.status != TxStatus::Idle {
             self.execute("ROLLBACK").await?;
         }
+        // DISCARD ALL clears everything; when the client's statements set
+        // parameters here (not pgmlcat's own sync of its startup values),
+        // RESET ROLE and RESET ALL go first, so what pgcat sends (and its
+        // users count in pg_stat_statements) is sent exactly when pgcat
+        // would send it. (DISCARD ALL refuses to share a query string.)
+        if self.state.changes.any() {
+            if let Err(e) = self.execute("RESET ROLE; RESET ALL").await {
+                self.state.broken = true;
+                return Err(e);
+            }
+        }
         if let Err(e) = self.execute("DISCARD ALL").await {
             self.state.broken = true;
             return Err(e);

@@ -253,3 +253,42 @@ async fn reported_parameters_under_churn() {
         1040
     );
 }
+
+/// pgcat's state clearance, read in the server's statement log as its spec
+/// reads pg_stat_statements: in session mode a client that SET nothing
+/// leaves with DISCARD ALL alone (no RESET ALL); one that SET a parameter
+/// also gets RESET ROLE and RESET ALL; and the next client sees the
+/// server's defaults either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_sends_reset_all_only_after_a_set() {
+    let pg = PgCluster::start();
+    pg.psql("postgres", "ALTER SYSTEM SET log_statement = 'all'");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "session", 1));
+    let url = proxy.url("app", "app_pw", "app");
+    let resets = |pg: &PgCluster| pg.log().matches("statement: RESET ROLE; RESET ALL").count();
+    for _ in 0..3 {
+        let c = connect(&url).await;
+        c.simple_query("select 1").await.expect("select");
+        drop(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(resets(&pg), 0, "nothing was set: no RESET ALL");
+    for _ in 0..3 {
+        let c = connect(&url).await;
+        c.simple_query("set statement_timeout to 5000")
+            .await
+            .expect("set");
+        drop(c);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let c = connect(&url).await;
+    assert_eq!(show(&c, "statement_timeout").await, "0", "not leaked");
+    assert_eq!(
+        resets(&pg),
+        3,
+        "one RESET ALL per client that SET\n{}",
+        pg.log()
+    );
+}
