@@ -16,6 +16,7 @@ use crate::router::commands::Command;
 use crate::router::copy::CopyIn;
 use crate::router::merge::MergePlan;
 use crate::router::rw::Intent;
+use crate::router::shard::DefaultShard;
 use crate::router::statement::Analysis;
 use crate::router::{self, Hints, Placement, Target};
 
@@ -35,8 +36,10 @@ pub(super) enum Plan {
     Local(Local),
     /// A read naming no shard, run on every shard and merged.
     FanOut(Arc<MergePlan>),
-    /// A multi-row INSERT whose rows fall on several shards.
-    SplitInsert(Vec<(usize, String)>),
+    /// Parts run on their shards, all committed or all rolled back: a
+    /// multi-row INSERT whose rows fall on several shards, or (under
+    /// `default_shard = "all"`) a keyless schema change on every shard.
+    Split(Vec<(usize, String)>),
     /// COPY FROM STDIN into the sharded table, split by key.
     SplitCopy(CopyIn),
     /// Refused before any server sees it.
@@ -177,7 +180,8 @@ impl Session {
 
     /// A statement that names no shard: a read runs on every shard (outside
     /// a transaction, or in a READ ONLY one not started yet: each read then
-    /// has its own snapshot per shard); a multi-row INSERT may split; the
+    /// has its own snapshot per shard); a multi-row INSERT may split; a
+    /// schema change under `default_shard = "all"` runs on every shard; the
     /// rest is refused, never placed by guess.
     fn keyless(&self, analysis: Option<&Analysis>, stmt: &Statement) -> Plan {
         let missing = || Plan::Refuse(Error::NoShard(self.pool.sharding.missing_key()));
@@ -191,9 +195,12 @@ impl Session {
                 Err(e) => Plan::Refuse(e),
             };
         }
-        match &a.insert_split {
-            Some(parts) if self.tx.deferred.is_none() && stmt.protocol == Protocol::Simple => {
-                Plan::SplitInsert(parts.clone())
+        let alone = self.tx.deferred.is_none() && stmt.protocol == Protocol::Simple;
+        let sharding = &self.pool.sharding;
+        match (&a.insert_split, stmt.sql) {
+            (Some(parts), _) if alone => Plan::Split(parts.clone()),
+            (None, Some(sql)) if alone && a.ddl && sharding.default_shard == DefaultShard::All => {
+                Plan::Split((0..sharding.shards).map(|s| (s, sql.to_string())).collect())
             }
             _ => missing(),
         }

@@ -202,7 +202,7 @@ impl Session {
                 QueryNext::Done
             }
             Plan::Checkout(route) => QueryNext::Checkout(route),
-            Plan::FanOut(_) | Plan::SplitInsert(_) | Plan::SplitCopy(_) => QueryNext::Elsewhere,
+            Plan::FanOut(_) | Plan::Split(_) | Plan::SplitCopy(_) => QueryNext::Elsewhere,
         })
     }
 
@@ -251,7 +251,7 @@ impl Session {
         match self.decide(&stmt)? {
             Plan::Local(local) => self.answer_local(local),
             Plan::FanOut(plan) => return self.fan_out(sql, plan).await,
-            Plan::SplitInsert(parts) => return self.split_insert(parts).await,
+            Plan::Split(parts) => return self.run_split(parts).await,
             Plan::SplitCopy(copy) => return self.start_copy_split(sql, copy, None).await,
             Plan::Refuse(e) => self.refuse_query(e),
             Plan::Held => self.forward_query(msg),
@@ -436,7 +436,7 @@ impl Session {
             // A COPY is split from its Bind; what only the simple protocol
             // has (a deferred BEGIN, a split INSERT) does not arise here.
             // Anything else needs no particular shard.
-            Plan::SplitCopy(_) | Plan::Local(_) | Plan::SplitInsert(_) | Plan::Held => {
+            Plan::SplitCopy(_) | Plan::Local(_) | Plan::Split(_) | Plan::Held => {
                 let analysis = self.analysis(stmt.sql);
                 ExtendedNext::Checkout(Route {
                     shard: 0,

@@ -45,7 +45,8 @@ pub enum DefaultShard {
     /// `shard_<n>`: every such statement; unset is `shard_0`, as in pgcat.
     Fixed(usize),
     /// `all` (pgmlcat): keyless reads run on every shard and are merged, a
-    /// multi-row INSERT is split by key, other keyless writes are refused.
+    /// multi-row INSERT is split by key, schema changes run on every shard,
+    /// other keyless writes are refused.
     All,
     /// `random`: reads go to any shard; writes still need a key.
     Random,

@@ -40,6 +40,9 @@ pub struct Analysis {
     pub insert_split: Option<Vec<(usize, String)>>,
     /// A COPY FROM STDIN into the sharded table.
     pub copy_in: Option<CopyIn>,
+    /// Schema statements only (CREATE, ALTER, DROP, COMMENT...): under
+    /// `default_shard = "all"`, without a key, they run on every shard.
+    pub ddl: bool,
 }
 
 impl Analysis {
@@ -58,6 +61,28 @@ impl Analysis {
             None => Err(Error::NoShard(sharding.missing_key())),
         }
     }
+}
+
+/// Whether a statement changes the schema only (no rows).
+fn is_schema_change(s: &sqlparser::ast::Statement) -> bool {
+    use sqlparser::ast::Statement as S;
+    matches!(
+        s,
+        S::CreateTable(_)
+            | S::CreateIndex(_)
+            | S::CreateView { .. }
+            | S::CreateSequence { .. }
+            | S::CreateSchema { .. }
+            | S::CreateType { .. }
+            | S::CreateFunction(_)
+            | S::CreateExtension { .. }
+            | S::AlterTable { .. }
+            | S::AlterIndex { .. }
+            | S::AlterView { .. }
+            | S::Drop { .. }
+            | S::DropFunction { .. }
+            | S::Comment { .. }
+    )
 }
 
 /// Works out the analysis of `sql` for a pool. Only sharded pools need
@@ -85,10 +110,14 @@ pub fn analyse(sql: &str, sharding: &Sharding, route: &RouteConfig) -> Analysis 
         merge: None,
         insert_split: None,
         copy_in: None,
+        ddl: false,
     };
     if sharding.shards <= 1 {
         return analysis;
     }
+    analysis.ddl = !statements.is_empty() && statements.iter().all(is_schema_change);
+    // DROP names its tables where the relation visitor does not look.
+    analysis.touches_tables |= analysis.ddl;
     analysis.comment = sharding
         .from_comment(sql)
         .map(|r| r.map_err(|e| e.to_string()));

@@ -905,3 +905,64 @@ async fn the_intercept_plugin_answers_with_the_pool_name() {
     let other = lines(&c, "select current_database()").await;
     assert_eq!(other, ["app"], "other statements reach the servers");
 }
+
+/// Under `default_shard = "all"`, a keyless schema change runs on every
+/// shard, all or nothing, and answers with the server's tag; keyless
+/// writes are still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_all_schema_changes_run_on_every_shard() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let proxy = Proxy::start(port, &sharded_config(port, &shards));
+    let c = connect(&proxy.url("app", "app_pw", "app")).await;
+    let tables = |pg: &PgCluster| {
+        pg.psql(
+            "app",
+            "select count(*) from pg_tables where tablename = 'everywhere'",
+        )
+    };
+    c.simple_query("create table everywhere(id int8 primary key, v text)")
+        .await
+        .expect("create on every shard");
+    for pg in &shards {
+        assert_eq!(tables(pg), "1");
+    }
+    c.batch_execute("alter table everywhere add column w int; create index on everywhere(v)")
+        .await
+        .expect("alter and index on every shard");
+    for pg in &shards {
+        assert_eq!(
+            pg.psql(
+                "app",
+                "select count(*) from pg_indexes where tablename = 'everywhere'"
+            ),
+            "2"
+        );
+    }
+    // It fails on one shard: none keeps it.
+    shards[1].psql("app", "create table clash(x int)");
+    let err = c
+        .simple_query("create table clash(x int)")
+        .await
+        .expect_err("exists on shard 1");
+    assert_eq!(err.code().map(|c| c.code()), Some("42P07"), "{err}");
+    assert_eq!(
+        shards[0].psql(
+            "app",
+            "select count(*) from pg_tables where tablename = 'clash'"
+        ),
+        "0",
+        "rolled back where it had succeeded"
+    );
+    let err = c
+        .simple_query("update everywhere set v = 'x'")
+        .await
+        .expect_err("keyless write");
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
+    c.simple_query("drop table everywhere")
+        .await
+        .expect("drop on every shard");
+    for pg in &shards {
+        assert_eq!(tables(pg), "0");
+    }
+}

@@ -1,13 +1,13 @@
 //! Statements that span shards: a keyless read run on every shard and
 //! merged (`fanout`, and `fanout_extended` for the extended protocol), a
-//! multi-row INSERT split by key (`split_insert`), a COPY FROM STDIN split
-//! by key (`copy_split`). Each holds its servers as a `ShardSet`, which
+//! multi-row INSERT split by key or a schema change on every shard
+//! (`split`), a COPY FROM STDIN split by key (`copy_split`). Each holds its servers as a `ShardSet`, which
 //! gives them back whatever path the statement takes.
 
 pub mod copy_split;
 mod fanout;
 mod fanout_extended;
-mod split_insert;
+mod split;
 
 use super::session::{Flow, Session};
 use crate::backend::ShardSet;

@@ -1,5 +1,7 @@
-//! A multi-row INSERT whose rows fall on several shards, split per shard
-//! (`router::shard::Sharding::split_insert`). Each shard's part runs in a
+//! Statements run in parts on several shards: a multi-row INSERT whose rows
+//! fall on several shards, split per shard
+//! (`router::shard::Sharding::split_insert`), or a schema change run on
+//! every shard (`default_shard = "all"`). Each shard's part runs in a
 //! transaction of its own, and they commit only if every part succeeded
 //! (otherwise all roll back). Not two-phase commit: a shard failing at
 //! COMMIT itself is reported.
@@ -16,7 +18,7 @@ use crate::net::tag::server as tag;
 use crate::router::Target;
 
 impl Session {
-    pub(in crate::frontend) async fn split_insert(
+    pub(in crate::frontend) async fn run_split(
         &mut self,
         parts: Vec<(usize, String)>,
     ) -> Result<Flow> {
@@ -29,9 +31,15 @@ impl Session {
         let outcome = run_parts(&mut set, &parts, &mut out).await;
         // Every part was read to its end: commit all, or roll all back.
         match set.finish(outcome).await {
-            Ok(total) => {
+            Ok(done) => {
                 self.client.out.extend_from_slice(&out);
-                messages::command_complete(&mut self.client.out, &format!("INSERT 0 {total}"));
+                // An INSERT's count is the sum; a schema change's tag is
+                // what every shard said.
+                let tag = match done.tag {
+                    Some(t) if !t.starts_with("INSERT") => t,
+                    _ => format!("INSERT 0 {}", done.total),
+                };
+                messages::command_complete(&mut self.client.out, &tag);
                 self.count_xact();
             }
             Err(e) => self.write_error(&e),
@@ -41,14 +49,20 @@ impl Session {
     }
 }
 
+/// What the parts said: the rows counted, and the last statement's tag.
+struct Done {
+    total: u64,
+    tag: Option<String>,
+}
+
 /// Sends each shard `BEGIN;` and its part, and reads every answer: the
-/// RETURNING rows (into `out`, one RowDescription for all) and the total
-/// count. The first failure is the result.
+/// RETURNING rows (into `out`, one RowDescription for all), the total
+/// count and the tag. The first failure is the result.
 async fn run_parts(
     set: &mut ShardSet,
     parts: &[(usize, String)],
     out: &mut BytesMut,
-) -> Result<u64> {
+) -> Result<Done> {
     let mut failure: Option<Error> = None;
     for (i, (_, sql)) in parts.iter().enumerate() {
         let mut query = BytesMut::new();
@@ -57,7 +71,7 @@ async fn run_parts(
             failure = failure.or(Some(e));
         }
     }
-    let (mut total, mut described) = (0u64, false);
+    let (mut total, mut described, mut last) = (0u64, false, None);
     for server in set.servers() {
         if server.state.broken {
             continue;
@@ -81,6 +95,9 @@ async fn run_parts(
                     if done.starts_with("INSERT") {
                         total += command_count(&done);
                     }
+                    if done != "BEGIN" {
+                        last = Some(done);
+                    }
                 }
                 tag::ERROR_RESPONSE => {
                     failure = failure.or_else(|| {
@@ -97,6 +114,6 @@ async fn run_parts(
     }
     match failure {
         Some(e) => Err(e),
-        None => Ok(total),
+        None => Ok(Done { total, tag: last }),
     }
 }
