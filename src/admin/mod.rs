@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::app::{App, Shutdown};
-use crate::errors::{Error, Result};
+use crate::errors::{Error, Result, Severity};
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
 use crate::net::tag::client;
@@ -76,6 +76,13 @@ pub async fn serve(
                 let (sql, _) = codec::cstr(&msg, 0)?;
                 let sql = sql.to_string();
                 if let Err(e) = run(&app, dialect, &sql, &mut out).await {
+                    if dialect == Dialect::Pgcat && matches!(e, Error::Config(_)) {
+                        // pgcat ends the console session on a rejected
+                        // RELOAD (its tools expect the connection to go).
+                        messages::error_with_severity(&mut out, &e, Severity::Fatal);
+                        stream.write_all(&out).await?;
+                        return Ok(());
+                    }
                     messages::error_response(&mut out, &e);
                 }
                 messages::ready_for_query(&mut out, TxStatus::Idle);
@@ -138,9 +145,13 @@ async fn run(app: &App, dialect: Dialect, sql: &str, out: &mut BytesMut) -> Resu
         }
         ["SET", ..] => messages::command_complete(out, "SET"),
         ["RELOAD"] => {
-            let notes = app
-                .reload()
-                .map_err(|errors| Error::Config(errors.join("; ")))?;
+            tracing::info!("Reloading config (admin RELOAD)");
+            let notes = app.reload().map_err(|errors| {
+                for e in &errors {
+                    tracing::error!("admin RELOAD rejected, keeping the running config: {e}");
+                }
+                Error::Config(errors.join("; "))
+            })?;
             for n in notes {
                 messages::notice(out, &n);
             }

@@ -74,14 +74,26 @@ impl Sharding {
             Some("all") => DefaultShard::All,
             Some("random") => DefaultShard::Random,
             Some("random_healthy") => DefaultShard::RandomHealthy,
-            Some(s) => DefaultShard::Fixed(
-                s.strip_prefix("shard_")
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .filter(|n| *n < shards)
-                    .ok_or_else(|| {
-                        format!("default_shard: {s:?} is not shard_<n> (n < {shards}), all, random or random_healthy")
-                    })?,
-            ),
+            Some(s) => {
+                let n = s
+                    .strip_prefix("shard_")
+                    .and_then(|n| n.parse::<usize>().ok());
+                match n {
+                    Some(n) if n < shards => DefaultShard::Fixed(n),
+                    // pgcat's words for a shard that is not there.
+                    Some(n) => {
+                        return Err(format!(
+                            "default_shard: Invalid shard {n} ({s:?}): the pool has shards 0 to {}",
+                            shards.saturating_sub(1)
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "default_shard: {s:?} is not shard_<n>, all, random or random_healthy"
+                        ))
+                    }
+                }
+            }
         };
         Ok(Sharding {
             shards,

@@ -392,6 +392,23 @@ async fn reload_adds_a_pool_and_rejects_a_broken_config() {
         .map(|d| d.message().to_string())
         .unwrap_or_default();
     assert!(msg.contains("pool_size"), "{msg}");
+    // pgcat's console session ends on a rejected RELOAD (FATAL); the
+    // PgBouncer console goes on. Both name the reason; the log has it.
+    assert_eq!(err.as_db_error().map(|d| d.severity()), Some("FATAL"));
+    assert!(a.is_closed() || a.simple_query("SHOW POOLS").await.is_err());
+    let b = admin(&proxy, "pgbouncer").await;
+    proxy.write_config(&base.replace(
+        "[pools.app]\n",
+        "[pools.app]\ndefault_shard = \"shard_99\"\n",
+    ));
+    let err = b.simple_query("RELOAD").await.expect_err("no shard 99");
+    let msg = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("Invalid shard 99"), "{msg}");
+    b.simple_query("SHOW POOLS").await.expect("console goes on");
+    assert!(proxy.log().contains("Reloading config"));
     let v: i32 = old
         .query_one("select 9", &[])
         .await
