@@ -35,6 +35,9 @@ pub struct Health {
     /// configured primary until it has): such a server is never banned.
     writer: AtomicBool,
     banned_until_ms: AtomicU64,
+    /// When a connection to it last failed or was lost (ms; 0: never),
+    /// writers too: `default_shard = "random_healthy"` avoids such shards.
+    failed_at_ms: AtomicU64,
     observed: AtomicU8,
     reachable: AtomicBool,
     lagging: AtomicBool,
@@ -48,6 +51,7 @@ impl Health {
             configured,
             writer: AtomicBool::new(configured == Role::Primary),
             banned_until_ms: AtomicU64::new(0),
+            failed_at_ms: AtomicU64::new(0),
             observed: AtomicU8::new(UNKNOWN),
             reachable: AtomicBool::new(true),
             lagging: AtomicBool::new(false),
@@ -78,8 +82,10 @@ impl Health {
     }
 
     /// Bans the server for `ban_time`. The server writes go to is never
-    /// banned: clients must get its errors, not be routed around it.
+    /// banned: clients must get its errors, not be routed around it (its
+    /// failure is still remembered: see `failed_within`).
     pub fn ban(&self, ban_time: Duration) -> bool {
+        self.failed_at_ms.store(now_ms(), Ordering::Relaxed);
         if self.writer() {
             return false;
         }
@@ -90,6 +96,12 @@ impl Health {
 
     pub fn unban(&self) {
         self.banned_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether a connection to it failed within `window`.
+    pub fn failed_within(&self, window: Duration) -> bool {
+        let at = self.failed_at_ms.load(Ordering::Relaxed);
+        at != 0 && now_ms().saturating_sub(at) < window.as_millis() as u64
     }
 
     pub fn banned(&self) -> bool {

@@ -143,14 +143,21 @@ impl Session {
                 return Ok(Plan::SplitCopy(copy));
             }
         }
+        // As pgcat's: a shard whose primary failed lately (within ban_time)
+        // is not healthy, even though a primary is never banned.
         let healthy = |s: usize| {
             let p = self.pool.primary(s);
-            p.health.reachable() && !p.health.banned()
+            let h = &p.health;
+            h.reachable() && !h.banned() && !h.failed_within(p.settings().ban_time)
         };
         let mut pick = |n: usize| rand::random::<usize>() % n;
         let placed = router::place(sharding, analysis, &hints, stmt.runs, &healthy, &mut pick);
         match placed {
             Ok(Placement::Shard(n)) => Ok(Plan::Checkout(self.route(n, analysis, stmt))),
+            Ok(Placement::Picked(n)) => Ok(Plan::Checkout(Route {
+                waits: false,
+                ..self.route(n, analysis, stmt)
+            })),
             Ok(Placement::Keyless) => Ok(self.keyless(analysis, stmt)),
             Err(e) => Ok(Plan::Refuse(e)),
         }
@@ -232,6 +239,7 @@ impl Session {
             shard,
             target: self.target_for(analysis),
             runs: stmt.runs,
+            waits: true,
         }
     }
 

@@ -105,6 +105,7 @@ impl Session {
                     shard: 0,
                     target: self.target_for(None),
                     runs: true,
+                    waits: true,
                 };
                 if self.ensure_server(route, Protocol::Simple).await? {
                     self.forward(kind, msg);
@@ -442,6 +443,7 @@ impl Session {
                     shard: 0,
                     target: self.target_for(analysis.as_deref()),
                     runs: stmt.runs,
+                    waits: true,
                 })
             }
         })

@@ -25,6 +25,10 @@ pub(super) struct Route {
     /// Whether the batch executes anything. One that only prepares or
     /// describes runs outside the client's not-yet-started transaction.
     pub runs: bool,
+    /// Whether an unreachable server is waited for (a restart is a pause);
+    /// not for a shard picked at random, where the error lets the next
+    /// statement pick a healthy one.
+    pub waits: bool,
 }
 
 /// How the client speaks, for how a failure is reported.
@@ -130,7 +134,7 @@ impl Session {
         let mut until = None;
         loop {
             match self.checkout_once(route).await {
-                Err(e @ Error::ServerUnavailable { .. }) => {
+                Err(e @ Error::ServerUnavailable { .. }) if route.waits => {
                     self.stats.info.set_state(ClientState::Waiting);
                     self.wait_for_server(&mut until, e).await?;
                 }
@@ -378,33 +382,20 @@ impl Session {
         self.server.last_pool.ban(ban_time, "connection lost");
         tracing::warn!(client = %self.client.peer, server = %addr, "server connection lost");
         let err = Error::ServerLost(format!("the connection to server {addr} was lost"));
-        // Mid-message, mid-transaction or pinned, the client's state is
-        // gone: close it.
-        if self.server.stream_left > 0 || self.tx.status != TxStatus::Idle || pinned {
-            self.fatal(&err).await;
-            return Flow::Close;
-        }
-        if self.server.expect.is_empty() {
-            // The client asked for nothing: it has nothing to be told (its
-            // next statement finds another server, or waits for one).
+        if self.server.expect.is_empty()
+            && self.server.stream_left == 0
+            && self.tx.status == TxStatus::Idle
+            && !pinned
+        {
+            // The client asked for nothing and had nothing there: it has
+            // nothing to be told (its next statement finds another server,
+            // or waits for one).
             return Flow::Continue;
         }
-        let owed = self.server.expect.syncs();
-        self.server.expect.clear();
-        let out = &mut self.client.out;
-        messages::error_with_severity(out, &err, Severity::Error);
-        for _ in 0..owed {
-            messages::ready_for_query(out, TxStatus::Idle);
-        }
-        if owed == 0 {
-            self.recovery = Recovery::SkipToSync;
-        }
-        match self.client.stream.send_all(&self.client.out).await {
-            Ok(()) => {
-                self.client.out.clear();
-                Flow::Continue
-            }
-            Err(_) => Flow::Close,
-        }
+        // Owed answers, mid-transaction or pinned: what ran is unknown or
+        // the client's state is gone. Closed, as a direct connection to a
+        // server that died would be (and as pgcat does).
+        self.fatal(&err).await;
+        Flow::Close
     }
 }

@@ -111,6 +111,10 @@ pub fn target(cfg: &RouteConfig, state: &RouteState, intent: Option<Intent>) -> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     Shard(usize),
+    /// A shard picked at random for a keyless read (`default_shard =
+    /// "random"` / `"random_healthy"`): any other would have done, so a
+    /// shard that cannot be reached is not waited for.
+    Picked(usize),
     /// Nothing names a shard and `default_shard` does not place it: a read
     /// may run on every shard, a multi-row INSERT may split; anything else
     /// is refused.
@@ -172,10 +176,10 @@ pub fn place(
     let anywhere = !runs || !analysis.is_some_and(|a| a.touches_tables);
     Ok(match sharding.default_shard {
         DefaultShard::Fixed(n) => Placement::Shard(n),
-        DefaultShard::Random if read => Placement::Shard(pick(shards)),
+        DefaultShard::Random if read => Placement::Picked(pick(shards)),
         DefaultShard::RandomHealthy if read => {
             let up: Vec<usize> = (0..shards).filter(|&s| healthy(s)).collect();
-            Placement::Shard(match up.len() {
+            Placement::Picked(match up.len() {
                 0 => pick(shards),
                 n => up[pick(n)],
             })
@@ -366,7 +370,7 @@ mod tests {
             let random = sharding(Some("random"));
             assert_eq!(
                 place_with(&random, read, None, NONE, true).unwrap(),
-                Placement::Shard(2),
+                Placement::Picked(2),
                 "pick(3) = 2 in this test"
             );
             assert_eq!(
@@ -377,7 +381,7 @@ mod tests {
             let healthy = sharding(Some("random_healthy"));
             assert_eq!(
                 place_with(&healthy, read, None, NONE, true).unwrap(),
-                Placement::Shard(2),
+                Placement::Picked(2),
                 "only shard 2 is up"
             );
         }

@@ -966,3 +966,47 @@ async fn under_all_schema_changes_run_on_every_shard() {
         assert_eq!(tables(pg), "0");
     }
 }
+
+async fn port_of(c: &tokio_postgres::Client) -> Result<u16, tokio_postgres::Error> {
+    c.query_one("select inet_server_port()", &[])
+        .await
+        .map(|r| r.get::<_, i32>(0) as u16)
+}
+
+/// pgcat's random_healthy: keyless reads go to random shards, but not to
+/// one whose server failed lately (within ban_time), even though it is
+/// back; a shard_id comment still reaches it. A client whose query was
+/// in flight on the failing server is closed, as a direct connection is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_healthy_avoids_a_shard_that_failed_lately() {
+    let shards = shard_clusters();
+    let port = free_port();
+    let config = sharded_config(port, &shards).replace(
+        "default_shard = \"all\"",
+        "default_shard = \"random_healthy\"",
+    );
+    let proxy = Proxy::start(port, &config);
+    let url = proxy.url("app", "app_pw", "app");
+    let mut c = connect(&url).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        seen.insert(port_of(&c).await.expect("read"));
+    }
+    assert_eq!(seen.len(), 3, "reads spread over every shard");
+    shards[1].stop();
+    for _ in 0..20 {
+        if port_of(&c).await.is_err() && c.is_closed() {
+            c = connect(&url).await;
+        }
+    }
+    shards[1].restart();
+    for _ in 0..30 {
+        let p = port_of(&c).await.expect("healthy shards answer");
+        assert_ne!(p, shards[1].port, "a shard that failed lately is avoided");
+    }
+    let row = c
+        .query_one("/* shard_id: 1 */ select inet_server_port()", &[])
+        .await
+        .expect("the comment still reaches it");
+    assert_eq!(row.get::<_, i32>(0) as u16, shards[1].port);
+}
