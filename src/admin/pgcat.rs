@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use super::show::{client_counts, mode, sorted_pools, totals, ClientCounts, Totals};
+use super::show::{client_counts, mode, server_counts, sorted_pools, totals, ClientCounts, Totals};
 use super::table::{s, Table, INT8, TEXT};
 use crate::app::App;
 use crate::stats::{self, ClientState, Counters};
@@ -37,8 +37,7 @@ pub fn pools(app: &App) -> Table {
             max_wait,
             pinned,
         } = client_counts(&pool);
-        let sv_active: usize = pool.all_servers().map(|s| s.active_count()).sum();
-        let sv_idle: usize = pool.all_servers().map(|s| s.idle_count()).sum();
+        let (sv_active, sv_idle) = server_counts(&pool);
         t.row(vec![
             s(&pool.database),
             s(&pool.user),

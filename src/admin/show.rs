@@ -64,6 +64,13 @@ pub(super) struct ClientCounts {
     pub pinned: u64,
 }
 
+/// Server connections of a pool: (active, idle).
+pub(super) fn server_counts(pool: &Pool) -> (usize, usize) {
+    pool.all_servers().fold((0, 0), |(a, i), s| {
+        (a + s.active_count(), i + s.idle_count())
+    })
+}
+
 pub(super) fn client_counts(pool: &Pool) -> ClientCounts {
     let mut n = ClientCounts {
         idle: 0,
@@ -128,8 +135,7 @@ pub fn pools(app: &App) -> Table {
         } = client_counts(&pool);
         // PgBouncer's cl_active: logged in and not waiting.
         let active = idle + active;
-        let sv_active: usize = pool.all_servers().map(|s| s.active_count()).sum();
-        let sv_idle: usize = pool.all_servers().map(|s| s.idle_count()).sum();
+        let (sv_active, sv_idle) = server_counts(&pool);
         t.row(vec![
             s(&pool.database),
             s(&pool.user),

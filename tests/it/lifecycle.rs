@@ -55,12 +55,7 @@ fn check_accepts_pgcat_configs_and_names_bad_keys() {
 async fn sighup_resizes_a_pool_without_dropping_clients() {
     let pg = PgCluster::start();
     let port = free_port();
-    // A short wait for a free server (58000 soon), but time enough to open
-    // one: a busy machine can take more than 500 ms to start a backend.
-    let config = simple_config(port, &pg, "transaction", 1).replace(
-        "connect_timeout = 3000",
-        "connect_timeout = 3000\ncheckout_timeout = 500",
-    );
+    let config = one_server_config(port, &pg, 500);
     let proxy = Proxy::start(port, &config);
     let url = proxy.url("app", "app_pw", "app");
     let holder = connect(&url).await;

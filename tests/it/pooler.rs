@@ -208,12 +208,7 @@ async fn session_mode_keeps_state_and_discards_it_on_leave() {
 async fn pool_exhausted_gives_58000_and_client_stays_usable() {
     let pg = PgCluster::start();
     let port = free_port();
-    // A short wait for a free server (58000 soon), but time enough to open
-    // one: a busy machine can take more than 500 ms to start a backend.
-    let config = simple_config(port, &pg, "transaction", 1).replace(
-        "connect_timeout = 3000",
-        "connect_timeout = 3000\ncheckout_timeout = 500",
-    );
+    let config = one_server_config(port, &pg, 500);
     let proxy = Proxy::start(port, &config);
     let url = proxy.url("app", "app_pw", "app");
     let holder = connect(&url).await;
@@ -249,10 +244,7 @@ async fn pool_exhausted_gives_58000_and_client_stays_usable() {
 async fn checkout_failure_limit_closes_a_client_only_when_set() {
     let pg = PgCluster::start();
     let port = free_port();
-    let config = simple_config(port, &pg, "transaction", 1).replace(
-        "connect_timeout = 3000",
-        "connect_timeout = 3000\ncheckout_timeout = 200",
-    );
+    let config = one_server_config(port, &pg, 200);
     let limited = config.replace("[pools.app]\n", "[pools.app]\ncheckout_failure_limit = 2\n");
     assert_ne!(limited, config);
     for (cfg, limit) in [(&config, None), (&limited, Some(2))] {
