@@ -14,11 +14,13 @@
 #
 # Environment knobs:
 #   SUITE_PHASES   space-separated subset of: ci rbtests rspec python go rust
-#                  (default: all)
+#                  (default: all); "hold" = only set up clusters + toxiproxy
+#                  and wait HOLD_SECONDS, for running things by hand
 #   SUITE_SPECS    space-separated spec names to run (e.g. "admin misc"),
 #                  default: every tests/ruby/*_spec.rb
 #   SPEC_TIMEOUT   seconds per rspec file (default 1200)
 #   EXAMPLE_TIMEOUT seconds per rspec example incl. hooks (default 180)
+#   SUITE_LOGS     log directory (default /tmp/pgcat-suite-logs; wiped at start)
 #
 # What it does:
 #   1. prepare: install missing Debian/pip packages, Toxiproxy shim
@@ -59,7 +61,7 @@ else
 fi
 
 STATE=/tmp/pgcat-suite            # runtime state: clusters, venv, pids, bin copy
-LOGS=/tmp/pgcat-suite-logs        # everything worth reading afterwards
+LOGS=${SUITE_LOGS:-/tmp/pgcat-suite-logs}   # everything worth reading afterwards (wiped at start)
 RESULTS="$LOGS/results.tsv"
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_PORTS=(5432 7432 8432 9432 10432)
@@ -699,10 +701,22 @@ phase_rust() {
   PGCAT_PID=""
 }
 
+# Debugging aid (not in the default phases): fresh clusters + toxiproxy shim,
+# then wait HOLD_SECONDS (default 900) so specs or pgmlcat can be run by hand.
+phase_hold() {
+  local d="$LOGS/hold"
+  fresh_env hold "$d" || return
+  export PGCAT_SUITE_LOGDIR="$d"
+  log "environment ready for ${HOLD_SECONDS:-900}s: clusters ${PG_PORTS[*]}, toxiproxy :8474, wrapper $PGCAT_SRC/target/debug/pgcat"
+  log "e.g.: cd $PGCAT_SRC/tests/ruby && PATH=$SUITE_DIR/bin:\$PATH RUBYLIB=$SUITE_DIR/ruby rspec routing_spec.rb"
+  sleep "${HOLD_SECONDS:-900}"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
   [[ $EUID == 0 ]] || die "run as root (Postgres clusters are started as the postgres user)"
+  [[ "$LOGS" == /tmp/* && "$LOGS" != */.. && "$LOGS" != *"/../"* ]] || die "SUITE_LOGS must be a directory under /tmp (it is wiped): $LOGS"
   mkdir -p "$STATE"
   cleanup
   rm -rf "$LOGS"
@@ -723,6 +737,7 @@ main() {
       python) phase_python ;;
       go) phase_go ;;
       rust) phase_rust ;;
+      hold) phase_hold ;;
       *) log "unknown phase $ph" ;;
     esac
   done
