@@ -136,6 +136,7 @@ impl Error {
             | Error::InvalidParameter(_)
             | Error::Admin(_)
             | Error::IdleTransactionTimeout(_)
+            | Error::CheckoutFailureLimit { .. }
             | Error::Ml(_)
             | Error::ServerUnavailable { .. }
             | Error::ServerRefused { .. } => Severity::Error,

@@ -37,7 +37,8 @@ pub struct Pool {
     /// The client-side secret (None: the user has no password; only trust
     /// works, unless `auth_query` finds one).
     pub secret: Option<Secret>,
-    /// pgcat's auth_query, for a user configured without a password.
+    /// pgcat's auth_query: the password for a user configured without one,
+    /// or the one a client may use when the configured one does not match.
     pub auth_query: Option<AuthQuery>,
     /// `shards[i]`: the servers of shard i, configured primary first.
     pub shards: Vec<Vec<Arc<ServerPool>>>,
@@ -95,14 +96,19 @@ impl Pool {
     /// one, else the hash auth_query reads (kept; read again when `stale`).
     /// Err: auth_query could not read it (the reason, for the log).
     pub async fn client_secret(&self, stale: bool) -> Result<Option<Secret>, String> {
-        if let Some(s) = &self.secret {
-            return Ok(Some(s.clone()));
-        }
         let Some(aq) = &self.auth_query else {
-            return Ok(None);
+            return Ok(self.secret.clone());
         };
-        if let Some(kept) = aq.fetched().filter(|_| !stale) {
-            return Ok(Some((*kept).clone()));
+        // A configured password is tried first; as in pgcat, a client
+        // whose answer does not match it is checked against the hash the
+        // database holds (the password may have changed there).
+        if !stale {
+            if let Some(s) = &self.secret {
+                return Ok(Some(s.clone()));
+            }
+            if let Some(kept) = aq.fetched() {
+                return Ok(Some((*kept).clone()));
+            }
         }
         let fresh = aq.fetch(self.primary(0), &self.user).await?;
         self.log_in_servers_with(&fresh);
@@ -460,11 +466,11 @@ fn build_pool(
         }
         shards.push(servers);
     }
-    // auth_query serves users without a password; what it read survives a
+    // auth_query serves users without a password, and those whose
+    // configured password no longer matches; what it read survives a
     // reload that leaves it as it was.
     let auth_query = config
         .auth_query(pool_cfg)
-        .filter(|_| user.password.is_none())
         .map(|(q, u, p)| AuthQuery::new(q, u, p));
     if let Some(aq) = &auth_query {
         let kept = previous

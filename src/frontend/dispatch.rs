@@ -275,6 +275,7 @@ impl Session {
         if let Some(pooled) = self.server.binding.one() {
             pooled.server.state.simple = true;
         }
+        self.client.statements.forget_unnamed();
         self.note_statement(text, super::notes::read(text));
         self.forward(client::QUERY, msg);
     }

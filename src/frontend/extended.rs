@@ -93,6 +93,9 @@ impl Session {
                     pooled.server.state.simple = false;
                 }
                 let (stmt, at, end) = prepared::bind_statement(msg)?;
+                if stmt.is_empty() {
+                    self.resend_unnamed();
+                }
                 match self.known(stmt) {
                     Some(p) => {
                         if self.ensure_prepared(&p) {
@@ -108,6 +111,9 @@ impl Session {
             }
             client::DESCRIBE => {
                 let (target, name) = prepared::target(msg)?;
+                if target == client::STATEMENT && name.is_empty() {
+                    self.resend_unnamed();
+                }
                 match (target, self.known(name)) {
                     (client::STATEMENT, Some(p)) => {
                         self.ensure_prepared(&p);
@@ -136,11 +142,9 @@ impl Session {
     fn parse(&mut self, msg: &[u8]) -> Result<()> {
         let (name, name_end) = prepared::first_name(msg)?;
         if name.is_empty() {
-            if self.pool.shards.len() > 1 {
-                // Its Binds may name another shard than the transaction's.
-                let (query, _) = crate::net::codec::cstr(msg, name_end)?;
-                self.client.statements.set_unnamed(query);
-            }
+            // Kept: a later batch may bind it on another connection, and
+            // on a sharded pool its Binds may name another shard.
+            self.client.statements.set_unnamed(msg, name_end);
             self.server.expect.push(Expect::Parse {
                 injected: false,
                 name: None,
@@ -168,6 +172,22 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Parses the client's unnamed statement again, unseen, when the held
+    /// server does not have it (the client's earlier batch ran elsewhere).
+    fn resend_unnamed(&mut self) {
+        let Some(parse) = self.client.statements.unnamed_to_resend() else {
+            return;
+        };
+        if self.server.out.capacity() == 0 {
+            self.server.out = crate::net::bufpool::take();
+        }
+        self.server.out.extend_from_slice(parse);
+        self.server.expect.push(Expect::Parse {
+            injected: true,
+            name: None,
+        });
     }
 
     fn known(&self, name: &str) -> Option<Arc<Prepared>> {

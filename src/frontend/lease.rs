@@ -56,7 +56,11 @@ impl Session {
         };
         match self.leased(leased, protocol) {
             Err(e) => {
-                self.fatal(&e).await;
+                // Told as this statement's error (ending with ReadyForQuery
+                // in the simple protocol), then the connection closes: the
+                // client hears why, and its next statement finds it closed,
+                // as pgcat's clients do.
+                let _ = self.flush_client().await;
                 Err(e)
             }
             Ok(ok) => Ok(ok),
@@ -74,14 +78,21 @@ impl Session {
         Counters::add(&self.pool.counters.errors, 1);
         let failures = self.stats.info.errors.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(client = %self.client.peer, pool = %self.server.last_pool.name, error = %err, "no server for client");
-        if let Some(limit) = self.pool.checkout_failure_limit.filter(|l| failures >= *l) {
-            tracing::warn!(client = %self.client.peer, failures, limit, "checkout failure limit reached: disconnecting the client");
-            return Err(Error::CheckoutFailureLimit { failures, limit });
-        }
+        let limit = self.pool.checkout_failure_limit.filter(|l| failures >= *l);
+        let err = match limit {
+            Some(limit) => {
+                tracing::warn!(client = %self.client.peer, failures, limit, "checkout failure limit reached: disconnecting the client");
+                Error::CheckoutFailureLimit { failures, limit }
+            }
+            None => err,
+        };
         messages::error_with_severity(&mut self.client.out, &err, Severity::Error);
         match protocol {
             Protocol::Simple => messages::ready_for_query(&mut self.client.out, self.tx.status),
             Protocol::Extended => self.recovery = Recovery::SkipToSync,
+        }
+        if limit.is_some() {
+            return Err(err);
         }
         Ok(false)
     }
@@ -269,6 +280,7 @@ impl Session {
     /// Bookkeeping when the client gives its server back; the time it did.
     pub(super) fn returned(&mut self) -> Instant {
         self.cancel.entry.clear();
+        self.client.statements.unnamed_left_server();
         self.server.pending.clear();
         self.stats.info.set_state(ClientState::Idle);
         let now = Instant::now();

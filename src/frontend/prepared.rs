@@ -54,13 +54,27 @@ impl Prepared {
     }
 }
 
+/// The client's unnamed statement, in transaction mode: its Parse is kept
+/// so that a later batch that binds or describes it on a server connection
+/// that has not seen it gets it parsed there first. Between the client's
+/// batches its server may serve another client, whose unnamed statement
+/// replaces it (binding that one would run someone else's SQL), or the
+/// next batch may run on another connection (lib/pq parses in one batch
+/// and binds in the next).
+struct Unnamed {
+    /// The whole Parse message (its buffer reused by the next one).
+    parse: Vec<u8>,
+    /// Where the statement's text starts in it.
+    text_at: usize,
+    /// Whether the server the client holds has it.
+    on_server: bool,
+}
+
 /// One client's statement names.
 #[derive(Default)]
 pub struct ClientStatements {
     map: HashMap<String, Arc<Prepared>>,
-    /// The text of the last unnamed statement sent to a server, on a
-    /// sharded pool (its Binds may name a shard).
-    unnamed: Option<String>,
+    unnamed: Option<Box<Unnamed>>,
 }
 
 impl ClientStatements {
@@ -99,14 +113,49 @@ impl ClientStatements {
         self.map.get(name)
     }
 
-    /// Notes the text of an unnamed statement the server now has.
-    pub fn set_unnamed(&mut self, query: &str) {
-        self.unnamed = Some(query.to_string());
+    /// Keeps the Parse of an unnamed statement the held server now has
+    /// (`text_at`: where its text starts).
+    pub fn set_unnamed(&mut self, msg: &[u8], text_at: usize) {
+        let u = self.unnamed.get_or_insert_with(|| {
+            Box::new(Unnamed {
+                parse: Vec::new(),
+                text_at,
+                on_server: true,
+            })
+        });
+        u.parse.clear();
+        u.parse.extend_from_slice(msg);
+        u.text_at = text_at;
+        u.on_server = true;
     }
 
-    /// The text of the unnamed statement, if noted.
+    /// The text of the unnamed statement, if any.
     pub fn unnamed(&self) -> Option<&str> {
-        self.unnamed.as_deref()
+        let u = self.unnamed.as_ref()?;
+        crate::net::codec::cstr(&u.parse, u.text_at)
+            .ok()
+            .map(|(text, _)| text)
+    }
+
+    /// The unnamed statement's Parse when the held server lacks it (it is
+    /// then taken as sent there).
+    pub fn unnamed_to_resend(&mut self) -> Option<&[u8]> {
+        let u = self.unnamed.as_mut().filter(|u| !u.on_server)?;
+        u.on_server = true;
+        Some(&u.parse)
+    }
+
+    /// The client gave its server back: the next one does not have the
+    /// unnamed statement.
+    pub fn unnamed_left_server(&mut self) {
+        if let Some(u) = self.unnamed.as_mut() {
+            u.on_server = false;
+        }
+    }
+
+    /// A simple Query ends the unnamed statement, as on Postgres.
+    pub fn forget_unnamed(&mut self) {
+        self.unnamed = None;
     }
 
     /// The client's statement kept on the servers as `global`.

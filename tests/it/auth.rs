@@ -179,6 +179,7 @@ fn auth_query_setup(pg: &PgCluster) {
         "app",
         "CREATE ROLE lookup LOGIN PASSWORD 'lookup_pw'; \
          CREATE ROLE shopper LOGIN PASSWORD 'first'; \
+         CREATE ROLE keeper LOGIN PASSWORD 'kept'; \
          GRANT ALL ON DATABASE app TO shopper; \
          CREATE FUNCTION public.user_lookup(in i_username text, out uname text, out phash text) \
          RETURNS record AS $$ BEGIN SELECT usename, passwd FROM pg_catalog.pg_shadow \
@@ -197,6 +198,7 @@ fn auth_query_config(port: u16, pg: &PgCluster, lookup_pw: &str) -> String {
          auth_query_user = \"lookup\"\nauth_query_password = \"{lookup_pw}\"\n\n\
          [pools.app]\npool_mode = \"transaction\"\n\
          [pools.app.users.0]\nusername = \"shopper\"\npool_size = 3\n\
+         [pools.app.users.1]\nusername = \"keeper\"\npassword = \"kept\"\npool_size = 3\n\
          [pools.app.shards.0]\ndatabase = \"app\"\n\
          servers = [[\"127.0.0.1\", {}, \"primary\"]]\n",
         pg.port

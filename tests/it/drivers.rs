@@ -470,3 +470,40 @@ fn pgjdbc_advisory_lock_and_temp_table() {
     let pooled = client.run(&["pin", &jdbc_url(proxy.port)]);
     assert_same(&direct, &pooled);
 }
+
+/// lib/pq (pgcat's Go test): every query with arguments is an unnamed
+/// statement parsed in one batch and bound in the next, which through a
+/// transaction pool may run on another server connection, one whose
+/// unnamed statement is another client's. As in pgcat's Go set-up, the
+/// server is listed twice (primary and "replica", `default_role = "any"`),
+/// so each batch picks one of two server pools at random. The client must
+/// read what it reads directly, never run the other client's statement.
+#[test]
+fn lib_pq_unnamed_statements_across_servers() {
+    let pg = PgCluster::start();
+    let client = Client::go("pq_unnamed.go");
+    let conn = |port: u16| {
+        format!("host=127.0.0.1 port={port} user=app password=app_pw dbname=app sslmode=disable connect_timeout=10")
+    };
+    let direct = client.run(&[&conn(pg.port)]);
+    assert!(
+        direct
+            .0
+            .lines()
+            .any(|l| l == r#"{"label":"mine","round":23,"sum":123,"theirs":"theirs 23"}"#),
+        "the scenario itself:\n{}",
+        direct.0
+    );
+    let port = free_port();
+    let config = simple_config(port, &pg, "transaction", 2).replace(
+        &format!("servers = [[\"127.0.0.1\", {}, \"primary\"]]", pg.port),
+        &format!(
+            "servers = [[\"127.0.0.1\", {0}, \"primary\"], [\"localhost\", {0}, \"replica\"]]",
+            pg.port
+        ),
+    );
+    assert!(config.contains("localhost"));
+    let proxy = Proxy::start(port, &config);
+    let pooled = client.run(&[&conn(proxy.port)]);
+    assert_same(&direct, &pooled);
+}

@@ -239,7 +239,8 @@ async fn pool_exhausted_gives_58000_and_client_stays_usable() {
 }
 
 /// pgcat's checkout_failure_limit: unset, failed checkouts never close a
-/// client; set to 2, the second failure is FATAL and closes it.
+/// client; set to 2, the second failure's error says so and the connection
+/// closes (the client's next statement finds it closed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_failure_limit_closes_a_client_only_when_set() {
     let pg = PgCluster::start();
@@ -262,9 +263,9 @@ async fn checkout_failure_limit_closes_a_client_only_when_set() {
                 .await
                 .expect_err("pool exhausted");
             if limit == Some(attempt) {
-                let db = err.as_db_error().expect("FATAL from pgmlcat");
+                // This statement's error says why; then the connection goes.
+                let db = err.as_db_error().expect("an error from pgmlcat");
                 assert_eq!(db.code().code(), "58000");
-                assert_eq!(db.severity(), "FATAL", "{db:?}");
                 assert!(db.message().contains("checkout failure limit"), "{db:?}");
                 break;
             }

@@ -489,7 +489,7 @@ impl Session {
     }
 
     /// Writes what is queued for the client.
-    async fn flush_client(&mut self) -> Result<Flow> {
+    pub(super) async fn flush_client(&mut self) -> Result<Flow> {
         if !self.client.out.is_empty() {
             if self.client.stream.send_all(&self.client.out).await.is_err() {
                 return Ok(Flow::Close);

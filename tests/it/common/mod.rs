@@ -650,8 +650,6 @@ database = "app"
     )
 }
 
-/// A pool `app` (user app/app_pw, transaction mode) sharded over `shards`
-/// (one primary each, database `app`), with `/* shard_id: n */` comments.
 /// `simple_config` with one server per pool and a short wait for it:
 /// `checkout_timeout_ms` (58000 soon after), with `connect_timeout` long
 /// enough to open one on a busy machine.
@@ -662,6 +660,8 @@ pub fn one_server_config(proxy_port: u16, pg: &PgCluster, checkout_timeout_ms: u
     )
 }
 
+/// A pool `app` (user app/app_pw, transaction mode) sharded over `shards`
+/// (one primary each, database `app`), with `/* shard_id: n */` comments.
 pub fn sharded_pool_config(proxy_port: u16, shards: &[PgCluster]) -> String {
     let mut cfg = format!(
         r#"[general]
