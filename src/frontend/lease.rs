@@ -31,6 +31,15 @@ pub(super) struct Route {
     pub waits: bool,
 }
 
+/// Why one round of checkout found no server.
+enum NoServer {
+    /// The server writes go to cannot be reached: worth waiting for (a
+    /// restart, a failover).
+    Writer(Error),
+    /// Anything else (no replica, a full pool): the client hears it now.
+    Other(Error),
+}
+
 /// How the client speaks, for how a failure is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Protocol {
@@ -141,15 +150,18 @@ impl Session {
     /// primary restarting, a failover under way) the client waits, trying
     /// again every half second, up to query_wait_timeout: between
     /// transactions nothing was sent yet, so a restart is only a pause.
+    /// Replicas are not waited for: a read that found none fails at once,
+    /// as in pgcat.
     async fn checkout(&mut self, route: Route) -> Result<()> {
         let mut until = None;
         loop {
             match self.checkout_once(route).await {
-                Err(e @ Error::ServerUnavailable { .. }) if route.waits => {
+                Ok(()) => return Ok(()),
+                Err(NoServer::Writer(e)) if route.waits => {
                     self.stats.info.set_state(ClientState::Waiting);
                     self.wait_for_server(&mut until, e).await?;
                 }
-                other => return other,
+                Err(NoServer::Writer(e) | NoServer::Other(e)) => return Err(e),
             }
         }
     }
@@ -175,7 +187,7 @@ impl Session {
     /// One round of `checkout`. A replica that cannot be reached is banned
     /// and the next candidate tried: nothing was sent yet, so this retry
     /// cannot run anything twice.
-    async fn checkout_once(&mut self, route: Route) -> Result<()> {
+    async fn checkout_once(&mut self, route: Route) -> Result<(), NoServer> {
         let attempts = self.pool.shards[route.shard].len();
         let mut last = None;
         for _ in 0..attempts {
@@ -186,13 +198,14 @@ impl Session {
                     self.stats.info.set_state(ClientState::Waiting);
                     match server_pool.checkout().await {
                         Ok(p) => p,
-                        Err(e @ Error::ServerUnavailable { .. })
-                            if !server_pool.health.writer() =>
-                        {
+                        Err(e @ Error::ServerUnavailable { .. }) => {
+                            if server_pool.health.writer() {
+                                return Err(NoServer::Writer(e));
+                            }
                             last = Some(e);
                             continue;
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => return Err(NoServer::Other(e)),
                     }
                 }
             };
@@ -202,11 +215,13 @@ impl Session {
             pooled
                 .server
                 .sync_parameters(params.wanted(), params.fingerprint())
-                .await?;
+                .await
+                .map_err(NoServer::Other)?;
             self.bind(server_pool, pooled);
             return Ok(());
         }
-        Err(last.unwrap_or_else(|| Error::ServerLost("no server available".into())))
+        let e = last.unwrap_or_else(|| Error::ServerLost("no server available".into()));
+        Err(NoServer::Other(e))
     }
 
     /// The client holds `pooled` now: cancel requests reach it, its
