@@ -16,11 +16,12 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
 # Integration tests drive pgmlcat with psycopg 3 too, as applications do.
 python3 -c 'import psycopg' >/dev/null 2>&1 || need+=(python3-psycopg)
-# ... and with pgJDBC (Java) and pgx v4 (Go), compiled offline by the tests.
+# ... and with pgJDBC (Java), pgx v4 and lib/pq (Go), compiled offline by the tests.
 command -v javac >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || need+=(default-jdk-headless)
 [[ -e /usr/share/java/postgresql.jar ]] || need+=(libpostgresql-jdbc-java)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 [[ -e /usr/share/gocode/src/github.com/jackc/pgx/v4/conn.go ]] || need+=(golang-github-jackc-pgx-v4-dev)
+[[ -e /usr/share/gocode/src/github.com/lib/pq/conn.go ]] || need+=(golang-github-lib-pq-dev)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
