@@ -26,13 +26,16 @@
 //!    buffers: it waits on its socket, its idle timer and shutdown. Bytes
 //!    arrive into a buffer lent by [`net::bufpool`], and are cut into
 //!    messages by [`net::codec`] without copying.
-//! 3. **Decide once.** Each message is analysed once: a Query's text (only
+//! 3. **Decide once.** A session whose pool a reload replaced moves to the
+//!    new one here, between transactions. Each message is analysed once: a
+//!    Query's text (only
 //!    when the pool routes by content or the text may be `pgml.*`) goes to
 //!    [`router::statement::Analyses`], which parses each distinct text at most
 //!    once into an [`router::statement::Analysis`] (intent, named shard,
 //!    tables, insert split, COPY plan, merge plan). The frontend's `decide`
 //!    turns that, the client's state and the pool's policy
-//!    ([`router::place`]) into one plan: answer locally, run a `pgml` call,
+//!    ([`router::place`]) into one plan: answer locally (pgcat's commands
+//!    and intercepted statements among them), run a `pgml` call,
 //!    rewrite a prediction, fan out to every shard, split an INSERT or COPY,
 //!    or forward to one shard and role. `dispatch` then matches on it.
 //! 4. **Lease.** Forwarding checks out a server from the chosen
@@ -43,7 +46,9 @@
 //!    [`backend::shards::ShardSet`] instead.
 //! 5. **Relay.** The client's bytes go to the server as they came (what a
 //!    statement may do beyond its rows — set a parameter, take an advisory
-//!    lock — is noted on the way, one pass over its text). The first batch
+//!    lock — is noted on the way, one pass over its text; the client's
+//!    unnamed statement is parsed again first on a connection that has not
+//!    seen it). The first batch
 //!    on a fresh lease is kept until answered, so a server that was
 //!    shutting down can be replaced unseen. The server's replies are read
 //!    by the one reader, [`backend::server::ServerState::observe`], which
