@@ -4,19 +4,17 @@
 //! pays for the check beyond a byte scan.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::predict::parse_sql;
 use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
 use crate::ml::call::{self, FnCall};
 use crate::ml::exec;
-use crate::ml::predict::{Plan, Portal};
+use crate::ml::predict::{Portal, PredictStatement};
 use crate::ml::service::Progress;
 use crate::net::codec;
 use crate::net::messages;
@@ -27,7 +25,7 @@ use crate::net::tag::client;
 pub(super) struct MlState {
     statements: HashMap<String, FnCall>,
     portals: HashMap<String, FnCall>,
-    predicts: HashMap<String, Arc<Plan>>,
+    predicts: HashMap<String, PredictStatement>,
     predict_portals: HashMap<String, Portal>,
 }
 
@@ -61,7 +59,7 @@ impl Session {
         self.ml.as_ref().is_none_or(|m| m.is_empty())
     }
 
-    pub(super) fn ml_predicts(&mut self) -> &mut HashMap<String, Arc<Plan>> {
+    pub(super) fn ml_predicts(&mut self) -> &mut HashMap<String, PredictStatement> {
         &mut self.ml().predicts
     }
 
@@ -128,11 +126,11 @@ impl Session {
     pub(super) async fn ml_extended(&mut self, tag: u8, msg: &[u8]) -> Result<bool> {
         match tag {
             client::PARSE => {
-                let (name, sql) = parse_sql(msg)?;
+                let (name, sql, types) = crate::net::extended::parse_parts(msg)?;
                 let name = name.to_string();
                 self.ml().forget(client::STATEMENT, &name);
                 match call::parse_call(sql) {
-                    Ok(None) => match self.predict_parse(&name, sql) {
+                    Ok(None) => match self.predict_parse(&name, sql, types) {
                         Ok(handled) => Ok(handled),
                         Err(e) => {
                             self.refuse_in_batch(e);

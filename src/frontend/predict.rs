@@ -18,11 +18,11 @@ use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
 use crate::ml::predict::{
-    self, Describe, Description, Execution, Plan, Portal, Protocol, Rewriter, Shards,
+    self, Describe, Description, Execution, Plan, Portal, PredictStatement, Protocol, Rewriter,
+    Shards,
 };
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
-use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
 use crate::net::tag::{client, server as tag};
 
@@ -60,11 +60,13 @@ impl Session {
     }
 
     /// Parse of a pgml.predict statement: planned now, answered here.
-    pub(super) fn predict_parse(&mut self, name: &str, sql: &str) -> Result<bool> {
+    pub(super) fn predict_parse(&mut self, name: &str, sql: &str, types: Vec<u32>) -> Result<bool> {
         match self.predict_plan(sql) {
             Ok(None) => Ok(false),
             Ok(Some(plan)) => {
-                self.ml_predicts().insert(name.to_string(), plan);
+                let types = types.into();
+                self.ml_predicts()
+                    .insert(name.to_string(), PredictStatement { plan, types });
                 let mut out = BytesMut::new();
                 messages::parse_complete(&mut out);
                 self.respond_in_order(out.freeze());
@@ -76,14 +78,15 @@ impl Session {
 
     /// Bind of a pgml.predict statement; false if `stmt` is not one.
     pub(super) fn predict_bind(&mut self, portal: &str, stmt: &str, msg: &[u8]) -> Result<bool> {
-        let Some(plan) = self.ml_predicts().get(stmt).cloned() else {
+        let Some(statement) = self.ml_predicts().get(stmt).cloned() else {
             return Ok(false);
         };
         let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
         self.ml_predict_portals().insert(
             portal.to_string(),
             Portal {
-                plan,
+                plan: statement.plan,
+                types: statement.types,
                 param_formats,
                 params,
                 result_formats,
@@ -97,22 +100,23 @@ impl Session {
 
     /// Describe (statement or portal) of a pgml.predict statement.
     pub(super) async fn predict_describe(&mut self, kind: u8, name: &str) -> Result<bool> {
-        let (plan, portal) = match kind {
+        let (statement, portal) = match kind {
             client::STATEMENT => match self.ml_predicts().get(name).cloned() {
-                Some(plan) => (plan, None),
+                Some(s) => (Some(s), None),
                 None => return Ok(false),
             },
             _ => match self.ml_predict_portals().get(name).cloned() {
-                Some(p) => (p.plan.clone(), Some(p)),
+                Some(p) => (None, Some(p)),
                 None => return Ok(false),
             },
         };
         if self.settle().await? == Flow::Close {
             return Err(Error::ClientGone);
         }
-        let target = match &portal {
-            Some(p) => Describe::Portal(p),
-            None => Describe::Statement(&plan),
+        let target = match (&statement, &portal) {
+            (_, Some(p)) => Describe::Portal(p),
+            (Some(s), None) => Describe::Statement(s),
+            (None, None) => return Ok(false),
         };
         if let Err(e) = self.describe_predict(target).await {
             self.predict_failed(e)?;
@@ -398,11 +402,4 @@ impl Session {
             None => Ok(()),
         }
     }
-}
-
-/// The statement name and SQL of a Parse message.
-pub(super) fn parse_sql(msg: &[u8]) -> Result<(&str, &str)> {
-    let (name, at) = prepared::first_name(msg)?;
-    let (sql, _) = codec::cstr(msg, at)?;
-    Ok((name, sql))
 }

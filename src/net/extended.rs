@@ -22,6 +22,26 @@ pub fn parse_named(name: &str, rest: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A Parse's statement name, query and declared parameter types (0:
+/// unspecified, as the client sent them).
+pub fn parse_parts(msg: &[u8]) -> Result<(&str, &str, Vec<u32>)> {
+    let (name, at) = cstr(msg, 5)?;
+    let (sql, mut pos) = cstr(msg, at)?;
+    // A Parse may end after its query (no count): no types declared.
+    let n = if pos + 2 <= msg.len() {
+        read_i16(msg, pos)?.max(0) as usize
+    } else {
+        0
+    };
+    pos += 2;
+    let mut types = Vec::with_capacity(n);
+    for _ in 0..n {
+        types.push(read_i32(msg, pos)? as u32);
+        pos += 4;
+    }
+    Ok((name, sql, types))
+}
+
 /// The first string of a message body (Parse: statement name), with the
 /// offset in `msg` just after its NUL. `msg` includes the 5-byte header.
 pub fn first_name(msg: &[u8]) -> Result<(&str, usize)> {

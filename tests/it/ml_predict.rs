@@ -523,3 +523,35 @@ fn server_statements_survive_deallocate_and_discard() {
         }
     });
 }
+
+/// psycopg 3 sends numbers as binary parameters with their types declared
+/// (float8, int8) or, with %t, as text: every form gives what the same
+/// values written as constants give (they were refused: "incorrect binary
+/// data format", "invalid byte sequence" — the server statement declared no
+/// types, so Postgres read a float8 as the real the cast asked for).
+#[test]
+fn psycopg_parameters_mean_what_the_client_sent() {
+    let (_pg, proxy) = setup();
+    let script = format!(
+        "{}/tests/it/clients/predict_params.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = run("python3", &[&script, &proxy.url("app", "app_pw", "app")]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.log()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pairs: Vec<(serde_json::Value, serde_json::Value)> =
+        serde_json::from_str(text.trim()).expect("json");
+    assert_eq!(pairs.len(), 11);
+    for (i, (params, consts)) in pairs.iter().enumerate() {
+        assert_eq!(params, consts, "case {i}");
+        assert!(
+            params.as_array().is_some_and(|r| !r.is_empty()),
+            "case {i} returned rows"
+        );
+    }
+}

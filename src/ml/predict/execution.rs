@@ -21,10 +21,22 @@ use super::plan::{Plan, ServerForm};
 use super::rows::Rewriter;
 use super::types::{Features, ModelRef, Prediction, Predictor};
 
+/// A client's Parse of a pgml.predict statement: the plan (shared by
+/// text) and the parameter types the client declared, which every server
+/// statement made from it declares too, so a parameter means what the
+/// client sent (psycopg 3 sends float8 in binary with its type declared).
+#[derive(Clone)]
+pub struct PredictStatement {
+    pub plan: Arc<Plan>,
+    pub types: Arc<[u32]>,
+}
+
 /// A Bind of a pgml.predict statement, kept until its Execute.
 #[derive(Clone)]
 pub struct Portal {
     pub plan: Arc<Plan>,
+    /// The parameter types its statement declared.
+    pub types: Arc<[u32]>,
     /// Parameter format codes and values, as the client sent them.
     pub param_formats: Vec<i16>,
     pub params: Vec<Option<Vec<u8>>>,
@@ -159,10 +171,10 @@ pub fn execution<'a>(
             }
         }
         (Protocol::Extended(p), Shards::One) => {
-            let statement = Statement {
-                name: statement_name(sql, &[]),
+            let statement = ServerStatement {
+                name: statement_name(sql, &p.types),
                 sql,
-                types: &[],
+                types: &p.types,
                 values: &[],
             };
             let prepares = parse_unless_known(&statement, knows, &mut messages)?;
@@ -180,7 +192,7 @@ pub fn execution<'a>(
             }
         }
         (Protocol::Extended(p), Shards::All) => {
-            frontend::parse("", sql, std::iter::empty(), &mut messages)
+            frontend::parse("", sql, p.types.iter().copied(), &mut messages)
                 .map_err(encoding("Parse"))?;
             bind_portal(p, "", &server_formats, &mut messages)?;
             describe_portal(&mut messages)?;
@@ -199,7 +211,7 @@ pub fn execution<'a>(
 #[derive(Clone, Copy)]
 pub enum Describe<'a> {
     /// A prepared statement: its parameter types, then its columns.
-    Statement(&'a Plan),
+    Statement(&'a PredictStatement),
     /// A bound portal: its columns, in the portal's result formats.
     Portal(&'a Portal),
 }
@@ -220,9 +232,9 @@ pub enum Description<'a> {
 
 /// What to do for a client's Describe of a pgml.predict statement or portal.
 pub fn describe(target: Describe<'_>) -> MlResult<Description<'_>> {
-    let (plan, result_formats): (&Plan, &[i16]) = match target {
-        Describe::Statement(plan) => (plan, &[]),
-        Describe::Portal(p) => (&p.plan, &p.result_formats),
+    let (plan, types, result_formats): (&Plan, &[u32], &[i16]) = match target {
+        Describe::Statement(s) => (&s.plan, &s.types, &[]),
+        Describe::Portal(p) => (&p.plan, &p.types, &p.result_formats),
     };
     let mut answer = BytesMut::new();
     let Some(sql) = plan.server_sql.as_deref() else {
@@ -250,7 +262,7 @@ pub fn describe(target: Describe<'_>) -> MlResult<Description<'_>> {
         }
     }
     let mut messages = BytesMut::new();
-    frontend::parse("", sql, std::iter::empty(), &mut messages).map_err(encoding("Parse"))?;
+    frontend::parse("", sql, types.iter().copied(), &mut messages).map_err(encoding("Parse"))?;
     match target {
         Describe::Statement(_) => frontend::describe(client::STATEMENT, "", &mut messages)
             .map_err(encoding("Describe"))?,
@@ -270,7 +282,7 @@ pub fn describe(target: Describe<'_>) -> MlResult<Description<'_>> {
 
 /// A server statement: its name (empty: unnamed), text, parameter types
 /// and parameter values.
-struct Statement<'a> {
+struct ServerStatement<'a> {
     name: String,
     sql: &'a str,
     types: &'a [u32],
@@ -278,21 +290,21 @@ struct Statement<'a> {
 }
 
 /// The server statement of a simple-protocol execution on one server.
-fn simple_statement<'a>(plan: &'a Plan, sql: &'a str) -> Statement<'a> {
+fn simple_statement<'a>(plan: &'a Plan, sql: &'a str) -> ServerStatement<'a> {
     match &plan.server_form {
-        ServerForm::Fixed => Statement {
+        ServerForm::Fixed => ServerStatement {
             name: statement_name(sql, &[]),
             sql,
             types: &[],
             values: &[],
         },
-        ServerForm::Params(p) => Statement {
+        ServerForm::Params(p) => ServerStatement {
             name: statement_name(&p.sql, &p.types),
             sql: &p.sql,
             types: &p.types,
             values: &p.values,
         },
-        ServerForm::OneOff => Statement {
+        ServerForm::OneOff => ServerStatement {
             name: String::new(),
             sql,
             types: &[],
@@ -326,7 +338,7 @@ fn statement_name(sql: &str, types: &[u32]) -> String {
 /// record when the server has parsed it. An unnamed statement does not
 /// outlive its Sync, so it is always parsed and never recorded.
 fn parse_unless_known(
-    statement: &Statement,
+    statement: &ServerStatement,
     knows: &dyn Fn(&str) -> bool,
     out: &mut BytesMut,
 ) -> MlResult<Option<String>> {

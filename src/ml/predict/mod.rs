@@ -24,7 +24,8 @@ mod select;
 mod types;
 
 pub use execution::{
-    describe, execution, Describe, Description, Execution, Portal, Protocol, Shards,
+    describe, execution, Describe, Description, Execution, Portal, PredictStatement, Protocol,
+    Shards,
 };
 pub use plan::{mentions_predict, plan, Plan, ServerForm};
 pub use rows::Rewriter;

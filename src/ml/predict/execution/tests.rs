@@ -34,6 +34,7 @@ fn plan(sql: &str) -> Plan {
 fn portal(plan: Plan, params: &[&str], result_formats: &[i16]) -> Portal {
     Portal {
         plan: Arc::new(plan),
+        types: Arc::from([]),
         param_formats: Vec::new(),
         params: params.iter().map(|p| Some(p.as_bytes().to_vec())).collect(),
         result_formats: result_formats.to_vec(),
@@ -372,17 +373,22 @@ fn across_shards_what_the_server_would_combine_is_refused() {
 
 #[test]
 fn describe_is_answered_here_when_it_can_be() {
+    let statement = |plan: Plan, types: &[u32]| PredictStatement {
+        plan: Arc::new(plan),
+        types: types.into(),
+    };
     // Constant: no parameters, one real column.
-    let constant = plan("SELECT pgml.predict('p', ARRAY[1, 2]) AS s");
+    let constant = statement(plan("SELECT pgml.predict('p', ARRAY[1, 2]) AS s"), &[]);
     let Ok(Description::Answered(answer)) = describe(Describe::Statement(&constant)) else {
         panic!("not answered");
     };
     assert_eq!(tags(&answer), "tT");
     assert_eq!(body(&answer, server::PARAMETER_DESCRIPTION), b"\0\0");
 
-    // A statement: the server describes it.
-    let rows = plan(ROWS);
-    let sql = rows.server_sql.clone().unwrap();
+    // A statement: the server describes it, with the types the client
+    // declared (float8 here) declared in its Parse.
+    let rows = statement(plan(ROWS), &[701]);
+    let sql = rows.plan.server_sql.clone().unwrap();
     let Ok(Description::Server {
         sql: routed,
         messages,
@@ -394,11 +400,16 @@ fn describe_is_answered_here_when_it_can_be() {
     assert_eq!(routed, sql);
     assert_eq!(tags(&messages), "PDS");
     assert_eq!(parse_of(&messages).0, "");
+    assert_eq!(
+        parse_of(&messages).2,
+        vec![701],
+        "the client's declared types"
+    );
     assert_eq!(body(&messages, client::DESCRIBE), b"S\0");
 
     // A portal: bound and described on the server, until the plan
     // has seen the server's description.
-    let p = portal(rows, &["7"], &[]);
+    let p = portal(Arc::unwrap_or_clone(rows.plan), &["7"], &[]);
     let Ok(Description::Server { messages, .. }) = describe(Describe::Portal(&p)) else {
         panic!("not on the server");
     };
