@@ -16,6 +16,7 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
 # Integration tests drive pgmlcat with psycopg 3 too, as applications do.
 python3 -c 'import psycopg' >/dev/null 2>&1 || need+=(python3-psycopg)
+python3 -c 'import asyncpg' >/dev/null 2>&1 || need+=(python3-asyncpg)
 # ... and with pgJDBC (Java), pgx v4 and lib/pq (Go), compiled offline by the tests.
 command -v javac >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || need+=(default-jdk-headless)
 [[ -e /usr/share/java/postgresql.jar ]] || need+=(libpostgresql-jdbc-java)

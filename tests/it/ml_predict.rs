@@ -530,7 +530,7 @@ fn server_statements_survive_deallocate_and_discard() {
 /// data format", "invalid byte sequence" — the server statement declared no
 /// types, so Postgres read a float8 as the real the cast asked for).
 #[test]
-fn psycopg_parameters_mean_what_the_client_sent() {
+fn psycopg_and_asyncpg_parameters_mean_what_the_client_sent() {
     let (_pg, proxy) = setup();
     let script = format!(
         "{}/tests/it/clients/predict_params.py",
@@ -543,10 +543,30 @@ fn psycopg_parameters_mean_what_the_client_sent() {
         String::from_utf8_lossy(&out.stderr),
         proxy.log()
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    same_as_constants(&String::from_utf8_lossy(&out.stdout), 11);
+
+    // asyncpg: types inferred by the server from the Describe, values in
+    // binary.
+    let script = format!(
+        "{}/tests/it/clients/predict_params_asyncpg.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = run("python3", &[&script, &proxy.url("app", "app_pw", "app")]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.log()
+    );
+    same_as_constants(&String::from_utf8_lossy(&out.stdout), 3);
+}
+
+/// `text`: a JSON list of [with parameters, with constants] pairs, `n` of
+/// them, each pair equal and not empty.
+fn same_as_constants(text: &str, n: usize) {
     let pairs: Vec<(serde_json::Value, serde_json::Value)> =
         serde_json::from_str(text.trim()).expect("json");
-    assert_eq!(pairs.len(), 11);
+    assert_eq!(pairs.len(), n);
     for (i, (params, consts)) in pairs.iter().enumerate() {
         assert_eq!(params, consts, "case {i}");
         assert!(
