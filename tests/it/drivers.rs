@@ -507,3 +507,46 @@ fn lib_pq_unnamed_statements_across_servers() {
     let pooled = client.run(&[&conn(proxy.port)]);
     assert_same(&direct, &pooled);
 }
+
+/// pgJDBC and pgml.predict (#17): parameters with declared types (float8,
+/// int4), server-prepared from the first execution, where pgJDBC moves to
+/// binary: every execution gives the float4 bits the same values as
+/// constants give.
+#[test]
+fn pgjdbc_predict_parameters_mean_what_the_client_sent() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
+    for sql in [
+        "SELECT pgml.load_dataset('iris')",
+        "SELECT * FROM pgml.train('species', 'classification', 'pgml.iris', 'target', algorithm => 'lightgbm')",
+        "CREATE VIEW widths AS SELECT sepal_length, sepal_width, petal_length, petal_width FROM pgml.iris",
+        "SELECT * FROM pgml.train('width', 'regression', 'widths', 'petal_width', algorithm => 'lightgbm')",
+    ] {
+        proxy
+            .psql(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}\n{}", proxy.log()));
+    }
+    let client = Client::java("PredictParams");
+    let (seen, _) = client.run(&[&jdbc_url(port)]);
+    for q in 0..3 {
+        let consts: Vec<&str> = seen
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("consts {q}: ")))
+            .collect();
+        let params: Vec<&str> = seen
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("params {q}: ")))
+            .collect();
+        assert_eq!(consts.len(), 1, "{seen}");
+        assert_eq!(params.len(), 8, "{seen}");
+        // Text results say "0", binary ones "0.0": the values, as float4
+        // bits, must be the same.
+        let bits = |v: &str| v.parse::<f32>().map(f32::to_bits).ok();
+        assert!(bits(consts[0]).is_some(), "{seen}");
+        assert!(
+            params.iter().all(|p| bits(p) == bits(consts[0])),
+            "query {q}:\n{seen}"
+        );
+    }
+}
