@@ -30,10 +30,11 @@ pub struct InterceptQuery {
     pub result: Vec<Vec<String>>,
 }
 
-/// One pool's intercepted statements, `${DATABASE}` and `${USER}` filled in.
+/// One pool's intercepted statements (by their words), `${DATABASE}` and
+/// `${USER}` filled in.
 #[derive(Debug)]
 pub struct Intercept {
-    rules: Vec<(String, Answer)>,
+    rules: Vec<(Vec<String>, Answer)>,
 }
 
 /// The rows a matched statement gets.
@@ -45,28 +46,27 @@ pub struct Answer {
 
 /// pgcat's type names, as OIDs; anything else is `any`.
 fn type_oid(name: &str) -> u32 {
+    use crate::net::oid;
     match name {
-        "text" => 25,
+        "text" => oid::TEXT,
         "anyarray" => 2277,
-        "oid" => 26,
-        "bool" => 16,
-        "int4" => 23,
+        "oid" => oid::OID,
+        "bool" => oid::BOOL,
+        "int4" => oid::INT4,
         _ => 2276,
     }
 }
 
-/// Lower case, runs of white space as one space, no trailing semicolons:
-/// the spelling a statement is matched in.
-pub fn normalize(sql: &str) -> String {
-    let sql = sql.trim().trim_end_matches(';').trim_end();
-    let mut out = String::with_capacity(sql.len());
-    for word in sql.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+/// The words a statement is matched by: white space runs and trailing
+/// semicolons do not count (case is compared without regard to it).
+fn words(sql: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut sql = sql.trim_ascii();
+    while let Some(rest) = sql.strip_suffix(b";") {
+        sql = rest;
     }
-    out
+    sql.trim_ascii_end()
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty())
 }
 
 impl Intercept {
@@ -102,16 +102,31 @@ impl Intercept {
                     .iter()
                     .map(|r| r.iter().map(|v| (!v.is_empty()).then(|| fill(v))).collect())
                     .collect();
-                (normalize(&fill(&q.query)), Answer { columns, rows })
+                let query = fill(&q.query);
+                let words = words(query.as_bytes())
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect();
+                (words, Answer { columns, rows })
             })
             .collect();
         Some(Intercept { rules })
     }
 
     /// The answer for `sql`, if it is one of the intercepted statements.
-    pub fn answer(&self, sql: &str) -> Option<&Answer> {
-        let key = normalize(sql);
-        self.rules.iter().find(|(q, _)| *q == key).map(|(_, a)| a)
+    /// Compared word by word on the raw bytes, without allocating: every
+    /// simple Query of a pool with the plugin on is asked, and most differ
+    /// by their second word.
+    pub fn answer(&self, sql: &[u8]) -> Option<&Answer> {
+        self.rules
+            .iter()
+            .find(|(rule, _)| {
+                let mut text = words(sql);
+                rule.iter().all(|w| {
+                    text.next()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(w.as_bytes()))
+                }) && text.next().is_none()
+            })
+            .map(|(_, a)| a)
     }
 }
 
@@ -134,7 +149,7 @@ mod tests {
         .expect("pgcat's plugin config");
         let i = Intercept::build(Some(&plugins), None, "sharded_db", "u").expect("enabled");
         let a = i
-            .answer("SELECT  current_database() AS a,\n current_schemas(false) AS b;")
+            .answer(b"SELECT  current_database() AS a,\n current_schemas(false) AS b;")
             .expect("matched");
         assert_eq!(
             a.columns,
@@ -142,7 +157,10 @@ mod tests {
         );
         assert_eq!(a.rows[0][0].as_deref(), Some("sharded_db"));
         assert_eq!(a.rows[1], vec![Some("u".to_string()), None]);
-        assert!(i.answer("select current_database()").is_none());
+        assert!(i.answer(b"select current_database()").is_none());
+        assert!(i
+            .answer(b"select current_database() as a, current_schemas(false) as b, 1")
+            .is_none());
         let off = Plugins {
             intercept: Some(InterceptConfig::default()),
         };

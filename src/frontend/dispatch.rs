@@ -174,7 +174,11 @@ impl Session {
             (b'u', 8) => is(b"unlisten"),
             _ => false,
         } || crate::ml::call::mentions_pgml_bytes(text)
-            || self.pool.intercept.is_some();
+            || self
+                .pool
+                .intercept
+                .as_ref()
+                .is_some_and(|i| i.answer(text).is_some());
         if ours {
             return Ok(QueryNext::Elsewhere);
         }
@@ -219,7 +223,7 @@ impl Session {
             self.answer_local(Local::Command(command));
             return Ok(Flow::Continue);
         }
-        if self.intercepted(sql) {
+        if self.intercepted(sql.as_bytes()) {
             return Ok(Flow::Continue);
         }
         let listens_here = self.mode == crate::config::PoolMode::Transaction

@@ -1,6 +1,7 @@
 //! Simple-protocol statements the session answers itself: pgcat's custom
-//! commands and intercepted statements, BEGIN/COMMIT around a transaction that has not reached a
-//! server yet, and SQL DEALLOCATE of the client's protocol-level statements.
+//! commands and intercepted statements, BEGIN/COMMIT around a transaction
+//! that has not reached a server yet, and SQL DEALLOCATE of the client's
+//! protocol-level statements.
 
 use super::decide::Local;
 use super::prepared::Deallocate;
@@ -39,7 +40,7 @@ impl Session {
 
     /// Answers `sql` with the rows pgcat's intercept plugin configures for
     /// it, if it is one of its statements; false when it is not.
-    pub(super) fn intercepted(&mut self, sql: &str) -> bool {
+    pub(super) fn intercepted(&mut self, sql: &[u8]) -> bool {
         let pool = self.pool.clone();
         let Some(answer) = pool.intercept.as_ref().and_then(|i| i.answer(sql)) else {
             return false;
