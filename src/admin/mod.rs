@@ -239,9 +239,9 @@ enum BanTarget<'a> {
     Server(&'a str, u16),
 }
 
-/// `BAN host seconds` / `UNBAN host` as in pgcat (primaries on the host are
-/// never banned and not listed), `BAN host port seconds` / `UNBAN host
-/// port` for one server (a primary is refused), `UNBAN` for all. Answers
+/// `BAN host seconds` / `UNBAN host` as in pgcat (the server writes go to
+/// is never banned and not listed), `BAN host port seconds` / `UNBAN host
+/// port` for one server (the primary is refused). Answers
 /// with the servers whose state changed: db, user, role, host (pgcat's
 /// columns) and port.
 fn ban(app: &App, banning: bool, args: &[&str], out: &mut BytesMut) -> Result<()> {

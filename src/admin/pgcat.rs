@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use super::show::{client_counts, mode, server_counts, sorted_pools, totals, ClientCounts, Totals};
 use super::table::{s, Table, INT8, TEXT};
 use crate::app::App;
-use crate::stats::{self, ClientState, Counters};
+use crate::stats::{self, Counters};
 
 pub fn pools(app: &App) -> Table {
     let mut t = Table::new(&[
@@ -137,19 +137,10 @@ pub fn clients(_app: &App) -> Table {
         ("maxwait_us", INT8),
         ("pinned", TEXT),
     ]);
-    let mut rows: Vec<_> = stats::connections()
-        .clients
-        .iter()
-        .map(|e| (*e.key(), e.value().clone()))
-        .collect();
-    rows.sort_by_key(|(id, _)| *id);
+    let rows = stats::connections().clients_in_order();
     let now = SystemTime::now();
     for (id, c) in rows {
-        let state = match c.state() {
-            ClientState::Waiting => "waiting",
-            ClientState::Active => "active",
-            ClientState::Idle => "idle",
-        };
+        let state = c.state().name();
         let max_wait = c.max_wait_micros();
         let age = now
             .duration_since(c.connected_at)

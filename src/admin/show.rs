@@ -273,7 +273,7 @@ const CONNECTION_COLUMNS: &[(&str, u32)] = &[
     ("application_name", TEXT),
 ];
 
-pub(super) fn time_text(t: SystemTime) -> String {
+fn time_text(t: SystemTime) -> String {
     stats::epoch_secs(t).to_string()
 }
 
@@ -283,18 +283,9 @@ pub fn clients(app: &App) -> Table {
     let mut columns = CONNECTION_COLUMNS.to_vec();
     columns.push(("pinned", TEXT));
     let mut t = Table::new(&columns);
-    let mut rows: Vec<_> = stats::connections()
-        .clients
-        .iter()
-        .map(|e| (*e.key(), e.value().clone()))
-        .collect();
-    rows.sort_by_key(|(id, _)| *id);
+    let rows = stats::connections().clients_in_order();
     for (id, c) in rows {
-        let state = match c.state() {
-            ClientState::Waiting => "waiting",
-            ClientState::Active => "active",
-            ClientState::Idle => "idle",
-        };
+        let state = c.state().name();
         let wait = c.waiting_micros();
         t.row(vec![
             s("C"),

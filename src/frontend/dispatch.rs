@@ -62,11 +62,7 @@ impl Session {
                 messages::error_response(&mut self.client.out, &err);
                 match kind {
                     client::TERMINATE => return Ok(Flow::Close),
-                    client::QUERY => {
-                        self.recovery = Recovery::None;
-                        messages::ready_for_query(&mut self.client.out, self.tx.status);
-                    }
-                    client::SYNC => {
+                    client::QUERY | client::SYNC => {
                         self.recovery = Recovery::None;
                         messages::ready_for_query(&mut self.client.out, self.tx.status);
                     }

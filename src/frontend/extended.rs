@@ -180,10 +180,7 @@ impl Session {
         let Some(parse) = self.client.statements.unnamed_to_resend() else {
             return;
         };
-        if self.server.out.capacity() == 0 {
-            self.server.out = crate::net::bufpool::take();
-        }
-        self.server.out.extend_from_slice(parse);
+        lent(&mut self.server.out).extend_from_slice(parse);
         self.server.expect.push(Expect::Parse {
             injected: true,
             name: None,
@@ -273,10 +270,7 @@ impl Session {
 
     /// What goes to the server next, in a buffer lent while there is some.
     pub(super) fn server_out(&mut self) -> &mut BytesMut {
-        if self.server.out.capacity() == 0 {
-            self.server.out = crate::net::bufpool::take();
-        }
-        &mut self.server.out
+        lent(&mut self.server.out)
     }
 
     /// Queues an answer we give ourselves (written by `write`), in its
@@ -306,4 +300,13 @@ enum Copy {
         shape: u64,
     },
     Older,
+}
+
+/// `buf`, with a buffer lent by the thread's pool if it has none (the
+/// session's own buffers stay empty while it is idle).
+fn lent(buf: &mut BytesMut) -> &mut BytesMut {
+    if buf.capacity() == 0 {
+        *buf = crate::net::bufpool::take();
+    }
+    buf
 }

@@ -150,7 +150,9 @@ pub async fn login(
         let secret = crate::admin::admin_secret(app, &user);
         let ok = match auth_type {
             AuthType::Scram => scram_exchange(stream, buf, &mut out, secret.as_ref()).await?,
-            AuthType::Trust if g_trust => true,
+            // Only admin_auth_type says trust here (the general one's
+            // trust became md5 above).
+            AuthType::Trust => true,
             _ => md5_exchange(stream, buf, &mut out)
                 .await?
                 .matches(&user, secret.as_ref()),

@@ -100,24 +100,28 @@ impl Session {
 
     /// Describe (statement or portal) of a pgml.predict statement.
     pub(super) async fn predict_describe(&mut self, kind: u8, name: &str) -> Result<bool> {
-        let (statement, portal) = match kind {
+        // Owned copies (the maps are the session's), described below.
+        let statement: PredictStatement;
+        let portal: Portal;
+        let target = match kind {
             client::STATEMENT => match self.ml_predicts().get(name).cloned() {
-                Some(s) => (Some(s), None),
+                Some(s) => {
+                    statement = s;
+                    Describe::Statement(&statement)
+                }
                 None => return Ok(false),
             },
             _ => match self.ml_predict_portals().get(name).cloned() {
-                Some(p) => (None, Some(p)),
+                Some(p) => {
+                    portal = p;
+                    Describe::Portal(&portal)
+                }
                 None => return Ok(false),
             },
         };
         if self.settle().await? == Flow::Close {
             return Err(Error::ClientGone);
         }
-        let target = match (&statement, &portal) {
-            (_, Some(p)) => Describe::Portal(p),
-            (Some(s), None) => Describe::Statement(s),
-            (None, None) => return Ok(false),
-        };
         if let Err(e) = self.describe_predict(target).await {
             self.predict_failed(e)?;
         }

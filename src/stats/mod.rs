@@ -45,6 +45,17 @@ pub enum ClientState {
     Active = 2,
 }
 
+impl ClientState {
+    /// As SHOW CLIENTS and /metrics name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Waiting => "waiting",
+            ClientState::Active => "active",
+        }
+    }
+}
+
 pub struct ClientInfo {
     pub addr: SocketAddr,
     pub database: String,
@@ -168,6 +179,17 @@ impl Drop for ClientHandle {
 }
 
 impl Connections {
+    /// Every client, oldest first (ids grow), for SHOW CLIENTS.
+    pub fn clients_in_order(&self) -> Vec<(u64, Arc<ClientInfo>)> {
+        let mut rows: Vec<_> = self
+            .clients
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        rows.sort_by_key(|(id, _)| *id);
+        rows
+    }
+
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }

@@ -103,12 +103,7 @@ fn collect(app: &App) {
             (ClientState::Waiting, states[1]),
             (ClientState::Active, states[2]),
         ] {
-            let state = match state {
-                ClientState::Idle => "idle",
-                ClientState::Waiting => "waiting",
-                ClientState::Active => "active",
-            };
-            gauge!("pgmlcat_clients", "database" => db.clone(), "user" => user.clone(), "state" => state)
+            gauge!("pgmlcat_clients", "database" => db.clone(), "user" => user.clone(), "state" => state.name())
                 .set(n as f64);
         }
         for server in pool.all_servers() {

@@ -532,33 +532,11 @@ fn server_statements_survive_deallocate_and_discard() {
 #[test]
 fn psycopg_and_asyncpg_parameters_mean_what_the_client_sent() {
     let (_pg, proxy) = setup();
-    let script = format!(
-        "{}/tests/it/clients/predict_params.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = run("python3", &[&script, &proxy.url("app", "app_pw", "app")]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.log()
-    );
-    same_as_constants(&String::from_utf8_lossy(&out.stdout), 11);
-
+    let url = proxy.url("app", "app_pw", "app");
+    same_as_constants(&python_client("predict_params.py", &url), 11);
     // asyncpg: types inferred by the server from the Describe, values in
     // binary.
-    let script = format!(
-        "{}/tests/it/clients/predict_params_asyncpg.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = run("python3", &[&script, &proxy.url("app", "app_pw", "app")]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.log()
-    );
-    same_as_constants(&String::from_utf8_lossy(&out.stdout), 3);
+    same_as_constants(&python_client("predict_params_asyncpg.py", &url), 3);
 }
 
 /// `text`: a JSON list of [with parameters, with constants] pairs, `n` of

@@ -10,7 +10,7 @@ use crate::common::*;
 fn sql_deallocate_of_protocol_statements() {
     let pg = PgCluster::start();
     pg.psql("app", "create table dd(x int)");
-    let direct = run_script(
+    let direct = python_client(
         "deallocate.py",
         &format!(
             "host=127.0.0.1 port={} user=app password=app_pw dbname=app",
@@ -23,19 +23,8 @@ fn sql_deallocate_of_protocol_statements() {
 
     let port = free_port();
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
-    let pooled = run_script("deallocate.py", &proxy.url("app", "app_pw", "app"));
+    let pooled = python_client("deallocate.py", &proxy.url("app", "app_pw", "app"));
     assert_eq!(pooled, direct);
-}
-
-fn run_script(name: &str, conninfo: &str) -> String {
-    let script = format!("{}/tests/it/clients/{name}", env!("CARGO_MANIFEST_DIR"));
-    let out = run("python3", &[&script, conninfo]);
-    assert!(
-        out.status.success(),
-        "{name} against {conninfo}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// DDL changes what a prepared statement returns; the driver prepares the
@@ -44,7 +33,7 @@ fn run_script(name: &str, conninfo: &str) -> String {
 #[test]
 fn reprepare_after_ddl() {
     let pg = PgCluster::start();
-    let direct = run_script(
+    let direct = python_client(
         "stale_plan.py",
         &format!(
             "host=127.0.0.1 port={} user=app password=app_pw dbname=app",
@@ -53,7 +42,7 @@ fn reprepare_after_ddl() {
     );
     let port = free_port();
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
-    let pooled = run_script("stale_plan.py", &proxy.url("app", "app_pw", "app"));
+    let pooled = python_client("stale_plan.py", &proxy.url("app", "app_pw", "app"));
     assert_eq!(pooled, direct);
     assert!(direct.ends_with("[[1, 5]], [[1, 5]]]"), "{direct}");
 }

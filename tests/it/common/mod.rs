@@ -650,6 +650,19 @@ database = "app"
     )
 }
 
+/// Runs tests/it/clients/`name` (a Python client) against `conninfo`;
+/// panics unless it succeeds; its trimmed stdout.
+pub fn python_client(name: &str, conninfo: &str) -> String {
+    let script = format!("{}/tests/it/clients/{name}", env!("CARGO_MANIFEST_DIR"));
+    let out = run("python3", &[&script, conninfo]);
+    assert!(
+        out.status.success(),
+        "{name} against {conninfo}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// `simple_config` with one server per pool and a short wait for it:
 /// `checkout_timeout_ms` (58000 soon after), with `connect_timeout` long
 /// enough to open one on a busy machine.
