@@ -322,3 +322,43 @@ async fn listen_takes_effect_at_commit() {
     let pooled = transaction_scenario(&proxy.url("app", "app_pw", "app")).await;
     assert_eq!(pooled, direct);
 }
+
+/// A LISTEN in a transaction that pgcat's idle timeout rolls back never
+/// takes effect, not even when a later transaction of the client commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_rolled_back_by_the_idle_timeout_is_gone() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let config = simple_config(port, &pg, "transaction", 2).replace(
+        "connect_timeout = 3000",
+        "connect_timeout = 3000\nidle_client_in_transaction_timeout = 300",
+    );
+    let proxy = Proxy::start(port, &config);
+    let url = proxy.url("app", "app_pw", "app");
+    let (l, mut rx) = listener(&url).await;
+    let sender = connect(&url).await;
+    for sql in ["BEGIN", "select 1", "LISTEN idle1"] {
+        l.batch_execute(sql).await.expect(sql);
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let err = l.batch_execute("select 1").await.expect_err("timed out");
+    assert_eq!(err.code().map(|c| c.code()), Some("58000"), "{err}");
+    for sql in ["BEGIN", "select 1", "COMMIT"] {
+        l.batch_execute(sql).await.expect(sql);
+    }
+    sender
+        .batch_execute("NOTIFY idle1, 'after the rollback'")
+        .await
+        .expect("notify");
+    assert_eq!(late_notes(&mut rx).await, Vec::new());
+    // The client still listens where it asked to, and that works.
+    l.batch_execute("LISTEN idle2").await.expect("listen");
+    sender
+        .batch_execute("NOTIFY idle2, 'heard'")
+        .await
+        .expect("notify");
+    assert_eq!(
+        next_notes(&mut rx, 1).await,
+        vec![("idle2".to_string(), "heard".to_string())]
+    );
+}

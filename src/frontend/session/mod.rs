@@ -368,6 +368,8 @@ impl Session {
                 Box::pin(self.finish()).await;
                 self.tx.status = TxStatus::Idle;
                 self.tx.deferred = None;
+                // Its LISTEN/UNLISTENs rolled back with it.
+                self.settle_notify_now(false);
                 self.recovery = Recovery::TimedOut;
                 Ok(Flow::Continue)
             }
