@@ -210,6 +210,43 @@ impl Server {
         self.finish_copy_in(None).await
     }
 
+    /// One statement with a client's parameters as the client bound them
+    /// (declared types, format codes, raw values): the type of its first
+    /// column, and that column of every row, in binary, to `each` (NULLs
+    /// skipped). For the collections of pgml.predict's general method.
+    pub async fn first_column(
+        &mut self,
+        sql: &str,
+        bound: Bound<'_>,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<u32> {
+        let mut out = BytesMut::new();
+        bound.write(sql, &[1], &mut out)?;
+        frontend::describe(b'P', "", &mut out).map_err(encode)?;
+        frontend::execute("", 0, &mut out).map_err(encode)?;
+        frontend::sync(&mut out);
+        let mut type_oid = 0;
+        self.exchange(&out, |m| {
+            match m {
+                Message::RowDescription(body) => {
+                    let mut fields = body.fields();
+                    if let Some(f) = fields.next().map_err(encode)? {
+                        type_oid = f.type_oid();
+                    }
+                }
+                Message::DataRow(body) => {
+                    if let Some(Some(r)) = body.ranges().next().map_err(encode)? {
+                        each(&body.buffer()[r]);
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(type_oid)
+    }
+
     /// Text values converted by Postgres to the binary form of `type_name`
     /// (a name as `format_type` prints it), in order; for merging results
     /// of several shards into a client's binary format.
@@ -297,5 +334,38 @@ mod tests {
             r#"{"a\"b",NULL,"c\\"}"#
         );
         assert_eq!(text_array(&[]), "{}");
+    }
+}
+
+/// A client's Bind, carried to a statement of the proxy's own: the types
+/// its statement declared, its parameter format codes and values.
+#[derive(Clone, Copy, Default)]
+pub struct Bound<'a> {
+    pub types: &'a [u32],
+    pub formats: &'a [i16],
+    pub values: &'a [Option<Vec<u8>>],
+}
+
+impl Bound<'_> {
+    /// Parse (unnamed) and Bind (unnamed portal) of `sql` with these
+    /// parameters and `results` as the result format codes.
+    pub fn write(&self, sql: &str, results: &[i16], out: &mut BytesMut) -> Result<()> {
+        frontend::parse("", sql, self.types.iter().copied(), out).map_err(encode)?;
+        frontend::bind(
+            "",
+            "",
+            self.formats.iter().copied(),
+            self.values.iter(),
+            |v, buf| match v {
+                Some(v) => {
+                    buf.extend_from_slice(v);
+                    Ok(postgres_protocol::IsNull::No)
+                }
+                None => Ok(postgres_protocol::IsNull::Yes),
+            },
+            results.iter().copied(),
+            out,
+        )
+        .map_err(|_| Error::protocol("could not encode a client's parameters"))
     }
 }

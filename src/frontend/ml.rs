@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use super::lookup::{LookupPortal, LookupStatement};
 use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
@@ -27,6 +28,8 @@ pub(super) struct MlState {
     portals: HashMap<String, FnCall>,
     predicts: HashMap<String, PredictStatement>,
     predict_portals: HashMap<String, Portal>,
+    lookups: HashMap<String, LookupStatement>,
+    lookup_portals: HashMap<String, LookupPortal>,
 }
 
 impl MlState {
@@ -35,15 +38,23 @@ impl MlState {
             && self.portals.is_empty()
             && self.predicts.is_empty()
             && self.predict_portals.is_empty()
+            && self.lookups.is_empty()
+            && self.lookup_portals.is_empty()
     }
 
     /// A statement or portal name is being reused: forget the old one.
     fn forget(&mut self, kind: u8, name: &str) -> bool {
         match kind {
             client::STATEMENT => {
-                self.statements.remove(name).is_some() | self.predicts.remove(name).is_some()
+                self.statements.remove(name).is_some()
+                    | self.predicts.remove(name).is_some()
+                    | self.lookups.remove(name).is_some()
             }
-            _ => self.portals.remove(name).is_some() | self.predict_portals.remove(name).is_some(),
+            _ => {
+                self.portals.remove(name).is_some()
+                    | self.predict_portals.remove(name).is_some()
+                    | self.lookup_portals.remove(name).is_some()
+            }
         }
     }
 }
@@ -65,6 +76,14 @@ impl Session {
 
     pub(super) fn ml_predict_portals(&mut self) -> &mut HashMap<String, Portal> {
         &mut self.ml().predict_portals
+    }
+
+    pub(super) fn ml_lookups(&mut self) -> &mut HashMap<String, LookupStatement> {
+        &mut self.ml().lookups
+    }
+
+    pub(super) fn ml_lookup_portals(&mut self) -> &mut HashMap<String, LookupPortal> {
+        &mut self.ml().lookup_portals
     }
 
     /// A simple Query: Some(flow) when it was a pgml call we answered.

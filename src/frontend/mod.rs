@@ -13,6 +13,7 @@ pub mod handshake;
 mod lease;
 pub mod listener;
 mod local;
+mod lookup;
 mod ml;
 mod multi;
 mod notes;

@@ -14,28 +14,49 @@ use bytes::BytesMut;
 
 use super::decide::{Plan as RoutePlan, Statement};
 use super::lease::Protocol as Wire;
+use super::lookup::{LookupPortal, LookupStatement};
 use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
 use crate::ml::predict::{
-    self, Describe, Description, Execution, Plan, Portal, PredictStatement, Protocol, Rewriter,
-    Shards,
+    self, Describe, Description, Execution, LookupPlan, Plan, Portal, PredictStatement, Protocol,
+    Rewriter, Shards,
 };
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
 use crate::net::messages::{self, TxStatus};
 use crate::net::tag::{client, server as tag};
 
+/// How a statement calling pgml.predict runs.
+enum Planned {
+    /// The streaming rewrite of the SELECT list (the fast path).
+    Stream(Arc<Plan>),
+    /// Memos and lookups: every other position (see `frontend::lookup`).
+    Lookup(Arc<LookupPlan>),
+}
+
 impl Session {
     /// The plan of a statement calling pgml.predict; None if it calls none.
-    fn predict_plan(&self, sql: &str) -> std::result::Result<Option<Arc<Plan>>, MlError> {
-        self.app.ml.plan(sql)
+    /// What the streaming rewrite refuses goes the general way.
+    fn predict_plan(&self, sql: &str) -> std::result::Result<Option<Planned>, MlError> {
+        if let Some(lookup) = self.app.ml.cached_lookup(sql) {
+            return Ok(Some(Planned::Lookup(lookup)));
+        }
+        match self.app.ml.plan(sql) {
+            Ok(plan) => Ok(plan.map(Planned::Stream)),
+            Err(MlError::Unsupported(_)) => self
+                .app
+                .ml
+                .lookup_plan(sql)
+                .map(|l| Some(Planned::Lookup(l))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Simple Query with pgml.predict: Some(flow) when handled.
     pub(super) async fn predict_simple(&mut self, sql: &str) -> Result<Option<Flow>> {
-        let plan = match self.predict_plan(sql) {
-            Ok(Some(plan)) => plan,
+        let planned = match self.predict_plan(sql) {
+            Ok(Some(planned)) => planned,
             Ok(None) => return Ok(None),
             Err(e) => {
                 let mut out = BytesMut::new();
@@ -48,7 +69,10 @@ impl Session {
         if self.settle().await? == Flow::Close {
             return Ok(Some(Flow::Close));
         }
-        let outcome = self.run_predict(&plan, Protocol::Simple).await;
+        let outcome = match planned {
+            Planned::Stream(plan) => self.run_predict(&plan, Protocol::Simple).await,
+            Planned::Lookup(plan) => self.run_lookup(&plan, None).await,
+        };
         if let Err(e) = outcome {
             if matches!(e, Error::ClientGone | Error::Io(_)) {
                 return Err(e);
@@ -63,10 +87,18 @@ impl Session {
     pub(super) fn predict_parse(&mut self, name: &str, sql: &str, types: Vec<u32>) -> Result<bool> {
         match self.predict_plan(sql) {
             Ok(None) => Ok(false),
-            Ok(Some(plan)) => {
+            Ok(Some(planned)) => {
                 let types = types.into();
-                self.ml_predicts()
-                    .insert(name.to_string(), PredictStatement { plan, types });
+                match planned {
+                    Planned::Stream(plan) => {
+                        self.ml_predicts()
+                            .insert(name.to_string(), PredictStatement { plan, types });
+                    }
+                    Planned::Lookup(plan) => {
+                        self.ml_lookups()
+                            .insert(name.to_string(), LookupStatement { plan, types });
+                    }
+                }
                 let mut out = BytesMut::new();
                 messages::parse_complete(&mut out);
                 self.respond_in_order(out.freeze());
@@ -79,7 +111,7 @@ impl Session {
     /// Bind of a pgml.predict statement; false if `stmt` is not one.
     pub(super) fn predict_bind(&mut self, portal: &str, stmt: &str, msg: &[u8]) -> Result<bool> {
         let Some(statement) = self.ml_predicts().get(stmt).cloned() else {
-            return Ok(false);
+            return self.lookup_bind(portal, stmt, msg);
         };
         let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
         self.ml_predict_portals().insert(
@@ -98,6 +130,59 @@ impl Session {
         Ok(true)
     }
 
+    /// Bind of a statement the general method serves.
+    fn lookup_bind(&mut self, portal: &str, stmt: &str, msg: &[u8]) -> Result<bool> {
+        let Some(statement) = self.ml_lookups().get(stmt).cloned() else {
+            return Ok(false);
+        };
+        let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
+        self.ml_lookup_portals().insert(
+            portal.to_string(),
+            LookupPortal {
+                plan: statement.plan,
+                types: statement.types,
+                param_formats,
+                params,
+                result_formats,
+            },
+        );
+        let mut out = BytesMut::new();
+        messages::bind_complete(&mut out);
+        self.respond_in_order(out.freeze());
+        Ok(true)
+    }
+
+    /// Describe of a statement or portal the general method serves.
+    async fn lookup_describe(&mut self, kind: u8, name: &str) -> Result<bool> {
+        let (statement, portal) = if kind == client::STATEMENT {
+            match self.ml_lookups().get(name).cloned() {
+                Some(s) => (s, None),
+                None => return Ok(false),
+            }
+        } else {
+            match self.ml_lookup_portals().get(name).cloned() {
+                Some(p) => (
+                    LookupStatement {
+                        plan: p.plan.clone(),
+                        types: p.types.clone(),
+                    },
+                    Some(p),
+                ),
+                None => return Ok(false),
+            }
+        };
+        if self.settle().await? == Flow::Close {
+            return Err(Error::ClientGone);
+        }
+        if let Err(e) = self
+            .describe_lookup(kind, &statement, portal.as_ref())
+            .await
+        {
+            self.predict_failed(e)?;
+        }
+        Ok(true)
+    }
+
     /// Describe (statement or portal) of a pgml.predict statement.
     pub(super) async fn predict_describe(&mut self, kind: u8, name: &str) -> Result<bool> {
         // Owned copies (the maps are the session's), described below.
@@ -109,14 +194,14 @@ impl Session {
                     statement = s;
                     Describe::Statement(&statement)
                 }
-                None => return Ok(false),
+                None => return self.lookup_describe(kind, name).await,
             },
             _ => match self.ml_predict_portals().get(name).cloned() {
                 Some(p) => {
                     portal = p;
                     Describe::Portal(&portal)
                 }
-                None => return Ok(false),
+                None => return self.lookup_describe(kind, name).await,
             },
         };
         if self.settle().await? == Flow::Close {
@@ -131,7 +216,16 @@ impl Session {
     /// Execute of a pgml.predict portal.
     pub(super) async fn predict_execute(&mut self, portal: &str) -> Result<bool> {
         let Some(p) = self.ml_predict_portals().get(portal).cloned() else {
-            return Ok(false);
+            let Some(p) = self.ml_lookup_portals().get(portal).cloned() else {
+                return Ok(false);
+            };
+            if self.settle().await? == Flow::Close {
+                return Err(Error::ClientGone);
+            }
+            if let Err(e) = self.run_lookup(&p.plan, Some(&p)).await {
+                self.predict_failed(e)?;
+            }
+            return Ok(true);
         };
         if self.settle().await? == Flow::Close {
             return Err(Error::ClientGone);

@@ -87,6 +87,8 @@ pub struct Ml {
     /// pgml.predict plans by statement text: a statement sent again (the
     /// simple protocol, pgbench scripts) is not parsed again.
     plans: dashmap::DashMap<String, Arc<Plan>>,
+    /// Plans of the general method (`predict::lookup`), by statement text.
+    lookups: dashmap::DashMap<String, Arc<predict::LookupPlan>>,
     /// Normalized statements that must be planned with their constants.
     unnormalizable: DashSet<String>,
 }
@@ -118,6 +120,7 @@ impl Ml {
             running: dashmap::DashMap::new(),
             next_training: AtomicUsize::new(1),
             plans: dashmap::DashMap::new(),
+            lookups: dashmap::DashMap::new(),
             unnormalizable: DashSet::new(),
         })
     }
@@ -249,9 +252,26 @@ impl Ml {
         Some(Arc::new(plan))
     }
 
+    /// The general method's plan of `sql`, if one was made.
+    pub fn cached_lookup(&self, sql: &str) -> Option<Arc<predict::LookupPlan>> {
+        self.lookups.get(sql).map(|p| p.clone())
+    }
+
+    /// The general method's plan of `sql`: for statements the streaming
+    /// rewrite refuses.
+    pub fn lookup_plan(&self, sql: &str) -> MlResult<Arc<predict::LookupPlan>> {
+        let plan = Arc::new(predict::lookup::plan(sql)?);
+        if self.lookups.len() >= MAX_PLANS {
+            self.lookups.clear();
+        }
+        self.lookups.insert(sql.to_string(), plan.clone());
+        Ok(plan)
+    }
+
     /// Whether `sql` has a cached pgml.predict plan.
     pub fn has_plan(&self, sql: &str) -> bool {
         self.plans.contains_key(sql)
+            || self.lookups.contains_key(sql)
             || predict::normalize::normalize(sql).is_some_and(|n| {
                 self.plans.contains_key(&n.key) || self.unnormalizable.contains(&n.key)
             })

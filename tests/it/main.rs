@@ -18,6 +18,7 @@ mod clients;
 mod drivers;
 mod lifecycle;
 mod limits;
+mod ml_anywhere;
 mod ml_predict;
 mod ml_train;
 mod notify;

@@ -190,8 +190,13 @@ fn errors_are_clear_and_the_connection_survives() {
             ),
             (
                 "SELECT pgml.predict('width', ARRAY[sepal_length]) * 2 FROM flowers",
+                "42804",
+                "expects 3 features, got 1",
+            ),
+            (
+                "SELECT pgml.predict('width', ARRAY[random(), 1, 2]) * 2 FROM flowers",
                 "0A000",
-                "",
+                "random()",
             ),
             (
                 "SELECT pgml.predict('width', (sepal_length, 'text', petal_length)) FROM flowers",
@@ -394,14 +399,14 @@ fn joins_group_by_subqueries_and_ctes() {
         .map(|i| i.to_string())
         .collect();
     assert_eq!(cte.lines().map(String::from).collect::<Vec<_>>(), expected);
-    // Shapes that cannot be rewritten correctly are refused, never guessed.
+    // Shapes the streaming rewrite cannot serve go the general way
+    // (tests/it/ml_anywhere.rs checks their values).
     for sql in [
         "SELECT DISTINCT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) FROM flowers",
         "SELECT sum(w) FROM (SELECT pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length]) AS w FROM flowers) s",
         "SELECT id FROM flowers ORDER BY target, pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length])",
     ] {
-        let err = proxy.psql(sql).unwrap_err();
-        assert!(err.contains("ERROR") && !err.contains("does not exist"), "{sql}: {err}");
+        assert!(!ok(&proxy, sql).is_empty(), "{sql}");
     }
 }
 

@@ -59,6 +59,7 @@ impl Builder {
         if func == Func::PredictBatch {
             return Err(batch_unsupported());
         }
+        self.refuse_nested_features(f)?;
         let key = expr.to_string();
         let analysed = analyse(func, f)?;
         let name = alias.unwrap_or_else(|| func.name().to_string());
@@ -87,6 +88,7 @@ impl Builder {
                     func.name()
                 )));
             }
+            self.refuse_nested_features(f)?;
             let key = e.to_string();
             if let Some(k) = self.outer_calls.get(&key) {
                 return Ok(Some(*k));
@@ -129,6 +131,25 @@ impl Builder {
             return Ok(Some(k));
         }
         Ok(None)
+    }
+
+    /// Features made of a subquery's prediction are the proxy's values,
+    /// which the server cannot compute: that shape goes the general way.
+    fn refuse_nested_features(&self, f: &sqlparser::ast::Function) -> MlResult<()> {
+        let uses = sqlparser::ast::visit_expressions(&f.args, |e| match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.nested_ref(e) {
+                Ok(None) => std::ops::ControlFlow::Continue(()),
+                _ => std::ops::ControlFlow::Break(()),
+            },
+            _ => std::ops::ControlFlow::Continue(()),
+        })
+        .is_break();
+        if uses {
+            return Err(MlError::Unsupported(
+                "features made of a subquery's prediction are not streamed".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The subquery prediction a column reference names, if any.

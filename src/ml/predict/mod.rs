@@ -17,6 +17,8 @@ mod eval;
 mod execution;
 pub mod format;
 mod json;
+pub mod lookup;
+pub mod memo;
 pub mod normalize;
 mod plan;
 mod rows;
@@ -27,6 +29,7 @@ pub use execution::{
     describe, execution, Describe, Description, Execution, Portal, PredictStatement, Protocol,
     Shards,
 };
+pub use lookup::LookupPlan;
 pub use plan::{mentions_predict, plan, Plan, ServerForm};
 pub use rows::Rewriter;
 pub use types::{Call, Features, Func, InputKind, ModelRef, Prediction, Predictor};

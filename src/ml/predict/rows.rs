@@ -27,10 +27,10 @@ use crate::net::rows::{self as wire, Field};
 use crate::net::tag::server;
 
 /// Rows per predictor call: LightGBM is much faster per batch.
-const BATCH: usize = 2048;
+pub(super) const BATCH: usize = 2048;
 
 impl Input {
-    fn of(type_oid: u32) -> Input {
+    pub(super) fn of(type_oid: u32) -> Input {
         match type_oid {
             crate::net::oid::TEXT => Input::Json,
             t if binary::element_of(t).is_some() => Input::Array,
@@ -440,33 +440,8 @@ impl Rewriter {
 
     /// The features in one value of replacement column `ci`.
     fn features(&self, input: Input, ci: usize, value: &[u8], call: &Call) -> MlResult<Features> {
-        let func = call.func.name();
-        match input {
-            Input::Json => json::decode(value, call.input, func),
-            Input::Array => {
-                let mut dense = Vec::new();
-                let mut null = None;
-                let push = |v: Option<f64>| match v {
-                    Some(v) => dense.push(v),
-                    None => {
-                        null.get_or_insert(dense.len());
-                    }
-                };
-                if client_format(&self.server_formats, ci) == 1 {
-                    binary::array_each(value, push)?;
-                } else {
-                    binary::text_array_each(value, push)?;
-                }
-                match null {
-                    Some(i) => Err(json::null_feature(i, func)),
-                    None => Ok(Features::Array(dense)),
-                }
-            }
-            Input::Other(oid) => Err(MlError::DatatypeMismatch(format!(
-                "pgml.{func}: the features must be an array of numbers or booleans, or a row; \
-                 the server gave type oid {oid}"
-            ))),
-        }
+        let binary = client_format(&self.server_formats, ci) == 1;
+        decode_features(input, binary, value, call)
     }
 
     fn limit_reached(&self) -> bool {
@@ -660,5 +635,42 @@ impl Rewriter {
         err?;
         self.sent += 1;
         Ok(())
+    }
+}
+
+/// The features in one value the server gave for `call` (an array of
+/// numbers in text or binary, or a row as JSON text).
+pub(super) fn decode_features(
+    input: Input,
+    binary: bool,
+    value: &[u8],
+    call: &Call,
+) -> MlResult<Features> {
+    let func = call.func.name();
+    match input {
+        Input::Json => json::decode(value, call.input, func),
+        Input::Array => {
+            let mut dense = Vec::new();
+            let mut null = None;
+            let push = |v: Option<f64>| match v {
+                Some(v) => dense.push(v),
+                None => {
+                    null.get_or_insert(dense.len());
+                }
+            };
+            if binary {
+                binary::array_each(value, push)?;
+            } else {
+                binary::text_array_each(value, push)?;
+            }
+            match null {
+                Some(i) => Err(json::null_feature(i, func)),
+                None => Ok(Features::Array(dense)),
+            }
+        }
+        Input::Other(oid) => Err(MlError::DatatypeMismatch(format!(
+            "pgml.{func}: the features must be an array of numbers or booleans, or a row; \
+             the server gave type oid {oid}"
+        ))),
     }
 }

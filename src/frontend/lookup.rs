@@ -1,0 +1,304 @@
+//! pgml.predict by the general method (`ml::predict::lookup`) in a
+//! session: on the client's server, in the client's transaction (or one of
+//! the proxy's own around the statement, as autocommit would be), the
+//! memos are filled site by site, then the statement runs with lookups
+//! and its answer goes to the client as the server gave it.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+
+use super::decide::{Plan as RoutePlan, Statement};
+use super::lease::Protocol as Wire;
+use super::session::Session;
+use crate::backend::query::Bound;
+use crate::backend::server::Server;
+use crate::errors::{Error, Result};
+use crate::ml::predict::{memo, LookupPlan};
+use crate::ml::predictor::ModelSet;
+use crate::ml::MlError;
+use crate::net::messages::{self, TxStatus};
+use crate::net::tag::{client, server as tag};
+use crate::router::Target;
+
+/// A Parse of a statement the general method serves.
+#[derive(Clone)]
+pub struct LookupStatement {
+    pub plan: Arc<LookupPlan>,
+    pub types: Arc<[u32]>,
+}
+
+/// Its Bind, kept until Execute: the client's parameters as sent.
+#[derive(Clone)]
+pub struct LookupPortal {
+    pub plan: Arc<LookupPlan>,
+    pub types: Arc<[u32]>,
+    pub param_formats: Vec<i16>,
+    pub params: Vec<Option<Vec<u8>>>,
+    pub result_formats: Vec<i16>,
+}
+
+impl LookupPortal {
+    fn bound(&self) -> Bound<'_> {
+        Bound {
+            types: &self.types,
+            formats: &self.param_formats,
+            values: &self.params,
+        }
+    }
+
+    fn text_params(&self) -> Vec<Option<String>> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Ml(MlError::Internal(e.to_string()))
+}
+
+impl Session {
+    /// Runs the statement; its answer up to (not including) ReadyForQuery
+    /// goes to the client. Simple protocol when `portal` is None.
+    pub(super) async fn run_lookup(
+        &mut self,
+        plan: &Arc<LookupPlan>,
+        portal: Option<&LookupPortal>,
+    ) -> Result<()> {
+        let params = portal.map(|p| p.text_params()).unwrap_or_default();
+        let models = ModelSet::resolve(&self.app.ml, &self.pool, &plan.calls, &params)
+            .await
+            .map_err(Error::Ml)?;
+        let models = Arc::new(models);
+        self.lookup_server(&plan.final_sql, portal.is_none())
+            .await?;
+        let bound = portal.map(|p| p.bound()).unwrap_or_default();
+        let server = self.held_server()?;
+        let own = server.state.status == TxStatus::Idle;
+        let mut result = prepare(server, plan, bound, &models, own).await;
+        if result.is_ok() {
+            let mut out = BytesMut::new();
+            match portal {
+                None => frontend::query(&plan.final_sql, &mut out).map_err(internal)?,
+                Some(p) => {
+                    bound.write(&plan.final_sql, &p.result_formats, &mut out)?;
+                    frontend::execute("", 0, &mut out).map_err(internal)?;
+                    frontend::sync(&mut out);
+                }
+            }
+            result = self
+                .relay_answer(&out, |t| {
+                    !matches!(t, tag::PARSE_COMPLETE | tag::BIND_COMPLETE)
+                })
+                .await;
+        }
+        let server = self.held_server()?;
+        let end = match (own, &result) {
+            (true, Ok(())) => Some("COMMIT".to_string()),
+            (true, Err(_)) => Some("ROLLBACK".to_string()),
+            (false, Ok(())) if !plan.sites.is_empty() => Some(memo::drop_sql(plan.sites.len())),
+            (false, _) => None,
+        };
+        if let Some(sql) = end {
+            if server.state.status != TxStatus::Idle {
+                let ended = server.execute(&sql).await;
+                if result.is_ok() {
+                    result = ended;
+                }
+            }
+        }
+        self.lookup_done().await;
+        result
+    }
+
+    /// Describe of a statement or portal the general method serves: the
+    /// server describes the statement with typed NULLs for the calls.
+    pub(super) async fn describe_lookup(
+        &mut self,
+        kind: u8,
+        statement: &LookupStatement,
+        portal: Option<&LookupPortal>,
+    ) -> Result<()> {
+        let plan = &statement.plan;
+        self.lookup_server(&plan.describe_sql, false).await?;
+        let mut out = BytesMut::new();
+        match (kind, portal) {
+            (client::STATEMENT, _) | (_, None) => {
+                frontend::parse(
+                    "",
+                    &plan.describe_sql,
+                    statement.types.iter().copied(),
+                    &mut out,
+                )
+                .map_err(internal)?;
+                frontend::describe(b'S', "", &mut out).map_err(internal)?;
+            }
+            (_, Some(p)) => {
+                p.bound()
+                    .write(&plan.describe_sql, &p.result_formats, &mut out)?;
+                frontend::describe(b'P', "", &mut out).map_err(internal)?;
+            }
+        }
+        frontend::sync(&mut out);
+        let result = self
+            .relay_answer(&out, |t| {
+                matches!(
+                    t,
+                    tag::PARAMETER_DESCRIPTION | tag::ROW_DESCRIPTION | tag::NO_DATA
+                )
+            })
+            .await;
+        self.lookup_done().await;
+        result
+    }
+
+    fn held_server(&mut self) -> Result<&mut Server> {
+        match self.server.binding.one() {
+            Some(p) => Ok(&mut p.server),
+            None => Err(Error::ServerLost("no server for pgml.predict".into())),
+        }
+    }
+
+    /// A server for the statement, as for any statement, but a primary:
+    /// the memos are temporary tables, which a standby cannot make.
+    async fn lookup_server(&mut self, sql: &str, simple: bool) -> Result<()> {
+        let protocol = if simple { Wire::Simple } else { Wire::Extended };
+        let stmt = Statement {
+            sql: Some(sql),
+            bind: None,
+            runs: true,
+            protocol,
+        };
+        match self.decide(&stmt)? {
+            RoutePlan::Held => Ok(()),
+            RoutePlan::Checkout(mut route) => {
+                route.target = Target::Primary;
+                if self.ensure_server(route, protocol).await? {
+                    Ok(())
+                } else {
+                    Err(Error::NoShard(self.pool.sharding.missing_key()))
+                }
+            }
+            RoutePlan::Refuse(e) => Err(e),
+            _ => Err(Error::Ml(MlError::Unsupported(
+                "pgml.predict outside the SELECT list runs on one shard: name it (a sharding key, \
+                 SET SHARD or a shard comment)"
+                    .into(),
+            ))),
+        }
+    }
+
+    /// Sends `msg` and reads to ReadyForQuery; messages whose tag `keep`
+    /// accepts go to the client. The server's first error is the result.
+    async fn relay_answer(&mut self, msg: &[u8], keep: impl Fn(u8) -> bool) -> Result<()> {
+        self.held_server()?.send(msg).await?;
+        let mut failure = None;
+        loop {
+            let server = self.held_server()?;
+            let frame = match server.recv().await {
+                Ok(f) => f,
+                Err(e) => {
+                    self.on_server_lost().await;
+                    return Err(e);
+                }
+            };
+            let kind = frame.tag();
+            match kind {
+                tag::READY_FOR_QUERY => break,
+                tag::PARAMETER_STATUS => {
+                    if let Some((name, value)) = messages::parse_parameter_status(frame.body()) {
+                        self.client.params.reported(name, value);
+                    }
+                }
+                tag::ERROR_RESPONSE => {
+                    failure.get_or_insert(Error::ServerRefused {
+                        addr: server.addr.to_string(),
+                        fields: messages::parse_error_fields(frame.body()),
+                    });
+                }
+                k if failure.is_none() && keep(k) => {
+                    self.client.out.extend_from_slice(frame.bytes());
+                    self.spill_to_client().await?;
+                }
+                _ => {}
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// The client's transaction status is the server's now; a server
+    /// whose transaction is over goes back as after any statement.
+    async fn lookup_done(&mut self) {
+        let Some(pooled) = self.server.binding.one() else {
+            return;
+        };
+        let status = pooled.server.state.status;
+        if self.tx.deferred.is_none() {
+            if status == TxStatus::Idle {
+                self.count_xact();
+            }
+            self.tx.status = status;
+        }
+        if self.transaction_over(status) && !self.release_if_clean() {
+            self.release().await;
+        }
+    }
+}
+
+/// Begins the proxy's own transaction when the client is in none, makes
+/// the helper functions, and fills each site's memo in order.
+async fn prepare(
+    server: &mut Server,
+    plan: &LookupPlan,
+    bound: Bound<'_>,
+    models: &Arc<ModelSet>,
+    own: bool,
+) -> Result<()> {
+    let mut setup = String::new();
+    if own {
+        // A read sees one snapshot from collection to answer.
+        setup.push_str(if plan.reads_only {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; "
+        } else {
+            "BEGIN; "
+        });
+    }
+    setup.push_str(memo::FUNCTIONS);
+    server.execute(&setup).await?;
+    for (i, site) in plan.sites.iter().enumerate() {
+        let mut keys = memo::Keys::default();
+        let sql = if plan.evaluates {
+            std::borrow::Cow::Borrowed(site.collect_sql.as_str())
+        } else {
+            std::borrow::Cow::Owned(format!("{} LIMIT 0", site.collect_sql))
+        };
+        let type_oid = server.first_column(&sql, bound, |v| keys.push(v)).await?;
+        let Some(type_name) = memo::type_name(type_oid) else {
+            return Err(Error::Ml(MlError::DatatypeMismatch(format!(
+                "pgml.{}: the features must be an array of numbers or booleans, or a row; \
+                 the server gave type oid {type_oid}",
+                plan.calls[i].func.name()
+            ))));
+        };
+        server
+            .execute(&memo::create_sql(i, type_name, &plan.calls[i]))
+            .await?;
+        if keys.is_empty() {
+            continue;
+        }
+        let call = plan.calls[i].clone();
+        let predictor = models.clone();
+        // Predicting many rows takes a while: off the runtime's threads.
+        let data =
+            tokio::task::spawn_blocking(move || keys.fill(predictor.as_ref(), i, &call, type_oid))
+                .await
+                .map_err(internal)?
+                .map_err(Error::Ml)?;
+        server.copy_in(&memo::copy_sql(i), &data).await?;
+        server.execute(&memo::index_sql(i)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The memos of the general method (`lookup`): one temporary table per
+//! call site of (features, prediction), filled by binary COPY. The
+//! features go back byte for byte as the server sent them, so the key the
+//! statement compares with is the server's own value, never a re-encoding.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::ml::error::{MlError, MlResult};
+
+use super::lookup::{memo_table, value_type};
+use super::rows::{decode_features, BATCH};
+use super::types::{Features, Input, Prediction, Predictor};
+use super::Call;
+use crate::net::oid;
+
+/// The helper functions a lookup calls: `miss` when the memo lacks the
+/// features (NULL features are NULL, as the functions are STRICT), `fail`
+/// for features whose prediction fails, with the error a direct call
+/// would give. Session-lived, replaced on each use.
+pub const FUNCTIONS: &str = "\
+CREATE OR REPLACE FUNCTION pg_temp.__pgml_miss(k anyelement, r anycompatible) RETURNS anycompatible \
+LANGUAGE plpgsql AS $pgml$ BEGIN \
+IF k IS NULL THEN RETURN NULL; END IF; \
+RAISE EXCEPTION USING ERRCODE = '40001', \
+MESSAGE = 'pgml.predict: the features ' || left(k::text, 200) || ' changed while the statement ran', \
+HINT = 'Another session changed the rows between the collection of their features and their use; run the statement again.'; \
+END $pgml$; \
+CREATE OR REPLACE FUNCTION pg_temp.__pgml_fail(c text, e text, r anycompatible) RETURNS anycompatible \
+LANGUAGE plpgsql AS $pgml$ BEGIN RAISE EXCEPTION USING ERRCODE = c, MESSAGE = e; END $pgml$";
+
+/// `CREATE TEMP TABLE` of site `i`'s memo, its key of type `key_type`.
+pub fn create_sql(i: usize, key_type: &str, call: &Call) -> String {
+    format!(
+        "CREATE TEMP TABLE {} (__pgml_k {key_type}, __pgml_v {}, __pgml_c text, __pgml_e text) \
+         ON COMMIT DROP",
+        memo_table(i),
+        value_type(call.func)
+    )
+}
+
+pub fn copy_sql(i: usize) -> String {
+    format!("COPY {} FROM STDIN (FORMAT binary)", memo_table(i))
+}
+
+pub fn index_sql(i: usize) -> String {
+    format!("CREATE INDEX ON {} (__pgml_k)", memo_table(i))
+}
+
+pub fn drop_sql(sites: usize) -> String {
+    let tables: Vec<String> = (0..sites).map(memo_table).collect();
+    format!("DROP TABLE IF EXISTS {}", tables.join(", "))
+}
+
+/// The SQL name of a features type the memo stores, for its key column.
+pub fn type_name(type_oid: u32) -> Option<&'static str> {
+    Some(match type_oid {
+        oid::TEXT => "text",
+        1000 => "boolean[]",
+        1005 => "smallint[]",
+        1007 => "integer[]",
+        1016 => "bigint[]",
+        1021 => "real[]",
+        1022 => "double precision[]",
+        1231 => "numeric[]",
+        _ => return None,
+    })
+}
+
+/// The memo of one site: the distinct keys (bytewise) and their results.
+#[derive(Default)]
+pub struct Keys {
+    keys: std::collections::HashSet<Vec<u8>>,
+}
+
+impl Keys {
+    /// A key value from the collection (NULL keys are not kept: NULL
+    /// features give NULL without a lookup).
+    pub fn push(&mut self, value: &[u8]) {
+        if !self.keys.contains(value) {
+            self.keys.insert(value.to_vec());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Predicts every key of call `call` (its index for `predictor`) and
+    /// returns the binary COPY payload of the memo. A key whose features
+    /// cannot be read (a NULL element) is stored with its error; an error
+    /// of the model itself fails the statement.
+    pub fn fill(
+        &self,
+        predictor: &dyn Predictor,
+        call_index: usize,
+        call: &Call,
+        type_oid: u32,
+    ) -> MlResult<BytesMut> {
+        let input = Input::of(type_oid);
+        let keys: Vec<&Vec<u8>> = self.keys.iter().collect();
+        let decoded: Vec<MlResult<Features>> = keys
+            .iter()
+            .map(|k| decode_features(input, true, k, call))
+            .collect();
+        let mut out = BytesMut::with_capacity(self.keys.len() * 64 + 32);
+        out.put_slice(b"PGCOPY\n\xff\r\n\0");
+        out.put_i32(0);
+        out.put_i32(0);
+        let mut at = 0;
+        while at < decoded.len() {
+            let end = (at + BATCH).min(decoded.len());
+            let good: Vec<Features> = decoded[at..end]
+                .iter()
+                .filter_map(|d| d.as_ref().ok().cloned())
+                .collect();
+            let predicted = predictor.predict(call_index, &good)?;
+            let mut results = predicted.into_iter();
+            for (key, d) in keys[at..end].iter().zip(&decoded[at..end]) {
+                let result = match d {
+                    Ok(_) => Ok(results.next().ok_or_else(|| {
+                        MlError::Internal("the model returned fewer predictions than rows".into())
+                    })?),
+                    Err(e) => Err(e),
+                };
+                put_row(&mut out, key, result)?;
+            }
+            at = end;
+        }
+        out.put_i16(-1);
+        Ok(out)
+    }
+}
+
+fn put_row(out: &mut BytesMut, key: &[u8], result: Result<Prediction, &MlError>) -> MlResult<()> {
+    out.put_i16(4);
+    put_field(out, Some(key));
+    match result {
+        Ok(p) => {
+            let at = out.len();
+            out.put_i32(0);
+            match p {
+                Prediction::Scalar(x) => out.put_f32(x),
+                Prediction::Vector(xs) => super::format::float4_array_binary(&xs, out),
+            }
+            let len = (out.len() - at - 4) as i32;
+            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            put_field(out, None);
+            put_field(out, None);
+        }
+        Err(e) => {
+            put_field(out, None);
+            put_field(out, Some(e.sqlstate().as_bytes()));
+            put_field(out, Some(e.to_string().as_bytes()));
+        }
+    }
+    Ok(())
+}
+
+fn put_field(out: &mut BytesMut, value: Option<&[u8]>) {
+    match value {
+        Some(v) => {
+            out.put_i32(v.len() as i32);
+            out.put_slice(v);
+        }
+        None => out.put_i32(-1),
+    }
+}

@@ -1,0 +1,299 @@
+//! pgml.predict wherever SQL allows a function (the general method:
+//! memos filled by the proxy, lookups in the statement). Each statement
+//! runs through the proxy and, directly on Postgres, with `pgml.` replaced
+//! by `pgml_ref.`: SQL functions that return the SELECT-list fast path's
+//! own predictions, stored beforehand. The outputs must be identical —
+//! what a Postgres that had these functions returns, float4 bits included.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+/// The features of the three models: regression and linear on three
+/// columns, classification on four.
+const F3: &str = "ARRAY[sepal_length, sepal_width, petal_length]";
+const F4: &str = "ARRAY[sepal_length, sepal_width, petal_length, petal_width]";
+
+fn ok(proxy: &Proxy, sql: &str) -> String {
+    proxy
+        .psql(sql)
+        .unwrap_or_else(|e| panic!("{sql}\n{e}\n{}", proxy.log()))
+}
+
+/// Statements run one by one in one psql session (each sent on its own,
+/// as an application would); stdout, or stderr on failure.
+fn script(port: u16, sql: &str) -> Result<String, String> {
+    let mut child = Command::new("psql")
+        .args(["-X", "-w", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-f",
+            "-",
+        ])
+        .env("PGPASSWORD", "app_pw")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(sql.as_bytes()).expect("write the script");
+    }
+    let out = child.wait_with_output().expect("psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+struct Setup {
+    pg: PgCluster,
+    proxy: Proxy,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let pg = PgCluster::start();
+        let port = free_port();
+        let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 4));
+        ok(&proxy, "SELECT pgml.load_dataset('iris')");
+        ok(
+            &proxy,
+            "CREATE TABLE flowers AS SELECT row_number() OVER () AS id, * FROM pgml.iris",
+        );
+        ok(&proxy, "CREATE VIEW widths AS SELECT sepal_length, sepal_width, petal_length, petal_width FROM pgml.iris");
+        ok(&proxy, "SELECT * FROM pgml.train('species', 'classification', 'pgml.iris', 'target', algorithm => 'lightgbm')");
+        ok(&proxy, "SELECT * FROM pgml.train('width', 'regression', 'widths', 'petal_width', algorithm => 'lightgbm')");
+        ok(&proxy, "SELECT * FROM pgml.train('width_linear', 'regression', 'widths', 'petal_width', algorithm => 'linear')");
+        let s = Setup { pg, proxy };
+        s.reference();
+        s
+    }
+
+    /// `pgml_ref.predict` and `pgml_ref.predict_proba` on the direct
+    /// connection: the fast path's predictions of every flower (and of
+    /// the features the write tests give them), looked up by features.
+    fn reference(&self) {
+        self.pg.psql(
+            "app",
+            "CREATE SCHEMA pgml_ref; \
+             CREATE TABLE pgml_ref.memo (model text, f real[], p real, pp real[]); \
+             CREATE FUNCTION pgml_ref.predict(m text, f real[]) RETURNS real LANGUAGE sql STABLE STRICT \
+               AS $$ SELECT p FROM pgml_ref.memo WHERE model = m AND memo.f = $2 $$; \
+             CREATE FUNCTION pgml_ref.predict_proba(m text, f real[]) RETURNS real[] LANGUAGE sql STABLE STRICT \
+               AS $$ SELECT pp FROM pgml_ref.memo WHERE model = m AND memo.f = $2 $$; \
+             GRANT USAGE ON SCHEMA pgml_ref TO app; GRANT SELECT ON pgml_ref.memo TO app",
+        );
+        for (model, f) in [("width", F3), ("width_linear", F3), ("species", F4)] {
+            let proba = if model == "species" {
+                format!("pgml.predict_proba('{model}', {f})")
+            } else {
+                "NULL::real[]".into()
+            };
+            let rows = ok(
+                &self.proxy,
+                &format!(
+                    "SELECT {f}, pgml.predict('{model}', {f}), {proba} FROM \
+                     (SELECT sepal_length, sepal_width, petal_length, petal_width FROM flowers \
+                      UNION SELECT sepal_length + 1, sepal_width, petal_length, petal_width FROM flowers) s"
+                ),
+            );
+            let values: Vec<String> = rows
+                .lines()
+                .map(|l| {
+                    let cols: Vec<&str> = l.split('|').collect();
+                    let pp = if cols[2].is_empty() {
+                        "NULL".into()
+                    } else {
+                        format!("'{}'", cols[2])
+                    };
+                    format!("('{model}', '{}', '{}', {pp})", cols[0], cols[1])
+                })
+                .collect();
+            self.pg.psql(
+                "app",
+                &format!("INSERT INTO pgml_ref.memo VALUES {}", values.join(", ")),
+            );
+        }
+    }
+
+    /// The statement through the proxy and, with the reference functions,
+    /// directly: the same output.
+    fn same(&self, sql: &str) -> String {
+        let through = ok(&self.proxy, sql);
+        let direct = self.pg.psql("app", &sql.replace("pgml.", "pgml_ref."));
+        assert_eq!(through, direct, "{sql}");
+        assert!(
+            !through.is_empty(),
+            "{sql}: no rows, the test proves nothing"
+        );
+        through
+    }
+}
+
+#[test]
+fn every_expression_position_gives_what_the_function_would() {
+    let s = Setup::start();
+    let w = format!("pgml.predict('width', {F3})");
+    let lin = format!("pgml.predict('width_linear', {F3})");
+    let sp = format!("pgml.predict('species', {F4})");
+    let pp = format!("pgml.predict_proba('species', {F4})");
+    for sql in [
+        // Arithmetic, comparison, CASE, coalesce, casts, function arguments.
+        format!("SELECT id, {w} * 2 + 1, {lin} - {w} FROM flowers ORDER BY id"),
+        format!("SELECT id, CASE WHEN {w} > 1.5 THEN 'wide' WHEN {lin} < 0.5 THEN 'thin' ELSE 'mid' END FROM flowers ORDER BY id"),
+        format!("SELECT id, round(coalesce({w}, 0)::numeric, 2), {w}::text, {sp}::int FROM flowers ORDER BY id"),
+        format!("SELECT id, ({pp})[1], {pp} FROM flowers ORDER BY id"),
+        // Aggregates, FILTER, GROUP BY and HAVING on predictions.
+        format!("SELECT target, avg({w}), sum({lin}), count(*) FILTER (WHERE {w} > 1.2), max(({pp})[3]) FROM flowers GROUP BY target ORDER BY target"),
+        format!("SELECT {sp} AS s, count(*) FROM flowers GROUP BY 1 ORDER BY 1"),
+        format!("SELECT target, count(*) FROM flowers GROUP BY target HAVING avg({w}) > 1 ORDER BY target"),
+        // Windows, ORDER BY mixing predictions and columns, DISTINCT.
+        format!("SELECT id, rank() OVER (PARTITION BY target ORDER BY {w} DESC, id), sum({w}) OVER (ORDER BY id) FROM flowers ORDER BY id"),
+        format!("SELECT id FROM flowers ORDER BY target, {w} DESC, id"),
+        format!("SELECT DISTINCT {sp} FROM flowers ORDER BY 1"),
+        format!("SELECT DISTINCT ON (target) target, id, {w} FROM flowers ORDER BY target, {w} DESC, id"),
+        // WHERE with other conditions, subqueries, CTEs, UNION.
+        format!("SELECT id FROM flowers WHERE id % 3 = 0 AND ({w} > 1.5 OR {sp} = 0) ORDER BY id"),
+        format!("SELECT id FROM flowers WHERE id IN (SELECT id FROM flowers WHERE {w} > (SELECT avg({w}) FROM flowers)) ORDER BY id"),
+        format!("WITH p AS (SELECT id, {w} AS w FROM flowers), q AS (SELECT id, w FROM p WHERE w > 1) SELECT count(*), sum(w) FROM q"),
+        format!("SELECT s.id, s.w + 1 FROM (SELECT id, {w} AS w FROM flowers) s WHERE s.w < 0.5 ORDER BY 1"),
+        "SELECT f.id, (SELECT count(*) FROM flowers g WHERE g.target = f.target AND pgml.predict('width', ARRAY[g.sepal_length, g.sepal_width, g.petal_length]) > 1.5) FROM flowers f ORDER BY id".to_string(),
+        format!("SELECT {w} FROM flowers WHERE id < 5 UNION ALL SELECT {lin} FROM flowers WHERE id > 145 ORDER BY 1"),
+        format!("SELECT f.id, t.n FROM flowers f JOIN (SELECT target, count(*) AS n FROM flowers GROUP BY target) t ON t.target = f.target AND {w} > 2 ORDER BY 1"),
+    ] {
+        s.same(&sql);
+    }
+    // A prediction of a prediction: as the fast path gives it from the
+    // inner predictions stored first (the reference has no memo of these
+    // features).
+    let nested = ok(&s.proxy, &format!("SELECT id, pgml.predict('width', ARRAY[{w}, sepal_width, petal_length]) FROM flowers ORDER BY id"));
+    let inner = ok(
+        &s.proxy,
+        &format!("SELECT id, {w}, sepal_width, petal_length FROM flowers"),
+    );
+    let rows: Vec<String> = inner
+        .lines()
+        .map(|l| format!("({})", l.split('|').collect::<Vec<_>>().join(",")))
+        .collect();
+    s.pg.psql("app", &format!("CREATE TABLE n (id bigint, w real, sw real, pl real); GRANT SELECT ON n TO app; INSERT INTO n VALUES {}", rows.join(",")));
+    let streamed = ok(
+        &s.proxy,
+        "SELECT id, pgml.predict('width', ARRAY[w, sw, pl]) FROM n ORDER BY id",
+    );
+    assert_eq!(nested, streamed);
+    // The same through a subquery's prediction column.
+    let nested = ok(&s.proxy, &format!("SELECT id, pgml.predict('width', ARRAY[w, sepal_width, petal_length]) FROM (SELECT id, {w} AS w, sepal_width, petal_length FROM flowers) s ORDER BY id"));
+    assert_eq!(nested, streamed);
+    assert_eq!(nested.lines().count(), 150);
+}
+
+#[test]
+fn statements_other_than_select_write_what_the_function_would() {
+    let s = Setup::start();
+    let w = format!("pgml.predict('width', {F3})");
+    let setup = "DROP TABLE IF EXISTS t, u, c; \
+                 CREATE TABLE t AS SELECT id, sepal_length, sepal_width, petal_length, petal_width, target, NULL::real AS p FROM flowers; \
+                 CREATE TABLE u (id bigint, p real); \
+                 GRANT ALL ON t, u TO app";
+    let table = |on_proxy: bool, name: &str| {
+        let sql = format!("SELECT * FROM {name} ORDER BY 1, 2");
+        if on_proxy {
+            ok(&s.proxy, &sql)
+        } else {
+            s.pg.psql("app", &sql)
+        }
+    };
+    for (statement, check) in [
+        (format!("UPDATE t SET p = {w}"), "t"),
+        (format!("UPDATE t SET p = {w} + x.n FROM (SELECT 1 AS n) x WHERE t.id % 2 = 0 AND {w} > 1 RETURNING t.id, t.p"), "t"),
+        (format!("UPDATE t SET sepal_length = sepal_length + 1, p = {w}"), "t"),
+        (format!("DELETE FROM t WHERE {w} > 1.5 RETURNING id, {w}"), "t"),
+        (format!("INSERT INTO u SELECT id, {w} FROM t WHERE id < 20"), "u"),
+        ("INSERT INTO u VALUES (1, pgml.predict('width', ARRAY[5.1, 3.5, 1.4]::real[]))".to_string(), "u"),
+        (format!("CREATE TABLE c AS SELECT id, {w} AS p FROM t"), "c"),
+    ] {
+        let through = {
+            s.pg.psql("app", setup);
+            let out = ok(&s.proxy, &statement);
+            (out, table(true, check))
+        };
+        let direct = {
+            s.pg.psql("app", setup);
+            let out = s.pg.psql("app", &statement.replace("pgml.", "pgml_ref."));
+            (out, table(false, check))
+        };
+        assert_eq!(through, direct, "{statement}");
+        assert!(!through.1.is_empty(), "{statement}");
+    }
+    // COPY (SELECT ...) TO STDOUT and EXPLAIN (ANALYZE) run too.
+    s.pg.psql("app", setup);
+    s.same(&format!(
+        "COPY (SELECT id, {w} FROM t WHERE {w} > 1 ORDER BY id) TO STDOUT"
+    ));
+    let plan = ok(
+        &s.proxy,
+        &format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) UPDATE t SET p = {w}"),
+    );
+    assert!(plan.contains("Update on t"), "{plan}");
+    let plan = ok(&s.proxy, &format!("EXPLAIN SELECT avg({w}) FROM t"));
+    assert!(plan.contains("Aggregate"), "{plan}");
+}
+
+#[test]
+fn predictions_run_inside_the_clients_transaction() {
+    let s = Setup::start();
+    let w = format!("pgml.predict('width', {F3})");
+    s.pg.psql(
+        "app",
+        "CREATE TABLE t AS SELECT id, sepal_length, sepal_width, petal_length, NULL::real AS p FROM flowers; \
+         GRANT ALL ON t TO app",
+    );
+    // ROLLBACK undoes the UPDATE; nothing of the proxy's is left behind.
+    let out = script(
+        s.proxy.port,
+        &format!("BEGIN;\nUPDATE t SET p = {w};\nSELECT count(p) FROM t;\nROLLBACK;\nSELECT count(p) FROM t;\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.proxy.log()));
+    assert_eq!(out, "150\n0");
+    // Predictions see the transaction's own writes, and a failing
+    // statement aborts the block as Postgres would.
+    let out = script(
+        s.proxy.port,
+        &format!(
+            "BEGIN;\nINSERT INTO t VALUES (1000, 6.1, 3.5, 1.4, NULL);\n\
+             UPDATE t SET p = {w} WHERE id = 1000 RETURNING p IS NOT NULL;\n\
+             SELECT count(*) FILTER (WHERE {w} > 0) FROM t;\nCOMMIT;\n\
+             SELECT p = pgml.predict('width', ARRAY[6.1, 3.5, 1.4]::real[]) FROM t WHERE id = 1000;\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.proxy.log()));
+    assert_eq!(out, "t\n151\nt");
+    let temp = s.pg.psql(
+        "app",
+        "SELECT count(*) FROM pg_class WHERE relname LIKE '\\_\\_pgml%'",
+    );
+    assert_eq!(temp, "0", "memo tables outlived their statement");
+}
+
+#[test]
+fn shapes_that_cannot_be_reproduced_are_refused_by_name() {
+    let s = Setup::start();
+    for (sql, names) in [
+        ("UPDATE flowers SET id = id WHERE pgml.predict('width', ARRAY[random()::real, 1, 2]) > 1".to_string(), "random()"),
+        (format!("INSERT INTO flowers (id) SELECT 1 RETURNING pgml.predict('width', {F3})"), "RETURNING"),
+    ] {
+        let err = s.proxy.psql(&sql).unwrap_err();
+        assert!(err.contains(names), "{sql}: {err}");
+        // The connection and the pool go on.
+        assert_eq!(ok(&s.proxy, "SELECT 1"), "1");
+    }
+}
