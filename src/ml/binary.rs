@@ -139,11 +139,15 @@ pub fn array_each(b: &[u8], mut f: impl FnMut(Option<f64>)) -> MlResult<()> {
 /// The elements of an array of numbers or booleans in Postgres' text form
 /// (`{1,2.5,NULL}`, `{{t,f},{f,t}}`, `[0:1]={1,2}`), flattened.
 pub fn text_array(s: &[u8], out: &mut Vec<Option<f64>>) -> MlResult<()> {
-    text_array_each(s, |v| out.push(v))
+    text_array_each(s, NUMERIC, |v| out.push(v))
 }
 
-/// `text_array`, handing each element to `f` (in order) instead of collecting.
-pub fn text_array_each(s: &[u8], mut f: impl FnMut(Option<f64>)) -> MlResult<()> {
+/// `text_array` of elements of type `elem`, handing each element to `f`
+/// (in order) instead of collecting. A `real` element is read as the
+/// float4 it prints, then widened: the value its binary form gives (a
+/// decimal read straight into a double would differ in the last digits,
+/// and a linear model's prediction with it).
+pub fn text_array_each(s: &[u8], elem: u32, mut f: impl FnMut(Option<f64>)) -> MlResult<()> {
     let bad_text = || MlError::Internal("malformed array text from the server".into());
     // Explicit bounds (`[0:1]=`) come before the braces.
     let start = s.iter().position(|&c| c == b'{').ok_or_else(bad_text)?;
@@ -160,11 +164,15 @@ pub fn text_array_each(s: &[u8], mut f: impl FnMut(Option<f64>)) -> MlResult<()>
         } else if t == "f" {
             Some(0.0)
         } else {
-            Some(t.parse::<f64>().map_err(|_| {
+            let not_a_number = |_| {
                 MlError::DatatypeMismatch(format!(
                     "array features must be numbers or booleans, got {t:?}"
                 ))
-            })?)
+            };
+            Some(match elem {
+                FLOAT4 => f64::from(t.parse::<f32>().map_err(not_a_number)?),
+                _ => t.parse::<f64>().map_err(not_a_number)?,
+            })
         };
         f(v);
         token.clear();
@@ -266,6 +274,13 @@ mod tests {
         assert_eq!(out, vec![Some(1.0), Some(0.0)]);
         out.clear();
         text_array(b"{}", &mut out).unwrap();
+        // A real reads as the float4 it prints, as its binary form would.
+        let mut reals = Vec::new();
+        text_array_each(b"{5.1,0.1}", FLOAT4, |v| reals.push(v)).unwrap();
+        assert_eq!(
+            reals,
+            vec![Some(f64::from(5.1f32)), Some(f64::from(0.1f32))]
+        );
         assert!(out.is_empty());
         assert_eq!(
             text_array(b"{\"a b\"}", &mut out).unwrap_err().sqlstate(),

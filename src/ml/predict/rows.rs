@@ -33,8 +33,10 @@ impl Input {
     pub(super) fn of(type_oid: u32) -> Input {
         match type_oid {
             crate::net::oid::TEXT => Input::Json,
-            t if binary::element_of(t).is_some() => Input::Array,
-            t => Input::Other(t),
+            t => match binary::element_of(t) {
+                Some(elem) => Input::Array(elem),
+                None => Input::Other(t),
+            },
         }
     }
 }
@@ -649,7 +651,7 @@ pub(super) fn decode_features(
     let func = call.func.name();
     match input {
         Input::Json => json::decode(value, call.input, func),
-        Input::Array => {
+        Input::Array(elem) => {
             let mut dense = Vec::new();
             let mut null = None;
             let push = |v: Option<f64>| match v {
@@ -661,7 +663,7 @@ pub(super) fn decode_features(
             if binary {
                 binary::array_each(value, push)?;
             } else {
-                binary::text_array_each(value, push)?;
+                binary::text_array_each(value, elem, push)?;
             }
             match null {
                 Some(i) => Err(json::null_feature(i, func)),

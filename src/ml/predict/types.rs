@@ -166,8 +166,9 @@ pub(super) enum Col {
 pub(super) enum Input {
     /// `to_json(row)::text`.
     Json,
-    /// An array of numbers or booleans: binary once the layout is known.
-    Array,
+    /// An array of numbers or booleans (of this element type): binary
+    /// once the layout is known.
+    Array(u32),
     /// Anything else (an array of text...): an error if a value comes.
     Other(u32),
 }
@@ -182,7 +183,7 @@ impl Layout {
             .map(|c| match c {
                 Col::Pass { client: i } => client_format(client, *i),
                 Col::Pred { input, .. } | Col::Hidden { input, .. } => {
-                    i16::from(*input == Input::Array)
+                    i16::from(matches!(input, Input::Array(_)))
                 }
             })
             .collect()
