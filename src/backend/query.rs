@@ -247,6 +247,24 @@ impl Server {
         Ok(type_oid)
     }
 
+    /// The parameter types Postgres gives `sql` when the client declared
+    /// `declared` (0: unspecified).
+    pub async fn parameter_types(&mut self, sql: &str, declared: &[u32]) -> Result<Vec<u32>> {
+        let mut out = BytesMut::new();
+        frontend::parse("", sql, declared.iter().copied(), &mut out).map_err(encode)?;
+        frontend::describe(b'S', "", &mut out).map_err(encode)?;
+        frontend::sync(&mut out);
+        let mut types = Vec::new();
+        self.exchange(&out, |m| {
+            if let Message::ParameterDescription(body) = m {
+                types = body.parameters().collect().map_err(encode)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(types)
+    }
+
     /// Text values converted by Postgres to the binary form of `type_name`
     /// (a name as `format_type` prints it), in order; for merging results
     /// of several shards into a client's binary format.

@@ -15,6 +15,7 @@ use super::session::Session;
 use crate::backend::query::Bound;
 use crate::backend::server::Server;
 use crate::errors::{Error, Result};
+use crate::ml::predict::lookup::Own;
 use crate::ml::predict::{memo, LookupPlan};
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
@@ -56,6 +57,13 @@ impl LookupPortal {
     }
 }
 
+/// Runs of a statement in the proxy's own transaction, the first included.
+const ATTEMPTS: u32 = 3;
+
+fn is_serialization_failure(r: &Result<()>) -> bool {
+    matches!(r, Err(Error::ServerRefused { fields, .. }) if fields.code == "40001")
+}
+
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::Ml(MlError::Internal(e.to_string()))
 }
@@ -75,43 +83,75 @@ impl Session {
         let models = Arc::new(models);
         self.lookup_server(&plan.final_sql, portal.is_none())
             .await?;
-        let bound = portal.map(|p| p.bound()).unwrap_or_default();
-        let server = self.held_server()?;
-        let own = server.state.status == TxStatus::Idle;
-        let mut result = prepare(server, plan, bound, &models, own).await;
-        if result.is_ok() {
-            let mut out = BytesMut::new();
-            match portal {
-                None => frontend::query(&plan.final_sql, &mut out).map_err(internal)?,
-                Some(p) => {
-                    bound.write(&plan.final_sql, &p.result_formats, &mut out)?;
-                    frontend::execute("", 0, &mut out).map_err(internal)?;
-                    frontend::sync(&mut out);
-                }
+        // Every statement made from the client's declares every parameter's
+        // type: a collection may not use them all, and Postgres could not
+        // infer an unused one.
+        let mut types = portal.map(|p| p.types.to_vec()).unwrap_or_default();
+        if let Some(p) = portal {
+            if types.len() < p.params.len() || types.contains(&0) {
+                types = self
+                    .held_server()?
+                    .parameter_types(&plan.describe_sql, &types)
+                    .await?;
             }
-            result = self
-                .relay_answer(&out, |t| {
-                    !matches!(t, tag::PARSE_COMPLETE | tag::BIND_COMPLETE)
-                })
-                .await;
         }
-        let server = self.held_server()?;
+        let bound = match portal {
+            Some(p) => Bound {
+                types: &types,
+                formats: &p.param_formats,
+                values: &p.params,
+            },
+            None => Bound::default(),
+        };
+        let mut out = BytesMut::new();
+        match portal {
+            None => frontend::query(&plan.final_sql, &mut out).map_err(internal)?,
+            Some(p) => {
+                bound.write(&plan.final_sql, &p.result_formats, &mut out)?;
+                frontend::execute("", 0, &mut out).map_err(internal)?;
+                frontend::sync(&mut out);
+            }
+        }
+        let mut attempt = 1;
+        let result = loop {
+            let own = self.held_server()?.state.status == TxStatus::Idle;
+            let mut relayed = false;
+            let mut result = prepare(self.held_server()?, plan, bound, &models, own).await;
+            if result.is_ok() {
+                let keep = |t| !matches!(t, tag::PARSE_COMPLETE | tag::BIND_COMPLETE);
+                result = self.relay_answer(&out, keep, &mut relayed).await;
+            }
+            result = self.end_lookup(plan, own, result).await;
+            // In its own transaction, a statement that met rows changed
+            // since its snapshot (40001) runs again while the client has
+            // seen nothing of it.
+            if own && !relayed && attempt < ATTEMPTS && is_serialization_failure(&result) {
+                attempt += 1;
+                continue;
+            }
+            break result;
+        };
+        self.lookup_done().await;
+        result
+    }
+
+    /// Ends the proxy's own transaction (COMMIT, or ROLLBACK after an
+    /// error), or drops the memos inside the client's.
+    async fn end_lookup(&mut self, plan: &LookupPlan, own: bool, result: Result<()>) -> Result<()> {
         let end = match (own, &result) {
             (true, Ok(())) => Some("COMMIT".to_string()),
             (true, Err(_)) => Some("ROLLBACK".to_string()),
             (false, Ok(())) if !plan.sites.is_empty() => Some(memo::drop_sql(plan.sites.len())),
             (false, _) => None,
         };
-        if let Some(sql) = end {
-            if server.state.status != TxStatus::Idle {
+        let server = self.held_server()?;
+        match end {
+            Some(sql) if server.state.status != TxStatus::Idle => {
                 let ended = server.execute(&sql).await;
-                if result.is_ok() {
-                    result = ended;
-                }
+                result.and(ended)
             }
+            _ => result,
         }
-        self.lookup_done().await;
-        result
     }
 
     /// Describe of a statement or portal the general method serves: the
@@ -143,14 +183,13 @@ impl Session {
             }
         }
         frontend::sync(&mut out);
-        let result = self
-            .relay_answer(&out, |t| {
-                matches!(
-                    t,
-                    tag::PARAMETER_DESCRIPTION | tag::ROW_DESCRIPTION | tag::NO_DATA
-                )
-            })
-            .await;
+        let keep = |t| {
+            matches!(
+                t,
+                tag::PARAMETER_DESCRIPTION | tag::ROW_DESCRIPTION | tag::NO_DATA
+            )
+        };
+        let result = self.relay_answer(&out, keep, &mut false).await;
         self.lookup_done().await;
         result
     }
@@ -192,8 +231,14 @@ impl Session {
     }
 
     /// Sends `msg` and reads to ReadyForQuery; messages whose tag `keep`
-    /// accepts go to the client. The server's first error is the result.
-    async fn relay_answer(&mut self, msg: &[u8], keep: impl Fn(u8) -> bool) -> Result<()> {
+    /// accepts go to the client (`relayed` says whether any did). The
+    /// server's first error is the result.
+    async fn relay_answer(
+        &mut self,
+        msg: &[u8],
+        keep: impl Fn(u8) -> bool,
+        relayed: &mut bool,
+    ) -> Result<()> {
         self.held_server()?.send(msg).await?;
         let mut failure = None;
         loop {
@@ -220,6 +265,7 @@ impl Session {
                     });
                 }
                 k if failure.is_none() && keep(k) => {
+                    *relayed = true;
                     self.client.out.extend_from_slice(frame.bytes());
                     self.spill_to_client().await?;
                 }
@@ -259,11 +305,9 @@ async fn prepare(
 ) -> Result<()> {
     let mut setup = String::new();
     if own {
-        // A read sees one snapshot from collection to answer.
-        setup.push_str(if plan.reads_only {
-            "BEGIN ISOLATION LEVEL REPEATABLE READ; "
-        } else {
-            "BEGIN; "
+        setup.push_str(match plan.own {
+            Own::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ; ",
+            Own::Locking => "BEGIN; ",
         });
     }
     setup.push_str(memo::FUNCTIONS);

@@ -103,7 +103,7 @@ impl Setup {
                 &format!(
                     "SELECT {f}, pgml.predict('{model}', {f}), {proba} FROM \
                      (SELECT sepal_length, sepal_width, petal_length, petal_width FROM flowers \
-                      UNION SELECT sepal_length + 1, sepal_width, petal_length, petal_width FROM flowers) s"
+                      UNION SELECT (sepal_length + 1)::real, sepal_width, petal_length, petal_width FROM flowers) s"
                 ),
             );
             let values: Vec<String> = rows
@@ -296,4 +296,196 @@ fn shapes_that_cannot_be_reproduced_are_refused_by_name() {
         // The connection and the pool go on.
         assert_eq!(ok(&s.proxy, "SELECT 1"), "1");
     }
+}
+
+/// psycopg 3's parameters (text, and binary with declared types) as
+/// thresholds, LIMIT, CASE results, FILTER values, the model name and
+/// inside the features: the same rows as the functions would give.
+#[test]
+fn parameters_in_every_position_mean_what_the_client_sent() {
+    let s = Setup::start();
+    let script = format!(
+        "{}/tests/it/clients/predict_anywhere_params.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = run(
+        "python3",
+        &[
+            &script,
+            &s.proxy.url("app", "app_pw", "app"),
+            &direct_url(&s.pg),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.proxy.log()
+    );
+    let pairs: Vec<(serde_json::Value, serde_json::Value)> =
+        serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(pairs.len(), 12);
+    for (i, (through, direct)) in pairs.iter().enumerate() {
+        assert_eq!(through, direct, "case {i}");
+        assert!(
+            through.as_array().is_some_and(|r| !r.is_empty()),
+            "case {i}"
+        );
+    }
+}
+
+/// A writer keeps changing rows' features (and clearing their score in
+/// the same UPDATE) while `UPDATE t SET p = pgml.predict(...)` runs again
+/// and again through the proxy: every score ever visible is the
+/// prediction of its row's features, and an UPDATE that met changed rows
+/// either got them right (Postgres re-evaluates the lookup on the new
+/// version) or failed with 40001 — never a wrong or NULL score.
+#[test]
+fn concurrent_writers_never_see_a_wrong_prediction() {
+    let s = Setup::start();
+    s.pg.psql(
+        "app",
+        "CREATE TABLE t AS SELECT id, sepal_length, sepal_width, petal_length, NULL::real AS p FROM flowers; \
+         GRANT ALL ON t TO app",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let url = direct_url(&s.pg);
+        std::thread::spawn(move || {
+            let mut client = postgres_client(&url);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = (n * 37) % 150 + 1;
+                // Between the flower's own sepal_length and one more (both
+                // in the reference).
+                client
+                    .execute(
+                        "UPDATE t SET sepal_length = CASE WHEN t.sepal_length = f.sepal_length \
+                         THEN (f.sepal_length + 1)::real ELSE f.sepal_length END, p = NULL \
+                         FROM flowers f WHERE f.id = t.id AND t.id = $1",
+                        &[&(id as i64)],
+                    )
+                    .expect("writer");
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            n
+        })
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (committed, retried) = rt.block_on(async {
+        let client = connect(&s.proxy.url("app", "app_pw", "app")).await;
+        let check = connect(&direct_url(&s.pg)).await;
+        let (mut committed, mut retried) = (0, 0);
+        for _ in 0..20 {
+            match client
+                .simple_query(&format!("UPDATE t SET p = pgml.predict('width', {F3})"))
+                .await
+            {
+                Ok(_) => committed += 1,
+                Err(e) => {
+                    let code = e.as_db_error().map(|d| d.code().code().to_string());
+                    assert_eq!(code.as_deref(), Some("40001"), "{e}");
+                    retried += 1;
+                }
+            }
+            let wrong = check
+                .query_one(
+                    &format!("SELECT count(*) FROM t WHERE p IS NOT NULL AND p IS DISTINCT FROM pgml_ref.predict('width', {F3})"),
+                    &[],
+                )
+                .await
+                .expect("check");
+            if wrong.get::<_, i64>(0) != 0 {
+                let rows = check
+                    .simple_query(&format!("SELECT id, {F3}::text, p, pgml_ref.predict('width', {F3}) FROM t WHERE p IS NOT NULL AND p IS DISTINCT FROM pgml_ref.predict('width', {F3})"))
+                    .await
+                    .expect("detail");
+                let detail: Vec<String> = rows
+                    .iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                            (0..4).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect::<Vec<_>>().join("|"),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                panic!("scores that are not their row's prediction: {detail:?}");
+            }
+        }
+        (committed, retried)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().expect("writer");
+    assert!(
+        committed > 0,
+        "no UPDATE committed ({retried} retried): the test proves nothing"
+    );
+    assert!(writes > 20, "the writer hardly ran ({writes} writes)");
+    let scored = s.pg.psql("app", "SELECT count(p) FROM t");
+    assert_ne!(scored, "0");
+}
+
+fn postgres_client(url: &str) -> SyncClient {
+    SyncClient::new(url)
+}
+
+/// A blocking client for the writer thread (its own runtime).
+struct SyncClient {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl SyncClient {
+    fn new(url: &str) -> SyncClient {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = rt.block_on(connect(url));
+        SyncClient { rt, client }
+    }
+
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        self.rt.block_on(self.client.execute(sql, params))
+    }
+}
+
+/// The same statement gives the same bits every time: its first
+/// execution (features read as text, before the server's column layout is
+/// known) and the next ones (read in binary), and after a deploy of
+/// another model and the rollback to this one. A real printed as text and
+/// read into a double was not the float4 the binary form gives, which a
+/// linear model shows in the 8th digit.
+#[test]
+fn predictions_are_the_same_bits_on_every_execution() {
+    let s = Setup::start();
+    let sql = format!(
+        "SELECT id, pgml.predict('width_linear', {F3}), pgml.predict_proba('species', {F4}) FROM flowers ORDER BY id"
+    );
+    let first = ok(&s.proxy, &sql);
+    let again = ok(&s.proxy, &sql);
+    assert_eq!(first, again, "first and second execution");
+    ok(&s.proxy, "SELECT * FROM pgml.train('width_linear', 'regression', 'widths', 'petal_width', algorithm => 'ridge')");
+    ok(&s.proxy, "SELECT * FROM pgml.train('species', 'classification', 'pgml.iris', 'target', algorithm => 'linear')");
+    for project in ["width_linear", "species"] {
+        ok(
+            &s.proxy,
+            &format!("SELECT * FROM pgml.deploy('{project}', 'most_recent')"),
+        );
+        assert_ne!(ok(&s.proxy, &sql), first, "the other models are deployed");
+        ok(
+            &s.proxy,
+            &format!("SELECT * FROM pgml.deploy('{project}', 'rollback')"),
+        );
+    }
+    assert_eq!(ok(&s.proxy, &sql), first, "after a deploy and the rollback");
+    // And the general method's lookups give the fast path's bits.
+    let general = ok(
+        &s.proxy,
+        &format!("SELECT id, CASE WHEN id > 0 THEN pgml.predict('width_linear', {F3}) END, pgml.predict_proba('species', {F4}) FROM flowers ORDER BY id"),
+    );
+    assert_eq!(general, first);
 }

@@ -27,9 +27,11 @@
 //! the memo lacks (a row another session changed between collection and
 //! use) makes `miss` raise 40001, never a silent NULL. Outside a
 //! transaction block the proxy runs collection and statement in one
-//! REPEATABLE READ transaction (one snapshot) for reads; writes keep the
-//! server's isolation, so Postgres re-evaluates concurrently updated rows
-//! as it would with a real function, and a changed row's features miss.
+//! transaction of its own: REPEATABLE READ for reads (one snapshot, so
+//! nothing misses); for UPDATE and DELETE the collection locks the target
+//! rows, so no other session changes them before they are written (see
+//! `Own`). A miss of the proxy's own transaction, before the client saw
+//! anything, runs the statement again.
 
 use std::ops::ControlFlow;
 
@@ -61,9 +63,23 @@ pub struct LookupPlan {
     /// False for EXPLAIN without ANALYZE: the memos are made (the plan
     /// mentions them) but left empty, as nothing is evaluated.
     pub evaluates: bool,
-    /// Whether the statement only reads: its own transaction can then be
-    /// REPEATABLE READ, so collection and statement share one snapshot.
-    pub reads_only: bool,
+    /// The transaction the proxy runs it in when the client is in none.
+    pub own: Own,
+}
+
+/// Outside a transaction block, what makes the features the statement
+/// meets the ones collected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Own {
+    /// One REPEATABLE READ snapshot for collection and statement.
+    #[default]
+    Snapshot,
+    /// UPDATE and DELETE: the server's isolation, as the statement alone
+    /// would have; the collection locks the target's rows (FOR UPDATE),
+    /// so they cannot change before the statement writes them. (In one
+    /// snapshot, a row changed by another session would fail the write
+    /// with 40001 instead of waiting for it.)
+    Locking,
 }
 
 #[derive(Debug)]
@@ -124,7 +140,7 @@ pub fn plan(sql: &str) -> MlResult<LookupPlan> {
     let mut described = stmt.clone();
     describe_form(&mut described)?;
     let mut w = Walker::default();
-    let (evaluates, reads_only) = w.statement(&mut stmt)?;
+    let evaluates = w.statement(&mut stmt)?;
     if contains_call(&stmt) {
         return Err(MlError::Unsupported(
             "pgml.predict in this position is not supported (LIMIT/OFFSET, a table function in FROM, \
@@ -139,7 +155,7 @@ pub fn plan(sql: &str) -> MlResult<LookupPlan> {
         final_sql: stmt.to_string(),
         describe_sql: described.to_string(),
         evaluates,
-        reads_only,
+        own: w.own,
     })
 }
 
@@ -167,50 +183,48 @@ struct Scope {
     group_by: Option<GroupByExpr>,
     having: Option<Expr>,
     windows: Vec<NamedWindowDefinition>,
+    /// The target of an UPDATE or DELETE, whose rows the collection locks:
+    /// until the statement ends no other session can change the features
+    /// it collected (see `Own`).
+    lock: Option<String>,
 }
 
 #[derive(Default)]
 struct Walker {
     calls: Vec<Call>,
     sites: Vec<Site>,
+    own: Own,
     /// CTEs in scope, outermost first, as rewritten.
     ctes: Vec<Cte>,
     recursive: bool,
 }
 
 impl Walker {
-    /// Returns (whether the statement evaluates, whether it only reads).
-    fn statement(&mut self, stmt: &mut Statement) -> MlResult<(bool, bool)> {
+    /// Returns whether the statement evaluates anything (EXPLAIN without
+    /// ANALYZE does not).
+    fn statement(&mut self, stmt: &mut Statement) -> MlResult<bool> {
         match stmt {
-            Statement::Query(q) => {
-                let reads = !matches!(
-                    q.body.as_ref(),
-                    SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_)
-                ) && is_plain_select(q);
-                self.query(q)?;
-                Ok((true, reads))
-            }
+            Statement::Query(q) => self.query(q).map(|()| true),
             Statement::Insert(insert) => {
                 if let Some(source) = insert.source.as_mut() {
                     self.query(source)?;
                 }
-                Ok((true, false))
+                Ok(true)
             }
-            Statement::Update(u) => self.update(u).map(|()| (true, false)),
-            Statement::Delete(d) => self.delete(d).map(|()| (true, false)),
+            Statement::Update(u) => self.update(u).map(|()| true),
+            Statement::Delete(d) => self.delete(d).map(|()| true),
             Statement::CreateTable(ct) => {
                 if let Some(q) = ct.query.as_mut() {
                     self.query(q)?;
                 }
-                Ok((true, false))
+                Ok(true)
             }
             Statement::Copy {
                 source: sqlparser::ast::CopySource::Query(q),
                 to: true,
                 ..
             } => {
-                self.query(q)?;
-                Ok((true, is_plain_select(q)))
+                self.query(q).map(|()| true)
             }
             Statement::Explain {
                 statement,
@@ -225,8 +239,8 @@ impl Walker {
                                 !matches!(a.to_string().to_ascii_lowercase().as_str(), "false" | "off" | "0")
                             })
                     });
-                let (_, reads) = self.statement(statement)?;
-                Ok((analyze, reads || !analyze))
+                self.statement(statement)?;
+                Ok(analyze)
             }
             _ => Err(MlError::Unsupported(
                 "pgml.predict is supported in SELECT, INSERT, UPDATE, DELETE, CREATE TABLE ... AS, \
@@ -258,10 +272,12 @@ impl Walker {
             self.nested(sel)?;
         }
         let mut scope = Scope {
+            lock: target_name(&u.table),
             from,
             selection: u.selection.clone(),
             ..Default::default()
         };
+        self.own = Own::Locking;
         if let Some(sel) = u.selection.as_mut() {
             self.sites(sel, &scope, Level::Filter)?;
             scope.selection = Some(sel.clone());
@@ -290,10 +306,12 @@ impl Walker {
             self.nested(sel)?;
         }
         let mut scope = Scope {
+            lock: tables.first().and_then(target_name),
             from,
             selection: d.selection.clone(),
             ..Default::default()
         };
+        self.own = Own::Locking;
         if let Some(sel) = d.selection.as_mut() {
             self.sites(sel, &scope, Level::Filter)?;
             scope.selection = Some(sel.clone());
@@ -403,6 +421,7 @@ impl Walker {
             group_by: Some(s.group_by.clone()),
             having: s.having.clone(),
             windows: s.named_window.clone(),
+            lock: None,
         };
         self.sites(&mut s.group_by, &scope, Level::Row)?;
         scope.group_by = Some(s.group_by.clone());
@@ -589,6 +608,9 @@ impl Walker {
         .and_then(inner);
         if let Some(sel) = selection {
             sql.push_str(&format!(" WHERE {sel}"));
+        }
+        if let Some(target) = &scope.lock {
+            sql.push_str(&format!(" FOR UPDATE OF {target}"));
         }
         if matches!(level, Level::GroupFilter | Level::Output) {
             if let Some(g) = scope.group_by.as_ref().filter(|g| has_group_by(g)) {

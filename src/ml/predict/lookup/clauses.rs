@@ -20,22 +20,6 @@ pub(super) fn has_group_by(g: &GroupByExpr) -> bool {
     !matches!(g, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
 }
 
-/// A SELECT that writes nothing (no data-modifying CTE, no INTO, no
-/// locking clause).
-pub(super) fn is_plain_select(q: &Query) -> bool {
-    let modifies = q.with.as_ref().is_some_and(|w| {
-        w.cte_tables.iter().any(|c| {
-            matches!(
-                c.query.body.as_ref(),
-                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_)
-            )
-        })
-    });
-    !modifies
-        && q.locks.is_empty()
-        && !matches!(q.body.as_ref(), SetExpr::Select(s) if s.into.is_some())
-}
-
 /// The name of a volatile function used in a call's arguments, if any.
 pub(super) fn volatile_in(f: &sqlparser::ast::Function) -> Option<String> {
     let mut found = None;
@@ -291,4 +275,14 @@ pub(super) fn describe_form(stmt: &mut Statement) -> MlResult<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// The name an UPDATE or DELETE target goes by in its statement (its
+/// alias, else its table name), for `FOR UPDATE OF`.
+pub(super) fn target_name(twj: &TableWithJoins) -> Option<String> {
+    match &twj.relation {
+        TableFactor::Table { alias: Some(a), .. } => Some(a.name.to_string()),
+        TableFactor::Table { name, .. } => name.0.last().map(|p| p.to_string()),
+        _ => None,
+    }
 }

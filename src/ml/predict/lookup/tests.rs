@@ -13,13 +13,13 @@ fn an_update_collects_over_its_rows_and_looks_up_in_set() {
     assert_eq!(p.sites.len(), 1);
     assert_eq!(
         p.sites[0].collect_sql,
-        "SELECT ((ARRAY[f1, f2])) AS k FROM t WHERE id > 3"
+        "SELECT ((ARRAY[f1, f2])) AS k FROM t WHERE id > 3 FOR UPDATE OF t"
     );
+    assert_eq!(p.own, Own::Locking);
     assert!(p
         .final_sql
         .starts_with("UPDATE t SET score = coalesce((SELECT"));
     assert!(p.final_sql.contains("pg_temp.__pgml_m0"));
-    assert!(!p.reads_only);
 }
 
 #[test]
@@ -36,7 +36,6 @@ fn a_filter_collects_without_the_conjuncts_that_call_pgml() {
     // The SELECT-list call sees the whole WHERE, the first call a lookup.
     assert!(p.sites[1].collect_sql.contains("__pgml_m0"));
     assert!(p.sites[1].collect_sql.contains("$1"));
-    assert!(p.reads_only);
 }
 
 #[test]
