@@ -51,9 +51,13 @@ def load(name):
 GD['pgml_plpy_load'] = load
 $$;
 
+-- Not PARALLEL SAFE: a parallel worker cannot load the model (plpy.execute
+-- runs in a subtransaction, which a parallel worker may not start: "cannot
+-- start subtransactions during a parallel operation"), so queries calling
+-- it run in one process.
 CREATE OR REPLACE FUNCTION pgml_plpy.predict(project text, features real[])
 RETURNS real
-LANGUAGE plpython3u STRICT PARALLEL SAFE AS $$
+LANGUAGE plpython3u STRICT AS $$
 entry = GD.get('pgml_plpy_boosters', {}).get(project)
 if entry is None:
     if 'pgml_plpy_load' not in GD:

@@ -77,12 +77,9 @@ impl Session {
         portal: Option<&LookupPortal>,
     ) -> Result<()> {
         let params = portal.map(|p| p.text_params()).unwrap_or_default();
-        let models = ModelSet::resolve(&self.app.ml, &self.pool, &plan.calls, &params)
-            .await
-            .map_err(Error::Ml)?;
-        let models = Arc::new(models);
-        self.lookup_server(&plan.final_sql, portal.is_none())
+        self.primary_server(&plan.final_sql, portal.is_none())
             .await?;
+        let models = Arc::new(self.models(&plan.calls, &params).await?);
         // Every statement made from the client's declares every parameter's
         // type: a collection may not use them all, and Postgres could not
         // infer an unused one.
@@ -163,7 +160,7 @@ impl Session {
         portal: Option<&LookupPortal>,
     ) -> Result<()> {
         let plan = &statement.plan;
-        self.lookup_server(&plan.describe_sql, false).await?;
+        self.primary_server(&plan.describe_sql, false).await?;
         let mut out = BytesMut::new();
         match (kind, portal) {
             (client::STATEMENT, _) | (_, None) => {
@@ -194,6 +191,27 @@ impl Session {
         result
     }
 
+    /// The models of a statement's calls: from the shared cache, or, in a
+    /// block where a pgml call ran (it may have trained or deployed), as
+    /// the block's catalog says.
+    pub(super) async fn models(
+        &mut self,
+        calls: &[crate::ml::predict::Call],
+        params: &[Option<String>],
+    ) -> Result<ModelSet> {
+        let (ml, pool) = (self.app.ml.clone(), self.pool.clone());
+        let resolve = ModelSet::resolve(&ml, &pool, calls, params);
+        if !self.tx.ml_wrote || self.tx.status == TxStatus::Idle {
+            return resolve.await.map_err(Error::Ml);
+        }
+        let Some(lent) = self.lend_server().await? else {
+            return resolve.await.map_err(Error::Ml);
+        };
+        let result = lent.scope(resolve).await;
+        self.take_back(lent, result.is_err()).await?;
+        result.map_err(Error::Ml)
+    }
+
     fn held_server(&mut self) -> Result<&mut Server> {
         match self.server.binding.one() {
             Some(p) => Ok(&mut p.server),
@@ -203,7 +221,7 @@ impl Session {
 
     /// A server for the statement, as for any statement, but a primary:
     /// the memos are temporary tables, which a standby cannot make.
-    async fn lookup_server(&mut self, sql: &str, simple: bool) -> Result<()> {
+    pub(super) async fn primary_server(&mut self, sql: &str, simple: bool) -> Result<()> {
         let protocol = if simple { Wire::Simple } else { Wire::Extended };
         let stmt = Statement {
             sql: Some(sql),

@@ -14,11 +14,12 @@ use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
 use crate::ml::call::{self, FnCall};
+use crate::ml::db::Lent;
 use crate::ml::exec;
 use crate::ml::predict::{Portal, PredictStatement};
 use crate::ml::service::Progress;
 use crate::net::codec;
-use crate::net::messages;
+use crate::net::messages::{self, TxStatus};
 use crate::net::tag::client;
 
 /// Statements and portals of this client that pgmlcat answers itself.
@@ -288,6 +289,7 @@ impl Session {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (ml, pool) = (self.app.ml.clone(), self.pool.clone());
         let mut body = BytesMut::new();
+        let lent = self.lend_server().await?;
         let result = {
             let work = exec::execute(
                 &ml,
@@ -296,6 +298,12 @@ impl Session {
                 Progress::new(tx).on_shard(shard),
                 &mut body,
             );
+            let work = async {
+                match &lent {
+                    Some(l) => l.scope(work).await,
+                    None => work.await,
+                }
+            };
             tokio::pin!(work);
             loop {
                 tokio::select! {
@@ -311,6 +319,9 @@ impl Session {
         };
         while let Ok(note) = rx.try_recv() {
             messages::notice(&mut self.client.out, &note);
+        }
+        if let Some(lent) = lent {
+            self.take_back(lent, result.is_err()).await?;
         }
         match result {
             Ok(()) => {
@@ -328,4 +339,49 @@ impl Session {
             }
         }
     }
+
+    /// Inside a transaction block, the client's server for a pgml call (a
+    /// deferred BEGIN starts now): the call runs in the client's
+    /// transaction. None outside a block.
+    pub(super) async fn lend_server(&mut self) -> Result<Option<Lent>> {
+        if self.tx.status == TxStatus::Idle && self.tx.deferred.is_none() {
+            self.tx.ml_wrote = false;
+            return Ok(None);
+        }
+        if self.server.binding.is_idle() {
+            self.primary_server("SELECT pgml", true).await?;
+        }
+        if !matches!(self.server.binding, Binding::One(_)) {
+            return Ok(None);
+        }
+        let Binding::One(pooled) = std::mem::replace(&mut self.server.binding, Binding::Idle)
+        else {
+            return Ok(None);
+        };
+        self.tx.ml_wrote = true;
+        Ok(Some(Lent::new(pooled)))
+    }
+
+    /// The server back from a pgml call. A call that failed leaves the
+    /// block failed, as any statement's error does in Postgres (the
+    /// failure may have been the proxy's, which the server never saw).
+    pub(super) async fn take_back(&mut self, lent: Lent, failed: bool) -> Result<()> {
+        let Some(mut pooled) = lent.take_back() else {
+            return Err(Error::ServerLost(
+                "the server of a pgml call was lost".into(),
+            ));
+        };
+        if failed && pooled.server.state.status == TxStatus::InTransaction {
+            let _ = pooled.server.execute(ABORT_BLOCK).await;
+        }
+        if self.tx.deferred.is_none() {
+            self.tx.status = pooled.server.state.status;
+        }
+        self.server.binding = Binding::One(pooled);
+        Ok(())
+    }
 }
+
+/// Fails the server's transaction block (the error is the proxy's own and
+/// stays with it).
+const ABORT_BLOCK: &str = "DO $pgml$ BEGIN RAISE EXCEPTION 'a pgml call failed'; END $pgml$";

@@ -22,7 +22,6 @@ use crate::ml::predict::{
     self, Describe, Description, Execution, LookupPlan, Plan, Portal, PredictStatement, Protocol,
     Rewriter, Shards,
 };
-use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
 use crate::net::messages::{self, TxStatus};
 use crate::net::tag::{client, server as tag};
@@ -294,9 +293,7 @@ impl Session {
     /// constant answer computed here.
     async fn run_predict(&mut self, plan: &Arc<Plan>, protocol: Protocol<'_>) -> Result<()> {
         let params = protocol.text_params();
-        let models = ModelSet::resolve(&self.app.ml, &self.pool, &plan.calls, &params)
-            .await
-            .map_err(Error::Ml)?;
+        let models = self.models(&plan.calls, &params).await?;
         let shards = match plan.server_sql.as_deref() {
             Some(sql) if self.predict_needs_all_shards(sql) => Shards::All,
             Some(sql) => {

@@ -95,6 +95,14 @@ impl ModelCache {
         project: &str,
     ) -> MlResult<Arc<StoredModel>> {
         let key = (Ml::database_key(pool), project.to_string());
+        // Inside a client's block that may have deployed: the block's
+        // catalog decides, and nothing of it is cached for others.
+        if super::db::lent() {
+            let mut db = Db::checkout(pool.primary(0)).await?;
+            let row = catalog::deployed(&mut db, project).await?;
+            let row = row.ok_or_else(|| no_deployed_model(project))?;
+            return Ok(Arc::new(load(&mut db, &row).await?));
+        }
         if let Some(hit) = self.deployed.get(&key) {
             return Ok(hit.0.clone());
         }
@@ -105,11 +113,9 @@ impl ModelCache {
         self.listen(ml, pool);
         let mut db = Db::checkout(pool.primary(0)).await?;
         ml.ensure_schema(pool, &mut db).await?;
-        let row = catalog::deployed(&mut db, project).await?.ok_or_else(|| {
-            MlError::UndefinedObject(format!(
-                "no deployed model for project \"{project}\": train one with pgml.train or deploy one with pgml.deploy"
-            ))
-        })?;
+        let row = catalog::deployed(&mut db, project)
+            .await?
+            .ok_or_else(|| no_deployed_model(project))?;
         let model = Arc::new(load(&mut db, &row).await?);
         self.deployed.insert(key, (model.clone(), Instant::now()));
         Ok(model)
@@ -118,6 +124,13 @@ impl ModelCache {
     /// A specific model by id (not necessarily deployed).
     pub async fn by_id(&self, ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<Arc<StoredModel>> {
         let key = (Ml::database_key(pool), id);
+        if super::db::lent() {
+            let mut db = Db::checkout(pool.primary(0)).await?;
+            let row = catalog::model(&mut db, id).await?;
+            let row =
+                row.ok_or_else(|| MlError::UndefinedObject(format!("model {id} does not exist")))?;
+            return Ok(Arc::new(load(&mut db, &row).await?));
+        }
         if let Some(hit) = self.by_id.get(&key) {
             return Ok(hit.clone());
         }
@@ -186,6 +199,12 @@ async fn listen_once(
 }
 
 /// Builds a model from its catalog row and files.
+fn no_deployed_model(project: &str) -> MlError {
+    MlError::UndefinedObject(format!(
+        "no deployed model for project \"{project}\": train one with pgml.train or deploy one with pgml.deploy"
+    ))
+}
+
 async fn load(db: &mut Db, row: &ModelRow) -> MlResult<StoredModel> {
     let files = catalog::files(db, row.id).await?;
     let file = |name: &str| {

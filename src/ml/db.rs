@@ -12,11 +12,48 @@ use crate::errors::Error;
 
 pub use crate::backend::query::Row;
 
+tokio::task_local! {
+    /// Set while a pgml call runs inside a client's transaction block: the
+    /// ML side's statements then run on the client's own server, in its
+    /// transaction (they see the block's rows, and roll back with it).
+    static LENT: Lent;
+}
+
+/// The client's server, lent to the ML side for one call.
+#[derive(Clone)]
+pub struct Lent(Arc<parking_lot::Mutex<Option<Pooled>>>);
+
+impl Lent {
+    pub fn new(server: Pooled) -> Lent {
+        Lent(Arc::new(parking_lot::Mutex::new(Some(server))))
+    }
+
+    /// Runs `work` with every `Db::checkout` on this server.
+    pub async fn scope<F: std::future::Future>(&self, work: F) -> F::Output {
+        LENT.scope(self.clone(), work).await
+    }
+
+    /// The server back, once the call is over (None: it was lost).
+    pub fn take_back(&self) -> Option<Pooled> {
+        self.0.lock().take()
+    }
+}
+
+/// Whether the ML side is running inside a client's transaction block: it
+/// then must not publish what it wrote (a model cache entry, the schema
+/// being ready) before the client commits.
+pub fn lent() -> bool {
+    LENT.try_with(|_| ()).is_ok()
+}
+
 /// A server borrowed from a pool for pgmlcat's own statements. Goes back to
-/// the pool when dropped if it is clean and idle, else it is closed.
+/// the pool when dropped if it is clean and idle, else it is closed. Inside
+/// a client's block it is the client's server (`Lent`), which goes back to
+/// the client.
 pub struct Db {
     pool: Arc<ServerPool>,
     conn: Option<Pooled>,
+    lent: Option<Lent>,
 }
 
 impl From<Error> for MlError {
@@ -35,10 +72,25 @@ impl From<Error> for MlError {
 
 impl Db {
     pub async fn checkout(pool: &Arc<ServerPool>) -> MlResult<Db> {
+        if let Ok(lent) = LENT.try_with(Lent::clone) {
+            let conn = lent.0.lock().take().ok_or_else(|| {
+                MlError::Unsupported(
+                    "inside a transaction block a pgml call has the block's one connection: \
+                     it cannot read several shards at once; name one shard"
+                        .into(),
+                )
+            })?;
+            return Ok(Db {
+                pool: pool.clone(),
+                conn: Some(conn),
+                lent: Some(lent),
+            });
+        }
         let conn = pool.checkout().await?;
         Ok(Db {
             pool: pool.clone(),
             conn: Some(conn),
+            lent: None,
         })
     }
 
@@ -99,11 +151,15 @@ impl Db {
     }
 
     /// Runs `work` inside BEGIN/COMMIT; any error rolls back, so a failed
-    /// training leaves no half-written catalog rows.
+    /// training leaves no half-written catalog rows. On a client's server
+    /// the client's block is the transaction.
     pub async fn in_transaction<T>(
         &mut self,
         work: impl AsyncFnOnce(&mut Db) -> MlResult<T>,
     ) -> MlResult<T> {
+        if self.lent.is_some() {
+            return work(self).await;
+        }
         self.execute("BEGIN").await?;
         match work(self).await {
             Ok(v) => {
@@ -121,7 +177,10 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.checkin(conn);
+            match &self.lent {
+                Some(lent) => *lent.0.lock() = Some(conn),
+                None => self.pool.checkin(conn),
+            }
         }
     }
 }

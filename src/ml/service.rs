@@ -196,7 +196,10 @@ impl Ml {
             return Ok(());
         }
         catalog::ensure_schema(db).await?;
-        self.schema_ready.insert(key);
+        // Made inside a client's block, the schema exists once it commits.
+        if !super::db::lent() {
+            self.schema_ready.insert(key);
+        }
         Ok(())
     }
 

@@ -129,7 +129,14 @@ pub async fn train(
             preprocessor: Arc::new(data.pre),
             classes: data.classes,
         };
-        ml.cache.put_deployed(pool, &args.project, Arc::new(stored));
+        if super::db::lent() {
+            // Deployed inside a client's block: other clients see it once
+            // the block commits (the NOTIFY of the deploy then drops every
+            // process's entry); until then the catalog says what it is.
+            ml.cache.invalidate(&Ml::database_key(pool), &args.project);
+        } else {
+            ml.cache.put_deployed(pool, &args.project, Arc::new(stored));
+        }
         progress.notice(format!("pgml.train: deployed model {model_id}"));
     }
     Ok(Trained {

@@ -489,3 +489,85 @@ fn predictions_are_the_same_bits_on_every_execution() {
     );
     assert_eq!(general, first);
 }
+
+/// pgml.train and pgml.deploy inside a transaction block run in it: the
+/// training reads the block's own table, predictions in the block use the
+/// model it deployed, ROLLBACK leaves no catalog rows and the earlier
+/// deployment in force (for this client and the others), COMMIT publishes
+/// them, and a failed call fails the block as any statement would.
+#[test]
+fn training_and_deploying_run_inside_the_clients_transaction() {
+    let s = Setup::start();
+    let port = s.proxy.port;
+    let run =
+        |sql: &str| script(port, sql).unwrap_or_else(|e| panic!("{sql}\n{e}\n{}", s.proxy.log()));
+    let point = "ARRAY[5.1, 3.5, 1.4]::real[]";
+    let before = ok(&s.proxy, &format!("SELECT pgml.predict('width', {point})"));
+    let out = run(&format!(
+        "BEGIN;\n\
+         CREATE TABLE blk AS SELECT sepal_length, sepal_width, petal_length, petal_width * 10 AS petal_width FROM pgml.iris;\n\
+         SELECT * FROM pgml.train('blockproj', 'regression', 'blk', 'petal_width', algorithm => 'linear');\n\
+         SELECT pgml.predict('blockproj', {point}) > 1;\n\
+         SELECT * FROM pgml.train('width', 'regression', 'blk', 'petal_width', algorithm => 'ridge');\n\
+         SELECT * FROM pgml.deploy('width', 'most_recent');\n\
+         SELECT pgml.predict('width', {point}) > 1, avg(pgml.predict('width', ARRAY[sepal_length, sepal_width, petal_length])) > 5 FROM flowers;\n\
+         ROLLBACK;\n"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    // Trained on the block's table (width × 10) and used in the block.
+    assert_eq!(lines[0], "blockproj|regression|linear|t", "{out}");
+    assert_eq!(lines[1], "t", "{out}");
+    assert_eq!(lines.last().copied(), Some("t|t"), "{out}");
+    // Rolled back: no catalog rows, the old deployment in force.
+    assert_eq!(
+        s.pg.psql(
+            "app",
+            "SELECT count(*) FROM pgml.projects WHERE name = 'blockproj'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        s.pg.psql(
+            "app",
+            "SELECT count(*) FROM pgml.models WHERE algorithm = 'ridge'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        ok(&s.proxy, &format!("SELECT pgml.predict('width', {point})")),
+        before
+    );
+    let err = s
+        .proxy
+        .psql(&format!("SELECT pgml.predict('blockproj', {point})"))
+        .unwrap_err();
+    assert!(err.contains("no deployed model"), "{err}");
+    // COMMIT publishes the model.
+    run("BEGIN;\nSELECT * FROM pgml.train('committed', 'regression', 'widths', 'petal_width', algorithm => 'linear');\nCOMMIT;\n");
+    assert_eq!(
+        ok(
+            &s.proxy,
+            &format!("SELECT pgml.predict('committed', {point}) IS NOT NULL")
+        ),
+        "t"
+    );
+    // A failed call fails the block.
+    let err = script(
+        port,
+        "BEGIN;\nSELECT * FROM pgml.train('nope', 'regression', 'no_such_table', 'y');\nSELECT 1;\nCOMMIT;\n",
+    )
+    .unwrap_err();
+    assert!(err.contains("no_such_table"), "{err}");
+    let err = script(
+        port,
+        "\\set ON_ERROR_STOP 0\nBEGIN;\nSELECT * FROM pgml.train('nope', 'regression', 'no_such_table', 'y');\nSELECT 1;\nROLLBACK;\n",
+    );
+    let text = match err {
+        Ok(out) => out,
+        Err(e) => e,
+    };
+    assert!(
+        !text.contains("\n1\n") && !text.starts_with("1\n"),
+        "{text}"
+    );
+}

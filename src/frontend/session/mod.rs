@@ -280,6 +280,7 @@ impl Session {
                 status: TxStatus::Idle,
                 deferred: None,
                 started: None,
+                ml_wrote: false,
             },
             recovery: Recovery::None,
             batch: Batch::None,

@@ -97,6 +97,10 @@ pub struct Transaction {
     pub deferred: Option<DeferredBegin>,
     /// When the server was checked out (for transaction time).
     pub started: Option<Instant>,
+    /// A pgml call ran in this transaction block (it may have trained or
+    /// deployed): predictions read their models through the block, not
+    /// from the shared cache, until it ends.
+    pub ml_wrote: bool,
 }
 
 pub struct DeferredBegin {
