@@ -347,8 +347,8 @@ DIAG_VARIANTS = [
      "btree", "lookup"),
     ("hash index on the key, lookup per row", "", "hash", "lookup"),
     ("hash index, temp_buffers = 1GB", "-c temp_buffers=1GB", "hash", "lookup"),
-    ("no index: UPDATE ... FROM memo (hash join; no miss check)", "", None, "join"),
-    ("no index: UPDATE ... FROM memo, temp_buffers = 1GB", "-c temp_buffers=1GB", None, "join"),
+    ("no index: joined to the memo (hash join; no miss check)", "", None, "join"),
+    ("no index: joined to the memo, temp_buffers = 1GB", "-c temp_buffers=1GB", None, "join"),
 ]
 
 

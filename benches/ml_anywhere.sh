@@ -28,6 +28,12 @@
 #  4. with ML_PREDICT=1, benches/ml_predict.sh once more with the same binary
 #     (its own cluster; ML_PREDICT_ROUNDS rounds), compared with the latest
 #     benches/results/ml-predict-*.md before it.
+#  With DIAG=1 (the default) the server side of the general method is then
+#  rebuilt inside Postgres without pgmlcat (the memo filled by SQL), once per
+#  variant: pgmlcat's btree and per-row lookup, larger temp_buffers and
+#  maintenance_work_mem, a hash index, a join instead of lookups; so the
+#  report says what the index and the statement with lookups cost and what
+#  would make them cheaper.
 #
 # CPU time (user + sys) of pgmlcat, of the cluster's processes and of the
 # client is taken from /proc around every run, and the cluster logs every
@@ -53,6 +59,10 @@
 #   ITEMS="1 2 3"       which of items 1-3 to run
 #   ML_PREDICT=0        1: item 4 (adds ~6 minutes)
 #   ML_PREDICT_ROUNDS=2 ROUNDS for benches/ml_predict.sh
+#   DIAG=1              0: no diagnostics of the server side
+#   PGMLCAT_COMMIT      the commit the binary was built from, for the report
+#                       (default: the repository's HEAD, which a given binary
+#                       may not be)
 #   TEMP_BUFFERS=8MB    the cluster's temp_buffers (the memos are temp tables)
 #   PLPY_SITE=/var/cache/pgmlcat-bench/plpython3
 #                       where lightgbm and numpy for Debian's python3 go
@@ -83,6 +93,7 @@ PLPY_PAIRS="${PLPY_PAIRS:-3}"
 ITEMS="${ITEMS:-1 2 3}"
 ML_PREDICT="${ML_PREDICT:-0}"
 ML_PREDICT_ROUNDS="${ML_PREDICT_ROUNDS:-2}"
+DIAG="${DIAG:-1}"
 TEMP_BUFFERS="${TEMP_BUFFERS:-8MB}"
 PLPY_SITE="${PLPY_SITE:-/var/cache/pgmlcat-bench/plpython3}"
 N_ESTIMATORS=100
@@ -133,6 +144,9 @@ ALTER SYSTEM SET log_line_prefix = '%m [%p] ';
 SELECT pg_reload_conf();
 EOF
 ml_start_pgmlcat
+if [[ -n "${PGMLCAT_COMMIT:-}" ]]; then
+  PGMLCAT_VERSION="$PGMLCAT_COMMIT (binary of $(date -u -r "$PGMLCAT_BIN" '+%Y-%m-%d %H:%M UTC'))"
+fi
 
 # ---------------------------------------------------------------- data
 log "generating t ($ROWS rows) and train_set ($TRAIN_ROWS rows), setseed(0.42)"
@@ -199,6 +213,13 @@ log "measuring items $ITEMS ($PAIRS pairs; item 3: $PLPY_PAIRS pairs on $PLPY_RO
 ml_wait_quiet "the measurements"
 python3 "$SCRIPT_DIR/ml_anywhere.py" measure || die "the measurements failed"
 
+export DIAG_OUT=""
+if [[ "$DIAG" == 1 ]]; then
+  log "diagnostics: the general method's server side inside Postgres, by settings and forms"
+  DIAG_OUT="$TMP_DIR/diag.json" python3 "$SCRIPT_DIR/ml_anywhere.py" diag && DIAG_OUT="$TMP_DIR/diag.json" ||
+    log "WARNING: the diagnostics failed"
+fi
+
 # ---------------------------------------------------------------- item 4
 ITEM4="not run (ML_PREDICT=0)"
 if [[ "$ML_PREDICT" == 1 ]]; then
@@ -214,6 +235,19 @@ def targets(path):
     text = open(path).read() if path else ""
     m = re.search(r"## Against the targets\n\n(.*?)\n\n", text, re.S)
     return [l[2:] for l in (m[1].splitlines() if m else [])]
+def rows(path):
+    """(section letter, first cell) -> the row's cells, from the (a) (b) (c) tables."""
+    out, sec = {}, None
+    for line in (open(path).read().splitlines() if path else []):
+        m = re.match(r"## \((\w)\)", line)
+        if m:
+            sec = m[1]
+        elif line.startswith("## "):
+            sec = None
+        elif sec and line.startswith("| ") and not line.startswith("| protocol") and not line.startswith("| server"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[(sec, cells[0])] = cells[1:]
+    return out
 a, b = targets(prev), targets(new)
 out = [f"`benches/ml_predict.sh` with this binary, ROUNDS={rounds}: `{new.split('/')[-1]}`, against "
        f"`{prev.split('/')[-1] if prev else 'none'}` before it.", "",
@@ -222,6 +256,13 @@ for i, line in enumerate(b):
     name, _, now = line.partition(" = ")
     before = a[i].partition(" = ")[2] if i < len(a) else "-"
     out.append(f"| {name} | {before} | {now} |")
+ra, rb = rows(prev), rows(new)
+heads = {"a": "plain ms, predict ms", "b": "plain TPS, predict TPS", "c": "req/s or TPS, latency ms"}
+out += ["", "Absolute figures (before -> now):", "", "| table | row | figures | before | now |", "|---|---|---|---|---|"]
+for key, cells in rb.items():
+    old = ra.get(key)
+    n = 2
+    out.append(f"| ({key[0]}) | {key[1]} | {heads.get(key[0], '')} | {', '.join(old[:n]) if old else '-'} | {', '.join(cells[:n])} |")
 print("\n".join(out))
 PY
 )"
