@@ -128,7 +128,7 @@ impl Session {
             }
             break result;
         };
-        self.lookup_done().await;
+        self.statement_done().await;
         result
     }
 
@@ -187,7 +187,7 @@ impl Session {
             )
         };
         let result = self.relay_answer(&out, keep, &mut false).await;
-        self.lookup_done().await;
+        self.statement_done().await;
         result
     }
 
@@ -251,7 +251,7 @@ impl Session {
     /// Sends `msg` and reads to ReadyForQuery; messages whose tag `keep`
     /// accepts go to the client (`relayed` says whether any did). The
     /// server's first error is the result.
-    async fn relay_answer(
+    pub(super) async fn relay_answer(
         &mut self,
         msg: &[u8],
         keep: impl Fn(u8) -> bool,
@@ -295,7 +295,7 @@ impl Session {
 
     /// The client's transaction status is the server's now; a server
     /// whose transaction is over goes back as after any statement.
-    async fn lookup_done(&mut self) {
+    pub(super) async fn statement_done(&mut self) {
         let Some(pooled) = self.server.binding.one() else {
             return;
         };

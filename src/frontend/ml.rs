@@ -92,6 +92,10 @@ impl Session {
         if !call::mentions_pgml(sql) {
             return Ok(None);
         }
+        // Several statements: one by one, as Postgres runs the string.
+        if let Some(parts) = call::split_statements(sql).filter(|p| p.len() > 1) {
+            return self.ml_script(&parts).await.map(Some);
+        }
         // A prediction statement seen before: no parsing at all.
         if self.app.ml.has_plan(sql) {
             return self.predict_simple(sql).await;
@@ -280,7 +284,7 @@ impl Session {
 
     /// Runs a call, streaming its NOTICEs, then writes its result (with a
     /// RowDescription when `describe`) or its error. False on error.
-    async fn run_call(
+    pub(super) async fn run_call(
         &mut self,
         call: &FnCall,
         describe: bool,

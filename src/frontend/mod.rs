@@ -15,6 +15,7 @@ pub mod listener;
 mod local;
 mod lookup;
 mod ml;
+mod ml_script;
 mod multi;
 mod notes;
 mod notify;

@@ -68,11 +68,7 @@ impl Session {
         if self.settle().await? == Flow::Close {
             return Ok(Some(Flow::Close));
         }
-        let outcome = match planned {
-            Planned::Stream(plan) => self.run_predict(&plan, Protocol::Simple).await,
-            Planned::Lookup(plan) => self.run_lookup(&plan, None).await,
-        };
-        if let Err(e) = outcome {
+        if let Err(e) = self.run_planned(planned).await {
             if matches!(e, Error::ClientGone | Error::Io(_)) {
                 return Err(e);
             }
@@ -80,6 +76,23 @@ impl Session {
         }
         messages::ready_for_query(&mut self.client.out, self.tx.status);
         Ok(Some(Flow::Continue))
+    }
+
+    /// A statement calling pgml.predict, simple protocol, its answer up to
+    /// (not including) ReadyForQuery; None when it calls none.
+    pub(super) async fn predict_statement(&mut self, sql: &str) -> Option<Result<()>> {
+        match self.predict_plan(sql) {
+            Ok(Some(planned)) => Some(self.run_planned(planned).await),
+            Ok(None) => None,
+            Err(e) => Some(Err(Error::Ml(e))),
+        }
+    }
+
+    async fn run_planned(&mut self, planned: Planned) -> Result<()> {
+        match planned {
+            Planned::Stream(plan) => self.run_predict(&plan, Protocol::Simple).await,
+            Planned::Lookup(plan) => self.run_lookup(&plan, None).await,
+        }
     }
 
     /// Parse of a pgml.predict statement: planned now, answered here.

@@ -508,3 +508,58 @@ mod tests {
         assert!(!mentions_pgml("select p, pg, pgm l"));
     }
 }
+
+/// The statements of a query string, each its exact text (without the
+/// `;`), empty ones left out: split at the semicolons the tokenizer sees
+/// outside strings, quoted names, comments and dollar quotes. None when
+/// the string cannot be tokenized.
+pub fn split_statements(sql: &str) -> Option<Vec<&str>> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .ok()?;
+    // Byte offset of each line's start, for the tokens' (line, column).
+    let mut lines = vec![0usize];
+    lines.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *lines.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let col = usize::try_from(column).ok()?.checked_sub(1)?;
+        match sql[start..].char_indices().nth(col) {
+            Some((i, _)) => Some(start + i),
+            None => Some(sql.len()),
+        }
+    };
+    let mut out = Vec::new();
+    let mut from = 0;
+    for t in &tokens {
+        if t.token == Token::SemiColon {
+            let at = offset(t.span.start.line, t.span.start.column)?;
+            out.push(&sql[from..at]);
+            from = at + 1;
+        }
+    }
+    out.push(&sql[from..]);
+    Some(out.into_iter().filter(|s| !s.trim().is_empty()).collect())
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::split_statements;
+
+    #[test]
+    fn semicolons_inside_strings_comments_and_dollar_quotes_do_not_split() {
+        let sql = "SELECT 'a;b'; -- c;d\nSELECT $x$;$x$, \"e;f\";\n\n SELECT 1 /* ; */;";
+        assert_eq!(
+            split_statements(sql).unwrap(),
+            vec![
+                "SELECT 'a;b'",
+                " -- c;d\nSELECT $x$;$x$, \"e;f\"",
+                "\n\n SELECT 1 /* ; */"
+            ]
+        );
+        assert_eq!(
+            split_statements("SELECT 'é;'; SELECT 2").unwrap(),
+            vec!["SELECT 'é;'", " SELECT 2"]
+        );
+    }
+}

@@ -571,3 +571,67 @@ fn training_and_deploying_run_inside_the_clients_transaction() {
         "{text}"
     );
 }
+
+/// A query string of several statements with pgml calls and predictions
+/// runs as Postgres runs such a string: in one implicit transaction, each
+/// statement's answer in turn, stopping at the first error, which undoes
+/// the statements before it (as the same string with an ordinary error
+/// does on a direct connection).
+#[test]
+fn query_strings_with_pgml_calls_run_statement_by_statement() {
+    let s = Setup::start();
+    let out = ok(
+        &s.proxy,
+        &format!(
+            "CREATE TABLE ms AS SELECT * FROM flowers; \
+             SELECT * FROM pgml.train('msproj', 'regression', 'widths', 'petal_width', algorithm => 'linear'); \
+             SELECT count(*) FILTER (WHERE pgml.predict('msproj', {F3}) > 1) > 0 FROM ms; \
+             SELECT pgml.predict('width', {F3}) = pgml.predict('width', {F3}) FROM ms WHERE id = 1"
+        ),
+    );
+    assert_eq!(out, "msproj|regression|linear|t\nt\nt");
+    // The first error stops the string and undoes what came before.
+    for (through, sql) in [
+        (true, "CREATE TABLE ms2 (x int); SELECT * FROM pgml.train('bad', 'regression', 'no_such_table', 'y'); CREATE TABLE ms3 (x int)"),
+        (false, "CREATE TABLE ms2 (x int); SELECT 1/0; CREATE TABLE ms3 (x int)"),
+    ] {
+        let err = if through {
+            s.proxy.psql(sql).unwrap_err()
+        } else {
+            s.pg.try_psql("app", sql).unwrap_err()
+        };
+        assert!(err.contains("ERROR"), "{err}");
+        let tables = s.pg.psql("app", "SELECT count(*) FROM pg_class WHERE relname IN ('ms2', 'ms3')");
+        assert_eq!(tables, "0", "{sql}");
+    }
+    assert_eq!(
+        s.pg.psql(
+            "app",
+            "SELECT count(*) FROM pgml.projects WHERE name = 'bad'"
+        ),
+        "0"
+    );
+    // Inside a block the string is part of it (one Query message).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = connect(&s.proxy.url("app", "app_pw", "app")).await;
+        client.simple_query("BEGIN").await.expect("BEGIN");
+        let rows = client
+            .simple_query(&format!("CREATE TABLE ms4 (x int); SELECT avg(pgml.predict('width', {F3})) > 0 FROM flowers"))
+            .await
+            .expect("the string");
+        let values: Vec<String> = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(String::from),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(values, vec!["t"]);
+        client.simple_query("ROLLBACK").await.expect("ROLLBACK");
+    });
+    assert_eq!(
+        s.pg.psql("app", "SELECT count(*) FROM pg_class WHERE relname = 'ms4'"),
+        "0"
+    );
+}
