@@ -529,7 +529,7 @@ fn pgjdbc_predict_parameters_mean_what_the_client_sent() {
     }
     let client = Client::java("PredictParams");
     let (seen, _) = client.run(&[&jdbc_url(port)]);
-    for q in 0..3 {
+    for q in 0..4 {
         let consts: Vec<&str> = seen
             .lines()
             .filter_map(|l| l.strip_prefix(&format!("consts {q}: ")))

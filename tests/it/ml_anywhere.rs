@@ -304,34 +304,60 @@ fn shapes_that_cannot_be_reproduced_are_refused_by_name() {
 #[test]
 fn parameters_in_every_position_mean_what_the_client_sent() {
     let s = Setup::start();
-    let script = format!(
-        "{}/tests/it/clients/predict_anywhere_params.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = run(
-        "python3",
-        &[
-            &script,
-            &s.proxy.url("app", "app_pw", "app"),
-            &direct_url(&s.pg),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        s.proxy.log()
-    );
-    let pairs: Vec<(serde_json::Value, serde_json::Value)> =
-        serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(pairs.len(), 12);
-    for (i, (through, direct)) in pairs.iter().enumerate() {
-        assert_eq!(through, direct, "case {i}");
-        assert!(
-            through.as_array().is_some_and(|r| !r.is_empty()),
-            "case {i}"
+    for (client, cases) in [
+        ("predict_anywhere_params.py", 12),
+        ("predict_anywhere_asyncpg.py", 16),
+    ] {
+        let script = format!("{}/tests/it/clients/{client}", env!("CARGO_MANIFEST_DIR"));
+        let out = run(
+            "python3",
+            &[
+                &script,
+                &s.proxy.url("app", "app_pw", "app"),
+                &direct_url(&s.pg),
+            ],
         );
+        assert!(
+            out.status.success(),
+            "{client}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            s.proxy.log()
+        );
+        let pairs: Vec<(serde_json::Value, serde_json::Value)> =
+            serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(pairs.len(), cases, "{client}");
+        for (i, (through, direct)) in pairs.iter().enumerate() {
+            assert_eq!(through, direct, "{client} case {i}");
+            assert!(
+                through.as_array().is_some_and(|r| !r.is_empty()),
+                "{client} case {i}"
+            );
+        }
     }
+    // tokio-postgres: prepared with the server's inferred types, binary
+    // parameters and results.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let proxy = connect(&s.proxy.url("app", "app_pw", "app")).await;
+        let direct = connect(&direct_url(&s.pg)).await;
+        let sql = format!(
+            "SELECT id, pgml.predict('width', {F3}) * $2 FROM flowers WHERE pgml.predict('width', {F3}) > $1 ORDER BY id"
+        );
+        let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<(i64, f32)> {
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        };
+        for _ in 0..2 {
+            let through = rows(proxy.query(&sql, &[&1.5f32, &2f32]).await.expect("through"));
+            let want = rows(
+                direct
+                    .query(&sql.replace("pgml.", "pgml_ref."), &[&1.5f32, &2f32])
+                    .await
+                    .expect("direct"),
+            );
+            assert!(!through.is_empty());
+            assert_eq!(through, want);
+        }
+    });
 }
 
 /// A writer keeps changing rows' features (and clearing their score in

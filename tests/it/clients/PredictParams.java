@@ -36,17 +36,27 @@ public class PredictParams {
                  "SELECT pgml.predict('width', ARRAY[5.1::float8, 3.5::float8, 1.4::float8])"},
                 {"SELECT pgml.predict('width', ARRAY[?::int, ?, ?]::real[])",
                  "SELECT pgml.predict('width', ARRAY[5, 3.5, 1.4]::real[])"},
+                // The general method: a threshold on a prediction in WHERE.
+                {"SELECT count(*) FROM pgml.iris WHERE pgml.predict('width', "
+                     + "ARRAY[sepal_length, sepal_width, petal_length]) > ? AND sepal_width > ?",
+                 "SELECT count(*) FROM pgml.iris WHERE pgml.predict('width', "
+                     + "ARRAY[sepal_length, sepal_width, petal_length]) > 1.5 AND sepal_width > 3.5"},
             };
             for (int q = 0; q < queries.length; q++) {
                 try (PreparedStatement ps = c.prepareStatement(queries[q][0])) {
                     for (int i = 0; i < 8; i++) {
-                        if (q == 2) {
-                            ps.setInt(1, 5);
+                        if (q == 3) {
+                            ps.setDouble(1, 1.5);
+                            ps.setDouble(2, 3.5);
                         } else {
-                            ps.setDouble(1, 5.1);
+                            if (q == 2) {
+                                ps.setInt(1, 5);
+                            } else {
+                                ps.setDouble(1, 5.1);
+                            }
+                            ps.setDouble(2, 3.5);
+                            ps.setDouble(3, 1.4);
                         }
-                        ps.setDouble(2, 3.5);
-                        ps.setDouble(3, 1.4);
                         if (q == 0) {
                             ps.setDouble(4, 0.2);
                         }
