@@ -55,7 +55,12 @@
 //!    keeps the books (ReadyForQuery status, ParameterStatus, effects of
 //!    commands, FATAL) and passes the frame on untouched, unless a plan
 //!    needs it: a merge of shards' rows ([`router::merge`]) or predictions
-//!    spliced into rows ([`ml::predict`]). LISTEN/UNLISTEN never reach it:
+//!    spliced into rows ([`ml::predict`]). A prediction the streaming
+//!    rewrite cannot serve (inside an expression, an aggregate, an UPDATE...)
+//!    runs by [`ml::predict::lookup`]: the proxy's own collection queries and
+//!    a COPY of predictions into a temporary table on the same server, in
+//!    the same transaction, then the statement with lookups, its answer
+//!    relayed as it comes. LISTEN/UNLISTEN never reach it:
 //!    the pool's one listening connection ([`backend::listen`]) serves
 //!    them, and notifications come to the session as an event of its own.
 //! 6. **Release.** At ReadyForQuery outside a transaction the parameters
