@@ -9,51 +9,27 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 
-use super::decide::{Plan as RoutePlan, Statement};
-use super::lease::Protocol as Wire;
 use super::session::Session;
 use crate::backend::query::Bound;
 use crate::backend::server::Server;
 use crate::errors::{Error, Result};
 use crate::ml::predict::lookup::Own;
-use crate::ml::predict::{memo, LookupPlan};
+use crate::ml::predict::{memo, LookupPlan, Portal, PredictStatement};
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
 use crate::net::messages::{self, TxStatus};
 use crate::net::tag::{client, server as tag};
 use crate::router::Target;
 
-/// A Parse of a statement the general method serves.
-#[derive(Clone)]
-pub struct LookupStatement {
-    pub plan: Arc<LookupPlan>,
-    pub types: Arc<[u32]>,
-}
+/// A Parse of a statement the general method serves, and its Bind.
+pub type LookupStatement = PredictStatement<LookupPlan>;
+pub type LookupPortal = Portal<LookupPlan>;
 
-/// Its Bind, kept until Execute: the client's parameters as sent.
-#[derive(Clone)]
-pub struct LookupPortal {
-    pub plan: Arc<LookupPlan>,
-    pub types: Arc<[u32]>,
-    pub param_formats: Vec<i16>,
-    pub params: Vec<Option<Vec<u8>>>,
-    pub result_formats: Vec<i16>,
-}
-
-impl LookupPortal {
-    fn bound(&self) -> Bound<'_> {
-        Bound {
-            types: &self.types,
-            formats: &self.param_formats,
-            values: &self.params,
-        }
-    }
-
-    fn text_params(&self) -> Vec<Option<String>> {
-        self.params
-            .iter()
-            .map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
-            .collect()
+fn bound(p: &LookupPortal) -> Bound<'_> {
+    Bound {
+        types: &p.types,
+        formats: &p.param_formats,
+        values: &p.params,
     }
 }
 
@@ -174,8 +150,7 @@ impl Session {
                 frontend::describe(b'S', "", &mut out).map_err(internal)?;
             }
             (_, Some(p)) => {
-                p.bound()
-                    .write(&plan.describe_sql, &p.result_formats, &mut out)?;
+                bound(p).write(&plan.describe_sql, &p.result_formats, &mut out)?;
                 frontend::describe(b'P', "", &mut out).map_err(internal)?;
             }
         }
@@ -222,29 +197,15 @@ impl Session {
     /// A server for the statement, as for any statement, but a primary:
     /// the memos are temporary tables, which a standby cannot make.
     pub(super) async fn primary_server(&mut self, sql: &str, simple: bool) -> Result<()> {
-        let protocol = if simple { Wire::Simple } else { Wire::Extended };
-        let stmt = Statement {
-            sql: Some(sql),
-            bind: None,
-            runs: true,
-            protocol,
-        };
-        match self.decide(&stmt)? {
-            RoutePlan::Held => Ok(()),
-            RoutePlan::Checkout(mut route) => {
-                route.target = Target::Primary;
-                if self.ensure_server(route, protocol).await? {
-                    Ok(())
-                } else {
-                    Err(Error::NoShard(self.pool.sharding.missing_key()))
-                }
+        match self.server_for(sql, simple, Some(Target::Primary)).await {
+            Err(Error::NoShard(_)) if self.server.binding.is_idle() => {
+                Err(Error::Ml(MlError::Unsupported(
+                    "pgml.predict outside the SELECT list runs on one shard: name it (a sharding \
+                     key, SET SHARD or a shard comment)"
+                        .into(),
+                )))
             }
-            RoutePlan::Refuse(e) => Err(e),
-            _ => Err(Error::Ml(MlError::Unsupported(
-                "pgml.predict outside the SELECT list runs on one shard: name it (a sharding key, \
-                 SET SHARD or a shard comment)"
-                    .into(),
-            ))),
+            other => other,
         }
     }
 
@@ -260,25 +221,14 @@ impl Session {
         self.held_server()?.send(msg).await?;
         let mut failure = None;
         loop {
-            let server = self.held_server()?;
-            let frame = match server.recv().await {
-                Ok(f) => f,
-                Err(e) => {
-                    self.on_server_lost().await;
-                    return Err(e);
-                }
-            };
+            let frame = self.held_frame().await?;
             let kind = frame.tag();
             match kind {
                 tag::READY_FOR_QUERY => break,
-                tag::PARAMETER_STATUS => {
-                    if let Some((name, value)) = messages::parse_parameter_status(frame.body()) {
-                        self.client.params.reported(name, value);
-                    }
-                }
                 tag::ERROR_RESPONSE => {
+                    let addr = self.held_server()?.addr.to_string();
                     failure.get_or_insert(Error::ServerRefused {
-                        addr: server.addr.to_string(),
+                        addr,
                         fields: messages::parse_error_fields(frame.body()),
                     });
                 }

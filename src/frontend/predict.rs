@@ -14,7 +14,7 @@ use bytes::BytesMut;
 
 use super::decide::{Plan as RoutePlan, Statement};
 use super::lease::Protocol as Wire;
-use super::lookup::{LookupPortal, LookupStatement};
+use super::lookup::LookupStatement;
 use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
@@ -25,6 +25,7 @@ use crate::ml::predict::{
 use crate::ml::MlError;
 use crate::net::messages::{self, TxStatus};
 use crate::net::tag::{client, server as tag};
+use crate::router::Target;
 
 /// How a statement calling pgml.predict runs.
 enum Planned {
@@ -120,44 +121,18 @@ impl Session {
         }
     }
 
-    /// Bind of a pgml.predict statement; false if `stmt` is not one.
+    /// Bind of a pgml.predict statement (either way); false if `stmt` is
+    /// not one.
     pub(super) fn predict_bind(&mut self, portal: &str, stmt: &str, msg: &[u8]) -> Result<bool> {
-        let Some(statement) = self.ml_predicts().get(stmt).cloned() else {
-            return self.lookup_bind(portal, stmt, msg);
-        };
-        let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
-        self.ml_predict_portals().insert(
-            portal.to_string(),
-            Portal {
-                plan: statement.plan,
-                types: statement.types,
-                param_formats,
-                params,
-                result_formats,
-            },
-        );
-        let mut out = BytesMut::new();
-        messages::bind_complete(&mut out);
-        self.respond_in_order(out.freeze());
-        Ok(true)
-    }
-
-    /// Bind of a statement the general method serves.
-    fn lookup_bind(&mut self, portal: &str, stmt: &str, msg: &[u8]) -> Result<bool> {
-        let Some(statement) = self.ml_lookups().get(stmt).cloned() else {
+        if let Some(statement) = self.ml_predicts().get(stmt).cloned() {
+            let bound = portal_of(statement, msg)?;
+            self.ml_predict_portals().insert(portal.to_string(), bound);
+        } else if let Some(statement) = self.ml_lookups().get(stmt).cloned() {
+            let bound = portal_of(statement, msg)?;
+            self.ml_lookup_portals().insert(portal.to_string(), bound);
+        } else {
             return Ok(false);
-        };
-        let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
-        self.ml_lookup_portals().insert(
-            portal.to_string(),
-            LookupPortal {
-                plan: statement.plan,
-                types: statement.types,
-                param_formats,
-                params,
-                result_formats,
-            },
-        );
+        }
         let mut out = BytesMut::new();
         messages::bind_complete(&mut out);
         self.respond_in_order(out.freeze());
@@ -174,7 +149,7 @@ impl Session {
         } else {
             match self.ml_lookup_portals().get(name).cloned() {
                 Some(p) => (
-                    LookupStatement {
+                    PredictStatement {
                         plan: p.plan.clone(),
                         types: p.types.clone(),
                     },
@@ -263,19 +238,28 @@ impl Session {
         Ok(())
     }
 
-    /// A server for the rewritten statement: the one held, or one checked
-    /// out as for any statement (shard routing, deferred BEGIN).
-    async fn predict_server(&mut self, server_sql: &str, simple: bool) -> Result<()> {
+    /// A server for a statement pgmlcat runs for the client: the one
+    /// held, or one checked out as for any statement (shard routing,
+    /// deferred BEGIN), of role `target` when given.
+    pub(super) async fn server_for(
+        &mut self,
+        sql: &str,
+        simple: bool,
+        target: Option<Target>,
+    ) -> Result<()> {
         let protocol = if simple { Wire::Simple } else { Wire::Extended };
         let stmt = Statement {
-            sql: Some(server_sql),
+            sql: Some(sql),
             bind: None,
             runs: true,
             protocol,
         };
         match self.decide(&stmt)? {
             RoutePlan::Held => Ok(()),
-            RoutePlan::Checkout(route) => {
+            RoutePlan::Checkout(mut route) => {
+                if let Some(t) = target {
+                    route.target = t;
+                }
                 if self.ensure_server(route, protocol).await? {
                     Ok(())
                 } else {
@@ -287,6 +271,29 @@ impl Session {
         }
     }
 
+    /// The next frame from the held server, its ParameterStatus noted for
+    /// the client and passed over; a lost server is handled.
+    pub(super) async fn held_frame(&mut self) -> Result<crate::backend::server::Frame> {
+        loop {
+            let Some(pooled) = self.server.binding.one() else {
+                return Err(Error::ServerLost("server gone".into()));
+            };
+            let frame = match pooled.server.recv().await {
+                Ok(f) => f,
+                Err(e) => {
+                    self.on_server_lost().await;
+                    return Err(e);
+                }
+            };
+            if frame.tag() != tag::PARAMETER_STATUS {
+                return Ok(frame);
+            }
+            if let Some((name, value)) = messages::parse_parameter_status(frame.body()) {
+                self.client.params.reported(name, value);
+            }
+        }
+    }
+
     async fn describe_predict(&mut self, target: Describe<'_>) -> Result<()> {
         match predict::describe(target)? {
             Description::Answered(answer) => self.client.out.extend_from_slice(&answer),
@@ -295,7 +302,7 @@ impl Session {
                 messages,
                 mut rewriter,
             } => {
-                self.predict_server(sql, false).await?;
+                self.server_for(sql, false, None).await?;
                 self.exchange(&messages, &mut rewriter, true, None).await?;
             }
         }
@@ -311,7 +318,7 @@ impl Session {
             Some(sql) if self.predict_needs_all_shards(sql) => Shards::All,
             Some(sql) => {
                 let simple = matches!(protocol, Protocol::Simple);
-                self.predict_server(sql, simple).await?;
+                self.server_for(sql, simple, None).await?;
                 Shards::One
             }
             // All arguments constant: no server.
@@ -453,34 +460,25 @@ impl Session {
         let mut failure: Option<Error> = None;
         let mut scratch = BytesMut::new();
         let status = loop {
-            let Some(pooled) = self.server.binding.one() else {
-                return Err(Error::ServerLost("server gone".into()));
-            };
-            let server = &mut pooled.server;
-            let frame = match server.recv().await {
-                Ok(f) => f,
-                Err(e) => {
-                    self.on_server_lost().await;
-                    return Err(e);
-                }
-            };
+            let frame = self.held_frame().await?;
             let kind = frame.tag();
             match kind {
-                tag::READY_FOR_QUERY => break server.state.status,
+                tag::READY_FOR_QUERY => {
+                    let Some(pooled) = self.server.binding.one() else {
+                        return Err(Error::ServerLost("server gone".into()));
+                    };
+                    break pooled.server.state.status;
+                }
                 tag::PARSE_COMPLETE => {
                     if let Some(name) = preparing.take() {
-                        let copy = crate::backend::server::StatementCopy::new(epoch);
-                        server.state.prepared.insert(name, copy);
+                        if let Some(pooled) = self.server.binding.one() {
+                            let copy = crate::backend::server::StatementCopy::new(epoch);
+                            pooled.server.state.prepared.insert(name, copy);
+                        }
                     }
                     continue;
                 }
                 tag::BIND_COMPLETE => continue,
-                tag::PARAMETER_STATUS => {
-                    if let Some((name, value)) = messages::parse_parameter_status(frame.body()) {
-                        self.client.params.reported(name, value);
-                    }
-                    continue;
-                }
                 _ => {}
             }
             if failure.is_some() {
@@ -510,4 +508,16 @@ impl Session {
             None => Ok(()),
         }
     }
+}
+
+/// A portal of `statement` from the client's Bind.
+fn portal_of<P>(statement: PredictStatement<P>, msg: &[u8]) -> Result<Portal<P>> {
+    let (param_formats, params, result_formats) = prepared::bind_parts(msg)?;
+    Ok(Portal {
+        plan: statement.plan,
+        types: statement.types,
+        param_formats,
+        params,
+        result_formats,
+    })
 }

@@ -5,9 +5,6 @@
 //! own predictions, stored beforehand. The outputs must be identical —
 //! what a Postgres that had these functions returns, float4 bits included.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use crate::common::*;
 
 /// The features of the three models: regression and linear on three
@@ -19,39 +16,6 @@ fn ok(proxy: &Proxy, sql: &str) -> String {
     proxy
         .psql(sql)
         .unwrap_or_else(|e| panic!("{sql}\n{e}\n{}", proxy.log()))
-}
-
-/// Statements run one by one in one psql session (each sent on its own,
-/// as an application would); stdout, or stderr on failure.
-fn script(port: u16, sql: &str) -> Result<String, String> {
-    let mut child = Command::new("psql")
-        .args(["-X", "-w", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-U",
-            "app",
-            "-d",
-            "app",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qAt",
-            "-f",
-            "-",
-        ])
-        .env("PGPASSWORD", "app_pw")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("psql");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(sql.as_bytes()).expect("write the script");
-    }
-    let out = child.wait_with_output().expect("psql");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 struct Setup {
@@ -258,16 +222,14 @@ fn predictions_run_inside_the_clients_transaction() {
          GRANT ALL ON t TO app",
     );
     // ROLLBACK undoes the UPDATE; nothing of the proxy's is left behind.
-    let out = script(
-        s.proxy.port,
+    let out = s.proxy.psql_script(
         &format!("BEGIN;\nUPDATE t SET p = {w};\nSELECT count(p) FROM t;\nROLLBACK;\nSELECT count(p) FROM t;\n"),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", s.proxy.log()));
     assert_eq!(out, "150\n0");
     // Predictions see the transaction's own writes, and a failing
     // statement aborts the block as Postgres would.
-    let out = script(
-        s.proxy.port,
+    let out = s.proxy.psql_script(
         &format!(
             "BEGIN;\nINSERT INTO t VALUES (1000, 6.1, 3.5, 1.4, NULL);\n\
              UPDATE t SET p = {w} WHERE id = 1000 RETURNING p IS NOT NULL;\n\
@@ -524,9 +486,9 @@ fn predictions_are_the_same_bits_on_every_execution() {
 #[test]
 fn training_and_deploying_run_inside_the_clients_transaction() {
     let s = Setup::start();
-    let port = s.proxy.port;
+    let proxy_script = |sql: &str| s.proxy.psql_script(sql);
     let run =
-        |sql: &str| script(port, sql).unwrap_or_else(|e| panic!("{sql}\n{e}\n{}", s.proxy.log()));
+        |sql: &str| proxy_script(sql).unwrap_or_else(|e| panic!("{sql}\n{e}\n{}", s.proxy.log()));
     let point = "ARRAY[5.1, 3.5, 1.4]::real[]";
     let before = ok(&s.proxy, &format!("SELECT pgml.predict('width', {point})"));
     let out = run(&format!(
@@ -578,14 +540,12 @@ fn training_and_deploying_run_inside_the_clients_transaction() {
         "t"
     );
     // A failed call fails the block.
-    let err = script(
-        port,
+    let err = proxy_script(
         "BEGIN;\nSELECT * FROM pgml.train('nope', 'regression', 'no_such_table', 'y');\nSELECT 1;\nCOMMIT;\n",
     )
     .unwrap_err();
     assert!(err.contains("no_such_table"), "{err}");
-    let err = script(
-        port,
+    let err = proxy_script(
         "\\set ON_ERROR_STOP 0\nBEGIN;\nSELECT * FROM pgml.train('nope', 'regression', 'no_such_table', 'y');\nSELECT 1;\nROLLBACK;\n",
     );
     let text = match err {

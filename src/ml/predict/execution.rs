@@ -26,21 +26,31 @@ use super::types::{Features, ModelRef, Prediction, Predictor};
 /// statement made from it declares too, so a parameter means what the
 /// client sent (psycopg 3 sends float8 in binary with its type declared).
 #[derive(Clone)]
-pub struct PredictStatement {
-    pub plan: Arc<Plan>,
+pub struct PredictStatement<P = Plan> {
+    pub plan: Arc<P>,
     pub types: Arc<[u32]>,
 }
 
 /// A Bind of a pgml.predict statement, kept until its Execute.
 #[derive(Clone)]
-pub struct Portal {
-    pub plan: Arc<Plan>,
+pub struct Portal<P = Plan> {
+    pub plan: Arc<P>,
     /// The parameter types its statement declared.
     pub types: Arc<[u32]>,
     /// Parameter format codes and values, as the client sent them.
     pub param_formats: Vec<i16>,
     pub params: Vec<Option<Vec<u8>>>,
     pub result_formats: Vec<i16>,
+}
+
+impl<P> Portal<P> {
+    /// The Bind parameters as text, for `$n` model references.
+    pub fn text_params(&self) -> Vec<Option<String>> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
 }
 
 /// How the client asked for the rows.
@@ -58,11 +68,7 @@ impl Protocol<'_> {
     pub fn text_params(&self) -> Vec<Option<String>> {
         match self {
             Protocol::Simple => Vec::new(),
-            Protocol::Extended(p) => p
-                .params
-                .iter()
-                .map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
-                .collect(),
+            Protocol::Extended(p) => p.text_params(),
         }
     }
 

@@ -45,12 +45,13 @@ use sqlparser::parser::Parser;
 use crate::ml::error::{MlError, MlResult};
 
 use super::calls::{analyse, as_call, contains_call, folded, is_aggregate, parse_expr};
+use super::plan::{one_statement, unparsable};
 use super::types::{Call, Func, MARKER_PREFIX};
 use clauses::*;
 
 /// How a statement that calls pgml.predict where the streaming rewrite
 /// cannot runs: its sites' collections, then the statement with lookups.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LookupPlan {
     /// Per site, in dependency order.
     pub calls: Vec<Call>,
@@ -82,7 +83,7 @@ pub enum Own {
     Locking,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Site {
     /// `SELECT <features> AS k FROM ...`: the vectors this site can meet.
     pub collect_sql: String,
@@ -119,23 +120,9 @@ pub(super) const VOLATILE: &[&str] = &[
 ];
 
 pub fn plan(sql: &str) -> MlResult<LookupPlan> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
-        MlError::Unsupported(format!(
-            "pgmlcat cannot parse this statement ({e}), so it cannot serve its pgml.predict call"
-        ))
-    })?;
-    let [statement] = statements.as_slice() else {
-        return Err(MlError::Unsupported(
-            "pgml.predict in a query string with several statements is not supported; send them one by one"
-                .into(),
-        ));
-    };
-    if sql.to_ascii_lowercase().contains(MARKER_PREFIX) {
-        return Err(MlError::Unsupported(format!(
-            "names starting with {MARKER_PREFIX} are reserved by pgmlcat in statements calling pgml.predict"
-        )));
-    }
-    let mut stmt = statement.clone();
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(unparsable)?;
+    let statement = one_statement(sql, statements)?;
+    let mut stmt = statement;
     name_calls_everywhere(&mut stmt);
     let mut described = stmt.clone();
     describe_form(&mut described)?;

@@ -95,9 +95,7 @@ pub fn plan(sql: &str) -> MlResult<Option<Plan>> {
         Ok(s) => s,
         Err(e) => {
             if looks_like_call(sql) {
-                return Err(MlError::Unsupported(format!(
-                    "pgmlcat cannot parse this statement ({e}), so it cannot serve its pgml.predict call"
-                )));
+                return Err(unparsable(e));
             }
             return Ok(None);
         }
@@ -105,6 +103,24 @@ pub fn plan(sql: &str) -> MlResult<Option<Plan>> {
     if !statements.iter().any(contains_call) {
         return Ok(None);
     }
+    let Statement::Query(query) = one_statement(sql, statements)? else {
+        return Err(MlError::Unsupported(
+            "pgml.predict is only supported in SELECT statements (not in INSERT, UPDATE, CREATE ... AS, EXPLAIN ...)"
+                .into(),
+        ));
+    };
+    plan_query(*query).map(Some)
+}
+
+pub(super) fn unparsable(e: impl std::fmt::Display) -> MlError {
+    MlError::Unsupported(format!(
+        "pgmlcat cannot parse this statement ({e}), so it cannot serve its pgml.predict call"
+    ))
+}
+
+/// The one statement of `sql` that calls pgml.predict; refused when there
+/// are several, or when it uses the names pgmlcat reserves.
+pub(super) fn one_statement(sql: &str, statements: Vec<Statement>) -> MlResult<Statement> {
     if statements.len() > 1 {
         return Err(MlError::Unsupported(
             "pgml.predict in a query string with several statements is not supported; send them one by one"
@@ -116,13 +132,10 @@ pub fn plan(sql: &str) -> MlResult<Option<Plan>> {
             "names starting with {MARKER_PREFIX} are reserved by pgmlcat in statements calling pgml.predict"
         )));
     }
-    let Some(Statement::Query(query)) = statements.into_iter().next() else {
-        return Err(MlError::Unsupported(
-            "pgml.predict is only supported in SELECT statements (not in INSERT, UPDATE, CREATE ... AS, EXPLAIN ...)"
-                .into(),
-        ));
-    };
-    plan_query(*query).map(Some)
+    statements
+        .into_iter()
+        .next()
+        .ok_or_else(|| MlError::Internal("no statement".into()))
 }
 
 /// After a parse failure: is there a `pgml . predict` token sequence?

@@ -63,7 +63,8 @@ pub(super) fn has_group_by(g: &GroupByExpr) -> bool {
     !matches!(g, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
 }
 
-fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
+/// `e`'s AND-ed parts, in order.
+pub(super) fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
     match e {
         Expr::BinaryOp {
             left,

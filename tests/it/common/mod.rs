@@ -591,6 +591,43 @@ impl Proxy {
         }
     }
 
+    /// psql through the proxy with `sql` as its input file: statements
+    /// sent one by one in one session, as an application would; stdout,
+    /// or stderr on failure.
+    pub fn psql_script(&self, sql: &str) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = Command::new("psql")
+            .args(["-X", "-w", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "app",
+                "-d",
+                "app",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-f",
+                "-",
+            ])
+            .env("PGPASSWORD", "app_pw")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("could not spawn psql: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(sql.as_bytes())
+                .map_err(|e| format!("could not write the script: {e}"))?;
+        }
+        let out = child.wait_with_output().map_err(|e| format!("psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
     /// libpq / tokio-postgres keyword connection string for the proxy.
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
         format!(

@@ -13,6 +13,7 @@ use sqlparser::ast::{
 use crate::ml::error::MlResult;
 
 use super::super::calls::{analyse, as_call, contains_call, folded, parse_expr};
+use super::super::select::conjuncts;
 use super::super::types::MARKER_PREFIX;
 use super::{value_type, VOLATILE};
 
@@ -128,31 +129,6 @@ pub(super) fn mentions_memo<V: Visit>(node: &V) -> bool {
         ControlFlow::Continue(())
     });
     found
-}
-
-pub(super) fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
-    match e {
-        Expr::BinaryOp {
-            left,
-            op: sqlparser::ast::BinaryOperator::And,
-            right,
-        } => {
-            conjuncts(*left, out);
-            conjuncts(*right, out);
-        }
-        Expr::Nested(inner)
-            if matches!(
-                *inner,
-                Expr::BinaryOp {
-                    op: sqlparser::ast::BinaryOperator::And,
-                    ..
-                }
-            ) =>
-        {
-            conjuncts(*inner, out)
-        }
-        other => out.push(other),
-    }
 }
 
 /// A FROM item with its join conditions' pgml conjuncts left out.
