@@ -23,7 +23,7 @@ use crate::ml::predict::{
     Rewriter, Shards,
 };
 use crate::ml::MlError;
-use crate::net::messages::{self, TxStatus};
+use crate::net::messages;
 use crate::net::tag::{client, server as tag};
 use crate::router::Target;
 
@@ -459,16 +459,11 @@ impl Session {
         let epoch = self.pool.plans_epoch();
         let mut failure: Option<Error> = None;
         let mut scratch = BytesMut::new();
-        let status = loop {
+        loop {
             let frame = self.held_frame().await?;
             let kind = frame.tag();
             match kind {
-                tag::READY_FOR_QUERY => {
-                    let Some(pooled) = self.server.binding.one() else {
-                        return Err(Error::ServerLost("server gone".into()));
-                    };
-                    break pooled.server.state.status;
-                }
+                tag::READY_FOR_QUERY => break,
                 tag::PARSE_COMPLETE => {
                     if let Some(name) = preparing.take() {
                         if let Some(pooled) = self.server.binding.one() {
@@ -493,16 +488,10 @@ impl Session {
                 failure = Some(Error::Ml(e));
             }
             self.spill_to_client().await?;
-        };
-        if self.tx.deferred.is_none() {
-            if status == TxStatus::Idle {
-                self.count_xact();
-            }
-            self.tx.status = status;
         }
-        if self.transaction_over(status) && !self.release_if_clean() {
-            self.release().await;
-        }
+        // The server's status is the client's now; the server goes back
+        // when the transaction is over.
+        self.statement_done().await;
         match failure {
             Some(e) => Err(e),
             None => Ok(()),

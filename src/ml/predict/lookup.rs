@@ -470,10 +470,7 @@ impl Walker {
                 Err(e) => ControlFlow::Break(e),
             }
         });
-        match flow {
-            ControlFlow::Break(e) => Err(e),
-            ControlFlow::Continue(()) => Ok(()),
-        }
+        finished(flow)
     }
 
     /// Calls inside (non-window) aggregates: per input row, not per group.
@@ -492,10 +489,7 @@ impl Walker {
                 Err(err) => ControlFlow::Break(err),
             }
         });
-        match flow {
-            ControlFlow::Break(e) => Err(e),
-            ControlFlow::Continue(()) => Ok(()),
-        }
+        finished(flow)
     }
 
     /// Every call directly in `node` (nested blocks are done already)
@@ -518,10 +512,7 @@ impl Walker {
                 Err(err) => ControlFlow::Break(err),
             }
         });
-        match flow {
-            ControlFlow::Break(e) => Err(e),
-            ControlFlow::Continue(()) => Ok(()),
-        }
+        finished(flow)
     }
 
     fn site(
@@ -617,6 +608,14 @@ impl Walker {
             }
         }
         sql
+    }
+}
+
+/// A visit that stopped at an error, as a result.
+fn finished(flow: ControlFlow<MlError>) -> MlResult<()> {
+    match flow {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
     }
 }
 
