@@ -89,7 +89,9 @@ impl Session {
         let result = loop {
             let own = self.held_server()?.state.status == TxStatus::Idle;
             let mut relayed = false;
-            let mut result = prepare(self.held_server()?, plan, bound, &models, own).await;
+            let max_bytes = self.app.ml.max_bytes();
+            let mut result =
+                prepare(self.held_server()?, plan, bound, &models, own, max_bytes).await;
             if result.is_ok() {
                 let keep = |t| !matches!(t, tag::PARSE_COMPLETE | tag::BIND_COMPLETE);
                 result = self.relay_answer(&out, keep, &mut relayed).await;
@@ -270,6 +272,7 @@ async fn prepare(
     bound: Bound<'_>,
     models: &Arc<ModelSet>,
     own: bool,
+    max_bytes: usize,
 ) -> Result<()> {
     let mut setup = String::new();
     if own {
@@ -281,13 +284,20 @@ async fn prepare(
     setup.push_str(memo::FUNCTIONS);
     server.execute(&setup).await?;
     for (i, site) in plan.sites.iter().enumerate() {
-        let mut keys = memo::Keys::default();
+        let mut keys = memo::Keys::new(max_bytes);
         let sql = if plan.evaluates {
             std::borrow::Cow::Borrowed(site.collect_sql.as_str())
         } else {
             std::borrow::Cow::Owned(format!("{} LIMIT 0", site.collect_sql))
         };
         let type_oid = server.first_column(&sql, bound, |v| keys.push(v)).await?;
+        if keys.over() {
+            return Err(Error::Ml(MlError::OutOfMemory(format!(
+                "pgml.{}: the features this statement needs take more than the [ml] max_memory_mb \
+                 the proxy may hold; predict fewer rows at a time",
+                plan.calls[i].func.name()
+            ))));
+        }
         let Some(type_name) = memo::type_name(type_oid) else {
             return Err(Error::Ml(MlError::DatatypeMismatch(format!(
                 "pgml.{}: the features must be an array of numbers or booleans, or a row; \

@@ -621,3 +621,53 @@ fn query_strings_with_pgml_calls_run_statement_by_statement() {
         "0"
     );
 }
+
+/// The features the general method collects count against `[ml]
+/// max_memory_mb` like training data: past it the statement fails with
+/// 53200 and changes nothing, the connection goes on, and the statement
+/// under the cap works.
+#[test]
+fn collected_features_are_capped_by_max_memory_mb() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let config = simple_config(port, &pg, "transaction", 2)
+        .replace("[pools.app]", "[ml]\nmax_memory_mb = 1\n\n[pools.app]");
+    let proxy = Proxy::start(port, &config);
+    ok(&proxy, "CREATE TABLE wide AS SELECT g, g::real AS a, (g % 7)::real AS b, NULL::real AS p FROM generate_series(1, 50000) g");
+    ok(
+        &proxy,
+        "CREATE VIEW train AS SELECT a, b, g % 3 AS y FROM wide WHERE g < 1000",
+    );
+    ok(
+        &proxy,
+        "SELECT * FROM pgml.train('capped', 'regression', 'train', 'y', algorithm => 'linear')",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = connect(&proxy.url("app", "app_pw", "app")).await;
+        let err = c
+            .simple_query("UPDATE wide SET p = pgml.predict('capped', ARRAY[a, b])")
+            .await
+            .expect_err("over the memory cap");
+        assert_eq!(
+            err.as_db_error().map(|e| e.code().code()),
+            Some("53200"),
+            "{err}"
+        );
+        let n: i64 = c
+            .query_one("SELECT count(p) FROM wide", &[])
+            .await
+            .expect("the connection goes on")
+            .get(0);
+        assert_eq!(n, 0);
+        c.simple_query("UPDATE wide SET p = pgml.predict('capped', ARRAY[a, b]) WHERE g <= 1000")
+            .await
+            .expect("under the cap");
+        let n: i64 = c
+            .query_one("SELECT count(p) FROM wide", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1000);
+    });
+}

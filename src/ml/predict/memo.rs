@@ -66,19 +66,39 @@ pub fn type_name(type_oid: u32) -> Option<&'static str> {
     })
 }
 
+/// What a key costs beside its bytes (its Vec and its hash slot).
+const KEY_OVERHEAD: usize = 48;
+
 /// The memo of one site: the distinct keys (bytewise) and their results.
-#[derive(Default)]
 pub struct Keys {
     keys: std::collections::HashSet<Vec<u8>>,
+    /// Bytes held, against `max` (`[ml] max_memory_mb`): past it nothing
+    /// more is kept and the statement fails.
+    bytes: usize,
+    max: usize,
 }
 
 impl Keys {
+    pub fn new(max: usize) -> Keys {
+        Keys {
+            keys: Default::default(),
+            bytes: 0,
+            max,
+        }
+    }
+
     /// A key value from the collection (NULL keys are not kept: NULL
     /// features give NULL without a lookup).
     pub fn push(&mut self, value: &[u8]) {
-        if !self.keys.contains(value) {
+        if self.bytes <= self.max && !self.keys.contains(value) {
+            self.bytes += value.len() + KEY_OVERHEAD;
             self.keys.insert(value.to_vec());
         }
+    }
+
+    /// Whether the keys went past the cap.
+    pub fn over(&self) -> bool {
+        self.bytes > self.max
     }
 
     pub fn len(&self) -> usize {
