@@ -340,15 +340,16 @@ LOOKUP = ("coalesce((SELECT coalesce(__pgml_v, pg_temp.__pgml_fail(__pgml_c, __p
           f"FROM pg_temp.__pgml_m0 WHERE __pgml_k = (({ARR})) LIMIT 1), pg_temp.__pgml_miss(({ARR}), NULL::real))")
 
 DIAG_VARIANTS = [
-    # name, session settings, index, statement form
-    ("as pgmlcat: btree on the real[] key, lookup per row", "", "btree", "lookup"),
-    ("same, temp_buffers = 1GB", "-c temp_buffers=1GB", "btree", "lookup"),
-    ("same, temp_buffers = 1GB, maintenance_work_mem = 1GB", "-c temp_buffers=1GB -c maintenance_work_mem=1GB",
-     "btree", "lookup"),
-    ("hash index on the key, lookup per row", "", "hash", "lookup"),
-    ("hash index, temp_buffers = 1GB", "-c temp_buffers=1GB", "hash", "lookup"),
-    ("no index: joined to the memo (hash join; no miss check)", "", None, "join"),
-    ("no index: joined to the memo, temp_buffers = 1GB", "-c temp_buffers=1GB", None, "join"),
+    # name, session options, memo row order, index, statement form. pgmlcat
+    # COPYs the memo from a hash set: its rows are in hash order, not in the
+    # order the statement meets their keys.
+    ("as pgmlcat: memo in hash order, btree, lookup per row", "", "hash", "btree", "lookup"),
+    ("same, temp_buffers = 1GB", "-c temp_buffers=1GB", "hash", "btree", "lookup"),
+    ("memo in the collection's order (t's heap order), btree, lookup per row", "", "scan", "btree", "lookup"),
+    ("memo in hash order, hash index, lookup per row", "", "hash", "hash", "lookup"),
+    ("memo in the collection's order, hash index, lookup per row", "", "scan", "hash", "lookup"),
+    ("memo in hash order, no index, joined (hash join; no miss check)", "", "hash", None, "join"),
+    ("same, work_mem = 256MB", "-c work_mem=256MB", "hash", None, "join"),
 ]
 
 
@@ -360,6 +361,7 @@ def diag():
     out = []
     items = set(E.get("DIAG_ITEMS", "update aggregate").split())
     base = psycopg.connect(E["DIRECT_DSN"], autocommit=True)
+    pm = postmaster_pid()
     forms = []
     if "update" in items:
         forms.append(("UPDATE", {
@@ -372,10 +374,9 @@ def diag():
             "join": f"SELECT region, avg(m.__pgml_v) FROM t JOIN pg_temp.__pgml_m0 m ON m.__pgml_k = {ARR} "
                     "GROUP BY region",
         }))
+    orders = {"hash": " ORDER BY hashint8(id)", "scan": ""}
     for kind, stmts in forms:
-        for name, options, index, form in DIAG_VARIANTS:
-            if kind == "aggregate" and "maintenance_work_mem" in name:
-                continue
+        for name, options, order, index, form in DIAG_VARIANTS:
             wait_for_builds(f"diagnostic {kind}: {name}")
             base.execute("VACUUM t")
             base.execute("CHECKPOINT")
@@ -388,12 +389,13 @@ def diag():
                 conn.execute(sql)
                 times[key] = times.get(key, 0.0) + time.perf_counter() - t0
 
+            s0, c0 = system_ticks(), cluster_ticks(pm)
             try:
                 timed("setup", "BEGIN")
                 timed("setup", MEMO_FUNCTIONS)
                 timed("setup", "CREATE TEMP TABLE pg_temp.__pgml_m0 (__pgml_k real[], __pgml_v real, "
                                "__pgml_c text, __pgml_e text) ON COMMIT DROP")
-                timed("fill", f"INSERT INTO pg_temp.__pgml_m0 SELECT {ARR}, ({PLAIN_SUM})::real FROM t")
+                timed("fill", f"INSERT INTO pg_temp.__pgml_m0 SELECT {ARR}, ({PLAIN_SUM})::real FROM t{orders[order]}")
                 if index:
                     timed("index", f"CREATE INDEX ON pg_temp.__pgml_m0 USING {index} (__pgml_k)")
                 timed("statement", stmts[form])
@@ -402,8 +404,11 @@ def diag():
             except psycopg.Error as e:
                 err = f"{type(e).__name__}: {e}".strip()
                 conn.execute("ROLLBACK")
+            c1, s1 = cluster_ticks(pm), system_ticks()
             conn.close()
-            r = dict(kind=kind, name=name, error=err, **{k: round(v, 3) for k, v in times.items()})
+            other = max(0.0, (s1[1] - s0[1]) - (c1 - c0)) / max(1, s1[0] - s0[0])
+            r = dict(kind=kind, name=name, error=err, other_busy=round(100 * other, 1),
+                     **{k: round(v, 3) for k, v in times.items()})
             log(f"diagnostic {kind}: {name}: {r}")
             out.append(r)
     with open(E["DIAG_OUT"], "w") as f:
@@ -627,20 +632,23 @@ client's statement with each call a lookup in the memo; rest: wall time not cove
             total = sum(d.get(k, 0.0) for k in ("setup", "fill", "index", "statement", "commit"))
             drows.append([d["kind"], d["name"], *(fmt(d.get(k) * 1000 if d.get(k) is not None else None, "{:,.0f}")
                                                  for k in ("fill", "index", "statement", "commit")),
-                          fmt(total * 1000, "{:,.0f}"), d["error"] or ""])
+                          fmt(total * 1000, "{:,.0f}"), fmt(d.get("other_busy"), "{:.0f}"), d["error"] or ""])
         md.append(f"""
 ### The server side alone, by settings and forms
 
 The memo rebuilt inside Postgres without pgmlcat (straight on Postgres, one transaction per row below, once
 each, `VACUUM t; CHECKPOINT` before): `CREATE TEMP TABLE pg_temp.__pgml_m0` as pgmlcat makes it, filled by
 `INSERT ... SELECT ARRAY[f1, ..., f10], (f1 + ... + f10)::real FROM t` ({rows:,} keys, as many as pgmlcat's
-memo has; the fill is not pgmlcat's COPY), its index, then the statement: with pgmlcat's lookup
+memo has; the fill is not pgmlcat's COPY) either in hash order (`ORDER BY hashint8(id)`: as pgmlcat's memo,
+COPYed from a hash set, whose rows are in no relation to the order the statement meets their keys) or in
+the collection's order (t's heap order, the order the statement scans t in), its index, then the
+statement: with pgmlcat's lookup
 `coalesce((SELECT coalesce(__pgml_v, fail(...)) FROM memo WHERE __pgml_k = (ARRAY[...]) LIMIT 1), miss(...))`,
 or joined to the memo (`UPDATE t SET score = m.__pgml_v FROM memo m WHERE m.__pgml_k = ARRAY[...]`, or `t JOIN
 memo`: a hash join, which has no miss check and is only a bound). Settings are the session's, from
 its startup (temp_buffers must be set before a session's first temporary table). Milliseconds.
 
-{table(["statement", "variant", "fill", "index", "statement", "commit", "total", "error"], drows)}
+{table(["statement", "variant", "fill", "index", "statement", "commit", "total", "other work %", "error"], drows)}
 """)
 
     # item 4

@@ -59,6 +59,8 @@
 #   ITEMS="1 2 3"       which of items 1-3 to run
 #   ML_PREDICT=0        1: item 4 (adds ~6 minutes)
 #   ML_PREDICT_ROUNDS=2 ROUNDS for benches/ml_predict.sh
+#   ML_PREDICT_RESULT   item 4 from this benches/results/ml-predict-*.md of an
+#                       earlier run instead of running benches/ml_predict.sh
 #   DIAG=1              0: no diagnostics of the server side
 #   PGMLCAT_COMMIT      the commit the binary was built from, for the report
 #                       (default: the repository's HEAD, which a given binary
@@ -222,12 +224,22 @@ fi
 
 # ---------------------------------------------------------------- item 4
 ITEM4="not run (ML_PREDICT=0)"
-if [[ "$ML_PREDICT" == 1 ]]; then
-  PREVIOUS="$(ls "$RESULTS_DIR"/ml-predict-*.md 2>/dev/null | sort | tail -n 1 || true)"
-  log "item 4: benches/ml_predict.sh (ROUNDS=$ML_PREDICT_ROUNDS), previous result: ${PREVIOUS:-none}"
-  if NO_BUILD=1 PGMLCAT_BIN="$PGMLCAT_BIN" ROUNDS="$ML_PREDICT_ROUNDS" RESULTS_DIR="$RESULTS_DIR" \
-    bash "$SCRIPT_DIR/ml_predict.sh" >"$TMP_DIR/ml_predict.log" 2>&1; then
-    LATEST="$(ls "$RESULTS_DIR"/ml-predict-*.md | sort | tail -n 1)"
+ML_PREDICT_RESULT="${ML_PREDICT_RESULT:-}"
+if [[ "$ML_PREDICT" == 1 || -n "$ML_PREDICT_RESULT" ]]; then
+  if [[ -n "$ML_PREDICT_RESULT" ]]; then
+    [[ -f "$ML_PREDICT_RESULT" ]] || die "ML_PREDICT_RESULT: $ML_PREDICT_RESULT not found"
+    # The latest result before it.
+    PREVIOUS="$(find "$RESULTS_DIR" -maxdepth 1 -name 'ml-predict-*.md' | sort |
+      awk -v l="$(basename "$ML_PREDICT_RESULT")" '{n = $0; sub(".*/", "", n); if (n < l) p = $0} END {print p}')"
+    log "item 4: from $ML_PREDICT_RESULT (an earlier run of benches/ml_predict.sh), previous result: ${PREVIOUS:-none}"
+    ML_PREDICT_ROUNDS="$(awk '/interleaved round/ {for (i = 1; i <= NF; i++) if ($i == "s,") print $(i + 1)}' "$ML_PREDICT_RESULT" | head -n 1)"
+  else
+    PREVIOUS="$(find "$RESULTS_DIR" -maxdepth 1 -name 'ml-predict-*.md' | sort | tail -n 1)"
+    log "item 4: benches/ml_predict.sh (ROUNDS=$ML_PREDICT_ROUNDS), previous result: ${PREVIOUS:-none}"
+  fi
+  if [[ -n "$ML_PREDICT_RESULT" ]] || NO_BUILD=1 PGMLCAT_BIN="$PGMLCAT_BIN" ROUNDS="$ML_PREDICT_ROUNDS" \
+    RESULTS_DIR="$RESULTS_DIR" bash "$SCRIPT_DIR/ml_predict.sh" >"$TMP_DIR/ml_predict.log" 2>&1; then
+    LATEST="${ML_PREDICT_RESULT:-$(find "$RESULTS_DIR" -maxdepth 1 -name 'ml-predict-*.md' | sort | tail -n 1)}"
     ITEM4="$(python3 - "$PREVIOUS" "$LATEST" "$ML_PREDICT_ROUNDS" <<'PY'
 import re, sys
 prev, new, rounds = sys.argv[1], sys.argv[2], sys.argv[3]
