@@ -218,7 +218,7 @@ impl Server {
         &mut self,
         sql: &str,
         bound: Bound<'_>,
-        mut each: impl FnMut(&[u8]),
+        mut each: impl FnMut(u32, &[u8]),
     ) -> Result<u32> {
         let mut out = BytesMut::new();
         bound.write(sql, &[1], &mut out)?;
@@ -236,7 +236,7 @@ impl Server {
                 }
                 Message::DataRow(body) => {
                     if let Some(Some(r)) = body.ranges().next().map_err(encode)? {
-                        each(&body.buffer()[r]);
+                        each(type_oid, &body.buffer()[r]);
                     }
                 }
                 _ => {}

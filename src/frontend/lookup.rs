@@ -14,6 +14,7 @@ use crate::backend::query::Bound;
 use crate::backend::server::Server;
 use crate::errors::{Error, Result};
 use crate::ml::predict::lookup::Own;
+use crate::ml::predict::Predictor;
 use crate::ml::predict::{memo, LookupPlan, Portal, PredictStatement};
 use crate::ml::predictor::ModelSet;
 use crate::ml::MlError;
@@ -284,13 +285,16 @@ async fn prepare(
     setup.push_str(memo::FUNCTIONS);
     server.execute(&setup).await?;
     for (i, site) in plan.sites.iter().enumerate() {
-        let mut keys = memo::Keys::new(max_bytes);
+        let predictor: Arc<dyn Predictor> = models.clone();
+        let mut keys = memo::Collector::new(predictor, i, plan.calls[i].clone(), max_bytes);
         let sql = if plan.evaluates {
             std::borrow::Cow::Borrowed(site.collect_sql.as_str())
         } else {
             std::borrow::Cow::Owned(format!("{} LIMIT 0", site.collect_sql))
         };
-        let type_oid = server.first_column(&sql, bound, |v| keys.push(v)).await?;
+        let type_oid = server
+            .first_column(&sql, bound, |t, v| keys.push(t, v))
+            .await?;
         if keys.over() {
             return Err(Error::Ml(MlError::OutOfMemory(format!(
                 "pgml.{}: the features this statement needs take more than the [ml] max_memory_mb \
@@ -308,17 +312,10 @@ async fn prepare(
         server
             .execute(&memo::create_sql(i, type_name, &plan.calls[i]))
             .await?;
-        if keys.is_empty() {
+        // Predicted while the rows came (see `Collector`).
+        let Some(data) = keys.finish().await.map_err(Error::Ml)? else {
             continue;
-        }
-        let call = plan.calls[i].clone();
-        let predictor = models.clone();
-        // Predicting many rows takes a while: off the runtime's threads.
-        let data =
-            tokio::task::spawn_blocking(move || keys.fill(predictor.as_ref(), i, &call, type_oid))
-                .await
-                .map_err(internal)?
-                .map_err(Error::Ml)?;
+        };
         server.copy_in(&memo::copy_sql(i), &data).await?;
         server.execute(&memo::index_sql(i)).await?;
     }
