@@ -287,13 +287,13 @@ async fn busy_clients_see_no_error_through_a_crash_restart() {
                     let rows = c
                         .simple_query("select 1")
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| format!("{e:?}"))?;
                     assert!(!rows.is_empty());
                 } else {
                     let row = c
                         .query_one("select $1::int + 1", &[&n])
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| format!("{e:?}"))?;
                     assert_eq!(row.get::<_, i32>(0), n + 1);
                 }
                 if restarted.load(std::sync::atomic::Ordering::Relaxed) {
