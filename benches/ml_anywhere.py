@@ -350,6 +350,7 @@ DIAG_VARIANTS = [
     ("memo in the collection's order, hash index, lookup per row", "", "scan", "hash", "lookup"),
     ("memo in hash order, no index, joined (hash join; no miss check)", "", "hash", None, "join"),
     ("same, work_mem = 256MB", "-c work_mem=256MB", "hash", None, "join"),
+    ("memo keyed by the row's ctid instead of its features, joined on it (no index)", "", "scan", None, "tidjoin"),
 ]
 
 
@@ -367,12 +368,15 @@ def diag():
         forms.append(("UPDATE", {
             "lookup": f"UPDATE t SET score = {LOOKUP}",
             "join": f"UPDATE t SET score = m.__pgml_v FROM pg_temp.__pgml_m0 m WHERE m.__pgml_k = {ARR}",
+            "tidjoin": "UPDATE t SET score = m.__pgml_v FROM pg_temp.__pgml_m0 m WHERE m.__pgml_t = t.ctid",
         }))
     if "aggregate" in items:
         forms.append(("aggregate", {
             "lookup": f"SELECT region, avg({LOOKUP}) FROM t GROUP BY region",
             "join": f"SELECT region, avg(m.__pgml_v) FROM t JOIN pg_temp.__pgml_m0 m ON m.__pgml_k = {ARR} "
                     "GROUP BY region",
+            "tidjoin": "SELECT region, avg(m.__pgml_v) FROM t JOIN pg_temp.__pgml_m0 m ON m.__pgml_t = t.ctid "
+                       "GROUP BY region",
         }))
     orders = {"hash": " ORDER BY hashint8(id)", "scan": ""}
     for kind, stmts in forms:
@@ -393,9 +397,13 @@ def diag():
             try:
                 timed("setup", "BEGIN")
                 timed("setup", MEMO_FUNCTIONS)
-                timed("setup", "CREATE TEMP TABLE pg_temp.__pgml_m0 (__pgml_k real[], __pgml_v real, "
-                               "__pgml_c text, __pgml_e text) ON COMMIT DROP")
-                timed("fill", f"INSERT INTO pg_temp.__pgml_m0 SELECT {ARR}, ({PLAIN_SUM})::real FROM t{orders[order]}")
+                if form == "tidjoin":
+                    timed("setup", "CREATE TEMP TABLE pg_temp.__pgml_m0 (__pgml_t tid, __pgml_v real) ON COMMIT DROP")
+                    timed("fill", f"INSERT INTO pg_temp.__pgml_m0 SELECT ctid, ({PLAIN_SUM})::real FROM t{orders[order]}")
+                else:
+                    timed("setup", "CREATE TEMP TABLE pg_temp.__pgml_m0 (__pgml_k real[], __pgml_v real, "
+                                   "__pgml_c text, __pgml_e text) ON COMMIT DROP")
+                    timed("fill", f"INSERT INTO pg_temp.__pgml_m0 SELECT {ARR}, ({PLAIN_SUM})::real FROM t{orders[order]}")
                 if index:
                     timed("index", f"CREATE INDEX ON pg_temp.__pgml_m0 USING {index} (__pgml_k)")
                 timed("statement", stmts[form])
@@ -645,7 +653,9 @@ the collection's order (t's heap order, the order the statement scans t in), its
 statement: with pgmlcat's lookup
 `coalesce((SELECT coalesce(__pgml_v, fail(...)) FROM memo WHERE __pgml_k = (ARRAY[...]) LIMIT 1), miss(...))`,
 or joined to the memo (`UPDATE t SET score = m.__pgml_v FROM memo m WHERE m.__pgml_k = ARRAY[...]`, or `t JOIN
-memo`: a hash join, which has no miss check and is only a bound). Settings are the session's, from
+memo`: a hash join, which has no miss check and is only a bound), or, last, a memo of (ctid, value) joined on
+`m.__pgml_t = t.ctid` (a key that is stable within the statement's REPEATABLE READ snapshot for reads and
+under the collection's FOR UPDATE for writes; not what pgmlcat does). Settings are the session's, from
 its startup (temp_buffers must be set before a session's first temporary table). Milliseconds.
 
 {table(["statement", "variant", "fill", "index", "statement", "commit", "total", "other work %", "error"], drows)}
