@@ -37,6 +37,16 @@ fn bound(p: &LookupPortal) -> Bound<'_> {
 /// Runs of a statement in the proxy's own transaction, the first included.
 const ATTEMPTS: u32 = 3;
 
+/// The server's error of a statement pgmlcat ran for the client, as the
+/// client would have had it from the server (not as a refusal of one of
+/// pgmlcat's own connections).
+pub(super) fn as_statements(e: Error) -> Error {
+    match e {
+        Error::ServerRefused { fields, .. } => Error::Ml(MlError::Server(fields)),
+        other => other,
+    }
+}
+
 fn is_serialization_failure(r: &Result<()>) -> bool {
     matches!(r, Err(Error::ServerRefused { fields, .. }) if fields.code == "40001")
 }
@@ -108,7 +118,7 @@ impl Session {
             break result;
         };
         self.statement_done().await;
-        result
+        result.map_err(as_statements)
     }
 
     /// Ends the proxy's own transaction (COMMIT, or ROLLBACK after an
@@ -166,7 +176,7 @@ impl Session {
         };
         let result = self.relay_answer(&out, keep, &mut false).await;
         self.statement_done().await;
-        result
+        result.map_err(as_statements)
     }
 
     /// The models of a statement's calls: from the shared cache, or, in a

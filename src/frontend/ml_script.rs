@@ -105,6 +105,7 @@ impl Session {
         frontend::query(sql, &mut out).map_err(|e| Error::protocol(e.to_string()))?;
         self.relay_answer(&out, |t| t != tag::READY_FOR_QUERY, &mut false)
             .await
+            .map_err(super::lookup::as_statements)
     }
 }
 

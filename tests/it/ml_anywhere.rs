@@ -133,6 +133,10 @@ fn every_expression_position_gives_what_the_function_would() {
         "SELECT f.id, (SELECT count(*) FROM flowers g WHERE g.target = f.target AND pgml.predict('width', ARRAY[g.sepal_length, g.sepal_width, g.petal_length]) > 1.5) FROM flowers f ORDER BY id".to_string(),
         format!("SELECT {w} FROM flowers WHERE id < 5 UNION ALL SELECT {lin} FROM flowers WHERE id > 145 ORDER BY 1"),
         format!("SELECT f.id, t.n FROM flowers f JOIN (SELECT target, count(*) AS n FROM flowers GROUP BY target) t ON t.target = f.target AND {w} > 2 ORDER BY 1"),
+        // NULL features give NULL (the functions are STRICT), per row.
+        format!("SELECT id, coalesce(pgml.predict('width', CASE WHEN id % 2 = 0 THEN {F3} END), -1) FROM flowers ORDER BY id"),
+        // No rows: nothing to predict.
+        format!("SELECT count(*), avg({w}) FROM flowers WHERE id < 0"),
     ] {
         s.same(&sql);
     }
@@ -255,6 +259,25 @@ fn shapes_that_cannot_be_reproduced_are_refused_by_name() {
     ] {
         let err = s.proxy.psql(&sql).unwrap_err();
         assert!(err.contains(names), "{sql}: {err}");
+        assert_eq!(ok(&s.proxy, "SELECT 1"), "1");
+    }
+    // A NULL element fails the statement as it does in the SELECT list,
+    // with the same error, and only when a row reaches the call.
+    let streamed = s
+        .proxy
+        .psql("SELECT pgml.predict('width', ARRAY[sepal_length, NULL, petal_length]) FROM flowers")
+        .unwrap_err();
+    let general = s
+        .proxy
+        .psql("SELECT pgml.predict('width', ARRAY[sepal_length, NULL, petal_length]) + 1 FROM flowers")
+        .unwrap_err();
+    assert!(streamed.contains("NULL"), "{streamed}");
+    assert_eq!(general, streamed);
+    assert_eq!(
+        ok(&s.proxy, "SELECT count(*) FROM flowers WHERE id < 0 AND pgml.predict('width', ARRAY[sepal_length, NULL, petal_length]) > 1"),
+        "0"
+    );
+    for sql in ["SELECT 1"] {
         // The connection and the pool go on.
         assert_eq!(ok(&s.proxy, "SELECT 1"), "1");
     }
