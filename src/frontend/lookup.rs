@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 
+use super::ml::ABORT_BLOCK;
 use super::session::Session;
 use crate::backend::query::Bound;
 use crate::backend::server::Server;
@@ -122,17 +123,21 @@ impl Session {
     }
 
     /// Ends the proxy's own transaction (COMMIT, or ROLLBACK after an
-    /// error), or drops the memos inside the client's.
+    /// error), or, inside the client's, drops the memos, or fails the
+    /// block after an error the server did not see (the model's, the
+    /// memory cap's), as any failed statement fails it in Postgres.
     async fn end_lookup(&mut self, plan: &LookupPlan, own: bool, result: Result<()>) -> Result<()> {
+        let server = self.held_server()?;
+        let status = server.state.status;
         let end = match (own, &result) {
             (true, Ok(())) => Some("COMMIT".to_string()),
             (true, Err(_)) => Some("ROLLBACK".to_string()),
             (false, Ok(())) if !plan.sites.is_empty() => Some(memo::drop_sql(plan.sites.len())),
+            (false, Err(_)) if status == TxStatus::InTransaction => Some(ABORT_BLOCK.to_string()),
             (false, _) => None,
         };
-        let server = self.held_server()?;
         match end {
-            Some(sql) if server.state.status != TxStatus::Idle => {
+            Some(sql) if status != TxStatus::Idle => {
                 let ended = server.execute(&sql).await;
                 result.and(ended)
             }

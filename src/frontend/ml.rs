@@ -388,4 +388,5 @@ impl Session {
 
 /// Fails the server's transaction block (the error is the proxy's own and
 /// stays with it).
-const ABORT_BLOCK: &str = "DO $pgml$ BEGIN RAISE EXCEPTION 'a pgml call failed'; END $pgml$";
+pub(super) const ABORT_BLOCK: &str =
+    "DO $pgml$ BEGIN RAISE EXCEPTION 'a pgml call failed'; END $pgml$";

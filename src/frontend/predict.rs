@@ -23,7 +23,7 @@ use crate::ml::predict::{
     Rewriter, Shards,
 };
 use crate::ml::MlError;
-use crate::net::messages;
+use crate::net::messages::{self, TxStatus};
 use crate::net::tag::{client, server as tag};
 use crate::router::Target;
 
@@ -312,6 +312,30 @@ impl Session {
     /// Runs the statement: the rewritten SQL on the server(s), or a
     /// constant answer computed here.
     async fn run_predict(&mut self, plan: &Arc<Plan>, protocol: Protocol<'_>) -> Result<()> {
+        let result = self.stream_predict(plan, protocol).await;
+        if matches!(result, Err(Error::Ml(_))) {
+            self.fail_block().await;
+        }
+        result
+    }
+
+    /// After an error of the proxy's own (the model's) in a statement the
+    /// server ran well: inside a transaction block the block fails, as any
+    /// failed statement fails it in Postgres.
+    pub(super) async fn fail_block(&mut self) {
+        let Some(pooled) = self.server.binding.one() else {
+            return;
+        };
+        if pooled.server.state.status != TxStatus::InTransaction {
+            return;
+        }
+        let _ = pooled.server.execute(super::ml::ABORT_BLOCK).await;
+        if self.tx.deferred.is_none() {
+            self.tx.status = pooled.server.state.status;
+        }
+    }
+
+    async fn stream_predict(&mut self, plan: &Arc<Plan>, protocol: Protocol<'_>) -> Result<()> {
         let params = protocol.text_params();
         let models = self.models(&plan.calls, &params).await?;
         let shards = match plan.server_sql.as_deref() {

@@ -243,6 +243,26 @@ fn predictions_run_inside_the_clients_transaction() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", s.proxy.log()));
     assert_eq!(out, "t\n151\nt");
+    // An error the server never saw (the model's: wrong number of
+    // features) fails the block too, as any failed statement does: the
+    // next statement is refused, and it goes on after the ROLLBACK.
+    let out = s
+        .proxy
+        .psql_script(
+            "\\set ON_ERROR_STOP 0\nBEGIN;\nUPDATE t SET p = pgml.predict('width', ARRAY[sepal_length]);\n\
+             SELECT 'after';\nROLLBACK;\nSELECT 'done';\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out, "done");
+    // The same for the SELECT-list fast path.
+    let out = s
+        .proxy
+        .psql_script(
+            "\\set ON_ERROR_STOP 0\nBEGIN;\nSELECT pgml.predict('width', ARRAY[sepal_length]) FROM t;\n\
+             SELECT 'after';\nROLLBACK;\nSELECT 'done';\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out, "done");
     let temp = s.pg.psql(
         "app",
         "SELECT count(*) FROM pg_class WHERE relname LIKE '\\_\\_pgml%'",
