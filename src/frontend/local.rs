@@ -69,10 +69,21 @@ impl Session {
     /// (the server's SQL-prepared statements go too). Returns false when
     /// the statement is to be sent on.
     pub(super) fn deallocate(&mut self, target: Deallocate) -> bool {
-        if self.mode != PoolMode::Transaction
-            || self.tx.status == TxStatus::Failed
-            || !self.server.expect.is_empty()
-        {
+        if self.tx.status == TxStatus::Failed || !self.server.expect.is_empty() {
+            return false;
+        }
+        // Statements pgmlcat answers itself (pgml calls, predictions) are
+        // the client's alone in every mode: no server has them.
+        let name = match &target {
+            Deallocate::Name(name) => Some(name.as_str()),
+            Deallocate::All => None,
+        };
+        if self.ml_deallocate(name) {
+            messages::command_complete(&mut self.client.out, "DEALLOCATE");
+            messages::ready_for_query(&mut self.client.out, self.tx.status);
+            return true;
+        }
+        if self.mode != PoolMode::Transaction {
             return false;
         }
         match target {

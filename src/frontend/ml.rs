@@ -71,6 +71,23 @@ impl Session {
         self.ml.as_ref().is_none_or(|m| m.is_empty())
     }
 
+    /// SQL DEALLOCATE of a statement pgmlcat answers itself (true when
+    /// `name` was one), or of all of them (`None`).
+    pub(super) fn ml_deallocate(&mut self, name: Option<&str>) -> bool {
+        let Some(ml) = self.ml.as_mut() else {
+            return false;
+        };
+        match name {
+            Some(name) => ml.forget(client::STATEMENT, name),
+            None => {
+                ml.statements.clear();
+                ml.predicts.clear();
+                ml.lookups.clear();
+                false
+            }
+        }
+    }
+
     pub(super) fn ml_predicts(&mut self) -> &mut HashMap<String, PredictStatement> {
         &mut self.ml().predicts
     }

@@ -712,3 +712,29 @@ fn collected_features_are_capped_by_max_memory_mb() {
         assert_eq!(n, 1000);
     });
 }
+
+/// SQL DEALLOCATE of prepared prediction statements (pgx and PDO evict
+/// statements this way) works as on Postgres: the name goes, a second
+/// DEALLOCATE of it fails, DEALLOCATE ALL forgets them all (the next use
+/// fails); directly the same.
+#[test]
+fn deallocate_forgets_prediction_statements() {
+    let s = Setup::start();
+    let script = format!(
+        "{}/tests/it/clients/deallocate_predict.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let steps = |url: &str, schema: &str| {
+        let out = run("python3", &[&script, url, schema]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let through = steps(&s.proxy.url("app", "app_pw", "app"), "pgml");
+    let direct = steps(&direct_url(&s.pg), "pgml_ref");
+    assert_eq!(through, direct, "{}", s.proxy.log());
+    assert_eq!(through, "True\nDEALLOCATE\n26000\nDEALLOCATE ALL\n26000");
+}
