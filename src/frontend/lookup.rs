@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 
-use super::ml::ABORT_BLOCK;
 use super::session::Session;
 use crate::backend::query::Bound;
 use crate::backend::server::Server;
@@ -83,8 +82,7 @@ impl Session {
         let bound = match portal {
             Some(p) => Bound {
                 types: &types,
-                formats: &p.param_formats,
-                values: &p.params,
+                ..bound(p)
             },
             None => Bound::default(),
         };
@@ -127,22 +125,22 @@ impl Session {
     /// block after an error the server did not see (the model's, the
     /// memory cap's), as any failed statement fails it in Postgres.
     async fn end_lookup(&mut self, plan: &LookupPlan, own: bool, result: Result<()>) -> Result<()> {
-        let server = self.held_server()?;
-        let status = server.state.status;
         let end = match (own, &result) {
-            (true, Ok(())) => Some("COMMIT".to_string()),
-            (true, Err(_)) => Some("ROLLBACK".to_string()),
-            (false, Ok(())) if !plan.sites.is_empty() => Some(memo::drop_sql(plan.sites.len())),
-            (false, Err(_)) if status == TxStatus::InTransaction => Some(ABORT_BLOCK.to_string()),
-            (false, _) => None,
-        };
-        match end {
-            Some(sql) if status != TxStatus::Idle => {
-                let ended = server.execute(&sql).await;
-                result.and(ended)
+            (true, Ok(())) => "COMMIT".to_string(),
+            (true, Err(_)) => "ROLLBACK".to_string(),
+            (false, Ok(())) if !plan.sites.is_empty() => memo::drop_sql(plan.sites.len()),
+            (false, Ok(())) => return result,
+            (false, Err(_)) => {
+                self.fail_block().await;
+                return result;
             }
-            _ => result,
+        };
+        let server = self.held_server()?;
+        if server.state.status == TxStatus::Idle {
+            return result;
         }
+        let ended = server.execute(&end).await;
+        result.and(ended)
     }
 
     /// Describe of a statement or portal the general method serves: the

@@ -394,23 +394,37 @@ impl Session {
     /// block failed, as any statement's error does in Postgres (the
     /// failure may have been the proxy's, which the server never saw).
     pub(super) async fn take_back(&mut self, lent: Lent, failed: bool) -> Result<()> {
-        let Some(mut pooled) = lent.take_back() else {
+        let Some(pooled) = lent.take_back() else {
             return Err(Error::ServerLost(
                 "the server of a pgml call was lost".into(),
             ));
         };
-        if failed && pooled.server.state.status == TxStatus::InTransaction {
+        let status = pooled.server.state.status;
+        self.server.binding = Binding::One(pooled);
+        if failed {
+            self.fail_block().await;
+        } else if self.tx.deferred.is_none() {
+            self.tx.status = status;
+        }
+        Ok(())
+    }
+
+    /// After an error of the proxy's own (the model's, a failed pgml call)
+    /// in a statement the server ran well: inside a transaction block the
+    /// block fails, as any failed statement fails it in Postgres.
+    pub(super) async fn fail_block(&mut self) {
+        let Some(pooled) = self.server.binding.one() else {
+            return;
+        };
+        if pooled.server.state.status == TxStatus::InTransaction {
             let _ = pooled.server.execute(ABORT_BLOCK).await;
         }
         if self.tx.deferred.is_none() {
             self.tx.status = pooled.server.state.status;
         }
-        self.server.binding = Binding::One(pooled);
-        Ok(())
     }
 }
 
 /// Fails the server's transaction block (the error is the proxy's own and
 /// stays with it).
-pub(super) const ABORT_BLOCK: &str =
-    "DO $pgml$ BEGIN RAISE EXCEPTION 'a pgml call failed'; END $pgml$";
+const ABORT_BLOCK: &str = "DO $pgml$ BEGIN RAISE EXCEPTION 'a pgml call failed'; END $pgml$";

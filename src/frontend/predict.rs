@@ -14,43 +14,29 @@ use bytes::BytesMut;
 
 use super::decide::{Plan as RoutePlan, Statement};
 use super::lease::Protocol as Wire;
-use super::lookup::LookupStatement;
+use super::lookup::{LookupPortal, LookupStatement};
 use super::prepared;
 use super::session::{Binding, Flow, Recovery, Session};
 use crate::errors::{Error, Result};
 use crate::ml::predict::{
-    self, Describe, Description, Execution, LookupPlan, Plan, Portal, PredictStatement, Protocol,
+    self, Describe, Description, Execution, Plan, Planned, Portal, PredictStatement, Protocol,
     Rewriter, Shards,
 };
 use crate::ml::MlError;
-use crate::net::messages::{self, TxStatus};
+use crate::net::messages;
 use crate::net::tag::{client, server as tag};
 use crate::router::Target;
 
-/// How a statement calling pgml.predict runs.
-enum Planned {
-    /// The streaming rewrite of the SELECT list (the fast path).
-    Stream(Arc<Plan>),
-    /// Memos and lookups: every other position (see `frontend::lookup`).
-    Lookup(Arc<LookupPlan>),
+/// A portal of a statement calling pgml.predict, by the way it runs.
+enum Bound {
+    Stream(Portal),
+    Lookup(LookupPortal),
 }
 
 impl Session {
     /// The plan of a statement calling pgml.predict; None if it calls none.
-    /// What the streaming rewrite refuses goes the general way.
     fn predict_plan(&self, sql: &str) -> std::result::Result<Option<Planned>, MlError> {
-        if let Some(lookup) = self.app.ml.cached_lookup(sql) {
-            return Ok(Some(Planned::Lookup(lookup)));
-        }
-        match self.app.ml.plan(sql) {
-            Ok(plan) => Ok(plan.map(Planned::Stream)),
-            Err(MlError::Unsupported(_)) => self
-                .app
-                .ml
-                .lookup_plan(sql)
-                .map(|l| Some(Planned::Lookup(l))),
-            Err(e) => Err(e),
-        }
+        self.app.ml.planned(sql)
     }
 
     /// Simple Query with pgml.predict: Some(flow) when handled.
@@ -200,27 +186,26 @@ impl Session {
         Ok(true)
     }
 
-    /// Execute of a pgml.predict portal.
+    /// Execute of a pgml.predict portal (either way).
     pub(super) async fn predict_execute(&mut self, portal: &str) -> Result<bool> {
-        let Some(p) = self.ml_predict_portals().get(portal).cloned() else {
-            let Some(p) = self.ml_lookup_portals().get(portal).cloned() else {
-                return Ok(false);
-            };
-            if self.settle().await? == Flow::Close {
-                return Err(Error::ClientGone);
-            }
-            if let Err(e) = self.run_lookup(&p.plan, Some(&p)).await {
-                self.predict_failed(e)?;
-            }
-            return Ok(true);
+        let bound = match self.ml_predict_portals().get(portal).cloned() {
+            Some(p) => Bound::Stream(p),
+            None => match self.ml_lookup_portals().get(portal).cloned() {
+                Some(p) => Bound::Lookup(p),
+                None => return Ok(false),
+            },
         };
         if self.settle().await? == Flow::Close {
             return Err(Error::ClientGone);
         }
-        if let Err(e) = self
-            .run_predict(&p.plan.clone(), Protocol::Extended(&p))
-            .await
-        {
+        let result = match bound {
+            Bound::Stream(p) => {
+                self.run_predict(&p.plan.clone(), Protocol::Extended(&p))
+                    .await
+            }
+            Bound::Lookup(p) => self.run_lookup(&p.plan, Some(&p)).await,
+        };
+        if let Err(e) = result {
             self.predict_failed(e)?;
         }
         Ok(true)
@@ -317,22 +302,6 @@ impl Session {
             self.fail_block().await;
         }
         result
-    }
-
-    /// After an error of the proxy's own (the model's) in a statement the
-    /// server ran well: inside a transaction block the block fails, as any
-    /// failed statement fails it in Postgres.
-    pub(super) async fn fail_block(&mut self) {
-        let Some(pooled) = self.server.binding.one() else {
-            return;
-        };
-        if pooled.server.state.status != TxStatus::InTransaction {
-            return;
-        }
-        let _ = pooled.server.execute(super::ml::ABORT_BLOCK).await;
-        if self.tx.deferred.is_none() {
-            self.tx.status = pooled.server.state.status;
-        }
     }
 
     async fn stream_predict(&mut self, plan: &Arc<Plan>, protocol: Protocol<'_>) -> Result<()> {

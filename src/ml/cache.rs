@@ -98,10 +98,7 @@ impl ModelCache {
         // Inside a client's block that may have deployed: the block's
         // catalog decides, and nothing of it is cached for others.
         if super::db::lent() {
-            let mut db = Db::checkout(pool.primary(0)).await?;
-            let row = catalog::deployed(&mut db, project).await?;
-            let row = row.ok_or_else(|| no_deployed_model(project))?;
-            return Ok(Arc::new(load(&mut db, &row).await?));
+            return load_deployed(ml, pool, project).await.map(Arc::new);
         }
         if let Some(hit) = self.deployed.get(&key) {
             return Ok(hit.0.clone());
@@ -111,12 +108,7 @@ impl ModelCache {
             return Ok(hit.0.clone());
         }
         self.listen(ml, pool);
-        let mut db = Db::checkout(pool.primary(0)).await?;
-        ml.ensure_schema(pool, &mut db).await?;
-        let row = catalog::deployed(&mut db, project)
-            .await?
-            .ok_or_else(|| no_deployed_model(project))?;
-        let model = Arc::new(load(&mut db, &row).await?);
+        let model = Arc::new(load_deployed(ml, pool, project).await?);
         self.deployed.insert(key, (model.clone(), Instant::now()));
         Ok(model)
     }
@@ -125,11 +117,7 @@ impl ModelCache {
     pub async fn by_id(&self, ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<Arc<StoredModel>> {
         let key = (Ml::database_key(pool), id);
         if super::db::lent() {
-            let mut db = Db::checkout(pool.primary(0)).await?;
-            let row = catalog::model(&mut db, id).await?;
-            let row =
-                row.ok_or_else(|| MlError::UndefinedObject(format!("model {id} does not exist")))?;
-            return Ok(Arc::new(load(&mut db, &row).await?));
+            return load_by_id(ml, pool, id).await.map(Arc::new);
         }
         if let Some(hit) = self.by_id.get(&key) {
             return Ok(hit.clone());
@@ -138,12 +126,7 @@ impl ModelCache {
         if let Some(hit) = self.by_id.get(&key) {
             return Ok(hit.clone());
         }
-        let mut db = Db::checkout(pool.primary(0)).await?;
-        ml.ensure_schema(pool, &mut db).await?;
-        let row = catalog::model(&mut db, id)
-            .await?
-            .ok_or_else(|| MlError::UndefinedObject(format!("model {id} does not exist")))?;
-        let model = Arc::new(load(&mut db, &row).await?);
+        let model = Arc::new(load_by_id(ml, pool, id).await?);
         self.by_id.insert(key, model.clone());
         Ok(model)
     }
@@ -199,10 +182,26 @@ async fn listen_once(
 }
 
 /// Builds a model from its catalog row and files.
-fn no_deployed_model(project: &str) -> MlError {
-    MlError::UndefinedObject(format!(
-        "no deployed model for project \"{project}\": train one with pgml.train or deploy one with pgml.deploy"
-    ))
+/// The deployed model of `project`, read from the catalog (not cached).
+async fn load_deployed(ml: &Ml, pool: &Arc<Pool>, project: &str) -> MlResult<StoredModel> {
+    let mut db = Db::checkout(pool.primary(0)).await?;
+    ml.ensure_schema(pool, &mut db).await?;
+    let row = catalog::deployed(&mut db, project).await?.ok_or_else(|| {
+        MlError::UndefinedObject(format!(
+            "no deployed model for project \"{project}\": train one with pgml.train or deploy one with pgml.deploy"
+        ))
+    })?;
+    load(&mut db, &row).await
+}
+
+/// Model `id`, read from the catalog (not cached).
+async fn load_by_id(ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<StoredModel> {
+    let mut db = Db::checkout(pool.primary(0)).await?;
+    ml.ensure_schema(pool, &mut db).await?;
+    let row = catalog::model(&mut db, id)
+        .await?
+        .ok_or_else(|| MlError::UndefinedObject(format!("model {id} does not exist")))?;
+    load(&mut db, &row).await
 }
 
 async fn load(db: &mut Db, row: &ModelRow) -> MlResult<StoredModel> {

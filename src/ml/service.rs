@@ -255,14 +255,9 @@ impl Ml {
         Some(Arc::new(plan))
     }
 
-    /// The general method's plan of `sql`, if one was made.
-    pub fn cached_lookup(&self, sql: &str) -> Option<Arc<predict::LookupPlan>> {
-        self.lookups.get(sql).map(|p| p.clone())
-    }
-
     /// The general method's plan of `sql`: for statements the streaming
     /// rewrite refuses.
-    pub fn lookup_plan(&self, sql: &str) -> MlResult<Arc<predict::LookupPlan>> {
+    fn lookup_plan(&self, sql: &str) -> MlResult<Arc<predict::LookupPlan>> {
         let plan = Arc::new(predict::lookup::plan(sql)?);
         if self.lookups.len() >= MAX_PLANS {
             self.lookups.clear();
@@ -280,12 +275,29 @@ impl Ml {
             })
     }
 
-    /// The plan of a statement calling pgml.predict (None if it calls none).
-    /// Statements differing only in compared constants share one plan.
-    pub fn plan(&self, sql: &str) -> MlResult<Option<Arc<Plan>>> {
+    /// How a statement calling pgml.predict runs (None if it calls none):
+    /// the streaming rewrite, or the general method for what that refuses.
+    /// Each text is planned once; a statement seen before costs a lookup
+    /// (the streaming plans first: they are the hot path).
+    pub fn planned(&self, sql: &str) -> MlResult<Option<predict::Planned>> {
         if let Some(plan) = self.plans.get(sql) {
-            return Ok(Some(plan.clone()));
+            return Ok(Some(predict::Planned::Stream(plan.clone())));
         }
+        if let Some(plan) = self.lookups.get(sql) {
+            return Ok(Some(predict::Planned::Lookup(plan.clone())));
+        }
+        match self.stream_plan(sql) {
+            Ok(plan) => Ok(plan.map(predict::Planned::Stream)),
+            Err(MlError::Unsupported(_)) => self
+                .lookup_plan(sql)
+                .map(|plan| Some(predict::Planned::Lookup(plan))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The streaming plan of a statement not in the cache by its text.
+    /// Statements differing only in compared constants share one plan.
+    fn stream_plan(&self, sql: &str) -> MlResult<Option<Arc<Plan>>> {
         if let Some(n) = predict::normalize::normalize(sql) {
             if let Some(plan) = self.plan_normalized(&n) {
                 return Ok(Some(plan));

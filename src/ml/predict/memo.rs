@@ -10,8 +10,8 @@ use bytes::{BufMut, BytesMut};
 use crate::ml::error::{MlError, MlResult};
 
 use super::lookup::{memo_table, value_type};
-use super::rows::{decode_features, BATCH};
-use super::types::{Features, Input, Prediction, Predictor};
+use super::rows::{decode_features, put_prediction, BATCH};
+use super::types::{Input, Predictor};
 use super::Call;
 use crate::net::oid;
 
@@ -174,57 +174,46 @@ fn rows(
     keys: &[Vec<u8>],
 ) -> MlResult<BytesMut> {
     let input = Input::of(type_oid);
-    let decoded: Vec<MlResult<Features>> = keys
-        .iter()
-        .map(|k| decode_features(input, true, k, call))
-        .collect();
     let mut out = BytesMut::with_capacity(keys.len() * 64);
-    let mut at = 0;
-    while at < decoded.len() {
-        let end = (at + BATCH).min(decoded.len());
-        let good: Vec<Features> = decoded[at..end]
-            .iter()
-            .filter_map(|d| d.as_ref().ok().cloned())
-            .collect();
-        let predicted = predictor.predict(call_index, &good)?;
-        let mut results = predicted.into_iter();
-        for (key, d) in keys[at..end].iter().zip(&decoded[at..end]) {
-            let result = match d {
-                Ok(_) => Ok(results.next().ok_or_else(|| {
-                    MlError::Internal("the model returned fewer predictions than rows".into())
-                })?),
-                Err(e) => Err(e),
-            };
-            put_row(&mut out, key, result)?;
+    for chunk in keys.chunks(BATCH) {
+        let mut good = Vec::with_capacity(chunk.len());
+        let mut unreadable = Vec::with_capacity(chunk.len());
+        for key in chunk {
+            match decode_features(input, true, key, call) {
+                Ok(f) => {
+                    good.push(f);
+                    unreadable.push(None);
+                }
+                Err(e) => unreadable.push(Some(e)),
+            }
         }
-        at = end;
+        let predicted = predictor.predict(call_index, &good)?;
+        if predicted.len() != good.len() {
+            return Err(MlError::Internal(format!(
+                "the model returned {} predictions for {} rows",
+                predicted.len(),
+                good.len()
+            )));
+        }
+        let mut predicted = predicted.into_iter();
+        for (key, error) in chunk.iter().zip(unreadable) {
+            out.put_i16(4);
+            put_field(&mut out, Some(key));
+            match (error, predicted.next()) {
+                (None, p) => {
+                    put_prediction(&mut out, call.func, p.as_ref(), 1)?;
+                    put_field(&mut out, None);
+                    put_field(&mut out, None);
+                }
+                (Some(e), _) => {
+                    put_field(&mut out, None);
+                    put_field(&mut out, Some(e.sqlstate().as_bytes()));
+                    put_field(&mut out, Some(e.to_string().as_bytes()));
+                }
+            }
+        }
     }
     Ok(out)
-}
-
-fn put_row(out: &mut BytesMut, key: &[u8], result: Result<Prediction, &MlError>) -> MlResult<()> {
-    out.put_i16(4);
-    put_field(out, Some(key));
-    match result {
-        Ok(p) => {
-            let at = out.len();
-            out.put_i32(0);
-            match p {
-                Prediction::Scalar(x) => out.put_f32(x),
-                Prediction::Vector(xs) => super::format::float4_array_binary(&xs, out),
-            }
-            let len = (out.len() - at - 4) as i32;
-            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-            put_field(out, None);
-            put_field(out, None);
-        }
-        Err(e) => {
-            put_field(out, None);
-            put_field(out, Some(e.sqlstate().as_bytes()));
-            put_field(out, Some(e.to_string().as_bytes()));
-        }
-    }
-    Ok(())
 }
 
 fn put_field(out: &mut BytesMut, value: Option<&[u8]>) {

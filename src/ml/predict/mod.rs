@@ -33,3 +33,12 @@ pub use lookup::LookupPlan;
 pub use plan::{mentions_predict, plan, Plan, ServerForm};
 pub use rows::Rewriter;
 pub use types::{Call, Features, Func, InputKind, ModelRef, Prediction, Predictor};
+
+/// How a statement calling pgml.predict runs.
+#[derive(Clone)]
+pub enum Planned {
+    /// The streaming rewrite of the SELECT list (the fast path).
+    Stream(std::sync::Arc<Plan>),
+    /// Memos and lookups: every other position (see `lookup`).
+    Lookup(std::sync::Arc<LookupPlan>),
+}

@@ -121,7 +121,7 @@ fn func_type(func: Func) -> (u32, i16) {
 }
 
 /// A prediction as one DataRow value (length prefix included).
-fn put_prediction(
+pub(super) fn put_prediction(
     out: &mut BytesMut,
     func: Func,
     p: Option<&Prediction>,
