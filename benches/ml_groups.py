@@ -162,6 +162,32 @@ def wait_for_builds(label):
         time.sleep(5)
 
 
+# ------------------------------------------------------------------ server log
+# The clusters log every statement of 1 s or more (log_min_duration_statement).
+LOG_RE = re.compile(r"LOG:  duration: ([\d.]+) ms  (?:statement|execute[^:]*): (.*)$")
+
+
+def log_offsets():
+    return [os.path.getsize(p) if os.path.exists(p) else 0 for p in E.get("PG_LOGS", "").split(",") if p]
+
+
+def slow_statements(offsets):
+    """[(shard, seconds, statement's first 160 characters)] logged since offsets."""
+    out = []
+    for shard, (path, off) in enumerate(zip([p for p in E.get("PG_LOGS", "").split(",") if p], offsets)):
+        try:
+            with open(path, "rb") as f:
+                f.seek(off)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            m = LOG_RE.search(line)
+            if m:
+                out.append((shard, float(m[1]) / 1000, m[2][:160]))
+    return out
+
+
 # ------------------------------------------------------------------ socket bytes
 SS_ADDR = re.compile(r"^\s*\d+\s+\d+\s+(\S+)\s+(\S+)")
 
@@ -323,6 +349,9 @@ def gen(sections):
 
 # ------------------------------------------------------------------ the calls
 def train_sql(section, side):
+    override = E.get(f"SQL_{section}_{side.replace('-', '_').upper()}")
+    if override:  # e.g. SQL_C_IN_MEMORY='SELECT * FROM pgml.train(...)' (same project name)
+        return override
     if section == "A":
         push = "true" if side == "pushdown" else "false"
         return (f"SELECT * FROM pgml.train('lin_{side}', 'regression', 'lin_view', 'y', algorithm => 'linear', "
@@ -403,6 +432,7 @@ def run(section, side, rnd):
     mon = Monitor(ports, pgmlcat)
     s0, p0, r0 = system_ticks(), proc_ticks(pgmlcat), rchar(pgmlcat)
     c0 = [cluster_ticks(pm) for pm in pms]
+    logs0 = log_offsets()
     t0 = time.perf_counter()
     err, result, child, child_ru = None, None, None, None
     if is_process:
@@ -447,6 +477,8 @@ def run(section, side, rnd):
     hwm = status_kb(pgmlcat, "VmHWM") if alive else None
     rss = status_kb(pgmlcat, "VmRSS") if alive else None
     received, closed = mon.stop()
+    time.sleep(0.2)
+    slow = slow_statements(logs0)
     if conn is not None:
         conn.close()
     child_cpu = child_ru if is_process else None
@@ -459,7 +491,7 @@ def run(section, side, rnd):
              pg_cpu_each=[(b - a) / TICK for a, b in zip(c0, c1)], child_cpu=child_cpu,
              bytes_received=received, sockets_closed=closed, ss_samples=mon.samples,
              proxy_rchar=r1 - r0, vm_hwm_kb=hwm, vm_rss_kb=rss, rss_sampled_max_kb=mon.rss_max,
-             proxy_alive=alive, other_busy=round(100 * other, 1), note=build_note, child=child)
+             proxy_alive=alive, other_busy=round(100 * other, 1), note=build_note, child=child, slow=slow)
     if not alive:
         r["error"] = (err or "") + " (pgmlcat died during the run)"
 
@@ -626,6 +658,15 @@ def report():
             return "-"
         return f"{statistics.median(vals):.2f} (rounds: {', '.join(f'{v:.2f}' for v in vals)})"
 
+    def slow_text(section, side):
+        rs = ok(section, side)
+        if not rs:
+            return "-"
+        sl = rs[-1].get("slow") or []
+        if not sl:
+            return "none"
+        return "; ".join(f"shard {sh}: {sec:.2f} s `{st[:110].replace('|', '/')}`" for sh, sec, st in sl[:6])
+
     sections = E.get("SECTIONS", "A B C").split()
     targets, err_lines, body = [], [], []
     for (sec, side), rs in sorted(by.items()):
@@ -672,6 +713,8 @@ rows split by `id % 2` over two PostgreSQL clusters (shards 0 and 1 of one pgmlc
 
 - pull / pushdown wall time, per round: {ratio_text(pr)}
 - largest difference between the pushdown and pull coefficients (last run of each): {fmt(coef_diff, '{:.2e}')}
+- server statements of 1 s or more, last pushdown run: {slow_text("A", "pushdown")}
+- server statements of 1 s or more, last pull run: {slow_text("A", "pull")}
 """)
         if pr:
             v = statistics.median(pr)
@@ -688,6 +731,7 @@ rows split by `id % 2` over two PostgreSQL clusters (shards 0 and 1 of one pgmlc
             if side == "pgmlcat":
                 groups = med([float(r["result"][0].get("groups")) if r.get("result") and
                               r["result"][0].get("groups") not in (None, "None") else None for r in rs])
+                cat = med([r.get("group_rows") for r in rs])
                 r2 = med([metric(r, "r2") for r in rs])
                 cpu_side = fmt(med([r["proxy_cpu"] for r in rs]))
                 phases = ("fit_time (pooled metric) " + fmt(med([metric(r, "fit_time") for r in rs]))
@@ -695,6 +739,7 @@ rows split by `id % 2` over two PostgreSQL clusters (shards 0 and 1 of one pgmlc
                 label = "pgmlcat `pgml.train(..., group_by => 'g')`"
             else:
                 groups = med([r["child"]["groups"] for r in rs if r.get("child")])
+                cat = None
                 r2 = med([r["child"]["r2"] for r in rs if r.get("child")])
                 cpu_side = fmt(med([r["child_cpu"] for r in rs]))
                 ph = {k: med([r["child"][k] for r in rs if r.get("child")]) for k in
@@ -707,7 +752,7 @@ rows split by `id % 2` over two PostgreSQL clusters (shards 0 and 1 of one pgmlc
                 got = mb(med([r["bytes_received"] for r in rs]))
             rows.append([label, fmt(walls("B", side)), runs_text("B", side), cpu_side,
                          fmt(med([r["pg_cpu"] for r in rs])), got,
-                         fmt(groups, "{:.0f}"), fmt(r2, "{:.4f}"), phases])
+                         fmt(groups, "{:.0f}") + ("" if cat is None else f" ({cat:.0f} model rows)"), fmt(r2, "{:.4f}"), phases])
         pr = pair_ratios("B", "pgmlcat", "python")
         body.append(f"""## B. One LightGBM model per group: pgmlcat against Python
 
@@ -754,6 +799,8 @@ a freshly started pgmlcat for every run; peak RSS = pgmlcat's VmHWM (/proc/<pid>
 {table(["hyperparams", "wall s (median)", "runs", "peak RSS (median)", "peak RSS per run", "proxy CPU s", "postgres CPU s", "bytes DB -> proxy", "fit / score s (metrics)", "test r2", "NOTICE on memory (first run)"], rows)}
 
 - streaming / in-memory wall time, per round: {ratio_text(pr)}
+- server statements of 1 s or more, last streaming run: {slow_text("C", "streaming")}
+- server statements of 1 s or more, last in-memory run: {slow_text("C", "in-memory")}
 """)
         if hs:
             targets.append(f"C: streaming peak RSS {mb(max(hs))} (max of its runs; target <= 1 GB: "

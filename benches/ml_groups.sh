@@ -52,6 +52,8 @@
 #   PY_PATH=$REPO/.tools/py              PYTHONPATH for pandas (pip install --target)
 #   BUILD_WAIT=3600      seconds to wait for running builds before a run
 #   PGMLCAT_COMMIT       the commit the binary was built from, for the report
+#   SQL_<SECTION>_<SIDE> replaces a side's pgml.train call (e.g. SQL_C_IN_MEMORY, SQL_A_PULL;
+#                        keep its project name: lin_pushdown, lin_pull, grp_lgb, big_stream, big_memory)
 #   POOL_SIZE=10, WORKER_THREADS, NO_BUILD=1, PG_BIN, RESULTS_DIR,
 #   PGMLCAT_LOG_LEVEL, KEEP_TMP=1        as in benches/ml_common.sh
 #
@@ -176,6 +178,7 @@ export DIRECT_DSN="$(dsn "${PG_PORTS[0]}")"
 export SHARD_DSNS="$(dsn "${PG_PORTS[0]}")|$(dsn "${PG_PORTS[1]}")"
 export PG_PORTS_CSV="${PG_PORTS[0]},${PG_PORTS[1]}"
 export PG_DATADIRS="${PG_DIRS[0]},${PG_DIRS[1]}"
+export PG_LOGS="$TMP_DIR/postgres0.log,$TMP_DIR/postgres1.log"
 
 # ---------------------------------------------------------------- pgmlcat
 # start_pgmlcat sharded|single: a new process (so VmHWM starts afresh) on a new port.
