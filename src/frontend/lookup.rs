@@ -117,6 +117,7 @@ impl Session {
             break result;
         };
         self.statement_done().await;
+        self.notices(&models);
         result.map_err(as_statements)
     }
 
@@ -201,6 +202,14 @@ impl Session {
         let result = lent.scope(resolve).await;
         self.take_back(lent, result.is_err()).await?;
         result.map_err(Error::Ml)
+    }
+
+    /// The statement's NOTICEs from its predictions (groups without a
+    /// model), after its rows.
+    pub(super) fn notices(&mut self, models: &ModelSet) {
+        for note in models.notices() {
+            crate::net::messages::notice(&mut self.client.out, &note);
+        }
     }
 
     fn held_server(&mut self) -> Result<&mut Server> {

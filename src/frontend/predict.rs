@@ -306,7 +306,7 @@ impl Session {
 
     async fn stream_predict(&mut self, plan: &Arc<Plan>, protocol: Protocol<'_>) -> Result<()> {
         let params = protocol.text_params();
-        let models = self.models(&plan.calls, &params).await?;
+        let models = Arc::new(self.models(&plan.calls, &params).await?);
         let shards = match plan.server_sql.as_deref() {
             Some(sql) if self.predict_needs_all_shards(sql) => Shards::All,
             Some(sql) => {
@@ -318,7 +318,7 @@ impl Session {
             None => Shards::One,
         };
         let knows = |name: &str| self.server_knows(name);
-        match predict::execution(plan, protocol, shards, &knows, Arc::new(models))? {
+        match predict::execution(plan, protocol, shards, &knows, models.clone())? {
             Execution::Constant(answer) => self.client.out.extend_from_slice(&answer),
             Execution::OneServer {
                 messages,
@@ -339,6 +339,7 @@ impl Session {
                     .await?
             }
         }
+        self.notices(&models);
         Ok(())
     }
 

@@ -96,6 +96,8 @@ pub struct TrainArgs {
     pub automatic_deploy: bool,
     pub materialize_snapshot: bool,
     pub preprocess: Value,
+    /// One model per distinct value of these columns (empty: one model).
+    pub group_by: Vec<String>,
 }
 
 impl TrainArgs {
@@ -126,6 +128,7 @@ impl TrainArgs {
             automatic_deploy: boolean(call, "automatic_deploy", true)?,
             materialize_snapshot: boolean(call, "materialize_snapshot", false)?,
             preprocess: Value::Object(object(call, "preprocess")?),
+            group_by: text_list(call, "group_by")?,
         })
     }
 }

@@ -15,7 +15,7 @@ use super::db::Db;
 use super::error::{MlError, MlResult};
 use super::labels::Classes;
 use super::preprocess::Preprocessor;
-use super::service::{Ml, StoredModel};
+use super::service::{Deployed, GroupModels, Ml, StoredModel};
 use crate::backend::pool::ServerPool;
 use crate::backend::registry::Pool;
 use postgres_protocol::message::backend::Message;
@@ -25,9 +25,9 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct ModelCache {
     /// (database key, project) → the deployed model.
-    deployed: DashMap<Key, (Arc<StoredModel>, Instant)>,
+    deployed: DashMap<Key, (Arc<Deployed>, Instant)>,
     /// (database key, model id) → a specific model (pgml.predict(id, ...)).
-    by_id: DashMap<(String, i64), Arc<StoredModel>>,
+    by_id: DashMap<(String, i64), Arc<Deployed>>,
     /// Serialises loads so a burst of first predictions loads a model once.
     loading: tokio::sync::Mutex<()>,
     listeners: DashSet<String>,
@@ -45,9 +45,9 @@ pub struct CachedModel {
 }
 
 impl ModelCache {
-    pub fn put_deployed(&self, pool: &Pool, project: &str, model: Arc<StoredModel>) {
+    pub fn put_deployed(&self, pool: &Pool, project: &str, model: Arc<Deployed>) {
         let key = Ml::database_key(pool);
-        self.by_id.insert((key.clone(), model.id), model.clone());
+        self.by_id.insert((key.clone(), model.id()), model.clone());
         self.deployed
             .insert((key, project.to_string()), (model, Instant::now()));
     }
@@ -70,10 +70,10 @@ impl ModelCache {
                 CachedModel {
                     database: database.clone(),
                     project: project.clone(),
-                    model_id: model.id,
-                    algorithm: model.algorithm.name().to_string(),
-                    task: model.task.name().to_string(),
-                    score: model.score,
+                    model_id: model.id(),
+                    algorithm: model.algorithm().name().to_string(),
+                    task: model.task().name().to_string(),
+                    score: model.score(),
                     loaded_for: at.elapsed(),
                 }
             })
@@ -93,7 +93,7 @@ impl ModelCache {
         ml: &Arc<Ml>,
         pool: &Arc<Pool>,
         project: &str,
-    ) -> MlResult<Arc<StoredModel>> {
+    ) -> MlResult<Arc<Deployed>> {
         let key = (Ml::database_key(pool), project.to_string());
         // Inside a client's block that may have deployed: the block's
         // catalog decides, and nothing of it is cached for others.
@@ -114,7 +114,7 @@ impl ModelCache {
     }
 
     /// A specific model by id (not necessarily deployed).
-    pub async fn by_id(&self, ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<Arc<StoredModel>> {
+    pub async fn by_id(&self, ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<Arc<Deployed>> {
         let key = (Ml::database_key(pool), id);
         if super::db::lent() {
             return load_by_id(ml, pool, id).await.map(Arc::new);
@@ -183,7 +183,7 @@ async fn listen_once(
 
 /// Builds a model from its catalog row and files.
 /// The deployed model of `project`, read from the catalog (not cached).
-async fn load_deployed(ml: &Ml, pool: &Arc<Pool>, project: &str) -> MlResult<StoredModel> {
+async fn load_deployed(ml: &Ml, pool: &Arc<Pool>, project: &str) -> MlResult<Deployed> {
     let mut db = Db::checkout(pool.primary(0)).await?;
     ml.ensure_schema(pool, &mut db).await?;
     let row = catalog::deployed(&mut db, project).await?.ok_or_else(|| {
@@ -195,7 +195,7 @@ async fn load_deployed(ml: &Ml, pool: &Arc<Pool>, project: &str) -> MlResult<Sto
 }
 
 /// Model `id`, read from the catalog (not cached).
-async fn load_by_id(ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<StoredModel> {
+async fn load_by_id(ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<Deployed> {
     let mut db = Db::checkout(pool.primary(0)).await?;
     ml.ensure_schema(pool, &mut db).await?;
     let row = catalog::model(&mut db, id)
@@ -204,7 +204,35 @@ async fn load_by_id(ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<StoredModel>
     load(&mut db, &row).await
 }
 
-async fn load(db: &mut Db, row: &ModelRow) -> MlResult<StoredModel> {
+/// A model, or a group set with every group's model.
+async fn load(db: &mut Db, row: &ModelRow) -> MlResult<Deployed> {
+    let (columns, groups) = catalog::group_models(db, row.id).await?;
+    if columns.is_empty() {
+        return load_one(db, row).await.map(Deployed::Model);
+    }
+    let mut models = std::collections::HashMap::with_capacity(groups.len());
+    for (id, key) in groups {
+        let member = ModelRow {
+            id,
+            group_of: Some(row.id),
+            ..row.clone()
+        };
+        models.insert(key, Arc::new(load_one(db, &member).await?));
+    }
+    Ok(Deployed::Groups(GroupModels {
+        id: row.id,
+        task: row.task,
+        algorithm: Algorithm::parse(&row.algorithm, row.task)?,
+        score: row
+            .metrics
+            .get(row.task.key_metric())
+            .and_then(Value::as_f64),
+        columns,
+        models,
+    }))
+}
+
+async fn load_one(db: &mut Db, row: &ModelRow) -> MlResult<StoredModel> {
     let files = catalog::files(db, row.id).await?;
     let file = |name: &str| {
         files

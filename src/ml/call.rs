@@ -65,6 +65,8 @@ impl Function {
             "automatic_deploy",
             "materialize_snapshot",
             "preprocess",
+            // pgmlcat's: one model per group of these columns.
+            "group_by",
         ];
         match self {
             Function::Train | Function::TrainJoint => TRAIN,

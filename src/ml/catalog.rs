@@ -49,6 +49,12 @@ CREATE TABLE IF NOT EXISTS pgml.models (
     created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
+-- pgml.train(..., group_by => ...): one row for the set (group_key NULL),
+-- which deployments point at, and one per group, whose group_of is the
+-- set's id and group_key the group's values ({"column": "text form"}).
+ALTER TABLE pgml.models ADD COLUMN IF NOT EXISTS group_key JSONB;
+ALTER TABLE pgml.models ADD COLUMN IF NOT EXISTS group_of BIGINT REFERENCES pgml.models(id) ON DELETE CASCADE;
+CREATE INDEX IF NOT EXISTS models_group_of ON pgml.models (group_of) WHERE group_of IS NOT NULL;
 CREATE TABLE IF NOT EXISTS pgml.deployments (
     id BIGSERIAL PRIMARY KEY,
     project_id BIGINT NOT NULL REFERENCES pgml.projects(id) ON DELETE CASCADE,
@@ -78,7 +84,7 @@ CREATE OR REPLACE VIEW pgml.trained_models AS
 SELECT m.id, p.name, p.task, m.algorithm, m.created_at, s.test_sampling, s.test_size,
        d.model_id IS NOT NULL AS deployed
 FROM pgml.projects p
-JOIN pgml.models m ON p.id = m.project_id
+JOIN pgml.models m ON p.id = m.project_id AND m.group_of IS NULL
 JOIN pgml.snapshots s ON s.id = m.snapshot_id
 LEFT JOIN (SELECT DISTINCT ON (project_id) project_id, model_id, created_at
            FROM pgml.deployments ORDER BY project_id, created_at DESC, id DESC) d
@@ -98,7 +104,11 @@ ORDER BY p.name ASC;
 /// (or sessions) from racing on CREATE ... IF NOT EXISTS.
 pub async fn ensure_schema(db: &mut Db) -> MlResult<()> {
     let ready = db
-        .query_one("SELECT to_regclass('pgml.files') IS NOT NULL AND to_regclass('pgml.deployed_models') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('pgml.files') IS NOT NULL AND to_regclass('pgml.deployed_models') IS NOT NULL \
+             AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('pgml.models') AND attname = 'group_of')",
+            &[],
+        )
         .await?;
     if ready.first().and_then(|v| v.as_deref()) == Some("t") {
         return Ok(());
@@ -217,6 +227,7 @@ pub async fn last_snapshot(db: &mut Db, project_id: i64) -> MlResult<Option<Snap
     }))
 }
 
+#[derive(Clone, Copy)]
 pub struct NewModel<'a> {
     pub project_id: i64,
     pub snapshot_id: i64,
@@ -227,6 +238,8 @@ pub struct NewModel<'a> {
     pub search: Option<&'a str>,
     pub search_params: &'a Value,
     pub search_args: &'a Value,
+    /// A group's model: its set's id and its group key.
+    pub group: Option<(i64, &'a Value)>,
 }
 
 pub async fn insert_model(db: &mut Db, m: &NewModel<'_>) -> MlResult<i64> {
@@ -239,11 +252,15 @@ pub async fn insert_model(db: &mut Db, m: &NewModel<'_>) -> MlResult<i64> {
         m.search_params.to_string(),
         m.search_args.to_string(),
     );
+    let (group_of, group_key) = match m.group {
+        Some((set, key)) => (Some(set.to_string()), Some(key.to_string())),
+        None => (None, None),
+    };
     let row = db
         .query_one(
-            "INSERT INTO pgml.models (project_id, snapshot_id, num_features, algorithm, hyperparams, status, metrics, search, search_params, search_args) \
-             VALUES ($1::bigint, $2::bigint, $3::int, $4, $5::jsonb, 'successful', $6::jsonb, $7, $8::jsonb, $9::jsonb) RETURNING id",
-            &[Some(&project), Some(&snapshot), Some(&features), Some(m.algorithm), Some(&h), Some(&me), m.search, Some(&sp), Some(&sa)],
+            "INSERT INTO pgml.models (project_id, snapshot_id, num_features, algorithm, hyperparams, status, metrics, search, search_params, search_args, group_of, group_key) \
+             VALUES ($1::bigint, $2::bigint, $3::int, $4, $5::jsonb, 'successful', $6::jsonb, $7, $8::jsonb, $9::jsonb, $10::bigint, $11::jsonb) RETURNING id",
+            &[Some(&project), Some(&snapshot), Some(&features), Some(m.algorithm), Some(&h), Some(&me), m.search, Some(&sp), Some(&sa), group_of.as_deref(), group_key.as_deref()],
         )
         .await?;
     int(&row, 0)
@@ -288,9 +305,11 @@ pub struct ModelRow {
     pub algorithm: String,
     pub metrics: Value,
     pub snapshot_id: Option<i64>,
+    /// A group's model: the id of its set, which is what deploys.
+    pub group_of: Option<i64>,
 }
 
-const MODEL_COLUMNS: &str = "m.id, m.project_id, p.name, p.task, m.algorithm, coalesce(m.metrics, '{}')::text, m.snapshot_id";
+const MODEL_COLUMNS: &str = "m.id, m.project_id, p.name, p.task, m.algorithm, coalesce(m.metrics, '{}')::text, m.snapshot_id, m.group_of";
 
 fn model_row(row: &[Option<String>]) -> MlResult<ModelRow> {
     Ok(ModelRow {
@@ -304,6 +323,10 @@ fn model_row(row: &[Option<String>]) -> MlResult<ModelRow> {
             .get(6)
             .and_then(|v| v.as_deref())
             .and_then(|v| v.parse().ok()),
+        group_of: row
+            .get(7)
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.parse().ok()),
     })
 }
 
@@ -314,10 +337,11 @@ pub async fn model(db: &mut Db, model_id: i64) -> MlResult<Option<ModelRow>> {
     rows.first().map(|r| model_row(r)).transpose()
 }
 
-/// Every model of a project, oldest first.
+/// Every model of a project that deploys (a single model or a group
+/// set, not a group's own model), oldest first.
 pub async fn models(db: &mut Db, project_id: i64) -> MlResult<Vec<ModelRow>> {
     let id = project_id.to_string();
-    let sql = format!("SELECT {MODEL_COLUMNS} FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE m.project_id = $1::bigint ORDER BY m.id");
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE m.project_id = $1::bigint AND m.group_of IS NULL ORDER BY m.id");
     let rows = db.query(&sql, &[Some(&id)]).await?;
     rows.iter().map(|r| model_row(r)).collect()
 }
@@ -365,6 +389,39 @@ pub async fn deploy(
     )
     .await?;
     Ok(())
+}
+
+/// The models of a group set: (model id, group values in their text
+/// forms, in the order of the set's group columns), and those columns.
+pub async fn group_models(
+    db: &mut Db,
+    set_id: i64,
+) -> MlResult<(Vec<String>, Vec<(i64, Vec<Option<String>>)>)> {
+    let id = set_id.to_string();
+    let columns = db
+        .query_one(
+            "SELECT coalesce(hyperparams->'group_by', '[]')::text FROM pgml.models WHERE id = $1::bigint",
+            &[Some(&id)],
+        )
+        .await?;
+    let columns: Vec<String> = serde_json::from_str(text(&columns, 0)?).map_err(json_err)?;
+    let rows = db
+        .query(
+            "SELECT id, group_key::text FROM pgml.models WHERE group_of = $1::bigint ORDER BY id",
+            &[Some(&id)],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let key: serde_json::Map<String, Value> =
+            serde_json::from_str(text(&row, 1)?).map_err(json_err)?;
+        let values = columns
+            .iter()
+            .map(|c| key.get(c).and_then(Value::as_str).map(str::to_string))
+            .collect();
+        out.push((int(&row, 0)?, values));
+    }
+    Ok((columns, out))
 }
 
 pub async fn snapshot_columns(db: &mut Db, snapshot_id: i64) -> MlResult<Value> {

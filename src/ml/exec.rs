@@ -27,9 +27,17 @@ const INT8: u32 = 20;
 const TEXT_ARRAY: u32 = 1009;
 const RECORD: u32 = 2249;
 
-/// Result columns of each function (name, type oid), as PostgresML declares them.
-pub fn columns(func: Function) -> &'static [(&'static str, u32)] {
-    match func {
+/// Result columns of each call (name, type oid), as PostgresML declares
+/// them; a training `group_by` adds the number of groups trained.
+pub fn columns(call: &FnCall) -> &'static [(&'static str, u32)] {
+    match call.func {
+        Function::Train | Function::TrainJoint if call.get("group_by").is_some() => &[
+            ("project", TEXT),
+            ("task", TEXT),
+            ("algorithm", TEXT),
+            ("deployed", BOOL),
+            ("groups", INT8),
+        ],
         Function::Train | Function::TrainJoint => &[
             ("project", TEXT),
             ("task", TEXT),
@@ -45,7 +53,7 @@ pub fn columns(func: Function) -> &'static [(&'static str, u32)] {
 
 /// The RowDescription a client sees for this call.
 pub fn describe(call: &FnCall, out: &mut BytesMut) {
-    let cols = columns(call.func);
+    let cols = columns(call);
     if call.expand || cols.len() == 1 {
         let named: Vec<(&str, u32)> = match (&call.alias, cols) {
             // `SELECT pgml.version() AS v`: the alias names the column.
@@ -70,7 +78,7 @@ pub async fn execute(
 ) -> MlResult<()> {
     ml.check_enabled(pool)?;
     let values = run(ml, pool, call, progress).await?;
-    let cols = columns(call.func);
+    let cols = columns(call);
     if call.expand || cols.len() == 1 {
         let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
         messages::data_row(out, &refs);
@@ -115,12 +123,16 @@ async fn run(
                 Ok(t) => {
                     ml.metrics
                         .training_finished(&t.algorithm, started.elapsed());
-                    Ok(vec![
+                    let mut row = vec![
                         Some(t.project),
                         Some(t.task.name().to_string()),
                         Some(t.algorithm),
                         Some(if t.deployed { "t" } else { "f" }.to_string()),
-                    ])
+                    ];
+                    if call.get("group_by").is_some() {
+                        row.push(t.groups.map(|n| n.to_string()));
+                    }
+                    Ok(row)
                 }
                 Err(e) => {
                     ml.metrics.training_failed();
@@ -156,6 +168,11 @@ async fn deploy(ml: &Arc<Ml>, pool: &Arc<Pool>, args: DeployArgs) -> MlResult<Ve
             let row = catalog::model(&mut db, id)
                 .await?
                 .ok_or_else(|| MlError::UndefinedObject(format!("model {id} does not exist")))?;
+            if let Some(set) = row.group_of {
+                return Err(MlError::invalid(format!(
+                    "model {id} is one group's model of the group set {set}: deploy the set (pgml.deploy({set}))"
+                )));
+            }
             (row, "specific".to_string())
         }
         DeployArgs::Strategy {

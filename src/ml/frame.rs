@@ -28,6 +28,18 @@ impl ColumnData {
         self.len() == 0
     }
 
+    /// The values of `rows`, in that order.
+    pub fn select(&self, rows: &[usize]) -> ColumnData {
+        match self {
+            ColumnData::Float(v) => ColumnData::Float(rows.iter().map(|&r| v[r]).collect()),
+            ColumnData::Text(v) => ColumnData::Text(rows.iter().map(|&r| v[r].clone()).collect()),
+            ColumnData::Array { width, values } => ColumnData::Array {
+                width: *width,
+                values: rows.iter().map(|&r| values[r].clone()).collect(),
+            },
+        }
+    }
+
     pub fn is_null(&self, row: usize) -> bool {
         match self {
             ColumnData::Float(v) => v[row].is_none(),
@@ -53,6 +65,22 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The rows `rows` of every column, in that order.
+    pub fn select(&self, rows: &[usize]) -> Frame {
+        Frame {
+            rows: rows.len(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| Column {
+                    name: c.name.clone(),
+                    pg_type: c.pg_type.clone(),
+                    data: c.data.select(rows),
+                })
+                .collect(),
+        }
+    }
+
     pub fn column(&self, name: &str) -> Option<(usize, &Column)> {
         self.columns
             .iter()

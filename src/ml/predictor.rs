@@ -9,8 +9,8 @@ use std::time::Instant;
 use ndarray::Array2;
 
 use super::error::{MlError, MlResult};
-use super::predict::{Call, Features, Func, ModelRef, Prediction, Predictor};
-use super::service::{Ml, StoredModel};
+use super::predict::{Call, Features, Func, GroupKey, ModelRef, Prediction, Predictor};
+use super::service::{group_text, Deployed, GroupModels, Ml, StoredModel};
 use super::task::Task;
 use crate::backend::registry::Pool;
 
@@ -20,9 +20,12 @@ pub struct ModelSet {
     /// Per call: the function and its model (None: a NULL model), with
     /// the name predictions are counted under.
     calls: Vec<(Func, Option<Named>)>,
+    /// Groups met that have no model, per project: each named once per
+    /// statement in a NOTICE (`notices`).
+    missing: parking_lot::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
-type Named = (String, Arc<StoredModel>);
+type Named = (String, Arc<Deployed>);
 
 impl ModelSet {
     /// Resolves every call's model; `params` are the Bind values (text) for
@@ -63,12 +66,68 @@ impl ModelSet {
         Ok(ModelSet {
             ml: ml.clone(),
             calls: out,
+            missing: Default::default(),
         })
+    }
+
+    /// The NOTICEs of the statement so far: one per (project, group) with
+    /// no model, each once.
+    pub fn notices(&self) -> Vec<String> {
+        let missing = std::mem::take(&mut *self.missing.lock());
+        missing
+            .into_iter()
+            .map(|(project, group)| {
+                format!("pgml.predict: project \"{project}\" has no model for group {group}; its rows predict NULL")
+            })
+            .collect()
+    }
+
+    /// Predictions of a group set: each row by its group's model, NULL
+    /// for a group without one.
+    fn predict_groups(
+        &self,
+        project: &str,
+        set: &GroupModels,
+        func: Func,
+        inputs: &[Features],
+    ) -> MlResult<Vec<Option<Prediction>>> {
+        // Rows of one group are predicted together, in one batch per group.
+        let mut by_group: std::collections::HashMap<&GroupKey, Vec<usize>> = Default::default();
+        for (i, input) in inputs.iter().enumerate() {
+            let Features::Grouped(key, _) = input else {
+                return Err(MlError::invalid(format!(
+                    "project \"{project}\" has a model per group of ({}): call pgml.{}(..., group => ...)",
+                    set.columns.join(", "),
+                    func.name()
+                )));
+            };
+            by_group.entry(key).or_default().push(i);
+        }
+        let mut out = vec![None; inputs.len()];
+        for (key, rows) in by_group {
+            let Some(model) = set.models.get(key) else {
+                self.missing
+                    .lock()
+                    .insert((project.to_string(), group_text(&set.columns, key)));
+                continue;
+            };
+            let features: Vec<Features> = rows
+                .iter()
+                .map(|&i| match &inputs[i] {
+                    Features::Grouped(_, f) => (**f).clone(),
+                    other => other.clone(),
+                })
+                .collect();
+            for (i, p) in rows.into_iter().zip(predict(model, func, &features)?) {
+                out[i] = Some(p);
+            }
+        }
+        Ok(out)
     }
 }
 
 impl Predictor for ModelSet {
-    fn predict(&self, call: usize, inputs: &[Features]) -> MlResult<Vec<Prediction>> {
+    fn predict(&self, call: usize, inputs: &[Features]) -> MlResult<Vec<Option<Prediction>>> {
         let (func, model) = self
             .calls
             .get(call)
@@ -77,7 +136,10 @@ impl Predictor for ModelSet {
             return Err(MlError::Internal("predict asked of a NULL model".into()));
         };
         let started = Instant::now();
-        let predictions = predict(model, *func, inputs)?;
+        let predictions = match &**model {
+            Deployed::Model(m) => predict(m, *func, inputs)?.into_iter().map(Some).collect(),
+            Deployed::Groups(set) => self.predict_groups(project, set, *func, inputs)?,
+        };
         self.ml
             .metrics
             .predicted(project, inputs.len(), started.elapsed());
@@ -114,6 +176,12 @@ fn matrix(model: &StoredModel, inputs: &[Features], batch: bool) -> MlResult<Arr
                     rows += 1;
                 }
                 data.extend_from_slice(values);
+            }
+            Features::Grouped(..) => {
+                return Err(MlError::invalid(format!(
+                    "model {} was not trained with group_by: call it without group => ...",
+                    model.id
+                )))
             }
             Features::Row(values) => {
                 let row = model.preprocessor.transform_row(values)?;
@@ -155,7 +223,7 @@ pub fn predict(model: &StoredModel, func: Func, inputs: &[Features]) -> MlResult
             for input in inputs {
                 let n = match input {
                     Features::Array(v) => v.len() / width,
-                    Features::Row(_) => 1,
+                    Features::Row(_) | Features::Grouped(..) => 1,
                 };
                 out.push(Prediction::Vector(scalars[at..at + n].to_vec()));
                 at += n;

@@ -281,6 +281,15 @@ fn cast(column: &SourceColumn) -> String {
     }
 }
 
+impl SourceColumn {
+    /// The column read as its text form (as Postgres prints it): how group
+    /// columns are read, so their values compare with `value::text`.
+    pub fn as_text(mut self) -> SourceColumn {
+        self.pull = Some(Pull::Text);
+        self
+    }
+}
+
 impl Source {
     /// The named columns, in that order: 42703 for one that is missing,
     /// 42804 naming the column and its type for one that cannot be used.

@@ -34,6 +34,62 @@ pub struct StoredModel {
     pub score: Option<f64>,
 }
 
+/// What a project deploys, or a model id names: one model, or the models
+/// of a `group_by` training, one per group.
+pub enum Deployed {
+    Model(StoredModel),
+    Groups(GroupModels),
+}
+
+/// The models of a `group_by` training.
+pub struct GroupModels {
+    /// The set's own catalog row (no model file of its own).
+    pub id: i64,
+    pub task: Task,
+    pub algorithm: Algorithm,
+    /// The key metric over every group's test rows.
+    pub score: Option<f64>,
+    /// The group columns, in the order keys list their values.
+    pub columns: Vec<String>,
+    pub models: std::collections::HashMap<predict::GroupKey, Arc<StoredModel>>,
+}
+
+/// `(store_id)=(7)`, as Postgres names key values in its messages.
+pub fn group_text(columns: &[String], key: &predict::GroupKey) -> String {
+    let values: Vec<&str> = key.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect();
+    format!("({})=({})", columns.join(", "), values.join(", "))
+}
+
+impl Deployed {
+    pub fn id(&self) -> i64 {
+        match self {
+            Deployed::Model(m) => m.id,
+            Deployed::Groups(g) => g.id,
+        }
+    }
+
+    pub fn task(&self) -> Task {
+        match self {
+            Deployed::Model(m) => m.task,
+            Deployed::Groups(g) => g.task,
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Deployed::Model(m) => m.algorithm,
+            Deployed::Groups(g) => g.algorithm,
+        }
+    }
+
+    pub fn score(&self) -> Option<f64> {
+        match self {
+            Deployed::Model(m) => m.score,
+            Deployed::Groups(g) => g.score,
+        }
+    }
+}
+
 /// The context of one pgml call: where its progress goes (NOTICEs to the
 /// client while work goes on) and which shard it is limited to (a shard_id
 /// comment or SET SHARD on a sharded pool).

@@ -95,10 +95,28 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
             "pgml.{name} needs an argument list: (project or model id, features)"
         )));
     };
-    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() || list.args.len() != 2 {
+    let group = match list.args.as_slice() {
+        [_, _] => None,
+        [_, _, named] if arg_name(named).as_deref() == Some("group") => match named {
+            FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } => Some(arg),
+            FunctionArg::Unnamed(_) => None,
+        },
+        _ => None,
+    };
+    if list.duplicate_treatment.is_some()
+        || !list.clauses.is_empty()
+        || list.args.len() != 2 + usize::from(group.is_some())
+    {
         return Err(MlError::Unsupported(format!(
-            "pgml.{name} takes exactly two arguments: (project or model id, features)"
+            "pgml.{name} takes two arguments, (project or model id, features), and optionally \
+             group => <expression> for a project trained with group_by"
         )));
+    }
+    if group.is_some() && func == Func::PredictBatch {
+        return Err(MlError::Unsupported(
+            "pgml.predict_batch takes no group: call pgml.predict(..., group => ...) per row"
+                .into(),
+        ));
     }
     let model_arg = arg_expr(&list.args[0], &["project_name", "model_id"], name)?;
     let features_arg = arg_expr(&list.args[1], &["features", "row"], name)?;
@@ -125,9 +143,10 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
     };
     // An array goes as itself (binary to the proxy, no float printing on
     // the server); rows and other expressions as JSON text.
-    let features = match input {
-        InputKind::Array => format!("({arg})"),
-        _ => format!("to_json({arg})::text"),
+    let features = match (input, group) {
+        (InputKind::Array, None) => format!("({arg})"),
+        (_, None) => format!("to_json({arg})::text"),
+        (_, Some(g)) => grouped_features(&arg, g, name)?,
     };
     let replacement = match &model {
         ModelRef::Null => "NULL::text".to_string(),
@@ -140,20 +159,74 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
     };
     let constant = match (&model, features_arg) {
         (ModelRef::Param(_), _) => None,
+        _ if group.is_some() => None,
         (_, FunctionArgExpr::Expr(e)) => constant_features(e, name)?,
         _ => None,
     };
     Ok(Analysed {
-        call: Call { func, model, input },
+        call: Call {
+            func,
+            model,
+            input,
+            grouped: group.is_some(),
+        },
         replacement,
         constant,
     })
 }
 
+/// Separates a grouped call's group from its features in the text the
+/// server returns: JSON never holds a raw tab.
+pub const GROUP_SEPARATOR: u8 = b'\t';
+
+/// A grouped call's replacement: the group values' text forms as a JSON
+/// array, a tab, the features as JSON. NULL features make it NULL (the
+/// functions are STRICT), so the prediction is NULL.
+fn grouped_features(features: &str, group: &FunctionArgExpr, func: &str) -> MlResult<String> {
+    let FunctionArgExpr::Expr(g) = group else {
+        return Err(MlError::Unsupported(format!(
+            "pgml.{func}: group => takes an expression or a row of them, not `{group}`"
+        )));
+    };
+    // `(region, store_id)`, `ROW(...)` and `ARRAY[...]` name several group
+    // columns; anything else is one value.
+    let parts: Vec<String> = match strip(g) {
+        Expr::Tuple(items) => items.iter().map(ToString::to_string).collect(),
+        Expr::Array(a) => a.elem.iter().map(ToString::to_string).collect(),
+        Expr::Function(f) if is_row_constructor(f) => match &f.args {
+            FunctionArguments::List(l) => l.args.iter().map(ToString::to_string).collect(),
+            _ => vec![g.to_string()],
+        },
+        _ => vec![g.to_string()],
+    };
+    let texts: Vec<String> = parts.iter().map(|p| format!("({p})::text")).collect();
+    Ok(format!(
+        "json_build_array({})::text || chr(9) || to_json({features})::text",
+        texts.join(", ")
+    ))
+}
+
+/// The name of a named argument (`name => value`): Postgres's dialect
+/// parses the name as an expression, so only a plain identifier is one.
+fn arg_name(arg: &FunctionArg) -> Option<String> {
+    match arg {
+        FunctionArg::Named { name, .. } => Some(folded(name)),
+        FunctionArg::ExprNamed {
+            name: Expr::Identifier(name),
+            ..
+        } => Some(folded(name)),
+        _ => None,
+    }
+}
+
 fn arg_expr<'a>(arg: &'a FunctionArg, names: &[&str], func: &str) -> MlResult<&'a FunctionArgExpr> {
     match arg {
         FunctionArg::Unnamed(e) => Ok(e),
-        FunctionArg::Named { name, arg, .. } if names.contains(&folded(name).as_str()) => Ok(arg),
+        FunctionArg::Named { arg: e, .. } | FunctionArg::ExprNamed { arg: e, .. }
+            if arg_name(arg).is_some_and(|n| names.contains(&n.as_str())) =>
+        {
+            Ok(e)
+        }
         _ => Err(MlError::Unsupported(format!(
             "pgml.{func}: argument `{arg}` is not supported; pass (project or model id, features)"
         ))),

@@ -395,7 +395,7 @@ fn encoding(message: &'static str) -> impl Fn(std::io::Error) -> MlError {
 struct NoModels;
 
 impl Predictor for NoModels {
-    fn predict(&self, _call: usize, _inputs: &[Features]) -> MlResult<Vec<Prediction>> {
+    fn predict(&self, _call: usize, _inputs: &[Features]) -> MlResult<Vec<Option<Prediction>>> {
         Err(MlError::Internal("Describe does not predict".into()))
     }
 }

@@ -10,7 +10,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::frame::RawValue;
 
-use super::types::{Features, InputKind};
+use super::types::{Features, GroupKey, InputKind};
 
 #[derive(Debug, Clone, PartialEq)]
 enum J {
@@ -171,6 +171,23 @@ pub fn decode(text: &[u8], kind: InputKind, func: &str) -> MlResult<Features> {
             "pgml.{func}: the features must be an array (ARRAY[...]) or a row ((a, b, ...), ROW(...), alias.*)"
         ))),
     }
+}
+
+/// A grouped call's value: the group's JSON array of texts, a tab, the
+/// features (see `calls::grouped_features`).
+pub fn decode_grouped(text: &[u8], kind: InputKind, func: &str) -> MlResult<Features> {
+    let unreadable = || {
+        MlError::Internal(format!(
+            "pgml.{func}: cannot read the group and features the server sent"
+        ))
+    };
+    let tab = text
+        .iter()
+        .position(|&b| b == super::calls::GROUP_SEPARATOR)
+        .ok_or_else(unreadable)?;
+    let group: GroupKey = serde_json::from_slice(&text[..tab]).map_err(|_| unreadable())?;
+    let features = decode(&text[tab + 1..], kind, func)?;
+    Ok(Features::Grouped(group, Box::new(features)))
 }
 
 #[cfg(test)]

@@ -556,7 +556,7 @@ impl Walker {
         let p = MARKER_PREFIX;
         parse_expr(&format!(
             "coalesce((SELECT coalesce({p}v, pg_temp.{p}fail({p}c, {p}e, NULL::{vt})) FROM {memo} \
-             WHERE {p}k = ({k}) LIMIT 1), pg_temp.{p}miss(({k}), NULL::{vt}))"
+             WHERE {p}k = ({k}) LIMIT 1), pg_temp.{p}miss(({k}), '{memo}', NULL::{vt}))"
         ))
     }
 

@@ -15,20 +15,26 @@ use super::types::{Input, Predictor};
 use super::Call;
 use crate::net::oid;
 
-/// The helper functions a lookup calls: `miss` when the memo lacks the
-/// features (NULL features are NULL, as the functions are STRICT), `fail`
-/// for features whose prediction fails, with the error a direct call
-/// would give. Session-lived, replaced on each use.
+/// The helper functions a lookup calls: `miss` when the memo gives no
+/// value for the features (NULL features are NULL, as the functions are
+/// STRICT; so is a prediction the memo holds as NULL, of a group with no
+/// model: looked for in table `t` only then), `fail` for features whose
+/// prediction fails, with the error a direct call would give (none: the
+/// prediction is NULL). Session-lived, replaced on each use.
 pub const FUNCTIONS: &str = "\
-CREATE OR REPLACE FUNCTION pg_temp.__pgml_miss(k anyelement, r anycompatible) RETURNS anycompatible \
-LANGUAGE plpgsql AS $pgml$ BEGIN \
+CREATE OR REPLACE FUNCTION pg_temp.__pgml_miss(k anyelement, t text, r anycompatible) RETURNS anycompatible \
+LANGUAGE plpgsql AS $pgml$ DECLARE present boolean; BEGIN \
 IF k IS NULL THEN RETURN NULL; END IF; \
+EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE __pgml_k = $1)', t) USING k INTO present; \
+IF present THEN RETURN NULL; END IF; \
 RAISE EXCEPTION USING ERRCODE = '40001', \
 MESSAGE = 'pgml.predict: the features ' || left(k::text, 200) || ' changed while the statement ran', \
 HINT = 'Another session changed the rows between the collection of their features and their use; run the statement again.'; \
 END $pgml$; \
 CREATE OR REPLACE FUNCTION pg_temp.__pgml_fail(c text, e text, r anycompatible) RETURNS anycompatible \
-LANGUAGE plpgsql AS $pgml$ BEGIN RAISE EXCEPTION USING ERRCODE = c, MESSAGE = e; END $pgml$";
+LANGUAGE plpgsql AS $pgml$ BEGIN \
+IF c IS NULL THEN RETURN NULL; END IF; \
+RAISE EXCEPTION USING ERRCODE = c, MESSAGE = e; END $pgml$";
 
 /// `CREATE TEMP TABLE` of site `i`'s memo, its key of type `key_type`.
 pub fn create_sql(i: usize, key_type: &str, call: &Call) -> String {
@@ -201,7 +207,7 @@ fn rows(
             put_field(&mut out, Some(key));
             match (error, predicted.next()) {
                 (None, p) => {
-                    put_prediction(&mut out, call.func, p.as_ref(), 1)?;
+                    put_prediction(&mut out, call.func, p.flatten().as_ref(), 1)?;
                     put_field(&mut out, None);
                     put_field(&mut out, None);
                 }

@@ -32,7 +32,7 @@ pub use execution::{
 pub use lookup::LookupPlan;
 pub use plan::{mentions_predict, plan, Plan, ServerForm};
 pub use rows::Rewriter;
-pub use types::{Call, Features, Func, InputKind, ModelRef, Prediction, Predictor};
+pub use types::{Call, Features, Func, GroupKey, InputKind, ModelRef, Prediction, Predictor};
 
 /// How a statement calling pgml.predict runs.
 #[derive(Clone)]

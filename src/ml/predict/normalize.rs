@@ -28,8 +28,10 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
     let mut key = String::with_capacity(sql.len());
     let mut literals = Vec::new();
     let mut i = 0;
-    // The last significant byte before the current position.
+    // The last significant byte before the current position, and the one
+    // before it (`=>` names an argument: what follows is not compared).
     let mut last: u8 = b' ';
+    let mut before_last: u8 = b' ';
     while i < b.len() {
         let c = b[i];
         // A token copied whole: (its end, whether it is a compared
@@ -47,7 +49,7 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
                     .chars()
                     .last()
                     .is_some_and(|p| p.is_ascii_alphanumeric() || p == '&');
-                Some((end, after_comparison(last) && !prefixed, b'\''))
+                Some((end, after_comparison(before_last, last) && !prefixed, b'\''))
             }
             b'0'..=b'9' if !ident_char(key.as_bytes().last().copied()) => {
                 let mut end = i;
@@ -58,7 +60,7 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
                 let glued = b
                     .get(end)
                     .is_some_and(|&n| n.is_ascii_alphanumeric() || n == b'_');
-                Some((end, after_comparison(last) && !glued, b'0'))
+                Some((end, after_comparison(before_last, last) && !glued, b'0'))
             }
             _ => None,
         };
@@ -71,12 +73,14 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
                 key.push_str(text);
             }
             i = end;
+            before_last = last;
             last = kind;
             continue;
         }
         let ch_len = utf8_len(c);
         key.push_str(&sql[i..(i + ch_len).min(sql.len())]);
         if !c.is_ascii_whitespace() {
+            before_last = last;
             last = c;
         }
         i += ch_len;
@@ -87,9 +91,10 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
     Some(Normalized { key, literals })
 }
 
-/// `=`, `<`, `>` (and `<=`, `>=`, `<>`, `!=`) just before the constant.
-fn after_comparison(last: u8) -> bool {
-    matches!(last, b'=' | b'<' | b'>')
+/// `=`, `<`, `>` (and `<=`, `>=`, `<>`, `!=`) just before the constant,
+/// but not a named argument's `=>`.
+fn after_comparison(before_last: u8, last: u8) -> bool {
+    matches!(last, b'=' | b'<' | b'>') && !(before_last == b'=' && last == b'>')
 }
 
 fn ident_char(c: Option<u8>) -> bool {
@@ -203,6 +208,13 @@ mod tests {
             "SELECT pgml.predict('p', ARRAY[a, 1.5]) FROM t WHERE id = $9000001 AND name <> $9000002"
         );
         assert_eq!(n.literals, vec!["42".to_string(), "'o''k'".to_string()]);
+        // A named argument's value is not compared: it stays.
+        let n = normalize("SELECT pgml.predict(project_name => 'p', ARRAY[a]) FROM t WHERE id = 4")
+            .unwrap();
+        assert_eq!(
+            n.key,
+            "SELECT pgml.predict(project_name => 'p', ARRAY[a]) FROM t WHERE id = $9000001"
+        );
         assert_eq!(
             restore(
                 "SELECT x FROM t WHERE id = $9000001 AND name <> $9000002",

@@ -263,7 +263,7 @@ impl Plan {
                     if res.len() != 1 {
                         return Err(MlError::Internal("the model returned no prediction".into()));
                     }
-                    res.pop()
+                    res.pop().flatten()
                 }
             };
             values.push((call.func, value));
@@ -509,7 +509,7 @@ impl Rewriter {
             }
             let mut column = vec![None; rows.rows];
             for (ri, p) in which.into_iter().zip(results) {
-                column[ri] = Some(p);
+                column[ri] = p;
             }
             preds[ci] = column;
         }
@@ -650,6 +650,7 @@ pub(super) fn decode_features(
 ) -> MlResult<Features> {
     let func = call.func.name();
     match input {
+        Input::Json if call.grouped => json::decode_grouped(value, call.input, func),
         Input::Json => json::decode(value, call.input, func),
         Input::Array(elem) => {
             let mut dense = Vec::new();

@@ -66,6 +66,9 @@ pub struct Call {
     pub func: Func,
     pub model: ModelRef,
     pub input: InputKind,
+    /// `group => ...`: the row's group picks the model of a project trained
+    /// with `group_by`; its features then arrive as `Features::Grouped`.
+    pub grouped: bool,
 }
 
 /// Features of one row for one call.
@@ -73,7 +76,15 @@ pub struct Call {
 pub enum Features {
     Array(Vec<f64>),
     Row(Vec<RawValue>),
+    /// The features of a `group => ...` call with the row's group: each
+    /// group value in its text form (NULL: None).
+    Grouped(GroupKey, Box<Features>),
 }
+
+/// A group of a model trained with `group_by`: each group column's value
+/// as Postgres prints it, so any expression of a type that prints alike
+/// (an int column and an int8 expression) finds the same model.
+pub type GroupKey = Vec<Option<String>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prediction {
@@ -85,8 +96,9 @@ pub enum Prediction {
 
 pub trait Predictor: Send + Sync {
     /// Predictions for a batch of rows of call number `call` (an index into
-    /// `Plan::calls`); one result per input, in order.
-    fn predict(&self, call: usize, inputs: &[Features]) -> MlResult<Vec<Prediction>>;
+    /// `Plan::calls`); one result per input, in order. `None`: NULL (a row
+    /// of a group that has no model).
+    fn predict(&self, call: usize, inputs: &[Features]) -> MlResult<Vec<Option<Prediction>>>;
 }
 
 /// Prefix of the aliases marking replacement columns. Statements that

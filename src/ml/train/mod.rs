@@ -1,6 +1,10 @@
 //! pgml.train: arguments → data pull → split → preprocessing → (search with
 //! cross-validation) → fit → metrics → catalog rows and files, committed in
 //! one transaction → deployment. CPU work runs on blocking threads.
+//! `groups` trains one model per group the same way.
+
+mod groups;
+mod models;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +24,7 @@ use super::metrics;
 use super::preprocess::{self, Preprocessor};
 use super::pull;
 use super::search::{self, Search};
-use super::service::{Ml, Progress, StoredModel};
+use super::service::{Deployed, Ml, Progress, StoredModel};
 use super::split::{self, Sampling};
 use super::task::Task;
 use crate::backend::registry::Pool;
@@ -34,6 +38,8 @@ pub struct Trained {
     pub task: Task,
     pub algorithm: String,
     pub deployed: bool,
+    /// With `group_by`: the number of groups trained.
+    pub groups: Option<usize>,
 }
 
 /// The split and preprocessed arrays a fit needs, owned, so they can move
@@ -50,6 +56,7 @@ struct TrainingSet {
 }
 
 /// What the snapshot is taken of: the relation and how it is split.
+#[derive(Clone)]
 struct Source {
     relation: String,
     y_columns: Vec<String>,
@@ -68,8 +75,8 @@ struct Data {
     test_rows: Vec<usize>,
     pre: Preprocessor,
     /// Per feature then per label column, for the snapshot; computed while
-    /// the model fits.
-    statistics: JoinHandle<Vec<Value>>,
+    /// the model fits (a group's model has none: its set's snapshot does).
+    statistics: Option<JoinHandle<Vec<Value>>>,
     set: Arc<TrainingSet>,
 }
 
@@ -97,7 +104,20 @@ pub async fn train(
     // The catalog connection goes back to the pool while data is read and
     // the model fits (that may take minutes); it is taken again to write.
     drop(catalog_db);
-    let frame = read_relation(ml, pool, &source.relation, &source.y_columns, progress).await?;
+    if !args.group_by.is_empty() {
+        let run = models::Run {
+            ml,
+            pool,
+            args: &args,
+            existing: existing.as_ref(),
+            task,
+            algorithm,
+            source: &source,
+            progress,
+        };
+        return run.train_groups().await;
+    }
+    let frame = read_relation(ml, pool, &source.relation, &source.y_columns, &[], progress).await?;
     progress.notice(format!(
         "pgml.train: read {} rows from {}",
         frame.rows, source.relation
@@ -110,6 +130,12 @@ pub async fn train(
         algorithm,
         ml.threads(),
     )?;
+    data.statistics = Some(spawn_statistics(
+        &data.frame,
+        &data.features,
+        &data.label_idx,
+        &data.train_rows,
+    ));
     // Held until the model is in the catalog.
     let _slot = ml.training_slot(progress).await?;
     let fitted = fit_model(&data, &args, progress).await?;
@@ -129,13 +155,14 @@ pub async fn train(
             preprocessor: Arc::new(data.pre),
             classes: data.classes,
         };
+        let stored = Arc::new(Deployed::Model(stored));
         if super::db::lent() {
             // Deployed inside a client's block: other clients see it once
             // the block commits (the NOTIFY of the deploy then drops every
             // process's entry); until then the catalog says what it is.
             ml.cache.invalidate(&Ml::database_key(pool), &args.project);
         } else {
-            ml.cache.put_deployed(pool, &args.project, Arc::new(stored));
+            ml.cache.put_deployed(pool, &args.project, stored);
         }
         progress.notice(format!("pgml.train: deployed model {model_id}"));
     }
@@ -144,6 +171,7 @@ pub async fn train(
         task,
         algorithm: algorithm.name().to_string(),
         deployed,
+        groups: None,
     })
 }
 
@@ -258,10 +286,7 @@ fn prepare(
         y_for_target.as_deref(),
         &train_rows,
     )?;
-    // The snapshot's column statistics (sorts of every column) are only
-    // written at the end: they are computed while the model fits.
     let frame = Arc::new(frame);
-    let statistics = spawn_statistics(&frame, &features, &label_idx, &train_rows);
     let set = TrainingSet {
         task,
         algorithm,
@@ -280,7 +305,7 @@ fn prepare(
         train_rows,
         test_rows,
         pre,
-        statistics,
+        statistics: None,
         set: Arc::new(set),
     })
 }
@@ -433,6 +458,7 @@ async fn write_catalog(
                     search: args.search.map(Search::name),
                     search_params: &Value::Object(args.search_params.clone()),
                     search_args: &Value::Object(args.search_args.clone()),
+                    group: None,
                 },
             )
             .await?;
@@ -458,7 +484,11 @@ async fn write_catalog(
 /// The snapshot's columns: each feature's preprocessing and statistics,
 /// then each label's statistics.
 async fn snapshot_columns(data: &mut Data) -> MlResult<Value> {
-    let mut feature_statistics = (&mut data.statistics)
+    let statistics = data
+        .statistics
+        .as_mut()
+        .ok_or_else(|| MlError::Internal("no column statistics".into()))?;
+    let mut feature_statistics = statistics
         .await
         .map_err(|e| MlError::Internal(format!("column statistics: {e}")))?;
     let label_statistics = feature_statistics.split_off(data.features.len());
@@ -511,11 +541,13 @@ fn new_model_wins(deployed: Option<f64>, new: Option<f64>) -> bool {
 
 /// Reads the relation from every shard in parallel, or from the one shard
 /// the call is limited to (a replica when there is one).
+/// `as_text`: columns read in their text form (group columns).
 async fn read_relation(
     ml: &Ml,
     pool: &Arc<Pool>,
     relation: &str,
     labels: &[String],
+    as_text: &[String],
     progress: &Progress,
 ) -> MlResult<Frame> {
     let max_bytes = ml.max_bytes();
@@ -527,11 +559,19 @@ async fn read_relation(
         let server = pool.choose(shard, Target::Replica).clone();
         let relation = relation.to_string();
         let labels = labels.to_vec();
+        let as_text = as_text.to_vec();
         async move {
             let mut db = Db::checkout(&server).await?;
-            let source = pull::describe(&mut db, &relation).await?;
-            // A missing label column is reported before any data is read.
+            let mut source = pull::describe(&mut db, &relation).await?;
+            // A missing label or group column is reported before any data
+            // is read.
             source.select(&labels)?;
+            for c in &mut source.columns {
+                if as_text.contains(&c.name) {
+                    *c = c.clone().as_text();
+                }
+            }
+            source.select(&as_text)?;
             let columns = source.select(&source.names())?;
             source.read(&mut db, &columns, max_bytes).await
         }
