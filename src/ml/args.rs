@@ -98,10 +98,24 @@ pub struct TrainArgs {
     pub preprocess: Value,
     /// One model per distinct value of these columns (empty: one model).
     pub group_by: Vec<String>,
+    /// pgmlcat's own hyperparameters, taken out of `hyperparams` (the
+    /// algorithms never see them): how the data is trained on, None: as
+    /// the relation's size decides.
+    pub pushdown: Option<bool>,
+    pub streaming: Option<bool>,
 }
 
 impl TrainArgs {
     pub fn from_call(call: &FnCall) -> MlResult<TrainArgs> {
+        let mut hyperparams = object(call, "hyperparams")?;
+        let mut own = |key: &str| match hyperparams.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(MlError::invalid(format!(
+                "hyperparameter \"{key}\" must be true or false"
+            ))),
+        };
+        let (pushdown, streaming) = (own("pushdown")?, own("streaming")?);
         if let Some(runtime) = text(call, "runtime")? {
             if !matches!(runtime.as_str(), "rust" | "python") {
                 return Err(MlError::invalid(format!(
@@ -115,7 +129,7 @@ impl TrainArgs {
             relation: text(call, "relation_name")?,
             y_columns: text_list(call, "y_column_name")?,
             algorithm: text(call, "algorithm")?.unwrap_or_else(|| "linear".into()),
-            hyperparams: object(call, "hyperparams")?,
+            hyperparams,
             search: text(call, "search")?
                 .map(|s| Search::parse(&s))
                 .transpose()?,
@@ -129,6 +143,8 @@ impl TrainArgs {
             materialize_snapshot: boolean(call, "materialize_snapshot", false)?,
             preprocess: Value::Object(object(call, "preprocess")?),
             group_by: text_list(call, "group_by")?,
+            pushdown,
+            streaming,
         })
     }
 }

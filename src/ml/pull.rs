@@ -282,6 +282,11 @@ fn cast(column: &SourceColumn) -> String {
 }
 
 impl SourceColumn {
+    /// Whether the column holds one number (or bool) per row.
+    pub fn is_number(&self) -> bool {
+        matches!(self.pull, Some(Pull::Number { .. }))
+    }
+
     /// The column read as its text form (as Postgres prints it): how group
     /// columns are read, so their values compare with `value::text`.
     pub fn as_text(mut self) -> SourceColumn {

@@ -5,6 +5,7 @@
 
 mod groups;
 mod models;
+mod pushdown;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,17 +105,35 @@ pub async fn train(
     // The catalog connection goes back to the pool while data is read and
     // the model fits (that may take minutes); it is taken again to write.
     drop(catalog_db);
+    let run = models::Run {
+        ml,
+        pool,
+        args: &args,
+        existing: existing.as_ref(),
+        task,
+        algorithm,
+        source: &source,
+        progress,
+    };
+    let pushdown = match args.pushdown {
+        Some(asked) => asked,
+        None if pushdown::applies(task, algorithm) => {
+            let large = pushdown::large(&run).await?;
+            if large {
+                progress.notice(format!(
+                    "pgml.train: {} has over {} rows: training by aggregates in the database (hyperparams => '{{\"pushdown\": false}}' pulls the rows instead)",
+                    source.relation,
+                    pushdown::AUTO_ROWS
+                ));
+            }
+            large
+        }
+        None => false,
+    };
+    if pushdown {
+        return run.train_pushdown().await;
+    }
     if !args.group_by.is_empty() {
-        let run = models::Run {
-            ml,
-            pool,
-            args: &args,
-            existing: existing.as_ref(),
-            task,
-            algorithm,
-            source: &source,
-            progress,
-        };
         return run.train_groups().await;
     }
     let frame = read_relation(ml, pool, &source.relation, &source.y_columns, &[], progress).await?;
