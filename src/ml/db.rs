@@ -153,6 +153,29 @@ impl Db {
     /// Runs `work` inside BEGIN/COMMIT; any error rolls back, so a failed
     /// training leaves no half-written catalog rows. On a client's server
     /// the client's block is the transaction.
+    /// Starts a read-only snapshot in which the same query gives the same
+    /// rows in the same order every time: REPEATABLE READ, no parallel
+    /// plans, no scan joining another one mid-table. Inside a client's
+    /// block (a lent connection) the block is the transaction.
+    pub async fn begin_snapshot(&mut self) -> MlResult<()> {
+        if self.lent.is_some() {
+            return Ok(());
+        }
+        self.execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SET LOCAL synchronize_seqscans = off; SET LOCAL max_parallel_workers_per_gather = 0",
+        )
+        .await
+    }
+
+    /// Ends `begin_snapshot`'s transaction.
+    pub async fn end_snapshot(&mut self) -> MlResult<()> {
+        if self.lent.is_some() {
+            return Ok(());
+        }
+        self.execute("COMMIT").await
+    }
+
     pub async fn in_transaction<T>(
         &mut self,
         work: impl AsyncFnOnce(&mut Db) -> MlResult<T>,

@@ -117,6 +117,8 @@ pub struct BinaryCopy {
     header_done: bool,
     finished: bool,
     rows: usize,
+    /// Rows handed out by `take` so far.
+    taken: usize,
     bytes: usize,
     max_bytes: usize,
 }
@@ -141,9 +143,30 @@ impl BinaryCopy {
             header_done: false,
             finished: false,
             rows: 0,
+            taken: 0,
             bytes: 0,
             max_bytes,
         }
+    }
+
+    /// The rows decoded since the last take, column by column; the
+    /// decoder keeps nothing of them.
+    fn take(&mut self) -> (Vec<ColumnData>, usize) {
+        let empty = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                ColumnData::Float(_) => ColumnData::Float(Vec::new()),
+                ColumnData::Text(_) => ColumnData::Text(Vec::new()),
+                ColumnData::Array { width, .. } => ColumnData::Array {
+                    width: *width,
+                    values: Vec::new(),
+                },
+            })
+            .collect();
+        let n = self.rows - self.taken;
+        self.taken = self.rows;
+        (std::mem::replace(&mut self.columns, empty), n)
     }
 
     pub fn feed(&mut self, chunk: &[u8]) -> MlResult<()> {
@@ -326,13 +349,40 @@ impl Source {
         self.columns.iter().map(|c| c.name.clone()).collect()
     }
 
-    /// Reads `columns` of the relation from one server into a frame.
-    pub async fn read(
+    /// Reads `columns` of the relation from one server `chunk` rows at a
+    /// time: each chunk, column by column, goes to `sink` and is dropped,
+    /// so memory holds one chunk whatever the relation's size. Returns the
+    /// number of rows.
+    pub async fn stream(
         &self,
         db: &mut Db,
         columns: &[SourceColumn],
-        max_bytes: usize,
-    ) -> MlResult<Frame> {
+        chunk: usize,
+        mut sink: impl FnMut(&[ColumnData], usize) -> MlResult<()>,
+    ) -> MlResult<usize> {
+        let (sql, pulls) = self.copy_sql(columns)?;
+        let mut decoder = BinaryCopy::new(pulls, usize::MAX);
+        db.copy_out(&sql, |bytes| {
+            decoder.feed(bytes)?;
+            if decoder.rows - decoder.taken >= chunk {
+                let (columns, n) = decoder.take();
+                sink(&columns, n)?;
+            }
+            Ok(())
+        })
+        .await?;
+        if !decoder.finished {
+            return Err(MlError::Internal("binary COPY ended early".into()));
+        }
+        let (columns, n) = decoder.take();
+        if n > 0 {
+            sink(&columns, n)?;
+        }
+        Ok(decoder.rows)
+    }
+
+    /// The COPY that reads `columns`, and how each is decoded.
+    fn copy_sql(&self, columns: &[SourceColumn]) -> MlResult<(String, Vec<Pull>)> {
         let list: Vec<String> = columns.iter().map(cast).collect();
         let sql = format!(
             "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
@@ -346,6 +396,17 @@ impl Source {
                     .ok_or_else(|| MlError::Internal("unusable column".into()))
             })
             .collect::<MlResult<Vec<_>>>()?;
+        Ok((sql, pulls))
+    }
+
+    /// Reads `columns` of the relation from one server into a frame.
+    pub async fn read(
+        &self,
+        db: &mut Db,
+        columns: &[SourceColumn],
+        max_bytes: usize,
+    ) -> MlResult<Frame> {
+        let (sql, pulls) = self.copy_sql(columns)?;
         let mut decoder = BinaryCopy::new(pulls, max_bytes);
         db.copy_out(&sql, |chunk| decoder.feed(chunk)).await?;
         if !decoder.finished {

@@ -104,7 +104,7 @@ fn last_error() -> String {
         .into_owned()
 }
 
-fn call(ret: c_int, what: &str) -> MlResult<()> {
+pub(super) fn call(ret: c_int, what: &str) -> MlResult<()> {
     if ret == 0 {
         Ok(())
     } else {
@@ -115,7 +115,10 @@ fn call(ret: c_int, what: &str) -> MlResult<()> {
     }
 }
 
-struct DatasetHandle(sys::DatasetHandle);
+pub(super) struct DatasetHandle(pub(super) sys::DatasetHandle);
+// SAFETY: a LightGBM Dataset has no thread affinity; pgmlcat uses each
+// from one thread at a time (it moves, it is never shared).
+unsafe impl Send for DatasetHandle {}
 impl Drop for DatasetHandle {
     fn drop(&mut self) {
         // SAFETY: the handle came from LGBM_DatasetCreateFromMat and is freed once.
@@ -131,18 +134,23 @@ impl Drop for BoosterHandle {
     }
 }
 
-fn to_i32(n: usize, what: &str) -> MlResult<i32> {
+pub(super) fn to_i32(n: usize, what: &str) -> MlResult<i32> {
     i32::try_from(n).map_err(|_| MlError::data(format!("too many {what} for lightgbm: {n}")))
 }
 
-pub fn fit(
+/// The parameters LightGBM gets for both the Dataset and the Booster,
+/// and the number of rounds.
+pub(super) struct Parameters {
+    pub string: CString,
+    rounds: i64,
+}
+
+pub(super) fn parameters(
     task: Task,
-    x: ArrayView2<f64>,
-    y: ArrayView2<f64>,
     num_classes: usize,
     hyperparams: &Map<String, Value>,
     threads: usize,
-) -> MlResult<Box<dyn Model>> {
+) -> MlResult<Parameters> {
     let mut params = canonical(hyperparams)?;
     let objective = match task {
         Task::Classification if num_classes > 2 => "multiclass",
@@ -170,9 +178,20 @@ pub fn fit(
             "lightgbm needs at least 1 boosting round (num_iterations)",
         ));
     }
-    let param_string = CString::new(to_param_string(&params))
+    let string = CString::new(to_param_string(&params))
         .map_err(|_| MlError::invalid("lightgbm hyperparameters contain a NUL byte"))?;
+    Ok(Parameters { string, rounds })
+}
 
+pub fn fit(
+    task: Task,
+    x: ArrayView2<f64>,
+    y: ArrayView2<f64>,
+    num_classes: usize,
+    hyperparams: &Map<String, Value>,
+    threads: usize,
+) -> MlResult<Box<dyn Model>> {
+    let params = parameters(task, num_classes, hyperparams, threads)?;
     let (rows, cols) = x.dim();
     let (nrow, ncol) = (to_i32(rows, "rows")?, to_i32(cols, "features")?);
     let matrix = flat(x);
@@ -188,7 +207,7 @@ pub fn fit(
                 nrow,
                 ncol,
                 c_int::from(matrix.row_major),
-                param_string.as_ptr(),
+                params.string.as_ptr(),
                 std::ptr::null_mut(),
                 &mut handle,
             )
@@ -197,7 +216,19 @@ pub fn fit(
     )?;
     let dataset = DatasetHandle(handle);
     drop(matrix);
+    train_on(task, &dataset, y, &params, cols)
+}
 
+/// Trains one booster per column of `y` (the labels of the dataset's
+/// rows) on a constructed dataset.
+pub(super) fn train_on(
+    task: Task,
+    dataset: &DatasetHandle,
+    y: ArrayView2<f64>,
+    params: &Parameters,
+    cols: usize,
+) -> MlResult<Box<dyn Model>> {
+    let nrow = to_i32(y.nrows(), "rows")?;
     let mut boosters = Vec::with_capacity(y.ncols());
     let mut strings = Vec::with_capacity(y.ncols());
     for target in y.columns() {
@@ -216,7 +247,8 @@ pub fn fit(
             },
             "labels",
         )?;
-        let model = train_booster(&dataset, &param_string, rounds)?;
+        drop(labels);
+        let model = train_booster(dataset, &params.string, params.rounds)?;
         let booster = Booster::from_string(&model)
             .map_err(|e| MlError::Internal(format!("lightgbm reload: {e}")))?;
         boosters.push(Gbm(booster));

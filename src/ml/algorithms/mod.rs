@@ -12,6 +12,7 @@ mod knn;
 mod lgbm_fast;
 mod lightgbm;
 mod lightgbm_params;
+pub mod lightgbm_stream;
 mod linear;
 mod pca;
 mod per_output;

@@ -6,6 +6,7 @@
 mod groups;
 mod models;
 mod pushdown;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -133,6 +134,23 @@ pub async fn train(
     if pushdown {
         return run.train_pushdown().await;
     }
+    let streaming = match args.streaming {
+        Some(asked) => asked,
+        None if stream::applies(task, algorithm) => {
+            let large = stream::large(&run).await?;
+            if large {
+                progress.notice(format!(
+                    "pgml.train: {} is large for [ml] max_memory_mb: streaming its rows into LightGBM (hyperparams => '{{\"streaming\": false}}' reads them into memory)",
+                    source.relation
+                ));
+            }
+            large
+        }
+        None => false,
+    };
+    if streaming {
+        return run.train_streaming().await;
+    }
     if !args.group_by.is_empty() {
         return run.train_groups().await;
     }
@@ -159,6 +177,7 @@ pub async fn train(
     let _slot = ml.training_slot(progress).await?;
     let fitted = fit_model(&data, &args, progress).await?;
 
+    progress.notice(format!("pgml.train: {}", stream::memory_use()));
     let (model_id, deployed) =
         write_catalog(pool, &args, existing.as_ref(), &source, &mut data, &fitted).await?;
     if deployed {

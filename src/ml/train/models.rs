@@ -15,9 +15,11 @@ use crate::ml::args::TrainArgs;
 use crate::ml::catalog::{self, NewModel, NewSnapshot, Project};
 use crate::ml::db::Db;
 use crate::ml::error::{MlError, MlResult};
+use crate::ml::frame::{Column, ColumnData, Frame};
 use crate::ml::labels::Classes;
 use crate::ml::predict::GroupKey;
 use crate::ml::preprocess::Preprocessor;
+use crate::ml::pull::SourceColumn;
 use crate::ml::service::{Deployed, GroupModels, Ml, Progress, StoredModel};
 use crate::ml::task::Task;
 
@@ -259,4 +261,22 @@ pub(super) fn key_object(columns: &[String], key: &GroupKey) -> Value {
             .map(|(c, v)| (c.clone(), v.clone().map_or(Value::Null, Value::String)))
             .collect(),
     )
+}
+
+/// The features as stored: numbers with the default treatment, which
+/// needs no statistics (one row stands in for the relation).
+pub(super) fn identity_preprocessor(features: &[SourceColumn]) -> MlResult<Preprocessor> {
+    let frame = Frame {
+        rows: 1,
+        columns: features
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                pg_type: c.pg_type.clone(),
+                data: ColumnData::Float(vec![Some(0.0)]),
+            })
+            .collect(),
+    };
+    let all: Vec<usize> = (0..features.len()).collect();
+    Preprocessor::fit(&frame, &all, &std::collections::BTreeMap::new(), None, &[0])
 }

@@ -11,18 +11,18 @@
 //! side's statistics (r2, mean_squared_error, explained_variance; not
 //! mean_absolute_error, which needs every residual).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::models::{Record, Run, Snapshot};
+use super::models::{identity_preprocessor, Record, Run, Snapshot};
 use super::Trained;
 use crate::backend::server::quote_ident;
 use crate::ml::algorithms::{self, hyper::Hyper, Algorithm};
 use crate::ml::db::Db;
 use crate::ml::error::{MlError, MlResult};
-use crate::ml::frame::{Column, ColumnData, Frame};
+use crate::ml::frame::{Column, ColumnData};
 use crate::ml::predict::GroupKey;
 use crate::ml::preprocess::{self, Preprocessor};
 use crate::ml::pull::{self, SourceColumn};
@@ -67,7 +67,7 @@ pub(super) async fn large(run: &Run<'_>) -> MlResult<bool> {
     Ok(eligible && rows >= AUTO_ROWS)
 }
 
-fn shards(run: &Run<'_>) -> Vec<usize> {
+pub(super) fn shards(run: &Run<'_>) -> Vec<usize> {
     match run.progress.shard {
         Some(s) if s < run.pool.shards.len() => vec![s],
         _ => (0..run.pool.shards.len()).collect(),
@@ -633,24 +633,6 @@ fn model_json(algorithm: Algorithm, intercept: f64, w: &[f64]) -> MlResult<Vec<u
     };
     serde_json::to_vec(&json!({"n_features": w.len(), "outputs": [output]}))
         .map_err(|e| MlError::Internal(e.to_string()))
-}
-
-/// The features as stored: numbers with the default treatment, which
-/// needs no statistics (one row stands in for the relation).
-fn identity_preprocessor(features: &[SourceColumn]) -> MlResult<Preprocessor> {
-    let frame = Frame {
-        rows: 1,
-        columns: features
-            .iter()
-            .map(|c| Column {
-                name: c.name.clone(),
-                pg_type: c.pg_type.clone(),
-                data: ColumnData::Float(vec![Some(0.0)]),
-            })
-            .collect(),
-    };
-    let all: Vec<usize> = (0..features.len()).collect();
-    Preprocessor::fit(&frame, &all, &BTreeMap::new(), None, &[0])
 }
 
 /// The snapshot's columns, with what the sums tell of each: count, mean,
