@@ -19,6 +19,7 @@ mod drivers;
 mod lifecycle;
 mod limits;
 mod ml_anywhere;
+mod ml_groups;
 mod ml_predict;
 mod ml_train;
 mod notify;
