@@ -146,6 +146,42 @@ impl Server {
         .await
     }
 
+    /// Starts `COPY ... TO STDOUT` read a message at a time with
+    /// `next_copy_data`, for a reader that awaits between messages. Until
+    /// the answer is read through, the connection counts as broken, so a
+    /// reader that stops early never hands a half-read one back.
+    pub async fn start_copy_out(&mut self, sql: &str) -> Result<()> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).map_err(encode)?;
+        self.send(&out).await?;
+        self.state.broken = true;
+        Ok(())
+    }
+
+    /// The next CopyData's bytes of `start_copy_out`'s answer; None once
+    /// it is read through. A refusal is read through to ReadyForQuery.
+    pub async fn next_copy_data(&mut self) -> Result<Option<bytes::Bytes>> {
+        let mut first_error = None;
+        loop {
+            match self.recv_message().await? {
+                Message::CopyData(body) if first_error.is_none() => {
+                    return Ok(Some(body.into_bytes()))
+                }
+                Message::ReadyForQuery(_) => {
+                    self.state.broken = false;
+                    return first_error.map_or(Ok(None), Err);
+                }
+                Message::ErrorResponse(body) => {
+                    first_error.get_or_insert(Error::ServerRefused {
+                        addr: self.addr.to_string(),
+                        fields: error_fields_of(&body),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Starts `COPY ... FROM STDIN`: returns once the server is ready for
     /// the data (CopyInResponse), with its overall format (0 text, 1 binary)
     /// and column formats. A refusal is read through to ReadyForQuery.

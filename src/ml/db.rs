@@ -145,6 +145,16 @@ impl Db {
     }
 
     /// `COPY ... FROM STDIN` with the given payload.
+    /// `COPY ... TO STDOUT` read with awaits between the chunks (see
+    /// `Server::start_copy_out`); `copy_out_next` gives None at the end.
+    pub async fn copy_out_start(&mut self, sql: &str) -> MlResult<()> {
+        Ok(self.server()?.start_copy_out(sql).await?)
+    }
+
+    pub async fn copy_out_next(&mut self) -> MlResult<Option<bytes::Bytes>> {
+        Ok(self.server()?.next_copy_data().await?)
+    }
+
     pub async fn copy_in(&mut self, sql: &str, data: &[u8]) -> MlResult<()> {
         self.server()?.copy_in(sql, data).await?;
         Ok(())

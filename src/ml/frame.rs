@@ -28,6 +28,51 @@ impl ColumnData {
         self.len() == 0
     }
 
+    /// Appends `other`'s values `from..to` (a column of the same kind).
+    pub fn extend_from(&mut self, other: &ColumnData, from: usize, to: usize) {
+        match (self, other) {
+            (ColumnData::Float(a), ColumnData::Float(b)) => a.extend_from_slice(&b[from..to]),
+            (ColumnData::Text(a), ColumnData::Text(b)) => a.extend_from_slice(&b[from..to]),
+            (
+                ColumnData::Array { width, values },
+                ColumnData::Array {
+                    width: w,
+                    values: v,
+                },
+            ) => {
+                if values.is_empty() {
+                    *width = *w;
+                }
+                values.extend_from_slice(&v[from..to]);
+            }
+            _ => {}
+        }
+    }
+
+    /// Overwrites value `at` with `other`'s value `from`.
+    pub fn set_from(&mut self, at: usize, other: &ColumnData, from: usize) {
+        match (self, other) {
+            (ColumnData::Float(a), ColumnData::Float(b)) => a[at] = b[from],
+            (ColumnData::Text(a), ColumnData::Text(b)) => a[at] = b[from].clone(),
+            (ColumnData::Array { values, .. }, ColumnData::Array { values: v, .. }) => {
+                values[at] = v[from].clone()
+            }
+            _ => {}
+        }
+    }
+
+    /// An empty column of the same kind.
+    pub fn empty_like(&self) -> ColumnData {
+        match self {
+            ColumnData::Float(_) => ColumnData::Float(Vec::new()),
+            ColumnData::Text(_) => ColumnData::Text(Vec::new()),
+            ColumnData::Array { width, .. } => ColumnData::Array {
+                width: *width,
+                values: Vec::new(),
+            },
+        }
+    }
+
     /// The values of `rows`, in that order.
     pub fn select(&self, rows: &[usize]) -> ColumnData {
         match self {

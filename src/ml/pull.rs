@@ -149,21 +149,32 @@ impl BinaryCopy {
         }
     }
 
+    /// A decoder of `columns` (with no memory cap: the reader bounds what
+    /// it keeps).
+    pub fn for_columns(columns: &[SourceColumn]) -> MlResult<BinaryCopy> {
+        let pulls = columns
+            .iter()
+            .map(|c| {
+                c.pull
+                    .ok_or_else(|| MlError::Internal("unusable column".into()))
+            })
+            .collect::<MlResult<Vec<_>>>()?;
+        Ok(BinaryCopy::new(pulls, usize::MAX))
+    }
+
+    /// Rows decoded and not taken yet.
+    pub fn buffered(&self) -> usize {
+        self.rows - self.taken
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
     /// The rows decoded since the last take, column by column; the
     /// decoder keeps nothing of them.
-    fn take(&mut self) -> (Vec<ColumnData>, usize) {
-        let empty = self
-            .columns
-            .iter()
-            .map(|c| match c {
-                ColumnData::Float(_) => ColumnData::Float(Vec::new()),
-                ColumnData::Text(_) => ColumnData::Text(Vec::new()),
-                ColumnData::Array { width, .. } => ColumnData::Array {
-                    width: *width,
-                    values: Vec::new(),
-                },
-            })
-            .collect();
+    pub fn take(&mut self) -> (Vec<ColumnData>, usize) {
+        let empty = self.columns.iter().map(ColumnData::empty_like).collect();
         let n = self.rows - self.taken;
         self.taken = self.rows;
         (std::mem::replace(&mut self.columns, empty), n)
@@ -379,6 +390,24 @@ impl Source {
             sink(&columns, n)?;
         }
         Ok(decoder.rows)
+    }
+
+    /// The COPY that reads `columns` with the rows of each group together:
+    /// ordered by the text forms of `group` (the group key), a group's rows
+    /// in the relation's order.
+    pub fn grouped_copy_sql(&self, columns: &[SourceColumn], group: &[String]) -> String {
+        let list: Vec<String> = columns.iter().map(cast).collect();
+        let order: Vec<String> = group
+            .iter()
+            .map(|g| format!("({}::text) COLLATE \"C\"", quote_ident(g)))
+            .collect();
+        format!(
+            "COPY (SELECT {} FROM (SELECT *, row_number() OVER () AS __pgml_n FROM {}) __pgml_s \
+             ORDER BY {}, __pgml_n) TO STDOUT (FORMAT binary)",
+            list.join(", "),
+            self.relation,
+            order.join(", ")
+        )
     }
 
     /// The COPY that reads `columns`, and how each is decoded.

@@ -112,7 +112,8 @@ const READ_ONLY_FUNCTIONS: &[&str] = &[
     "nth_value",
     "cume_dist",
     "percent_rank",
-    // conditionals and comparison
+    // conditionals and comparison; ROW(...) parses as a function call
+    "row",
     "coalesce",
     "nullif",
     "greatest",
@@ -376,6 +377,7 @@ mod tests {
             "show work_mem",
             "select 1; select 2",
             "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "SELECT to_json(ROW(a, b))::text FROM t",
         ] {
             assert_eq!(classify(sql), Intent::Read, "{sql}");
         }

@@ -5,26 +5,51 @@
 //! catalog (a row for the set, which deploys, and a row per group), so a
 //! deploy moves them together.
 //!
+//! The data is pulled where it lives: every shard streams its rows ordered
+//! by group, and a group is trained as soon as its last row has arrived
+//! while the stream goes on. A stream waits while every training thread is
+//! busy, so the proxy holds the groups training now and one per shard
+//! being read, not the relation. A group found on several shards (the
+//! sharding key does not determine the groups) is gathered from all of
+//! them first; whether there are any is asked of the shards beforehand,
+//! unless the pool's `automatic_sharding_key` is a group column.
+//!
 //! A group that cannot train (too few rows to split, one class) gets a
 //! NOTICE and no model; an error in the arguments fails the training.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use ndarray::Axis;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use super::models::{Record, Run, Snapshot};
-use super::{fit_model, prepare, read_relation, spawn_statistics, Data, Fitted, Trained};
+use super::{fit_model, prepare, Data, Fitted, Source, Trained, SEED};
+use crate::backend::server::quote_ident;
+use crate::ml::algorithms::Algorithm;
+use crate::ml::args::TrainArgs;
+use crate::ml::db::Db;
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::frame::{Column, ColumnData, Frame};
 use crate::ml::labels::Classes;
 use crate::ml::metrics;
 use crate::ml::predict::GroupKey;
 use crate::ml::preprocess;
+use crate::ml::pull::{self, BinaryCopy, SourceColumn};
 use crate::ml::service::{group_text, Progress};
 use crate::ml::task::Task;
+use crate::router::Target;
+
+/// Rows decoded before the stream looks for group boundaries.
+const CHUNK: usize = 1024;
+/// Rows kept for the snapshot's column statistics (a uniform sample).
+const STATISTICS_ROWS: usize = 100_000;
 
 /// A group's trained model, ready for the catalog.
 struct Member {
@@ -33,19 +58,34 @@ struct Member {
     fitted: Fitted,
 }
 
+/// What every group's training needs, owned, for its task.
+struct Job {
+    source: Source,
+    args: TrainArgs,
+    task: Task,
+    algorithm: Algorithm,
+    progress: Progress,
+    done: AtomicUsize,
+}
+
+type Training = JoinHandle<(GroupKey, MlResult<(Data, Fitted)>)>;
+
+/// The streams' shared state: the training threads, the trainings
+/// started, the groups held for several shards, the statistics sample.
+struct Gather {
+    job: Arc<Job>,
+    threads: Arc<Semaphore>,
+    shared: HashSet<GroupKey>,
+    trainings: Mutex<Vec<Training>>,
+    held: Mutex<HashMap<GroupKey, Vec<(usize, Frame)>>>,
+    sample: Mutex<RowSample>,
+    rows: AtomicUsize,
+}
+
 impl Run<'_> {
-    /// Reads the relation, trains its groups, saves the set.
+    /// Streams every shard's groups into training, then saves the set.
     pub async fn train_groups(self) -> MlResult<Trained> {
         let args = self.args;
-        let frame = read_relation(
-            self.ml,
-            self.pool,
-            &self.source.relation,
-            &self.source.y_columns,
-            &args.group_by,
-            self.progress,
-        )
-        .await?;
         if let Some(g) = args
             .group_by
             .iter()
@@ -55,43 +95,102 @@ impl Run<'_> {
                 "column \"{g}\" cannot be both the label and a group column"
             )));
         }
-        let (frame, keys) = split_off_groups(frame, &args.group_by)?;
-        let groups = partition(&keys);
+        let shards = super::pushdown::shards(&self);
+        let shared = self.shared_groups(&shards).await?;
+        let _slot = self.ml.training_slot(self.progress).await?;
+        let gather = Gather {
+            job: Arc::new(Job {
+                source: self.source.clone(),
+                args: args.clone(),
+                task: self.task,
+                algorithm: self.algorithm,
+                progress: self.progress.clone(),
+                done: AtomicUsize::new(0),
+            }),
+            threads: Arc::new(Semaphore::new(self.ml.threads().max(1))),
+            shared,
+            trainings: Mutex::new(Vec::new()),
+            held: Mutex::new(HashMap::new()),
+            sample: Mutex::new(RowSample::default()),
+            rows: AtomicUsize::new(0),
+        };
+        let streams = shards.iter().map(|&s| self.stream_shard(s, &gather));
+        let streamed = futures_util::future::join_all(streams).await;
+        // The groups of several shards, their rows in shard order.
+        let held = std::mem::take(&mut *gather.held.lock());
+        for (key, mut parts) in held {
+            parts.sort_by_key(|(shard, _)| *shard);
+            let frame = pull::concat(parts.into_iter().map(|(_, f)| f).collect())?;
+            gather.dispatch(key, frame).await?;
+        }
+        let trainings = std::mem::take(&mut *gather.trainings.lock());
+        let mut members = Vec::with_capacity(trainings.len());
+        let mut skipped = 0;
+        let mut failure = streamed.into_iter().find_map(Result::err);
+        for training in trainings {
+            let (key, result) = training
+                .await
+                .map_err(|e| MlError::Internal(format!("training task failed: {e}")))?;
+            match result {
+                Ok((data, fitted)) => members.push(Member { key, data, fitted }),
+                // What the group's rows cannot give (too few to split, one
+                // class): the group has no model.
+                Err(MlError::Data(reason)) => {
+                    skipped += 1;
+                    self.progress.notice(format!(
+                        "pgml.train: group {} has no model: {reason}",
+                        group_text(&args.group_by, &key)
+                    ));
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let rows = gather.rows.load(Ordering::Relaxed);
         self.progress.notice(format!(
-            "pgml.train: read {} rows of {} groups from {}",
-            frame.rows,
-            groups.len(),
+            "pgml.train: {} groups of {rows} rows from {} trained, {skipped} without a model",
+            members.len(),
             self.source.relation
         ));
-        let frame = Arc::new(frame);
-        // The snapshot describes the whole relation: statistics over
-        // every row, computed while the groups train.
-        let all_rows: Vec<usize> = (0..frame.rows).collect();
-        let _slot = self.ml.training_slot(self.progress).await?;
-        let members = self.fit_groups(&frame, groups).await?;
+        // Catalog rows in the groups' order, whatever order they finished in.
+        members.sort_by(|a, b| a.key.cmp(&b.key));
+        let sample = std::mem::take(&mut *gather.sample.lock());
+        self.save_groups(members, sample.frame, rows).await
+    }
+
+    /// The set into the catalog: statistics from the sample, metrics
+    /// pooled over the groups.
+    async fn save_groups(
+        self,
+        members: Vec<Member>,
+        sample: Frame,
+        rows: usize,
+    ) -> MlResult<Trained> {
         let Some(first) = members.first() else {
             return Err(MlError::data(format!(
                 "no group of {} could be trained (see the NOTICEs)",
                 self.source.relation
             )));
         };
-        let statistics = spawn_statistics(
-            &frame,
-            &first.data.features,
-            &first.data.label_idx,
-            &all_rows,
-        );
+        let all: Vec<usize> = (0..sample.rows).collect();
+        let (features, labels) = (first.data.features.clone(), first.data.label_idx.clone());
+        let sample = Arc::new(sample);
+        let statistics = super::spawn_statistics(&sample, &features, &labels, &all);
         let mut statistics = statistics
             .await
             .map_err(|e| MlError::Internal(format!("column statistics: {e}")))?;
-        let labels = statistics.split_off(first.data.features.len());
+        let label_statistics = statistics.split_off(features.len());
         let mut columns = first.data.pre.columns_json(statistics);
         if let Value::Array(list) = &mut columns {
-            for (&i, s) in first.data.label_idx.iter().zip(labels) {
+            for (&i, s) in labels.iter().zip(label_statistics) {
                 list.push(preprocess::label_column_json(
-                    &frame.columns[i],
+                    &sample.columns[i],
                     i + 1,
-                    &all_rows,
+                    &all,
                     s,
                 ));
             }
@@ -100,7 +199,7 @@ impl Run<'_> {
         set_metrics.insert("groups".into(), json!(members.len()));
         let snapshot = Snapshot {
             columns,
-            analysis: json!({"samples": frame.rows, "groups": members.len()}),
+            analysis: json!({"samples": rows, "groups": members.len(), "statistics_rows": sample.rows}),
         };
         let records = members
             .into_iter()
@@ -116,121 +215,277 @@ impl Run<'_> {
         self.save(records, &snapshot, set_metrics).await
     }
 
-    /// Trains every group, `threads` at a time with one thread each (many
-    /// small fits gain nothing from threads of their own).
-    async fn fit_groups(
-        &self,
-        frame: &Arc<Frame>,
-        groups: Vec<(GroupKey, Vec<usize>)>,
-    ) -> MlResult<Vec<Member>> {
-        let total = groups.len();
-        let columns = &self.args.group_by;
-        let fits = futures_util::stream::iter(groups.into_iter().enumerate())
-            .map(|(i, (key, rows))| {
-                let frame = frame.clone();
-                async move {
-                    let result = self.train_group(frame, rows).await;
-                    (i, key, result)
+    /// The groups found on more than one shard: none on one shard, or
+    /// when the pool's automatic_sharding_key (on this relation) is a
+    /// group column; else asked of every shard (SELECT DISTINCT).
+    async fn shared_groups(&self, shards: &[usize]) -> MlResult<HashSet<GroupKey>> {
+        if shards.len() < 2 || self.sharded_by_group() {
+            return Ok(HashSet::new());
+        }
+        let columns: Vec<String> = self
+            .args
+            .group_by
+            .iter()
+            .map(|g| format!("({}::text)", quote_ident(g)))
+            .collect();
+        let mut seen: HashMap<GroupKey, usize> = HashMap::new();
+        for &shard in shards {
+            let mut db = Db::checkout(self.pool.choose(shard, Target::Replica)).await?;
+            let source = pull::describe(&mut db, &self.source.relation).await?;
+            source.select(&self.args.group_by).or_else(|e| match e {
+                // Unusable types are fine for a group: it is read as text.
+                MlError::DatatypeMismatch(_) => Ok(Vec::new()),
+                other => Err(other),
+            })?;
+            let sql = format!(
+                "SELECT DISTINCT {} FROM {}",
+                columns.join(", "),
+                source.relation
+            );
+            for key in db.query(&sql, &[]).await? {
+                *seen.entry(key).or_default() += 1;
+            }
+        }
+        Ok(seen
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Whether the pool routes this relation by one of the group columns.
+    fn sharded_by_group(&self) -> bool {
+        let Some((table, column)) = self.pool.sharding.automatic() else {
+            return false;
+        };
+        let relation = self.source.relation.rsplit('.').next().unwrap_or_default();
+        relation.trim_matches('"').eq_ignore_ascii_case(table)
+            && self
+                .args
+                .group_by
+                .iter()
+                .any(|g| g.eq_ignore_ascii_case(column))
+    }
+
+    /// One shard's rows, ordered by group: each group, once complete, to
+    /// `dispatch`.
+    async fn stream_shard(&self, shard: usize, gather: &Gather) -> MlResult<()> {
+        let mut db = Db::checkout(self.pool.choose(shard, Target::Replica)).await?;
+        let mut source = pull::describe(&mut db, &self.source.relation).await?;
+        source.select(&self.source.y_columns)?;
+        for c in &mut source.columns {
+            if self.args.group_by.contains(&c.name) {
+                *c = c.clone().as_text();
+            }
+        }
+        source.select(&self.args.group_by)?;
+        let columns = source.select(&source.names())?;
+        let group_at: Vec<usize> = self
+            .args
+            .group_by
+            .iter()
+            .filter_map(|g| columns.iter().position(|c| &c.name == g))
+            .collect();
+        let features: Vec<&SourceColumn> = columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !group_at.contains(i))
+            .map(|(_, c)| c)
+            .collect();
+        let mut decoder = BinaryCopy::for_columns(&columns)?;
+        db.copy_out_start(&source.grouped_copy_sql(&columns, &self.args.group_by))
+            .await?;
+        let mut current: Option<(GroupKey, Vec<ColumnData>)> = None;
+        loop {
+            let bytes = db.copy_out_next().await?;
+            if let Some(b) = &bytes {
+                decoder.feed(b)?;
+                if decoder.buffered() < CHUNK && !decoder.finished() {
+                    continue;
                 }
+            }
+            let (chunk, n) = decoder.take();
+            for (key, from, to) in runs(&chunk, &group_at, n) {
+                if current.as_ref().is_some_and(|(k, _)| *k != key) {
+                    if let Some((done, data)) = current.take() {
+                        gather
+                            .dispatch_columns(shard, done, data, &features)
+                            .await?;
+                    }
+                }
+                let (_, data) = current.get_or_insert_with(|| {
+                    let empty = chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !group_at.contains(i))
+                        .map(|(_, c)| c.empty_like())
+                        .collect();
+                    (key, empty)
+                });
+                let kept = chunk
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !group_at.contains(i));
+                for (into, (_, from_column)) in data.iter_mut().zip(kept) {
+                    into.extend_from(from_column, from, to);
+                }
+            }
+            if bytes.is_none() {
+                break;
+            }
+        }
+        if !decoder.finished() {
+            return Err(MlError::Internal("binary COPY ended early".into()));
+        }
+        if let Some((key, data)) = current.take() {
+            gather.dispatch_columns(shard, key, data, &features).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The runs of equal group keys in a chunk: (key, first row, end).
+fn runs(chunk: &[ColumnData], group_at: &[usize], n: usize) -> Vec<(GroupKey, usize, usize)> {
+    let key = |r: usize| -> GroupKey {
+        group_at
+            .iter()
+            .map(|&c| match &chunk[c] {
+                ColumnData::Text(v) => v[r].clone(),
+                _ => None,
             })
-            .buffer_unordered(self.ml.threads().max(1));
-        futures_util::pin_mut!(fits);
-        let mut members = Vec::with_capacity(total);
-        let mut skipped = 0;
-        while let Some((i, key, result)) = fits.next().await {
-            match result {
-                Ok((data, fitted)) => members.push((i, Member { key, data, fitted })),
-                // What the group's rows cannot give (too few to split, one
-                // class): the group has no model.
-                Err(MlError::Data(reason)) => {
-                    skipped += 1;
-                    self.progress.notice(format!(
-                        "pgml.train: group {} has no model: {reason}",
-                        group_text(columns, &key)
-                    ));
-                }
-                Err(e) => return Err(e),
-            }
-            let done = members.len() + skipped;
-            if done % 100 == 0 || done == total {
-                self.progress.notice(format!(
-                    "pgml.train: {done}/{total} groups done, {skipped} without a model"
-                ));
-            }
+            .collect()
+    };
+    let mut out: Vec<(GroupKey, usize, usize)> = Vec::new();
+    for r in 0..n {
+        let k = key(r);
+        match out.last_mut() {
+            Some((last, _, end)) if *last == k => *end = r + 1,
+            _ => out.push((k, r, r + 1)),
         }
-        // Catalog rows in the groups' first-seen order, whatever order
-        // they finished in.
-        members.sort_unstable_by_key(|(i, _)| *i);
-        Ok(members.into_iter().map(|(_, m)| m).collect())
     }
-
-    async fn train_group(&self, frame: Arc<Frame>, rows: Vec<usize>) -> MlResult<(Data, Fitted)> {
-        let source = self.source.clone();
-        let preprocess = self.args.preprocess.clone();
-        let (task, algorithm) = (self.task, self.algorithm);
-        let data = tokio::task::spawn_blocking(move || {
-            prepare(
-                frame.select(&rows),
-                &source,
-                &preprocess,
-                task,
-                algorithm,
-                1,
-            )
-        })
-        .await
-        .map_err(|e| MlError::Internal(format!("training thread failed: {e}")))??;
-        let fitted = fit_model(&data, self.args, &Progress::default()).await?;
-        Ok((data, fitted))
-    }
+    out
 }
 
-/// The frame without its group columns, and each row's group key.
-fn split_off_groups(frame: Frame, group_by: &[String]) -> MlResult<(Frame, Vec<GroupKey>)> {
-    let rows = frame.rows;
-    let mut group_columns: Vec<Option<Column>> = vec![None; group_by.len()];
-    let mut rest = Vec::with_capacity(frame.columns.len());
-    for column in frame.columns {
-        match group_by.iter().position(|g| *g == column.name) {
-            Some(i) => group_columns[i] = Some(column),
-            None => rest.push(column),
+impl Gather {
+    /// A complete group of shard `shard`, column by column.
+    async fn dispatch_columns(
+        &self,
+        shard: usize,
+        key: GroupKey,
+        data: Vec<ColumnData>,
+        features: &[&SourceColumn],
+    ) -> MlResult<()> {
+        let frame = Frame {
+            rows: data.first().map_or(0, ColumnData::len),
+            columns: features
+                .iter()
+                .zip(data)
+                .map(|(c, data)| Column {
+                    name: c.name.clone(),
+                    pg_type: c.pg_type.clone(),
+                    data,
+                })
+                .collect(),
+        };
+        self.rows.fetch_add(frame.rows, Ordering::Relaxed);
+        if self.shared.contains(&key) {
+            self.held
+                .lock()
+                .entry(key)
+                .or_default()
+                .push((shard, frame));
+            return Ok(());
         }
+        self.dispatch(key, frame).await
     }
-    let mut values = Vec::with_capacity(group_by.len());
-    for (name, column) in group_by.iter().zip(group_columns) {
-        match column.map(|c| c.data) {
-            Some(ColumnData::Text(v)) => values.push(v),
-            _ => {
-                return Err(MlError::UndefinedColumn(format!(
-                    "group column \"{name}\" was not read"
-                )))
-            }
-        }
-    }
-    let keys = (0..rows)
-        .map(|r| values.iter_mut().map(|v| v[r].take()).collect())
-        .collect();
-    Ok((
-        Frame {
-            columns: rest,
-            rows,
-        },
-        keys,
-    ))
-}
 
-/// Row indexes per group, groups in first-seen order.
-fn partition(keys: &[GroupKey]) -> Vec<(GroupKey, Vec<usize>)> {
-    let mut index: HashMap<&GroupKey, usize> = HashMap::new();
-    let mut groups: Vec<(GroupKey, Vec<usize>)> = Vec::new();
-    for (r, key) in keys.iter().enumerate() {
-        let at = *index.entry(key).or_insert_with(|| {
-            groups.push((key.clone(), Vec::new()));
-            groups.len() - 1
+    /// Starts the group's training once a training thread is free (the
+    /// caller's stream waits till then).
+    async fn dispatch(&self, key: GroupKey, frame: Frame) -> MlResult<()> {
+        let permit = self
+            .threads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| MlError::Internal(e.to_string()))?;
+        self.sample.lock().offer(&frame);
+        let job = self.job.clone();
+        let training = tokio::spawn(async move {
+            let result = train_group(&job, frame).await;
+            drop(permit);
+            let done = job.done.fetch_add(1, Ordering::Relaxed) + 1;
+            if done.is_multiple_of(100) {
+                job.progress
+                    .notice(format!("pgml.train: {done} groups trained"));
+            }
+            (key, result)
         });
-        groups[at].1.push(r);
+        self.trainings.lock().push(training);
+        Ok(())
     }
-    groups
+}
+
+/// A group's split, preprocessing and fit, on one training thread.
+async fn train_group(job: &Job, frame: Frame) -> MlResult<(Data, Fitted)> {
+    let source = job.source.clone();
+    let preprocess = job.args.preprocess.clone();
+    let (task, algorithm) = (job.task, job.algorithm);
+    let data = tokio::task::spawn_blocking(move || {
+        prepare(frame, &source, &preprocess, task, algorithm, 1)
+    })
+    .await
+    .map_err(|e| MlError::Internal(format!("training thread failed: {e}")))??;
+    let fitted = fit_model(&data, &job.args, &Progress::default()).await?;
+    Ok((data, fitted))
+}
+
+/// A uniform sample of the rows (reservoir sampling, seeded), for the
+/// snapshot's column statistics.
+#[derive(Default)]
+struct RowSample {
+    frame: Frame,
+    seen: usize,
+    rng: Option<StdRng>,
+}
+
+impl RowSample {
+    fn offer(&mut self, frame: &Frame) {
+        if self.frame.columns.is_empty() {
+            self.frame = Frame {
+                rows: 0,
+                columns: frame
+                    .columns
+                    .iter()
+                    .map(|c| Column {
+                        name: c.name.clone(),
+                        pg_type: c.pg_type.clone(),
+                        data: c.data.empty_like(),
+                    })
+                    .collect(),
+            };
+        }
+        let rng = self.rng.get_or_insert_with(|| StdRng::seed_from_u64(SEED));
+        for r in 0..frame.rows {
+            self.seen += 1;
+            let slot = if self.frame.rows < STATISTICS_ROWS {
+                None
+            } else {
+                match rng.gen_range(0..self.seen) {
+                    j if j < STATISTICS_ROWS => Some(j),
+                    _ => continue,
+                }
+            };
+            for (into, from) in self.frame.columns.iter_mut().zip(&frame.columns) {
+                match slot {
+                    None => into.data.extend_from(&from.data, r, r + 1),
+                    Some(j) => into.data.set_from(j, &from.data, r),
+                }
+            }
+            if slot.is_none() {
+                self.frame.rows += 1;
+            }
+        }
+    }
 }
 
 /// The set's metrics: every group's test rows scored together by their
@@ -299,17 +554,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_are_partitioned_by_group_in_first_seen_order() {
+    fn runs_split_a_chunk_by_group() {
         let k = |a: &str| vec![Some(a.to_string())];
-        let keys = vec![k("b"), k("a"), k("b"), vec![None], k("a")];
-        let groups = partition(&keys);
+        let chunk = vec![
+            ColumnData::Float(vec![Some(1.0); 5]),
+            ColumnData::Text(vec![
+                Some("a".into()),
+                Some("a".into()),
+                Some("b".into()),
+                None,
+                None,
+            ]),
+        ];
         assert_eq!(
-            groups,
-            vec![
-                (k("b"), vec![0, 2]),
-                (k("a"), vec![1, 4]),
-                (vec![None], vec![3])
-            ]
+            runs(&chunk, &[1], 5),
+            vec![(k("a"), 0, 2), (k("b"), 2, 3), (vec![None], 3, 5)]
         );
         assert_eq!(
             group_text(

@@ -527,7 +527,7 @@ fn cholesky_solve(a: &mut [f64], b: &[f64], k: usize) -> Option<Vec<f64>> {
         }
         // Relative to the largest diagonal: a pivot this small is a
         // rank deficiency, not a number to divide by.
-        if !(d > scale * 1e-12) {
+        if d.is_nan() || d <= scale * 1e-12 {
             return None;
         }
         let d = d.sqrt();
