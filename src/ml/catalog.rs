@@ -269,10 +269,12 @@ pub async fn insert_model(db: &mut Db, m: &NewModel<'_>) -> MlResult<i64> {
 /// Stores one named blob of a model (bytea, hex-encoded on the wire).
 pub async fn insert_file(db: &mut Db, model_id: i64, path: &str, data: &[u8]) -> MlResult<()> {
     let id = model_id.to_string();
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(2 + data.len() * 2);
     hex.push_str("\\x");
-    for b in data {
-        hex.push_str(&format!("{b:02x}"));
+    for &b in data {
+        hex.push(DIGITS[usize::from(b >> 4)] as char);
+        hex.push(DIGITS[usize::from(b & 15)] as char);
     }
     db.query(
         "INSERT INTO pgml.files (model_id, path, part, data) VALUES ($1::bigint, $2, 0, $3::bytea)",

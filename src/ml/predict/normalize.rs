@@ -209,10 +209,11 @@ mod tests {
         );
         assert_eq!(n.literals, vec!["42".to_string(), "'o''k'".to_string()]);
         // A named argument's value is not compared: it stays.
-        let n = normalize("SELECT pgml.predict(project_name => 'p', ARRAY[a]) FROM t WHERE id = 4")
-            .unwrap();
+        let named =
+            normalize("SELECT pgml.predict(project_name => 'p', ARRAY[a]) FROM t WHERE id = 4")
+                .unwrap();
         assert_eq!(
-            n.key,
+            named.key,
             "SELECT pgml.predict(project_name => 'p', ARRAY[a]) FROM t WHERE id = $9000001"
         );
         assert_eq!(

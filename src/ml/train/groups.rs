@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ndarray::Axis;
+use ndarray::{Array2, Axis};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -40,7 +40,7 @@ use crate::ml::frame::{Column, ColumnData, Frame};
 use crate::ml::labels::Classes;
 use crate::ml::metrics;
 use crate::ml::predict::GroupKey;
-use crate::ml::preprocess;
+use crate::ml::preprocess::{self, Preprocessor};
 use crate::ml::pull::{self, BinaryCopy, SourceColumn};
 use crate::ml::service::{group_text, Progress};
 use crate::ml::task::Task;
@@ -51,11 +51,20 @@ const CHUNK: usize = 1024;
 /// Rows kept for the snapshot's column statistics (a uniform sample).
 const STATISTICS_ROWS: usize = 100_000;
 
-/// A group's trained model, ready for the catalog.
+/// A group's trained model, ready for the catalog, with what the set's
+/// metrics need of its test rows (its rows and matrices are dropped as
+/// soon as it is trained: a thousand groups must not hold theirs).
 struct Member {
     key: GroupKey,
-    data: Data,
     fitted: Fitted,
+    pre: Preprocessor,
+    classes: Option<Classes>,
+    /// The frame's feature and label columns, by index.
+    features: Vec<usize>,
+    label_idx: Vec<usize>,
+    /// Test labels and the model's predictions of them.
+    truth: Array2<f64>,
+    predicted: Array2<f64>,
 }
 
 /// What every group's training needs, owned, for its task.
@@ -68,7 +77,7 @@ struct Job {
     done: AtomicUsize,
 }
 
-type Training = JoinHandle<(GroupKey, MlResult<(Data, Fitted)>)>;
+type Training = JoinHandle<(GroupKey, MlResult<Member>)>;
 
 /// The streams' shared state: the training threads, the trainings
 /// started, the groups held for several shards, the statistics sample.
@@ -132,7 +141,7 @@ impl Run<'_> {
                 .await
                 .map_err(|e| MlError::Internal(format!("training task failed: {e}")))?;
             match result {
-                Ok((data, fitted)) => members.push(Member { key, data, fitted }),
+                Ok(member) => members.push(member),
                 // What the group's rows cannot give (too few to split, one
                 // class): the group has no model.
                 Err(MlError::Data(reason)) => {
@@ -177,14 +186,14 @@ impl Run<'_> {
             )));
         };
         let all: Vec<usize> = (0..sample.rows).collect();
-        let (features, labels) = (first.data.features.clone(), first.data.label_idx.clone());
+        let (features, labels) = (first.features.clone(), first.label_idx.clone());
         let sample = Arc::new(sample);
         let statistics = super::spawn_statistics(&sample, &features, &labels, &all);
         let mut statistics = statistics
             .await
             .map_err(|e| MlError::Internal(format!("column statistics: {e}")))?;
         let label_statistics = statistics.split_off(features.len());
-        let mut columns = first.data.pre.columns_json(statistics);
+        let mut columns = first.pre.columns_json(statistics);
         if let Value::Array(list) = &mut columns {
             for (&i, s) in labels.iter().zip(label_statistics) {
                 list.push(preprocess::label_column_json(
@@ -206,8 +215,8 @@ impl Run<'_> {
             .map(|m| Record {
                 key: m.key,
                 model: m.fitted.model,
-                pre: m.data.pre,
-                classes: m.data.classes,
+                pre: m.pre,
+                classes: m.classes,
                 metrics: m.fitted.metrics,
                 hyperparams: m.fitted.hyperparams,
             })
@@ -411,7 +420,7 @@ impl Gather {
         self.sample.lock().offer(&frame);
         let job = self.job.clone();
         let training = tokio::spawn(async move {
-            let result = train_group(&job, frame).await;
+            let result = train_group(&job, key.clone(), frame).await;
             drop(permit);
             let done = job.done.fetch_add(1, Ordering::Relaxed) + 1;
             if done.is_multiple_of(100) {
@@ -426,7 +435,7 @@ impl Gather {
 }
 
 /// A group's split, preprocessing and fit, on one training thread.
-async fn train_group(job: &Job, frame: Frame) -> MlResult<(Data, Fitted)> {
+async fn train_group(job: &Job, key: GroupKey, frame: Frame) -> MlResult<Member> {
     let source = job.source.clone();
     let preprocess = job.args.preprocess.clone();
     let (task, algorithm) = (job.task, job.algorithm);
@@ -436,7 +445,28 @@ async fn train_group(job: &Job, frame: Frame) -> MlResult<(Data, Fitted)> {
     .await
     .map_err(|e| MlError::Internal(format!("training thread failed: {e}")))??;
     let fitted = fit_model(&data, &job.args, &Progress::default()).await?;
-    Ok((data, fitted))
+    let Data {
+        set,
+        pre,
+        classes,
+        features,
+        label_idx,
+        ..
+    } = data;
+    let predicted = match set.x_test.nrows() {
+        0 => Array2::zeros((0, set.y_test.ncols())),
+        _ => fitted.model.predict(set.x_test.view())?,
+    };
+    Ok(Member {
+        key,
+        pre,
+        classes,
+        features,
+        label_idx,
+        truth: set.y_test.clone(),
+        predicted,
+        fitted,
+    })
 }
 
 /// A uniform sample of the rows (reservoir sampling, seeded), for the
@@ -497,22 +527,16 @@ fn pooled_metrics(task: Task, members: &[Member]) -> MlResult<Map<String, Value>
         Task::Regression => {
             let mut truth = Vec::new();
             let mut predicted = Vec::new();
-            for m in members {
-                let set = &m.data.set;
-                if set.x_test.nrows() == 0 {
-                    continue;
-                }
-                truth.push(set.y_test.clone());
-                predicted.push(m.fitted.model.predict(set.x_test.view())?);
+            for m in members.iter().filter(|m| m.truth.nrows() > 0) {
+                truth.push(m.truth.view());
+                predicted.push(m.predicted.view());
             }
             if truth.is_empty() {
                 return Ok(Map::new());
             }
-            let views: Vec<_> = truth.iter().map(|a| a.view()).collect();
-            let y = ndarray::concatenate(Axis(0), &views)
+            let y = ndarray::concatenate(Axis(0), &truth)
                 .map_err(|e| MlError::Internal(e.to_string()))?;
-            let views: Vec<_> = predicted.iter().map(|a| a.view()).collect();
-            let p = ndarray::concatenate(Axis(0), &views)
+            let p = ndarray::concatenate(Axis(0), &predicted)
                 .map_err(|e| MlError::Internal(e.to_string()))?;
             metrics::regression(y.view(), p.view())
         }
@@ -528,14 +552,9 @@ fn pooled_metrics(task: Task, members: &[Member]) -> MlResult<Map<String, Value>
                 *names.entry(name).or_insert(next) as f64
             };
             let (mut truth, mut predicted) = (Vec::new(), Vec::new());
-            for m in members {
-                let set = &m.data.set;
-                if set.x_test.nrows() == 0 {
-                    continue;
-                }
-                let p = m.fitted.model.predict(set.x_test.view())?;
-                let classes = m.data.classes.as_ref();
-                for (t, p) in set.y_test.column(0).iter().zip(p.column(0)) {
+            for m in members.iter().filter(|m| m.truth.nrows() > 0) {
+                let classes = m.classes.as_ref();
+                for (t, p) in m.truth.column(0).iter().zip(m.predicted.column(0)) {
                     truth.push(code(classes, *t));
                     predicted.push(code(classes, *p));
                 }
