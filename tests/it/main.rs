@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod ml_anywhere;
 mod ml_groups;
+mod ml_groups_more;
 mod ml_predict;
 mod ml_train;
 mod notify;

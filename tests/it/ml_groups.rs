@@ -13,14 +13,14 @@ use std::process::{Command, Stdio};
 use crate::common::*;
 use serde_json::{json, Value};
 
-fn ok(proxy: &Proxy, sql: &str) -> String {
+pub(crate) fn ok(proxy: &Proxy, sql: &str) -> String {
     proxy
         .psql(sql)
         .unwrap_or_else(|e| panic!("{sql}\n{e}\n{}", proxy.log()))
 }
 
 /// psql through the proxy: (success, stdout, stderr). NOTICEs go to stderr.
-fn psql_full(proxy: &Proxy, sql: &str) -> (bool, String, String) {
+pub(crate) fn psql_full(proxy: &Proxy, sql: &str) -> (bool, String, String) {
     let port = proxy.port.to_string();
     let out = run_env(
         "psql",
@@ -57,7 +57,7 @@ fn psql_full(proxy: &Proxy, sql: &str) -> (bool, String, String) {
 /// Runs tests/reference/ml_groups_reference.py with `request` on stdin and
 /// .tools/py (where scripts/setup.sh puts numpy and lightgbm when the
 /// system Python lacks them) first on PYTHONPATH; its JSON answer.
-fn python(request: &Value) -> Value {
+pub(crate) fn python(request: &Value) -> Value {
     let root = env!("CARGO_MANIFEST_DIR");
     let script = format!("{root}/tests/reference/ml_groups_reference.py");
     let tools = format!("{root}/.tools/py");
@@ -95,7 +95,7 @@ fn python(request: &Value) -> Value {
 
 /// A linear model: intercept and one coefficient per feature.
 #[derive(Debug, Clone)]
-struct Linear {
+pub(crate) struct Linear {
     intercept: f64,
     coef: Vec<f64>,
 }
@@ -116,7 +116,7 @@ impl Linear {
     /// The stored model file of a 'linear' (or 'ridge') regression:
     /// {"n_features": k, "outputs": [{"intercept": b, "params": {"data": [...]}}]}
     /// (linfa's ElasticNet names the coefficients "hyperplane").
-    fn from_model_file(text: &str) -> Linear {
+    pub(crate) fn from_model_file(text: &str) -> Linear {
         let v: Value =
             serde_json::from_str(text).unwrap_or_else(|e| panic!("model file {text}: {e}"));
         let out = &v["outputs"][0];
@@ -145,14 +145,14 @@ impl Linear {
     }
 
     /// The prediction as `real`, as pgml.predict returns it.
-    fn predict(&self, x: &[f64]) -> f32 {
+    pub(crate) fn predict(&self, x: &[f64]) -> f32 {
         let dot: f64 = self.coef.iter().zip(x).map(|(c, v)| c * v).sum();
         (dot + self.intercept) as f32
     }
 }
 
 /// |a - b| <= rel * |b|, for every coefficient and the intercept.
-fn assert_linear_close(ours: &Linear, reference: &Linear, rel: f64, what: &str) {
+pub(crate) fn assert_linear_close(ours: &Linear, reference: &Linear, rel: f64, what: &str) {
     assert_eq!(
         ours.coef.len(),
         reference.coef.len(),
@@ -176,7 +176,7 @@ fn assert_linear_close(ours: &Linear, reference: &Linear, rel: f64, what: &str) 
 
 /// Two `real` predictions agree to float4 precision (one unit in the last
 /// place: the sum may be taken in another order before the rounding).
-fn f32_close(a: f32, b: f32) -> bool {
+pub(crate) fn f32_close(a: f32, b: f32) -> bool {
     a == b || (a - b).abs() <= f32::EPSILON * b.abs().max(a.abs())
 }
 
@@ -188,7 +188,7 @@ fn f32_close(a: f32, b: f32) -> bool {
 /// 100 rows each, y = a_g + b_g x1 + c_g x2 + d_g x3 + small noise, every
 /// value deterministic (sin/cos of the row numbers), inserted in a mixed
 /// order; only the stores `filter` keeps (e.g. "g % 2 = 0").
-fn store_table_sql(name: &str, filter: &str) -> String {
+pub(crate) fn store_table_sql(name: &str, filter: &str) -> String {
     format!(
         "CREATE TABLE {name} (store_id int, x1 float8, x2 float8, x3 float8, y float8); \
          INSERT INTO {name} \
@@ -204,21 +204,27 @@ fn store_table_sql(name: &str, filter: &str) -> String {
 }
 
 /// How many rows store `g` has in `store_table_sql`.
-fn rows_of_store(g: usize) -> usize {
+pub(crate) fn rows_of_store(g: usize) -> usize {
     60 + (g * 7) % 41
 }
 
 /// One row of a grouped table: group value (text), features, label.
 #[derive(Debug, Clone)]
-struct Row {
-    group: String,
-    x: Vec<f64>,
-    y: f64,
+pub(crate) struct Row {
+    pub(crate) group: String,
+    pub(crate) x: Vec<f64>,
+    pub(crate) y: f64,
 }
 
 /// `SELECT <group>, <features>, <label> FROM <from>` on `pg` directly (no
 /// ORDER BY: the scan order), each value in its exact float8 text form.
-fn scan(pg: &PgCluster, group: &str, features: &[&str], label: &str, from: &str) -> Vec<Row> {
+pub(crate) fn scan(
+    pg: &PgCluster,
+    group: &str,
+    features: &[&str],
+    label: &str,
+    from: &str,
+) -> Vec<Row> {
     let sql = format!(
         "SELECT {group}, {}, {label} FROM {from}",
         features.join(", ")
@@ -241,7 +247,7 @@ fn scan(pg: &PgCluster, group: &str, features: &[&str], label: &str, from: &str)
 }
 
 /// Rows per group, each group's in the order given.
-fn by_group(rows: &[Row]) -> BTreeMap<String, Vec<Row>> {
+pub(crate) fn by_group(rows: &[Row]) -> BTreeMap<String, Vec<Row>> {
     let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     for r in rows {
         out.entry(r.group.clone()).or_default().push(r.clone());
@@ -251,7 +257,7 @@ fn by_group(rows: &[Row]) -> BTreeMap<String, Vec<Row>> {
 
 /// test_sampling 'last' with test_size 0.25: each group's first
 /// n - round(n * 0.25) rows.
-fn train_rows_last(groups: &BTreeMap<String, Vec<Row>>) -> BTreeMap<String, Vec<Row>> {
+pub(crate) fn train_rows_last(groups: &BTreeMap<String, Vec<Row>>) -> BTreeMap<String, Vec<Row>> {
     groups
         .iter()
         .map(|(g, rows)| {
@@ -261,7 +267,7 @@ fn train_rows_last(groups: &BTreeMap<String, Vec<Row>>) -> BTreeMap<String, Vec<
         .collect()
 }
 
-fn xy(rows: &[Row]) -> Value {
+pub(crate) fn xy(rows: &[Row]) -> Value {
     json!({
         "x": rows.iter().map(|r| r.x.clone()).collect::<Vec<_>>(),
         "y": rows.iter().map(|r| r.y).collect::<Vec<_>>(),
@@ -269,7 +275,7 @@ fn xy(rows: &[Row]) -> Value {
 }
 
 /// numpy's least squares (with intercept) for each group.
-fn numpy_lstsq(groups: &BTreeMap<String, Vec<Row>>) -> BTreeMap<String, Linear> {
+pub(crate) fn numpy_lstsq(groups: &BTreeMap<String, Vec<Row>>) -> BTreeMap<String, Linear> {
     let req = json!({
         "mode": "lstsq",
         "groups": groups.iter().map(|(g, rows)| (g.clone(), xy(rows))).collect::<serde_json::Map<_, _>>(),
@@ -300,7 +306,7 @@ fn numpy_ridge(groups: &BTreeMap<String, Vec<Row>>, alpha: f64) -> BTreeMap<Stri
 // ---------------------------------------------------------------------------
 
 /// The id of the model pgml.deployed_models shows for `project`.
-fn deployed_id(catalog: &PgCluster, project: &str) -> i64 {
+pub(crate) fn deployed_id(catalog: &PgCluster, project: &str) -> i64 {
     catalog
         .psql(
             "app",
@@ -312,7 +318,7 @@ fn deployed_id(catalog: &PgCluster, project: &str) -> i64 {
 
 /// The set row of the latest group training of `project`: its id and
 /// metrics; checks that it has no group key and that it is the deployed one.
-fn set_row(catalog: &PgCluster, project: &str) -> (i64, Value) {
+pub(crate) fn set_row(catalog: &PgCluster, project: &str) -> (i64, Value) {
     let out = catalog.psql(
         "app",
         &format!(
@@ -334,7 +340,11 @@ fn set_row(catalog: &PgCluster, project: &str) -> (i64, Value) {
 
 /// The linear model of each group of set `set_id`, by the group key's
 /// `column` value (its text form).
-fn group_models(catalog: &PgCluster, set_id: i64, column: &str) -> BTreeMap<String, Linear> {
+pub(crate) fn group_models(
+    catalog: &PgCluster,
+    set_id: i64,
+    column: &str,
+) -> BTreeMap<String, Linear> {
     let out = catalog.psql(
         "app",
         &format!(
@@ -364,7 +374,7 @@ fn deployed_linear(catalog: &PgCluster, project: &str) -> Linear {
     Linear::from_model_file(&text)
 }
 
-fn assert_groups_close(
+pub(crate) fn assert_groups_close(
     ours: &BTreeMap<String, Linear>,
     reference: &BTreeMap<String, Linear>,
     rel: f64,
@@ -387,7 +397,7 @@ fn assert_groups_close(
 /// `SELECT store_id, x1, x2, x3, <prediction> FROM <from>` through the
 /// proxy, checked row by row against `models` (by the row's store); rows
 /// of a store without a model must be NULL. Returns the number of rows.
-fn check_predictions(
+pub(crate) fn check_predictions(
     proxy: &Proxy,
     prediction: &str,
     from: &str,
@@ -423,19 +433,19 @@ fn check_predictions(
 // Tests
 // ---------------------------------------------------------------------------
 
-fn single() -> (PgCluster, Proxy) {
+pub(crate) fn single() -> (PgCluster, Proxy) {
     let pg = PgCluster::start();
     let port = free_port();
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 4));
     (pg, proxy)
 }
 
-const FEATURES: [&str; 3] = ["x1", "x2", "x3"];
+pub(crate) const FEATURES: [&str; 3] = ["x1", "x2", "x3"];
 
 /// Trains 'stores' per store_id with 'last' sampling on `sales` through the
 /// proxy; checks the result row and the catalog's set row; returns the
 /// per-group models as stored.
-fn train_stores(proxy: &Proxy, catalog: &PgCluster) -> BTreeMap<String, Linear> {
+pub(crate) fn train_stores(proxy: &Proxy, catalog: &PgCluster) -> BTreeMap<String, Linear> {
     let out = ok(
         proxy,
         "SELECT * FROM pgml.train('stores', 'regression', 'sales', 'y', algorithm => 'linear', \
@@ -696,8 +706,7 @@ fn group_by_on_two_shards() {
     assert_groups_close(&models, &reference, 1e-8, "per-store OLS over two shards");
 
     let total: usize = groups.values().map(Vec::len).sum();
-    // (The ROW(...) form is refused on a sharded pool, with or without
-    // group =>: "statement has no sharding key"; see /tmp/i18/findings.md.)
+    // (The ROW(...) forms on a sharded pool: ml_groups_more.rs.)
     let n = check_predictions(
         &proxy,
         "pgml.predict('stores', ARRAY[x1, x2, x3], group => store_id)",
