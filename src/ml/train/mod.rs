@@ -500,9 +500,21 @@ async fn write_catalog(
                 },
             )
             .await?;
-            catalog::insert_file(db, model_id, "model", &model_bytes).await?;
-            catalog::insert_file(db, model_id, "meta.json", meta.to_string().as_bytes()).await?;
-            catalog::insert_file(db, model_id, "preprocessor.json", &preprocessor_json).await?;
+            let meta = meta.to_string();
+            let file = |path, data| catalog::File {
+                model_id,
+                path,
+                data,
+            };
+            catalog::insert_files(
+                db,
+                &[
+                    file("model", &model_bytes),
+                    file("meta.json", meta.as_bytes()),
+                    file("preprocessor.json", &preprocessor_json),
+                ],
+            )
+            .await?;
             let deploy = args.automatic_deploy
                 && match catalog::deployed(db, &args.project).await? {
                     None => true,

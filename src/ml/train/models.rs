@@ -144,7 +144,7 @@ impl Run<'_> {
                 false => None,
             };
             let mut ids = Vec::with_capacity(records.len());
-            for (r, files) in records.iter().zip(&files) {
+            for r in records {
                 let key = key_object(&args.group_by, &r.key);
                 let (hyperparams, metrics) = (
                     Value::Object(r.hyperparams.clone()),
@@ -156,12 +156,20 @@ impl Run<'_> {
                     group: set_id.map(|s| (s, &key)),
                     ..base
                 };
-                let id = catalog::insert_model(db, &row).await?;
-                for (path, bytes) in files {
-                    catalog::insert_file(db, id, path, bytes).await?;
-                }
-                ids.push(id);
+                ids.push(catalog::insert_model(db, &row).await?);
             }
+            let stored: Vec<catalog::File> = ids
+                .iter()
+                .zip(&files)
+                .flat_map(|(&model_id, files)| {
+                    files.iter().map(move |(path, data)| catalog::File {
+                        model_id,
+                        path,
+                        data,
+                    })
+                })
+                .collect();
+            catalog::insert_files(db, &stored).await?;
             let deploys = set_id
                 .or(ids.first().copied())
                 .ok_or_else(|| MlError::Internal("no model written".into()))?;
