@@ -152,14 +152,7 @@ impl BinaryCopy {
     /// A decoder of `columns` (with no memory cap: the reader bounds what
     /// it keeps).
     pub fn for_columns(columns: &[SourceColumn]) -> MlResult<BinaryCopy> {
-        let pulls = columns
-            .iter()
-            .map(|c| {
-                c.pull
-                    .ok_or_else(|| MlError::Internal("unusable column".into()))
-            })
-            .collect::<MlResult<Vec<_>>>()?;
-        Ok(BinaryCopy::new(pulls, usize::MAX))
+        Ok(BinaryCopy::new(pulls(columns)?, usize::MAX))
     }
 
     /// Rows decoded and not taken yet.
@@ -304,6 +297,17 @@ fn push_value(column: &mut ColumnData, pull: Pull, value: Option<&[u8]>) -> MlRe
     Ok(())
 }
 
+/// How each column is decoded.
+fn pulls(columns: &[SourceColumn]) -> MlResult<Vec<Pull>> {
+    columns
+        .iter()
+        .map(|c| {
+            c.pull
+                .ok_or_else(|| MlError::Internal("unusable column".into()))
+        })
+        .collect()
+}
+
 /// The SELECT list expression that casts a column to what we decode.
 fn cast(column: &SourceColumn) -> String {
     let q = quote_ident(&column.name);
@@ -418,14 +422,7 @@ impl Source {
             list.join(", "),
             self.relation
         );
-        let pulls = columns
-            .iter()
-            .map(|c| {
-                c.pull
-                    .ok_or_else(|| MlError::Internal("unusable column".into()))
-            })
-            .collect::<MlResult<Vec<_>>>()?;
-        Ok((sql, pulls))
+        Ok((sql, pulls(columns)?))
     }
 
     /// Reads `columns` of the relation from one server into a frame.

@@ -104,7 +104,7 @@ impl Run<'_> {
                 "column \"{g}\" cannot be both the label and a group column"
             )));
         }
-        let shards = super::pushdown::shards(&self);
+        let shards = self.shards();
         let shared = self.shared_groups(&shards).await?;
         let _slot = self.ml.training_slot(self.progress).await?;
         let gather = Gather {

@@ -116,39 +116,35 @@ pub async fn train(
         source: &source,
         progress,
     };
-    let pushdown = match args.pushdown {
-        Some(asked) => asked,
-        None if pushdown::applies(task, algorithm) => {
-            let large = pushdown::large(&run).await?;
-            if large {
-                progress.notice(format!(
-                    "pgml.train: {} has over {} rows: training by aggregates in the database (hyperparams => '{{\"pushdown\": false}}' pulls the rows instead)",
-                    source.relation,
-                    pushdown::AUTO_ROWS
-                ));
-            }
-            large
-        }
-        None => false,
-    };
-    if pushdown {
+    let pushdown = chosen(
+        args.pushdown,
+        pushdown::applies(task, algorithm),
+        pushdown::large(&run),
+        progress,
+        || {
+            format!(
+            "{} has over {} rows: training by aggregates in the database (hyperparams => '{{\"pushdown\": false}}' pulls the rows instead)",
+            source.relation,
+            pushdown::AUTO_ROWS
+        )
+        },
+    );
+    if pushdown.await? {
         return run.train_pushdown().await;
     }
-    let streaming = match args.streaming {
-        Some(asked) => asked,
-        None if stream::applies(task, algorithm) => {
-            let large = stream::large(&run).await?;
-            if large {
-                progress.notice(format!(
-                    "pgml.train: {} is large for [ml] max_memory_mb: streaming its rows into LightGBM (hyperparams => '{{\"streaming\": false}}' reads them into memory)",
-                    source.relation
-                ));
-            }
-            large
-        }
-        None => false,
-    };
-    if streaming {
+    let streaming = chosen(
+        args.streaming,
+        stream::applies(task, algorithm),
+        stream::large(&run),
+        progress,
+        || {
+            format!(
+            "{} is large for [ml] max_memory_mb: streaming its rows into LightGBM (hyperparams => '{{\"streaming\": false}}' reads them into memory)",
+            source.relation
+        )
+        },
+    );
+    if streaming.await? {
         return run.train_streaming().await;
     }
     if !args.group_by.is_empty() {
@@ -211,6 +207,29 @@ pub async fn train(
         deployed,
         groups: None,
     })
+}
+
+/// One of pgmlcat's own ways of training (pushdown, streaming): as asked,
+/// or where it applies as the relation's size decides, with a NOTICE that
+/// says why and how to ask otherwise.
+async fn chosen(
+    asked: Option<bool>,
+    applies: bool,
+    large: impl std::future::Future<Output = MlResult<bool>>,
+    progress: &Progress,
+    why: impl FnOnce() -> String,
+) -> MlResult<bool> {
+    match asked {
+        Some(asked) => Ok(asked),
+        None if applies => {
+            let large = large.await?;
+            if large {
+                progress.notice(format!("pgml.train: {}", why()));
+            }
+            Ok(large)
+        }
+        None => Ok(false),
+    }
 }
 
 /// The project's task: the one it has, or for a new project the one named.

@@ -22,6 +22,7 @@ use crate::ml::preprocess::Preprocessor;
 use crate::ml::pull::SourceColumn;
 use crate::ml::service::{Deployed, GroupModels, Ml, Progress, StoredModel};
 use crate::ml::task::Task;
+use crate::router::Target;
 
 /// One training: what `train` resolved before any data is read.
 pub(super) struct Run<'a> {
@@ -53,6 +54,35 @@ pub(super) struct Snapshot {
 }
 
 impl Run<'_> {
+    /// The shards the training reads: the one a shard_id comment or SET
+    /// SHARD names, else every one.
+    pub fn shards(&self) -> Vec<usize> {
+        match self.progress.shard {
+            Some(s) if s < self.pool.shards.len() => vec![s],
+            _ => (0..self.pool.shards.len()).collect(),
+        }
+    }
+
+    /// `expr` of the relation's `pg_class` row (the planner's estimates),
+    /// summed over the shards; 0 for a view. `expr` is pgmlcat's own SQL.
+    pub async fn estimate(&self, expr: &str) -> MlResult<f64> {
+        let sql = format!(
+            "SELECT coalesce((SELECT ({expr})::float8 FROM pg_class WHERE oid = to_regclass($1)), 0)::text"
+        );
+        let mut total = 0.0;
+        for shard in self.shards() {
+            let mut db = Db::checkout(self.pool.choose(shard, Target::Replica)).await?;
+            let row = db.query_one(&sql, &[Some(&self.source.relation)]).await?;
+            total += row
+                .first()
+                .and_then(|v| v.as_deref())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                .max(0.0);
+        }
+        Ok(total)
+    }
+
     /// Writes the models (with `group_by`: a set whose metrics are
     /// `set_metrics`), deploys by the usual rule, caches what deployed.
     pub async fn save(

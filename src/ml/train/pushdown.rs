@@ -45,33 +45,10 @@ pub(super) fn applies(task: Task, algorithm: Algorithm) -> bool {
 /// Whether the relation is large enough to push down unasked: its rows
 /// as the planner estimates them (`pg_class.reltuples`), over every shard.
 pub(super) async fn large(run: &Run<'_>) -> MlResult<bool> {
-    let mut rows = 0.0;
-    for shard in shards(run) {
-        let mut db = Db::checkout(run.pool.choose(shard, Target::Replica)).await?;
-        let row = db
-            .query_one(
-                "SELECT coalesce((SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass($1)), 0)::text",
-                &[Some(&run.source.relation)],
-            )
-            .await?;
-        rows += row
-            .first()
-            .and_then(|v| v.as_deref())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            .max(0.0);
-    }
     let eligible = run.args.search.is_none()
         && run.source.test_size <= 1.0
         && run.args.preprocess.as_object().is_none_or(Map::is_empty);
-    Ok(eligible && rows >= AUTO_ROWS)
-}
-
-pub(super) fn shards(run: &Run<'_>) -> Vec<usize> {
-    match run.progress.shard {
-        Some(s) if s < run.pool.shards.len() => vec![s],
-        _ => (0..run.pool.shards.len()).collect(),
-    }
+    Ok(eligible && run.estimate("reltuples").await? >= AUTO_ROWS)
 }
 
 /// The statistics of one group and side of the split. `xx` is the upper
@@ -133,7 +110,8 @@ impl Run<'_> {
         self.check_pushdown()?;
         let started = Instant::now();
         let cut = (self.source.test_size * BUCKETS as f64).round() as i64;
-        let reads = shards(&self)
+        let reads = self
+            .shards()
             .into_iter()
             .map(|shard| self.shard_sums(shard, cut));
         let read = futures_util::future::try_join_all(reads).await?;

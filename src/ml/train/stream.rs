@@ -50,23 +50,7 @@ pub(super) async fn large(run: &Run<'_>) -> MlResult<bool> {
     if !eligible {
         return Ok(false);
     }
-    let mut bytes = 0.0;
-    for shard in super::pushdown::shards(run) {
-        let mut db = Db::checkout(run.pool.choose(shard, Target::Replica)).await?;
-        let row = db
-            .query_one(
-                "SELECT coalesce((SELECT reltuples::float8 * relnatts FROM pg_class WHERE oid = to_regclass($1)), 0)::text",
-                &[Some(&run.source.relation)],
-            )
-            .await?;
-        bytes += row
-            .first()
-            .and_then(|v| v.as_deref())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            .max(0.0)
-            * 16.0;
-    }
+    let bytes = run.estimate("reltuples * relnatts").await? * 16.0;
     Ok(bytes > run.ml.max_bytes() as f64 / 4.0)
 }
 
@@ -93,7 +77,7 @@ impl Run<'_> {
     pub async fn train_streaming(self) -> MlResult<Trained> {
         self.check_streaming()?;
         let mut readers = Vec::new();
-        for shard in super::pushdown::shards(&self) {
+        for shard in self.shards() {
             readers.push(self.reader(shard).await?);
         }
         let features = readers[0].features.clone();
