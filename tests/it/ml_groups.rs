@@ -725,7 +725,7 @@ fn pushdown_train_rows(pg: &PgCluster, group: &str, table: &str) -> Vec<Row> {
         &FEATURES,
         "y",
         &format!(
-            "{table} AS r WHERE NOT ((hashtext(r::text) & 2147483647) % 10000 < round(0.25 * 10000))"
+            "{table} AS r WHERE NOT ((hash_record(r) & 2147483647) % 10000 < round(0.25 * 10000))"
         ),
     )
 }
@@ -965,6 +965,30 @@ fn bad_group_input_gets_clear_errors() {
         );
         let three: i32 = client.query_one("SELECT 3", &[]).await.unwrap().get(0);
         assert_eq!(three, 3);
+        // Pushdown and streaming refuse what they cannot do, each naming
+        // it, and a NULL names its column.
+        let refused = [
+            ("'{\"pushdown\": true}', algorithm => 'lightgbm'", "0A000", "linear and ridge"),
+            ("'{\"pushdown\": true}', algorithm => 'linear', preprocess => '{\"x1\": {\"scale\": \"standard\"}}'", "0A000", "preprocess"),
+            ("'{\"streaming\": true}', algorithm => 'linear'", "0A000", "lightgbm"),
+            ("'{\"streaming\": true}', algorithm => 'lightgbm', group_by => 'store_id'", "0A000", "group_by"),
+            ("'{\"pushdown\": 3}', algorithm => 'linear'", "22023", "pushdown"),
+        ];
+        for (args, code, word) in refused {
+            let sql = format!("SELECT * FROM pgml.train('g', 'regression', 'sales', 'y', hyperparams => {args})");
+            let err = client.simple_query(&sql).await.expect_err(&sql);
+            let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+            assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
+            assert!(db.message().contains(word), "{sql}: {}", db.message());
+        }
+        ok_async(&client, "CREATE TABLE with_null AS SELECT x1, x2, y FROM sales; UPDATE with_null SET x2 = NULL WHERE x1 > 0.5").await;
+        let sql = "SELECT * FROM pgml.train('g', 'regression', 'with_null', 'y', hyperparams => '{\"pushdown\": true}')";
+        let err = client.simple_query(sql).await.expect_err(sql);
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        assert_eq!(db.code().code(), "22000", "{sql}: {}", db.message());
+        assert!(db.message().contains("\"x2\"") && !db.message().contains("\"x1\""), "{}", db.message());
+        let four: i32 = client.query_one("SELECT 4", &[]).await.unwrap().get(0);
+        assert_eq!(four, 4);
         // No training of 'g' was recorded.
         let n: i64 = client
             .query_one("SELECT count(*) FROM pgml.projects WHERE name = 'g'", &[])

@@ -6,8 +6,9 @@
 //! the servers a scan and the proxy nothing.
 //!
 //! The split is a deterministic hash of the whole row: a row is a test row
-//! when `(hashtext(row::text) & 2147483647) % 10000 < round(test_size ×
-//! 10000)`, whichever shard holds it. Test metrics come from the test
+//! when `(hash_record(row) & 2147483647) % 10000 < round(test_size ×
+//! 10000)` (`hashtext(row::text)` before Postgres 14), whichever shard
+//! holds it. Test metrics come from the test
 //! side's statistics (r2, mean_squared_error, explained_variance; not
 //! mean_absolute_error, which needs every residual).
 
@@ -61,8 +62,6 @@ struct Sums {
     xy: Vec<f64>,
     y: f64,
     yy: f64,
-    min: Vec<f64>,
-    max: Vec<f64>,
 }
 
 impl Sums {
@@ -81,15 +80,6 @@ impl Sums {
         ] {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
         }
-        self.min
-            .iter_mut()
-            .zip(&other.min)
-            .for_each(|(a, b)| *a = a.min(*b));
-        self.max
-            .iter_mut()
-            .zip(&other.max)
-            .for_each(|(a, b)| *a = a.max(*b));
-        // min/max of the label ride at the end of both.
     }
 }
 
@@ -212,12 +202,21 @@ impl Run<'_> {
                 )));
             }
         }
+        let version = db
+            .query_one("SELECT current_setting('server_version_num')", &[])
+            .await?;
+        let version = version
+            .first()
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let split = (row_hash(version), cut);
         let sql = aggregate_sql(
             &source.relation,
             &features,
             &label,
             &self.args.group_by,
-            cut,
+            split,
         );
         let rows = db.query(&sql, &[]).await?;
         let bytes = rows
@@ -225,8 +224,11 @@ impl Run<'_> {
             .flatten()
             .map(|v| v.as_ref().map_or(0, String::len))
             .sum();
-        let names: Vec<&str> = features.iter().map(|c| c.name.as_str()).collect();
-        let table = parse_rows(rows, self.args.group_by.len(), &names, &label.name)?;
+        let (table, nulls) = parse_rows(rows, self.args.group_by.len(), features.len())?;
+        if nulls > 0.0 {
+            let columns: Vec<&SourceColumn> = features.iter().chain([&label]).collect();
+            return Err(null_columns(&mut db, &source.relation, &columns).await);
+        }
         Ok(ShardSums {
             features,
             label,
@@ -324,17 +326,30 @@ impl Run<'_> {
     }
 }
 
-/// The aggregate query: per group and side of the split, the count, each
-/// column's non-NULL count, Σx_i, Σx_i·x_j (i <= j), Σx_i·y, Σy, Σy², and
-/// each column's min and max.
+/// How a row's side of the split is hashed: `hash_record` (Postgres 14
+/// and later: each column's own hash, no text), else the hash of the row's
+/// text form.
+fn row_hash(server_version: i64) -> &'static str {
+    if server_version >= 140000 {
+        "hash_record(__pgml_r)"
+    } else {
+        "hashtext(__pgml_r::text)"
+    }
+}
+
+/// The aggregate query: per group and side of the split, the count, the
+/// rows with a NULL among the features and label, Σx_i, Σx_i·x_j (i <= j),
+/// Σx_i·y, Σy and Σy². Every aggregate is a row's work for the server, so
+/// there are no others.
 fn aggregate_sql(
     relation: &str,
     features: &[SourceColumn],
     label: &SourceColumn,
     group_by: &[String],
-    cut: i64,
+    split: (&str, i64),
 ) -> String {
     let k = features.len();
+    let (hash, cut) = split;
     let mut inner: Vec<String> = group_by
         .iter()
         .enumerate()
@@ -347,14 +362,18 @@ fn aggregate_sql(
             .map(|(i, c)| format!("{}::float8 AS c{i}", quote_ident(&c.name))),
     );
     inner.push(format!("{}::float8 AS y", quote_ident(&label.name)));
-    inner.push(format!(
-        "((hashtext(__pgml_r::text) & 2147483647) % {BUCKETS}) < {cut} AS t"
-    ));
+    inner.push(format!("(({hash} & 2147483647) % {BUCKETS}) < {cut} AS t"));
+    let columns: Vec<String> = (0..k)
+        .map(|i| format!("c{i}"))
+        .chain(["y".into()])
+        .collect();
     let mut outer: Vec<String> = (0..group_by.len()).map(|i| format!("g{i}")).collect();
     outer.push("t".into());
     outer.push("count(*)".into());
-    outer.extend((0..k).map(|i| format!("count(c{i})")));
-    outer.push("count(y)".into());
+    outer.push(format!(
+        "count(*) FILTER (WHERE NOT (({}) IS NOT NULL))",
+        columns.join(", ")
+    ));
     outer.extend((0..k).map(|i| format!("sum(c{i})")));
     for i in 0..k {
         outer.extend((i..k).map(|j| format!("sum(c{i} * c{j})")));
@@ -362,10 +381,6 @@ fn aggregate_sql(
     outer.extend((0..k).map(|i| format!("sum(c{i} * y)")));
     outer.push("sum(y)".into());
     outer.push("sum(y * y)".into());
-    outer.extend((0..k).map(|i| format!("min(c{i})")));
-    outer.push("min(y)".into());
-    outer.extend((0..k).map(|i| format!("max(c{i})")));
-    outer.push("max(y)".into());
     let groups: Vec<String> = (0..group_by.len())
         .map(|i| format!("g{i}"))
         .chain(["t".to_string()])
@@ -378,17 +393,34 @@ fn aggregate_sql(
     )
 }
 
-/// The query's rows into sums; a NULL feature or label is an error
-/// naming the column, as in training from pulled rows.
-fn parse_rows(
-    rows: Vec<Vec<Option<String>>>,
-    groups: usize,
-    features: &[&str],
-    label: &str,
-) -> MlResult<Table> {
-    let k = features.len();
+/// The columns that hold NULLs, named in the error: asked only when the
+/// aggregate counted rows with one.
+async fn null_columns(db: &mut Db, relation: &str, columns: &[&SourceColumn]) -> MlError {
+    let counts: Vec<String> = columns
+        .iter()
+        .map(|c| format!("count(*) - count({})", quote_ident(&c.name)))
+        .collect();
+    let sql = format!("SELECT {} FROM {relation}", counts.join(", "));
+    let named = match db.query_one(&sql, &[]).await {
+        Ok(row) => columns
+            .iter()
+            .zip(row)
+            .filter(|(_, n)| n.as_deref().is_some_and(|n| n != "0"))
+            .map(|(c, n)| format!("\"{}\" ({} NULL)", c.name, n.unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => return e,
+    };
+    MlError::data(format!(
+        "columns with NULL values: {named}; pushdown training needs every feature and the label present (impute them in a view)"
+    ))
+}
+
+/// The query's rows into sums, and the number of rows with a NULL.
+fn parse_rows(rows: Vec<Vec<Option<String>>>, groups: usize, k: usize) -> MlResult<(Table, f64)> {
     let bad = || MlError::Internal("unexpected row from the pushdown aggregate".into());
     let mut table = Table::new();
+    let mut nulls = 0.0;
     for row in rows {
         let mut it = row.into_iter();
         let key: GroupKey = it.by_ref().take(groups).collect();
@@ -399,21 +431,12 @@ fn parse_rows(
                     .map_or(Ok(f64::NAN), |v| v.parse().map_err(|_| bad()))
             })
             .collect::<MlResult<Vec<f64>>>()?;
-        // count(*), k+1 counts, k sums, k(k+1)/2 products, k, 2, then
-        // k+1 minimums and k+1 maximums.
-        if values.len() != 1 + (k + 1) + k + k * (k + 1) / 2 + k + 2 + 2 * (k + 1) {
+        // count(*), the NULL rows, k sums, k(k+1)/2 products, k, 2.
+        if values.len() != 2 + k + k * (k + 1) / 2 + k + 2 {
             return Err(bad());
         }
-        let n = values[0];
-        for (name, present) in features.iter().chain([&label]).zip(&values[1..k + 2]) {
-            if *present < n {
-                return Err(MlError::data(format!(
-                    "column \"{name}\" has {} NULL values; pushdown training needs every feature and the label present (impute them in a view)",
-                    n - present
-                )));
-            }
-        }
-        let mut at = k + 2;
+        nulls += values[1];
+        let mut at = 2;
         let mut take = |count: usize| {
             at += count;
             values[at - count..at].to_vec()
@@ -422,25 +445,22 @@ fn parse_rows(
         let xx = take(k * (k + 1) / 2);
         let xy = take(k);
         let (y, yy) = (take(1)[0], take(1)[0]);
-        let min = take(k + 1);
-        let max = take(k + 1);
         let sums = Sums {
-            n,
+            n: values[0],
             x,
             xx,
             xy,
             y,
             yy,
-            min,
-            max,
         };
-        if sums
-            .x
-            .iter()
-            .chain(&sums.xx)
-            .chain(&sums.xy)
-            .chain([&sums.y, &sums.yy])
-            .any(|v| !v.is_finite())
+        if nulls == 0.0
+            && sums
+                .x
+                .iter()
+                .chain(&sums.xx)
+                .chain(&sums.xy)
+                .chain([&sums.y, &sums.yy])
+                .any(|v| !v.is_finite())
         {
             return Err(MlError::data(
                 "the features or the label hold NaN or infinite values, or their products overflow float8",
@@ -448,7 +468,7 @@ fn parse_rows(
         }
         table.insert((key, test), sums);
     }
-    Ok(table)
+    Ok((table, nulls))
 }
 
 fn tri(k: usize, i: usize, j: usize) -> usize {
@@ -613,8 +633,8 @@ fn model_json(algorithm: Algorithm, intercept: f64, w: &[f64]) -> MlResult<Vec<u
         .map_err(|e| MlError::Internal(e.to_string()))
 }
 
-/// The snapshot's columns, with what the sums tell of each: count, mean,
-/// standard deviation, min and max over the training rows.
+/// The snapshot's columns, with what the sums tell of each: count, mean
+/// and standard deviation over the training rows.
 fn snapshot_columns(
     pre: &Preprocessor,
     features: &[SourceColumn],
@@ -622,20 +642,16 @@ fn snapshot_columns(
     s: &Sums,
 ) -> MlResult<Value> {
     let k = features.len();
-    let stats = |sum: f64, sum2: f64, i: usize| {
+    let stats = |sum: f64, sum2: f64| {
         let mean = sum / s.n;
         json!({
             "count": s.n,
             "mean": mean,
             "std_dev": (sum2 / s.n - mean * mean).max(0.0).sqrt(),
-            "min": s.min.get(i),
-            "max": s.max.get(i),
             "missing": 0,
         })
     };
-    let feature_stats = (0..k)
-        .map(|i| stats(s.x[i], s.xx[tri(k, i, i)], i))
-        .collect();
+    let feature_stats = (0..k).map(|i| stats(s.x[i], s.xx[tri(k, i, i)])).collect();
     let mut columns = pre.columns_json(feature_stats);
     let label_column = Column {
         name: label.name.clone(),
@@ -647,7 +663,7 @@ fn snapshot_columns(
             &label_column,
             k + 1,
             &[0],
-            stats(s.y, s.yy, k),
+            stats(s.y, s.yy),
         ));
     }
     Ok(columns)
@@ -663,8 +679,6 @@ mod tests {
             x: vec![0.0; k],
             xx: vec![0.0; k * (k + 1) / 2],
             xy: vec![0.0; k],
-            min: vec![f64::INFINITY; k + 1],
-            max: vec![f64::NEG_INFINITY; k + 1],
             ..Sums::default()
         };
         for (x, y) in rows {
