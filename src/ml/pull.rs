@@ -373,11 +373,24 @@ impl Source {
         db: &mut Db,
         columns: &[SourceColumn],
         chunk: usize,
+        sink: impl FnMut(&[ColumnData], usize) -> MlResult<()>,
+    ) -> MlResult<usize> {
+        let (sql, _) = self.copy_sql(columns)?;
+        self.stream_copy(db, &sql, columns, chunk, sink).await
+    }
+
+    /// `stream` of a COPY of `columns` other than the plain one (see
+    /// `rows_copy_sql`, `grouped_copy_sql`).
+    pub async fn stream_copy(
+        &self,
+        db: &mut Db,
+        sql: &str,
+        columns: &[SourceColumn],
+        chunk: usize,
         mut sink: impl FnMut(&[ColumnData], usize) -> MlResult<()>,
     ) -> MlResult<usize> {
-        let (sql, pulls) = self.copy_sql(columns)?;
-        let mut decoder = BinaryCopy::new(pulls, usize::MAX);
-        db.copy_out(&sql, |bytes| {
+        let mut decoder = BinaryCopy::for_columns(columns)?;
+        db.copy_out(sql, |bytes| {
             decoder.feed(bytes)?;
             if decoder.rows - decoder.taken >= chunk {
                 let (columns, n) = decoder.take();
@@ -411,6 +424,21 @@ impl Source {
             list.join(", "),
             self.relation,
             order.join(", ")
+        )
+    }
+
+    /// The COPY that reads `columns` of the rows numbered `rows` (0-based,
+    /// in the relation's order, ascending), in that order: the server
+    /// numbers and filters, so the others never leave it.
+    pub fn rows_copy_sql(&self, columns: &[SourceColumn], rows: &[usize]) -> String {
+        let list: Vec<String> = columns.iter().map(cast).collect();
+        let numbers: Vec<String> = rows.iter().map(usize::to_string).collect();
+        format!(
+            "COPY (SELECT {} FROM (SELECT *, row_number() OVER () - 1 AS __pgml_n FROM {}) __pgml_s \
+             WHERE __pgml_n = ANY ('{{{}}}'::int8[])) TO STDOUT (FORMAT binary)",
+            list.join(", "),
+            self.relation,
+            numbers.join(",")
         )
     }
 

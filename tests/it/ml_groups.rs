@@ -905,6 +905,30 @@ fn streaming_lightgbm_equals_in_memory() {
         )
     };
     assert_eq!(metrics("in_memory"), metrics("streamed"), "same test r2");
+
+    // Bins from a strict subset of the rows (LightGBM's own sample of 700,
+    // which the servers filter), a random split: still the same model file.
+    for (project, streaming) in [("sub_memory", false), ("sub_streamed", true)] {
+        ok(
+            &proxy,
+            &format!(
+                "SELECT * FROM pgml.train('{project}', 'regression', 'wide', 'y', algorithm => 'lightgbm', \
+                 hyperparams => '{{\"n_estimators\": 10, \"bin_construct_sample_cnt\": 700, \"streaming\": {streaming}}}', \
+                 test_sampling => 'random')"
+            ),
+        );
+    }
+    let model_md5 = |p: &str| {
+        pg.psql(
+            "app",
+            &format!(
+                "SELECT md5(f.data) FROM pgml.files f JOIN pgml.models m ON m.id = f.model_id \
+                 JOIN pgml.projects p ON p.id = m.project_id WHERE p.name = '{p}' AND f.path = 'model'"
+            ),
+        )
+    };
+    assert_eq!(model_md5("sub_memory"), model_md5("sub_streamed"));
+    assert_ne!(model_md5("sub_memory"), model_md5("in_memory"));
 }
 
 async fn ok_async(client: &tokio_postgres::Client, sql: &str) {

@@ -65,6 +65,8 @@ struct Reader {
 /// The split, as the stream meets the rows.
 struct Split {
     is_test: Vec<bool>,
+    /// Each shard's rows, in shard order.
+    shard_rows: Vec<usize>,
     y_train: Array2<f64>,
     y_test: Array2<f64>,
     classes: Option<Classes>,
@@ -275,6 +277,7 @@ impl Run<'_> {
                     .await?,
             );
         }
+        let shard_rows = frames.iter().map(|f| f.rows).collect();
         let frame = pull::concat(frames)?;
         let label_column = frame
             .columns
@@ -311,6 +314,7 @@ impl Run<'_> {
         ));
         Ok(Split {
             is_test,
+            shard_rows,
             y_train: y.select(Axis(0), &train_rows),
             y_test: y.select(Axis(0), &test_rows),
             classes,
@@ -346,22 +350,8 @@ async fn each_row(
         r.source
             .stream(&mut r.db, features, CHUNK, |columns, n| {
                 for i in 0..n {
-                    for (j, column) in columns.iter().enumerate() {
-                        values[j] = match column {
-                            ColumnData::Float(v) => {
-                                v[i].filter(|x| !x.is_nan()).ok_or_else(|| {
-                                    MlError::data(format!(
-                                    "column \"{}\" has NULL (or NaN) values; impute them in a view",
-                                    features[j].name
-                                ))
-                                })?
-                            }
-                            _ => return refuse_column(&features[j]),
-                        };
-                    }
-                    let test = *is_test.get(row).ok_or_else(|| {
-                        MlError::Internal("the relation changed between its reads".into())
-                    })?;
+                    row_values(columns, i, features, &mut values)?;
+                    let test = *is_test.get(row).ok_or_else(changed)?;
                     each(!test, train_pos, &values)?;
                     train_pos += usize::from(!test);
                     row += 1;
@@ -371,42 +361,71 @@ async fn each_row(
             .await?;
     }
     if row != is_test.len() {
-        return Err(MlError::Internal(
-            "the relation changed between its reads".into(),
-        ));
+        return Err(changed());
     }
     Ok(())
 }
 
-/// Pass 2: the features of the training rows LightGBM samples; also kept
-/// as a frame, for the snapshot's statistics.
+/// Pass 2: the features of the training rows LightGBM samples, which
+/// alone leave the servers; also kept as a frame, for the snapshot's
+/// statistics.
 async fn sample_pass(
     readers: &mut [Reader],
     features: &[SourceColumn],
     split: &Split,
     picks: &[i32],
 ) -> MlResult<(Sample, Frame)> {
-    // (training position, place in LightGBM's sample), by position.
-    let mut wanted: Vec<(usize, usize)> = picks
+    // (training position, place in LightGBM's sample) by position, then
+    // (row of the relation, place) as the rows are walked.
+    let mut by_position: Vec<(usize, usize)> = picks
         .iter()
         .enumerate()
         .map(|(place, &pos)| (pos as usize, place))
         .collect();
-    wanted.sort_unstable();
-    let mut next = 0;
+    by_position.sort_unstable();
+    let mut wanted: Vec<(usize, usize)> = Vec::with_capacity(picks.len());
+    let mut next = by_position.iter().peekable();
+    let mut position = 0;
+    for (row, &test) in split.is_test.iter().enumerate() {
+        if test {
+            continue;
+        }
+        while let Some(&(_, place)) = next.next_if(|(p, _)| *p == position) {
+            wanted.push((row, place));
+        }
+        position += 1;
+    }
     let mut sample = Sample::new(features.len());
     let mut kept: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(picks.len()); features.len()];
-    each_row(readers, features, &split.is_test, |train, pos, row| {
-        while train && next < wanted.len() && wanted[next].0 == pos {
-            sample.push(wanted[next].1, row)?;
-            for (k, v) in kept.iter_mut().zip(row) {
-                k.push(Some(*v));
+    let mut values = vec![0.0; features.len()];
+    let (mut offset, mut at) = (0, 0);
+    for (reader, &rows) in readers.iter_mut().zip(&split.shard_rows) {
+        let end = wanted[at..].partition_point(|(r, _)| *r < offset + rows) + at;
+        let local: Vec<usize> = wanted[at..end].iter().map(|(r, _)| r - offset).collect();
+        if !local.is_empty() {
+            let sql = reader.source.rows_copy_sql(features, &local);
+            let mut i = at;
+            let got = reader
+                .source
+                .stream_copy(&mut reader.db, &sql, features, CHUNK, |columns, n| {
+                    for r in 0..n {
+                        row_values(columns, r, features, &mut values)?;
+                        let place = wanted.get(i).map(|w| w.1).ok_or_else(changed)?;
+                        sample.push(place, &values)?;
+                        for (k, v) in kept.iter_mut().zip(&values) {
+                            k.push(Some(*v));
+                        }
+                        i += 1;
+                    }
+                    Ok(())
+                })
+                .await?;
+            if got != local.len() {
+                return Err(changed());
             }
-            next += 1;
         }
-        Ok(())
-    })
-    .await?;
+        (offset, at) = (offset + rows, end);
+    }
     let frame = Frame {
         rows: kept.first().map_or(0, Vec::len),
         columns: features
@@ -420,6 +439,32 @@ async fn sample_pass(
             .collect(),
     };
     Ok((sample, frame))
+}
+
+fn changed() -> MlError {
+    MlError::Internal("the relation changed between its reads".into())
+}
+
+/// Row `r` of a chunk's feature columns into `values`: a NULL or NaN is
+/// refused as the in-memory path's default preprocessing refuses it.
+fn row_values(
+    columns: &[ColumnData],
+    r: usize,
+    features: &[SourceColumn],
+    values: &mut [f64],
+) -> MlResult<()> {
+    for (j, column) in columns.iter().enumerate() {
+        values[j] = match column {
+            ColumnData::Float(v) => v[r].filter(|x| !x.is_nan()).ok_or_else(|| {
+                MlError::data(format!(
+                    "column \"{}\" has NULL (or NaN) values; impute them in a view",
+                    features[j].name
+                ))
+            })?,
+            _ => return refuse_column(&features[j]),
+        };
+    }
+    Ok(())
 }
 
 /// Pass 3: training rows into the dataset, a chunk at a time; the test
