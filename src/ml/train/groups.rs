@@ -302,6 +302,9 @@ impl Run<'_> {
             .map(|(_, c)| c)
             .collect();
         let mut decoder = BinaryCopy::for_columns(&columns)?;
+        // The relation's order within a group (test_sampling 'last') is its
+        // scan order: no parallel scan, no scan joining another mid-table.
+        db.begin_snapshot().await?;
         db.copy_out_start(&source.grouped_copy_sql(&columns, &self.args.group_by))
             .await?;
         let mut current: Option<(GroupKey, Vec<ColumnData>)> = None;
@@ -346,6 +349,7 @@ impl Run<'_> {
         if !decoder.finished() {
             return Err(MlError::Internal("binary COPY ended early".into()));
         }
+        db.end_snapshot().await?;
         if let Some((key, data)) = current.take() {
             gather.dispatch_columns(shard, key, data, &features).await?;
         }
