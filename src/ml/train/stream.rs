@@ -12,21 +12,24 @@
 //!
 //! Same data, same parameters: the same model as the in-memory path.
 //! Numeric feature columns only, with the default preprocessing; the
-//! snapshot's feature statistics come from the bin sample.
+//! snapshot's statistics come from the bin sample (features) and ~100k
+//! training rows (the label).
 
 use std::time::Instant;
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 use serde_json::{json, Map, Value};
 
 use super::models::{identity_preprocessor, Record, Run, Snapshot};
-use super::{score, Trained, SEED};
+use super::{Trained, SEED};
 use crate::ml::algorithms::lightgbm_stream::{Sample, Settings, StreamedDataset};
 use crate::ml::algorithms::Algorithm;
+use crate::ml::algorithms::Model;
 use crate::ml::db::Db;
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::frame::{Column, ColumnData, Frame};
 use crate::ml::labels::{self, Classes};
+use crate::ml::metrics;
 use crate::ml::preprocess;
 use crate::ml::pull::{self, Source, SourceColumn};
 use crate::ml::split;
@@ -145,10 +148,10 @@ impl Run<'_> {
             .map_err(|e| MlError::Internal(format!("training thread failed: {e}")))??;
         let fit_time = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let mut metrics = score(
+        let mut metrics = score_rows(
             &*model,
             self.task,
-            x_test.view(),
+            &x_test,
             split.y_test.view(),
             split.num_classes,
         )?;
@@ -279,6 +282,7 @@ impl Run<'_> {
         }
         let shard_rows = frames.iter().map(|f| f.rows).collect();
         let frame = pull::concat(frames)?;
+        let rows = frame.rows;
         let label_column = frame
             .columns
             .into_iter()
@@ -294,36 +298,45 @@ impl Run<'_> {
         }
         let strat = (self.task == Task::Classification).then(|| y.column(0).to_vec());
         let (train_rows, test_rows) = split::split(
-            frame.rows,
+            rows,
             self.source.test_size,
             self.source.sampling,
             strat.as_deref(),
             SEED,
         )?;
         drop(strat);
-        let label_statistics = preprocess::column_statistics(&label_column, &train_rows);
-        let mut is_test = vec![false; frame.rows];
+        // The label's statistics from at most ~100k training rows, evenly
+        // spread (they sort their values); then the column goes.
+        let step = (train_rows.len() / 100_000).max(1);
+        let some: Vec<usize> = train_rows.iter().step_by(step).copied().collect();
+        let label_statistics = preprocess::column_statistics(&label_column, &some);
+        let label_column = Column {
+            data: ColumnData::Float(Vec::new()),
+            ..label_column
+        };
+        let mut is_test = vec![false; rows];
         for &r in &test_rows {
             is_test[r] = true;
         }
         self.progress.notice(format!(
-            "pgml.train: streaming {} rows of {} ({} to train on)",
-            frame.rows,
+            "pgml.train: streaming {rows} rows of {} ({} to train on)",
             self.source.relation,
             train_rows.len()
         ));
+        let (y_train, y_test) = (
+            y.select(Axis(0), &train_rows),
+            y.select(Axis(0), &test_rows),
+        );
+        drop((y, train_rows, test_rows));
         Ok(Split {
             is_test,
             shard_rows,
-            y_train: y.select(Axis(0), &train_rows),
-            y_test: y.select(Axis(0), &test_rows),
+            y_train,
+            y_test,
             classes,
             num_classes,
             label_statistics,
-            label_column: Column {
-                data: ColumnData::Float(Vec::new()),
-                ..label_column
-            },
+            label_column,
         })
     }
 }
@@ -474,13 +487,13 @@ async fn push_pass(
     features: &[SourceColumn],
     split: &Split,
     dataset: &mut StreamedDataset,
-) -> MlResult<Array2<f64>> {
+) -> MlResult<TestRows> {
     let k = features.len();
     let mut chunk: Vec<f64> = Vec::with_capacity(CHUNK * k);
-    let mut test: Vec<f64> = Vec::with_capacity(split.y_test.nrows() * k);
+    let mut test = TestRows::new(features, split.y_test.nrows());
     each_row(readers, features, &split.is_test, |train, _, row| {
         if !train {
-            test.extend_from_slice(row);
+            test.push(row);
             return Ok(());
         }
         chunk.extend_from_slice(row);
@@ -492,8 +505,93 @@ async fn push_pass(
     })
     .await?;
     dataset.push(&chunk)?;
-    Array2::from_shape_vec((test.len() / k.max(1), k), test)
-        .map_err(|e| MlError::Internal(e.to_string()))
+    Ok(test)
+}
+
+/// The test rows' features, kept for scoring: as float4 when every
+/// feature column's values are exact in it (real, smallint, boolean),
+/// which halves what the training holds.
+enum TestRows {
+    F32(Vec<f32>, usize),
+    F64(Vec<f64>, usize),
+}
+
+impl TestRows {
+    fn new(features: &[SourceColumn], rows: usize) -> TestRows {
+        let k = features.len();
+        let exact = features
+            .iter()
+            .all(|c| matches!(c.pg_type.as_str(), "real" | "smallint" | "boolean"));
+        match exact {
+            true => TestRows::F32(Vec::with_capacity(rows * k), k),
+            false => TestRows::F64(Vec::with_capacity(rows * k), k),
+        }
+    }
+
+    fn push(&mut self, row: &[f64]) {
+        match self {
+            TestRows::F32(v, _) => v.extend(row.iter().map(|&x| x as f32)),
+            TestRows::F64(v, _) => v.extend_from_slice(row),
+        }
+    }
+
+    /// The rows as float8 matrices of at most `rows` rows each.
+    fn chunks(&self, rows: usize) -> impl Iterator<Item = MlResult<Array2<f64>>> + '_ {
+        let (len, k) = match self {
+            TestRows::F32(v, k) => (v.len(), *k),
+            TestRows::F64(v, k) => (v.len(), *k),
+        };
+        let step = rows * k.max(1);
+        (0..len).step_by(step.max(1)).map(move |at| {
+            let end = (at + step).min(len);
+            let data: Vec<f64> = match self {
+                TestRows::F32(v, _) => v[at..end].iter().map(|&x| f64::from(x)).collect(),
+                TestRows::F64(v, _) => v[at..end].to_vec(),
+            };
+            Array2::from_shape_vec(((end - at) / k.max(1), k), data)
+                .map_err(|e| MlError::Internal(e.to_string()))
+        })
+    }
+}
+
+/// The test metrics the in-memory path computes (`score`), from the test
+/// rows a chunk at a time.
+fn score_rows(
+    model: &dyn Model,
+    task: Task,
+    test: &TestRows,
+    y: ArrayView2<f64>,
+    num_classes: usize,
+) -> MlResult<Map<String, Value>> {
+    if y.nrows() == 0 {
+        return Ok(Map::new());
+    }
+    let (mut predicted, mut proba) = (Vec::new(), Vec::new());
+    for x in test.chunks(65_536) {
+        let x = x?;
+        predicted.push(model.predict(x.view())?);
+        if task == Task::Classification {
+            proba.push(model.predict_proba(x.view()).ok());
+        }
+    }
+    let join = |parts: &[Array2<f64>]| {
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        ndarray::concatenate(Axis(0), &views).map_err(|e| MlError::Internal(e.to_string()))
+    };
+    let predicted = join(&predicted)?;
+    match task {
+        Task::Classification => {
+            let proba: Option<Vec<Array2<f64>>> = proba.into_iter().collect();
+            let proba = proba.map(|p| join(&p)).transpose()?;
+            metrics::classification(
+                &y.column(0).to_vec(),
+                &predicted.column(0).to_vec(),
+                proba.as_ref().map(|p| p.view()),
+                num_classes,
+            )
+        }
+        _ => metrics::regression(y, predicted.view()),
+    }
 }
 
 /// The proxy's resident memory now and at its peak, from /proc.
