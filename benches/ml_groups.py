@@ -7,6 +7,7 @@ benches/ml_groups.sh (issue #18). Run by it, not by hand:
     python3 ml_groups.py pygroups DSN RELATION LABEL GROUP THREADS ITERATIONS TEST_SIZE
                                                  # the Python side of B (timed as a process)
     python3 ml_groups.py report                  # $OUT -> markdown ($MD_OUT)
+    python3 ml_groups.py diag-a                  # A's pushdown statement in variants on shard 0 (appends to $MD_OUT)
 
 Sections (sizes from the environment, see benches/ml_groups.sh):
   A  lin (A_ROWS rows, x1..x10 float8, y = 1.5 + A_COEFS . x + noise) split by
@@ -163,7 +164,8 @@ def wait_for_builds(label):
 
 
 # ------------------------------------------------------------------ server log
-# The clusters log every statement of 1 s or more (log_min_duration_statement).
+# The clusters log every statement of 100 ms or more (log_min_duration_statement);
+# the report lists those of 1 s or more.
 LOG_RE = re.compile(r"LOG:  duration: ([\d.]+) ms  (?:statement|execute[^:]*): (.*)$")
 
 
@@ -172,7 +174,7 @@ def log_offsets():
 
 
 def slow_statements(offsets):
-    """[(shard, seconds, statement's first 160 characters)] logged since offsets."""
+    """[(shard, seconds, statement's first 160 characters)] logged since offsets (100 ms or more)."""
     out = []
     for shard, (path, off) in enumerate(zip([p for p in E.get("PG_LOGS", "").split(",") if p], offsets)):
         try:
@@ -607,6 +609,73 @@ def pygroups(dsn, relation, label, group, threads, iterations, test_size):
                           pandas=pd.__version__, lightgbm=lgb.__version__)))
 
 
+# ------------------------------------------------------------------ diagnostics of A's pushdown
+SPLIT_RE = re.compile(r"\(\(hashtext\((\w+)::text\) & 2147483647\) % 10000\) < (\d+)")
+
+
+def diag_a():
+    """pgmlcat's pushdown aggregate (the last one shard 0 logged) run straight
+    on shard 0 in variants, to see where its time goes. Appends a markdown
+    section to $MD_OUT."""
+    import psycopg
+
+    path = E["PG_LOGS"].split(",")[0]
+    stmt = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.search(r"LOG:  duration: [\d.]+ ms  (?:statement|execute[^:]*): (SELECT .*count\(\*\).*)$", line)
+            if m and "hashtext(" in m[1]:
+                stmt = m[1].strip()
+    if stmt is None:
+        log("diag A: no pushdown statement in the shard 0 log")
+        return
+    m = SPLIT_RE.search(stmt)
+    variants = [("pgmlcat's statement as it ran", "", stmt),
+                ("same, jit = off", "SET jit = off", stmt)]
+    if m:
+        variants += [
+            ("split by hash_record(row) instead of hashtext(row::text)", "",
+             SPLIT_RE.sub(lambda x: f"((hash_record({x[1]}) & 2147483647) % 10000) < {x[2]}", stmt)),
+            ("no split (t = false: the aggregates alone)", "", SPLIT_RE.sub("false", stmt)),
+            ("no split, jit = off", "SET jit = off", SPLIT_RE.sub("false", stmt)),
+        ]
+    rel = re.search(r"FROM (\S+) AS", stmt)
+    if rel:
+        variants.append(("the split alone: count(*) GROUP BY the hashtext split", "",
+                         f"SELECT t, count(*) FROM (SELECT ((hashtext(r::text) & 2147483647) % 10000) < 2500 AS t "
+                         f"FROM {rel[1]} AS r) s GROUP BY t"))
+        variants.append(("a plain scan: count(*)", "", f"SELECT count(*) FROM {rel[1]}"))
+    rows = []
+    for name, setup, sql in variants:
+        times = []
+        for _ in range(int(E.get("DIAG_REPEAT", "2"))):
+            wait_for_builds(f"diag A: {name}")
+            with psycopg.connect(E["DIRECT_DSN"], autocommit=True) as conn:
+                if setup:
+                    conn.execute(setup)
+                t0 = time.perf_counter()
+                try:
+                    conn.execute(sql).fetchall()
+                    times.append(time.perf_counter() - t0)
+                except psycopg.Error as e:
+                    times = None
+                    name += f" (error: {e})"
+                    break
+        rows.append([name, fmt(med(times) if times else None), ", ".join(f"{t:.2f}" for t in times or [])])
+        log(f"diag A: {name}: {rows[-1][1]} s")
+    md = f"""
+## Diagnostics of A's pushdown (shard 0 alone, {env_int('A_ROWS', 10_000_000) // 2:,} rows, straight on Postgres)
+
+pgmlcat's aggregate statement, taken from shard 0's log, run again on shard 0 without pgmlcat and
+without shard 1 running, in variants (`python3 benches/ml_groups.py diag-a`; medians of {E.get('DIAG_REPEAT', '2')} runs):
+
+{table(["variant", "s (median)", "runs"], rows)}
+"""
+    with open(E["MD_OUT"], "a") as f:
+        f.write(md)
+    print(md)
+
+
 # ------------------------------------------------------------------ report
 def med(vals):
     vals = [v for v in vals if v is not None]
@@ -698,7 +767,7 @@ def report():
         rs = ok(section, side)
         if not rs:
             return "-"
-        sl = rs[-1].get("slow") or []
+        sl = [x for x in rs[-1].get("slow") or [] if x[1] >= 1.0]
         if not sl:
             return "none"
         return "; ".join(f"shard {sh}: {sec:.2f} s `{st[:110].replace('|', '/')}`" for sh, sec, st in sl[:6])
@@ -903,6 +972,8 @@ def main():
         pygroups(*sys.argv[2:9])
     elif cmd == "report":
         report()
+    elif cmd == "diag-a":
+        diag_a()
     else:
         raise SystemExit(__doc__)
 

@@ -27,7 +27,8 @@
 # generate_series (seeded), frozen and analyzed, then read once into the OS
 # cache. No run starts while a cargo or rustc process is alive (BUILD_WAIT).
 # benches/ml_groups.py does the data, the runs, the Python side and the
-# markdown: benches/results/ml-groups-<date>.md. A failed call is recorded
+# markdown: benches/results/ml-groups-<date>.md (with DIAG_A=1, diagnostics of
+# A's pushdown statement straight on shard 0 are appended). A failed call is recorded
 # (the report's Errors, and FINDINGS) and the run goes on.
 #
 # Usage: benches/ml_groups.sh [pgmlcat-binary]
@@ -53,6 +54,9 @@
 #   BUILD_WAIT=3600      seconds to wait for running builds before a run
 #   NOISY_BUSY=25        a run during which other work took more than this percent
 #   NOISY_RETRIES=1      of the CPU is run again, up to this many times
+#   DIAG_A=1             after the report, A's pushdown statement (from shard 0's log)
+#                        in variants straight on shard 0 (jit off, hash_record split, no
+#                        split, the split alone, a plain scan), DIAG_REPEAT=2 runs each
 #   PGMLCAT_COMMIT       the commit the binary was built from, for the report
 #   SQL_<SECTION>_<SIDE> replaces a side's pgml.train call (e.g. SQL_C_IN_MEMORY, SQL_A_PULL;
 #                        keep its project name: lin_pushdown, lin_pull, grp_lgb, big_stream, big_memory)
@@ -90,6 +94,7 @@ export PY_PATH="${PY_PATH:-$REPO_ROOT/.tools/py}"
 export BUILD_WAIT="${BUILD_WAIT:-3600}"
 export NOISY_BUSY="${NOISY_BUSY:-25}"
 NOISY_RETRIES="${NOISY_RETRIES:-1}"
+DIAG_A="${DIAG_A:-1}"
 check_positive A_ROWS N_GROUPS GROUP_ROWS B_ITERATIONS C_ROWS C_ITERATIONS A_REPEAT B_REPEAT C_REPEAT ML_THREADS POOL_SIZE
 ((A_ROWS >= 2)) || die "A_ROWS must be at least 2 (one row per shard)"
 for s in $SECTIONS; do [[ "$s" =~ ^[ABC]$ ]] || die "SECTIONS: unknown section '$s'"; done
@@ -153,7 +158,7 @@ max_wal_size = 4GB
 autovacuum = off
 # Every scan from the first block: the same row order for pgmlcat and Python.
 synchronize_seqscans = off
-log_min_duration_statement = 1000
+log_min_duration_statement = 100
 EOF
   as_pg tee "$dir/pg_hba.conf" >/dev/null <<EOF
 local   all   all                 trust
@@ -350,6 +355,10 @@ REPEAT="$REPEAT (A $A_REPEAT, B $B_REPEAT, C $C_REPEAT)" PG_VERSION="$PG_VERSION
 SHARED_BUFFERS="$SHARED_BUFFERS" PGMLCAT_VERSION="$PGMLCAT_VERSION" POOL_SIZE="$POOL_SIZE" \
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)" python3 "$SCRIPT_DIR/ml_groups.py" report >/dev/null ||
   die "the report failed (runs in $OUT)"
-cp "$OUT" "$TMP_DIR/runs-kept.jsonl" 2>/dev/null || true
+if [[ "$DIAG_A" == 1 && " $SECTIONS " == *" A "* ]]; then
+  log "diagnostics of A's pushdown statement on shard 0 (appended to the report)"
+  psql_direct -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$DB' AND pid <> pg_backend_pid()" >/dev/null 2>&1 || true
+  python3 "$SCRIPT_DIR/ml_groups.py" diag-a >/dev/null || log "WARNING: the diagnostics failed"
+fi
 log "markdown written to $MD_OUT"
 cat "$MD_OUT"
