@@ -17,12 +17,13 @@ use pgmlcat::router::{commands, rw};
 struct Sum;
 
 impl Predictor for Sum {
-    fn predict(&self, _call: usize, inputs: &[Features]) -> MlResult<Vec<Prediction>> {
+    fn predict(&self, _call: usize, inputs: &[Features]) -> MlResult<Vec<Option<Prediction>>> {
         Ok(inputs
             .iter()
             .map(|f| match f {
-                Features::Array(v) => Prediction::Scalar(v.iter().sum::<f64>() as f32),
-                Features::Row(v) => Prediction::Scalar(v.len() as f32),
+                Features::Array(v) => Some(Prediction::Scalar(v.iter().sum::<f64>() as f32)),
+                Features::Row(v) => Some(Prediction::Scalar(v.len() as f32)),
+                Features::Grouped(..) => None,
             })
             .collect())
     }
