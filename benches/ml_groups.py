@@ -610,7 +610,7 @@ def pygroups(dsn, relation, label, group, threads, iterations, test_size):
 
 
 # ------------------------------------------------------------------ diagnostics of A's pushdown
-SPLIT_RE = re.compile(r"\(\(hashtext\((\w+)::text\) & 2147483647\) % 10000\) < (\d+)")
+SPLIT_RE = re.compile(r"\(\((?:hashtext\((\w+)::text\)|hash_record\((\w+)\)) & 2147483647\) % 10000\) < (\d+)")
 
 
 def diag_a():
@@ -624,26 +624,26 @@ def diag_a():
     with open(path, errors="replace") as f:
         for line in f:
             m = re.search(r"LOG:  duration: [\d.]+ ms  (?:statement|execute[^:]*): (SELECT .*count\(\*\).*)$", line)
-            if m and "hashtext(" in m[1]:
+            if m and SPLIT_RE.search(m[1]):
                 stmt = m[1].strip()
     if stmt is None:
         log("diag A: no pushdown statement in the shard 0 log")
         return
     m = SPLIT_RE.search(stmt)
+    row, cut = m[1] or m[2], m[3]
+    by_text = f"((hashtext({row}::text) & 2147483647) % 10000) < {cut}"
+    by_record = f"((hash_record({row}) & 2147483647) % 10000) < {cut}"
+    split_as_ran = m[0]
     variants = [("pgmlcat's statement as it ran", "", stmt),
-                ("same, jit = off", "SET jit = off", stmt)]
-    if m:
-        variants += [
-            ("split by hash_record(row) instead of hashtext(row::text)", "",
-             SPLIT_RE.sub(lambda x: f"((hash_record({x[1]}) & 2147483647) % 10000) < {x[2]}", stmt)),
-            ("no split (t = false: the aggregates alone)", "", SPLIT_RE.sub("false", stmt)),
-            ("no split, jit = off", "SET jit = off", SPLIT_RE.sub("false", stmt)),
-        ]
-    rel = re.search(r"FROM (\S+) AS", stmt)
+                ("same, jit = off", "SET jit = off", stmt),
+                ("split by hashtext(row::text)", "", SPLIT_RE.sub(lambda _: by_text, stmt)),
+                ("split by hash_record(row)", "", SPLIT_RE.sub(lambda _: by_record, stmt)),
+                ("no split (t = false: the aggregates alone)", "", SPLIT_RE.sub("false", stmt)),
+                ("no split, jit = off", "SET jit = off", SPLIT_RE.sub("false", stmt))]
+    rel = re.search(r"FROM (\S+) AS (\w+)\)", stmt)
     if rel:
-        variants.append(("the split alone: count(*) GROUP BY the hashtext split", "",
-                         f"SELECT t, count(*) FROM (SELECT ((hashtext(r::text) & 2147483647) % 10000) < 2500 AS t "
-                         f"FROM {rel[1]} AS r) s GROUP BY t"))
+        variants.append((f"the split alone, as it ran: count(*) GROUP BY `{split_as_ran}`", "",
+                         f"SELECT t, count(*) FROM (SELECT {split_as_ran} AS t FROM {rel[1]} AS {rel[2]}) s GROUP BY t"))
         variants.append(("a plain scan: count(*)", "", f"SELECT count(*) FROM {rel[1]}"))
     rows = []
     for name, setup, sql in variants:

@@ -38,7 +38,8 @@
 #
 # Environment knobs:
 #   SECTIONS="A B C"     which sections to run
-#   SMOKE=1              small defaults for everything below (a run of about a minute)
+#   SMOKE=1              small defaults for everything below (a run of under a minute;
+#                        the full sizes take about 35 minutes on 2 cores, 2 GB of disk)
 #   A_ROWS=10000000      rows of A (both shards together)
 #   N_GROUPS=1000        groups of B (not GROUPS: bash keeps that name for itself)
 #   GROUP_ROWS=2000      rows per group of B
