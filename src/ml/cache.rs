@@ -45,9 +45,12 @@ pub struct CachedModel {
 }
 
 impl ModelCache {
+    /// The model a training just deployed. Not also kept by id: entries
+    /// by id are never dropped, and each training of a project would
+    /// keep one more (a thousand-group set is hundreds of MB); a
+    /// prediction by id loads it on first use.
     pub fn put_deployed(&self, pool: &Pool, project: &str, model: Arc<Deployed>) {
         let key = Ml::database_key(pool);
-        self.by_id.insert((key.clone(), model.id()), model.clone());
         self.deployed
             .insert((key, project.to_string()), (model, Instant::now()));
     }
