@@ -63,6 +63,27 @@ impl Run<'_> {
         }
     }
 
+    /// Why the training cannot go one of pgmlcat's own ways (pushdown,
+    /// streaming), which use the one label and the features as stored;
+    /// None when it can.
+    pub fn own_way_refusal(&self) -> Option<&'static str> {
+        if self.args.search.is_some() {
+            return Some("does not search hyperparameters");
+        }
+        if self
+            .args
+            .preprocess
+            .as_object()
+            .is_some_and(|o| !o.is_empty())
+        {
+            return Some("takes no preprocess option (features are used as stored)");
+        }
+        if self.source.y_columns.len() != 1 {
+            return Some("takes exactly one label column");
+        }
+        None
+    }
+
     /// `expr` of the relation's `pg_class` row (the planner's estimates),
     /// summed over the shards; 0 for a view. `expr` is pgmlcat's own SQL.
     pub async fn estimate(&self, expr: &str) -> MlResult<f64> {

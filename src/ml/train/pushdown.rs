@@ -46,10 +46,7 @@ pub(super) fn applies(task: Task, algorithm: Algorithm) -> bool {
 /// Whether the relation is large enough to push down unasked: its rows
 /// as the planner estimates them (`pg_class.reltuples`), over every shard.
 pub(super) async fn large(run: &Run<'_>) -> MlResult<bool> {
-    let eligible = run.args.search.is_none()
-        && run.source.test_size <= 1.0
-        && run.args.preprocess.as_object().is_none_or(Map::is_empty);
-    Ok(eligible && run.estimate("reltuples").await? >= AUTO_ROWS)
+    Ok(run.check_pushdown().is_ok() && run.estimate("reltuples").await? >= AUTO_ROWS)
 }
 
 /// The statistics of one group and side of the split. `xx` is the upper
@@ -136,7 +133,7 @@ impl Run<'_> {
         self.solve_groups(&features, &label, table).await
     }
 
-    fn check_pushdown(&self) -> MlResult<()> {
+    pub(super) fn check_pushdown(&self) -> MlResult<()> {
         let refuse = |why: &str| {
             Err(MlError::Unsupported(format!(
                 "pushdown training {why}; train with hyperparams => '{{\"pushdown\": false}}'"
@@ -145,19 +142,8 @@ impl Run<'_> {
         if !applies(self.task, self.algorithm) {
             return refuse("is for linear and ridge regression");
         }
-        if self.args.search.is_some() {
-            return refuse("does not search hyperparameters");
-        }
-        if self
-            .args
-            .preprocess
-            .as_object()
-            .is_some_and(|o| !o.is_empty())
-        {
-            return refuse("takes no preprocess option (features are used as stored)");
-        }
-        if self.source.y_columns.len() != 1 {
-            return refuse("takes exactly one label column");
+        if let Some(why) = self.own_way_refusal() {
+            return refuse(why);
         }
         if !(self.source.test_size > 0.0 && self.source.test_size <= 1.0) {
             return Err(MlError::invalid(

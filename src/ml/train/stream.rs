@@ -46,11 +46,7 @@ pub(super) fn applies(task: Task, algorithm: Algorithm) -> bool {
 /// Whether the pulled frame (16 bytes a value) would take over a quarter
 /// of `[ml] max_memory_mb`, by the planner's row estimate.
 pub(super) async fn large(run: &Run<'_>) -> MlResult<bool> {
-    let eligible = run.args.search.is_none()
-        && run.args.group_by.is_empty()
-        && run.source.y_columns.len() == 1
-        && run.args.preprocess.as_object().is_none_or(Map::is_empty);
-    if !eligible {
+    if run.check_streaming().is_err() {
         return Ok(false);
     }
     let bytes = run.estimate("reltuples * relnatts").await? * 16.0;
@@ -204,7 +200,7 @@ impl Run<'_> {
         self.save(vec![record], &snapshot, Map::new()).await
     }
 
-    fn check_streaming(&self) -> MlResult<()> {
+    pub(super) fn check_streaming(&self) -> MlResult<()> {
         let refuse = |why: &str| {
             Err(MlError::Unsupported(format!(
                 "streaming training {why}; train with hyperparams => '{{\"streaming\": false}}'"
@@ -213,22 +209,11 @@ impl Run<'_> {
         if !applies(self.task, self.algorithm) {
             return refuse("is for lightgbm regression and classification");
         }
-        if self.args.search.is_some() {
-            return refuse("does not search hyperparameters");
+        if let Some(why) = self.own_way_refusal() {
+            return refuse(why);
         }
         if !self.args.group_by.is_empty() {
             return refuse("trains one model (each group of group_by is held in memory anyway)");
-        }
-        if self
-            .args
-            .preprocess
-            .as_object()
-            .is_some_and(|o| !o.is_empty())
-        {
-            return refuse("takes no preprocess option (numeric features are used as stored)");
-        }
-        if self.source.y_columns.len() != 1 {
-            return refuse("takes exactly one label column");
         }
         if self.args.materialize_snapshot {
             return refuse("does not materialize the snapshot");
