@@ -211,16 +211,23 @@ async fn load_by_id(ml: &Ml, pool: &Arc<Pool>, id: i64) -> MlResult<Deployed> {
 async fn load(db: &mut Db, row: &ModelRow) -> MlResult<Deployed> {
     let (columns, groups) = catalog::group_models(db, row.id).await?;
     if columns.is_empty() {
-        return load_one(db, row).await.map(Deployed::Model);
+        let files = catalog::files(db, &[row.id]).await?;
+        return build(row, &files).map(Deployed::Model);
     }
     let mut models = std::collections::HashMap::with_capacity(groups.len());
-    for (id, key) in groups {
-        let member = ModelRow {
-            id,
-            group_of: Some(row.id),
-            ..row.clone()
-        };
-        models.insert(key, Arc::new(load_one(db, &member).await?));
+    // The members' files a batch at a time: few round trips, and never
+    // every model's text at once.
+    for batch in groups.chunks(64) {
+        let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+        let files = catalog::files(db, &ids).await?;
+        for (id, key) in batch {
+            let member = ModelRow {
+                id: *id,
+                group_of: Some(row.id),
+                ..row.clone()
+            };
+            models.insert(key.clone(), Arc::new(build(&member, &files)?));
+        }
     }
     Ok(Deployed::Groups(GroupModels {
         id: row.id,
@@ -235,8 +242,12 @@ async fn load(db: &mut Db, row: &ModelRow) -> MlResult<Deployed> {
     }))
 }
 
-async fn load_one(db: &mut Db, row: &ModelRow) -> MlResult<StoredModel> {
-    let files = catalog::files(db, row.id).await?;
+/// A model from its row and the files read for it (`files` by model id).
+fn build(
+    row: &ModelRow,
+    files: &std::collections::HashMap<i64, Vec<(String, Vec<u8>)>>,
+) -> MlResult<StoredModel> {
+    let files = files.get(&row.id).map(Vec::as_slice).unwrap_or_default();
     let file = |name: &str| {
         files
             .iter()

@@ -312,17 +312,27 @@ pub async fn insert_files(db: &mut Db, files: &[File<'_>]) -> MlResult<()> {
     Ok(())
 }
 
-pub async fn files(db: &mut Db, model_id: i64) -> MlResult<Vec<(String, Vec<u8>)>> {
-    let id = model_id.to_string();
+/// The files of the models `ids`, by model: one round trip for them all.
+pub async fn files(
+    db: &mut Db,
+    ids: &[i64],
+) -> MlResult<std::collections::HashMap<i64, Vec<(String, Vec<u8>)>>> {
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let ids = format!("{{{}}}", list.join(","));
     let rows = db
         .query(
-            "SELECT path, encode(data, 'hex') FROM pgml.files WHERE model_id = $1::bigint ORDER BY path, part",
-            &[Some(&id)],
+            "SELECT model_id, path, encode(data, 'hex') FROM pgml.files \
+             WHERE model_id = ANY($1::bigint[]) ORDER BY model_id, path, part",
+            &[Some(&ids)],
         )
         .await?;
-    rows.into_iter()
-        .map(|r| Ok((text(&r, 0)?.to_string(), unhex(text(&r, 1)?)?)))
-        .collect()
+    let mut out: std::collections::HashMap<i64, Vec<(String, Vec<u8>)>> = Default::default();
+    for r in rows {
+        out.entry(int(&r, 0)?)
+            .or_default()
+            .push((text(&r, 1)?.to_string(), unhex(text(&r, 2)?)?));
+    }
+    Ok(out)
 }
 
 /// A model row joined with its project, for loading and deploying.
