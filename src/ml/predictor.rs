@@ -3,6 +3,7 @@
 //! rows with PostgresML's semantics (array input as given, row input
 //! through the stored preprocessing, class values for classification).
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -111,11 +112,12 @@ impl ModelSet {
                     .insert((project.to_string(), group_text(&set.columns, key)));
                 continue;
             };
-            let features: Vec<Features> = rows
+            // The group's rows by reference: nothing is copied.
+            let features: Vec<&Features> = rows
                 .iter()
                 .map(|&i| match &inputs[i] {
-                    Features::Grouped(_, f) => (**f).clone(),
-                    other => other.clone(),
+                    Features::Grouped(_, f) => &**f,
+                    other => other,
                 })
                 .collect();
             for (i, p) in rows.into_iter().zip(predict(model, func, &features)?) {
@@ -148,7 +150,11 @@ impl Predictor for ModelSet {
 }
 
 /// Feature rows → one matrix, checked against what the model was trained on.
-fn matrix(model: &StoredModel, inputs: &[Features], batch: bool) -> MlResult<Array2<f64>> {
+fn matrix<F: Borrow<Features>>(
+    model: &StoredModel,
+    inputs: &[F],
+    batch: bool,
+) -> MlResult<Array2<f64>> {
     let width = model.model.num_features();
     if width == 0 {
         return Err(MlError::Internal("the model has no features".into()));
@@ -156,7 +162,7 @@ fn matrix(model: &StoredModel, inputs: &[Features], batch: bool) -> MlResult<Arr
     let mut data = Vec::with_capacity(inputs.len() * width);
     let mut rows = 0;
     for input in inputs {
-        match input {
+        match input.borrow() {
             Features::Array(values) => {
                 if batch {
                     if values.len() % width != 0 {
@@ -199,7 +205,12 @@ fn matrix(model: &StoredModel, inputs: &[Features], batch: bool) -> MlResult<Arr
     Array2::from_shape_vec((rows, width), data).map_err(|e| MlError::Internal(e.to_string()))
 }
 
-pub fn predict(model: &StoredModel, func: Func, inputs: &[Features]) -> MlResult<Vec<Prediction>> {
+/// `inputs`: the features, owned or borrowed.
+pub fn predict<F: Borrow<Features>>(
+    model: &StoredModel,
+    func: Func,
+    inputs: &[F],
+) -> MlResult<Vec<Prediction>> {
     if inputs.is_empty() {
         return Ok(Vec::new());
     }
@@ -221,7 +232,7 @@ pub fn predict(model: &StoredModel, func: Func, inputs: &[Features]) -> MlResult
             let mut out = Vec::with_capacity(inputs.len());
             let mut at = 0;
             for input in inputs {
-                let n = match input {
+                let n = match input.borrow() {
                     Features::Array(v) => v.len() / width,
                     Features::Row(_) | Features::Grouped(..) => 1,
                 };
