@@ -19,7 +19,7 @@ use crate::ml::frame::{Column, ColumnData, Frame};
 use crate::ml::labels::Classes;
 use crate::ml::predict::GroupKey;
 use crate::ml::preprocess::Preprocessor;
-use crate::ml::pull::SourceColumn;
+use crate::ml::pull::{Source as Relation, SourceColumn};
 use crate::ml::service::{Deployed, GroupModels, Ml, Progress, StoredModel};
 use crate::ml::task::Task;
 use crate::router::Target;
@@ -82,6 +82,40 @@ impl Run<'_> {
             return Some("takes exactly one label column");
         }
         None
+    }
+
+    /// The relation's label and its features (every other column but the
+    /// group columns, in table order). A missing label or group column is
+    /// 42703; a group column may have any type (it is read as text).
+    pub fn label_and_features(
+        &self,
+        source: &Relation,
+    ) -> MlResult<(SourceColumn, Vec<SourceColumn>)> {
+        let label = source
+            .select(&self.source.y_columns)?
+            .pop()
+            .ok_or_else(|| MlError::Internal("no label column".into()))?;
+        if let Some(g) =
+            (self.args.group_by.iter()).find(|g| !source.columns.iter().any(|c| &c.name == *g))
+        {
+            return Err(MlError::UndefinedColumn(format!(
+                "column \"{g}\" does not exist in relation {}",
+                source.relation
+            )));
+        }
+        let features: Vec<SourceColumn> = source
+            .columns
+            .iter()
+            .filter(|c| c.name != label.name && !self.args.group_by.contains(&c.name))
+            .cloned()
+            .collect();
+        if features.is_empty() {
+            return Err(MlError::data(format!(
+                "relation {} has no feature columns",
+                source.relation
+            )));
+        }
+        Ok((label, features))
     }
 
     /// `expr` of the relation's `pg_class` row (the planner's estimates),

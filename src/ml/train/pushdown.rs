@@ -157,23 +157,7 @@ impl Run<'_> {
     async fn shard_sums(&self, shard: usize, cut: i64) -> MlResult<ShardSums> {
         let mut db = Db::checkout(self.pool.choose(shard, Target::Replica)).await?;
         let source = pull::describe(&mut db, &self.source.relation).await?;
-        let label = source
-            .select(&self.source.y_columns)?
-            .pop()
-            .ok_or_else(|| MlError::Internal("no label column".into()))?;
-        source.select(&self.args.group_by)?;
-        let features: Vec<SourceColumn> = source
-            .columns
-            .iter()
-            .filter(|c| c.name != label.name && !self.args.group_by.contains(&c.name))
-            .cloned()
-            .collect();
-        if features.is_empty() {
-            return Err(MlError::data(format!(
-                "relation {} has no feature columns",
-                source.relation
-            )));
-        }
+        let (label, features) = self.label_and_features(&source)?;
         if features.len() > MAX_FEATURES {
             return Err(MlError::Unsupported(format!(
                 "pushdown training takes at most {MAX_FEATURES} features, the relation has {}; train with hyperparams => '{{\"pushdown\": false}}'",

@@ -227,22 +227,7 @@ impl Run<'_> {
         let mut db = Db::checkout(self.pool.choose(shard, Target::Replica)).await?;
         db.begin_snapshot().await?;
         let source = pull::describe(&mut db, &self.source.relation).await?;
-        let label = source
-            .select(&self.source.y_columns)?
-            .pop()
-            .ok_or_else(|| MlError::Internal("no label column".into()))?;
-        let features: Vec<SourceColumn> = source
-            .columns
-            .iter()
-            .filter(|c| c.name != label.name)
-            .cloned()
-            .collect();
-        if features.is_empty() {
-            return Err(MlError::data(format!(
-                "relation {} has no feature columns",
-                source.relation
-            )));
-        }
+        let (label, features) = self.label_and_features(&source)?;
         if let Some(c) = features.iter().find(|c| !c.is_number()) {
             return refuse_column(c);
         }
