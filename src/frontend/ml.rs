@@ -16,7 +16,7 @@ use crate::errors::{Error, Result};
 use crate::ml::call::{self, FnCall};
 use crate::ml::db::Lent;
 use crate::ml::exec;
-use crate::ml::predict::{Portal, PredictStatement};
+use crate::ml::predict::{param_text, Portal, PredictStatement};
 use crate::ml::service::Progress;
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
@@ -209,7 +209,7 @@ impl Session {
                 let portal = portal.to_string();
                 let values: Vec<Option<String>> = prepared::bind_params(msg)?
                     .into_iter()
-                    .map(|(v, _)| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                    .map(|(v, binary)| v.map(|b| param_text(b, binary)))
                     .collect();
                 if let Err(e) = call.bind(&values) {
                     self.refuse_in_batch(Error::Ml(e));

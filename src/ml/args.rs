@@ -197,3 +197,83 @@ impl SnapshotArgs {
 pub fn dataset_name(call: &FnCall) -> MlResult<String> {
     required_text(call, "source")
 }
+
+/// The project argument of the functions that read a project's model.
+pub fn project_name(call: &FnCall) -> MlResult<String> {
+    required_text(call, "project_name")
+}
+
+/// `pgml.evaluate`, `pgml.confusion_matrix`, `pgml.roc_curve`.
+pub struct EvaluateArgs {
+    pub project: String,
+    pub relation: String,
+    /// A binary classifier's positives: P(positive) >= threshold.
+    pub threshold: f64,
+}
+
+impl EvaluateArgs {
+    pub fn from_call(call: &FnCall) -> MlResult<EvaluateArgs> {
+        let threshold = number(call, "threshold", 0.5)?;
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(MlError::invalid(format!(
+                "argument \"threshold\" must be between 0 and 1, not {threshold}"
+            )));
+        }
+        Ok(EvaluateArgs {
+            project: project_name(call)?,
+            relation: required_text(call, "relation_name")?,
+            threshold,
+        })
+    }
+}
+
+/// `pgml.import_model`.
+pub struct ImportArgs {
+    pub project: String,
+    pub task: Task,
+    pub format: String,
+    /// The model's bytes: text as given, or bytea (its `\x` hex text form
+    /// decoded).
+    pub model: Vec<u8>,
+    pub feature_names: Vec<String>,
+}
+
+impl ImportArgs {
+    pub fn from_call(call: &FnCall) -> MlResult<ImportArgs> {
+        let task = Task::parse(&required_text(call, "task")?)?;
+        let model = required_text(call, "model")?;
+        let model = match model.strip_prefix("\\x") {
+            Some(hex) => decode_hex(hex).ok_or_else(|| wrong("model", "text or bytea"))?,
+            None => model.into_bytes(),
+        };
+        Ok(ImportArgs {
+            project: project_name(call)?,
+            task,
+            format: required_text(call, "format")?,
+            model,
+            feature_names: text_list(call, "feature_names")?,
+        })
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    let hex = hex.as_bytes();
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|pair| {
+            let digit = |c: u8| (c as char).to_digit(16);
+            Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
+        .collect()
+}
+
+/// `pgml.export_model`'s model id.
+pub fn model_id(call: &FnCall) -> MlResult<i64> {
+    let id = number(call, "model_id", f64::NAN)?;
+    if id.fract() != 0.0 || !id.is_finite() {
+        return Err(wrong("model_id", "a model id (bigint)"));
+    }
+    Ok(id as i64)
+}

@@ -263,6 +263,11 @@ fn build(
         .get("classes")
         .cloned()
         .and_then(|c| serde_json::from_value(c).ok());
+    let means: Vec<f64> = meta
+        .pointer("/insight/means")
+        .cloned()
+        .and_then(|m| serde_json::from_value(m).ok())
+        .unwrap_or_default();
     let preprocessor: Preprocessor = serde_json::from_slice(file("preprocessor.json")?)
         .map_err(|e| MlError::Internal(format!("model {} preprocessor: {e}", row.id)))?;
     Ok(StoredModel {
@@ -276,5 +281,6 @@ fn build(
             .metrics
             .get(row.task.key_metric())
             .and_then(Value::as_f64),
+        means,
     })
 }

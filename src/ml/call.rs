@@ -20,6 +20,12 @@ pub enum Function {
     Snapshot,
     LoadDataset,
     Version,
+    FeatureImportance,
+    Evaluate,
+    ConfusionMatrix,
+    RocCurve,
+    ImportModel,
+    ExportModel,
 }
 
 impl Function {
@@ -31,6 +37,12 @@ impl Function {
             "snapshot" => Function::Snapshot,
             "load_dataset" => Function::LoadDataset,
             "version" => Function::Version,
+            "feature_importance" => Function::FeatureImportance,
+            "evaluate" => Function::Evaluate,
+            "confusion_matrix" => Function::ConfusionMatrix,
+            "roc_curve" => Function::RocCurve,
+            "import_model" => Function::ImportModel,
+            "export_model" => Function::ExportModel,
             _ => return None,
         })
     }
@@ -43,6 +55,12 @@ impl Function {
             Function::Snapshot => "snapshot",
             Function::LoadDataset => "load_dataset",
             Function::Version => "version",
+            Function::FeatureImportance => "feature_importance",
+            Function::Evaluate => "evaluate",
+            Function::ConfusionMatrix => "confusion_matrix",
+            Function::RocCurve => "roc_curve",
+            Function::ImportModel => "import_model",
+            Function::ExportModel => "export_model",
         }
     }
 
@@ -80,6 +98,11 @@ impl Function {
             ],
             Function::LoadDataset => &["source", "subset", "limit", "kwargs"],
             Function::Version => &[],
+            Function::FeatureImportance => &["project_name"],
+            Function::Evaluate => &["project_name", "relation_name", "threshold"],
+            Function::ConfusionMatrix | Function::RocCurve => &["project_name", "relation_name"],
+            Function::ImportModel => &["project_name", "task", "format", "model", "feature_names"],
+            Function::ExportModel => &["model_id"],
         }
     }
 }

@@ -335,6 +335,26 @@ pub async fn files(
     Ok(out)
 }
 
+/// One file of a model (its parts joined), if it has it.
+pub async fn file(db: &mut Db, model_id: i64, path: &str) -> MlResult<Option<Vec<u8>>> {
+    let id = model_id.to_string();
+    let rows = db
+        .query(
+            "SELECT encode(data, 'hex') FROM pgml.files \
+             WHERE model_id = $1::bigint AND path = $2 ORDER BY part",
+            &[Some(&id), Some(path)],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut data = Vec::new();
+    for r in rows {
+        data.extend(unhex(text(&r, 0)?)?);
+    }
+    Ok(Some(data))
+}
+
 /// A model row joined with its project, for loading and deploying.
 #[derive(Debug, Clone)]
 pub struct ModelRow {
@@ -375,6 +395,22 @@ pub async fn model(db: &mut Db, model_id: i64) -> MlResult<Option<ModelRow>> {
     let sql = format!("SELECT {MODEL_COLUMNS} FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE m.id = $1::bigint");
     let rows = db.query(&sql, &[Some(&id)]).await?;
     rows.first().map(|r| model_row(r)).transpose()
+}
+
+/// The label columns of a model's training snapshot (none: an imported
+/// model, or a snapshot deleted since).
+pub async fn label_columns(db: &mut Db, model_id: i64) -> MlResult<Vec<String>> {
+    let id = model_id.to_string();
+    let rows = db
+        .query(
+            "SELECT unnest(s.y_column_name) FROM pgml.models m \
+             JOIN pgml.snapshots s ON s.id = m.snapshot_id WHERE m.id = $1::bigint",
+            &[Some(&id)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| text(r, 0).map(str::to_string))
+        .collect()
 }
 
 /// Every model of a project that deploys (a single model or a group

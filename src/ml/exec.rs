@@ -8,12 +8,14 @@ use std::time::Instant;
 use bytes::BytesMut;
 use serde_json::Value;
 
-use super::args::{self, DeployArgs, SnapshotArgs, TrainArgs};
+use super::args::{self, DeployArgs, EvaluateArgs, ImportArgs, SnapshotArgs, TrainArgs};
 use super::call::{FnCall, Function};
 use super::catalog::{self, NewSnapshot};
 use super::datasets;
 use super::db::Db;
 use super::error::{MlError, MlResult};
+use super::import;
+use super::inspect;
 use super::preprocess;
 use super::pull;
 use super::service::{Ml, Progress, TrainingInfo};
@@ -26,6 +28,8 @@ const BOOL: u32 = 16;
 const INT8: u32 = 20;
 const TEXT_ARRAY: u32 = 1009;
 const RECORD: u32 = 2249;
+const FLOAT4: u32 = 700;
+const JSONB: u32 = 3802;
 
 /// Result columns of each call (name, type oid), as PostgresML declares
 /// them; a training `group_by` adds the number of groups trained.
@@ -48,6 +52,24 @@ pub fn columns(call: &FnCall) -> &'static [(&'static str, u32)] {
         Function::Snapshot => &[("relation", TEXT), ("y_column_name", TEXT_ARRAY)],
         Function::LoadDataset => &[("table_name", TEXT), ("rows", INT8)],
         Function::Version => &[("version", TEXT)],
+        Function::FeatureImportance => {
+            &[("feature", TEXT), ("importance", FLOAT4), ("method", TEXT)]
+        }
+        Function::Evaluate => &[("metrics", JSONB)],
+        Function::ConfusionMatrix => &[("actual", TEXT), ("predicted", TEXT), ("count", INT8)],
+        Function::RocCurve => &[
+            ("threshold", FLOAT4),
+            ("recall", FLOAT4),
+            ("false_positive_rate", FLOAT4),
+            ("precision", FLOAT4),
+        ],
+        Function::ImportModel => &[
+            ("project", TEXT),
+            ("task", TEXT),
+            ("algorithm", TEXT),
+            ("model_id", INT8),
+        ],
+        Function::ExportModel => &[("export_model", TEXT)],
     }
 }
 
@@ -77,20 +99,47 @@ pub async fn execute(
     out: &mut BytesMut,
 ) -> MlResult<()> {
     ml.check_enabled(pool)?;
-    let values = run(ml, pool, call, progress).await?;
+    let rows = run(ml, pool, call, progress).await?;
     let cols = columns(call);
-    if call.expand || cols.len() == 1 {
-        let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
-        messages::data_row(out, &refs);
-    } else {
-        let record = record_text(&values);
-        messages::data_row(out, &[Some(&record)]);
+    for values in &rows {
+        if call.expand || cols.len() == 1 {
+            let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
+            messages::data_row(out, &refs);
+        } else {
+            let record = record_text(values);
+            messages::data_row(out, &[Some(&record)]);
+        }
     }
-    messages::command_complete(out, "SELECT 1");
+    messages::command_complete(out, &format!("SELECT {}", rows.len()));
     Ok(())
 }
 
-async fn run(
+/// The result rows of a call, each value in its text form.
+pub type Rows = Vec<Vec<Option<String>>>;
+
+async fn run(ml: &Arc<Ml>, pool: &Arc<Pool>, call: &FnCall, progress: Progress) -> MlResult<Rows> {
+    match call.func {
+        Function::FeatureImportance => {
+            inspect::feature_importance(ml, pool, &args::project_name(call)?).await
+        }
+        Function::Evaluate | Function::ConfusionMatrix | Function::RocCurve => {
+            inspect::evaluation(
+                ml,
+                pool,
+                call.func,
+                EvaluateArgs::from_call(call)?,
+                &progress,
+            )
+            .await
+        }
+        Function::ExportModel => inspect::export(ml, pool, args::model_id(call)?).await,
+        Function::ImportModel => import::import(ml, pool, ImportArgs::from_call(call)?).await,
+        _ => run_one(ml, pool, call, progress).await.map(|row| vec![row]),
+    }
+}
+
+/// The functions that return one row.
+async fn run_one(
     ml: &Arc<Ml>,
     pool: &Arc<Pool>,
     call: &FnCall,
@@ -156,6 +205,15 @@ async fn run(
             progress.notice(format!("pgml.load_dataset: {rows} rows into {table}"));
             Ok(vec![Some(table), Some(rows.to_string())])
         }
+        Function::FeatureImportance
+        | Function::Evaluate
+        | Function::ConfusionMatrix
+        | Function::RocCurve
+        | Function::ImportModel
+        | Function::ExportModel => Err(MlError::Internal(format!(
+            "pgml.{} returns rows",
+            call.func.name()
+        ))),
     }
 }
 

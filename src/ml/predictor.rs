@@ -10,7 +10,8 @@ use std::time::Instant;
 use ndarray::Array2;
 
 use super::error::{MlError, MlResult};
-use super::predict::{Call, Features, Func, GroupKey, ModelRef, Prediction, Predictor};
+use super::explain;
+use super::predict::{Call, Features, Func, GroupKey, ModelRef, Prediction, Predictor, TopK};
 use super::service::{group_text, Deployed, GroupModels, Ml, StoredModel};
 use super::task::Task;
 use crate::backend::registry::Pool;
@@ -18,15 +19,22 @@ use crate::backend::registry::Pool;
 /// The models of one statement's calls, resolved.
 pub struct ModelSet {
     ml: Arc<Ml>,
-    /// Per call: the function and its model (None: a NULL model), with
-    /// the name predictions are counted under.
-    calls: Vec<(Func, Option<Named>)>,
+    /// Per call: the function (explain's top_k resolved) and its model
+    /// (None: a NULL model), with the name predictions are counted under.
+    calls: Vec<(Resolved, Option<Named>)>,
     /// Groups met that have no model, per project: each named once per
     /// statement in a NOTICE (`notices`).
     missing: parking_lot::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 type Named = (String, Arc<Deployed>);
+
+/// A call's function, with explain's `top_k` read from the Bind values.
+#[derive(Clone, Copy)]
+struct Resolved {
+    func: Func,
+    top_k: Option<usize>,
+}
 
 impl ModelSet {
     /// Resolves every call's model; `params` are the Bind values (text) for
@@ -62,7 +70,26 @@ impl ModelSet {
                 }
                 ModelRef::Null | ModelRef::Param(_) => None,
             };
-            out.push((call.func, model));
+            let top_k = match call.top_k {
+                TopK::All => None,
+                TopK::Const(k) => Some(k),
+                TopK::Param(n) => match params.get(n.wrapping_sub(1)) {
+                    Some(None) => None,
+                    Some(Some(v)) => Some(v.trim().parse::<usize>().map_err(|_| {
+                        MlError::invalid(format!(
+                            "pgml.explain: top_k must be a non-negative integer, not {v}"
+                        ))
+                    })?),
+                    None => return Err(MlError::invalid(format!("there is no parameter ${n}"))),
+                },
+            };
+            out.push((
+                Resolved {
+                    func: call.func,
+                    top_k,
+                },
+                model,
+            ));
         }
         Ok(ModelSet {
             ml: ml.clone(),
@@ -89,7 +116,7 @@ impl ModelSet {
         &self,
         project: &str,
         set: &GroupModels,
-        func: Func,
+        func: Resolved,
         inputs: &[Features],
     ) -> MlResult<Vec<Option<Prediction>>> {
         // Rows of one group are predicted together, in one batch per group.
@@ -99,7 +126,7 @@ impl ModelSet {
                 return Err(MlError::invalid(format!(
                     "project \"{project}\" has a model per group of ({}): call pgml.{}(..., group => ...)",
                     set.columns.join(", "),
-                    func.name()
+                    func.func.name()
                 )));
             };
             by_group.entry(key).or_default().push(i);
@@ -120,7 +147,7 @@ impl ModelSet {
                     other => other,
                 })
                 .collect();
-            for (i, p) in rows.into_iter().zip(predict(model, func, &features)?) {
+            for (i, p) in rows.into_iter().zip(run(model, func, &features)?) {
                 out[i] = Some(p);
             }
         }
@@ -139,7 +166,7 @@ impl Predictor for ModelSet {
         };
         let started = Instant::now();
         let predictions = match &**model {
-            Deployed::Model(m) => predict(m, *func, inputs)?.into_iter().map(Some).collect(),
+            Deployed::Model(m) => run(m, *func, inputs)?.into_iter().map(Some).collect(),
             Deployed::Groups(set) => self.predict_groups(project, set, *func, inputs)?,
         };
         self.ml
@@ -147,6 +174,39 @@ impl Predictor for ModelSet {
             .predicted(project, inputs.len(), started.elapsed());
         Ok(predictions)
     }
+}
+
+/// A prediction or an explanation.
+fn run<F: Borrow<Features>>(
+    model: &StoredModel,
+    call: Resolved,
+    inputs: &[F],
+) -> MlResult<Vec<Prediction>> {
+    match call.func {
+        Func::Explain => explain(model, inputs, call.top_k),
+        func => predict(model, func, inputs),
+    }
+}
+
+/// `pgml.explain` of each input row.
+fn explain<F: Borrow<Features>>(
+    model: &StoredModel,
+    inputs: &[F],
+    top_k: Option<usize>,
+) -> MlResult<Vec<Prediction>> {
+    if inputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let x = matrix(model, inputs, false)?;
+    let c = explain::contributions(&*model.model, model.algorithm, x.view(), &model.means)?;
+    let names = model.preprocessor.feature_names();
+    let class = |code: usize| match &model.classes {
+        Some(classes) => classes.value(code) as f32 as f64,
+        None => code as f64,
+    };
+    Ok((0..x.nrows())
+        .map(|row| Prediction::Json(explain::explanation(&c, row, &names, top_k, class)))
+        .collect())
 }
 
 /// Feature rows → one matrix, checked against what the model was trained on.
@@ -253,6 +313,7 @@ pub fn predict<F: Borrow<Features>>(
                 .map(|r| Prediction::Vector(r.iter().map(|&v| v as f32).collect()))
                 .collect())
         }
+        Func::Explain => Err(MlError::Internal("pgml.explain predicted".into())),
         Func::PredictJoint => {
             let y = model.model.predict(x.view())?;
             Ok(y.rows()

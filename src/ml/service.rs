@@ -32,6 +32,10 @@ pub struct StoredModel {
     pub classes: Option<Classes>,
     /// The key metric measured at training time.
     pub score: Option<f64>,
+    /// The training split's feature means, which a linear model's
+    /// explanations start from (empty for models trained before they were
+    /// stored, and imported ones).
+    pub means: Vec<f64>,
 }
 
 /// What a project deploys, or a model id names: one model, or the models

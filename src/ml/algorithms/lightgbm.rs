@@ -49,6 +49,11 @@ struct LightGbmModel {
     task: Task,
     n_features: usize,
     boosters: Vec<Gbm>,
+    /// A second handle on the single booster, made on the first
+    /// explanation: lightgbm3's `predict_contrib` sizes its output for one
+    /// class (a multiclass model would write past it) and its handle is
+    /// private.
+    contrib: std::sync::OnceLock<MlResult<BoosterHandle>>,
     /// The compiled evaluator of a single-booster model, when it replicates
     /// it exactly (see `lgbm_fast`); predictions then skip LightGBM.
     fast: Option<FastModel>,
@@ -127,6 +132,11 @@ impl Drop for DatasetHandle {
 }
 
 struct BoosterHandle(sys::BoosterHandle);
+// SAFETY: as `Gbm`: LightGBM's Booster locks its own state, and this one
+// only predicts.
+unsafe impl Send for BoosterHandle {}
+// SAFETY: see above.
+unsafe impl Sync for BoosterHandle {}
 impl Drop for BoosterHandle {
     fn drop(&mut self) {
         // SAFETY: the handle came from LGBM_BoosterCreate and is freed once.
@@ -260,6 +270,7 @@ pub(super) fn train_on(
         n_features: cols,
         boosters,
         fast,
+        contrib: Default::default(),
     }))
 }
 
@@ -357,7 +368,24 @@ pub fn load(task: Task, bytes: &[u8]) -> MlResult<Box<dyn Model>> {
         n_features,
         boosters,
         fast,
+        contrib: Default::default(),
     }))
+}
+
+/// The booster reloaded from its own model string.
+fn contrib_booster(booster: &Booster) -> MlResult<BoosterHandle> {
+    let text = booster
+        .save_string()
+        .map_err(|e| MlError::Internal(format!("lightgbm save: {e}")))?;
+    let text = CString::new(text).map_err(|e| MlError::Internal(e.to_string()))?;
+    let mut handle = std::ptr::null_mut();
+    let mut iterations: c_int = 0;
+    // SAFETY: `text` is NUL-terminated and was written by LightGBM itself.
+    let ret = unsafe {
+        sys::LGBM_BoosterLoadModelFromString(text.as_ptr(), &mut iterations, &mut handle)
+    };
+    call(ret, "load")?;
+    Ok(BoosterHandle(handle))
 }
 
 /// Predictions run on the proxy's I/O threads, a batch at a time. A few
@@ -472,6 +500,53 @@ impl Model for LightGbmModel {
             _ => serde_json::to_vec(&strings)
                 .map_err(|e| MlError::Internal(format!("lightgbm save: {e}"))),
         }
+    }
+
+    /// LightGBM's own TreeSHAP (`C_API_PREDICT_CONTRIB`), of a single
+    /// booster.
+    fn tree_contributions(&self, x: ArrayView2<f64>) -> Option<MlResult<Array2<f64>>> {
+        let [booster] = self.boosters.as_slice() else {
+            return None;
+        };
+        Some((|| {
+            check_features(x, self.n_features)?;
+            let outputs = usize::try_from(booster.0.num_classes()).unwrap_or(1).max(1);
+            let width = outputs * (self.n_features + 1);
+            if x.nrows() == 0 {
+                return Ok(Array2::zeros((0, width)));
+            }
+            let contrib = match self.contrib.get_or_init(|| contrib_booster(&booster.0)) {
+                Ok(c) => c,
+                Err(e) => return Err(e.clone()),
+            };
+            let matrix = flat(x);
+            let mut out = vec![0.0f64; x.nrows() * width];
+            let mut out_len: i64 = 0;
+            let params = CString::new(format!("num_threads={}", predict_threads(x.nrows())))
+                .map_err(|e| MlError::Internal(e.to_string()))?;
+            // SAFETY: the handle is a loaded booster; `matrix` holds nrows ×
+            // ncols f64 in the order given; `out` has the length the C API
+            // documents for contributions (num_class × rows × (features + 1)).
+            let ret = unsafe {
+                sys::LGBM_BoosterPredictForMat(
+                    contrib.0,
+                    matrix.data.as_ptr() as *const c_void,
+                    sys::C_API_DTYPE_FLOAT64 as c_int,
+                    to_i32(x.nrows(), "rows")?,
+                    to_i32(x.ncols(), "features")?,
+                    c_int::from(matrix.row_major),
+                    sys::C_API_PREDICT_CONTRIB as c_int,
+                    0,
+                    -1,
+                    params.as_ptr(),
+                    &mut out_len,
+                    out.as_mut_ptr(),
+                )
+            };
+            call(ret, "predict_contrib")?;
+            Array2::from_shape_vec((x.nrows(), width), out)
+                .map_err(|e| MlError::Internal(format!("lightgbm contributions shape: {e}")))
+        })())
     }
 
     /// Total gain per feature, summed over the boosters of a joint model.

@@ -17,24 +17,34 @@ use linfa_logistic::{
     FittedLogisticRegression, LogisticRegression, MultiFittedLogisticRegression,
     MultiLogisticRegression,
 };
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::hyper::Hyper;
 use super::per_output::{PerOutput, SingleOutput};
-use super::{argmax_rows, check_input, deserialize, fit_error, serialize, Algorithm, Model};
+use super::{
+    argmax_rows, check_input, deserialize, fit_error, serialize, Algorithm, LinearTerms, Model,
+};
 use crate::ml::error::{MlError, MlResult};
 
 impl SingleOutput for FittedLinearRegression<f64> {
     fn predict_one(&self, x: ArrayView2<f64>) -> Array1<f64> {
         self.predict(&x)
     }
+
+    fn terms(&self) -> Option<(Array1<f64>, f64)> {
+        Some((self.params().clone(), self.intercept()))
+    }
 }
 
 impl SingleOutput for ElasticNet<f64> {
     fn predict_one(&self, x: ArrayView2<f64>) -> Array1<f64> {
         self.predict(&x)
+    }
+
+    fn terms(&self) -> Option<(Array1<f64>, f64)> {
+        Some((self.hyperplane().clone(), self.intercept()))
     }
 }
 
@@ -219,5 +229,30 @@ impl Model for LogisticModel {
 
     fn to_bytes(&self) -> MlResult<Vec<u8>> {
         serialize(self)
+    }
+
+    /// Binary: the margin of class code 1 (linfa's positive class is the
+    /// larger code, so its margin is negated otherwise); multinomial: one
+    /// margin per class code, 0 for a class absent from the training split.
+    fn linear_terms(&self) -> Option<LinearTerms> {
+        match &self.model {
+            Logistic::Binary(m) => {
+                let sign = if m.labels().pos.class == 1 { 1.0 } else { -1.0 };
+                let coef = m.params().mapv(|v| sign * v).insert_axis(Axis(1));
+                let intercept = Array1::from_elem(1, sign * m.intercept());
+                Some(LinearTerms { coef, intercept })
+            }
+            Logistic::Multi(m) => {
+                let mut coef = Array2::zeros((self.n_features, self.num_classes));
+                let mut intercept = Array1::zeros(self.num_classes);
+                for (k, &class) in m.classes().iter().enumerate() {
+                    if class < self.num_classes {
+                        coef.column_mut(class).assign(&m.params().column(k));
+                        intercept[class] = m.intercept()[k];
+                    }
+                }
+                Some(LinearTerms { coef, intercept })
+            }
+        }
     }
 }

@@ -355,6 +355,26 @@ pub trait Model: Send + Sync {
     fn feature_importance(&self) -> Option<Vec<f64>> {
         None
     }
+    /// A linear model's coefficients and intercepts, in its raw output
+    /// space (a logistic model's margins).
+    fn linear_terms(&self) -> Option<LinearTerms> {
+        None
+    }
+    /// A tree model's TreeSHAP contributions, rows by outputs times
+    /// (features plus one): each output's block ends with its expected
+    /// value, as LightGBM's `predict_contrib` lays them out.
+    fn tree_contributions(&self, _x: ArrayView2<f64>) -> Option<MlResult<Array2<f64>>> {
+        None
+    }
+}
+
+/// `raw output[k] = intercept[k] + x · coef[.., k]` for each output k: one
+/// for regression and binary logistic regression (the margin of class
+/// code 1), one per class code for multinomial logistic regression.
+pub struct LinearTerms {
+    /// features × outputs.
+    pub coef: Array2<f64>,
+    pub intercept: Array1<f64>,
 }
 
 /// Trains `alg` for `task`.

@@ -6,12 +6,16 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{check_input, not_classifier, serialize, Model};
+use super::{check_input, not_classifier, serialize, LinearTerms, Model};
 use crate::ml::error::MlResult;
 
 /// A fitted single-target regressor.
 pub trait SingleOutput: Send + Sync + Serialize + DeserializeOwned {
     fn predict_one(&self, x: ArrayView2<f64>) -> Array1<f64>;
+    /// Coefficients and intercept of a linear regressor.
+    fn terms(&self) -> Option<(Array1<f64>, f64)> {
+        None
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,5 +64,19 @@ impl<M: SingleOutput> Model for PerOutput<M> {
 
     fn to_bytes(&self) -> MlResult<Vec<u8>> {
         serialize(self)
+    }
+
+    fn linear_terms(&self) -> Option<LinearTerms> {
+        let mut coef = Array2::zeros((self.n_features, self.outputs.len()));
+        let mut intercept = Array1::zeros(self.outputs.len());
+        for (k, model) in self.outputs.iter().enumerate() {
+            let (c, b) = model.terms()?;
+            if c.len() != self.n_features {
+                return None;
+            }
+            coef.column_mut(k).assign(&c);
+            intercept[k] = b;
+        }
+        Some(LinearTerms { coef, intercept })
     }
 }

@@ -82,9 +82,10 @@ impl Builder {
             if func == Func::PredictBatch {
                 return Err(batch_unsupported());
             }
-            if func.returns_array() {
+            if !func.is_number() {
                 return Err(MlError::Unsupported(format!(
-                    "comparing or sorting the real[] result of pgml.{} is not supported",
+                    "comparing or sorting the {} result of pgml.{} is not supported",
+                    crate::ml::predict::lookup::value_type(func),
                     func.name()
                 )));
             }
@@ -116,9 +117,10 @@ impl Builder {
             if let Some(k) = self.outer_calls.get(&key) {
                 return Ok(Some(*k));
             }
-            if self.calls.get(call).is_some_and(|c| c.func.returns_array()) {
+            if let Some(c) = self.calls.get(call).filter(|c| !c.func.is_number()) {
                 return Err(MlError::Unsupported(format!(
-                    "comparing or sorting the real[] column {} is not supported",
+                    "comparing or sorting the {} column {} is not supported",
+                    crate::ml::predict::lookup::value_type(c.func),
                     n.name
                 )));
             }

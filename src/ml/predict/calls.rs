@@ -13,7 +13,7 @@ use sqlparser::parser::Parser;
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::frame::RawValue;
 
-use super::types::{Call, Features, Func, InputKind, ModelRef};
+use super::types::{Call, Features, Func, InputKind, ModelRef, TopK};
 
 /// An identifier as Postgres resolves it: unquoted folds to lower case,
 /// quoted is taken verbatim.
@@ -44,6 +44,7 @@ fn func_of(name: &ObjectName) -> Option<Func> {
         "predict_proba" => Some(Func::PredictProba),
         "predict_joint" => Some(Func::PredictJoint),
         "predict_batch" => Some(Func::PredictBatch),
+        "explain" => Some(Func::Explain),
         _ => None,
     }
 }
@@ -95,22 +96,26 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
             "pgml.{name} needs an argument list: (project or model id, features)"
         )));
     };
-    let group = match list.args.as_slice() {
-        [_, _] => None,
-        [_, _, named] if arg_name(named).as_deref() == Some("group") => match named {
-            FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } => Some(arg),
-            FunctionArg::Unnamed(_) => None,
-        },
-        _ => None,
-    };
-    if list.duplicate_treatment.is_some()
-        || !list.clauses.is_empty()
-        || list.args.len() != 2 + usize::from(group.is_some())
-    {
-        return Err(MlError::Unsupported(format!(
-            "pgml.{name} takes two arguments, (project or model id, features), and optionally \
-             group => <expression> for a project trained with group_by"
-        )));
+    // After (model, features): `group => ...`, and for explain `top_k`,
+    // third positionally or named.
+    let mut group = None;
+    let mut top_k = None;
+    for (i, arg) in list.args.iter().enumerate().skip(2) {
+        let (name, value) = match arg {
+            FunctionArg::Named { arg: value, .. } | FunctionArg::ExprNamed { arg: value, .. } => {
+                (arg_name(arg), value)
+            }
+            FunctionArg::Unnamed(value) if i == 2 => (Some("top_k".to_string()), value),
+            FunctionArg::Unnamed(_) => return Err(too_many_arguments(func)),
+        };
+        match name.as_deref() {
+            Some("group") if group.is_none() => group = Some(value),
+            Some("top_k") if func == Func::Explain && top_k.is_none() => top_k = Some(value),
+            _ => return Err(too_many_arguments(func)),
+        }
+    }
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() || list.args.len() < 2 {
+        return Err(too_many_arguments(func));
     }
     if group.is_some() && func == Func::PredictBatch {
         return Err(MlError::Unsupported(
@@ -118,6 +123,10 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
                 .into(),
         ));
     }
+    let top_k = match top_k {
+        None => TopK::All,
+        Some(e) => top_k_of(e)?,
+    };
     let model_arg = arg_expr(&list.args[0], &["project_name", "model_id"], name)?;
     let features_arg = arg_expr(&list.args[1], &["features", "row"], name)?;
     let model = match model_arg {
@@ -148,6 +157,12 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
         (_, None) => format!("to_json({arg})::text"),
         (_, Some(g)) => grouped_features(&arg, g, name)?,
     };
+    // A `$n` top_k stays in the server's statement, so the statement
+    // still has (and types) every parameter the client binds.
+    let features = match top_k {
+        TopK::Param(n) => format!("CASE WHEN (${n}::int4 IS NULL) IS NOT NULL THEN {features} END"),
+        _ => features,
+    };
     let replacement = match &model {
         ModelRef::Null => "NULL::text".to_string(),
         // Keeps `$n` in the server statement so its type is still resolved
@@ -169,10 +184,46 @@ pub fn analyse(func: Func, f: &Function) -> MlResult<Analysed> {
             model,
             input,
             grouped: group.is_some(),
+            top_k,
         },
         replacement,
         constant,
     })
+}
+
+fn too_many_arguments(func: Func) -> MlError {
+    let top_k = if func == Func::Explain {
+        ", top_k (an integer)"
+    } else {
+        ""
+    };
+    MlError::Unsupported(format!(
+        "pgml.{} takes (project or model id, features{top_k}), and optionally \
+         group => <expression> for a project trained with group_by",
+        func.name()
+    ))
+}
+
+/// `top_k`: a non-negative integer, NULL (every contribution) or `$n`.
+fn top_k_of(arg: &FunctionArgExpr) -> MlResult<TopK> {
+    let FunctionArgExpr::Expr(e) = arg else {
+        return Err(MlError::invalid("pgml.explain: top_k must be an integer"));
+    };
+    if is_null(e) {
+        return Ok(TopK::All);
+    }
+    if let Some(ModelRef::Param(n)) = model_ref(e) {
+        return Ok(TopK::Param(n));
+    }
+    match number(strip(e)) {
+        Some(k) if k >= 0.0 && k.fract() == 0.0 => Ok(TopK::Const(k as usize)),
+        Some(k) => Err(MlError::invalid(format!(
+            "pgml.explain: top_k must be a non-negative integer, not {k}"
+        ))),
+        None => Err(MlError::Unsupported(format!(
+            "pgml.explain: top_k must be a constant integer or $n parameter, not `{e}`"
+        ))),
+    }
 }
 
 /// Separates a grouped call's group from its features in the text the

@@ -19,7 +19,7 @@ use crate::net::tag::client;
 
 use super::plan::{Plan, ServerForm};
 use super::rows::Rewriter;
-use super::types::{Features, ModelRef, Prediction, Predictor};
+use super::types::{client_format, Features, ModelRef, Prediction, Predictor};
 
 /// A client's Parse of a pgml.predict statement: the plan (shared by
 /// text) and the parameter types the client declared, which every server
@@ -44,13 +44,42 @@ pub struct Portal<P = Plan> {
 }
 
 impl<P> Portal<P> {
-    /// The Bind parameters as text, for `$n` model references.
+    /// The Bind parameters as text, for the `$n` of pgml calls: a model
+    /// (name or id) or explain's top_k. A binary parameter is a name's
+    /// UTF-8, or an int2/int4/int8 (asyncpg sends ids and counts so); the
+    /// proxy does not have the server's parameter types, so a binary value
+    /// of an integer's width that is not printable text is read as one.
     pub fn text_params(&self) -> Vec<Option<String>> {
         self.params
             .iter()
-            .map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
+            .enumerate()
+            .map(|(i, p)| {
+                p.as_ref()
+                    .map(|b| param_text(b, client_format(&self.param_formats, i) == 1))
+            })
             .collect()
     }
+}
+
+/// One parameter as text (see `Portal::text_params`).
+pub fn param_text(value: &[u8], binary: bool) -> String {
+    match binary_integer(value) {
+        Some(n) if binary => n.to_string(),
+        _ => String::from_utf8_lossy(value).into_owned(),
+    }
+}
+
+/// A big-endian int2/int4/int8 that is not printable text.
+fn binary_integer(b: &[u8]) -> Option<i64> {
+    if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+        return None;
+    }
+    Some(match *b {
+        [a, b] => i16::from_be_bytes([a, b]) as i64,
+        [a, b, c, d] => i32::from_be_bytes([a, b, c, d]) as i64,
+        [a, b, c, d, e, f, g, h] => i64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => return None,
+    })
 }
 
 /// How the client asked for the rows.

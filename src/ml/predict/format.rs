@@ -5,6 +5,7 @@ use bytes::{BufMut, BytesMut};
 
 /// Type oids the client sees for prediction columns.
 pub const FLOAT4_OID: u32 = 700;
+pub const JSONB_OID: u32 = 3802;
 pub const FLOAT4_ARRAY_OID: u32 = 1021;
 
 /// `float4out` of Postgres 12+ with the default `extra_float_digits = 1`:

@@ -46,7 +46,7 @@ use crate::ml::error::{MlError, MlResult};
 
 use super::calls::{analyse, as_call, contains_call, folded, is_aggregate, parse_expr};
 use super::plan::{one_statement, unparsable};
-use super::types::{Call, Func, MARKER_PREFIX};
+use super::types::{Call, Func, Output, MARKER_PREFIX};
 use clauses::*;
 
 /// How a statement that calls pgml.predict where the streaming rewrite
@@ -96,10 +96,10 @@ pub fn memo_table(i: usize) -> String {
 
 /// The SQL type of a site's values.
 pub fn value_type(func: Func) -> &'static str {
-    if func.returns_array() {
-        "real[]"
-    } else {
-        "real"
+    match func.output() {
+        Output::Real => "real",
+        Output::RealArray => "real[]",
+        Output::Jsonb => "jsonb",
     }
 }
 

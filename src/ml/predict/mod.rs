@@ -26,13 +26,15 @@ mod select;
 mod types;
 
 pub use execution::{
-    describe, execution, Describe, Description, Execution, Portal, PredictStatement, Protocol,
-    Shards,
+    describe, execution, param_text, Describe, Description, Execution, Portal, PredictStatement,
+    Protocol, Shards,
 };
 pub use lookup::LookupPlan;
 pub use plan::{mentions_predict, plan, Plan, ServerForm};
 pub use rows::Rewriter;
-pub use types::{Call, Features, Func, GroupKey, InputKind, ModelRef, Prediction, Predictor};
+pub use types::{
+    Call, Features, Func, GroupKey, InputKind, ModelRef, Output, Prediction, Predictor, TopK,
+};
 
 /// How a statement calling pgml.predict runs.
 #[derive(Clone)]

@@ -78,7 +78,8 @@ impl Plan {
 /// `predict` at all? Case-insensitive, so quoting and case variants pass
 /// and `plan` decides.
 pub fn mentions_predict(sql: &str) -> bool {
-    contains_ci(sql.as_bytes(), b"predict") && contains_ci(sql.as_bytes(), b"pgml")
+    let sql = sql.as_bytes();
+    (contains_ci(sql, b"predict") || contains_ci(sql, b"explain")) && contains_ci(sql, b"pgml")
 }
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {

@@ -13,13 +13,13 @@ use crate::ml::error::{MlError, MlResult};
 use super::eval::cmp_keys;
 use super::format::{
     float4_array_binary, float4_array_text, float4_binary, put_float4_text, FLOAT4_ARRAY_OID,
-    FLOAT4_OID,
+    FLOAT4_OID, JSONB_OID,
 };
 use super::json;
 use super::plan::Plan;
 use super::types::{
-    client_format, marker_number, Call, Col, ConstItem, Features, Func, Input, Layout, Prediction,
-    Predictor, Shape,
+    client_format, marker_number, Call, Col, ConstItem, Features, Func, Input, Layout, Output,
+    Prediction, Predictor, Shape,
 };
 use crate::ml::binary;
 use crate::net::messages;
@@ -113,10 +113,10 @@ pub struct Rewriter {
 }
 
 fn func_type(func: Func) -> (u32, i16) {
-    if func.returns_array() {
-        (FLOAT4_ARRAY_OID, -1)
-    } else {
-        (FLOAT4_OID, 4)
+    match func.output() {
+        Output::Real => (FLOAT4_OID, 4),
+        Output::RealArray => (FLOAT4_ARRAY_OID, -1),
+        Output::Jsonb => (JSONB_OID, -1),
     }
 }
 
@@ -134,11 +134,20 @@ pub(super) fn put_prediction(
     // The length goes in front once the value is written.
     let at = out.len();
     out.put_i32(0);
-    match (p, func.returns_array(), format) {
-        (Prediction::Scalar(x), false, 0) => put_float4_text(*x, out),
-        (Prediction::Scalar(x), false, _) => float4_binary(*x, out),
-        (Prediction::Vector(xs), true, 0) => out.put_slice(float4_array_text(xs).as_bytes()),
-        (Prediction::Vector(xs), true, _) => float4_array_binary(xs, out),
+    match (p, func.output(), format) {
+        (Prediction::Scalar(x), Output::Real, 0) => put_float4_text(*x, out),
+        (Prediction::Scalar(x), Output::Real, _) => float4_binary(*x, out),
+        (Prediction::Vector(xs), Output::RealArray, 0) => {
+            out.put_slice(float4_array_text(xs).as_bytes())
+        }
+        (Prediction::Vector(xs), Output::RealArray, _) => float4_array_binary(xs, out),
+        (Prediction::Json(text), Output::Jsonb, format) => {
+            // jsonb's binary form is a version byte, then the text.
+            if format != 0 {
+                out.put_u8(1);
+            }
+            out.put_slice(text.as_bytes());
+        }
         _ => {
             return Err(MlError::Internal(format!(
                 "the model returned the wrong shape of result for pgml.{}",
@@ -271,7 +280,7 @@ impl Plan {
         // predict_batch is set-returning: one row per prediction.
         if let [(Func::PredictBatch, value)] = values.as_slice() {
             let preds: Vec<f32> = match value {
-                None => Vec::new(),
+                None | Some(Prediction::Json(_)) => Vec::new(),
                 Some(Prediction::Vector(v)) => v.clone(),
                 Some(Prediction::Scalar(x)) => vec![*x],
             };

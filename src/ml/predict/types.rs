@@ -17,6 +17,16 @@ pub enum Func {
     PredictProba,
     PredictJoint,
     PredictBatch,
+    /// `pgml.explain`: each feature's share of the prediction (jsonb).
+    Explain,
+}
+
+/// The SQL type of a function's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Real,
+    RealArray,
+    Jsonb,
 }
 
 impl Func {
@@ -27,13 +37,31 @@ impl Func {
             Func::PredictProba => "predict_proba",
             Func::PredictJoint => "predict_joint",
             Func::PredictBatch => "predict_batch",
+            Func::Explain => "explain",
         }
     }
 
-    /// Whether the result is `real[]` rather than `real`.
-    pub fn returns_array(self) -> bool {
-        matches!(self, Func::PredictProba | Func::PredictJoint)
+    pub fn output(self) -> Output {
+        match self {
+            Func::Predict | Func::PredictBatch => Output::Real,
+            Func::PredictProba | Func::PredictJoint => Output::RealArray,
+            Func::Explain => Output::Jsonb,
+        }
     }
+
+    /// Whether the value is a number the proxy can compare and sort by.
+    pub fn is_number(self) -> bool {
+        self.output() == Output::Real
+    }
+}
+
+/// `pgml.explain`'s `top_k`: how many contributions to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopK {
+    All,
+    Const(usize),
+    /// `$n` (1-based) of the extended protocol.
+    Param(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +97,8 @@ pub struct Call {
     /// `group => ...`: the row's group picks the model of a project trained
     /// with `group_by`; its features then arrive as `Features::Grouped`.
     pub grouped: bool,
+    /// `pgml.explain` only; `All` for the others.
+    pub top_k: TopK,
 }
 
 /// Features of one row for one call.
@@ -92,6 +122,8 @@ pub enum Prediction {
     /// `predict_proba`/`predict_joint`: one value per class/output;
     /// `predict_batch`: one prediction per row of the flattened input.
     Vector(Vec<f32>),
+    /// `explain`: a JSON object's text.
+    Json(String),
 }
 
 pub trait Predictor: Send + Sync {

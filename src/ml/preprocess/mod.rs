@@ -61,6 +61,25 @@ impl Preprocessor {
         Ok(Preprocessor { columns })
     }
 
+    /// Numeric columns (name, type) taken as they are, with the default
+    /// treatment, which needs no statistics (one row stands in for the
+    /// data): for models trained without pulling rows, and imported ones.
+    pub fn numeric(columns: &[(String, String)]) -> MlResult<Preprocessor> {
+        let frame = Frame {
+            rows: 1,
+            columns: columns
+                .iter()
+                .map(|(name, pg_type)| Column {
+                    name: name.clone(),
+                    pg_type: pg_type.clone(),
+                    data: super::frame::ColumnData::Float(vec![Some(0.0)]),
+                })
+                .collect(),
+        };
+        let all: Vec<usize> = (0..columns.len()).collect();
+        Preprocessor::fit(&frame, &all, &BTreeMap::new(), None, &[0])
+    }
+
     /// Features of `rows` of `frame` (columns found by name), one row each.
     pub fn transform(&self, frame: &Frame, rows: &[usize]) -> MlResult<Array2<f64>> {
         let width = self.num_features();

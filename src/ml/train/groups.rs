@@ -219,6 +219,7 @@ impl Run<'_> {
                 classes: m.classes,
                 metrics: m.fitted.metrics,
                 hyperparams: m.fitted.hyperparams,
+                insight: m.fitted.insight,
             })
             .collect();
         self.save(records, &snapshot, set_metrics).await

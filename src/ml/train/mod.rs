@@ -20,6 +20,7 @@ use super::args::TrainArgs;
 use super::catalog::{self, NewModel, NewSnapshot, Project};
 use super::db::Db;
 use super::error::{MlError, MlResult};
+use super::explain::Insight;
 use super::frame::Frame;
 use super::labels::{self, Classes};
 use super::metrics;
@@ -88,6 +89,8 @@ struct Fitted {
     metrics: Map<String, Value>,
     /// The winner of the search, or the ones given.
     hyperparams: Map<String, Value>,
+    /// Training means and feature importance, for explanations.
+    insight: Insight,
 }
 
 pub async fn train(
@@ -188,6 +191,7 @@ pub async fn train(
             model: Arc::from(fitted.model),
             preprocessor: Arc::new(data.pre),
             classes: data.classes,
+            means: fitted.insight.means,
         };
         let stored = Arc::new(Deployed::Model(stored));
         if super::db::lent() {
@@ -430,6 +434,7 @@ async fn fit_model(data: &Data, args: &TrainArgs, progress: &Progress) -> MlResu
         data.pre.num_features()
     ));
     let (model, mut metrics) = fit_and_score(set.clone(), hyperparams.clone()).await?;
+    let (model, insight) = insight(model, set.clone(), data.pre.feature_names()).await?;
     if let Some(results) = search_results {
         metrics.insert("search_results".into(), results);
     }
@@ -445,7 +450,23 @@ async fn fit_model(data: &Data, args: &TrainArgs, progress: &Progress) -> MlResu
         model,
         metrics,
         hyperparams,
+        insight,
     })
+}
+
+/// The fitted model's `Insight`, on a blocking thread (TreeSHAP over the
+/// test split takes a while).
+async fn insight(
+    model: Box<dyn Model>,
+    set: Arc<TrainingSet>,
+    names: Vec<String>,
+) -> MlResult<(Box<dyn Model>, Insight)> {
+    tokio::task::spawn_blocking(move || {
+        let insight = Insight::compute(&*model, &names, set.x_train.view(), set.x_test.view())?;
+        Ok((model, insight))
+    })
+    .await
+    .map_err(|e| MlError::Internal(format!("training thread failed: {e}")))?
 }
 
 /// Catalog rows and files in one transaction: all or nothing. Returns the
@@ -467,6 +488,7 @@ async fn write_catalog(
         "y_columns": source.y_columns,
         "features": data.pre.feature_names(),
         "num_features": data.pre.num_features(),
+        "insight": fitted.insight,
     });
     let preprocessor_json =
         serde_json::to_vec(&data.pre).map_err(|e| MlError::Internal(e.to_string()))?;
@@ -611,7 +633,7 @@ fn new_model_wins(deployed: Option<f64>, new: Option<f64>) -> bool {
 /// Reads the relation from every shard in parallel, or from the one shard
 /// the call is limited to (a replica when there is one).
 /// `as_text`: columns read in their text form (group columns).
-async fn read_relation(
+pub(crate) async fn read_relation(
     ml: &Ml,
     pool: &Arc<Pool>,
     relation: &str,

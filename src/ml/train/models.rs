@@ -15,7 +15,7 @@ use crate::ml::args::TrainArgs;
 use crate::ml::catalog::{self, NewModel, NewSnapshot, Project};
 use crate::ml::db::Db;
 use crate::ml::error::{MlError, MlResult};
-use crate::ml::frame::{Column, ColumnData, Frame};
+use crate::ml::explain::Insight;
 use crate::ml::labels::Classes;
 use crate::ml::predict::GroupKey;
 use crate::ml::preprocess::Preprocessor;
@@ -45,6 +45,7 @@ pub(super) struct Record {
     pub classes: Option<Classes>,
     pub metrics: Map<String, Value>,
     pub hyperparams: Map<String, Value>,
+    pub insight: Insight,
 }
 
 /// What the snapshot row says of the data.
@@ -303,6 +304,7 @@ impl Run<'_> {
                 model: Arc::from(r.model),
                 preprocessor: Arc::new(r.pre),
                 classes: r.classes,
+                means: r.insight.means,
             };
             (r.key, stored)
         });
@@ -335,6 +337,7 @@ impl Run<'_> {
             "y_columns": self.source.y_columns,
             "features": r.pre.feature_names(),
             "num_features": r.pre.num_features(),
+            "insight": r.insight,
         });
         let pre = serde_json::to_vec(&r.pre).map_err(|e| MlError::Internal(e.to_string()))?;
         Ok(vec![
@@ -356,20 +359,11 @@ pub(super) fn key_object(columns: &[String], key: &GroupKey) -> Value {
     )
 }
 
-/// The features as stored: numbers with the default treatment, which
-/// needs no statistics (one row stands in for the relation).
+/// The features as stored: numbers with the default treatment.
 pub(super) fn identity_preprocessor(features: &[SourceColumn]) -> MlResult<Preprocessor> {
-    let frame = Frame {
-        rows: 1,
-        columns: features
-            .iter()
-            .map(|c| Column {
-                name: c.name.clone(),
-                pg_type: c.pg_type.clone(),
-                data: ColumnData::Float(vec![Some(0.0)]),
-            })
-            .collect(),
-    };
-    let all: Vec<usize> = (0..features.len()).collect();
-    Preprocessor::fit(&frame, &all, &std::collections::BTreeMap::new(), None, &[0])
+    let columns: Vec<(String, String)> = features
+        .iter()
+        .map(|c| (c.name.clone(), c.pg_type.clone()))
+        .collect();
+    Preprocessor::numeric(&columns)
 }

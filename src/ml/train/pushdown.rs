@@ -23,6 +23,7 @@ use crate::backend::server::quote_ident;
 use crate::ml::algorithms::{self, hyper::Hyper, Algorithm};
 use crate::ml::db::Db;
 use crate::ml::error::{MlError, MlResult};
+use crate::ml::explain::Insight;
 use crate::ml::frame::{Column, ColumnData};
 use crate::ml::predict::GroupKey;
 use crate::ml::preprocess::{self, Preprocessor};
@@ -274,6 +275,7 @@ impl Run<'_> {
                 classes: None,
                 metrics,
                 hyperparams: hyperparams.clone(),
+                insight: Insight::default(),
             });
         }
         if records.is_empty() {

@@ -27,6 +27,7 @@ use crate::ml::algorithms::Algorithm;
 use crate::ml::algorithms::Model;
 use crate::ml::db::Db;
 use crate::ml::error::{MlError, MlResult};
+use crate::ml::explain::Insight;
 use crate::ml::frame::{Column, ColumnData, Frame};
 use crate::ml::labels::{self, Classes};
 use crate::ml::metrics;
@@ -162,6 +163,9 @@ impl Run<'_> {
             memory_use()
         ));
         let pre = identity_preprocessor(&features)?;
+        // The rows are gone: LightGBM's gain importance only.
+        let none = ndarray::Array2::<f64>::zeros((0, features.len()));
+        let insight = Insight::compute(&*model, &pre.feature_names(), none.view(), none.view())?;
         let all: Vec<usize> = (0..sample_frame.rows).collect();
         let statistics = features
             .iter()
@@ -196,6 +200,7 @@ impl Run<'_> {
             classes: split.classes,
             metrics,
             hyperparams: stored_hyperparams,
+            insight,
         };
         self.save(vec![record], &snapshot, Map::new()).await
     }
