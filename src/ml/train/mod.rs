@@ -3,6 +3,7 @@
 //! one transaction → deployment. CPU work runs on blocking threads.
 //! `groups` trains one model per group the same way.
 
+mod automl;
 mod groups;
 mod models;
 mod pushdown;
@@ -47,6 +48,7 @@ pub struct Trained {
 
 /// The split and preprocessed arrays a fit needs, owned, so they can move
 /// to a blocking thread.
+#[derive(Clone)]
 struct TrainingSet {
     task: Task,
     algorithm: Algorithm,
@@ -103,7 +105,14 @@ pub async fn train(
     ml.ensure_schema(pool, &mut catalog_db).await?;
     let existing = catalog::project(&mut catalog_db, &args.project).await?;
     let task = project_task(&args, existing.as_ref())?;
-    let algorithm = Algorithm::parse(&args.algorithm, task)?;
+    let auto = automl::is_auto(&args.algorithm);
+    let algorithm = if auto {
+        automl::check(&args, task)?;
+        // Stands in until the search chooses: auto always pulls the rows.
+        Algorithm::Linear
+    } else {
+        Algorithm::parse(&args.algorithm, task)?
+    };
     let source = source(&mut catalog_db, &args, existing.as_ref(), task).await?;
 
     // The catalog connection goes back to the pool while data is read and
@@ -120,7 +129,7 @@ pub async fn train(
         progress,
     };
     let pushdown = chosen(
-        args.pushdown,
+        args.pushdown.or(auto.then_some(false)),
         pushdown::applies(task, algorithm),
         pushdown::large(&run),
         progress,
@@ -136,7 +145,7 @@ pub async fn train(
         return run.train_pushdown().await;
     }
     let streaming = chosen(
-        args.streaming,
+        args.streaming.or(auto.then_some(false)),
         stream::applies(task, algorithm),
         stream::large(&run),
         progress,
@@ -174,7 +183,21 @@ pub async fn train(
     ));
     // Held until the model is in the catalog.
     let _slot = ml.training_slot(progress).await?;
-    let fitted = fit_model(&data, &args, progress).await?;
+    let mut args = args;
+    let mut leaderboard = None;
+    if auto {
+        let choice = automl::choose(&data.set, &args, ml.threads(), progress).await?;
+        let mut set = Arc::unwrap_or_clone(data.set);
+        set.algorithm = choice.algorithm;
+        data.set = Arc::new(set);
+        args.hyperparams = choice.hyperparams;
+        leaderboard = Some(choice.leaderboard);
+    }
+    let algorithm = data.set.algorithm;
+    let mut fitted = fit_model(&data, &args, progress).await?;
+    if let Some(board) = leaderboard {
+        fitted.metrics.insert("search_results".into(), board);
+    }
 
     progress.notice(format!("pgml.train: {}", stream::memory_use()));
     let (model_id, deployed) =
@@ -675,37 +698,43 @@ pub(crate) async fn read_relation(
 }
 
 /// Fits on the training split, scores on the test split; fit_time and
-/// score_time (seconds) go into the metrics.
+/// score_time (seconds) go into the metrics. On a blocking thread.
 async fn fit_and_score(
     p: Arc<TrainingSet>,
     hyperparams: Map<String, Value>,
 ) -> MlResult<(Box<dyn Model>, Map<String, Value>)> {
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let model = algorithms::fit(
-            p.algorithm,
-            p.task,
-            p.x_train.view(),
-            p.y_train.view(),
-            p.num_classes,
-            &hyperparams,
-            p.threads,
-        )?;
-        let fit_time = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let mut m = score(
-            &*model,
-            p.task,
-            p.x_test.view(),
-            p.y_test.view(),
-            p.num_classes,
-        )?;
-        m.insert("fit_time".into(), json!(fit_time));
-        m.insert("score_time".into(), json!(started.elapsed().as_secs_f64()));
-        Ok((model, m))
-    })
-    .await
-    .map_err(|e| MlError::Internal(format!("training thread failed: {e}")))?
+    tokio::task::spawn_blocking(move || fit_score(&p, &hyperparams))
+        .await
+        .map_err(|e| MlError::Internal(format!("training thread failed: {e}")))?
+}
+
+/// `fit_and_score` on this thread.
+fn fit_score(
+    p: &TrainingSet,
+    hyperparams: &Map<String, Value>,
+) -> MlResult<(Box<dyn Model>, Map<String, Value>)> {
+    let started = Instant::now();
+    let model = algorithms::fit(
+        p.algorithm,
+        p.task,
+        p.x_train.view(),
+        p.y_train.view(),
+        p.num_classes,
+        hyperparams,
+        p.threads,
+    )?;
+    let fit_time = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut m = score(
+        &*model,
+        p.task,
+        p.x_test.view(),
+        p.y_test.view(),
+        p.num_classes,
+    )?;
+    m.insert("fit_time".into(), json!(fit_time));
+    m.insert("score_time".into(), json!(started.elapsed().as_secs_f64()));
+    Ok((model, m))
 }
 
 fn score(
