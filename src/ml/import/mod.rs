@@ -229,3 +229,6 @@ pub async fn import(ml: &Arc<Ml>, pool: &Arc<Pool>, args: ImportArgs) -> MlResul
         Some(model_id.to_string()),
     ]])
 }
+
+#[cfg(test)]
+mod tests;
