@@ -21,6 +21,7 @@ mod limits;
 mod ml_anywhere;
 mod ml_groups;
 mod ml_groups_more;
+mod ml_import;
 mod ml_predict;
 mod ml_train;
 mod notify;
