@@ -229,7 +229,8 @@ pub fn parse_call(sql: &str) -> MlResult<Option<FnCall>> {
 
 fn shape_error() -> MlError {
     MlError::Unsupported(
-        "pgml functions must be called alone: SELECT * FROM pgml.train(...) or SELECT pgml.train(...)"
+        "pgml functions must be called alone: SELECT * FROM pgml.train(...) or SELECT pgml.train(...), \
+         without WHERE, ORDER BY or LIMIT"
             .into(),
     )
 }
@@ -241,7 +242,18 @@ fn call_of(statement: &Statement) -> MlResult<FnCall> {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return Err(shape_error());
     };
-    if query.with.is_some() || select.selection.is_some() || select.projection.len() != 1 {
+    // The proxy answers the call itself: nothing may filter, sort or cut
+    // its rows, since nothing would.
+    if query.with.is_some()
+        || query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || query.fetch.is_some()
+        || select.selection.is_some()
+        || select.group_by != sqlparser::ast::GroupByExpr::Expressions(vec![], vec![])
+        || select.having.is_some()
+        || select.distinct.is_some()
+        || select.projection.len() != 1
+    {
         return Err(shape_error());
     }
     match (select.from.as_slice(), &select.projection[0]) {

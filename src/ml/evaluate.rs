@@ -43,9 +43,11 @@ pub async fn score(
     let deployed = ml.cache.deployed(ml, pool, project).await?;
     let model = match &*deployed {
         Deployed::Model(m) => m,
-        Deployed::Groups(_) => return Err(MlError::Unsupported(format!(
+        Deployed::Groups(_) => {
+            return Err(MlError::Unsupported(format!(
             "project \"{project}\" has a model per group; evaluating a group set is not supported"
-        ))),
+        )))
+        }
     };
     if !model.task.supervised() {
         return Err(MlError::invalid(format!(

@@ -210,17 +210,33 @@ impl Insight {
                 let c = contributions_of(c?, names.len());
                 add("shap", mean_abs(&c, rows.nrows()));
             }
-        } else if let Some(terms) = model.linear_terms() {
-            let values = terms
+        } else {
+            return Ok(Insight::linear(model, names, means, &stds));
+        }
+        Ok(Insight { means, importance })
+    }
+
+    /// A linear model's insight from its features' means and standard
+    /// deviations (pushdown training has them from its sums): importance
+    /// |coefficient| × std, summed over outputs. None for other models.
+    pub fn linear(model: &dyn Model, names: &[String], means: Vec<f64>, stds: &[f64]) -> Insight {
+        let mut importance: Vec<Importance> = match model.linear_terms() {
+            Some(terms) => terms
                 .coef
                 .rows()
                 .into_iter()
-                .zip(&stds)
-                .map(|(coef, std)| coef.iter().map(|c| c.abs()).sum::<f64>() * std)
-                .collect();
-            add("coefficient", values);
-        }
-        Ok(Insight { means, importance })
+                .zip(stds)
+                .zip(names)
+                .map(|((coef, std), feature)| Importance {
+                    feature: feature.clone(),
+                    importance: coef.iter().map(|c| c.abs()).sum::<f64>() * std,
+                    method: "coefficient".into(),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        importance.sort_by(|a, b| b.importance.total_cmp(&a.importance));
+        Insight { means, importance }
     }
 }
 

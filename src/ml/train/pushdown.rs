@@ -264,18 +264,33 @@ impl Run<'_> {
             all_test.add(&moments);
             let mut metrics = moments.metrics();
             metrics.insert("pushdown".into(), Value::Bool(true));
+            let model = algorithms::load(
+                self.algorithm,
+                self.task,
+                &model_json(self.algorithm, b, &w)?,
+            )?;
+            let insight = match train {
+                Some(t) => {
+                    let means: Vec<f64> = (0..k).map(|i| t.x[i] / t.n).collect();
+                    let stds: Vec<f64> = (0..k)
+                        .map(|i| {
+                            (t.xx[tri(k, i, i)] / t.n - means[i] * means[i])
+                                .max(0.0)
+                                .sqrt()
+                        })
+                        .collect();
+                    Insight::linear(&*model, &pre.feature_names(), means, &stds)
+                }
+                None => Insight::default(),
+            };
             records.push(Record {
                 key,
-                model: algorithms::load(
-                    self.algorithm,
-                    self.task,
-                    &model_json(self.algorithm, b, &w)?,
-                )?,
+                model,
                 pre: pre.clone(),
                 classes: None,
                 metrics,
                 hyperparams: hyperparams.clone(),
-                insight: Insight::default(),
+                insight,
             });
         }
         if records.is_empty() {
