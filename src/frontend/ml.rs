@@ -215,6 +215,7 @@ impl Session {
                     self.refuse_in_batch(Error::Ml(e));
                     return Ok(true);
                 }
+                call.result_formats = prepared::bind_parts(msg)?.2;
                 self.ml().portals.insert(portal, call);
                 let mut out = BytesMut::new();
                 messages::bind_complete(&mut out);

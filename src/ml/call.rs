@@ -129,6 +129,8 @@ pub struct FnCall {
     /// one composite column named after the function (or its alias).
     pub expand: bool,
     pub alias: Option<String>,
+    /// The result formats of the Bind (none: all text).
+    pub result_formats: Vec<i16>,
 }
 
 impl FnCall {
@@ -270,6 +272,7 @@ fn call_of(statement: &Statement) -> MlResult<FnCall> {
                     args: bind(func, &args.args)?,
                     expand: true,
                     alias: alias.as_ref().map(|a| a.name.value.clone()),
+                    result_formats: Vec::new(),
                 })
             }
             _ => Err(shape_error()),
@@ -294,6 +297,7 @@ fn call_of(statement: &Statement) -> MlResult<FnCall> {
                 args: bind(func, args)?,
                 expand: false,
                 alias,
+                result_formats: Vec::new(),
             })
         }
         _ => Err(shape_error()),

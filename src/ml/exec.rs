@@ -82,10 +82,10 @@ pub fn describe(call: &FnCall, out: &mut BytesMut) {
             (Some(alias), [(_, ty)]) if !call.expand => vec![(alias.as_str(), *ty)],
             _ => cols.to_vec(),
         };
-        messages::row_description(out, &named);
+        messages::row_description_in(out, &named, &call.result_formats);
     } else {
         let name = call.alias.as_deref().unwrap_or(call.func.name());
-        messages::row_description(out, &[(name, RECORD)]);
+        messages::row_description_in(out, &[(name, RECORD)], &call.result_formats);
     }
 }
 
@@ -101,13 +101,24 @@ pub async fn execute(
     ml.check_enabled(pool)?;
     let rows = run(ml, pool, call, progress).await?;
     let cols = columns(call);
+    let binary = |i: usize| messages::format_of(&call.result_formats, i) == 1;
     for values in &rows {
         if call.expand || cols.len() == 1 {
-            let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
-            messages::data_row(out, &refs);
+            let cells = values
+                .iter()
+                .zip(cols)
+                .enumerate()
+                .map(|(i, (v, (_, oid)))| {
+                    v.as_deref()
+                        .map(|t| encoded(*oid, t, binary(i)))
+                        .transpose()
+                })
+                .collect::<MlResult<Vec<_>>>()?;
+            messages::data_row(out, &cells);
+        } else if binary(0) {
+            messages::data_row(out, &[Some(record_binary(cols, values)?)]);
         } else {
-            let record = record_text(values);
-            messages::data_row(out, &[Some(&record)]);
+            messages::data_row(out, &[Some(record_text(values))]);
         }
     }
     messages::command_complete(out, &format!("SELECT {}", rows.len()));
@@ -369,6 +380,94 @@ async fn snapshot(
     ])
 }
 
+/// One value in the client's format: the text, or the type's binary form
+/// (as the server's send functions write it).
+fn encoded(oid: u32, text: &str, binary: bool) -> MlResult<Vec<u8>> {
+    if !binary {
+        return Ok(text.as_bytes().to_vec());
+    }
+    let bad = || MlError::Internal(format!("result value {text:?} is not of type {oid}"));
+    Ok(match oid {
+        BOOL => vec![u8::from(text == "t")],
+        INT8 => text
+            .parse::<i64>()
+            .map_err(|_| bad())?
+            .to_be_bytes()
+            .to_vec(),
+        FLOAT4 => text
+            .parse::<f32>()
+            .map_err(|_| bad())?
+            .to_bits()
+            .to_be_bytes()
+            .to_vec(),
+        JSONB => [&[1u8][..], text.as_bytes()].concat(),
+        TEXT_ARRAY => {
+            let items = parse_text_array(text);
+            let mut out = Vec::new();
+            for v in [1i32, 0, TEXT as i32, items.len() as i32, 1] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            for item in items {
+                out.extend_from_slice(&(item.len() as i32).to_be_bytes());
+                out.extend_from_slice(item.as_bytes());
+            }
+            out
+        }
+        _ => text.as_bytes().to_vec(),
+    })
+}
+
+/// A composite value's binary form, as record_send writes it.
+fn record_binary(cols: &[(&str, u32)], values: &[Option<String>]) -> MlResult<Vec<u8>> {
+    let mut out = (values.len() as i32).to_be_bytes().to_vec();
+    for ((_, oid), v) in cols.iter().zip(values) {
+        out.extend_from_slice(&oid.to_be_bytes());
+        match v {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(t) => {
+                let field = encoded(*oid, t, true)?;
+                out.extend_from_slice(&(field.len() as i32).to_be_bytes());
+                out.extend_from_slice(&field);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The elements of a one-dimensional array's text form as `text_array`
+/// writes it (quoted elements with backslash escapes).
+fn parse_text_array(text: &str) -> Vec<String> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or_default();
+    let mut items = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut item = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => item.extend(chars.next()),
+                    '"' => break,
+                    c => item.push(c),
+                }
+            }
+            chars.next(); // the comma
+        } else {
+            for c in chars.by_ref() {
+                if c == ',' {
+                    break;
+                }
+                item.push(c);
+            }
+        }
+        items.push(item);
+    }
+    items
+}
+
 /// A composite value's text form, as record_out writes it.
 fn record_text(values: &[Option<String>]) -> String {
     let fields: Vec<String> = values
@@ -431,5 +530,12 @@ mod tests {
             "(iris,\"my proj\",,t)"
         );
         assert_eq!(text_array(&["a".into(), "b c".into()]), "{a,\"b c\"}");
+        let items = vec![
+            "a".to_string(),
+            "b c".into(),
+            "q\"x\\".into(),
+            "NULL".into(),
+        ];
+        assert_eq!(parse_text_array(&text_array(&items)), items);
     }
 }

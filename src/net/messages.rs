@@ -168,18 +168,33 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unknown: &[Str
 
 /// A column of a RowDescription: (name, type oid). Text format, no table.
 pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
+    row_description_in(buf, columns, &[]);
+}
+
+/// A RowDescription whose columns come in `formats` (a Bind's result
+/// formats: none = all text, one = all alike, else one per column).
+pub fn row_description_in(buf: &mut BytesMut, columns: &[(&str, u32)], formats: &[i16]) {
     tagged(buf, tag::ROW_DESCRIPTION, |b| {
         b.put_i16(columns.len() as i16);
-        for (name, oid) in columns {
+        for (i, (name, oid)) in columns.iter().enumerate() {
             put_cstr(b, name);
             b.put_i32(0); // table oid
             b.put_i16(0); // column attnum
             b.put_u32(*oid);
             b.put_i16(-1); // type size
             b.put_i32(-1); // type modifier
-            b.put_i16(0); // text format
+            b.put_i16(format_of(formats, i));
         }
     });
+}
+
+/// Column `i`'s format code in a Bind's list of result formats.
+pub fn format_of(formats: &[i16], i: usize) -> i16 {
+    match formats {
+        [] => 0,
+        [one] => *one,
+        many => many.get(i).copied().unwrap_or(0),
+    }
 }
 
 /// A DataRow of text or binary values (None is NULL).
