@@ -2119,7 +2119,7 @@ fn lgb_mutation(base: &str, i: u64) -> (String, String) {
     };
     // Half the time the tree sizes are made to agree with the text, so
     // LightGBM's loader itself would read the mutated trees.
-    if i % 2 == 0 && kind != 10 {
+    if i.is_multiple_of(2) && kind != 10 {
         (format!("{what}, tree_sizes fixed"), fix_tree_sizes(&text))
     } else {
         (what, text)
@@ -2143,7 +2143,7 @@ fn xgb_mutation(base: &str, i: u64) -> (String, String) {
     let mut what = String::new();
     let text = xgb_edit(base, |v| match i % 12 {
         0 | 1 => {
-            let key = if i % 12 == 0 {
+            let key = if i.is_multiple_of(12) {
                 "left_children"
             } else {
                 "right_children"
