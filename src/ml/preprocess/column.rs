@@ -288,14 +288,19 @@ impl FittedColumn {
                 self.pg_type
             ))
         };
+        // A `real` column's value that arrives as a float8 (row input comes
+        // as JSON text: `0.1`) is the float4 it prints, as training read it
+        // (in binary): else a value on a split threshold goes the other way.
+        let single = matches!(self.pg_type.as_str(), "real" | "real[]");
+        let stored = |x: f64| if single { x as f32 as f64 } else { x };
         match &self.fitted {
             Fitted::Number { fill, scaler } => {
                 let x = match cell {
-                    Cell::Number(x) => Some(x).filter(|x| !x.is_nan()),
+                    Cell::Number(x) => Some(stored(x)).filter(|x| !x.is_nan()),
                     Cell::Null => None,
-                    Cell::Text(s) => Some(
+                    Cell::Text(s) => Some(stored(
                         parse_number(s).ok_or_else(|| mismatch(&format!("the text \"{s}\"")))?,
-                    ),
+                    )),
                     Cell::Array(_) => return Err(mismatch("an array")),
                 };
                 let x = x.or(*fill).ok_or_else(|| null_error(name))?;
@@ -350,6 +355,7 @@ impl FittedColumn {
                 }
                 for ((item, fill), scaler) in items.into_iter().zip(fills).zip(scalers) {
                     let x = item
+                        .map(stored)
                         .filter(|x| !x.is_nan())
                         .or(*fill)
                         .ok_or_else(|| null_error(name))?;
