@@ -11,7 +11,7 @@
 //! | [`frontend`] | accepting clients, the handshake, the session and what it does with each message |
 //! | [`router`] | pure policy: read/write intent, shard keys and hashing, which shard and role, custom commands, merge plans |
 //! | [`backend`] | server connections and their one reader ([`backend::server::ServerState::observe`]), per-server pools, the (database, user) pools |
-//! | [`ml`] | `pgml.*`: call parsing, catalog, data pull, preprocessing, algorithms, training, deploy, model cache, how a prediction runs |
+//! | [`ml`] | `pgml.*`: call parsing, catalog, data pull, preprocessing, algorithms, training (AutoML too), deploy, model cache, how a prediction (or an explanation) runs, evaluation, model import |
 //! | [`admin`] | the admin console (`SHOW`, `PAUSE`, `RELOAD`, ...) |
 //! | [`stats`] | counters and the Prometheus endpoint |
 //! | [`app`] | the state every task shares, and reload; [`runtime`] signals and background tasks |

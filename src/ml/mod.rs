@@ -1,6 +1,9 @@
 //! The pgml API served from the proxy: call detection and query rewrite,
-//! training (data pull, preprocessing, algorithms, search, metrics), the
-//! model registry in the database's `pgml` schema and the model cache.
+//! training (data pull, preprocessing, algorithms, search, AutoML,
+//! metrics), the model registry in the database's `pgml` schema and the
+//! model cache; explanations (`explain`), evaluation on any relation
+//! (`evaluate`, answered by `inspect`) and models trained elsewhere
+//! (`import`).
 
 pub mod algorithms;
 pub mod args;
