@@ -198,7 +198,9 @@ fn explain<F: Borrow<Features>>(
         return Ok(Vec::new());
     }
     let x = matrix(model, inputs, false)?;
-    let c = explain::contributions(&*model.model, model.algorithm, x.view(), &model.means)?;
+    let c = off_the_worker(|| {
+        explain::contributions(&*model.model, model.algorithm, x.view(), &model.means)
+    })?;
     let names = model.preprocessor.feature_names();
     let class = |code: usize| match &model.classes {
         Some(classes) => classes.value(code) as f32 as f64,
@@ -207,6 +209,17 @@ fn explain<F: Borrow<Features>>(
     Ok((0..x.nrows())
         .map(|row| Prediction::Json(explain::explanation(&c, row, &names, top_k, class)))
         .collect())
+}
+
+/// Runs `f`, which may take long (TreeSHAP costs a hundred predictions a
+/// row), so that on a multi-threaded runtime this worker's other tasks
+/// move to another worker meanwhile instead of waiting for it.
+fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Feature rows → one matrix, checked against what the model was trained on.
