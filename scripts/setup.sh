@@ -44,17 +44,21 @@ if [[ ! -x $cmake_bin ]]; then
   "$pip" install -q --disable-pip-version-check --target "$root/.tools/cmake" 'cmake>=3.28,<4' >&2
 fi
 "$cmake_bin" --version >/dev/null
-# tests/it/ml_groups.rs checks pgmlcat against numpy and Python's lightgbm
-# (tests/reference/ml_groups_reference.py); the tests put .tools/py first on
-# PYTHONPATH, where their wheels go when the system Python lacks them.
-# LightGBM 4.7 is the version lightgbm3-sys builds.
+# The ML tests check pgmlcat against references computed without it
+# (tests/reference/*.py): numpy, Python's lightgbm, scikit-learn's metrics,
+# and models trained by lightgbm and xgboost to import. The tests put
+# .tools/py first on PYTHONPATH, where these wheels go when the system
+# Python lacks them. LightGBM 4.7 is the version lightgbm3-sys builds;
+# xgboost-cpu is XGBoost without its CUDA libraries.
 py_dir="$root/.tools/py"
-if ! PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" python3 -c 'import lightgbm, numpy' >/dev/null 2>&1; then
-  echo "setup: installing numpy and lightgbm into .tools/py" >&2
+py_check='import lightgbm, numpy, sklearn, xgboost'
+if ! PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" python3 -c "$py_check" >/dev/null 2>&1; then
+  echo "setup: installing numpy, lightgbm, scikit-learn and xgboost into .tools/py" >&2
   pip=$(command -v pip3 || command -v pip)
-  "$pip" install -q --disable-pip-version-check --target "$py_dir" numpy 'lightgbm==4.7.*' >&2
+  "$pip" install -q --disable-pip-version-check --target "$py_dir" numpy 'lightgbm==4.7.*' \
+    'scikit-learn==1.*' 'xgboost-cpu==3.*' >&2
 fi
-PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" python3 -c 'import lightgbm, numpy'
+PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" python3 -c "$py_check"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust (rustup) first" >&2
