@@ -7,91 +7,12 @@
 //! Postgres, in the order Postgres scans them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use crate::common::*;
 use serde_json::{json, Value};
 
-pub(crate) fn ok(proxy: &Proxy, sql: &str) -> String {
-    proxy
-        .psql(sql)
-        .unwrap_or_else(|e| panic!("{sql}\n{e}\n{}", proxy.log()))
-}
-
-/// psql through the proxy: (success, stdout, stderr). NOTICEs go to stderr.
-pub(crate) fn psql_full(proxy: &Proxy, sql: &str) -> (bool, String, String) {
-    let port = proxy.port.to_string();
-    let out = run_env(
-        "psql",
-        &[
-            "-X",
-            "-w",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "app",
-            "-d",
-            "app",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qAt",
-            "-c",
-            sql,
-        ],
-        &[("PGPASSWORD", "app_pw")],
-    );
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-// ---------------------------------------------------------------------------
-// The Python reference
-// ---------------------------------------------------------------------------
-
-/// Runs tests/reference/ml_groups_reference.py with `request` on stdin and
-/// .tools/py (where scripts/setup.sh puts numpy and lightgbm when the
-/// system Python lacks them) first on PYTHONPATH; its JSON answer.
-pub(crate) fn python(request: &Value) -> Value {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let script = format!("{root}/tests/reference/ml_groups_reference.py");
-    let tools = format!("{root}/.tools/py");
-    let path = match std::env::var("PYTHONPATH") {
-        Ok(p) if !p.is_empty() => format!("{tools}:{p}"),
-        _ => tools,
-    };
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .env("PYTHONPATH", path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3 (scripts/setup.sh installs what it needs)");
-    let body = request.to_string();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        stdin.write_all(body.as_bytes()).unwrap();
-    });
-    let out = child.wait_with_output().expect("wait for python3");
-    writer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "the Python reference failed (run scripts/setup.sh for numpy and lightgbm):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the Python reference's answer: {e}\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
+// Reachable here as well, for the modules that import them from ml_groups.
+pub(crate) use crate::common::{deployed_id, ok, single};
 
 /// A linear model: intercept and one coefficient per feature.
 #[derive(Debug, Clone)]
@@ -280,7 +201,7 @@ pub(crate) fn numpy_lstsq(groups: &BTreeMap<String, Vec<Row>>) -> BTreeMap<Strin
         "mode": "lstsq",
         "groups": groups.iter().map(|(g, rows)| (g.clone(), xy(rows))).collect::<serde_json::Map<_, _>>(),
     });
-    let out = python(&req);
+    let out = python_reference("ml_groups_reference.py", &req);
     groups
         .keys()
         .map(|g| (g.clone(), Linear::from_reference(&out[g])))
@@ -294,7 +215,7 @@ fn numpy_ridge(groups: &BTreeMap<String, Vec<Row>>, alpha: f64) -> BTreeMap<Stri
         "alpha": alpha,
         "groups": groups.iter().map(|(g, rows)| (g.clone(), xy(rows))).collect::<serde_json::Map<_, _>>(),
     });
-    let out = python(&req);
+    let out = python_reference("ml_groups_reference.py", &req);
     groups
         .keys()
         .map(|g| (g.clone(), Linear::from_reference(&out[g])))
@@ -304,17 +225,6 @@ fn numpy_ridge(groups: &BTreeMap<String, Vec<Row>>, alpha: f64) -> BTreeMap<Stri
 // ---------------------------------------------------------------------------
 // The catalog
 // ---------------------------------------------------------------------------
-
-/// The id of the model pgml.deployed_models shows for `project`.
-pub(crate) fn deployed_id(catalog: &PgCluster, project: &str) -> i64 {
-    catalog
-        .psql(
-            "app",
-            &format!("SELECT id FROM pgml.deployed_models WHERE name = '{project}'"),
-        )
-        .parse()
-        .unwrap_or_else(|e| panic!("deployed model of {project}: {e}"))
-}
 
 /// The set row of the latest group training of `project`: its id and
 /// metrics; checks that it has no group key and that it is the deployed one.
@@ -433,13 +343,6 @@ pub(crate) fn check_predictions(
 // Tests
 // ---------------------------------------------------------------------------
 
-pub(crate) fn single() -> (PgCluster, Proxy) {
-    let pg = PgCluster::start();
-    let port = free_port();
-    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 4));
-    (pg, proxy)
-}
-
 pub(crate) const FEATURES: [&str; 3] = ["x1", "x2", "x3"];
 
 /// Trains 'stores' per store_id with 'last' sampling on `sales` through the
@@ -524,8 +427,7 @@ fn group_predictions_pick_the_group_model() {
     }
 
     // One NOTICE per statement names the store without a model.
-    let (success, stdout, stderr) = psql_full(
-        &proxy,
+    let (success, stdout, stderr) = proxy.psql_full(
         "SELECT store_id, pgml.predict('stores', ROW(x1, x2, x3), group => store_id) FROM sales WHERE store_id IN (999, 3)",
     );
     assert!(success, "{stderr}");
@@ -583,8 +485,7 @@ fn group_predictions_pick_the_group_model() {
 
     // The general method: an UPDATE writes every row's group prediction.
     pg.psql("app", "ALTER TABLE sales ADD COLUMN pred real");
-    let (success, _, stderr) = psql_full(
-        &proxy,
+    let (success, _, stderr) = proxy.psql_full(
         "UPDATE sales SET pred = pgml.predict('stores', ARRAY[x1, x2, x3], group => store_id)",
     );
     assert!(success, "{stderr}\n{}", proxy.log());
@@ -643,7 +544,7 @@ fn group_by_lightgbm_matches_python_lightgbm() {
             (g.clone(), v)
         }).collect::<serde_json::Map<_, _>>(),
     });
-    let python = python(&req);
+    let python = python_reference("ml_groups_reference.py", &req);
     // Python's prediction for each row, by its exact text.
     let mut want: BTreeMap<String, f32> = BTreeMap::new();
     for (g, rows) in &groups {
@@ -753,12 +654,9 @@ fn pushdown_linear_matches_numpy_on_two_shards() {
         ("push", "linear", r#"{"pushdown": true}"#),
         ("push_ridge", "ridge", r#"{"pushdown": true, "alpha": 0.1}"#),
     ] {
-        let (success, stdout, stderr) = psql_full(
-            &proxy,
-            &format!(
-                "SELECT * FROM pgml.train('{project}', 'regression', 'lin', 'y', algorithm => '{algorithm}', hyperparams => '{params}')"
-            ),
-        );
+        let (success, stdout, stderr) = proxy.psql_full(&format!(
+            "SELECT * FROM pgml.train('{project}', 'regression', 'lin', 'y', algorithm => '{algorithm}', hyperparams => '{params}')"
+        ));
         assert!(success, "{stderr}\n{}", proxy.log());
         assert_eq!(stdout, format!("{project}|regression|{algorithm}|t"));
         assert!(
@@ -828,8 +726,7 @@ fn pushdown_linear_matches_numpy_on_two_shards() {
     // Pushdown with group_by, on a single pool.
     let (pg, proxy) = single();
     pg.psql("app", &store_table_sql("sales", "true"));
-    let (success, stdout, stderr) = psql_full(
-        &proxy,
+    let (success, stdout, stderr) = proxy.psql_full(
         r#"SELECT * FROM pgml.train('push_stores', 'regression', 'sales', 'y', algorithm => 'linear',
            hyperparams => '{"pushdown": true}', group_by => 'store_id')"#,
     );
@@ -863,13 +760,10 @@ fn streaming_lightgbm_equals_in_memory() {
              hyperparams => '{params}', test_sampling => 'last')"
         ),
     );
-    let (success, stdout, stderr) = psql_full(
-        &proxy,
-        &format!(
-            "SELECT * FROM pgml.train('streamed', 'regression', 'wide', 'y', algorithm => 'lightgbm', \
+    let (success, stdout, stderr) = proxy.psql_full(&format!(
+        "SELECT * FROM pgml.train('streamed', 'regression', 'wide', 'y', algorithm => 'lightgbm', \
              hyperparams => '{streamed}', test_sampling => 'last')"
-        ),
-    );
+    ));
     assert!(success, "{stderr}\n{}", proxy.log());
     assert_eq!(stdout, "streamed|regression|lightgbm|t");
     assert!(
@@ -950,20 +844,18 @@ fn bad_group_input_gets_clear_errors() {
         let client = connect(&proxy.url("app", "app_pw", "app")).await;
         // group_by naming a column the relation lacks.
         let sql = "SELECT * FROM pgml.train('g', 'regression', 'sales', 'y', algorithm => 'linear', group_by => 'no_such_column')";
-        let err = client.simple_query(sql).await.expect_err(sql);
-        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
-        assert_eq!(db.code().code(), "42703", "{sql}: {}", db.message());
-        assert!(db.message().contains("no_such_column"), "{}", db.message());
+        let (code, message) = expect_error(&client, sql).await;
+        assert_eq!(code, "42703", "{sql}: {message}");
+        assert!(message.contains("no_such_column"), "{message}");
         let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
         assert_eq!(one, 1);
 
         // group => on a project trained without groups ('plain' has
         // store_id among its 4 features).
         let sql = "SELECT pgml.predict('plain', ARRAY[store_id, x1, x2, x3], group => store_id) FROM sales";
-        let err = client.simple_query(sql).await.expect_err(sql);
-        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
-        assert_eq!(db.code().code(), "22023", "{sql}: {}", db.message());
-        assert!(db.message().contains("group_by"), "{sql}: {}", db.message());
+        let (code, message) = expect_error(&client, sql).await;
+        assert_eq!(code, "22023", "{sql}: {message}");
+        assert!(message.contains("group_by"), "{sql}: {message}");
         let two: i32 = client.query_one("SELECT 2", &[]).await.unwrap().get(0);
         assert_eq!(two, 2);
         // Without group => the project predicts as before.
@@ -971,21 +863,16 @@ fn bad_group_input_gets_clear_errors() {
             .simple_query("SELECT pgml.predict('plain', ARRAY[store_id, x1, x2, x3]) FROM sales")
             .await
             .unwrap();
-        let n = rows
-            .iter()
-            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
-            .count();
+        let n = simple_rows(&rows).len();
         assert!(n > 300, "{n} rows");
         // And a project with a model per group needs group =>.
         ok_async(&client, "SELECT * FROM pgml.train('per_store', 'regression', 'sales', 'y', algorithm => 'linear', group_by => 'store_id')").await;
         let sql = "SELECT pgml.predict('per_store', ARRAY[x1, x2, x3]) FROM sales";
-        let err = client.simple_query(sql).await.expect_err(sql);
-        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
-        assert_eq!(db.code().code(), "22023", "{sql}: {}", db.message());
+        let (code, message) = expect_error(&client, sql).await;
+        assert_eq!(code, "22023", "{sql}: {message}");
         assert!(
-            db.message().contains("per_store") && db.message().contains("group =>"),
-            "{sql}: {}",
-            db.message()
+            message.contains("per_store") && message.contains("group =>"),
+            "{sql}: {message}"
         );
         let three: i32 = client.query_one("SELECT 3", &[]).await.unwrap().get(0);
         assert_eq!(three, 3);
@@ -1000,17 +887,15 @@ fn bad_group_input_gets_clear_errors() {
         ];
         for (args, code, word) in refused {
             let sql = format!("SELECT * FROM pgml.train('g', 'regression', 'sales', 'y', hyperparams => {args})");
-            let err = client.simple_query(&sql).await.expect_err(&sql);
-            let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
-            assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
-            assert!(db.message().contains(word), "{sql}: {}", db.message());
+            let (got, message) = expect_error(&client, &sql).await;
+            assert_eq!(got, code, "{sql}: {message}");
+            assert!(message.contains(word), "{sql}: {message}");
         }
         ok_async(&client, "CREATE TABLE with_null AS SELECT x1, x2, y FROM sales; UPDATE with_null SET x2 = NULL WHERE x1 > 0.5").await;
         let sql = "SELECT * FROM pgml.train('g', 'regression', 'with_null', 'y', hyperparams => '{\"pushdown\": true}')";
-        let err = client.simple_query(sql).await.expect_err(sql);
-        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
-        assert_eq!(db.code().code(), "22000", "{sql}: {}", db.message());
-        assert!(db.message().contains("\"x2\"") && !db.message().contains("\"x1\""), "{}", db.message());
+        let (code, message) = expect_error(&client, sql).await;
+        assert_eq!(code, "22000", "{sql}: {message}");
+        assert!(message.contains("\"x2\"") && !message.contains("\"x1\""), "{message}");
         let four: i32 = client.query_one("SELECT 4", &[]).await.unwrap().get(0);
         assert_eq!(four, 4);
         // No training of 'g' was recorded.

@@ -5,19 +5,6 @@
 use crate::common::*;
 use serde_json::Value;
 
-fn setup() -> (PgCluster, Proxy) {
-    let pg = PgCluster::start();
-    let port = free_port();
-    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 4));
-    (pg, proxy)
-}
-
-fn ok(proxy: &Proxy, sql: &str) -> String {
-    proxy
-        .psql(sql)
-        .unwrap_or_else(|e| panic!("{sql}\n{e}\n{}", proxy.log()))
-}
-
 /// Row i of a scikit-learn dataset goes to position (i*37) % n, as
 /// tests/reference/ml_reference.py does, so 'last' sampling splits alike.
 fn mixed(proxy: &Proxy, dataset: &str, n: usize) {
@@ -54,7 +41,7 @@ fn key(proxy: &Proxy, project: &str, key: &str) -> f64 {
 
 #[test]
 fn metrics_agree_with_python_on_the_same_split() {
-    let (_pg, proxy) = setup();
+    let (_pg, proxy) = single();
     mixed(&proxy, "iris", 150);
     mixed(&proxy, "breast_cancer", 569);
     mixed(&proxy, "diabetes", 442);
@@ -118,7 +105,7 @@ fn metrics_agree_with_python_on_the_same_split() {
 
 #[test]
 fn every_algorithm_trains_on_a_task_it_fits() {
-    let (_pg, proxy) = setup();
+    let (_pg, proxy) = single();
     ok(&proxy, "SELECT pgml.load_dataset('iris'); SELECT pgml.load_dataset('diabetes'); SELECT pgml.load_dataset('breast_cancer')");
     ok(&proxy, "CREATE VIEW iris_features AS SELECT sepal_length, sepal_width, petal_length, petal_width FROM pgml.iris");
     // (task, algorithm, relation, label, key metric, lowest acceptable value)
@@ -289,7 +276,7 @@ fn every_algorithm_trains_on_a_task_it_fits() {
 
 #[test]
 fn search_refits_and_every_deploy_strategy_works() {
-    let (pg, proxy) = setup();
+    let (pg, proxy) = single();
     ok(&proxy, "SELECT pgml.load_dataset('iris')");
     let out = ok(
         &proxy,
@@ -384,7 +371,7 @@ fn search_refits_and_every_deploy_strategy_works() {
 
 #[test]
 fn bad_input_gets_clear_errors_and_the_connection_stays_usable() {
-    let (pg, proxy) = setup();
+    let (pg, proxy) = single();
     ok(&proxy, "SELECT pgml.load_dataset('iris')");
     ok(&proxy, "CREATE TABLE dated (d date, y int); INSERT INTO dated VALUES ('2020-01-01', 1), ('2020-01-02', 0)");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -528,7 +515,7 @@ fn training_reads_every_shard_and_progress_shows_in_psql() {
 
 #[test]
 fn preprocessing_text_and_nulls_and_other_clients_keep_flowing() {
-    let (_pg, proxy) = setup();
+    let (_pg, proxy) = single();
     ok(
         &proxy,
         "CREATE TABLE shop AS SELECT g AS id, (ARRAY['red','green','blue'])[1 + g % 3] AS colour, \
@@ -683,7 +670,7 @@ fn joint_snapshot_datasets_and_the_memory_cap() {
 /// exactly the model trained on the same values as float8.
 #[test]
 fn every_column_type_reads_as_its_float8_value() {
-    let (_pg, proxy) = setup();
+    let (_pg, proxy) = single();
     ok(
         &proxy,
         "CREATE TABLE typed AS \

@@ -12,6 +12,10 @@
 //! starts its own clusters and proxies in temp dirs of their own, ports come
 //! from `free_port` (never the same one twice in the process), and nothing
 //! here sets environment variables or the working directory of the process.
+//!
+//! `ml` holds what the pgml tests share (a cluster behind a proxy, psql
+//! that fails the test on an error, SQLSTATEs, `real`s); `python` runs the
+//! Python reference scripts and clients.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -24,6 +28,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+mod ml;
+mod python;
+
+pub use ml::*;
+pub use python::*;
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -562,6 +572,17 @@ impl Proxy {
     /// psql through the proxy as app/app_pw on database `app`: stdout
     /// (unaligned, tuples only) or, on failure, stderr.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let (success, stdout, stderr) = self.psql_full(sql);
+        if success {
+            Ok(stdout)
+        } else {
+            Err(stderr.trim().to_string())
+        }
+    }
+
+    /// psql through the proxy as [`Proxy::psql`] runs it: (success,
+    /// trimmed stdout, stderr). NOTICEs go to stderr.
+    pub fn psql_full(&self, sql: &str) -> (bool, String, String) {
         let port = self.port.to_string();
         let out = run_env(
             "psql",
@@ -584,11 +605,11 @@ impl Proxy {
             ],
             &[("PGPASSWORD", "app_pw")],
         );
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     }
 
     /// psql through the proxy with `sql` as its input file: statements
@@ -685,19 +706,6 @@ database = "app"
 "#,
         pg_port = pg.port
     )
-}
-
-/// Runs tests/it/clients/`name` (a Python client) against `conninfo`;
-/// panics unless it succeeds; its trimmed stdout.
-pub fn python_client(name: &str, conninfo: &str) -> String {
-    let script = format!("{}/tests/it/clients/{name}", env!("CARGO_MANIFEST_DIR"));
-    let out = run("python3", &[&script, conninfo]);
-    assert!(
-        out.status.success(),
-        "{name} against {conninfo}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// `simple_config` with one server per pool and a short wait for it:
