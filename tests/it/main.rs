@@ -19,6 +19,7 @@ mod drivers;
 mod lifecycle;
 mod limits;
 mod ml_anywhere;
+mod ml_automl;
 mod ml_explain;
 mod ml_groups;
 mod ml_groups_more;
