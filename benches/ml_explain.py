@@ -25,7 +25,7 @@ Sections (sizes from the environment, see benches/ml_explain.sh):
   A  am (A_ROWS rows, f1..f10 float4, y float4 with noise): pgml.train(..., 'auto',
      search_args => '{"time_budget_s": A_BUDGET}') against every single regression algorithm
      with default hyperparameters (A_SINGLES; svm is left out by default: its cost grows with
-     the square of the rows, and AutoML itself skips it above 20,000 training rows).
+     the square of the rows, and AutoML itself skips it above 10,000 training rows).
      Test r2 of each (the same default split), and auto's wall time against its budget.
 
 Per run: wall time at the client; CPU (user + sys) of pgmlcat (all threads, /proc/<pid>/stat
@@ -641,7 +641,7 @@ variance); pgmlcat's `[ml] threads = {E.get('THREADS')}`. CPU: pgmlcat's process
 search_args => '{{"time_budget_s": {budget:.0f}}}')` against `pgml.train('am_<algorithm>', 'regression', 'am', 'y',
 '<algorithm>')` with default hyperparameters; every training uses the default split (test_size 0.25, random,
 the same seed), so the test r2 are on the same rows. pgmlcat `[ml] threads = {E.get('THREADS')}`.
-{"Not trained alone: " + ", ".join(left_out) + " (cost growing with the square of the rows; AutoML skips svm and knn above 20,000 training rows too)." if left_out else ""}
+{"Not trained alone: " + ", ".join(left_out) + " (cost growing with the square of the rows; AutoML skips svm above 10,000 training rows and knn above 20,000 too)." if left_out else ""}
 
 {table(["side", "wall s (median)", "runs", "proxy CPU s", "algorithm chosen", "test r2 per run"], rows)}
 
