@@ -16,7 +16,7 @@ use crate::errors::{Error, Result};
 use crate::ml::call::{self, FnCall};
 use crate::ml::db::Lent;
 use crate::ml::exec;
-use crate::ml::predict::{param_text, Portal, PredictStatement};
+use crate::ml::predict::{typed_param_text, Portal, PredictStatement};
 use crate::ml::service::Progress;
 use crate::net::codec;
 use crate::net::messages::{self, TxStatus};
@@ -185,7 +185,8 @@ impl Session {
                             Ok(true)
                         }
                     },
-                    Ok(Some(call)) => {
+                    Ok(Some(mut call)) => {
+                        call.param_types = types.to_vec();
                         self.ml().statements.insert(name, call);
                         let mut out = BytesMut::new();
                         messages::parse_complete(&mut out);
@@ -207,11 +208,15 @@ impl Session {
                 };
                 let mut call = call.clone();
                 let portal = portal.to_string();
-                let values: Vec<Option<String>> = prepared::bind_params(msg)?
+                let values: crate::ml::MlResult<Vec<Option<String>>> = prepared::bind_params(msg)?
                     .into_iter()
-                    .map(|(v, binary)| v.map(|b| param_text(b, binary)))
+                    .enumerate()
+                    .map(|(i, (v, binary))| {
+                        let oid = call.param_types.get(i).copied().unwrap_or(0);
+                        v.map(|b| typed_param_text(b, binary, oid)).transpose()
+                    })
                     .collect();
-                if let Err(e) = call.bind(&values) {
+                if let Err(e) = values.and_then(|values| call.bind(&values)) {
                     self.refuse_in_batch(Error::Ml(e));
                     return Ok(true);
                 }
@@ -229,8 +234,14 @@ impl Session {
                     let Some(call) = self.ml().statements.get(name) else {
                         return self.predict_describe(kind, name).await;
                     };
-                    // Parameters are described as text: the proxy reads them so.
-                    let types = vec![crate::net::oid::TEXT; call.param_count()];
+                    // Parameters are described as the client declared them,
+                    // else as text: the proxy reads either.
+                    let types: Vec<u32> = (0..call.param_count())
+                        .map(|i| match call.param_types.get(i) {
+                            Some(&oid) if oid != 0 => oid,
+                            _ => crate::net::oid::TEXT,
+                        })
+                        .collect();
                     messages::parameter_description(&mut out, &types);
                     exec::describe(call, &mut out);
                 } else {

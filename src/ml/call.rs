@@ -131,6 +131,9 @@ pub struct FnCall {
     pub alias: Option<String>,
     /// The result formats of the Bind (none: all text).
     pub result_formats: Vec<i16>,
+    /// The parameter types the client declared in its Parse (0: none),
+    /// for reading binary parameters.
+    pub param_types: Vec<u32>,
 }
 
 impl FnCall {
@@ -273,6 +276,7 @@ fn call_of(statement: &Statement) -> MlResult<FnCall> {
                     expand: true,
                     alias: alias.as_ref().map(|a| a.name.value.clone()),
                     result_formats: Vec::new(),
+                    param_types: Vec::new(),
                 })
             }
             _ => Err(shape_error()),
@@ -298,6 +302,7 @@ fn call_of(statement: &Statement) -> MlResult<FnCall> {
                 expand: false,
                 alias,
                 result_formats: Vec::new(),
+                param_types: Vec::new(),
             })
         }
         _ => Err(shape_error()),

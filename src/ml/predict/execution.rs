@@ -69,6 +69,31 @@ pub fn param_text(value: &[u8], binary: bool) -> String {
     }
 }
 
+/// One parameter as text when the client declared its type: a binary
+/// number or boolean by that type (a binary float8 is no int8), anything
+/// else as `param_text` reads it.
+pub fn typed_param_text(value: &[u8], binary: bool, oid: u32) -> MlResult<String> {
+    use crate::ml::binary;
+    if !binary {
+        return Ok(param_text(value, false));
+    }
+    match oid {
+        binary::BOOL => Ok(if binary::scalar(oid, value)? != 0.0 {
+            "t"
+        } else {
+            "f"
+        }
+        .into()),
+        binary::INT2 | binary::INT4 | binary::INT8 => {
+            Ok((binary::scalar(oid, value)? as i64).to_string())
+        }
+        binary::FLOAT4 | binary::FLOAT8 | binary::NUMERIC => {
+            Ok(binary::scalar(oid, value)?.to_string())
+        }
+        _ => Ok(param_text(value, true)),
+    }
+}
+
 /// A big-endian int2/int4/int8 that is not printable text.
 fn binary_integer(b: &[u8]) -> Option<i64> {
     if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {

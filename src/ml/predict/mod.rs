@@ -26,8 +26,8 @@ mod select;
 mod types;
 
 pub use execution::{
-    describe, execution, param_text, Describe, Description, Execution, Portal, PredictStatement,
-    Protocol, Shards,
+    describe, execution, param_text, typed_param_text, Describe, Description, Execution, Portal,
+    PredictStatement, Protocol, Shards,
 };
 pub use lookup::LookupPlan;
 pub use plan::{mentions_predict, plan, Plan, ServerForm};

@@ -432,5 +432,50 @@ fn confusion_matrix_and_roc_curve_columns_are_typed() {
         }
         assert_eq!(total, 569, "every row counted once");
         assert!(rows.len() >= 2 && rows.len() <= 4);
+        // A threshold the client declares float8 comes in binary: read as
+        // the number it is (not as the eight bytes of an int8), and
+        // described back as float8.
+        let sql = "SELECT * FROM pgml.evaluate($1, $2, $3)";
+        let stmt = client
+            .prepare_typed(sql, &[Type::TEXT, Type::TEXT, Type::FLOAT8])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(stmt.params()[2], Type::FLOAT8, "{sql}: parameter types");
+        let typed = client
+            .query(&stmt, &[&"bc_lgbm", &"pgml.breast_cancer", &0.3f64])
+            .await
+            .unwrap_or_else(|e| panic!("{sql} with a binary float8: {e}"));
+        let JsonText(typed) = typed[0].get(0);
+        let literal = client
+            .simple_query("SELECT * FROM pgml.evaluate('bc_lgbm', 'pgml.breast_cancer', 0.3)")
+            .await
+            .unwrap();
+        let literal = literal
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .expect("evaluate with a literal threshold returns a row");
+        let (typed, literal): (Value, Value) = (
+            serde_json::from_str(&typed).unwrap(),
+            serde_json::from_str(&literal).unwrap(),
+        );
+        assert_eq!(
+            typed, literal,
+            "threshold 0.3 as binary float8 and as a literal"
+        );
+        let default: Value = {
+            let rows = client
+                .query(&stmt, &[&"bc_lgbm", &"pgml.breast_cancer", &0.5f64])
+                .await
+                .unwrap();
+            let JsonText(t) = rows[0].get(0);
+            serde_json::from_str(&t).unwrap()
+        };
+        assert_ne!(
+            typed["recall"], default["recall"],
+            "the threshold took effect"
+        );
     });
 }
