@@ -6,6 +6,9 @@ use serde_json::Value;
 
 use super::db::Db;
 use super::error::{MlError, MlResult};
+use super::explain::Insight;
+use super::labels::Classes;
+use super::preprocess::Preprocessor;
 use super::task::Task;
 
 /// Channel other pgmlcat processes LISTEN on to learn of deployments.
@@ -274,6 +277,66 @@ pub struct File<'a> {
     pub model_id: i64,
     pub path: &'a str,
     pub data: &'a [u8],
+}
+
+/// The files every model is stored as (`cache::build` reads them back):
+/// the model's own bytes, `meta.json` and `preprocessor.json`.
+pub struct ModelFiles {
+    model: Vec<u8>,
+    meta: Vec<u8>,
+    preprocessor: Vec<u8>,
+}
+
+/// A model's `meta.json`: what it predicts and from which features, and
+/// what explanations need (`insight`).
+pub struct Meta<'a> {
+    pub task: Task,
+    pub algorithm: &'a str,
+    pub classes: &'a Option<Classes>,
+    pub y_columns: &'a [String],
+    pub insight: &'a Insight,
+}
+
+impl ModelFiles {
+    /// `extra`: keys the meta carries besides (an import's format).
+    pub fn new(
+        model: Vec<u8>,
+        meta: &Meta<'_>,
+        pre: &Preprocessor,
+        extra: &[(&str, Value)],
+    ) -> MlResult<ModelFiles> {
+        let mut json = serde_json::json!({
+            "task": meta.task,
+            "algorithm": meta.algorithm,
+            "classes": meta.classes,
+            "y_columns": meta.y_columns,
+            "features": pre.feature_names(),
+            "num_features": pre.num_features(),
+            "insight": meta.insight,
+        });
+        for (key, value) in extra {
+            json[*key] = value.clone();
+        }
+        Ok(ModelFiles {
+            model,
+            meta: json.to_string().into_bytes(),
+            preprocessor: serde_json::to_vec(pre).map_err(|e| MlError::Internal(e.to_string()))?,
+        })
+    }
+
+    /// The rows of `model_id`'s files.
+    pub fn of(&self, model_id: i64) -> [File<'_>; 3] {
+        let file = |path, data| File {
+            model_id,
+            path,
+            data,
+        };
+        [
+            file("model", &self.model),
+            file("meta.json", &self.meta),
+            file("preprocessor.json", &self.preprocessor),
+        ]
+    }
 }
 
 /// Stores model files by binary COPY: bytes as they are (no hex on the

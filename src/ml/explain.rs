@@ -182,63 +182,79 @@ impl Insight {
         x_test: ArrayView2<'a, f64>,
     ) -> MlResult<Insight> {
         let (means, stds) = moments(x_train);
-        let mut importance = Vec::new();
-        let mut add = |method: &str, values: Vec<f64>| {
-            let mut rows: Vec<Importance> = names
-                .iter()
-                .zip(values)
-                .map(|(feature, importance)| Importance {
-                    feature: feature.clone(),
-                    importance,
-                    method: method.to_string(),
-                })
-                .collect();
-            rows.sort_by(|a, b| b.importance.total_cmp(&a.importance));
-            importance.extend(rows);
-        };
-        if let Some(gain) = model.feature_importance() {
-            let total: f64 = gain.iter().sum();
-            let normalized = gain
-                .iter()
-                .map(|g| if total > 0.0 { g / total } else { 0.0 })
-                .collect();
-            add("gain", normalized);
-            let rows = if x_test.nrows() > 0 { x_test } else { x_train };
-            let rows = shap_sample(rows);
-            if rows.nrows() == 0 {
-                // Nothing to average SHAP over (a streamed training).
-            } else if let Some(c) = model.tree_contributions(rows.view()) {
-                let c = contributions_of(c?, names.len());
-                add("shap", mean_abs(&c, rows.nrows()));
-            }
-        } else {
+        if model.feature_importance().is_none() {
             return Ok(Insight::linear(model, names, means, &stds));
         }
-        Ok(Insight { means, importance })
+        let mut insight = Insight::without_rows(model, names);
+        insight.means = means;
+        let rows = if x_test.nrows() > 0 { x_test } else { x_train };
+        let rows = shap_sample(rows);
+        if rows.nrows() > 0 {
+            if let Some(c) = model.tree_contributions(rows.view()) {
+                let c = contributions_of(c?, names.len());
+                insight
+                    .importance
+                    .extend(ranked(names, mean_abs(&c, rows.nrows()), "shap"));
+            }
+        }
+        Ok(insight)
+    }
+
+    /// What the model tells without any rows (a streamed training's are
+    /// gone, an imported model comes without): LightGBM's normalized gain;
+    /// no means.
+    pub fn without_rows(model: &dyn Model, names: &[String]) -> Insight {
+        let importance = match model.feature_importance() {
+            Some(gain) => {
+                let total: f64 = gain.iter().sum();
+                let normalized = gain
+                    .iter()
+                    .map(|g| if total > 0.0 { g / total } else { 0.0 })
+                    .collect();
+                ranked(names, normalized, "gain")
+            }
+            None => Vec::new(),
+        };
+        Insight {
+            means: Vec::new(),
+            importance,
+        }
     }
 
     /// A linear model's insight from its features' means and standard
     /// deviations (pushdown training has them from its sums): importance
     /// |coefficient| × std, summed over outputs. None for other models.
     pub fn linear(model: &dyn Model, names: &[String], means: Vec<f64>, stds: &[f64]) -> Insight {
-        let mut importance: Vec<Importance> = match model.linear_terms() {
-            Some(terms) => terms
-                .coef
-                .rows()
-                .into_iter()
-                .zip(stds)
-                .zip(names)
-                .map(|((coef, std), feature)| Importance {
-                    feature: feature.clone(),
-                    importance: coef.iter().map(|c| c.abs()).sum::<f64>() * std,
-                    method: "coefficient".into(),
-                })
-                .collect(),
+        let importance = match model.linear_terms() {
+            Some(terms) => {
+                let values = terms
+                    .coef
+                    .rows()
+                    .into_iter()
+                    .zip(stds)
+                    .map(|(coef, std)| coef.iter().map(|c| c.abs()).sum::<f64>() * std)
+                    .collect();
+                ranked(names, values, "coefficient")
+            }
             None => Vec::new(),
         };
-        importance.sort_by(|a, b| b.importance.total_cmp(&a.importance));
         Insight { means, importance }
     }
+}
+
+/// One method's importance rows, largest first.
+fn ranked(names: &[String], values: Vec<f64>, method: &str) -> Vec<Importance> {
+    let mut rows: Vec<Importance> = names
+        .iter()
+        .zip(values)
+        .map(|(feature, importance)| Importance {
+            feature: feature.clone(),
+            importance,
+            method: method.to_string(),
+        })
+        .collect();
+    rows.sort_by(|a, b| b.importance.total_cmp(&a.importance));
+    rows
 }
 
 /// Most rows mean |SHAP| is averaged over. TreeSHAP costs a hundred

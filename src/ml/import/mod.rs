@@ -16,7 +16,7 @@ pub use forest::{Forest, Objective};
 
 use super::algorithms::{self, Algorithm, Model};
 use super::args::ImportArgs;
-use super::catalog::{self, NewModel, NewSnapshot};
+use super::catalog::{self, Meta, ModelFiles, NewModel, NewSnapshot};
 use super::db::Db;
 use super::error::{MlError, MlResult};
 use super::exec::Rows;
@@ -138,23 +138,19 @@ pub async fn import(ml: &Arc<Ml>, pool: &Arc<Pool>, args: ImportArgs) -> MlResul
         .map(|n| (n.clone(), "double precision".to_string()))
         .collect();
     let pre = Preprocessor::numeric(&columns)?;
-    let importance = Insight::compute(
-        &*built.model,
-        &built.names,
-        ndarray::Array2::zeros((0, built.names.len())).view(),
-        ndarray::Array2::zeros((0, built.names.len())).view(),
+    let importance = Insight::without_rows(&*built.model, &built.names);
+    let files = ModelFiles::new(
+        built.text.into_bytes(),
+        &Meta {
+            task,
+            algorithm: Algorithm::Lightgbm.name(),
+            classes: &built.classes,
+            y_columns: &[],
+            insight: &importance,
+        },
+        &pre,
+        &[("imported", json!(format))],
     )?;
-    let meta = json!({
-        "task": task,
-        "algorithm": Algorithm::Lightgbm.name(),
-        "classes": built.classes,
-        "y_columns": Vec::<String>::new(),
-        "features": built.names,
-        "num_features": built.names.len(),
-        "insight": importance,
-        "imported": format,
-    });
-    let pre_json = serde_json::to_vec(&pre).map_err(|e| MlError::Internal(e.to_string()))?;
     let statistics = vec![Value::Null; built.names.len()];
     let snapshot_columns = pre.columns_json(statistics);
     let project = args.project;
@@ -202,21 +198,7 @@ pub async fn import(ml: &Arc<Ml>, pool: &Arc<Pool>, args: ImportArgs) -> MlResul
                 },
             )
             .await?;
-            let meta = meta.to_string();
-            let file = |path, data| catalog::File {
-                model_id,
-                path,
-                data,
-            };
-            catalog::insert_files(
-                db,
-                &[
-                    file("model", built.text.as_bytes()),
-                    file("meta.json", meta.as_bytes()),
-                    file("preprocessor.json", &pre_json),
-                ],
-            )
-            .await?;
+            catalog::insert_files(db, &files.of(model_id)).await?;
             catalog::deploy(db, project_id, model_id, "imported", &project).await?;
             Ok(model_id)
         })

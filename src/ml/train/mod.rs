@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::algorithms::{Algorithm, Model};
 use super::args::TrainArgs;
-use super::catalog::{self, NewModel, NewSnapshot, Project};
+use super::catalog::{self, Meta, ModelFiles, NewModel, NewSnapshot, Project};
 use super::db::Db;
 use super::error::{MlError, MlResult};
 use super::explain::Insight;
@@ -451,18 +451,18 @@ async fn write_catalog(
     fitted: &Fitted,
 ) -> MlResult<(i64, bool)> {
     let (task, algorithm) = (data.set.task, data.set.algorithm);
-    let model_bytes = fitted.model.to_bytes()?;
-    let meta = json!({
-        "task": task,
-        "algorithm": algorithm.name(),
-        "classes": data.classes,
-        "y_columns": source.y_columns,
-        "features": data.pre.feature_names(),
-        "num_features": data.pre.num_features(),
-        "insight": fitted.insight,
-    });
-    let preprocessor_json =
-        serde_json::to_vec(&data.pre).map_err(|e| MlError::Internal(e.to_string()))?;
+    let files = ModelFiles::new(
+        fitted.model.to_bytes()?,
+        &Meta {
+            task,
+            algorithm: algorithm.name(),
+            classes: &data.classes,
+            y_columns: &source.y_columns,
+            insight: &fitted.insight,
+        },
+        &data.pre,
+        &[],
+    )?;
     let columns = snapshot_columns(data).await?;
     let analysis = json!({"samples": data.frame.rows, "train_rows": data.train_rows.len(), "test_rows": data.test_rows.len()});
     let metrics_value = Value::Object(fitted.metrics.clone());
@@ -512,21 +512,7 @@ async fn write_catalog(
                 },
             )
             .await?;
-            let meta = meta.to_string();
-            let file = |path, data| catalog::File {
-                model_id,
-                path,
-                data,
-            };
-            catalog::insert_files(
-                db,
-                &[
-                    file("model", &model_bytes),
-                    file("meta.json", meta.as_bytes()),
-                    file("preprocessor.json", &preprocessor_json),
-                ],
-            )
-            .await?;
+            catalog::insert_files(db, &files.of(model_id)).await?;
             let deploy = args.automatic_deploy
                 && match catalog::deployed(db, &args.project).await? {
                     None => true,

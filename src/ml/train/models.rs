@@ -12,7 +12,7 @@ use super::{new_model_wins, Source, Trained};
 use crate::backend::registry::Pool;
 use crate::ml::algorithms::{Algorithm, Model};
 use crate::ml::args::TrainArgs;
-use crate::ml::catalog::{self, NewModel, NewSnapshot, Project};
+use crate::ml::catalog::{self, Meta, ModelFiles, NewModel, NewSnapshot, Project};
 use crate::ml::db::Db;
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::explain::Insight;
@@ -247,13 +247,7 @@ impl Run<'_> {
             let stored: Vec<catalog::File> = ids
                 .iter()
                 .zip(&files)
-                .flat_map(|(&model_id, files)| {
-                    files.iter().map(move |(path, data)| catalog::File {
-                        model_id,
-                        path,
-                        data,
-                    })
-                })
+                .flat_map(|(&model_id, files)| files.of(model_id))
                 .collect();
             catalog::insert_files(db, &stored).await?;
             let deploys = set_id
@@ -329,22 +323,15 @@ impl Run<'_> {
     }
 
     /// A model's files, as every training writes them.
-    fn files(&self, r: &Record) -> MlResult<Vec<(&'static str, Vec<u8>)>> {
-        let meta = json!({
-            "task": self.task,
-            "algorithm": self.algorithm.name(),
-            "classes": r.classes,
-            "y_columns": self.source.y_columns,
-            "features": r.pre.feature_names(),
-            "num_features": r.pre.num_features(),
-            "insight": r.insight,
-        });
-        let pre = serde_json::to_vec(&r.pre).map_err(|e| MlError::Internal(e.to_string()))?;
-        Ok(vec![
-            ("model", r.model.to_bytes()?),
-            ("meta.json", meta.to_string().into_bytes()),
-            ("preprocessor.json", pre),
-        ])
+    fn files(&self, r: &Record) -> MlResult<ModelFiles> {
+        let meta = Meta {
+            task: self.task,
+            algorithm: self.algorithm.name(),
+            classes: &r.classes,
+            y_columns: &self.source.y_columns,
+            insight: &r.insight,
+        };
+        ModelFiles::new(r.model.to_bytes()?, &meta, &r.pre, &[])
     }
 }
 

@@ -163,9 +163,7 @@ impl Run<'_> {
             memory_use()
         ));
         let pre = identity_preprocessor(&features)?;
-        // The rows are gone: LightGBM's gain importance only.
-        let none = ndarray::Array2::<f64>::zeros((0, features.len()));
-        let insight = Insight::compute(&*model, &pre.feature_names(), none.view(), none.view())?;
+        let insight = Insight::without_rows(&*model, &pre.feature_names());
         let all: Vec<usize> = (0..sample_frame.rows).collect();
         let statistics = features
             .iter()
