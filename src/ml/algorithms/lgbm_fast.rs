@@ -27,10 +27,12 @@
 //! tree's (or group's) depth: a leaf is a node that leads to itself. Nodes
 //! are 16 bytes in depth-first order, the left child right after its parent.
 
-use std::collections::HashMap;
 use std::hint::select_unpredictable;
 
 use ndarray::ArrayView2;
+
+use super::forest::{Child, Forest, Missing, Objective, Tree};
+use super::lightgbm_text;
 
 /// LightGBM's `kZeroThreshold`: `const double kZeroThreshold = 1e-35f;`.
 const ZERO_THRESHOLD: f64 = 1e-35f32 as f64;
@@ -92,92 +94,40 @@ pub struct FastModel {
     zero_missing: bool,
 }
 
-/// One tree as the model string gives it.
-struct RawTree {
-    leaf_values: Vec<f64>,
-    features: Vec<u32>,
-    thresholds: Vec<f64>,
-    decisions: Vec<i8>,
-    lefts: Vec<i32>,
-    rights: Vec<i32>,
-}
-
 impl FastModel {
     /// Builds the evaluator from `LGBM_BoosterSaveModelToString`'s text, or
     /// None when the model uses something this evaluator does not replicate
-    /// or the text is malformed.
+    /// or the text is malformed (the one reader of the format,
+    /// `lightgbm_text`, says which; the caller then keeps LightGBM's
+    /// predictor).
     pub fn parse(text: &str) -> Option<FastModel> {
-        let body = match text.find("\nend of trees") {
-            Some(end) => &text[..end],
-            None => text,
-        };
-        let mut lines = body.lines().map(|l| l.trim_end_matches('\r')).peekable();
+        FastModel::from_forest(&lightgbm_text::parse(text).ok()?)
+    }
 
-        let mut header: HashMap<&str, &str> = HashMap::new();
-        while let Some(line) = lines.peek() {
-            if line.starts_with("Tree=") {
-                break;
-            }
-            match line.split_once('=') {
-                Some((k, v)) => {
-                    header.insert(k, v);
-                }
-                None if !line.is_empty() => {
-                    header.insert(line, "");
-                }
-                None => {}
-            }
-            lines.next();
-        }
-        if header.contains_key("average_output") {
-            return None;
-        }
-        let num_class: usize = header.get("num_class")?.trim().parse().ok()?;
-        let outputs: usize = header.get("num_tree_per_iteration")?.trim().parse().ok()?;
-        let max_feature_idx: usize = header.get("max_feature_idx")?.trim().parse().ok()?;
-        let n_features = max_feature_idx.checked_add(1)?;
+    /// The evaluator of a checked forest.
+    pub fn from_forest(forest: &Forest) -> Option<FastModel> {
+        let n_features = forest.num_features;
         if n_features >= FEATURE_MASK as usize {
             return None;
         }
-        let output = parse_objective(header.get("objective")?, num_class)?;
-        let expected_outputs = if output == Output::Softmax {
-            num_class
-        } else {
-            1
+        let output = match forest.objective {
+            Objective::Regression => Output::Identity,
+            Objective::Binary { sigmoid } => Output::Sigmoid(sigmoid),
+            Objective::Multiclass(_) => Output::Softmax,
         };
-        if outputs != expected_outputs || outputs == 0 {
-            return None;
-        }
-
         let mut model = FastModel {
             nodes: Vec::new(),
             trees: Vec::new(),
             group_depth: Vec::new(),
-            outputs,
+            outputs: forest.objective.outputs(),
             n_features,
             output,
             zero_missing: false,
         };
-        while let Some(line) = lines.next() {
-            if line.is_empty() {
-                continue;
-            }
-            let index: usize = line.strip_prefix("Tree=")?.trim().parse().ok()?;
-            if index != model.trees.len() {
-                return None;
-            }
-            let mut keys: HashMap<&str, &str> = HashMap::new();
-            for l in lines.by_ref() {
-                if l.is_empty() {
-                    break;
-                }
-                let (k, v) = l.split_once('=')?;
-                keys.insert(k, v);
-            }
-            let tree = raw_tree(&keys)?;
-            model.add_tree(&tree)?;
+        for tree in &forest.trees {
+            model.add_tree(tree)?;
         }
-        if model.trees.is_empty() || !model.trees.len().is_multiple_of(outputs) {
+        if model.trees.is_empty() || !model.trees.len().is_multiple_of(model.outputs) {
             return None;
         }
         model.group_depth = model
@@ -188,19 +138,20 @@ impl FastModel {
         Some(model)
     }
 
-    /// Appends one tree in depth-first order, checking that it is a tree:
-    /// every child in range and reached once.
-    fn add_tree(&mut self, tree: &RawTree) -> Option<()> {
+    /// Appends one tree in depth-first order. The forest is checked (every
+    /// node reached once from the root, features in range); what
+    /// `evaluate` relies on is checked again here all the same.
+    fn add_tree(&mut self, tree: &Tree) -> Option<()> {
         let leaf_feature = self.n_features as u32;
-        let splits = tree.features.len();
-        let mut seen_split = vec![false; splits];
-        let mut seen_leaf = vec![false; tree.leaf_values.len()];
         let root = u32::try_from(self.nodes.len()).ok()?;
         let mut depth = 0u32;
-        // (LightGBM child: >= 0 split, < 0 leaf !child; node to point right
-        // at it; its depth)
-        let first = if splits == 0 { -1 } else { 0 };
-        let mut stack: Vec<(i32, Option<usize>, u32)> = vec![(first, None, 0)];
+        // (child; node to point right at it; its depth)
+        let first = if tree.splits.is_empty() {
+            Child::Leaf(0)
+        } else {
+            Child::Split(0)
+        };
+        let mut stack: Vec<(Child, Option<usize>, u32)> = vec![(first, None, 0)];
         while let Some((child, parent, d)) = stack.pop() {
             let me = u32::try_from(self.nodes.len()).ok()?;
             if me == u32::MAX {
@@ -209,33 +160,25 @@ impl FastModel {
             if let Some(p) = parent {
                 self.nodes[p].right = me;
             }
-            if child < 0 {
-                let leaf = !child as usize;
-                if std::mem::replace(seen_leaf.get_mut(leaf)?, true) {
-                    return None;
+            let split = match child {
+                Child::Leaf(j) => {
+                    self.nodes.push(Node {
+                        value: tree.leaves.get(j)?.value,
+                        right: me,
+                        feature: leaf_feature,
+                    });
+                    depth = depth.max(d);
+                    continue;
                 }
-                self.nodes.push(Node {
-                    value: tree.leaf_values[leaf],
-                    right: me,
-                    feature: leaf_feature,
-                });
-                depth = depth.max(d);
-                continue;
-            }
-            let i = child as usize;
-            if std::mem::replace(seen_split.get_mut(i)?, true) {
-                return None;
-            }
-            let decision = tree.decisions[i];
-            let feature = tree.features[i];
-            if decision & 1 != 0 || feature as usize >= self.n_features {
-                return None; // categorical split, or a feature the model lacks
-            }
-            let default_left = decision & 2 != 0;
-            let threshold = tree.thresholds[i];
-            let flags = match (decision >> 2) & 3 {
+                Child::Split(i) => tree.splits.get(i)?,
+            };
+            let feature = u32::try_from(split.feature)
+                .ok()
+                .filter(|&f| f < leaf_feature)?;
+            let threshold = split.threshold;
+            let flags = match split.missing {
                 // None: NaN becomes 0.0 and is compared like any value.
-                0 => {
+                Missing::None => {
                     if 0.0 <= threshold {
                         DEFAULT_LEFT
                     } else {
@@ -243,19 +186,18 @@ impl FastModel {
                     }
                 }
                 // Zero: NaN becomes 0.0, and 0.0 goes the default way.
-                1 => {
+                Missing::Zero => {
                     self.zero_missing = true;
-                    ZERO_MISSING | if default_left { DEFAULT_LEFT } else { 0 }
+                    ZERO_MISSING | if split.default_left { DEFAULT_LEFT } else { 0 }
                 }
                 // NaN: NaN goes the default way.
-                2 => {
-                    if default_left {
+                Missing::NaN => {
+                    if split.default_left {
                         DEFAULT_LEFT
                     } else {
                         0
                     }
                 }
-                _ => return None,
             };
             self.nodes.push(Node {
                 value: threshold,
@@ -263,8 +205,8 @@ impl FastModel {
                 feature: feature | flags,
             });
             let d = d.checked_add(1)?;
-            stack.push((tree.rights[i], Some(me as usize), d));
-            stack.push((tree.lefts[i], None, d));
+            stack.push((split.right, Some(me as usize), d));
+            stack.push((split.left, None, d));
         }
         self.trees.push((root, depth));
         Some(())
@@ -432,42 +374,6 @@ impl FastModel {
     }
 }
 
-/// A tree's arrays, each of the length its `num_leaves` implies.
-fn raw_tree(keys: &HashMap<&str, &str>) -> Option<RawTree> {
-    let num_leaves: usize = keys.get("num_leaves")?.trim().parse().ok()?;
-    let num_cat: i64 = keys.get("num_cat")?.trim().parse().ok()?;
-    let is_linear: i64 = match keys.get("is_linear") {
-        Some(v) => v.trim().parse().ok()?,
-        None => 0,
-    };
-    if num_cat != 0 || is_linear != 0 || num_leaves == 0 {
-        return None;
-    }
-    let leaf_values = numbers(keys.get("leaf_value")?, num_leaves)?;
-    if num_leaves == 1 {
-        return Some(RawTree {
-            leaf_values,
-            features: Vec::new(),
-            thresholds: Vec::new(),
-            decisions: Vec::new(),
-            lefts: Vec::new(),
-            rights: Vec::new(),
-        });
-    }
-    let n = num_leaves - 1;
-    Some(RawTree {
-        leaf_values,
-        features: numbers(keys.get("split_feature")?, n)?,
-        thresholds: numbers(keys.get("threshold")?, n)?,
-        decisions: match keys.get("decision_type") {
-            Some(v) => numbers(v, n)?,
-            None => vec![0; n],
-        },
-        lefts: numbers(keys.get("left_child")?, n)?,
-        rights: numbers(keys.get("right_child")?, n)?,
-    })
-}
-
 /// LightGBM's `Common::Softmax`, operation for operation.
 fn softmax(row: &mut [f64]) {
     let mut wmax = row[0];
@@ -483,50 +389,6 @@ fn softmax(row: &mut [f64]) {
     for v in row.iter_mut() {
         *v /= wsum;
     }
-}
-
-/// The output transform of LightGBM's objective string, when it is one this
-/// evaluator replicates.
-fn parse_objective(text: &str, num_class: usize) -> Option<Output> {
-    let mut tokens = text.split_whitespace();
-    let name = tokens.next()?;
-    let rest: Vec<&str> = tokens.collect();
-    match name {
-        "regression" | "regression_l1" | "huber" | "fair" | "quantile" | "mape"
-            if rest.is_empty() =>
-        {
-            Some(Output::Identity)
-        }
-        "binary" if num_class == 1 => {
-            let mut sigmoid = None;
-            for t in rest {
-                let (k, v) = t.split_once(':')?;
-                match k {
-                    "sigmoid" => sigmoid = Some(v.parse::<f64>().ok()?),
-                    _ => return None,
-                }
-            }
-            let s = sigmoid?;
-            (s.is_finite() && s > 0.0).then_some(Output::Sigmoid(s))
-        }
-        "multiclass" if num_class >= 2 => {
-            let [t] = rest.as_slice() else {
-                return None;
-            };
-            let k: usize = t.strip_prefix("num_class:")?.parse().ok()?;
-            (k == num_class).then_some(Output::Softmax)
-        }
-        _ => None,
-    }
-}
-
-/// Exactly `count` space-separated numbers.
-fn numbers<T: std::str::FromStr>(text: &str, count: usize) -> Option<Vec<T>> {
-    let values = text
-        .split_whitespace()
-        .map(|t| t.parse().ok())
-        .collect::<Option<Vec<T>>>()?;
-    (values.len() == count).then_some(values)
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@
 
 mod bayes;
 mod cluster;
+pub mod forest;
 pub mod hyper;
 mod knn;
 mod lgbm_fast;
 mod lightgbm;
 mod lightgbm_params;
 pub mod lightgbm_stream;
+pub mod lightgbm_text;
 mod linear;
 mod pca;
 mod per_output;

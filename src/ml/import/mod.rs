@@ -4,15 +4,14 @@
 //! text reaches LightGBM; predictions then go through the same compiled
 //! evaluator as pgmlcat's own LightGBM models.
 
-mod forest;
-mod lightgbm_text;
 mod xgboost;
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-pub use forest::{Forest, Objective};
+pub use super::algorithms::forest::{Forest, Objective};
+use super::algorithms::lightgbm_text;
 
 use super::algorithms::{self, Algorithm, Model};
 use super::args::ImportArgs;

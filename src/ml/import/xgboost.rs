@@ -11,7 +11,9 @@
 
 use serde_json::Value;
 
-use super::forest::{invalid, Child, Forest, Leaf, Missing, Objective, Split, Tree, MAX_FEATURES};
+use crate::ml::algorithms::forest::{
+    invalid, Child, Forest, Leaf, Missing, Objective, Split, Tree, MAX_FEATURES,
+};
 use crate::ml::error::MlResult;
 
 /// Most trees and nodes per tree: a bound on what a malformed file can

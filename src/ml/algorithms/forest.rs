@@ -1,6 +1,8 @@
-//! An imported tree ensemble in LightGBM's form, checked before anything
-//! else sees it, and written back as LightGBM model text of pgmlcat's own
-//! making. LightGBM's loader is never handed a user's text: tried with 40
+//! A tree ensemble in LightGBM's form, checked before anything else sees
+//! it: what LightGBM's text (`lightgbm_text`) and XGBoost's JSON
+//! (`import`) are read into, what the compiled evaluator (`lgbm_fast`) is
+//! built from, and, for an import, written back as LightGBM model text of
+//! pgmlcat's own making. LightGBM's loader is never handed a user's text: tried with 40
 //! mutated model files, LightGBM 4.7 aborted the process on 20, segfaulted
 //! on 2 and looped forever on a tree with a cycle.
 

@@ -21,16 +21,22 @@ pub fn parse(text: &str) -> MlResult<Forest> {
     };
     let mut lines = body.lines().map(|l| l.trim_end_matches('\r')).peekable();
     let mut header: HashMap<&str, &str> = HashMap::new();
+    let mut keyed = false;
     while let Some(line) = lines.peek() {
         if line.starts_with("Tree=") {
             break;
         }
-        if let Some((k, v)) = line.split_once('=') {
-            header.insert(k.trim(), v);
-        }
+        // A flag stands alone on its line (`average_output`).
+        match line.split_once('=') {
+            Some((k, v)) => {
+                keyed = true;
+                header.insert(k.trim(), v)
+            }
+            None => header.insert(line.trim(), ""),
+        };
         lines.next();
     }
-    if header.is_empty() {
+    if !keyed {
         return Err(invalid(
             "this is not a LightGBM text model (no header such as num_class=...)",
         ));
@@ -135,7 +141,12 @@ fn objective(text: &str, num_class: usize) -> MlResult<Objective> {
         ))
     };
     match name {
+        // With any option (`regression sqrt` squares its raw score) the
+        // output is not the raw score: refused.
         "regression" | "regression_l1" | "huber" | "fair" | "quantile" | "mape" => {
+            if !rest.is_empty() {
+                return Err(unsupported());
+            }
             if num_class != 1 {
                 return Err(invalid(format!(
                     "a regression model with num_class={num_class}"
