@@ -31,6 +31,7 @@ import sys
 import time
 
 import psycopg
+from ml_proc import builds_running, stat_fields, cluster_ticks, system_ticks
 
 E = os.environ
 FEATURES = ", ".join(f"f{i}" for i in range(1, 11))
@@ -45,11 +46,6 @@ def log(msg):
 
 
 # ------------------------------------------------------------------ /proc
-def stat_fields(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        s = f.read()
-    # Fields after "(comm)": rest[0] is field 3 (state), so field n is rest[n - 3].
-    return s[s.rindex(")") + 2:].split()
 
 
 def proxy_ticks():
@@ -62,46 +58,9 @@ def postmaster_pid():
         return int(f.readline())
 
 
-def cluster_ticks(pm):
-    """Postmaster (own and reaped children's) plus its live children."""
-    total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            r = stat_fields(d)
-        except OSError:
-            continue
-        if int(r[1]) == pm:
-            total += int(r[11]) + int(r[12])
-    r = stat_fields(pm)
-    return total + int(r[11]) + int(r[12]) + int(r[13]) + int(r[14])
-
-
-def system_ticks():
-    with open("/proc/stat") as f:
-        v = list(map(int, f.readline().split()[1:]))
-    return sum(v), sum(v) - v[3] - v[4]  # total, busy
-
-
 def client_seconds():
     u = resource.getrusage(resource.RUSAGE_SELF)
     return u.ru_utime + u.ru_stime
-
-
-def builds_running():
-    names = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        if comm in ("cargo", "rustc"):
-            names.append(f"{comm}[{d}]")
-    return names
 
 
 NOTES = []
