@@ -149,9 +149,14 @@ ml_build() {
 }
 
 # ---------------------------------------------------------------- postgres
+# A caller may have made $TMP_DIR already (to keep its binary there), and
+# may set PG_MAX_CONNECTIONS, SHARED_BUFFERS and PG_EXTRA_CONF (more lines
+# of postgresql.conf).
 ml_start_postgres() {
-  TMP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pgmlcat-$BENCH_NAME.XXXXXX")"
-  chmod 777 "$TMP_DIR"
+  if [[ -z "$TMP_DIR" ]]; then
+    TMP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pgmlcat-$BENCH_NAME.XXXXXX")"
+    chmod 777 "$TMP_DIR"
+  fi
   PG_PORT="$(free_port)"
   log "initdb in $TMP_DIR/data (port $PG_PORT)"
   as_pg "$PG_BIN/initdb" -D "$TMP_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync \
@@ -162,11 +167,12 @@ ml_start_postgres() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$TMP_DIR'
-max_connections = 300
+max_connections = ${PG_MAX_CONNECTIONS:-300}
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-shared_buffers = 256MB
+shared_buffers = ${SHARED_BUFFERS:-256MB}
+${PG_EXTRA_CONF:-}
 EOF
   as_pg tee "$TMP_DIR/data/pg_hba.conf" >/dev/null <<EOF
 local   all   all                 trust

@@ -109,40 +109,12 @@ cp -p "$PGMLCAT_BIN" "$TMP_DIR/pgmlcat"
 PGMLCAT_BUILT="$(date -u -r "$PGMLCAT_BIN" '+%Y-%m-%d %H:%M UTC')"
 PGMLCAT_BIN="$TMP_DIR/pgmlcat"
 
-PG_PORT="$(free_port)"
-log "initdb in $TMP_DIR/data (port $PG_PORT)"
-as_pg "$PG_BIN/initdb" -D "$TMP_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync \
-  >"$TMP_DIR/initdb.log" 2>&1 || { show_log_tail "$TMP_DIR/initdb.log"; die "initdb failed"; }
-as_pg tee -a "$TMP_DIR/data/postgresql.conf" >/dev/null <<EOF
-
-# --- pgmlcat ML benchmark settings ---
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$TMP_DIR'
-max_connections = 100
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-shared_buffers = $SHARED_BUFFERS
-max_wal_size = 4GB
-autovacuum = off
+PG_MAX_CONNECTIONS=100
 # Every scan from the first block: the same row order for pgmlcat and Python.
-synchronize_seqscans = off
-EOF
-as_pg tee "$TMP_DIR/data/pg_hba.conf" >/dev/null <<EOF
-local   all   all                 trust
-host    all   all   127.0.0.1/32  trust
-EOF
-as_pg "$PG_BIN/pg_ctl" -D "$TMP_DIR/data" -l "$TMP_DIR/postgres.log" -w -t 60 start >/dev/null ||
-  { show_log_tail "$TMP_DIR/postgres.log"; die "postgres failed to start"; }
-PG_STARTED=1 # ml_common.sh's cleanup stops it
-export PGPASSWORD="$DB_PASS" PGCONNECT_TIMEOUT=10
-unset PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGSSLMODE 2>/dev/null || true
-"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres <<EOF
-CREATE ROLE $DB_USER WITH LOGIN SUPERUSER PASSWORD '$DB_PASS';
-CREATE DATABASE $DB OWNER $DB_USER;
-EOF
-PG_VERSION="$("$PG_BIN/postgres" --version | awk '{print $3}')"
+PG_EXTRA_CONF="max_wal_size = 4GB
+autovacuum = off
+synchronize_seqscans = off"
+ml_start_postgres # ml_common.sh: in $TMP_DIR, with role and database; its cleanup stops it
 dsn() { echo "host=127.0.0.1 port=$1 user=$DB_USER password=$DB_PASS dbname=$DB"; }
 export DIRECT_DSN="$(dsn "$PG_PORT")" PG_DATADIR="$TMP_DIR/data"
 
