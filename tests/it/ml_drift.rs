@@ -1,0 +1,1 @@
+//! Placeholder: filled by the #20 tests.
