@@ -23,16 +23,26 @@ command -v javac >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || need+=(de
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 [[ -e /usr/share/gocode/src/github.com/jackc/pgx/v4/conn.go ]] || need+=(golang-github-jackc-pgx-v4-dev)
 [[ -e /usr/share/gocode/src/github.com/lib/pq/conn.go ]] || need+=(golang-github-lib-pq-dev)
+# The dashboard test (tests/it/dashboard.rs) renders its pages in headless
+# Chromium; installed without its recommends (no sandbox helper, which
+# --no-sandbox does without, nor desktop extras).
+bare=()
+[[ -x /usr/bin/chromium ]] || bare+=(chromium)
 
-if ((${#need[@]})); then
+if ((${#need[@]} + ${#bare[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
-    echo "setup: missing packages: ${need[*]} (run as root or install them)" >&2
+    echo "setup: missing packages: ${need[*]} ${bare[*]} (run as root or install them)" >&2
     exit 1
   fi
-  echo "setup: installing ${need[*]}" >&2
+  echo "setup: installing ${need[*]} ${bare[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  if ((${#need[@]})); then
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if ((${#bare[@]})); then
+    apt-get install -y -qq --no-install-recommends "${bare[@]}" >/dev/null
+  fi
 fi
 # LightGBM needs CMake >= 3.28 and Debian 12 has 3.25: a pip wheel of CMake
 # goes into .tools/, where .cargo/config.toml points the CMAKE variable.

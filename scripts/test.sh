@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# setup.sh installed Chromium: the dashboard test must not skip for want of it.
+export PGMLCAT_REQUIRE_CHROMIUM=1
 # Benches are compiled, not run (criterion does not take test-harness flags),
 # with the test build's profile so LightGBM's C++ is not built a second time.
 cargo build --benches --profile dev --quiet
