@@ -24,13 +24,7 @@ pub async fn projects(app: &App) -> Result<Table> {
         ("score", FLOAT8),
         ("predictions", INT8),
     ]);
-    let registry = app.registry.load();
-    let mut seen = BTreeSet::new();
-    for pool in registry.pools() {
-        let key = Ml::database_key(pool);
-        if !pool.ml_enabled || !seen.insert(key.clone()) {
-            continue;
-        }
+    for (key, pool) in ml_databases(app) {
         let Ok(mut db) = Db::checkout(pool.primary(0)).await else {
             continue;
         };
@@ -69,6 +63,57 @@ pub async fn projects(app: &App) -> Result<Table> {
         }
     }
     Ok(t)
+}
+
+/// Retraining schedules of every ML database, with their runs.
+pub async fn schedules(app: &App) -> Result<Table> {
+    let mut t = Table::new(&[
+        ("database", TEXT),
+        ("project", TEXT),
+        ("every", TEXT),
+        ("condition", TEXT),
+        ("relation", TEXT),
+        ("next_run", TEXT),
+        ("last_outcome", TEXT),
+        ("last_finished", TEXT),
+        ("runs", INT8),
+        ("failures", INT8),
+    ]);
+    for (key, pool) in ml_databases(app) {
+        let Ok(mut db) = Db::checkout(pool.primary(0)).await else {
+            continue;
+        };
+        let Ok(rows) = db
+            .query(
+                "SELECT p.name, s.every::text, s.condition, s.relation_name, s.next_run::text,                         l.outcome, l.finished::text,                         (SELECT count(*) FROM pgml.schedule_runs r WHERE r.schedule_id = s.id),                         (SELECT count(*) FROM pgml.schedule_runs r WHERE r.schedule_id = s.id AND r.outcome = 'failed')                  FROM pgml.schedules s JOIN pgml.projects p ON p.id = s.project_id                  LEFT JOIN LATERAL (SELECT outcome, finished FROM pgml.schedule_runs r                                     WHERE r.schedule_id = s.id ORDER BY r.due DESC LIMIT 1) l ON true                  ORDER BY p.name",
+                &[],
+            )
+            .await
+        else {
+            continue; // no schedules there yet
+        };
+        for r in rows {
+            let mut row = vec![s(&key)];
+            row.extend(r);
+            t.row(row);
+        }
+    }
+    Ok(t)
+}
+
+/// One pool per database whose pgml catalog the admin reads (ML-enabled
+/// pools only), with the database's key.
+pub fn ml_databases(app: &App) -> Vec<(String, std::sync::Arc<crate::backend::registry::Pool>)> {
+    let registry = app.registry.load();
+    let mut seen = BTreeSet::new();
+    registry
+        .pools()
+        .filter(|pool| pool.ml_enabled)
+        .filter_map(|pool| {
+            let key = Ml::database_key(pool);
+            seen.insert(key.clone()).then(|| (key, pool.clone()))
+        })
+        .collect()
 }
 
 /// Deployed models held warm in this process.

@@ -135,6 +135,7 @@ async fn run(app: &App, dialect: Dialect, sql: &str, out: &mut BytesMut) -> Resu
                 "PROJECTS" => ml::projects(app).await?,
                 "MODELS" => ml::models(app),
                 "TRAININGS" => ml::trainings(app),
+                "SCHEDULES" => ml::schedules(app).await?,
                 other => {
                     return Err(Error::Admin(format!(
                         "Unsupported SHOW command {other}; see SHOW HELP"

@@ -13,7 +13,7 @@ use crate::stats::{self, ClientState, Counters};
 
 pub const HELP: &[&str] = &[
     "SHOW HELP|POOLS|STATS|SERVERS|CLIENTS|DATABASES|USERS|CONFIG|BANS|LISTS|VERSION",
-    "SHOW PROJECTS|MODELS|TRAININGS (pgml: projects in each database, models warm in this process, running trainings)",
+    "SHOW PROJECTS|MODELS|TRAININGS|SCHEDULES (pgml: projects in each database, models warm in this process, running trainings, retraining schedules and their runs)",
     "BAN host seconds | BAN host port seconds",
     "UNBAN host [port]",
     "RELOAD",

@@ -103,6 +103,20 @@ pub struct TrainArgs {
     /// the relation's size decides.
     pub pushdown: Option<bool>,
     pub streaming: Option<bool>,
+    pub deploy_rule: DeployRule,
+}
+
+/// How `automatic_deploy` decides that a new model beats the deployed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployRule {
+    /// By the key metrics both stored at training (each on its own test
+    /// split): PostgresML's rule, and `pgml.train`'s.
+    StoredScores,
+    /// The deployed model is scored again on the new model's test rows
+    /// (scheduled retraining: the data moved, so old scores compare
+    /// different rows). Where it cannot be (pushdown, streamed and group
+    /// trainings, a changed schema), the stored scores decide.
+    SameTestRows,
 }
 
 impl TrainArgs {
@@ -145,6 +159,7 @@ impl TrainArgs {
             group_by: text_list(call, "group_by")?,
             pushdown,
             streaming,
+            deploy_rule: DeployRule::StoredScores,
         })
     }
 }
@@ -267,6 +282,32 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
             Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
         })
         .collect()
+}
+
+/// `pgml.drift`: the project, and what to compare with (None: the
+/// training relation now).
+pub fn drift(call: &FnCall) -> MlResult<(String, Option<String>)> {
+    Ok((project_name(call)?, text(call, "relation_name")?))
+}
+
+/// `pgml.schedule`.
+pub struct ScheduleArgs {
+    pub project: String,
+    /// As written: Postgres reads it as an interval.
+    pub every: String,
+    pub relation: Option<String>,
+    pub condition: Option<String>,
+}
+
+impl ScheduleArgs {
+    pub fn from_call(call: &FnCall) -> MlResult<ScheduleArgs> {
+        Ok(ScheduleArgs {
+            project: project_name(call)?,
+            every: required_text(call, "every")?,
+            relation: text(call, "relation_name")?,
+            condition: text(call, "condition")?,
+        })
+    }
 }
 
 /// `pgml.export_model`'s model id.

@@ -26,6 +26,9 @@ pub enum Function {
     RocCurve,
     ImportModel,
     ExportModel,
+    Drift,
+    Schedule,
+    Unschedule,
 }
 
 impl Function {
@@ -43,6 +46,9 @@ impl Function {
             "roc_curve" => Function::RocCurve,
             "import_model" => Function::ImportModel,
             "export_model" => Function::ExportModel,
+            "drift" => Function::Drift,
+            "schedule" => Function::Schedule,
+            "unschedule" => Function::Unschedule,
             _ => return None,
         })
     }
@@ -61,6 +67,9 @@ impl Function {
             Function::RocCurve => "roc_curve",
             Function::ImportModel => "import_model",
             Function::ExportModel => "export_model",
+            Function::Drift => "drift",
+            Function::Schedule => "schedule",
+            Function::Unschedule => "unschedule",
         }
     }
 
@@ -103,6 +112,9 @@ impl Function {
             Function::ConfusionMatrix | Function::RocCurve => &["project_name", "relation_name"],
             Function::ImportModel => &["project_name", "task", "format", "model", "feature_names"],
             Function::ExportModel => &["model_id"],
+            Function::Drift => &["project_name", "relation_name"],
+            Function::Schedule => &["project_name", "every", "relation_name", "condition"],
+            Function::Unschedule => &["project_name"],
         }
     }
 }

@@ -78,6 +78,32 @@ CREATE TABLE IF NOT EXISTS pgml.files (
 -- Model files are stored uncompressed: compressing a LightGBM model halves
 -- its size and doubles the time a training spends writing it.
 ALTER TABLE pgml.files ALTER COLUMN data SET STORAGE EXTERNAL;
+-- pgml.drift: the project's thresholds over the defaults ({"psi": 0.1}).
+ALTER TABLE pgml.projects ADD COLUMN IF NOT EXISTS drift_thresholds JSONB;
+-- pgml.schedule: one retraining schedule per project, and its runs. A
+-- run's due time is claimed once (UNIQUE), whichever pgmlcat claims it.
+CREATE TABLE IF NOT EXISTS pgml.schedules (
+    id BIGSERIAL PRIMARY KEY,
+    project_id BIGINT NOT NULL UNIQUE REFERENCES pgml.projects(id) ON DELETE CASCADE,
+    every INTERVAL NOT NULL,
+    relation_name TEXT,
+    condition TEXT NOT NULL DEFAULT 'always',
+    next_run TIMESTAMPTZ NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS pgml.schedule_runs (
+    id BIGSERIAL PRIMARY KEY,
+    schedule_id BIGINT NOT NULL REFERENCES pgml.schedules(id) ON DELETE CASCADE,
+    project TEXT NOT NULL,
+    due TIMESTAMPTZ NOT NULL,
+    started TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    finished TIMESTAMPTZ,
+    outcome TEXT NOT NULL DEFAULT 'running',
+    model_id BIGINT,
+    detail TEXT,
+    instance TEXT,
+    UNIQUE (schedule_id, due)
+);
 CREATE OR REPLACE VIEW pgml.overview AS
 SELECT p.name, d.created_at AS deployed_at, p.task, m.algorithm, s.relation_name,
        s.y_column_name, s.test_sampling, s.test_size
@@ -112,6 +138,7 @@ pub async fn ensure_schema(db: &mut Db) -> MlResult<()> {
     let ready = db
         .query_one(
             "SELECT to_regclass('pgml.files') IS NOT NULL AND to_regclass('pgml.deployed_models') IS NOT NULL \
+             AND to_regclass('pgml.schedule_runs') IS NOT NULL \
              AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('pgml.models') AND attname = 'group_of')",
             &[],
         )

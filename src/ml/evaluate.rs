@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::catalog;
 use super::db::Db;
 use super::error::{MlError, MlResult};
-use super::frame::ColumnData;
+use super::frame::{ColumnData, Frame};
 use super::labels::Classes;
 use super::metrics;
 use super::service::{Deployed, Ml, Progress, StoredModel};
@@ -57,26 +57,52 @@ pub async fn score(
     }
     let labels = label_columns(ml, pool, model.id).await?;
     let frame = super::train::read_relation(ml, pool, relation, &labels, &[], progress).await?;
-    let label_columns: Vec<&ColumnData> = labels
-        .iter()
-        .map(|name| {
-            frame.column(name).map(|(_, c)| &c.data).ok_or_else(|| {
-                MlError::UndefinedColumn(format!("label column \"{name}\" is missing"))
-            })
-        })
-        .collect::<MlResult<_>>()?;
-    // Rows whose label is NULL say nothing of the model: skipped.
-    let rows: Vec<usize> = (0..frame.rows)
-        .filter(|&r| label_columns.iter().all(|c| !c.is_null(r)))
-        .collect();
+    let rows = labelled_rows(&frame, &labels)?;
     if rows.len() < frame.rows {
         progress.notice(format!(
             "pgml.evaluate: {} rows of {relation} have a NULL label and are skipped",
             frame.rows - rows.len()
         ));
     }
-    let truth = truth(model, &label_columns, &rows)?;
-    let x = model.preprocessor.transform(&frame, &rows)?;
+    score_rows(deployed, &frame, &labels, rows).await
+}
+
+/// Rows of `frame` whose labels are all present: a NULL label says nothing
+/// of the model.
+pub fn labelled_rows(frame: &Frame, labels: &[String]) -> MlResult<Vec<usize>> {
+    let columns = label_data(frame, labels)?;
+    Ok((0..frame.rows)
+        .filter(|&r| columns.iter().all(|c| !c.is_null(r)))
+        .collect())
+}
+
+fn label_data<'a>(frame: &'a Frame, labels: &[String]) -> MlResult<Vec<&'a ColumnData>> {
+    labels
+        .iter()
+        .map(|name| {
+            frame.column(name).map(|(_, c)| &c.data).ok_or_else(|| {
+                MlError::UndefinedColumn(format!("label column \"{name}\" is missing"))
+            })
+        })
+        .collect()
+}
+
+/// The deployed model's predictions of `rows` of `frame` (rows with a
+/// label), with their labels: `pgml.evaluate`'s, and a scheduled
+/// retraining's comparison on the new model's test rows.
+pub async fn score_rows(
+    deployed: Arc<Deployed>,
+    frame: &Frame,
+    labels: &[String],
+    rows: Vec<usize>,
+) -> MlResult<Scored> {
+    let Deployed::Model(model) = &*deployed else {
+        return Err(MlError::Unsupported(
+            "evaluating a group set is not supported".into(),
+        ));
+    };
+    let truth = truth(model, &label_data(frame, labels)?, &rows)?;
+    let x = model.preprocessor.transform(frame, &rows)?;
     tokio::task::spawn_blocking(move || {
         let Deployed::Model(m) = &*deployed else {
             return Err(MlError::Internal("not a single model".into()));

@@ -8,16 +8,18 @@ use std::time::Instant;
 use bytes::BytesMut;
 use serde_json::Value;
 
-use super::args::{self, DeployArgs, EvaluateArgs, ImportArgs, SnapshotArgs, TrainArgs};
+use super::args::{self, DeployArgs, EvaluateArgs, ImportArgs, ScheduleArgs, SnapshotArgs, TrainArgs};
 use super::call::{FnCall, Function};
 use super::catalog::{self, NewSnapshot};
 use super::datasets;
+use super::drift;
 use super::db::Db;
 use super::error::{MlError, MlResult};
 use super::import;
 use super::inspect;
 use super::preprocess;
 use super::pull;
+use super::schedule;
 use super::service::{Ml, Progress, TrainingInfo};
 use super::train;
 use crate::backend::registry::Pool;
@@ -70,6 +72,23 @@ pub fn columns(call: &FnCall) -> &'static [(&'static str, u32)] {
             ("model_id", INT8),
         ],
         Function::ExportModel => &[("export_model", TEXT)],
+        Function::Drift => &[
+            ("feature", TEXT),
+            ("statistic", TEXT),
+            ("value", FLOAT4),
+            ("threshold", FLOAT4),
+            ("drifted", BOOL),
+        ],
+        // Interval and time in Postgres's text form (the catalog holds
+        // them typed).
+        Function::Schedule => &[
+            ("project", TEXT),
+            ("every", TEXT),
+            ("relation", TEXT),
+            ("condition", TEXT),
+            ("next_run", TEXT),
+        ],
+        Function::Unschedule => &[("project", TEXT), ("unscheduled", BOOL)],
     }
 }
 
@@ -99,6 +118,7 @@ pub async fn execute(
     out: &mut BytesMut,
 ) -> MlResult<()> {
     ml.check_enabled(pool)?;
+    schedule::runner::watch(ml, pool);
     let rows = run(ml, pool, call, progress).await?;
     let cols = columns(call);
     let binary = |i: usize| messages::format_of(&call.result_formats, i) == 1;
@@ -145,6 +165,16 @@ async fn run(ml: &Arc<Ml>, pool: &Arc<Pool>, call: &FnCall, progress: Progress) 
         }
         Function::ExportModel => inspect::export(ml, pool, args::model_id(call)?).await,
         Function::ImportModel => import::import(ml, pool, ImportArgs::from_call(call)?).await,
+        Function::Drift => {
+            let (project, relation) = args::drift(call)?;
+            drift::rows(ml, pool, &project, relation.as_deref()).await
+        }
+        Function::Schedule => schedule::schedule(ml, pool, ScheduleArgs::from_call(call)?)
+            .await
+            .map(|row| vec![row]),
+        Function::Unschedule => schedule::unschedule(ml, pool, &args::project_name(call)?)
+            .await
+            .map(|row| vec![row]),
         _ => run_one(ml, pool, call, progress).await.map(|row| vec![row]),
     }
 }
@@ -170,35 +200,17 @@ async fn run_one(
                     "pgml.train_joint trains multi-output regression; classification takes one label",
                 ));
             }
-            let guard = ml.start_training(TrainingInfo {
-                project: args.project.clone(),
-                algorithm: args.algorithm.clone(),
-                database: pool.database.clone(),
-                started: std::time::Instant::now(),
-                progress: "starting".into(),
-            });
-            let progress = progress.for_training(guard);
-            let started = Instant::now();
-            match train::train(ml, pool, args, &progress).await {
-                Ok(t) => {
-                    ml.metrics
-                        .training_finished(&t.algorithm, started.elapsed());
-                    let mut row = vec![
-                        Some(t.project),
-                        Some(t.task.name().to_string()),
-                        Some(t.algorithm),
-                        Some(if t.deployed { "t" } else { "f" }.to_string()),
-                    ];
-                    if call.get("group_by").is_some() {
-                        row.push(t.groups.map(|n| n.to_string()));
-                    }
-                    Ok(row)
-                }
-                Err(e) => {
-                    ml.metrics.training_failed();
-                    Err(e)
-                }
+            let t = training(ml, pool, args, progress).await?;
+            let mut row = vec![
+                Some(t.project),
+                Some(t.task.name().to_string()),
+                Some(t.algorithm),
+                Some(if t.deployed { "t" } else { "f" }.to_string()),
+            ];
+            if call.get("group_by").is_some() {
+                row.push(t.groups.map(|n| n.to_string()));
             }
+            Ok(row)
         }
         Function::Deploy => deploy(ml, pool, DeployArgs::from_call(call)?).await,
         Function::Snapshot => snapshot(ml, pool, SnapshotArgs::from_call(call)?).await,
@@ -221,10 +233,42 @@ async fn run_one(
         | Function::ConfusionMatrix
         | Function::RocCurve
         | Function::ImportModel
-        | Function::ExportModel => Err(MlError::Internal(format!(
+        | Function::ExportModel
+        | Function::Drift
+        | Function::Schedule
+        | Function::Unschedule => Err(MlError::Internal(format!(
             "pgml.{} returns rows",
             call.func.name()
         ))),
+    }
+}
+
+/// A training, counted in /metrics and shown in SHOW TRAININGS while it
+/// runs: `pgml.train`'s, and a scheduled retraining's.
+pub async fn training(
+    ml: &Arc<Ml>,
+    pool: &Arc<Pool>,
+    args: TrainArgs,
+    progress: Progress,
+) -> MlResult<train::Trained> {
+    let guard = ml.start_training(TrainingInfo {
+        project: args.project.clone(),
+        algorithm: args.algorithm.clone(),
+        database: pool.database.clone(),
+        started: Instant::now(),
+        progress: "starting".into(),
+    });
+    let progress = progress.for_training(guard);
+    let started = Instant::now();
+    match train::train(ml, pool, args, &progress).await {
+        Ok(t) => {
+            ml.metrics.training_finished(&t.algorithm, started.elapsed());
+            Ok(t)
+        }
+        Err(e) => {
+            ml.metrics.training_failed();
+            Err(e)
+        }
     }
 }
 

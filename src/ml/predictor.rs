@@ -11,6 +11,7 @@ use ndarray::Array2;
 
 use super::error::{MlError, MlResult};
 use super::explain;
+use super::frame::RawValue;
 use super::predict::{Call, Features, Func, GroupKey, ModelRef, Prediction, Predictor, TopK};
 use super::service::{group_text, Deployed, GroupModels, Ml, StoredModel};
 use super::task::Task;
@@ -25,6 +26,8 @@ pub struct ModelSet {
     /// Groups met that have no model, per project: each named once per
     /// statement in a NOTICE (`notices`).
     missing: parking_lot::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// The catalog's database: the serving sample is kept per database.
+    database: String,
 }
 
 type Named = (String, Arc<Deployed>);
@@ -34,6 +37,8 @@ type Named = (String, Arc<Deployed>);
 struct Resolved {
     func: Func,
     top_k: Option<usize>,
+    /// Called by project name: its rows join the project's serving sample.
+    by_project: bool,
 }
 
 impl ModelSet {
@@ -46,6 +51,7 @@ impl ModelSet {
         params: &[Option<String>],
     ) -> MlResult<ModelSet> {
         ml.check_enabled(pool)?;
+        super::schedule::runner::watch(ml, pool);
         let mut out = Vec::with_capacity(calls.len());
         for call in calls {
             let reference = match &call.model {
@@ -59,6 +65,7 @@ impl ModelSet {
                 },
                 other => other.clone(),
             };
+            let by_project = matches!(reference, ModelRef::Project(_));
             let model = match reference {
                 ModelRef::Project(name) => {
                     let m = ml.cache.deployed(ml, pool, &name).await?;
@@ -87,6 +94,7 @@ impl ModelSet {
                 Resolved {
                     func: call.func,
                     top_k,
+                    by_project,
                 },
                 model,
             ));
@@ -95,6 +103,7 @@ impl ModelSet {
             ml: ml.clone(),
             calls: out,
             missing: Default::default(),
+            database: Ml::database_key(pool),
         })
     }
 
@@ -172,7 +181,28 @@ impl Predictor for ModelSet {
         self.ml
             .metrics
             .predicted(project, inputs.len(), started.elapsed());
+        if let (true, Deployed::Model(m)) = (func.by_project && func.func != Func::PredictBatch, &**model) {
+            self.sample(project, m, inputs);
+        }
         Ok(predictions)
+    }
+}
+
+impl ModelSet {
+    /// Offers the rows to the project's serving sample: rows as given, and
+    /// arrays whose elements are the feature columns' own numbers.
+    fn sample(&self, project: &str, model: &StoredModel, inputs: &[Features]) {
+        let columns = model.preprocessor.column_names();
+        let plain = model.preprocessor.passes_numbers_through();
+        self.ml
+            .serving
+            .record(&self.database, project, &columns, inputs, |f| match f {
+                Features::Row(values) => Some(values.clone()),
+                Features::Array(values) if plain && values.len() == columns.len() => {
+                    Some(values.iter().map(|&x| RawValue::Number(x)).collect())
+                }
+                _ => None,
+            });
     }
 }
 

@@ -151,6 +151,12 @@ pub struct Ml {
     lookups: dashmap::DashMap<String, Arc<predict::LookupPlan>>,
     /// Normalized statements that must be planned with their constants.
     unnormalizable: DashSet<String>,
+    /// The rows each project was asked to predict, sampled (`pgml.drift`).
+    pub serving: super::drift::serving::Serving,
+    /// Databases whose schedules this process runs, and the runs it has
+    /// going (database key, schedule id).
+    pub schedulers: DashSet<String>,
+    pub running_schedules: DashSet<(String, i64)>,
 }
 
 /// Plans kept at most; the cache is emptied when full (cheap, and plans
@@ -182,6 +188,9 @@ impl Ml {
             plans: dashmap::DashMap::new(),
             lookups: dashmap::DashMap::new(),
             unnormalizable: DashSet::new(),
+            serving: Default::default(),
+            schedulers: DashSet::new(),
+            running_schedules: DashSet::new(),
         })
     }
 

@@ -107,6 +107,15 @@ impl MlStats {
         record(&stats);
     }
 
+    /// A scheduled run this process finished.
+    pub fn schedule_run(&self, project: &str, outcome: &'static str) {
+        let project = project.to_string();
+        with_local_recorder(&self.recorder, || {
+            counter!("pgmlcat_schedule_runs_total", "project" => project, "outcome" => outcome)
+                .increment(1)
+        });
+    }
+
     pub fn predictions(&self, project: &str) -> u64 {
         self.predictions
             .get(project)

@@ -107,6 +107,13 @@ pub(super) struct FittedColumn {
     pub fitted: Fitted,
 }
 
+impl FittedColumn {
+    /// One feature that is the column's number as given (no scaling).
+    pub(super) fn is_plain_number(&self) -> bool {
+        matches!(&self.fitted, Fitted::Number { scaler, .. } if *scaler == Scaler::IDENTITY)
+    }
+}
+
 fn null_error(column: &str) -> MlError {
     MlError::data(format!(
         "column \"{column}\" has NULL values; set an impute strategy, e.g. preprocess => '{{\"{column}\": {{\"impute\": \"mean\"}}}}'"

@@ -136,6 +136,12 @@ impl Preprocessor {
         Ok(out)
     }
 
+    /// Whether an array of features is the feature columns' own values
+    /// (each a number taken as it is), so it can be read as a row.
+    pub fn passes_numbers_through(&self) -> bool {
+        self.columns.iter().all(FittedColumn::is_plain_number)
+    }
+
     pub fn num_features(&self) -> usize {
         self.columns.iter().map(FittedColumn::width).sum()
     }

@@ -17,10 +17,11 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
 use super::algorithms::{Algorithm, Model};
-use super::args::TrainArgs;
+use super::args::{DeployRule, TrainArgs};
 use super::catalog::{self, Meta, ModelFiles, NewModel, NewSnapshot, Project};
 use super::db::Db;
 use super::error::{MlError, MlResult};
+use super::evaluate;
 use super::explain::Insight;
 use super::frame::Frame;
 use super::labels::{self, Classes};
@@ -43,6 +44,8 @@ pub struct Trained {
     pub task: Task,
     pub algorithm: String,
     pub deployed: bool,
+    /// The model written (with `group_by`: the set's).
+    pub model_id: i64,
     /// With `group_by`: the number of groups trained.
     pub groups: Option<usize>,
 }
@@ -97,7 +100,7 @@ struct Fitted {
 }
 
 pub async fn train(
-    ml: &Ml,
+    ml: &Arc<Ml>,
     pool: &Arc<Pool>,
     args: TrainArgs,
     progress: &Progress,
@@ -201,8 +204,22 @@ pub async fn train(
     }
 
     progress.notice(format!("pgml.train: {}", stream::memory_use()));
-    let (model_id, deployed) =
-        write_catalog(pool, &args, existing.as_ref(), &source, &mut data, &fitted).await?;
+    let rescored = match args.deploy_rule {
+        DeployRule::SameTestRows if args.automatic_deploy && existing.is_some() => {
+            deployed_on_test_rows(ml, pool, &args.project, &data, progress).await
+        }
+        _ => None,
+    };
+    let (model_id, deployed) = write_catalog(
+        pool,
+        &args,
+        existing.as_ref(),
+        &source,
+        &mut data,
+        &fitted,
+        rescored,
+    )
+    .await?;
     if deployed {
         let stored = StoredModel {
             id: model_id,
@@ -233,8 +250,46 @@ pub async fn train(
         task,
         algorithm: algorithm.name().to_string(),
         deployed,
+        model_id,
         groups: None,
     })
+}
+
+/// `DeployRule::SameTestRows`: the deployed model's key metric on the new
+/// model's test rows; None (the stored scores decide) when it cannot say.
+async fn deployed_on_test_rows(
+    ml: &Arc<Ml>,
+    pool: &Arc<Pool>,
+    project: &str,
+    data: &Data,
+    progress: &Progress,
+) -> Option<Option<f64>> {
+    let deployed = ml.cache.deployed(ml, pool, project).await.ok()?;
+    let labels: Vec<String> = data
+        .label_idx
+        .iter()
+        .map(|&i| data.frame.columns[i].name.clone())
+        .collect();
+    let key = data.set.task.key_metric();
+    let scored = evaluate::score_rows(deployed, &data.frame, &labels, data.test_rows.clone())
+        .await
+        .and_then(|s| s.metrics(0.5));
+    match scored {
+        Ok(metrics) => {
+            let score = metrics.get(key).and_then(Value::as_f64);
+            progress.notice(format!(
+                "pgml.train: the deployed model scores {key} = {} on the new model's test rows",
+                score.map_or("NULL".into(), |s| format!("{s:.4}"))
+            ));
+            Some(score)
+        }
+        Err(e) => {
+            progress.notice(format!(
+                "pgml.train: the deployed model cannot score the new test rows ({e}); comparing stored scores"
+            ));
+            None
+        }
+    }
 }
 
 /// One of pgmlcat's own ways of training (pushdown, streaming): as asked,
@@ -449,6 +504,7 @@ async fn write_catalog(
     source: &Source,
     data: &mut Data,
     fitted: &Fitted,
+    rescored: Option<Option<f64>>,
 ) -> MlResult<(i64, bool)> {
     let (task, algorithm) = (data.set.task, data.set.algorithm);
     let files = ModelFiles::new(
@@ -517,7 +573,8 @@ async fn write_catalog(
                 && match catalog::deployed(db, &args.project).await? {
                     None => true,
                     Some(current) => {
-                        let old = current.metrics.get(key).and_then(Value::as_f64);
+                        let old = rescored
+                            .unwrap_or_else(|| current.metrics.get(key).and_then(Value::as_f64));
                         new_model_wins(old, new_score)
                     }
                 };

@@ -169,6 +169,7 @@ impl Run<'_> {
             task: self.task,
             algorithm: self.algorithm.name().to_string(),
             deployed,
+            model_id: id,
             groups: grouped.then_some(count),
         })
     }

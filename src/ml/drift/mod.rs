@@ -1,0 +1,210 @@
+//! `pgml.drift(project, relation)`: has the data moved away from what the
+//! deployed model was trained on? Training's side is what the snapshot
+//! stored of each feature over the training split (`compare::Baseline`);
+//! the other side is a relation counted by Postgres (`relation`), or the
+//! rows this process was asked to predict (`serving`). `compare` turns both
+//! into PSI and KS (numbers), L-infinity (categories) and the change in
+//! missing rate, each against a threshold the project may override.
+
+pub mod compare;
+mod relation;
+pub mod serving;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use self::compare::{Baseline, Observed, Statistic};
+use super::db::Db;
+use super::error::{MlError, MlResult};
+use super::exec::Rows;
+use super::predict::format::float4_text;
+use super::service::Ml;
+use crate::backend::registry::Pool;
+
+/// The relation name that means "the rows predicted", not a table.
+pub const SERVING: &str = "serving";
+
+/// What a drift check compares: the deployed model's training statistics,
+/// the relation it read, and the project's thresholds.
+pub struct Baselines {
+    pub model_id: i64,
+    pub relation: String,
+    pub features: Vec<(String, Baseline)>,
+    thresholds: [f64; 4],
+}
+
+impl Baselines {
+    fn threshold(&self, s: Statistic) -> f64 {
+        self.thresholds[s as usize]
+    }
+}
+
+/// One reported statistic.
+pub struct Drift {
+    pub feature: String,
+    pub statistic: Statistic,
+    pub value: Option<f64>,
+    pub threshold: f64,
+}
+
+impl Drift {
+    pub fn drifted(&self) -> Option<bool> {
+        self.value.map(|v| self.statistic.drifted(v, self.threshold))
+    }
+}
+
+/// The rows of `pgml.drift`.
+pub async fn rows(
+    ml: &Arc<Ml>,
+    pool: &Arc<Pool>,
+    project: &str,
+    relation: Option<&str>,
+) -> MlResult<Rows> {
+    Ok(check(ml, pool, project, relation)
+        .await?
+        .into_iter()
+        .map(|d| {
+            vec![
+                Some(d.feature.clone()),
+                Some(d.statistic.name().to_string()),
+                d.value.map(|v| float4_text(v as f32)),
+                Some(float4_text(d.threshold as f32)),
+                d.drifted().map(|b| if b { "t" } else { "f" }.to_string()),
+            ]
+        })
+        .collect())
+}
+
+/// Every statistic of every feature of `project`'s deployed model against
+/// `relation` (None: the training relation as it is now; `serving`: the
+/// rows predicted).
+pub async fn check(
+    ml: &Arc<Ml>,
+    pool: &Arc<Pool>,
+    project: &str,
+    relation: Option<&str>,
+) -> MlResult<Vec<Drift>> {
+    let mut db = Db::checkout(pool.primary(0)).await?;
+    ml.ensure_schema(pool, &mut db).await?;
+    let base = baselines(&mut db, project).await?;
+    drop(db);
+    let seen = match relation {
+        Some(SERVING) => ml
+            .serving
+            .observe(&Ml::database_key(pool), project, &base.features)
+            .ok_or_else(|| {
+                MlError::Disabled(format!(
+                    "pgml.drift: this pgmlcat process has predicted no rows of project \"{project}\"'s model yet (the serving sample is kept per process)"
+                ))
+            })?,
+        Some(r) => relation::observe(pool, r, &base.features).await?,
+        None => relation::observe(pool, &base.relation, &base.features).await?,
+    };
+    Ok(report(&base, &seen))
+}
+
+fn report(base: &Baselines, seen: &[Observed]) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for ((name, baseline), seen) in base.features.iter().zip(seen) {
+        for (statistic, value) in compare::compare(baseline, seen) {
+            out.push(Drift {
+                feature: name.clone(),
+                statistic,
+                value,
+                threshold: base.threshold(statistic),
+            });
+        }
+    }
+    out
+}
+
+/// The deployed model's training statistics and the project's thresholds.
+pub async fn baselines(db: &mut Db, project: &str) -> MlResult<Baselines> {
+    let rows = db
+        .query(
+            "SELECT m.id::text, s.relation_name, coalesce(s.columns, 'null')::text, \
+                    (s.analysis->>'train_rows'), coalesce(p.drift_thresholds, '{}')::text \
+             FROM pgml.projects p \
+             JOIN LATERAL (SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = p.id \
+                           ORDER BY d.created_at DESC, d.id DESC LIMIT 1) d ON true \
+             JOIN pgml.models m ON m.id = d.model_id \
+             LEFT JOIN pgml.snapshots s ON s.id = m.snapshot_id \
+             WHERE p.name = $1",
+            &[Some(project)],
+        )
+        .await?;
+    let Some([Some(id), relation, Some(columns), train_rows, Some(thresholds)]) = rows
+        .into_iter()
+        .next()
+        .and_then(|r| <[Option<String>; 5]>::try_from(r).ok())
+    else {
+        return Err(MlError::UndefinedObject(format!(
+            "project \"{project}\" has no deployed model"
+        )));
+    };
+    let model_id: i64 = id.parse().map_err(|_| MlError::Internal(format!("model id {id}")))?;
+    let columns: Value = serde_json::from_str(&columns)
+        .map_err(|e| MlError::Internal(format!("snapshot columns of model {model_id}: {e}")))?;
+    let train_rows = train_rows.and_then(|t| t.parse::<f64>().ok());
+    let features: Vec<(String, Baseline)> = columns
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("label").and_then(Value::as_bool) != Some(true))
+        .filter_map(|c| {
+            let name = c.get("name")?.as_str()?.to_string();
+            let baseline = Baseline::from_statistics(c.get("statistics")?, train_rows)?;
+            Some((name, baseline))
+        })
+        .collect();
+    let relation = match relation {
+        Some(r) if !features.is_empty() => r,
+        _ => {
+            return Err(MlError::Disabled(format!(
+                "model {model_id} of project \"{project}\" has no training statistics to compare with (an imported model)"
+            )))
+        }
+    };
+    Ok(Baselines {
+        model_id,
+        relation,
+        features,
+        thresholds: thresholds_of(project, &thresholds)?,
+    })
+}
+
+/// The defaults, overridden by `pgml.projects.drift_thresholds`.
+fn thresholds_of(project: &str, json: &str) -> MlResult<[f64; 4]> {
+    let mut t = Statistic::ALL.map(Statistic::default_threshold);
+    let bad = || {
+        MlError::invalid(format!(
+            "pgml.projects.drift_thresholds of project \"{project}\" must be an object of numbers with keys psi, ks, linf, missing; it is {json}"
+        ))
+    };
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) else {
+        return Err(bad());
+    };
+    for (key, value) in map {
+        let s = Statistic::ALL
+            .into_iter()
+            .find(|s| s.name() == key)
+            .ok_or_else(bad)?;
+        t[s as usize] = value.as_f64().filter(|v| v.is_finite()).ok_or_else(bad)?;
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_default_and_override() {
+        assert_eq!(thresholds_of("p", "{}").unwrap(), [0.2, 0.1, 0.3, 0.05]);
+        assert_eq!(thresholds_of("p", r#"{"ks": 0.5}"#).unwrap()[1], 0.5);
+        for bad in [r#"{"kl": 1}"#, r#"{"psi": "x"}"#, "[1]"] {
+            assert_eq!(thresholds_of("p", bad).unwrap_err().sqlstate(), "22023");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The relation's side of a drift check, counted by Postgres: one
+//! aggregate query per shard (replicas first) that bins every numeric
+//! feature the way training's histogram did and counts every category and
+//! NULL, so no row leaves the database. The shards' counts are added.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::compare::{Baseline, Observed, BINS};
+use crate::backend::registry::Pool;
+use crate::backend::server::quote_ident;
+use crate::ml::db::Db;
+use crate::ml::error::{MlError, MlResult};
+use crate::ml::pull;
+use crate::router::Target;
+
+/// Counts of each feature (`features`: name and baseline) in `relation`.
+pub async fn observe(
+    pool: &Arc<Pool>,
+    relation: &str,
+    features: &[(String, Baseline)],
+) -> MlResult<Vec<Observed>> {
+    let reads = (0..pool.shards.len()).map(|shard| {
+        let server = pool.choose(shard, Target::Replica).clone();
+        async move {
+            let mut db = Db::checkout(&server).await?;
+            let source = pull::describe(&mut db, relation).await?;
+            let names = source.names();
+            if let Some((missing, _)) = features.iter().find(|(f, _)| !names.contains(f)) {
+                return Err(MlError::UndefinedColumn(format!(
+                    "relation {relation} has no column \"{missing}\", a feature of the model"
+                )));
+            }
+            db.query(&count_sql(&source.relation, features), &[]).await
+        }
+    });
+    let shards = futures_util::future::try_join_all(reads).await?;
+    let mut seen = vec![
+        Observed {
+            bins: vec![0.0; BINS],
+            ..Default::default()
+        };
+        features.len()
+    ];
+    let mut categories: Vec<HashMap<String, f64>> = vec![HashMap::new(); features.len()];
+    for row in shards.into_iter().flatten() {
+        let (Some(Some(i)), Some(value), Some(Some(count))) = (row.first(), row.get(1), row.get(2))
+        else {
+            return Err(MlError::Internal("bad drift count row".into()));
+        };
+        let (Ok(i), Ok(count)) = (i.parse::<usize>(), count.parse::<f64>()) else {
+            return Err(MlError::Internal(format!("bad drift count row {i} {count}")));
+        };
+        let (Some(s), Some((_, baseline))) = (seen.get_mut(i), features.get(i)) else {
+            return Err(MlError::Internal(format!("drift count of feature {i}")));
+        };
+        s.rows += count;
+        match (value, baseline) {
+            (None, _) => s.missing += count,
+            (Some(bin), Baseline::Numeric { .. }) => {
+                let b: usize = bin
+                    .parse()
+                    .map_err(|_| MlError::Internal(format!("drift bin {bin}")))?;
+                if let Some(slot) = s.bins.get_mut(b) {
+                    *slot += count;
+                }
+            }
+            (Some(category), Baseline::Categorical { .. }) => {
+                *categories[i].entry(category.clone()).or_default() += count;
+            }
+            (Some(_), Baseline::Array { .. }) => {}
+        }
+    }
+    for (s, c) in seen.iter_mut().zip(categories) {
+        let mut c: Vec<(String, f64)> = c.into_iter().collect();
+        c.sort_by(|a, b| a.0.cmp(&b.0));
+        s.categories = c;
+    }
+    Ok(seen)
+}
+
+/// One scan: each row gives one (feature, bin or category or NULL) pair
+/// per feature, grouped and counted.
+fn count_sql(relation: &str, features: &[(String, Baseline)]) -> String {
+    let pairs: Vec<String> = features
+        .iter()
+        .enumerate()
+        .map(|(i, (name, baseline))| {
+            let column = format!("t.{}", quote_ident(name));
+            let value = match baseline {
+                Baseline::Numeric { bins, .. } => format!("({})::text", bins.sql(&column)),
+                Baseline::Categorical { .. } => format!("{column}::text"),
+                Baseline::Array { .. } => {
+                    format!("CASE WHEN {column} IS NOT NULL THEN '' END")
+                }
+            };
+            format!("({i}, {value})")
+        })
+        .collect();
+    format!(
+        "SELECT v.i, v.b, count(*) FROM {relation} AS t, LATERAL (VALUES {}) AS v(i, b) GROUP BY 1, 2",
+        pairs.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::drift::compare::Bins;
+
+    #[test]
+    fn one_scan_for_every_feature() {
+        let features = vec![
+            (
+                "Age".to_string(),
+                Baseline::Numeric {
+                    bins: Bins { lo: 0.0, width: 2.5 },
+                    counts: vec![1.0; BINS],
+                    missing: 0.0,
+                },
+            ),
+            (
+                "city".to_string(),
+                Baseline::Categorical {
+                    counts: vec![],
+                    missing: 0.0,
+                },
+            ),
+        ];
+        let sql = count_sql("public.people", &features);
+        assert!(sql.starts_with("SELECT v.i, v.b, count(*) FROM public.people AS t, LATERAL (VALUES (0, "));
+        assert!(sql.contains("NULLIF(t.\"Age\"::float8, 'NaN')"));
+        assert!(sql.contains("(1, t.city::text)"));
+    }
+}

@@ -1,0 +1,160 @@
+//! What a model has been asked to predict: per project, a uniform
+//! reservoir sample (Vitter's algorithm R) of the raw feature rows this
+//! process predicted, for `pgml.drift(project, 'serving')`. Each batch takes
+//! one lock; a row is copied only when the reservoir keeps it.
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use rand::Rng;
+
+use super::compare::{Baseline, Observed, BINS};
+use crate::ml::frame::RawValue;
+
+/// Rows kept per project.
+pub const SAMPLE_ROWS: usize = 10_000;
+
+#[derive(Default)]
+pub struct Serving {
+    /// (database key, project) → its reservoir.
+    samples: DashMap<(String, String), Mutex<Reservoir>>,
+}
+
+#[derive(Default)]
+struct Reservoir {
+    /// The model's feature columns the rows are in; a model with other
+    /// columns starts the sample again.
+    columns: Vec<String>,
+    rows: Vec<Vec<RawValue>>,
+    seen: u64,
+}
+
+impl Serving {
+    /// Offers a batch of rows; `raw` turns a kept one into its feature
+    /// columns' values (called only for the rows the reservoir keeps).
+    pub fn record<T>(
+        &self,
+        database: &str,
+        project: &str,
+        columns: &[&str],
+        rows: &[T],
+        raw: impl Fn(&T) -> Option<Vec<RawValue>>,
+    ) {
+        if rows.is_empty() {
+            return;
+        }
+        let key = (database.to_string(), project.to_string());
+        let entry = match self.samples.get(&key) {
+            Some(e) => e,
+            None => self.samples.entry(key).or_default().downgrade(),
+        };
+        let mut r = entry.lock();
+        if r.columns.iter().map(String::as_str).ne(columns.iter().copied()) {
+            *r = Reservoir {
+                columns: columns.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            };
+        }
+        let mut rng = rand::thread_rng();
+        for row in rows {
+            r.seen += 1;
+            let slot = if r.rows.len() < SAMPLE_ROWS {
+                None
+            } else {
+                match rng.gen_range(0..r.seen) as usize {
+                    j if j < SAMPLE_ROWS => Some(j),
+                    _ => continue,
+                }
+            };
+            let Some(values) = raw(row) else { continue };
+            match slot {
+                None => r.rows.push(values),
+                Some(j) => r.rows[j] = values,
+            }
+        }
+    }
+
+    /// The sample's counts of each feature, None when nothing was served
+    /// for these columns.
+    pub fn observe(
+        &self,
+        database: &str,
+        project: &str,
+        features: &[(String, Baseline)],
+    ) -> Option<Vec<Observed>> {
+        let key = (database.to_string(), project.to_string());
+        let entry = self.samples.get(&key)?;
+        let r = entry.lock();
+        if r.rows.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(features.len());
+        for (name, baseline) in features {
+            let at = r.columns.iter().position(|c| c == name)?;
+            out.push(count(r.rows.iter().filter_map(|row| row.get(at)), baseline));
+        }
+        Some(out)
+    }
+}
+
+/// The counts `relation::observe` takes in SQL, taken of raw values.
+fn count<'a>(values: impl Iterator<Item = &'a RawValue>, baseline: &Baseline) -> Observed {
+    let mut seen = Observed {
+        bins: vec![0.0; BINS],
+        ..Default::default()
+    };
+    let mut categories: std::collections::BTreeMap<String, f64> = Default::default();
+    for v in values {
+        seen.rows += 1.0;
+        match (v, baseline) {
+            (RawValue::Null, _) => seen.missing += 1.0,
+            (RawValue::Number(x), _) if x.is_nan() => seen.missing += 1.0,
+            (RawValue::Number(x), Baseline::Numeric { bins, .. }) => seen.bins[bins.of(*x)] += 1.0,
+            // A number given for a text column counts as its text.
+            (RawValue::Number(x), Baseline::Categorical { .. }) => {
+                *categories.entry(x.to_string()).or_default() += 1.0
+            }
+            (RawValue::Text(s), Baseline::Categorical { .. }) => {
+                *categories.entry(s.clone()).or_default() += 1.0
+            }
+            (RawValue::Text(s), Baseline::Numeric { bins, .. }) => match s.trim().parse::<f64>() {
+                Ok(x) if !x.is_nan() => seen.bins[bins.of(x)] += 1.0,
+                _ => seen.missing += 1.0,
+            },
+            _ => {}
+        }
+    }
+    seen.categories = categories.into_iter().collect();
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::drift::compare::Bins;
+
+    #[test]
+    fn the_reservoir_is_bounded_and_uniform_enough() {
+        let s = Serving::default();
+        let rows: Vec<Vec<RawValue>> = (0..3 * SAMPLE_ROWS)
+            .map(|i| vec![RawValue::Number(i as f64)])
+            .collect();
+        s.record("db", "p", &["x"], &rows, |r| Some(r.clone()));
+        let base = Baseline::Numeric {
+            bins: Bins {
+                lo: 0.0,
+                width: (3 * SAMPLE_ROWS) as f64 / BINS as f64,
+            },
+            counts: vec![1.0; BINS],
+            missing: 0.0,
+        };
+        let seen = s.observe("db", "p", &[("x".into(), base)]).unwrap();
+        assert_eq!(seen[0].rows, SAMPLE_ROWS as f64);
+        // Each twentieth of the stream holds about a twentieth of the sample.
+        for b in &seen[0].bins {
+            assert!((*b - 500.0).abs() < 150.0, "{:?}", seen[0].bins);
+        }
+        // Other columns: the sample starts again.
+        s.record("db", "p", &["y"], &[vec![RawValue::Null]], |r| Some(r.clone()));
+        assert!(s.observe("db", "p", &[("x".into(), Baseline::Array { rows: 0.0, missing: 0.0 })]).is_none());
+    }
+}
