@@ -78,6 +78,7 @@ pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod dashboard;
 pub mod errors;
 pub mod frontend;
 pub mod ml;

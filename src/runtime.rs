@@ -23,6 +23,12 @@ pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
         tracing::info!("Prometheus metrics on http://{addr}/metrics");
         tokio::spawn(crate::stats::prometheus::serve(app.clone(), metrics));
     }
+    if let Some(port) = general.dashboard_port.filter(|&p| p != 0) {
+        let addr = format!("{}:{port}", general.host);
+        let dashboard = TcpListener::bind(&addr).await?;
+        tracing::info!("dashboard on http://{addr}/ (admin credentials)");
+        tokio::spawn(crate::dashboard::serve(app.clone(), dashboard));
+    }
     let mut stopped = app.shutdown.subscribe();
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;

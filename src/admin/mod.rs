@@ -2,10 +2,10 @@
 //! credentials only, simple query protocol. Each SHOW has its own function
 //! in `show`; control commands are here.
 
-mod ml;
+pub mod ml;
 mod pgcat;
-mod show;
-mod table;
+pub mod show;
+pub mod table;
 
 use std::sync::Arc;
 use std::time::Duration;

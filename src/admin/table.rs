@@ -26,6 +26,14 @@ impl Table {
         self.rows.push(values);
     }
 
+    pub fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.columns.iter().map(|(name, _)| *name)
+    }
+
+    pub fn rows(&self) -> &[Vec<Option<String>>] {
+        &self.rows
+    }
+
     pub fn write(&self, out: &mut BytesMut, tag: &str) {
         messages::row_description(out, &self.columns);
         for row in &self.rows {

@@ -197,6 +197,9 @@ pub struct General {
     pub max_client_conn: usize,
     /// The largest single message a client may send (bytes). COPY data is streamed and not bound by it.
     pub max_message_size: usize,
+    /// The web dashboard's port on `host` (None or 0: off). Needs
+    /// admin_password: pages ask for the admin credentials.
+    pub dashboard_port: Option<u16>,
 }
 
 impl Default for General {
@@ -247,6 +250,7 @@ impl Default for General {
             query_wait_timeout: 120_000,
             max_client_conn: 10_000,
             max_message_size: 256 << 20,
+            dashboard_port: None,
         }
     }
 }

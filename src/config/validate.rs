@@ -9,6 +9,12 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
     if g.max_message_size < 1024 {
         errors.push("general.max_message_size: must be at least 1024 bytes".to_string());
     }
+    if g.dashboard_port.unwrap_or(0) != 0 && g.admin_password.is_empty() {
+        errors.push(
+            "general.dashboard_port: the dashboard asks for the admin credentials; set admin_password"
+                .into(),
+        );
+    }
     match (&g.tls_certificate, &g.tls_private_key) {
         (Some(_), None) => {
             errors.push("general.tls_private_key: needed with tls_certificate".into())

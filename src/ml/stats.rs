@@ -28,6 +28,9 @@ pub struct MlStats {
 
 struct ProjectStats {
     rows: AtomicU64,
+    /// Batches and their summed latency (ns), for the dashboard's mean.
+    batches: AtomicU64,
+    nanos: AtomicU64,
     counter: metrics::Counter,
     latency: metrics::Histogram,
 }
@@ -87,6 +90,9 @@ impl MlStats {
     pub fn predicted(&self, project: &str, rows: usize, elapsed: Duration) {
         let record = |s: &ProjectStats| {
             s.rows.fetch_add(rows as u64, Ordering::Relaxed);
+            s.batches.fetch_add(1, Ordering::Relaxed);
+            s.nanos
+                .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
             s.counter.increment(rows as u64);
             s.latency.record(elapsed.as_secs_f64());
         };
@@ -100,6 +106,8 @@ impl MlStats {
                 let label = project.to_string();
                 with_local_recorder(&self.recorder, || ProjectStats {
                     rows: AtomicU64::new(0),
+                    batches: AtomicU64::new(0),
+                    nanos: AtomicU64::new(0),
                     counter: counter!("pgmlcat_predictions_total", "project" => label.clone()),
                     latency: histogram!("pgmlcat_prediction_seconds", "project" => label),
                 })
@@ -120,6 +128,23 @@ impl MlStats {
         self.predictions
             .get(project)
             .map_or(0, |s| s.rows.load(Ordering::Relaxed))
+    }
+
+    /// Every project predicted so far: (project, rows, batches, summed
+    /// batch latency in ns).
+    pub fn prediction_totals(&self) -> Vec<(String, u64, u64, u64)> {
+        self.predictions
+            .iter()
+            .map(|e| {
+                let s = e.value();
+                (
+                    e.key().clone(),
+                    s.rows.load(Ordering::Relaxed),
+                    s.batches.load(Ordering::Relaxed),
+                    s.nanos.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     pub fn trainings(&self) -> (u64, u64) {

@@ -575,7 +575,7 @@ async fn write_catalog(
                     Some(current) => {
                         let old = rescored
                             .unwrap_or_else(|| current.metrics.get(key).and_then(Value::as_f64));
-                        new_model_wins(old, new_score)
+                        new_model_wins(args.deploy_rule, old, new_score)
                     }
                 };
             if deploy {
@@ -634,11 +634,16 @@ async fn materialize_snapshot(
     catalog::mark_materialized(db, snapshot_id).await
 }
 
-/// `automatic_deploy`: the new model wins unless the deployed one is
-/// strictly better by the task's key metric (one without a score never is).
-fn new_model_wins(deployed: Option<f64>, new: Option<f64>) -> bool {
+/// `automatic_deploy`: by the stored scores the new model wins unless the
+/// deployed one is strictly better (one without a score never is); a
+/// scheduled retraining must be strictly better on the same test rows, so
+/// an unchanged relation does not redeploy its model at every run.
+fn new_model_wins(rule: DeployRule, deployed: Option<f64>, new: Option<f64>) -> bool {
     match (deployed, new) {
-        (Some(old), Some(new)) => old.partial_cmp(&new) != Some(std::cmp::Ordering::Greater),
+        (Some(old), Some(new)) => match rule {
+            DeployRule::StoredScores => old.partial_cmp(&new) != Some(std::cmp::Ordering::Greater),
+            DeployRule::SameTestRows => new > old,
+        },
         (Some(_), None) => false,
         _ => true,
     }

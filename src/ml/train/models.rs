@@ -258,6 +258,7 @@ impl Run<'_> {
                 && match catalog::deployed(db, &args.project).await? {
                     None => true,
                     Some(current) => new_model_wins(
+                        args.deploy_rule,
                         current
                             .metrics
                             .get(self.task.key_metric())
