@@ -11,8 +11,9 @@
 //! | [`frontend`] | accepting clients, the handshake, the session and what it does with each message |
 //! | [`router`] | pure policy: read/write intent, shard keys and hashing, which shard and role, custom commands, merge plans |
 //! | [`backend`] | server connections and their one reader ([`backend::server::ServerState::observe`]), per-server pools, the (database, user) pools |
-//! | [`ml`] | `pgml.*`: call parsing, catalog, data pull, preprocessing, algorithms, training (AutoML too), deploy, model cache, how a prediction (or an explanation) runs, evaluation, model import |
+//! | [`ml`] | `pgml.*`: call parsing, catalog, data pull, preprocessing, algorithms, training (AutoML too), deploy, model cache, how a prediction (or an explanation) runs, evaluation, model import, drift, scheduled retraining |
 //! | [`admin`] | the admin console (`SHOW`, `PAUSE`, `RELOAD`, ...) |
+//! | [`dashboard`] | the web pages over the admin console's tables and the pgml catalog |
 //! | [`stats`] | counters and the Prometheus endpoint |
 //! | [`app`] | the state every task shares, and reload; [`runtime`] signals and background tasks |
 //!
@@ -69,6 +70,11 @@
 //!    ([`backend::held`]; if it holds any, the client keeps the server:
 //!    it is pinned), and otherwise the server goes back to its pool and
 //!    the session returns its buffers.
+//!
+//! Beside queries, a process runs background tasks that touch no client's
+//! path: pool maintenance and reload ([`runtime`]), the model cache's LISTEN
+//! for deployments, and, per database it has served a pgml call on, the
+//! retraining scheduler ([`ml::schedule::runner`]).
 //!
 //! Errors are one type, [`errors::Error`], whose SQLSTATE and wording are
 //! decided in one place; whatever the failure, the client gets an

@@ -1009,7 +1009,13 @@ fn drift_condition_retrains_on_drift() {
         "CREATE TABLE dr AS SELECT ((g * 37) % 200) * 0.05 AS x, (2 * (((g * 37) % 200) * 0.05) + 1)::real AS y \
          FROM generate_series(1, 400) g",
     );
-    train_linear(&proxy, "dr", "dr", "y");
+    ok(
+        &proxy,
+        r#"SELECT * FROM pgml.train('dr', 'regression', 'dr', 'y', algorithm => 'lightgbm',
+           hyperparams => '{"n_estimators": 7, "max_depth": 3, "num_threads": 1}',
+           preprocess => '{"x": {"impute": "mean", "scale": "standard"}}', test_sampling => 'last')"#,
+    );
+    let first = deployed_id(&pg, "dr");
     let row = schedule(&proxy, "'dr', '2 seconds', condition => 'drift'");
     assert_eq!(row[3], "drift");
     let (outcome, _, detail) = first_finished_after(&pg, "dr", "-infinity");
@@ -1028,4 +1034,106 @@ fn drift_condition_retrains_on_drift() {
         runs_dump(&pg)
     );
     assert!(!model.is_empty());
+    // The retrain is the deployed model's algorithm, hyperparameters,
+    // preprocessing and split, on the relation as it is now.
+    let settings = |id: &str| {
+        q(
+            &pg,
+            &format!(
+                "SELECT m.algorithm, m.hyperparams, s.test_sampling, s.test_size, s.relation_name, \
+                 (SELECT c->'preprocessor' FROM jsonb_array_elements(s.columns) c WHERE c->>'name' = 'x') \
+                 FROM pgml.models m JOIN pgml.snapshots s ON s.id = m.snapshot_id WHERE m.id = {id}"
+            ),
+        )
+    };
+    assert_eq!(settings(&model), settings(&first.to_string()));
+    assert_eq!(
+        q(
+            &pg,
+            &format!(
+                "SELECT s.analysis->>'samples' FROM pgml.models m JOIN pgml.snapshots s ON s.id = m.snapshot_id WHERE m.id = {model}"
+            )
+        ),
+        "1200"
+    );
+}
+
+/// 8. Runs that take longer than the interval, with two processes: a run
+/// never starts before the previous one finished, and the due times that
+/// passed meanwhile are folded into the next run, none run twice.
+#[test]
+fn long_runs_never_overlap() {
+    let pg = PgCluster::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = Proxy::start(port_a, &simple_config(port_a, &pg, "transaction", 4));
+    let b = Proxy::start(port_b, &simple_config(port_b, &pg, "transaction", 4));
+    ok(
+        &a,
+        "CREATE TABLE big AS SELECT (g % 1000) * 0.01 AS x1, ((g * 7) % 1013) * 0.01 AS x2, \
+         ((g * 13) % 997) * 0.01 AS x3, (((g % 1000) * 0.01) * 2 + ((g * 7) % 1013) * 0.01)::real AS y \
+         FROM generate_series(1, 200000) g",
+    );
+    ok(
+        &a,
+        r#"SELECT * FROM pgml.train('slow', 'regression', 'big', 'y', algorithm => 'lightgbm',
+           hyperparams => '{"n_estimators": 300, "num_leaves": 63, "num_threads": 1}')"#,
+    );
+    ok(&b, "SELECT pgml.predict('slow', ARRAY[1, 2, 3]::real[])");
+    schedule(&a, "'slow', '1 second'");
+    // At least three runs, each longer than the interval.
+    wait_for(
+        &pg,
+        "three finished runs",
+        "SELECT 1 FROM pgml.schedule_runs WHERE outcome <> 'running' HAVING count(*) >= 3",
+    );
+    let all = runs(&pg, "slow");
+    let dump = runs_dump(&pg);
+    assert_eq!(
+        q(
+            &pg,
+            "SELECT count(*) FROM (SELECT due FROM pgml.schedule_runs GROUP BY due HAVING count(*) > 1) s"
+        ),
+        "0",
+        "{dump}"
+    );
+    let mut problems = Vec::new();
+    for r in &all {
+        if !["kept", "deployed", "running"].contains(&r.outcome.as_str()) {
+            problems.push(format!("due {}: outcome {}", r.due, r.outcome));
+        }
+    }
+    for w in all.windows(2) {
+        let (prev, next) = (&w[0], &w[1]);
+        let gap = next.due - prev.due;
+        if gap <= 0 || gap % 1_000_000 != 0 {
+            problems.push(format!(
+                "dues {} and {} are off the grid",
+                prev.due, next.due
+            ));
+        }
+        match prev.finished {
+            Some(f) if next.started >= f => {
+                // The due times in between had passed when the next run
+                // was claimed.
+                let mut d = prev.due + 1_000_000;
+                while d < next.due {
+                    if d > next.started {
+                        problems.push(format!("due {d} was skipped before it came"));
+                    }
+                    d += 1_000_000;
+                }
+            }
+            _ => problems.push(format!(
+                "run due {} started at {} while the run due {} ran (finished {:?})",
+                next.due, next.started, prev.due, prev.finished
+            )),
+        }
+    }
+    let long = all
+        .iter()
+        .filter(|r| r.finished.is_some_and(|f| f - r.started > 1_000_000))
+        .count();
+    assert!(long >= 1, "no run took longer than the interval\n{dump}");
+    assert!(problems.is_empty(), "{problems:#?}\n{dump}");
+    drop((a, b));
 }
