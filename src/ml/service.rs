@@ -153,9 +153,10 @@ pub struct Ml {
     unnormalizable: DashSet<String>,
     /// The rows each project was asked to predict, sampled (`pgml.drift`).
     pub serving: super::drift::serving::Serving,
-    /// Databases whose schedules this process runs, and the runs it has
-    /// going (database key, schedule id).
-    pub schedulers: DashSet<String>,
+    /// Databases whose schedules this process runs, each with the pool a
+    /// pgml call last came through (a reload replaces pools), and the runs
+    /// it has going (database key, schedule id).
+    pub schedulers: dashmap::DashMap<String, Arc<crate::backend::registry::Pool>>,
     pub running_schedules: DashSet<(String, i64)>,
 }
 
@@ -189,7 +190,7 @@ impl Ml {
             lookups: dashmap::DashMap::new(),
             unnormalizable: DashSet::new(),
             serving: Default::default(),
-            schedulers: DashSet::new(),
+            schedulers: dashmap::DashMap::new(),
             running_schedules: DashSet::new(),
         })
     }

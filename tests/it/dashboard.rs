@@ -793,6 +793,27 @@ fn pages_show_what_the_catalog_holds() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
+    // The dashboard samples the prediction counters every few seconds:
+    // the rate sparkline needs two samples after the predictions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for project in ["cancer", "diabetes"] {
+        loop {
+            let page = s.get(&s.project_path(project)).body;
+            let rate = page
+                .split_once("<section id=\"rate\"")
+                .and_then(|(_, r)| r.split_once("</section>"))
+                .map(|(r, _)| r.to_string())
+                .unwrap_or_default();
+            if rate.contains("<svg") {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!("{project}: no rate sparkline within 60 s: {rate}\n{page}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     let cancer = deployed(&s.pg, "cancer");
     let diabetes = deployed(&s.pg, "diabetes");
     assert_eq!(cancer.task, "classification");
@@ -834,9 +855,12 @@ fn pages_show_what_the_catalog_holds() {
             predictions.to_string(),
             "{project}"
         );
-        for col in ["rate", "latency_ms"] {
-            home.cell(row, col);
-        }
+        let rate = home.cell(row, "rate");
+        assert!(
+            rate.parse::<f64>().is_ok(),
+            "{project}: rate {rate:?} after predictions"
+        );
+        home.cell(row, "latency_ms");
         // The project cell links to its page.
         let cell = home
             .find(row, "td")

@@ -643,6 +643,36 @@ fn categorical_and_missing_rate_drift() {
     let got = drift(&proxy, "'cats'");
     assert_rows(&got, &want.rows, "drift('cats')");
     assert!(drifted(&got).is_empty(), "{got:#?}");
+
+    // Served rows with NULLs and a category training never saw (the NaN
+    // rows left out: x1 has no impute, so they cannot be predicted): the
+    // proxy's own counts give the reference's figures too.
+    pg.psql(
+        "app",
+        "CREATE TABLE cat_served AS SELECT * FROM cat_new WHERE x1 <> 'NaN' ORDER BY ctid",
+    );
+    let out = ok(
+        &proxy,
+        "SELECT pgml.predict('cats', ROW(c, x1, x3)) FROM cat_served",
+    );
+    let served: usize = pg
+        .psql("app", "SELECT count(*) FROM cat_served")
+        .parse()
+        .unwrap();
+    assert_eq!(out.lines().count(), served, "every row predicted");
+    let want = reference(&shards, &features, "cat_base", "cat_served", json!({}));
+    let got = drift(&proxy, "'cats', 'serving'");
+    assert_rows(&got, &want.rows, "drift('cats', 'serving')");
+    assert_eq!(
+        drifted(&got),
+        set(&[("c", "linf"), ("x3", "missing")]),
+        "{got:#?}"
+    );
+    assert_rows(
+        &drift(&proxy, "'cats', 'cat_served'"),
+        &want.rows,
+        "drift('cats', 'cat_served')",
+    );
 }
 
 /// pgml.drift(project, 'serving'): the rows this proxy predicted (row

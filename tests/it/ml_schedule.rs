@@ -521,6 +521,7 @@ fn a_failing_run_leaves_the_deployment_alone() {
     let broken = clock(&pg);
     let (outcome, _, detail) = first_finished_after(&pg, "f", &broken);
     assert_eq!(outcome, "failed", "detail {detail:?}\n{}", runs_dump(&pg));
+    eprintln!("failed run's detail: {detail}");
     assert!(
         detail.contains("label"),
         "the detail is the error, about the missing label column: {detail:?}"

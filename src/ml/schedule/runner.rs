@@ -54,19 +54,31 @@ impl Outcome {
     }
 }
 
-/// Starts the database's scheduler in this process, once.
+/// Starts the database's scheduler in this process, once, and keeps the
+/// pool it uses the one calls come through now.
 pub fn watch(ml: &Arc<Ml>, pool: &Arc<Pool>) {
     let key = Ml::database_key(pool);
-    if ml.schedulers.contains(&key) || !ml.schedulers.insert(key) {
-        return;
+    match ml.schedulers.get(&key) {
+        Some(known) if Arc::ptr_eq(&known, pool) => return,
+        Some(_) => {
+            ml.schedulers.insert(key, pool.clone());
+            return;
+        }
+        None => {}
     }
-    let (weak, pool) = (Arc::downgrade(ml), pool.clone());
+    if ml.schedulers.insert(key.clone(), pool.clone()).is_some() {
+        return; // another call started it meanwhile
+    }
+    let weak = Arc::downgrade(ml);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let Some(ml) = weak.upgrade() else { return };
+            let Some(pool) = ml.schedulers.get(&key).map(|p| p.clone()) else {
+                return;
+            };
             if let Err(e) = poll(&ml, &weak, &pool).await {
                 tracing::debug!(database = %pool.database, "scheduler poll: {e}");
             }
