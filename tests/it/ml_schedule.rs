@@ -148,7 +148,7 @@ fn metrics_config(port: u16, metrics_port: u16, pg: &PgCluster) -> String {
     )
 }
 
-/// 1. A scheduled retrain deploys when it is better on the same test rows
+/// (1) A scheduled retrain deploys when it is better on the same test rows
 /// and keeps the deployment when it is not.
 #[test]
 fn retrain_deploys_only_when_better() {
@@ -257,7 +257,7 @@ fn retrain_deploys_only_when_better() {
     assert_eq!(ok(&proxy, predict), after_a);
 }
 
-/// One run of the 'p' schedule: (due, started, finished or None) in
+/// One run of a schedule: (due, started, finished or None) in
 /// microseconds since the epoch, outcome, instance.
 struct Run {
     due: i64,
@@ -302,7 +302,7 @@ fn epoch_us(pg: &PgCluster, ts: &str) -> i64 {
     .unwrap()
 }
 
-/// 2. Two pgmlcat processes on one database: each due time is run exactly
+/// (2) Two pgmlcat processes on one database: each due time is run exactly
 /// once, by one of them, and runs of the schedule never overlap.
 #[test]
 fn two_processes_run_each_due_time_once() {
@@ -491,7 +491,7 @@ fn two_processes_run_each_due_time_once() {
     assert_eq!(taken, survivor);
 }
 
-/// 3. A run that fails leaves the deployed model and its predictions alone.
+/// (3) A run that fails leaves the deployed model and its predictions alone.
 #[test]
 fn a_failing_run_leaves_the_deployment_alone() {
     let (pg, proxy) = single();
@@ -566,7 +566,7 @@ impl<'a> FromSql<'a> for Interval {
     }
 }
 
-/// 4. Conditions: 'new_rows > 100' skips until 101 rows came, then
+/// (4) Conditions: 'new_rows > 100' skips until 101 rows came, then
 /// trains; bad arguments are refused with their SQLSTATEs; unschedule
 /// stops the runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -790,7 +790,7 @@ fn named_rows(messages: &[SimpleQueryMessage]) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
-/// 5. SHOW SCHEDULES and pgmlcat_schedule_runs_total.
+/// (5) SHOW SCHEDULES and pgmlcat_schedule_runs_total.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_schedules_and_metrics() {
     let pg = PgCluster::start();
@@ -938,7 +938,7 @@ async fn show_schedules_and_metrics() {
     );
 }
 
-/// 6. Due times that passed while no pgmlcat process was running are run
+/// (6) Due times that passed while no pgmlcat process was running are run
 /// once, by the next process that serves a pgml call on the database; the
 /// next due time after that is in the future.
 #[test]
@@ -1000,7 +1000,7 @@ fn due_times_passed_while_down_run_once() {
     );
 }
 
-/// 7. The 'drift' condition: skipped while the relation looks like the
+/// (7) The 'drift' condition: skipped while the relation looks like the
 /// training rows, a retrain once a feature drifted.
 #[test]
 fn drift_condition_retrains_on_drift() {
@@ -1059,7 +1059,7 @@ fn drift_condition_retrains_on_drift() {
     );
 }
 
-/// 8. Runs that take longer than the interval, with two processes: a run
+/// (8) Runs that take longer than the interval, with two processes: a run
 /// never starts before the previous one finished, and the due times that
 /// passed meanwhile are folded into the next run, none run twice.
 #[test]
