@@ -51,6 +51,8 @@ sed -e "/^dashboard_port *=/d" \
 "$PGMLCAT_BIN" "$TMP/pgcat.toml" --log-level warn &
 PROXY_PID=$!
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PROXY_PORT) 2>/dev/null && break; sleep 0.1; done
+echo "   dashboard: http://127.0.0.1:$DASHBOARD_PORT/ (user admin, password $ADMIN_PW), up while the demo"
+echo "   runs; DEMO_DASHBOARD_SECONDS=N keeps it up N seconds after the last step"
 
 export PGPASSWORD=app_pw
 q() { echo "app=> $1"; psql -X -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app -c "$1"; }
@@ -80,7 +82,7 @@ q "SELECT * FROM pgml.schedule('Probability of buying', '5 seconds', 'purchases_
 echo "(waiting 12 seconds for the scheduler)"
 sleep 12
 q "SELECT due, outcome, model_id, detail FROM pgml.schedule_runs ORDER BY id"
-q "SELECT id, algorithm, round((metrics->>'f1')::numeric, 3) AS f1 FROM pgml.deployed_models ORDER BY id"
+q "SELECT d.name AS project, d.id, d.algorithm, s.relation_name AS trained_on, round((m.metrics->>'f1')::numeric, 3) AS f1 FROM pgml.deployed_models d JOIN pgml.models m ON m.id = d.id JOIN pgml.snapshots s ON s.id = m.snapshot_id ORDER BY d.id"
 admin "SHOW SCHEDULES"
 admin "SHOW PROJECTS"
 echo "== examples/iris_classification.sql"

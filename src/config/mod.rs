@@ -41,6 +41,9 @@ pub struct MlConfig {
     pub max_concurrent_trainings: usize,
     /// Cap on the training data one training may hold, in MB.
     pub max_memory_mb: usize,
+    /// Feature rows kept per project of what it was asked to predict, for
+    /// `pgml.drift(project, 'serving')`; 0 keeps none.
+    pub serving_sample_rows: usize,
 }
 
 impl Default for MlConfig {
@@ -50,6 +53,7 @@ impl Default for MlConfig {
             threads: 0,
             max_concurrent_trainings: 2,
             max_memory_mb: 4096,
+            serving_sample_rows: 10_000,
         }
     }
 }

@@ -192,11 +192,15 @@ impl ModelSet {
     /// Offers the rows to the project's serving sample: rows as given, and
     /// arrays whose elements are the feature columns' own numbers.
     fn sample(&self, project: &str, model: &StoredModel, inputs: &[Features]) {
+        let capacity = self.ml.settings().serving_sample_rows;
+        if capacity == 0 {
+            return;
+        }
         let columns = model.preprocessor.column_names();
         let plain = model.preprocessor.passes_numbers_through();
         self.ml
             .serving
-            .record(&self.database, project, &columns, inputs, |f| match f {
+            .record(capacity, &self.database, project, &columns, inputs, |f| match f {
                 Features::Row(values) => Some(values.clone()),
                 Features::Array(values) if plain && values.len() == columns.len() => {
                     Some(values.iter().map(|&x| RawValue::Number(x)).collect())

@@ -177,10 +177,7 @@ fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> Response {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..eol]).to_string();
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
@@ -641,7 +638,7 @@ fn deployed(pg: &PgCluster, project: &str) -> Deployed {
     let f: Vec<&str> = row.split('|').collect();
     assert_eq!(f.len(), 5, "deployed model of {project}: {row:?}");
     let (metrics_text, count) = (f[3], f[4]);
-    let metrics: Value = serde_json::from_str(&metrics_text)
+    let metrics: Value = serde_json::from_str(metrics_text)
         .unwrap_or_else(|e| panic!("metrics of {project}: {metrics_text}: {e}"));
     Deployed {
         id: f[0].to_string(),

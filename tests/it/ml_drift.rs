@@ -735,6 +735,39 @@ fn serving_drift_measures_the_predicted_rows() {
             sqlstate(&client, "SELECT * FROM pgml.drift('idle', 'serving')").await;
         assert_eq!(code, "55000", "nothing predicted with idle: {message}");
     });
+
+    // Past the reservoir's 10,000 rows: 12,000 more rows of the same
+    // distribution (four copies of shifted). The sample is random, so the
+    // figures are the full relation's only up to sampling error.
+    pg.psql(
+        "app",
+        "CREATE TABLE shifted4 AS SELECT s.* FROM shifted s, generate_series(1, 4)",
+    );
+    let out = ok(
+        &proxy,
+        "SELECT pgml.predict('p', ROW(x1, x2, x3)) FROM shifted4",
+    );
+    assert_eq!(out.lines().count(), 4 * ROWS);
+    let got = drift(&proxy, "'p', 'serving'");
+    assert_eq!(
+        drifted(&got),
+        set(&[("x2", "psi"), ("x2", "ks")]),
+        "{got:#?}"
+    );
+    for (g, e) in got.iter().zip(&want.rows) {
+        let (v, w) = (g.value.unwrap() as f64, e.value.unwrap());
+        let tolerance = match e.statistic.as_str() {
+            "psi" => 0.02 + 0.1 * w,
+            "ks" => 0.03,
+            _ => 0.0,
+        };
+        assert!(
+            (v - w).abs() <= tolerance,
+            "sampled serving rows: {} {} {v}, all rows {w}",
+            e.feature,
+            e.statistic
+        );
+    }
 }
 
 /// pgml.projects.drift_thresholds overrides the defaults, key by key; a

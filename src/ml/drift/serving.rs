@@ -10,8 +10,8 @@ use rand::Rng;
 use super::compare::{Baseline, Observed, BINS};
 use crate::ml::frame::RawValue;
 
-/// Rows kept per project.
-pub const SAMPLE_ROWS: usize = 10_000;
+#[cfg(test)]
+const SAMPLE_ROWS: usize = 10_000;
 
 #[derive(Default)]
 pub struct Serving {
@@ -33,13 +33,14 @@ impl Serving {
     /// columns' values (called only for the rows the reservoir keeps).
     pub fn record<T>(
         &self,
+        capacity: usize,
         database: &str,
         project: &str,
         columns: &[&str],
         rows: &[T],
         raw: impl Fn(&T) -> Option<Vec<RawValue>>,
     ) {
-        if rows.is_empty() {
+        if rows.is_empty() || capacity == 0 {
             return;
         }
         let key = (database.to_string(), project.to_string());
@@ -57,18 +58,18 @@ impl Serving {
         let mut rng = rand::thread_rng();
         for row in rows {
             r.seen += 1;
-            let slot = if r.rows.len() < SAMPLE_ROWS {
+            let slot = if r.rows.len() < capacity {
                 None
             } else {
                 match rng.gen_range(0..r.seen) as usize {
-                    j if j < SAMPLE_ROWS => Some(j),
+                    j if j < capacity => Some(j),
                     _ => continue,
                 }
             };
             let Some(values) = raw(row) else { continue };
-            match slot {
+            match slot.and_then(|j| r.rows.get_mut(j)) {
+                Some(kept) => *kept = values,
                 None => r.rows.push(values),
-                Some(j) => r.rows[j] = values,
             }
         }
     }
@@ -138,7 +139,7 @@ mod tests {
         let rows: Vec<Vec<RawValue>> = (0..3 * SAMPLE_ROWS)
             .map(|i| vec![RawValue::Number(i as f64)])
             .collect();
-        s.record("db", "p", &["x"], &rows, |r| Some(r.clone()));
+        s.record(SAMPLE_ROWS, "db", "p", &["x"], &rows, |r| Some(r.clone()));
         let base = Baseline::Numeric {
             bins: Bins {
                 lo: 0.0,
@@ -154,7 +155,7 @@ mod tests {
             assert!((*b - 500.0).abs() < 150.0, "{:?}", seen[0].bins);
         }
         // Other columns: the sample starts again.
-        s.record("db", "p", &["y"], &[vec![RawValue::Null]], |r| Some(r.clone()));
+        s.record(SAMPLE_ROWS, "db", "p", &["y"], &[vec![RawValue::Null]], |r| Some(r.clone()));
         assert!(s.observe("db", "p", &[("x".into(), Baseline::Array { rows: 0.0, missing: 0.0 })]).is_none());
     }
 }
