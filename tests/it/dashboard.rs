@@ -1059,6 +1059,7 @@ fn pages_show_what_the_catalog_holds() {
 
     // Unknown pages and projects.
     assert_eq!(s.get("/nothing-here").status, 404);
+    assert_eq!(s.get("/project").status, 404);
     assert_eq!(s.get(&s.project_path("no such project")).status, 404);
     let other_db = format!(
         "/project?db={}&name=cancer",
