@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS pgml.schedules (
 );
 CREATE TABLE IF NOT EXISTS pgml.schedule_runs (
     id BIGSERIAL PRIMARY KEY,
-    schedule_id BIGINT NOT NULL REFERENCES pgml.schedules(id) ON DELETE CASCADE,
+    -- Runs outlive their schedule (unschedule keeps the history).
+    schedule_id BIGINT REFERENCES pgml.schedules(id) ON DELETE SET NULL,
     project TEXT NOT NULL,
     due TIMESTAMPTZ NOT NULL,
     started TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),

@@ -18,6 +18,7 @@ use super::error::{MlError, MlResult};
 use super::import;
 use super::inspect;
 use super::preprocess;
+use super::pgtime;
 use super::pull;
 use super::schedule;
 use super::service::{Ml, Progress, TrainingInfo};
@@ -32,6 +33,8 @@ const TEXT_ARRAY: u32 = 1009;
 const RECORD: u32 = 2249;
 const FLOAT4: u32 = 700;
 const JSONB: u32 = 3802;
+const INTERVAL: u32 = 1186;
+const TIMESTAMPTZ: u32 = 1184;
 
 /// Result columns of each call (name, type oid), as PostgresML declares
 /// them; a training `group_by` adds the number of groups trained.
@@ -79,14 +82,12 @@ pub fn columns(call: &FnCall) -> &'static [(&'static str, u32)] {
             ("threshold", FLOAT4),
             ("drifted", BOOL),
         ],
-        // Interval and time in Postgres's text form (the catalog holds
-        // them typed).
         Function::Schedule => &[
             ("project", TEXT),
-            ("every", TEXT),
+            ("every", INTERVAL),
             ("relation", TEXT),
             ("condition", TEXT),
-            ("next_run", TEXT),
+            ("next_run", TIMESTAMPTZ),
         ],
         Function::Unschedule => &[("project", TEXT), ("unscheduled", BOOL)],
     }
@@ -445,6 +446,8 @@ fn encoded(oid: u32, text: &str, binary: bool) -> MlResult<Vec<u8>> {
             .to_be_bytes()
             .to_vec(),
         JSONB => [&[1u8][..], text.as_bytes()].concat(),
+        INTERVAL => pgtime::interval_binary(text).ok_or_else(bad)?,
+        TIMESTAMPTZ => pgtime::timestamptz_binary(text).ok_or_else(bad)?,
         TEXT_ARRAY => {
             let items = parse_text_array(text);
             let mut out = Vec::new();

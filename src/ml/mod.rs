@@ -25,6 +25,7 @@ pub mod labels;
 pub mod metrics;
 pub mod predict;
 pub mod predictor;
+pub mod pgtime;
 pub mod preprocess;
 pub mod pull;
 pub mod schedule;

@@ -130,6 +130,6 @@ mod tests {
         let sql = count_sql("public.people", &features);
         assert!(sql.starts_with("SELECT v.i, v.b, count(*) FROM public.people AS t, LATERAL (VALUES (0, "));
         assert!(sql.contains("NULLIF(t.\"Age\"::float8, 'NaN')"));
-        assert!(sql.contains("(1, t.city::text)"));
+        assert!(sql.contains("(1, t.\"city\"::text)"));
     }
 }

@@ -93,7 +93,8 @@ pub async fn schedule(
              ON CONFLICT (project_id) DO UPDATE SET every = EXCLUDED.every, \
                  relation_name = EXCLUDED.relation_name, condition = EXCLUDED.condition, \
                  next_run = EXCLUDED.next_run \
-             RETURNING every::text, relation_name, condition, next_run::text",
+             RETURNING every::text, relation_name, condition, \
+                       to_char(next_run AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
             &[Some(&id), Some(&args.every), args.relation.as_deref(), Some(&condition)],
         )
         .await?;

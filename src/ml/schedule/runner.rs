@@ -156,7 +156,9 @@ async fn run_due(ml: &Arc<Ml>, pool: &Arc<Pool>, id: i64) -> MlResult<()> {
 }
 
 /// Moves the schedule's `next_run` to its first due time after now and
-/// records the run of the due time passed, in one statement.
+/// records the run of the due time passed, in one statement. Runs of the
+/// schedule still marked running are over (this run holds the lock they
+/// held: their process ended), and are marked failed.
 async fn claim(conn: &mut Server, id: &str) -> MlResult<Option<Claimed>> {
     let instance = format!(
         "{}:{}",
@@ -171,6 +173,10 @@ async fn claim(conn: &mut Server, id: &str) -> MlResult<Option<Claimed>> {
                               (floor(extract(epoch FROM clock_timestamp() - due.next_run) \
                                      / extract(epoch FROM due.every)) + 1) \
                             FROM due WHERE s.id = due.id RETURNING s.id), \
+                  abandoned AS (UPDATE pgml.schedule_runs r SET outcome = 'failed', \
+                                  finished = clock_timestamp(), \
+                                  detail = 'abandoned: the pgmlcat process running it ended' \
+                                FROM due WHERE r.schedule_id = due.id AND r.outcome = 'running'), \
                   run AS (INSERT INTO pgml.schedule_runs (schedule_id, project, due, instance) \
                           SELECT due.id, p.name, due.next_run, $2 FROM due \
                           JOIN moved ON moved.id = due.id JOIN pgml.projects p ON p.id = due.project_id \
