@@ -23,18 +23,29 @@ use crate::app::App;
 
 pub use rates::Rates;
 
+/// Requests served at once; more wait to be accepted. A page reads the
+/// catalog (and may scan a relation), so a few at a time is plenty.
+const MAX_REQUESTS: usize = 16;
+/// A client has this long to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the dashboard until the process ends.
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
     let rates = Arc::new(Rates::default());
     tokio::spawn(rates::sample(app.clone(), Arc::downgrade(&rates)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let (app, rates) = (app.clone(), rates.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(60), respond(&app, &rates, stream)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(120), respond(&app, &rates, stream)).await;
+            drop(slot);
         });
     }
 }
@@ -76,18 +87,12 @@ impl Response {
 }
 
 async fn respond(app: &App, rates: &Rates, mut stream: TcpStream) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > 16 * 1024 {
-            return write(&mut stream, "431 Request Header Fields Too Large", "", "").await;
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&chunk[..n]);
-    }
+    let Ok(head) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await else {
+        return Ok(()); // too slow: dropped
+    };
+    let Some(head) = head? else {
+        return write(&mut stream, "431 Request Header Fields Too Large", "", "").await;
+    };
     let text = String::from_utf8_lossy(&head);
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
@@ -114,6 +119,23 @@ async fn respond(app: &App, rates: &Rates, mut stream: TcpStream) -> std::io::Re
     let response = pages::route(app, rates, &parse_target(target)).await;
     let body = if method == "HEAD" { "" } else { response.body.as_str() };
     write(&mut stream, response.status, "", body).await
+}
+
+/// The request head, up to its blank line; None when it is too large.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Ok(None);
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Some(head))
 }
 
 async fn write(stream: &mut TcpStream, status: &str, extra: &str, body: &str) -> std::io::Result<()> {

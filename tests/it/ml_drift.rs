@@ -441,26 +441,6 @@ fn numeric_shift_flags_exactly_the_shifted_feature() {
         "an empty relation: {got:#?}"
     );
 
-    // x2 all NULL: no psi or ks for it, every row of it missing; a
-    // schema-qualified relation; the feature columns in another order
-    // and an extra column do not matter.
-    pg.psql(
-        "app",
-        "CREATE SCHEMA other; \
-         CREATE TABLE other.no_x2 AS SELECT x3, NULL::float8 AS x2, 'extra'::text AS note, x1 FROM base ORDER BY ctid",
-    );
-    let got = drift(&proxy, "'p', 'other.no_x2'");
-    assert_rows(
-        &got,
-        &reference(&shards, &NUMERIC, "base", "other.no_x2", json!({})).rows,
-        "drift('p', 'other.no_x2')",
-    );
-    assert_eq!(
-        drifted(&got),
-        set(&[("x2", "missing")]),
-        "x2 entirely missing: {got:#?}"
-    );
-
     // tokio-postgres: typed columns, parameters, binary results.
     let want = reference(&shards, &NUMERIC, "base", "shifted", json!({}));
     let psql_rows = drift(&proxy, "'p', 'shifted'");
@@ -525,6 +505,26 @@ fn numeric_shift_flags_exactly_the_shifted_feature() {
             "the default relation drifts nowhere"
         );
     });
+
+    // x2 all NULL: no psi or ks for it, every row of it missing; a
+    // schema-qualified relation; the feature columns in another order
+    // and an extra column do not matter.
+    pg.psql(
+        "app",
+        "CREATE SCHEMA other; \
+         CREATE TABLE other.no_x2 AS SELECT x3, NULL::float8 AS x2, 'extra'::text AS note, x1 FROM base ORDER BY ctid",
+    );
+    let got = drift(&proxy, "'p', 'other.no_x2'");
+    assert_rows(
+        &got,
+        &reference(&shards, &NUMERIC, "base", "other.no_x2", json!({})).rows,
+        "drift('p', 'other.no_x2')",
+    );
+    assert_eq!(
+        drifted(&got),
+        set(&[("x2", "missing")]),
+        "x2 entirely missing: {got:#?}"
+    );
 }
 
 /// A text feature whose category frequencies change gives a drifted linf;
@@ -533,7 +533,7 @@ fn numeric_shift_flags_exactly_the_shifted_feature() {
 #[test]
 fn categorical_and_missing_rate_drift() {
     let (pg, proxy) = single();
-    // Training: c is a 50%, b 30%, c 20%; x3 2% NULL; x1 never NULL.
+    // Training: c is 'a' 50%, 'b' 30%, 'c' 20%; x3 2% NULL; x1 never NULL.
     pg.psql(
         "app",
         &format!(
@@ -548,7 +548,7 @@ fn categorical_and_missing_rate_drift() {
             n = normal(6, 7),
         ),
     );
-    // Now: a 10%, b 50%, c 30%, a new d 10%, 3% NULL; x1 1% NaN; x3 20% NULL.
+    // Now: 'a' 10%, 'b' 50%, 'c' 30%, a new 'd' 10%, 3% NULL; x1 1% NaN; x3 20% NULL.
     pg.psql(
         "app",
         &format!(
@@ -584,6 +584,31 @@ fn categorical_and_missing_rate_drift() {
         Feature::numeric("x1"),
         Feature::numeric("x3"),
     ];
+
+    // Served rows with NULLs and a category training never saw (the NaN
+    // rows left out: x1 has no impute, so they cannot be predicted): the
+    // proxy's own counts give the reference's figures too.
+    pg.psql(
+        "app",
+        "CREATE TABLE cat_served AS SELECT * FROM cat_new WHERE x1 <> 'NaN' ORDER BY ctid",
+    );
+    let out = ok(
+        &proxy,
+        "SELECT pgml.predict('cats', ROW(c, x1, x3)) FROM cat_served",
+    );
+    let served: usize = pg
+        .psql("app", "SELECT count(*) FROM cat_served")
+        .parse()
+        .unwrap();
+    assert_eq!(out.lines().count(), served, "every row predicted");
+    let want = reference(&shards, &features, "cat_base", "cat_served", json!({}));
+    let got = drift(&proxy, "'cats', 'serving'");
+    assert_rows(&got, &want.rows, "drift('cats', 'serving')");
+    assert_eq!(
+        drifted(&got),
+        set(&[("c", "linf"), ("x3", "missing")]),
+        "{got:#?}"
+    );
 
     let want = reference(&shards, &features, "cat_base", "cat_new", json!({}));
     assert_training_side(&pg, "cats", &want);
@@ -644,30 +669,8 @@ fn categorical_and_missing_rate_drift() {
     assert_rows(&got, &want.rows, "drift('cats')");
     assert!(drifted(&got).is_empty(), "{got:#?}");
 
-    // Served rows with NULLs and a category training never saw (the NaN
-    // rows left out: x1 has no impute, so they cannot be predicted): the
-    // proxy's own counts give the reference's figures too.
-    pg.psql(
-        "app",
-        "CREATE TABLE cat_served AS SELECT * FROM cat_new WHERE x1 <> 'NaN' ORDER BY ctid",
-    );
-    let out = ok(
-        &proxy,
-        "SELECT pgml.predict('cats', ROW(c, x1, x3)) FROM cat_served",
-    );
-    let served: usize = pg
-        .psql("app", "SELECT count(*) FROM cat_served")
-        .parse()
-        .unwrap();
-    assert_eq!(out.lines().count(), served, "every row predicted");
+    // The served rows' table, counted by Postgres.
     let want = reference(&shards, &features, "cat_base", "cat_served", json!({}));
-    let got = drift(&proxy, "'cats', 'serving'");
-    assert_rows(&got, &want.rows, "drift('cats', 'serving')");
-    assert_eq!(
-        drifted(&got),
-        set(&[("c", "linf"), ("x3", "missing")]),
-        "{got:#?}"
-    );
     assert_rows(
         &drift(&proxy, "'cats', 'cat_served'"),
         &want.rows,
