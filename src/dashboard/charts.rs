@@ -17,7 +17,11 @@ pub fn bars(items: &[(String, f64)]) -> String {
     );
     for (i, (label, value)) in items.iter().enumerate() {
         let y = i as f64 * row_h + 2.0;
-        let w = if max > 0.0 { value.abs() / max * bar_w } else { 0.0 };
+        let w = if max > 0.0 {
+            value.abs() / max * bar_w
+        } else {
+            0.0
+        };
         let _ = write!(
             svg,
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
@@ -68,12 +72,20 @@ pub fn roc(points: &[(f64, f64)]) -> String {
 pub fn sparkline(values: &[f64]) -> String {
     let (w, h) = (300.0, 50.0);
     let max = values.iter().copied().fold(0.0, f64::max);
-    let step = if values.len() > 1 { w / (values.len() - 1) as f64 } else { 0.0 };
+    let step = if values.len() > 1 {
+        w / (values.len() - 1) as f64
+    } else {
+        0.0
+    };
     let points: Vec<String> = values
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let y = if max > 0.0 { h - v / max * (h - 4.0) } else { h };
+            let y = if max > 0.0 {
+                h - v / max * (h - 4.0)
+            } else {
+                h
+            };
             format!("{:.1},{y:.1}", i as f64 * step)
         })
         .collect();

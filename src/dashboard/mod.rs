@@ -44,7 +44,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
         };
         let (app, rates) = (app.clone(), rates.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(120), respond(&app, &rates, stream)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(120), respond(&app, &rates, stream)).await;
             drop(slot);
         });
     }
@@ -81,7 +82,10 @@ impl Response {
     pub fn not_found(what: &str) -> Response {
         Response {
             status: "404 Not Found",
-            body: html::page("Not found", &format!("<h1>Not found</h1><p>{}</p>", html::esc(what))),
+            body: html::page(
+                "Not found",
+                &format!("<h1>Not found</h1><p>{}</p>", html::esc(what)),
+            ),
         }
     }
 }
@@ -97,9 +101,18 @@ async fn respond(app: &App, rates: &Rates, mut stream: TcpStream) -> std::io::Re
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or("/"));
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or("/"),
+    );
     if method != "GET" && method != "HEAD" {
-        return write(&mut stream, "405 Method Not Allowed", "Allow: GET, HEAD\r\n", "").await;
+        return write(
+            &mut stream,
+            "405 Method Not Allowed",
+            "Allow: GET, HEAD\r\n",
+            "",
+        )
+        .await;
     }
     let authorization = lines.find_map(|l| {
         let (name, value) = l.split_once(':')?;
@@ -117,7 +130,11 @@ async fn respond(app: &App, rates: &Rates, mut stream: TcpStream) -> std::io::Re
         .await;
     }
     let response = pages::route(app, rates, &parse_target(target)).await;
-    let body = if method == "HEAD" { "" } else { response.body.as_str() };
+    let body = if method == "HEAD" {
+        ""
+    } else {
+        response.body.as_str()
+    };
     write(&mut stream, response.status, "", body).await
 }
 
@@ -138,7 +155,12 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(head))
 }
 
-async fn write(stream: &mut TcpStream, status: &str, extra: &str, body: &str) -> std::io::Result<()> {
+async fn write(
+    stream: &mut TcpStream,
+    status: &str,
+    extra: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
          Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; frame-ancestors 'none'\r\n\
@@ -226,9 +248,6 @@ mod tests {
         assert_eq!(r.param("name"), Some("a b<c d"));
         assert_eq!(r.param("x"), Some(""));
         assert_eq!(decode("%zz%4"), "%zz%4");
-        assert_eq!(
-            decode(&html::url_component("<img src=x>é")),
-            "<img src=x>é"
-        );
+        assert_eq!(decode(&html::url_component("<img src=x>é")), "<img src=x>é");
     }
 }

@@ -45,7 +45,11 @@ async fn overview(app: &App, rates: &Rates) -> String {
         Err(e) => body.push_str(&error(&e.to_string())),
     }
     body.push_str("</section><section><h2>Pools</h2>");
-    body.push_str(&html::table("pools", &show::pools(app), Some(("pool", &[0, 1]))));
+    body.push_str(&html::table(
+        "pools",
+        &show::pools(app),
+        Some(("pool", &[0, 1])),
+    ));
     body.push_str("</section><section><h2>Retraining schedules</h2>");
     match admin_ml::schedules(app).await {
         Ok(t) => body.push_str(&html::table("schedules", &t, Some(("project", &[1])))),
@@ -80,7 +84,10 @@ fn projects_table(t: &Table, rates: &Rates) -> String {
             cell("key_metric", get(6)),
             cell("score", get(7)),
             cell("predictions", get(8)),
-            cell("rate", recent.as_ref().map(|r| format!("{:.1}", r.rate)).as_deref()),
+            cell(
+                "rate",
+                recent.as_ref().map(|r| format!("{:.1}", r.rate)).as_deref()
+            ),
             cell(
                 "latency_ms",
                 recent
@@ -201,7 +208,9 @@ async fn project_body(
         &c.deployments,
     ));
     b.push_str("</section><div class=\"grid\">");
-    b.push_str(&importance_section(inspect::feature_importance(ml, pool, name).await));
+    b.push_str(&importance_section(
+        inspect::feature_importance(ml, pool, name).await,
+    ));
     if m.task == Task::Classification {
         b.push_str(&roc_section(app, pool, name, &m.metrics, c.relation.as_ref()).await);
     }
@@ -210,7 +219,9 @@ async fn project_body(
     b.push_str("<section><h2>Scheduled runs</h2>");
     b.push_str(&rows_table(
         "runs",
-        &["due", "outcome", "model_id", "finished", "instance", "detail"],
+        &[
+            "due", "outcome", "model_id", "finished", "instance", "detail",
+        ],
         &c.runs,
     ));
     b.push_str("</section>");
@@ -254,7 +265,11 @@ fn rows_table(id: &str, columns: &[&str], rows: &[Vec<Option<String>>]) -> Strin
         out.push_str("</tr>");
     }
     if rows.is_empty() {
-        let _ = write!(out, "<tr><td colspan=\"{}\" class=\"muted\">none</td></tr>", columns.len());
+        let _ = write!(
+            out,
+            "<tr><td colspan=\"{}\" class=\"muted\">none</td></tr>",
+            columns.len()
+        );
     }
     out.push_str("</tbody></table>");
     out

@@ -79,9 +79,8 @@ impl Rates {
         Some(Recent {
             per_second,
             rate: rate(minute_ago, last),
-            latency_ms: (batches > 0).then(|| {
-                last.nanos.saturating_sub(minute_ago.nanos) as f64 / batches as f64 / 1e6
-            }),
+            latency_ms: (batches > 0)
+                .then(|| last.nanos.saturating_sub(minute_ago.nanos) as f64 / batches as f64 / 1e6),
         })
     }
 }

@@ -8,17 +8,19 @@ use std::time::Instant;
 use bytes::BytesMut;
 use serde_json::Value;
 
-use super::args::{self, DeployArgs, EvaluateArgs, ImportArgs, ScheduleArgs, SnapshotArgs, TrainArgs};
+use super::args::{
+    self, DeployArgs, EvaluateArgs, ImportArgs, ScheduleArgs, SnapshotArgs, TrainArgs,
+};
 use super::call::{FnCall, Function};
 use super::catalog::{self, NewSnapshot};
 use super::datasets;
-use super::drift;
 use super::db::Db;
+use super::drift;
 use super::error::{MlError, MlResult};
 use super::import;
 use super::inspect;
-use super::preprocess;
 use super::pgtime;
+use super::preprocess;
 use super::pull;
 use super::schedule;
 use super::service::{Ml, Progress, TrainingInfo};
@@ -263,7 +265,8 @@ pub async fn training(
     let started = Instant::now();
     match train::train(ml, pool, args, &progress).await {
         Ok(t) => {
-            ml.metrics.training_finished(&t.algorithm, started.elapsed());
+            ml.metrics
+                .training_finished(&t.algorithm, started.elapsed());
             Ok(t)
         }
         Err(e) => {

@@ -54,7 +54,11 @@ pub fn timestamptz_binary(text: &str) -> Option<Vec<u8>> {
     let split = rest.rfind(['+', '-'])?;
     let (time, offset) = rest.split_at(split);
     let mut d = date.split('-');
-    let (y, mo, da): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (y, mo, da): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
     let offset_micros = {
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let mut p = offset[1..].split(':');
@@ -95,7 +99,10 @@ mod tests {
     fn intervals_as_postgres_prints_them() {
         assert_eq!(interval("00:00:02"), (2_000_000, 0, 0));
         assert_eq!(interval("1 day 02:00:00.5"), (7_200_500_000, 1, 0));
-        assert_eq!(interval("1 year 2 mons -3 days +04:05:06"), (14_706_000_000, -3, 14));
+        assert_eq!(
+            interval("1 year 2 mons -3 days +04:05:06"),
+            (14_706_000_000, -3, 14)
+        );
         assert_eq!(interval("-00:00:01.25"), (-1_250_000, 0, 0));
         assert_eq!(interval("3 mons"), (0, 0, 3));
         assert!(interval_binary("1 fortnight").is_none());

@@ -181,7 +181,9 @@ impl Predictor for ModelSet {
         self.ml
             .metrics
             .predicted(project, inputs.len(), started.elapsed());
-        if let (true, Deployed::Model(m)) = (func.by_project && func.func != Func::PredictBatch, &**model) {
+        if let (true, Deployed::Model(m)) =
+            (func.by_project && func.func != Func::PredictBatch, &**model)
+        {
             self.sample(project, m, inputs);
         }
         Ok(predictions)
@@ -198,15 +200,20 @@ impl ModelSet {
         }
         let columns = model.preprocessor.column_names();
         let plain = model.preprocessor.passes_numbers_through();
-        self.ml
-            .serving
-            .record(capacity, &self.database, project, &columns, inputs, |f| match f {
+        self.ml.serving.record(
+            capacity,
+            &self.database,
+            project,
+            &columns,
+            inputs,
+            |f| match f {
                 Features::Row(values) => Some(values.clone()),
                 Features::Array(values) if plain && values.len() == columns.len() => {
                     Some(values.iter().map(|&x| RawValue::Number(x)).collect())
                 }
                 _ => None,
-            });
+            },
+        );
     }
 }
 

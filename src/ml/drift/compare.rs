@@ -44,7 +44,9 @@ impl Bins {
     /// column (width 0) a value above it goes to the last bin.
     pub fn of(&self, x: f64) -> usize {
         if self.width > 0.0 {
-            ((x - self.lo) / self.width).floor().clamp(0.0, (BINS - 1) as f64) as usize
+            ((x - self.lo) / self.width)
+                .floor()
+                .clamp(0.0, (BINS - 1) as f64) as usize
         } else if x <= self.lo {
             0
         } else {
@@ -119,7 +121,10 @@ impl Baseline {
                 width: (hi - lo) / BINS as f64,
             },
             // No present value in training: compare the missing rate only.
-            _ => Bins { lo: 0.0, width: 0.0 },
+            _ => Bins {
+                lo: 0.0,
+                width: 0.0,
+            },
         };
         (histogram.len() == BINS).then_some(Baseline::Numeric {
             bins,
@@ -131,10 +136,13 @@ impl Baseline {
     /// Training rows of the column and how many were NULL.
     fn rows(&self) -> (f64, f64) {
         match self {
-            Baseline::Numeric { counts, missing, .. } => (counts.iter().sum::<f64>() + missing, *missing),
-            Baseline::Categorical { counts, missing } => {
-                (counts.iter().map(|(_, c)| c).sum::<f64>() + missing, *missing)
-            }
+            Baseline::Numeric {
+                counts, missing, ..
+            } => (counts.iter().sum::<f64>() + missing, *missing),
+            Baseline::Categorical { counts, missing } => (
+                counts.iter().map(|(_, c)| c).sum::<f64>() + missing,
+                *missing,
+            ),
             Baseline::Array { rows, missing } => (*rows, *missing),
         }
     }
@@ -151,7 +159,12 @@ pub enum Statistic {
 }
 
 impl Statistic {
-    pub const ALL: [Statistic; 4] = [Statistic::Psi, Statistic::Ks, Statistic::Linf, Statistic::Missing];
+    pub const ALL: [Statistic; 4] = [
+        Statistic::Psi,
+        Statistic::Ks,
+        Statistic::Linf,
+        Statistic::Missing,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -251,7 +264,9 @@ pub fn linf(train: &[(String, f64)], seen: &[(String, f64)]) -> Option<f64> {
         return None;
     }
     let freq = |side: &[(String, f64)], n: f64, k: &str| {
-        side.iter().find(|(c, _)| c == k).map_or(0.0, |(_, v)| v / n)
+        side.iter()
+            .find(|(c, _)| c == k)
+            .map_or(0.0, |(_, v)| v / n)
     };
     let gap = train
         .iter()
@@ -268,15 +283,24 @@ mod tests {
 
     #[test]
     fn bins_match_the_training_histogram() {
-        let b = Bins { lo: 1.0, width: 0.15 };
+        let b = Bins {
+            lo: 1.0,
+            width: 0.15,
+        };
         // The statistics' own rule: floor((v - min) / width), max to the last bin.
         assert_eq!(b.of(1.0), 0);
         assert_eq!(b.of(4.0), 19);
         assert_eq!(b.of(-5.0), 0);
         assert_eq!(b.of(100.0), 19);
         assert_eq!(b.of(1.0 + 0.15 * 6.5), 6);
-        let constant = Bins { lo: 3.0, width: 0.0 };
-        assert_eq!((constant.of(3.0), constant.of(2.0), constant.of(3.5)), (0, 0, 19));
+        let constant = Bins {
+            lo: 3.0,
+            width: 0.0,
+        };
+        assert_eq!(
+            (constant.of(3.0), constant.of(2.0), constant.of(3.5)),
+            (0, 0, 19)
+        );
         assert!(b.sql("\"x\"").contains("'1.0'::float8) / '0.15'::float8"));
     }
 
@@ -285,7 +309,11 @@ mod tests {
         let s = json!({"min": 0.0, "max": 20.0, "missing": 0,
                        "histogram": vec![5; 20], "ventiles": []});
         let b = Baseline::from_statistics(&s, None).unwrap();
-        let seen = Observed { bins: vec![1.0; 20], rows: 20.0, ..Default::default() };
+        let seen = Observed {
+            bins: vec![1.0; 20],
+            rows: 20.0,
+            ..Default::default()
+        };
         let stats = compare(&b, &seen);
         assert_eq!(stats[0], (Statistic::Psi, Some(0.0)));
         assert!(stats[1].1.unwrap() < 1e-12);
@@ -308,7 +336,12 @@ mod tests {
     fn missing_rate_is_signed() {
         let s = json!({"missing": 1, "categories": {"a": 9}});
         let b = Baseline::from_statistics(&s, None).unwrap();
-        let seen = Observed { categories: vec![("a".into(), 5.0)], rows: 10.0, missing: 5.0, ..Default::default() };
+        let seen = Observed {
+            categories: vec![("a".into(), 5.0)],
+            rows: 10.0,
+            missing: 5.0,
+            ..Default::default()
+        };
         let stats = compare(&b, &seen);
         assert_eq!(stats[0], (Statistic::Linf, Some(0.0)));
         assert!((stats[1].1.unwrap() - 0.4).abs() < 1e-12);

@@ -50,7 +50,8 @@ pub struct Drift {
 
 impl Drift {
     pub fn drifted(&self) -> Option<bool> {
-        self.value.map(|v| self.statistic.drifted(v, self.threshold))
+        self.value
+            .map(|v| self.statistic.drifted(v, self.threshold))
     }
 }
 
@@ -143,7 +144,9 @@ pub async fn baselines(db: &mut Db, project: &str) -> MlResult<Baselines> {
             "project \"{project}\" has no deployed model"
         )));
     };
-    let model_id: i64 = id.parse().map_err(|_| MlError::Internal(format!("model id {id}")))?;
+    let model_id: i64 = id
+        .parse()
+        .map_err(|_| MlError::Internal(format!("model id {id}")))?;
     let columns: Value = serde_json::from_str(&columns)
         .map_err(|e| MlError::Internal(format!("snapshot columns of model {model_id}: {e}")))?;
     let train_rows = train_rows.and_then(|t| t.parse::<f64>().ok());

@@ -49,7 +49,9 @@ pub async fn observe(
             return Err(MlError::Internal("bad drift count row".into()));
         };
         let (Ok(i), Ok(count)) = (i.parse::<usize>(), count.parse::<f64>()) else {
-            return Err(MlError::Internal(format!("bad drift count row {i} {count}")));
+            return Err(MlError::Internal(format!(
+                "bad drift count row {i} {count}"
+            )));
         };
         let (Some(s), Some((_, baseline))) = (seen.get_mut(i), features.get(i)) else {
             return Err(MlError::Internal(format!("drift count of feature {i}")));
@@ -114,7 +116,10 @@ mod tests {
             (
                 "Age".to_string(),
                 Baseline::Numeric {
-                    bins: Bins { lo: 0.0, width: 2.5 },
+                    bins: Bins {
+                        lo: 0.0,
+                        width: 2.5,
+                    },
                     counts: vec![1.0; BINS],
                     missing: 0.0,
                 },
@@ -128,7 +133,9 @@ mod tests {
             ),
         ];
         let sql = count_sql("public.people", &features);
-        assert!(sql.starts_with("SELECT v.i, v.b, count(*) FROM public.people AS t, LATERAL (VALUES (0, "));
+        assert!(sql.starts_with(
+            "SELECT v.i, v.b, count(*) FROM public.people AS t, LATERAL (VALUES (0, "
+        ));
         assert!(sql.contains("NULLIF(t.\"Age\"::float8, 'NaN')"));
         assert!(sql.contains("(1, t.\"city\"::text)"));
     }

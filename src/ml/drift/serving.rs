@@ -49,7 +49,11 @@ impl Serving {
             None => self.samples.entry(key).or_default().downgrade(),
         };
         let mut r = entry.lock();
-        if r.columns.iter().map(String::as_str).ne(columns.iter().copied()) {
+        if r.columns
+            .iter()
+            .map(String::as_str)
+            .ne(columns.iter().copied())
+        {
             *r = Reservoir {
                 columns: columns.iter().map(|c| c.to_string()).collect(),
                 ..Default::default()
@@ -155,7 +159,26 @@ mod tests {
             assert!((*b - 500.0).abs() < 150.0, "{:?}", seen[0].bins);
         }
         // Other columns: the sample starts again.
-        s.record(SAMPLE_ROWS, "db", "p", &["y"], &[vec![RawValue::Null]], |r| Some(r.clone()));
-        assert!(s.observe("db", "p", &[("x".into(), Baseline::Array { rows: 0.0, missing: 0.0 })]).is_none());
+        s.record(
+            SAMPLE_ROWS,
+            "db",
+            "p",
+            &["y"],
+            &[vec![RawValue::Null]],
+            |r| Some(r.clone()),
+        );
+        assert!(s
+            .observe(
+                "db",
+                "p",
+                &[(
+                    "x".into(),
+                    Baseline::Array {
+                        rows: 0.0,
+                        missing: 0.0
+                    }
+                )]
+            )
+            .is_none());
     }
 }

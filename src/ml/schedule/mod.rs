@@ -67,7 +67,9 @@ pub async fn schedule(
     ml.ensure_schema(pool, &mut db).await?;
     let project = catalog::project(&mut db, &args.project)
         .await?
-        .ok_or_else(|| MlError::UndefinedObject(format!("project \"{}\" does not exist", args.project)))?;
+        .ok_or_else(|| {
+            MlError::UndefinedObject(format!("project \"{}\" does not exist", args.project))
+        })?;
     if catalog::deployed(&mut db, &args.project).await?.is_none() {
         return Err(MlError::UndefinedObject(format!(
             "project \"{}\" has no deployed model to retrain",
@@ -76,7 +78,10 @@ pub async fn schedule(
     }
     // Postgres reads the interval (a bad one is its own 22007).
     let long_enough = db
-        .query_one("SELECT ($1::interval >= interval '1 second')::text", &[Some(&args.every)])
+        .query_one(
+            "SELECT ($1::interval >= interval '1 second')::text",
+            &[Some(&args.every)],
+        )
         .await?;
     if long_enough.first().and_then(|v| v.as_deref()) != Some("true") {
         return Err(MlError::invalid(format!(
@@ -95,7 +100,12 @@ pub async fn schedule(
                  next_run = EXCLUDED.next_run \
              RETURNING every::text, relation_name, condition, \
                        to_char(next_run AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-            &[Some(&id), Some(&args.every), args.relation.as_deref(), Some(&condition)],
+            &[
+                Some(&id),
+                Some(&args.every),
+                args.relation.as_deref(),
+                Some(&condition),
+            ],
         )
         .await?;
     let mut out = vec![Some(args.project)];
@@ -104,7 +114,11 @@ pub async fn schedule(
 }
 
 /// `pgml.unschedule`: whether there was a schedule to remove.
-pub async fn unschedule(ml: &Arc<Ml>, pool: &Arc<Pool>, project: &str) -> MlResult<Vec<Option<String>>> {
+pub async fn unschedule(
+    ml: &Arc<Ml>,
+    pool: &Arc<Pool>,
+    project: &str,
+) -> MlResult<Vec<Option<String>>> {
     let mut db = Db::checkout(pool.primary(0)).await?;
     ml.ensure_schema(pool, &mut db).await?;
     let removed = db
@@ -128,7 +142,10 @@ mod tests {
     fn conditions() {
         assert_eq!(Condition::parse(None).unwrap(), Condition::Always);
         assert_eq!(Condition::parse(Some(" DRIFT ")).unwrap(), Condition::Drift);
-        assert_eq!(Condition::parse(Some("new_rows>5")).unwrap(), Condition::NewRows(5));
+        assert_eq!(
+            Condition::parse(Some("new_rows>5")).unwrap(),
+            Condition::NewRows(5)
+        );
         assert_eq!(
             Condition::parse(Some("new_rows > 100")).unwrap().text(),
             "new_rows > 100"

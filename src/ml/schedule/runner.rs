@@ -96,7 +96,10 @@ async fn poll(ml: &Arc<Ml>, weak: &Weak<Ml>, pool: &Arc<Pool>) -> MlResult<()> {
         )
         .await?;
     drop(db);
-    for id in due.into_iter().filter_map(|r| r.into_iter().next().flatten()) {
+    for id in due
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+    {
         let Ok(id) = id.parse::<i64>() else { continue };
         if !ml.running_schedules.insert((Ml::database_key(pool), id)) {
             continue;
@@ -127,7 +130,9 @@ async fn run_due(ml: &Arc<Ml>, pool: &Arc<Pool>, id: i64) -> MlResult<()> {
     let key = id.to_string();
     let locked = conn
         .query(
-            &format!("SELECT pg_try_advisory_lock({LOCK_CLASS}, ($1::bigint % 2147483647)::int)::text"),
+            &format!(
+                "SELECT pg_try_advisory_lock({LOCK_CLASS}, ($1::bigint % 2147483647)::int)::text"
+            ),
             &[Some(&key)],
         )
         .await?;
@@ -147,7 +152,12 @@ async fn run_due(ml: &Arc<Ml>, pool: &Arc<Pool>, id: i64) -> MlResult<()> {
     conn.query(
         "UPDATE pgml.schedule_runs SET finished = clock_timestamp(), outcome = $2, \
          model_id = $3::bigint, detail = $4 WHERE id = $1::bigint",
-        &[Some(&claimed.run), Some(outcome.name()), model.as_deref(), Some(&detail)],
+        &[
+            Some(&claimed.run),
+            Some(outcome.name()),
+            model.as_deref(),
+            Some(&detail),
+        ],
     )
     .await?;
     ml.metrics.schedule_run(&claimed.project, outcome.name());
@@ -231,7 +241,10 @@ async fn job(
     let mut db = crate::ml::db::Db::checkout(pool.primary(0)).await?;
     let deployed = Retrain::read(&mut db, &c.project).await?;
     drop(db);
-    let relation = c.relation.clone().unwrap_or_else(|| deployed.relation.clone());
+    let relation = c
+        .relation
+        .clone()
+        .unwrap_or_else(|| deployed.relation.clone());
     match condition {
         Condition::Always => {}
         Condition::Drift => {
@@ -257,13 +270,26 @@ async fn job(
             }
         }
     }
-    let t = exec::training(ml, pool, deployed.args(&c.project, relation), Progress::default()).await?;
+    let t = exec::training(
+        ml,
+        pool,
+        deployed.args(&c.project, relation),
+        Progress::default(),
+    )
+    .await?;
     let (outcome, verb) = if t.deployed {
         (Outcome::Deployed, "deployed")
     } else {
-        (Outcome::Kept, "not better than the deployed model on the same test rows: kept the deployed one")
+        (
+            Outcome::Kept,
+            "not better than the deployed model on the same test rows: kept the deployed one",
+        )
     };
-    Ok((outcome, Some(t.model_id), format!("model {} {verb}", t.model_id)))
+    Ok((
+        outcome,
+        Some(t.model_id),
+        format!("model {} {verb}", t.model_id),
+    ))
 }
 
 /// Rows of `relation` on every shard.
@@ -273,7 +299,10 @@ async fn row_count(pool: &Arc<Pool>, relation: &str) -> MlResult<u64> {
         let mut db = crate::ml::db::Db::checkout(pool.choose(shard, Target::Replica)).await?;
         let source = crate::ml::pull::describe(&mut db, relation).await?;
         let n = db
-            .query_one(&format!("SELECT count(*)::text FROM {}", source.relation), &[])
+            .query_one(
+                &format!("SELECT count(*)::text FROM {}", source.relation),
+                &[],
+            )
             .await?;
         total += n
             .first()
@@ -316,29 +345,42 @@ impl Retrain {
             .await?;
         let Some(
             [Some(algorithm), Some(hyperparams), Some(relation), Some(y), Some(test_size), Some(sampling), Some(columns), Some(samples)],
-        ) = rows.into_iter().next().and_then(|r| <[Option<String>; 8]>::try_from(r).ok())
+        ) = rows
+            .into_iter()
+            .next()
+            .and_then(|r| <[Option<String>; 8]>::try_from(r).ok())
         else {
             return Err(MlError::UndefinedObject(format!(
                 "project \"{project}\" has no deployed model trained on a relation to retrain"
             )));
         };
         let json = |text: &str| {
-            serde_json::from_str::<Value>(text)
-                .map_err(|e| MlError::Internal(format!("catalog JSON of project \"{project}\": {e}")))
+            serde_json::from_str::<Value>(text).map_err(|e| {
+                MlError::Internal(format!("catalog JSON of project \"{project}\": {e}"))
+            })
         };
         let Value::Object(hyperparams) = json(&hyperparams)? else {
             return Err(MlError::Internal("hyperparams is not an object".into()));
         };
         let y_columns = json(&y)?
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         let preprocess = json(&columns)?
             .as_array()
             .into_iter()
             .flatten()
             .filter(|c| c.get("label").and_then(Value::as_bool) != Some(true))
-            .filter_map(|c| Some((c.get("name")?.as_str()?.to_string(), c.get("preprocessor")?.clone())))
+            .filter_map(|c| {
+                Some((
+                    c.get("name")?.as_str()?.to_string(),
+                    c.get("preprocessor")?.clone(),
+                ))
+            })
             .collect();
         Ok(Retrain {
             algorithm,
