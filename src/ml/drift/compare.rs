@@ -60,8 +60,10 @@ impl Bins {
     pub fn sql(&self, column: &str) -> String {
         let x = format!("NULLIF({column}::float8, 'NaN')");
         if self.width > 0.0 {
+            // GREATEST and LEAST skip NULLs: a NULL must stay NULL (missing).
             format!(
-                "least(greatest(floor(({x} - '{:?}'::float8) / '{:?}'::float8), 0), {})::int",
+                "CASE WHEN {x} IS NOT NULL THEN \
+                 least(greatest(floor(({x} - '{:?}'::float8) / '{:?}'::float8), 0), {})::int END",
                 self.lo,
                 self.width,
                 BINS - 1
@@ -301,7 +303,10 @@ mod tests {
             (constant.of(3.0), constant.of(2.0), constant.of(3.5)),
             (0, 0, 19)
         );
-        assert!(b.sql("\"x\"").contains("'1.0'::float8) / '0.15'::float8"));
+        let sql = b.sql("\"x\"");
+        assert!(sql.contains("'1.0'::float8) / '0.15'::float8"));
+        // NULL and NaN stay NULL (missing), not bin 0.
+        assert!(sql.starts_with("CASE WHEN NULLIF(\"x\"::float8, 'NaN') IS NOT NULL THEN"));
     }
 
     #[test]
