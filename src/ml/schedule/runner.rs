@@ -86,8 +86,12 @@ pub fn watch(ml: &Arc<Ml>, pool: &Arc<Pool>) {
     });
 }
 
-/// Starts a run of every due schedule this process is not running already.
+/// Starts a run of every due schedule this process is not running already
+/// (none while ML is switched off for the pool).
 async fn poll(ml: &Arc<Ml>, weak: &Weak<Ml>, pool: &Arc<Pool>) -> MlResult<()> {
+    if ml.check_enabled(pool).is_err() {
+        return Ok(());
+    }
     let mut db = crate::ml::db::Db::checkout(pool.primary(0)).await?;
     let due = db
         .query(
