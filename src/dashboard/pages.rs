@@ -20,10 +20,11 @@ use crate::ml::service::Progress;
 use crate::ml::task::Task;
 use crate::ml::{catalog, drift, evaluate, inspect};
 
-/// Relations larger than this (bytes on disk) are not read for a page:
-/// the ROC pulls rows, drift scans in the database.
-const ROC_MAX_BYTES: i64 = 64 << 20;
-const DRIFT_MAX_BYTES: i64 = 1 << 30;
+/// Relations that had more rows than this at training are not read for a
+/// page (the ROC pulls rows, drift scans in the database): counted from
+/// the snapshot, since a view or a partitioned table has no size of its own.
+const ROC_MAX_ROWS: i64 = 200_000;
+const DRIFT_MAX_ROWS: i64 = 20_000_000;
 
 pub async fn route(app: &App, rates: &Rates, request: &Request) -> Response {
     match request.path.as_str() {
@@ -153,7 +154,7 @@ async fn read_catalog(pool: &Arc<Pool>, name: &str) -> crate::ml::error::MlResul
         .unwrap_or_default();
     let relation = db
         .query(
-            "SELECT s.relation_name, coalesce(pg_total_relation_size(to_regclass(s.relation_name)), 0)::text \
+            "SELECT s.relation_name, coalesce(s.analysis->>'samples', '0') \
              FROM pgml.snapshots s JOIN pgml.models m ON m.snapshot_id = s.id WHERE m.id = $1::bigint",
             &[Some(&model.id.to_string())],
         )
@@ -340,12 +341,12 @@ async fn roc_section(
         "<section id=\"roc\" data-auc=\"{}\"><h2>ROC curve</h2>",
         auc.map(|a| format!("{a:.4}")).unwrap_or_default()
     );
-    let Some((relation, bytes)) = relation else {
+    let Some((relation, rows)) = relation else {
         out.push_str(&error("the model has no training relation"));
         out.push_str("</section>");
         return out;
     };
-    if *bytes > ROC_MAX_BYTES {
+    if *rows > ROC_MAX_ROWS {
         out.push_str(&error(&format!(
             "{relation} is large: SELECT * FROM pgml.roc_curve('{name}', '{relation}') draws it"
         )));
@@ -392,7 +393,7 @@ async fn drift_section(
         "{} now</h2>",
         esc(relation.map_or("the training relation", |(r, _)| r.as_str()))
     );
-    if relation.is_some_and(|(_, bytes)| *bytes > DRIFT_MAX_BYTES) {
+    if relation.is_some_and(|(_, rows)| *rows > DRIFT_MAX_ROWS) {
         out.push_str(&error(&format!(
             "the relation is large: SELECT * FROM pgml.drift('{name}') computes it"
         )));

@@ -89,6 +89,8 @@ CREATE TABLE IF NOT EXISTS pgml.schedules (
     relation_name TEXT,
     condition TEXT NOT NULL DEFAULT 'always',
     next_run TIMESTAMPTZ NOT NULL,
+    -- Runs train with this role's rights: the pgmlcat pools of this user run it.
+    owner TEXT NOT NULL DEFAULT current_user,
     created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
 CREATE TABLE IF NOT EXISTS pgml.schedule_runs (

@@ -265,15 +265,18 @@ pub fn linf(train: &[(String, f64)], seen: &[(String, f64)]) -> Option<f64> {
     if tn <= 0.0 || sn <= 0.0 {
         return None;
     }
-    let freq = |side: &[(String, f64)], n: f64, k: &str| {
-        side.iter()
-            .find(|(c, _)| c == k)
-            .map_or(0.0, |(_, v)| v / n)
+    let index = |side: &[(String, f64)]| -> std::collections::HashMap<String, f64> {
+        side.iter().map(|(k, c)| (k.clone(), *c)).collect()
     };
-    let gap = train
+    let (t, s) = (index(train), index(seen));
+    let gap = t
         .iter()
-        .chain(seen)
-        .map(|(k, _)| (freq(train, tn, k) - freq(seen, sn, k)).abs())
+        .map(|(k, c)| (c / tn - s.get(k).copied().unwrap_or(0.0) / sn).abs())
+        .chain(
+            s.iter()
+                .filter(|(k, _)| !t.contains_key(*k))
+                .map(|(_, c)| c / sn),
+        )
         .fold(0.0, f64::max);
     Some(gap)
 }

@@ -25,13 +25,17 @@ pub async fn observe(
         async move {
             let mut db = Db::checkout(&server).await?;
             let source = pull::describe(&mut db, relation).await?;
-            let names = source.names();
-            if let Some((missing, _)) = features.iter().find(|(f, _)| !names.contains(f)) {
-                return Err(MlError::UndefinedColumn(format!(
-                    "relation {relation} has no column \"{missing}\", a feature of the model"
-                )));
+            let mut booleans = Vec::new();
+            for (name, _) in features {
+                let column = source.columns.iter().find(|c| &c.name == name).ok_or_else(|| {
+                    MlError::UndefinedColumn(format!(
+                        "relation {relation} has no column \"{name}\", a feature of the model"
+                    ))
+                })?;
+                booleans.push(column.pg_type == "boolean");
             }
-            db.query(&count_sql(&source.relation, features), &[]).await
+            db.query(&count_sql(&source.relation, features, &booleans), &[])
+                .await
         }
     });
     let shards = futures_util::future::try_join_all(reads).await?;
@@ -83,13 +87,18 @@ pub async fn observe(
 
 /// One scan: each row gives one (feature, bin or category or NULL) pair
 /// per feature, grouped and counted.
-fn count_sql(relation: &str, features: &[(String, Baseline)]) -> String {
+/// `booleans`: which features are boolean columns, which training read as
+/// 0 and 1 (Postgres has no boolean to float8 cast).
+fn count_sql(relation: &str, features: &[(String, Baseline)], booleans: &[bool]) -> String {
     let pairs: Vec<String> = features
         .iter()
         .enumerate()
         .map(|(i, (name, baseline))| {
             let column = format!("t.{}", quote_ident(name));
             let value = match baseline {
+                Baseline::Numeric { bins, .. } if booleans.get(i) == Some(&true) => {
+                    format!("({})::text", bins.sql(&format!("{column}::int")))
+                }
                 Baseline::Numeric { bins, .. } => format!("({})::text", bins.sql(&column)),
                 Baseline::Categorical { .. } => format!("{column}::text"),
                 Baseline::Array { .. } => {
@@ -132,7 +141,7 @@ mod tests {
                 },
             ),
         ];
-        let sql = count_sql("public.people", &features);
+        let sql = count_sql("public.people", &features, &[false, false]);
         assert!(sql.starts_with(
             "SELECT v.i, v.b, count(*) FROM public.people AS t, LATERAL (VALUES (0, "
         ));

@@ -121,15 +121,24 @@ fn count<'a>(values: impl Iterator<Item = &'a RawValue>, baseline: &Baseline) ->
             (RawValue::Text(s), Baseline::Categorical { .. }) => {
                 *categories.entry(s.clone()).or_default() += 1.0
             }
-            (RawValue::Text(s), Baseline::Numeric { bins, .. }) => match s.trim().parse::<f64>() {
-                Ok(x) if !x.is_nan() => seen.bins[bins.of(x)] += 1.0,
-                _ => seen.missing += 1.0,
+            (RawValue::Text(s), Baseline::Numeric { bins, .. }) => match number(s) {
+                Some(x) => seen.bins[bins.of(x)] += 1.0,
+                None => seen.missing += 1.0,
             },
             _ => {}
         }
     }
     seen.categories = categories.into_iter().collect();
     seen
+}
+
+/// A number given as text; booleans as training read them (1 and 0).
+fn number(s: &str) -> Option<f64> {
+    match s.trim() {
+        "true" | "t" => Some(1.0),
+        "false" | "f" => Some(0.0),
+        s => s.parse::<f64>().ok().filter(|x| !x.is_nan()),
+    }
 }
 
 #[cfg(test)]

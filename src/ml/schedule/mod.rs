@@ -91,22 +91,28 @@ pub async fn schedule(
     }
     let id = project.id.to_string();
     let condition = condition.text();
+    // Printed as the `postgres` IntervalStyle writes it, whatever the
+    // server's default (interval_binary reads that form).
     let row = db
-        .query_one(
-            "INSERT INTO pgml.schedules (project_id, every, relation_name, condition, next_run) \
-             VALUES ($1::bigint, $2::interval, $3, $4, clock_timestamp() + $2::interval) \
-             ON CONFLICT (project_id) DO UPDATE SET every = EXCLUDED.every, \
-                 relation_name = EXCLUDED.relation_name, condition = EXCLUDED.condition, \
-                 next_run = EXCLUDED.next_run \
-             RETURNING every::text, relation_name, condition, \
-                       to_char(next_run AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-            &[
-                Some(&id),
-                Some(&args.every),
-                args.relation.as_deref(),
-                Some(&condition),
-            ],
-        )
+        .in_transaction(async |db: &mut Db| {
+            db.execute("SET LOCAL IntervalStyle = postgres").await?;
+            db.query_one(
+                "INSERT INTO pgml.schedules (project_id, every, relation_name, condition, next_run) \
+                 VALUES ($1::bigint, $2::interval, $3, $4, clock_timestamp() + $2::interval) \
+                 ON CONFLICT (project_id) DO UPDATE SET every = EXCLUDED.every, \
+                     relation_name = EXCLUDED.relation_name, condition = EXCLUDED.condition, \
+                     next_run = EXCLUDED.next_run, owner = current_user \
+                 RETURNING every::text, relation_name, condition, \
+                           to_char(next_run AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+                &[
+                    Some(&id),
+                    Some(&args.every),
+                    args.relation.as_deref(),
+                    Some(&condition),
+                ],
+            )
+            .await
+        })
         .await?;
     let mut out = vec![Some(args.project)];
     out.extend(row);

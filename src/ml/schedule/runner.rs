@@ -54,13 +54,22 @@ impl Outcome {
     }
 }
 
-/// Starts the database's scheduler in this process, once, and keeps the
-/// pool it uses the one calls come through now.
+/// The scheduler of a pool: its database and user (a schedule runs with
+/// the rights of the user who made it).
+fn scheduler_key(pool: &Pool) -> String {
+    format!("{} {}", Ml::database_key(pool), pool.user)
+}
+
+/// Starts the pool's scheduler in this process, once, and keeps the pool
+/// it uses the one calls come through now (a reload replaces pools).
 pub fn watch(ml: &Arc<Ml>, pool: &Arc<Pool>) {
-    let key = Ml::database_key(pool);
-    match ml.schedulers.get(&key) {
-        Some(known) if Arc::ptr_eq(&known, pool) => return,
-        Some(_) => {
+    let key = scheduler_key(pool);
+    // The map's guard is dropped at the `;`: inserting while holding it
+    // would wait on itself.
+    let known = ml.schedulers.get(&key).map(|p| Arc::ptr_eq(&p, pool));
+    match known {
+        Some(true) => return,
+        Some(false) => {
             ml.schedulers.insert(key, pool.clone());
             return;
         }
@@ -79,45 +88,69 @@ pub fn watch(ml: &Arc<Ml>, pool: &Arc<Pool>) {
             let Some(pool) = ml.schedulers.get(&key).map(|p| p.clone()) else {
                 return;
             };
-            if let Err(e) = poll(&ml, &weak, &pool).await {
+            if let Err(e) = poll(&ml, &weak, &pool, &key).await {
                 tracing::debug!(database = %pool.database, "scheduler poll: {e}");
             }
         }
     });
 }
 
-/// Starts a run of every due schedule this process is not running already
-/// (none while ML is switched off for the pool).
-async fn poll(ml: &Arc<Ml>, weak: &Weak<Ml>, pool: &Arc<Pool>) -> MlResult<()> {
+/// Starts a run of every due schedule of the pool's user that no process
+/// is running (none while ML is switched off for the pool).
+async fn poll(ml: &Arc<Ml>, weak: &Weak<Ml>, pool: &Arc<Pool>, key: &str) -> MlResult<()> {
     if ml.check_enabled(pool).is_err() {
         return Ok(());
     }
     let mut db = crate::ml::db::Db::checkout(pool.primary(0)).await?;
+    // A schedule whose lock is held is running somewhere: not tried again
+    // (which would take a connection) until it is done.
     let due = db
         .query(
-            "SELECT id::text FROM pgml.schedules WHERE next_run <= clock_timestamp() ORDER BY next_run",
+            &format!(
+                "SELECT s.id::text, s.project_id::text FROM pgml.schedules s \
+                 WHERE s.next_run <= clock_timestamp() AND s.owner = current_user \
+                   AND NOT EXISTS (SELECT FROM pg_locks l WHERE l.locktype = 'advisory' \
+                        AND l.classid = {LOCK_CLASS} AND l.objid = (s.project_id % 2147483647) \
+                        AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database \
+                                                              WHERE datname = current_database())) \
+                 ORDER BY s.next_run"
+            ),
             &[],
         )
         .await?;
     drop(db);
-    for id in due
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-    {
-        let Ok(id) = id.parse::<i64>() else { continue };
-        if !ml.running_schedules.insert((Ml::database_key(pool), id)) {
+    for row in due {
+        let mut row = row.into_iter().flatten();
+        let (Some(Ok(id)), Some(Ok(project_id))) = (
+            row.next().map(|v| v.parse::<i64>()),
+            row.next().map(|v| v.parse::<i64>()),
+        ) else {
+            continue;
+        };
+        let running = (key.to_string(), id);
+        if !ml.running_schedules.insert(running.clone()) {
             continue;
         }
         let (weak, pool) = (weak.clone(), pool.clone());
         tokio::spawn(async move {
             let Some(ml) = weak.upgrade() else { return };
-            if let Err(e) = run_due(&ml, &pool, id).await {
+            // Forgotten even if the run panics: the schedule stays runnable.
+            let _running = Running(&ml, running);
+            if let Err(e) = run_due(&ml, &pool, id, project_id).await {
                 tracing::warn!(database = %pool.database, schedule = id, "scheduled run: {e}");
             }
-            ml.running_schedules.remove(&(Ml::database_key(&pool), id));
         });
     }
     Ok(())
+}
+
+/// A run this process has going, forgotten when it ends.
+struct Running<'a>(&'a Ml, (String, i64));
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running_schedules.remove(&self.1);
+    }
 }
 
 /// A claimed run: what to do and where to record it.
@@ -128,16 +161,19 @@ struct Claimed {
     condition: Option<String>,
 }
 
-async fn run_due(ml: &Arc<Ml>, pool: &Arc<Pool>, id: i64) -> MlResult<()> {
+async fn run_due(ml: &Arc<Ml>, pool: &Arc<Pool>, id: i64, project_id: i64) -> MlResult<()> {
     let server = pool.primary(0);
     let mut conn = server.connect(&server.settings()).await?;
+    // The lock lives as long as this connection: a session timeout must
+    // not end it while the training runs.
+    conn.execute("SET idle_session_timeout = 0").await?;
     let key = id.to_string();
+    // By project: a schedule replaced mid-run (unschedule, schedule) must
+    // not retrain the project twice at once.
     let locked = conn
         .query(
-            &format!(
-                "SELECT pg_try_advisory_lock({LOCK_CLASS}, ($1::bigint % 2147483647)::int)::text"
-            ),
-            &[Some(&key)],
+            &format!("SELECT pg_try_advisory_lock({LOCK_CLASS}, ($1::bigint % 2147483647)::int)::text"),
+            &[Some(&project_id.to_string())],
         )
         .await?;
     if first(&locked).as_deref() != Some("true") {
@@ -183,9 +219,12 @@ async fn claim(conn: &mut Server, id: &str) -> MlResult<Option<Claimed>> {
         .query(
             "WITH due AS (SELECT * FROM pgml.schedules WHERE id = $1::bigint \
                           AND next_run <= clock_timestamp() FOR UPDATE), \
-                  moved AS (UPDATE pgml.schedules s SET next_run = due.next_run + due.every * \
-                              (floor(extract(epoch FROM clock_timestamp() - due.next_run) \
-                                     / extract(epoch FROM due.every)) + 1) \
+                  k AS (SELECT greatest(floor(extract(epoch FROM clock_timestamp() - due.next_run) \
+                                              / extract(epoch FROM due.every)) - 1, 1) AS k FROM due), \
+                  moved AS (UPDATE pgml.schedules s SET next_run = \
+                              (SELECT coalesce(min(c), clock_timestamp() + due.every) FROM k, LATERAL (VALUES (due.next_run + due.every * k.k), \
+                                  (due.next_run + due.every * (k.k + 1)), (due.next_run + due.every * (k.k + 2)), \
+                                  (due.next_run + due.every * (k.k + 3))) v(c) WHERE c > clock_timestamp()) \
                             FROM due WHERE s.id = due.id RETURNING s.id), \
                   abandoned AS (UPDATE pgml.schedule_runs r SET outcome = 'failed', \
                                   finished = clock_timestamp(), \
