@@ -990,3 +990,56 @@ fn sharded_relation_sums_every_shard() {
         .count();
     assert!(differ >= 4, "one shard's psi and ks equal both shards'");
 }
+
+/// A boolean feature is read by training as 0 and 1: the relation's side
+/// (Postgres has no boolean to float8 cast) and the serving side bin it
+/// alike. 30% true in training; 90% true in `flipped`.
+#[test]
+fn boolean_features_drift_as_zero_and_one() {
+    let (pg, proxy) = single();
+    pg.psql(
+        "app",
+        "CREATE TABLE b AS SELECT g, (g % 10 < 3) AS flag, (g % 7)::float8 AS x, \
+                (g % 7)::float8 + (g % 10 < 3)::int * 5 AS y FROM generate_series(1, 2000) g; \
+         CREATE TABLE flipped AS SELECT g, (g % 10 < 9) AS flag, x, y FROM b",
+    );
+    ok(
+        &proxy,
+        "SELECT * FROM pgml.train('bools', 'regression', 'b', 'y', algorithm => 'linear', test_sampling => 'last')",
+    );
+    // Training split: the first 1500 rows, 450 true; the bins of [0, 1]:
+    // false in bin 0, true in bin 19.
+    let p = [0.7, 0.3];
+    let psi_ks = |q: [f64; 2]| {
+        let psi: f64 = p.iter().zip(q).map(|(p, q)| (q - p) * (q / p).ln()).sum();
+        (psi, (p[0] - q[0]).abs())
+    };
+    let check = |rows: &[Drift], q: [f64; 2], what: &str| {
+        let (psi, ks) = psi_ks(q);
+        let get = |s: &str| {
+            rows.iter()
+                .find(|d| d.feature == "flag" && d.statistic == s)
+                .and_then(|d| d.value)
+                .unwrap_or_else(|| panic!("{what}: no flag {s} in {rows:?}"))
+        };
+        assert!(
+            real_close(get("psi"), psi),
+            "{what}: psi {} != {psi}",
+            get("psi")
+        );
+        assert!(
+            real_close(get("ks"), ks),
+            "{what}: ks {} != {ks}",
+            get("ks")
+        );
+    };
+    check(&drift(&proxy, "'bools', 'flipped'"), [0.1, 0.9], "flipped");
+    let rows = drift(&proxy, "'bools', 'flipped'");
+    assert!(drifted(&rows).contains(&("flag".to_string(), "psi".to_string())));
+    // Serving: row input with the boolean as it is.
+    ok(
+        &proxy,
+        "SELECT count(pgml.predict('bools', (g, flag, x))) FROM flipped",
+    );
+    check(&drift(&proxy, "'bools', 'serving'"), [0.1, 0.9], "serving");
+}
