@@ -14,9 +14,12 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS tests make cert
 [[ -e /usr/lib/llvm-14/lib/libclang.so || -n $(ls /usr/lib/llvm-*/lib/libclang*.so 2>/dev/null) ]] || need+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
-# Integration tests drive pgmlcat with psycopg 3 too, as applications do.
-python3 -c 'import psycopg' >/dev/null 2>&1 || need+=(python3-psycopg)
-python3 -c 'import asyncpg' >/dev/null 2>&1 || need+=(python3-asyncpg)
+# Integration tests drive pgmlcat with psycopg 3 too, as applications do,
+# from the system's Python (Debian's packages go there; a pyenv python3 first
+# on PATH would not see them). scripts/test.sh passes the same choice on.
+PGMLCAT_PYTHON=${PGMLCAT_PYTHON:-$([[ -x /usr/bin/python3 ]] && echo /usr/bin/python3 || echo python3)}
+"$PGMLCAT_PYTHON" -c 'import psycopg' >/dev/null 2>&1 || need+=(python3-psycopg)
+"$PGMLCAT_PYTHON" -c 'import asyncpg' >/dev/null 2>&1 || need+=(python3-asyncpg)
 # ... and with pgJDBC (Java), pgx v4 and lib/pq (Go), compiled offline by the tests.
 command -v javac >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || need+=(default-jdk-headless)
 [[ -e /usr/share/java/postgresql.jar ]] || need+=(libpostgresql-jdbc-java)
@@ -62,13 +65,13 @@ fi
 # xgboost-cpu is XGBoost without its CUDA libraries.
 py_dir="$root/.tools/py"
 py_check='import lightgbm, numpy, sklearn, xgboost'
-if ! PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" python3 -c "$py_check" >/dev/null 2>&1; then
+if ! PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" "$PGMLCAT_PYTHON" -c "$py_check" >/dev/null 2>&1; then
   echo "setup: installing numpy, lightgbm, scikit-learn and xgboost into .tools/py" >&2
   pip=$(command -v pip3 || command -v pip)
   "$pip" install -q --disable-pip-version-check --target "$py_dir" numpy 'lightgbm==4.7.*' \
     'scikit-learn==1.*' 'xgboost-cpu==3.*' >&2
 fi
-PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" python3 -c "$py_check"
+PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" "$PGMLCAT_PYTHON" -c "$py_check"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust (rustup) first" >&2

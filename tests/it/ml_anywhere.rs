@@ -313,7 +313,7 @@ fn parameters_in_every_position_mean_what_the_client_sent() {
     ] {
         let script = format!("{}/tests/it/clients/{client}", env!("CARGO_MANIFEST_DIR"));
         let out = run(
-            "python3",
+            &python(),
             &[
                 &script,
                 &s.proxy.url("app", "app_pw", "app"),
@@ -725,7 +725,7 @@ fn deallocate_forgets_prediction_statements() {
         env!("CARGO_MANIFEST_DIR")
     );
     let steps = |url: &str, schema: &str| {
-        let out = run("python3", &[&script, url, schema]);
+        let out = run(&python(), &[&script, url, schema]);
         assert!(
             out.status.success(),
             "{}",

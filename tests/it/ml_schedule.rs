@@ -1077,7 +1077,7 @@ fn long_runs_never_overlap() {
     ok(
         &a,
         r#"SELECT * FROM pgml.train('slow', 'regression', 'big', 'y', algorithm => 'lightgbm',
-           hyperparams => '{"n_estimators": 300, "num_leaves": 63, "num_threads": 1}')"#,
+           hyperparams => '{"n_estimators": 100, "num_leaves": 63, "num_threads": 1}')"#,
     );
     ok(&b, "SELECT pgml.predict('slow', ARRAY[1, 2, 3]::real[])");
     schedule(&a, "'slow', '1 second'");

@@ -10,6 +10,13 @@ use serde_json::Value;
 
 use super::run;
 
+/// The Python the tests run: `PGMLCAT_PYTHON` (scripts/test.sh sets it to
+/// the system's, where Debian's python3-psycopg and python3-asyncpg go),
+/// else `python3` from PATH.
+pub fn python() -> String {
+    std::env::var("PGMLCAT_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// Runs tests/reference/`script` (e.g. "ml_import_reference.py") with
 /// `request` as JSON on stdin and .tools/py (where scripts/setup.sh puts
 /// numpy, scikit-learn, lightgbm and xgboost when the system Python lacks
@@ -30,7 +37,7 @@ pub fn python_client_json(name: &str, conninfo: &str, input: &Value) -> Value {
 /// panics unless it succeeds; its trimmed stdout.
 pub fn python_client(name: &str, conninfo: &str) -> String {
     let script = format!("{}/tests/it/clients/{name}", env!("CARGO_MANIFEST_DIR"));
-    let out = run("python3", &[&script, conninfo]);
+    let out = run(&python(), &[&script, conninfo]);
     assert!(
         out.status.success(),
         "{name} against {conninfo}: {}",
@@ -43,7 +50,7 @@ pub fn python_client(name: &str, conninfo: &str) -> String {
 /// thread of its own, so a large request cannot deadlock against a large
 /// answer) and, with `tools`, .tools/py first on PYTHONPATH; its JSON stdout.
 fn python_json(script: &str, args: &[&str], input: &Value, tools: bool) -> Value {
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(python());
     cmd.arg(script).args(args);
     if tools {
         let tools = format!("{}/.tools/py", env!("CARGO_MANIFEST_DIR"));
