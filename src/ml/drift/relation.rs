@@ -27,11 +27,15 @@ pub async fn observe(
             let source = pull::describe(&mut db, relation).await?;
             let mut booleans = Vec::new();
             for (name, _) in features {
-                let column = source.columns.iter().find(|c| &c.name == name).ok_or_else(|| {
-                    MlError::UndefinedColumn(format!(
-                        "relation {relation} has no column \"{name}\", a feature of the model"
-                    ))
-                })?;
+                let column = source
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .ok_or_else(|| {
+                        MlError::UndefinedColumn(format!(
+                            "relation {relation} has no column \"{name}\", a feature of the model"
+                        ))
+                    })?;
                 booleans.push(column.pg_type == "boolean");
             }
             db.query(&count_sql(&source.relation, features, &booleans), &[])

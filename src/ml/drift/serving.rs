@@ -1,7 +1,9 @@
 //! What a model has been asked to predict: per project, a uniform
-//! reservoir sample (Vitter's algorithm R) of the raw feature rows this
-//! process predicted, for `pgml.drift(project, 'serving')`. Each batch takes
-//! one lock; a row is copied only when the reservoir keeps it.
+//! reservoir sample of the raw feature rows this process predicted, for
+//! `pgml.drift(project, 'serving')`. Each batch takes one lock; once the
+//! reservoir is full, Li's algorithm L jumps from one kept row to the next
+//! (a few random draws per kept row, none per row passed over), and a row
+//! is copied only when it is kept.
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -25,7 +27,23 @@ struct Reservoir {
     /// columns starts the sample again.
     columns: Vec<String>,
     rows: Vec<Vec<RawValue>>,
+    /// Rows offered so far.
     seen: u64,
+    /// Algorithm L's state once full: its weight, and the number (1-based,
+    /// counted like `seen`) of the next row to keep.
+    w: f64,
+    next: u64,
+}
+
+impl Reservoir {
+    /// Draws the next row to keep after row `after` (algorithm L).
+    fn advance(&mut self, rng: &mut impl Rng, after: u64) {
+        let k = self.rows.len().max(1) as f64;
+        // 1 - U: in (0, 1], so the logarithms stay finite.
+        self.w *= ((1.0 - rng.gen::<f64>()).ln() / k).exp();
+        let skip = ((1.0 - rng.gen::<f64>()).ln() / (1.0 - self.w).ln()).floor();
+        self.next = after + (skip.max(0.0) as u64) + 1;
+    }
 }
 
 impl Serving {
@@ -60,22 +78,32 @@ impl Serving {
             };
         }
         let mut rng = rand::thread_rng();
-        for row in rows {
-            r.seen += 1;
-            let slot = if r.rows.len() < capacity {
-                None
-            } else {
-                match rng.gen_range(0..r.seen) as usize {
-                    j if j < capacity => Some(j),
-                    _ => continue,
-                }
-            };
-            let Some(values) = raw(row) else { continue };
-            match slot.and_then(|j| r.rows.get_mut(j)) {
-                Some(kept) => *kept = values,
-                None => r.rows.push(values),
+        let start = r.seen;
+        let mut i = 0;
+        // Filling: every row is kept.
+        while r.rows.len() < capacity && i < rows.len() {
+            if let Some(values) = raw(&rows[i]) {
+                r.rows.push(values);
+            }
+            i += 1;
+            if r.rows.len() == capacity {
+                r.w = 1.0;
+                r.advance(&mut rng, start + i as u64);
             }
         }
+        // Full: from one kept row to the next, each replacing a random one.
+        let end = start + rows.len() as u64;
+        while r.rows.len() >= capacity && r.next <= end {
+            let at = r.next;
+            let row = (at - start - 1) as usize;
+            if row >= i {
+                if let (Some(values), slot) = (raw(&rows[row]), rng.gen_range(0..r.rows.len())) {
+                    r.rows[slot] = values;
+                }
+            }
+            r.advance(&mut rng, at);
+        }
+        r.seen = end;
     }
 
     /// The sample's counts of each feature, None when nothing was served
@@ -161,9 +189,19 @@ mod tests {
             counts: vec![1.0; BINS],
             missing: 0.0,
         };
-        let seen = s.observe("db", "p", &[("x".into(), base)]).unwrap();
+        let seen = s.observe("db", "p", &[("x".into(), base.clone())]).unwrap();
         assert_eq!(seen[0].rows, SAMPLE_ROWS as f64);
         // Each twentieth of the stream holds about a twentieth of the sample.
+        for b in &seen[0].bins {
+            assert!((*b - 500.0).abs() < 150.0, "{:?}", seen[0].bins);
+        }
+        // Offered in small batches, the sample is as uniform.
+        let t = Serving::default();
+        for chunk in rows.chunks(7) {
+            t.record(SAMPLE_ROWS, "db", "p", &["x"], chunk, |r| Some(r.clone()));
+        }
+        let seen = t.observe("db", "p", &[("x".into(), base.clone())]).unwrap();
+        assert_eq!(seen[0].rows, SAMPLE_ROWS as f64);
         for b in &seen[0].bins {
             assert!((*b - 500.0).abs() < 150.0, "{:?}", seen[0].bins);
         }

@@ -172,7 +172,9 @@ async fn run_due(ml: &Arc<Ml>, pool: &Arc<Pool>, id: i64, project_id: i64) -> Ml
     // not retrain the project twice at once.
     let locked = conn
         .query(
-            &format!("SELECT pg_try_advisory_lock({LOCK_CLASS}, ($1::bigint % 2147483647)::int)::text"),
+            &format!(
+                "SELECT pg_try_advisory_lock({LOCK_CLASS}, ($1::bigint % 2147483647)::int)::text"
+            ),
             &[Some(&project_id.to_string())],
         )
         .await?;
