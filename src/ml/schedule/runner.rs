@@ -191,17 +191,23 @@ async fn run_due(ml: &Arc<Ml>, pool: &Arc<Pool>, id: i64, project_id: i64) -> Ml
     };
     tracing::info!(project = %claimed.project, outcome = outcome.name(), "scheduled retraining: {detail}");
     let model = model.map(|m| m.to_string());
-    conn.query(
-        "UPDATE pgml.schedule_runs SET finished = clock_timestamp(), outcome = $2, \
-         model_id = $3::bigint, detail = $4 WHERE id = $1::bigint",
-        &[
-            Some(&claimed.run),
-            Some(outcome.name()),
-            model.as_deref(),
-            Some(&detail),
-        ],
-    )
-    .await?;
+    let record = "UPDATE pgml.schedule_runs SET finished = clock_timestamp(), outcome = $2, \
+                  model_id = $3::bigint, detail = $4 WHERE id = $1::bigint";
+    let params = [
+        Some(claimed.run.as_str()),
+        Some(outcome.name()),
+        model.as_deref(),
+        Some(detail.as_str()),
+    ];
+    if let Err(e) = conn.query(record, &params).await {
+        // The lock's connection was lost during the training: the outcome
+        // is still this run's to record.
+        tracing::warn!(project = %claimed.project, "scheduled run: lock connection lost ({e})");
+        crate::ml::db::Db::checkout(pool.primary(0))
+            .await?
+            .query(record, &params)
+            .await?;
+    }
     ml.metrics.schedule_run(&claimed.project, outcome.name());
     // Closing the connection releases the lock.
     Ok(())
