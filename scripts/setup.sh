@@ -15,9 +15,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS tests make cert
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
 # Integration tests drive pgmlcat with psycopg 3 too, as applications do,
-# from the system's Python (Debian's packages go there; a pyenv python3 first
-# on PATH would not see them). scripts/test.sh passes the same choice on.
-PGMLCAT_PYTHON=${PGMLCAT_PYTHON:-$([[ -x /usr/bin/python3 ]] && echo /usr/bin/python3 || echo python3)}
+# from PGMLCAT_PYTHON (default python3; where a pyenv python3 comes first on
+# PATH without Debian's python3-psycopg, set it to /usr/bin/python3).
+PGMLCAT_PYTHON=${PGMLCAT_PYTHON:-python3}
 "$PGMLCAT_PYTHON" -c 'import psycopg' >/dev/null 2>&1 || need+=(python3-psycopg)
 "$PGMLCAT_PYTHON" -c 'import asyncpg' >/dev/null 2>&1 || need+=(python3-asyncpg)
 # ... and with pgJDBC (Java), pgx v4 and lib/pq (Go), compiled offline by the tests.

@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# The Python setup.sh installed the drivers for (the system's).
-export PGMLCAT_PYTHON=${PGMLCAT_PYTHON:-$([[ -x /usr/bin/python3 ]] && echo /usr/bin/python3 || echo python3)}
+# The Python the tests run (setup.sh checked its drivers): python3 unless set.
+export PGMLCAT_PYTHON=${PGMLCAT_PYTHON:-python3}
 # setup.sh installed Chromium: the dashboard test must not skip for want of it.
 export PGMLCAT_REQUIRE_CHROMIUM=1
 # Benches are compiled, not run (criterion does not take test-harness flags),

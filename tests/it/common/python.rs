@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use super::run;
 
-/// The Python the tests run: `PGMLCAT_PYTHON` (scripts/test.sh sets it to
-/// the system's, where Debian's python3-psycopg and python3-asyncpg go),
-/// else `python3` from PATH.
+/// The Python the tests run: `PGMLCAT_PYTHON`, else `python3` from PATH
+/// (on a machine whose first python3 is a pyenv one without Debian's
+/// python3-psycopg and python3-asyncpg, set it to /usr/bin/python3).
 pub fn python() -> String {
     std::env::var("PGMLCAT_PYTHON").unwrap_or_else(|_| "python3".into())
 }
