@@ -27,6 +27,11 @@ pub struct Config {
     /// pgmlcat: in-proxy ML (pgml.train, pgml.predict). On by default.
     #[serde(default)]
     pub ml: MlConfig,
+    /// pgmlcat: the other pgmlcat processes in front of the same databases,
+    /// by peer id ("host:port"), as PgBouncer's `[peers]`: a cancel request
+    /// for a client of another peer is forwarded to it.
+    #[serde(default)]
+    pub peers: BTreeMap<String, String>,
 }
 
 /// The `[ml]` table: every key optional.
@@ -204,6 +209,9 @@ pub struct General {
     /// The web dashboard's port on `host` (None or 0: off). Needs
     /// admin_password: pages ask for the admin credentials.
     pub dashboard_port: Option<u16>,
+    /// This process's id among `[peers]` (1..=16383; 0: none), encoded in
+    /// the cancel keys it hands out, as PgBouncer's `peer_id`.
+    pub peer_id: u16,
 }
 
 impl Default for General {
@@ -255,6 +263,7 @@ impl Default for General {
             max_client_conn: 10_000,
             max_message_size: 256 << 20,
             dashboard_port: None,
+            peer_id: 0,
         }
     }
 }

@@ -9,6 +9,26 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
     if g.max_message_size < 1024 {
         errors.push("general.max_message_size: must be at least 1024 bytes".to_string());
     }
+    if g.peer_id > crate::frontend::cancel::MAX_PEER_ID {
+        errors.push(format!(
+            "general.peer_id: at most {}",
+            crate::frontend::cancel::MAX_PEER_ID
+        ));
+    }
+    for (id, addr) in &config.peers {
+        if !id
+            .parse::<u16>()
+            .is_ok_and(|id| (1..=crate::frontend::cancel::MAX_PEER_ID).contains(&id))
+        {
+            errors.push(format!("peers.{id}: a peer id is a number from 1 to 16383"));
+        }
+        if !addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            errors.push(format!("peers.{id}: \"{addr}\" is not host:port"));
+        }
+    }
     if g.dashboard_port.unwrap_or(0) != 0 && g.admin_password.is_empty() {
         errors.push(
             "general.dashboard_port: the dashboard asks for the admin credentials; set admin_password"

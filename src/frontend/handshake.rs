@@ -77,7 +77,14 @@ pub async fn read_opening(app: &App, stream: &mut Stream, buf: &mut BytesMut) ->
                 stream.write_all(&[tag::encryption::REFUSED]).await?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                app.cancels.cancel(pid, secret).await;
+                let config = app.config();
+                match app
+                    .cancels
+                    .peer_for(pid, config.general.peer_id, &config.peers)
+                {
+                    Some(peer) => super::cancel::forward(peer, pid, secret).await,
+                    None => app.cancels.cancel(pid, secret).await,
+                }
                 return Ok(Opening::Cancelled);
             }
             StartupPacket::Startup(s) => {

@@ -30,6 +30,7 @@ mod ml_predict;
 mod ml_schedule;
 mod ml_train;
 mod notify;
+mod peers;
 mod pinning;
 mod pooler;
 mod replicas;

@@ -184,7 +184,7 @@ impl Session {
             application_name,
             false,
         );
-        let cancel = app.cancels.register();
+        let cancel = app.cancels.register(app.config().general.peer_id);
         let params = ClientParams::from_startup(startup);
         // The login's read buffer goes back now unless the client already
         // sent more: an idle client holds none.
