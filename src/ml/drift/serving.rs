@@ -15,6 +15,54 @@ use crate::ml::frame::RawValue;
 #[cfg(test)]
 const SAMPLE_ROWS: usize = 10_000;
 
+/// Text kept of a value: enough to tell categories apart, so a sample of
+/// long texts stays small (10,000 rows hold at most ~2.5 MB per text column).
+const TEXT_BYTES: usize = 256;
+
+/// A kept row, its long texts cut at a character boundary.
+fn bounded(mut values: Vec<RawValue>) -> Vec<RawValue> {
+    for v in &mut values {
+        if let RawValue::Text(s) = v {
+            cut(s);
+        }
+    }
+    values
+}
+
+fn cut(s: &mut String) {
+    if s.len() > TEXT_BYTES {
+        let mut end = TEXT_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// Training's categories cut as the sample cuts texts (counts of
+/// categories that then coincide added up), to compare with the sample.
+pub fn bounded_baseline(baseline: Baseline) -> Baseline {
+    let Baseline::Categorical { counts, missing } = baseline else {
+        return baseline;
+    };
+    let mut merged: Vec<(String, f64)> = Vec::with_capacity(counts.len());
+    let mut at: std::collections::HashMap<String, usize> = Default::default();
+    for (mut k, c) in counts {
+        cut(&mut k);
+        match at.get(&k) {
+            Some(&i) => merged[i].1 += c,
+            None => {
+                at.insert(k.clone(), merged.len());
+                merged.push((k, c));
+            }
+        }
+    }
+    Baseline::Categorical {
+        counts: merged,
+        missing,
+    }
+}
+
 #[derive(Default)]
 pub struct Serving {
     /// (database key, project) → its reservoir.
@@ -83,7 +131,7 @@ impl Serving {
         // Filling: every row is kept.
         while r.rows.len() < capacity && i < rows.len() {
             if let Some(values) = raw(&rows[i]) {
-                r.rows.push(values);
+                r.rows.push(bounded(values));
             }
             i += 1;
             if r.rows.len() == capacity {
@@ -98,7 +146,7 @@ impl Serving {
             let row = (at - start - 1) as usize;
             if row >= i {
                 if let (Some(values), slot) = (raw(&rows[row]), rng.gen_range(0..r.rows.len())) {
-                    r.rows[slot] = values;
+                    r.rows[slot] = bounded(values);
                 }
             }
             r.advance(&mut rng, at);
@@ -173,6 +221,29 @@ fn number(s: &str) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::ml::drift::compare::Bins;
+
+    #[test]
+    fn long_texts_are_cut_at_a_character() {
+        let long = "é".repeat(200); // 400 bytes
+        let kept = bounded(vec![RawValue::Text(long), RawValue::Number(1.0)]);
+        match &kept[0] {
+            RawValue::Text(s) => assert_eq!((s.len(), s.chars().count()), (256, 128)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(kept[1], RawValue::Number(1.0));
+        // Training's long categories are cut alike, and merge when they
+        // then coincide.
+        let a = format!("{}a", "x".repeat(300));
+        let b = format!("{}b", "x".repeat(300));
+        let base = Baseline::Categorical {
+            counts: vec![(a, 2.0), (b, 3.0), ("short".into(), 1.0)],
+            missing: 0.0,
+        };
+        let Baseline::Categorical { counts, .. } = bounded_baseline(base) else {
+            panic!("still categorical");
+        };
+        assert_eq!(counts, vec![("x".repeat(256), 5.0), ("short".into(), 1.0)]);
+    }
 
     #[test]
     fn the_reservoir_is_bounded_and_uniform_enough() {
