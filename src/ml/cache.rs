@@ -111,6 +111,9 @@ impl ModelCache {
             return Ok(hit.0.clone());
         }
         self.listen(ml, pool);
+        // A process that only predicts runs the database's schedules too;
+        // started here, on a load, not on every prediction.
+        super::schedule::runner::watch(ml, pool);
         let model = Arc::new(load_deployed(ml, pool, project).await?);
         self.deployed.insert(key, (model.clone(), Instant::now()));
         Ok(model)

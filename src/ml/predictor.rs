@@ -51,7 +51,6 @@ impl ModelSet {
         params: &[Option<String>],
     ) -> MlResult<ModelSet> {
         ml.check_enabled(pool)?;
-        super::schedule::runner::watch(ml, pool);
         let mut out = Vec::with_capacity(calls.len());
         for call in calls {
             let reference = match &call.model {
