@@ -232,11 +232,19 @@ async fn dial(addr: &Address) -> Result<Stream> {
 
 /// Sends a CancelRequest for `key` to the server at `addr` (fire and forget).
 pub async fn send_cancel(addr: &Address, key: (i32, i32)) -> Result<()> {
-    let mut stream = dial(addr).await?;
+    cancel_over(&mut dial(addr).await?, key).await
+}
+
+/// Writes a CancelRequest for `key` on a fresh connection to a server or
+/// a pgmlcat peer, and waits (2 s at most) for it to close the connection,
+/// which it does once it has read the request.
+pub async fn cancel_over<S>(stream: &mut S, key: (i32, i32)) -> Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut out = BytesMut::new();
     frontend::cancel_request(key.0, key.1, &mut out);
     stream.write_all(&out).await?;
-    // The server closes the connection once it has read the request.
     let mut sink = [0u8; 1];
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut sink)).await;
     Ok(())

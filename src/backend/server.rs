@@ -22,7 +22,7 @@ use crate::net::messages::{parse_error_fields, parse_parameter_status, TxStatus}
 use crate::net::stream::Stream;
 use crate::net::tag::server as tag;
 
-pub use super::connect::send_cancel;
+pub use super::connect::{cancel_over, send_cancel};
 
 /// Where a server is and what it is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

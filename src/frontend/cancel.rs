@@ -130,15 +130,10 @@ impl CancelRegistry {
 pub async fn forward(addr: &str, pid: i32, secret: i32) {
     let send = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let mut out = bytes::BytesMut::new();
-        postgres_protocol::message::frontend::cancel_request(pid, secret, &mut out);
-        tokio::io::AsyncWriteExt::write_all(&mut stream, &out).await?;
-        // The peer closes the connection once it has read the request.
-        let mut sink = [0u8; 1];
-        tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await
+        crate::backend::server::cancel_over(&mut stream, (pid, secret)).await
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(2), send).await {
-        Ok(Ok(_)) => tracing::debug!(peer = addr, pid, "cancel request forwarded to its peer"),
+    match tokio::time::timeout(std::time::Duration::from_secs(5), send).await {
+        Ok(Ok(())) => tracing::debug!(peer = addr, pid, "cancel request forwarded to its peer"),
         Ok(Err(e)) => {
             tracing::warn!(peer = addr, error = %e, "could not forward cancel request to its peer")
         }
