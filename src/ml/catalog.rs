@@ -527,6 +527,100 @@ pub async fn deployments(db: &mut Db, project_id: i64) -> MlResult<Vec<i64>> {
     rows.iter().map(|r| int(r, 0)).collect()
 }
 
+/// What a project's deployed model was trained with and on, as a drift
+/// check and a scheduled retraining read it.
+pub struct DeployedTraining {
+    pub model_id: i64,
+    pub algorithm: String,
+    pub hyperparams: Value,
+    /// None: the model has no snapshot (an imported model).
+    pub snapshot: Option<TrainingSnapshot>,
+    /// `pgml.projects.drift_thresholds` (an empty object when unset).
+    pub drift_thresholds: Value,
+}
+
+pub struct TrainingSnapshot {
+    pub relation: String,
+    pub y_columns: Vec<String>,
+    pub test_size: f64,
+    pub test_sampling: String,
+    /// Per column: name, label, preprocessor, statistics.
+    pub columns: Vec<Value>,
+    pub analysis: Value,
+}
+
+/// The deployed model of `project` with its snapshot; None when the
+/// project has no deployed model.
+pub async fn deployed_training(db: &mut Db, project: &str) -> MlResult<Option<DeployedTraining>> {
+    let rows = db
+        .query(
+            "SELECT m.id::text, m.algorithm, m.hyperparams::text, coalesce(p.drift_thresholds, '{}')::text, \
+                    s.relation_name, coalesce(array_to_json(s.y_column_name), '[]')::text, \
+                    s.test_size::text, s.test_sampling, coalesce(s.columns, '[]')::text, \
+                    coalesce(s.analysis, '{}')::text \
+             FROM pgml.projects p \
+             JOIN LATERAL (SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = p.id \
+                           ORDER BY d.created_at DESC, d.id DESC LIMIT 1) d ON true \
+             JOIN pgml.models m ON m.id = d.model_id \
+             LEFT JOIN pgml.snapshots s ON s.id = m.snapshot_id \
+             WHERE p.name = $1",
+            &[Some(project)],
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let [Some(id), Some(algorithm), Some(hyperparams), Some(thresholds), relation, Some(y), test_size, sampling, Some(columns), Some(analysis)] =
+        <[Option<String>; 10]>::try_from(row)
+            .map_err(|_| MlError::Internal("bad deployed model row".into()))?
+    else {
+        return Err(MlError::Internal(format!(
+            "deployed model row of project \"{project}\""
+        )));
+    };
+    let json = |text: &str| {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| MlError::Internal(format!("catalog JSON of project \"{project}\": {e}")))
+    };
+    let snapshot = match (relation, test_size, sampling) {
+        (Some(relation), Some(test_size), Some(test_sampling)) => Some(TrainingSnapshot {
+            relation,
+            y_columns: json(&y)?
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            test_size: test_size.parse().unwrap_or(0.25),
+            test_sampling,
+            columns: match json(&columns)? {
+                Value::Array(columns) => columns,
+                _ => Vec::new(),
+            },
+            analysis: json(&analysis)?,
+        }),
+        _ => None,
+    };
+    Ok(Some(DeployedTraining {
+        model_id: id
+            .parse()
+            .map_err(|_| MlError::Internal(format!("model id {id}")))?,
+        algorithm,
+        hyperparams: json(&hyperparams)?,
+        snapshot,
+        drift_thresholds: json(&thresholds)?,
+    }))
+}
+
+/// The feature columns of a snapshot's `columns` (labels left out).
+pub fn feature_columns(columns: &[Value]) -> impl Iterator<Item = &Value> {
+    columns
+        .iter()
+        .filter(|c| c.get("label").and_then(Value::as_bool) != Some(true))
+}
+
 /// The deployed model of a project, by name.
 pub async fn deployed(db: &mut Db, project: &str) -> MlResult<Option<ModelRow>> {
     let sql = format!(

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use self::compare::{Baseline, Observed, Statistic};
+use super::catalog;
 use super::db::Db;
 use super::error::{MlError, MlResult};
 use super::exec::Rows;
@@ -135,70 +136,46 @@ fn report(base: &Baselines, seen: &[Observed]) -> Vec<Drift> {
 
 /// The deployed model's training statistics and the project's thresholds.
 pub async fn baselines(db: &mut Db, project: &str) -> MlResult<Baselines> {
-    let rows = db
-        .query(
-            "SELECT m.id::text, s.relation_name, coalesce(s.columns, 'null')::text, \
-                    (s.analysis->>'train_rows'), coalesce(p.drift_thresholds, '{}')::text \
-             FROM pgml.projects p \
-             JOIN LATERAL (SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = p.id \
-                           ORDER BY d.created_at DESC, d.id DESC LIMIT 1) d ON true \
-             JOIN pgml.models m ON m.id = d.model_id \
-             LEFT JOIN pgml.snapshots s ON s.id = m.snapshot_id \
-             WHERE p.name = $1",
-            &[Some(project)],
-        )
-        .await?;
-    let Some([Some(id), relation, Some(columns), train_rows, Some(thresholds)]) = rows
-        .into_iter()
-        .next()
-        .and_then(|r| <[Option<String>; 5]>::try_from(r).ok())
-    else {
-        return Err(MlError::UndefinedObject(format!(
-            "project \"{project}\" has no deployed model"
-        )));
+    let trained = catalog::deployed_training(db, project)
+        .await?
+        .ok_or_else(|| {
+            MlError::UndefinedObject(format!("project \"{project}\" has no deployed model"))
+        })?;
+    let model_id = trained.model_id;
+    let no_statistics = || {
+        MlError::Disabled(format!(
+            "model {model_id} of project \"{project}\" has no training statistics to compare with (an imported model)"
+        ))
     };
-    let model_id: i64 = id
-        .parse()
-        .map_err(|_| MlError::Internal(format!("model id {id}")))?;
-    let columns: Value = serde_json::from_str(&columns)
-        .map_err(|e| MlError::Internal(format!("snapshot columns of model {model_id}: {e}")))?;
-    let train_rows = train_rows.and_then(|t| t.parse::<f64>().ok());
-    let features: Vec<(String, Baseline)> = columns
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c.get("label").and_then(Value::as_bool) != Some(true))
+    let snapshot = trained.snapshot.ok_or_else(no_statistics)?;
+    let train_rows = snapshot.analysis.get("train_rows").and_then(Value::as_f64);
+    let features: Vec<(String, Baseline)> = catalog::feature_columns(&snapshot.columns)
         .filter_map(|c| {
             let name = c.get("name")?.as_str()?.to_string();
             let baseline = Baseline::from_statistics(c.get("statistics")?, train_rows)?;
             Some((name, baseline))
         })
         .collect();
-    let relation = match relation {
-        Some(r) if !features.is_empty() => r,
-        _ => {
-            return Err(MlError::Disabled(format!(
-                "model {model_id} of project \"{project}\" has no training statistics to compare with (an imported model)"
-            )))
-        }
-    };
+    if features.is_empty() {
+        return Err(no_statistics());
+    }
     Ok(Baselines {
         model_id,
-        relation,
+        relation: snapshot.relation,
         features,
-        thresholds: thresholds_of(project, &thresholds)?,
+        thresholds: thresholds_of(project, &trained.drift_thresholds)?,
     })
 }
 
 /// The defaults, overridden by `pgml.projects.drift_thresholds`.
-fn thresholds_of(project: &str, json: &str) -> MlResult<[f64; 4]> {
+fn thresholds_of(project: &str, json: &Value) -> MlResult<[f64; 4]> {
     let mut t = Statistic::ALL.map(Statistic::default_threshold);
     let bad = || {
         MlError::invalid(format!(
             "pgml.projects.drift_thresholds of project \"{project}\" must be an object of numbers with keys psi, ks, linf, missing; it is {json}"
         ))
     };
-    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) else {
+    let Value::Object(map) = json else {
         return Err(bad());
     };
     for (key, value) in map {
@@ -217,10 +194,11 @@ mod tests {
 
     #[test]
     fn thresholds_default_and_override() {
-        assert_eq!(thresholds_of("p", "{}").unwrap(), [0.2, 0.1, 0.3, 0.05]);
-        assert_eq!(thresholds_of("p", r#"{"ks": 0.5}"#).unwrap()[1], 0.5);
+        let t = |text: &str| thresholds_of("p", &serde_json::from_str(text).unwrap());
+        assert_eq!(t("{}").unwrap(), [0.2, 0.1, 0.3, 0.05]);
+        assert_eq!(t(r#"{"ks": 0.5}"#).unwrap()[1], 0.5);
         for bad in [r#"{"kl": 1}"#, r#"{"psi": "x"}"#, "[1]"] {
-            assert_eq!(thresholds_of("p", bad).unwrap_err().sqlstate(), "22023");
+            assert_eq!(t(bad).unwrap_err().sqlstate(), "22023");
         }
     }
 }

@@ -20,6 +20,7 @@ use super::Condition;
 use crate::backend::registry::Pool;
 use crate::backend::Server;
 use crate::ml::args::{DeployRule, TrainArgs};
+use crate::ml::catalog;
 use crate::ml::drift;
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::exec;
@@ -380,52 +381,19 @@ struct Retrain {
 
 impl Retrain {
     async fn read(db: &mut crate::ml::db::Db, project: &str) -> MlResult<Retrain> {
-        let rows = db
-            .query(
-                "SELECT m.algorithm, m.hyperparams::text, s.relation_name, \
-                        coalesce(array_to_json(s.y_column_name), '[]')::text, s.test_size::text, \
-                        s.test_sampling, coalesce(s.columns, '[]')::text, \
-                        coalesce(s.analysis->>'samples', '0') \
-                 FROM pgml.projects p \
-                 JOIN LATERAL (SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = p.id \
-                               ORDER BY d.created_at DESC, d.id DESC LIMIT 1) d ON true \
-                 JOIN pgml.models m ON m.id = d.model_id \
-                 JOIN pgml.snapshots s ON s.id = m.snapshot_id WHERE p.name = $1",
-                &[Some(project)],
-            )
-            .await?;
-        let Some(
-            [Some(algorithm), Some(hyperparams), Some(relation), Some(y), Some(test_size), Some(sampling), Some(columns), Some(samples)],
-        ) = rows
-            .into_iter()
-            .next()
-            .and_then(|r| <[Option<String>; 8]>::try_from(r).ok())
-        else {
-            return Err(MlError::UndefinedObject(format!(
+        let none = || {
+            MlError::UndefinedObject(format!(
                 "project \"{project}\" has no deployed model trained on a relation to retrain"
-            )));
+            ))
         };
-        let json = |text: &str| {
-            serde_json::from_str::<Value>(text).map_err(|e| {
-                MlError::Internal(format!("catalog JSON of project \"{project}\": {e}"))
-            })
-        };
-        let Value::Object(hyperparams) = json(&hyperparams)? else {
+        let trained = catalog::deployed_training(db, project)
+            .await?
+            .ok_or_else(none)?;
+        let snapshot = trained.snapshot.ok_or_else(none)?;
+        let Value::Object(hyperparams) = trained.hyperparams else {
             return Err(MlError::Internal("hyperparams is not an object".into()));
         };
-        let y_columns = json(&y)?
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let preprocess = json(&columns)?
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c.get("label").and_then(Value::as_bool) != Some(true))
+        let preprocess = catalog::feature_columns(&snapshot.columns)
             .filter_map(|c| {
                 Some((
                     c.get("name")?.as_str()?.to_string(),
@@ -434,14 +402,18 @@ impl Retrain {
             })
             .collect();
         Ok(Retrain {
-            algorithm,
+            algorithm: trained.algorithm,
             hyperparams,
-            relation,
-            y_columns,
-            test_size: test_size.parse().unwrap_or(0.25),
-            test_sampling: Sampling::parse(&sampling)?,
+            relation: snapshot.relation,
+            y_columns: snapshot.y_columns,
+            test_size: snapshot.test_size,
+            test_sampling: Sampling::parse(&snapshot.test_sampling)?,
             preprocess,
-            rows: samples.parse().unwrap_or(0),
+            rows: snapshot
+                .analysis
+                .get("samples")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
         })
     }
 
