@@ -135,13 +135,11 @@ async fn read_catalog(pool: &Arc<Pool>, name: &str) -> crate::ml::error::MlResul
     };
     let deployments = db
         .query(
-            "SELECT d.model_id::text, m.algorithm, d.strategy, d.created_at::text, \
-                    m.metrics->>(CASE p.task WHEN 'regression' THEN 'r2' WHEN 'classification' THEN 'f1' \
-                                 WHEN 'clustering' THEN 'silhouette' ELSE 'cumulative_explained_variance' END) \
+            "SELECT d.model_id::text, m.algorithm, d.strategy, d.created_at::text, m.metrics->>$2 \
              FROM pgml.deployments d JOIN pgml.models m ON m.id = d.model_id \
              JOIN pgml.projects p ON p.id = d.project_id WHERE p.name = $1 \
              ORDER BY d.created_at DESC, d.id DESC LIMIT 20",
-            &[Some(name)],
+            &[Some(name), Some(model.task.key_metric())],
         )
         .await?;
     let runs = db
