@@ -212,7 +212,7 @@ impl Session {
                     .into_iter()
                     .enumerate()
                     .map(|(i, (v, binary))| {
-                        let oid = call.param_types.get(i).copied().unwrap_or(0);
+                        let oid = call.param_type(i);
                         v.map(|b| typed_param_text(b, binary, oid)).transpose()
                     })
                     .collect();
@@ -235,12 +235,10 @@ impl Session {
                         return self.predict_describe(kind, name).await;
                     };
                     // Parameters are described as the client declared them,
-                    // else as text: the proxy reads either.
+                    // else by the argument they stand for: the proxy reads
+                    // each as described.
                     let types: Vec<u32> = (0..call.param_count())
-                        .map(|i| match call.param_types.get(i) {
-                            Some(&oid) if oid != 0 => oid,
-                            _ => crate::net::oid::TEXT,
-                        })
+                        .map(|i| call.param_type(i))
                         .collect();
                     messages::parameter_description(&mut out, &types);
                     exec::describe(call, &mut out);

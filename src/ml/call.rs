@@ -153,6 +153,26 @@ impl FnCall {
         self.args.iter().find(|(n, _)| *n == name).map(|(_, a)| a)
     }
 
+    /// The type of parameter `i` (0-based) as the client sees it: as it
+    /// declared it; else the type of the argument it stands for where that
+    /// is not text (`pgml.schedule`'s `every` is an interval, as Postgres
+    /// would describe it, so a driver sends it as one); else text.
+    pub fn param_type(&self, i: usize) -> u32 {
+        use crate::net::oid;
+        if let Some(&declared) = self.param_types.get(i).filter(|&&t| t != 0) {
+            return declared;
+        }
+        let argument = self
+            .args
+            .iter()
+            .find(|(_, a)| *a == Arg::Param(i + 1))
+            .map(|(name, _)| *name);
+        match argument {
+            Some("every") => oid::INTERVAL,
+            _ => oid::TEXT,
+        }
+    }
+
     /// Highest `$n` used, so Parse can describe that many parameters.
     pub fn param_count(&self) -> usize {
         fn max_param(arg: &Arg) -> usize {

@@ -26,6 +26,21 @@ pub fn interval_binary(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A binary interval (`interval_send`'s 16 bytes) as text Postgres reads
+/// back exactly: `M mons D days U microseconds`.
+pub fn interval_input(bytes: &[u8]) -> Option<String> {
+    let micros = i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let days = i32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+    let months = i32::from_be_bytes(
+        bytes
+            .get(12..16)
+            .filter(|_| bytes.len() == 16)?
+            .try_into()
+            .ok()?,
+    );
+    Some(format!("{months} mons {days} days {micros} microseconds"))
+}
+
 /// `[+-]HH:MM:SS[.ffffff]` → microseconds.
 fn time_micros(token: &str) -> Option<i64> {
     let (sign, rest) = match token.as_bytes().first()? {
@@ -106,6 +121,13 @@ mod tests {
         assert_eq!(interval("-00:00:01.25"), (-1_250_000, 0, 0));
         assert_eq!(interval("3 mons"), (0, 0, 3));
         assert!(interval_binary("1 fortnight").is_none());
+        // A binary parameter read back as text Postgres reads exactly.
+        let b = interval_binary("1 year 2 mons -3 days +04:05:06").unwrap();
+        assert_eq!(
+            interval_input(&b).unwrap(),
+            "14 mons -3 days 14706000000 microseconds"
+        );
+        assert!(interval_input(&b[..15]).is_none());
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub const OID: u32 = 26;
 pub const FLOAT4: u32 = 700;
 pub const FLOAT8: u32 = 701;
 pub const NUMERIC: u32 = 1700;
+pub const INTERVAL: u32 = 1186;

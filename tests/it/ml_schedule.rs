@@ -566,6 +566,26 @@ impl<'a> FromSql<'a> for Interval {
     }
 }
 
+/// Sent as `interval_send` writes it: a driver's binary interval parameter.
+impl tokio_postgres::types::ToSql for Interval {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.micros.to_be_bytes());
+        out.extend_from_slice(&self.days.to_be_bytes());
+        out.extend_from_slice(&self.months.to_be_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 /// (4) Conditions: 'new_rows > 100' skips until 101 rows came, then
 /// trains; bad arguments are refused with their SQLSTATEs; unschedule
 /// stops the runs.
@@ -738,8 +758,15 @@ async fn conditions_errors_and_unschedule() {
             ("next_run".to_string(), Type::TIMESTAMPTZ),
         ]
     );
+    // `every` is described as an interval, as Postgres describes it, and
+    // sent as one in binary.
+    let two_seconds = Interval {
+        micros: 2_000_000,
+        days: 0,
+        months: 0,
+    };
     let typed = client
-        .query_one(&statement, &[&"c", &"2 seconds", &"new_rows > 100"])
+        .query_one(&statement, &[&"c", &two_seconds, &"new_rows > 100"])
         .await
         .unwrap_or_else(|e| panic!("pgml.schedule with parameters: {e:?}"));
     assert_eq!(typed.get::<_, String>("project"), "c");

@@ -90,6 +90,9 @@ pub fn typed_param_text(value: &[u8], binary: bool, oid: u32) -> MlResult<String
         binary::FLOAT4 | binary::FLOAT8 | binary::NUMERIC => {
             Ok(binary::scalar(oid, value)?.to_string())
         }
+        crate::net::oid::INTERVAL => crate::ml::pgtime::interval_input(value).ok_or_else(|| {
+            crate::ml::MlError::invalid("a binary interval parameter must be 16 bytes")
+        }),
         _ => Ok(param_text(value, true)),
     }
 }
