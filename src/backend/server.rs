@@ -148,6 +148,9 @@ pub struct ServerState {
     pub session: Vec<String>,
     /// The connection cannot be reused (I/O error, protocol confusion, FATAL).
     pub broken: bool,
+    /// The server ended the session with a FATAL (or PANIC) error, which
+    /// the client was sent as the server's last word.
+    pub fatal: bool,
     /// DDL ran here, or the server refused a statement whose cached plan
     /// went stale ("cached plan must not change result type", after DDL
     /// elsewhere): the pool's plans epoch moves on (see `Pool::plans_epoch`).
@@ -233,6 +236,7 @@ impl ServerState {
             changes: ParamChanges::default(),
             session: Vec::new(),
             broken: false,
+            fatal: false,
             plans_stale: false,
             synced: 0,
         }
@@ -314,6 +318,7 @@ impl ServerState {
                 let fields = parse_error_fields(body);
                 if fields.severity == "FATAL" || fields.severity == "PANIC" {
                     self.broken = true;
+                    self.fatal = true;
                 } else if fields.code == "0A000"
                     && fields.message == "cached plan must not change result type"
                 {

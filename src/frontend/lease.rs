@@ -400,9 +400,9 @@ impl Session {
     pub(super) async fn on_server_lost(&mut self) -> Flow {
         // A pinned client's locks, temporary tables... went with it.
         let pinned = self.pinned();
-        let addr = match std::mem::replace(&mut self.server.binding, Binding::Idle) {
-            Binding::One(p) => p.server.addr.to_string(),
-            _ => String::new(),
+        let (addr, told) = match std::mem::replace(&mut self.server.binding, Binding::Idle) {
+            Binding::One(p) => (p.server.addr.to_string(), p.server.state.fatal),
+            _ => (String::new(), false),
         };
         self.returned();
         let ban_time = self.server.last_pool.settings().ban_time;
@@ -417,11 +417,17 @@ impl Session {
             // The client asked for nothing and had nothing there: it has
             // nothing to be told (its next statement finds another server,
             // or waits for one).
-            return Flow::Continue;
-        }
-        // Owed answers, mid-transaction or pinned: what ran is unknown or
+            // Owed answers, mid-transaction or pinned: what ran is unknown or
         // the client's state is gone. Closed, as a direct connection to a
-        // server that died would be (and as pgcat does).
+        // server that died would be (and as pgcat does); with the server's
+        // own FATAL (a shutdown's 57P01) as the only error when it sent
+        // one, as Postgres ends a session with one.
+        if told {
+            let _ = self.flush_client().await;
+        } else {
+            self.fatal(&err).await;
+        }
+t does).
         self.fatal(&err).await;
         Flow::Close
     }

@@ -342,6 +342,50 @@ async fn busy_clients_lose_at_most_the_statement_in_flight_through_a_crash_resta
     }
 }
 
+/// How psycopg 3 sees its statement end when Postgres stops (fast) under
+/// it: the JSON tests/it/clients/shutdown_mid_statement.py printed.
+fn stopped_under(url: &str, pg: &PgCluster) -> serde_json::Value {
+    use std::io::BufRead;
+    let script = format!(
+        "{}/tests/it/clients/shutdown_mid_statement.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut child = Command::new(python())
+        .args([&script, url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the psycopg client");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(|l| l.ok());
+    assert_eq!(
+        first.as_deref(),
+        Some("running"),
+        "the client did not start"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    pg.stop();
+    let last = lines.map_while(|l| l.ok()).last().unwrap_or_default();
+    let _ = child.wait();
+    serde_json::from_str(&last).unwrap_or_else(|e| panic!("client output {last:?}: {e}"))
+}
+
+/// A statement Postgres ends with FATAL 57P01 when it stops: through
+/// pgmlcat libpq (under psycopg 3) gets that one error, as directly (a
+/// second FATAL of pgmlcat's own, as the connection closed, made psycopg's
+/// COMMIT raise "received 2 results" with no SQLSTATE).
+#[test]
+fn a_statement_ended_by_a_shutdown_gets_the_servers_one_error() {
+    let pg = PgCluster::start();
+    let direct = stopped_under(&direct_url(&pg), &pg);
+    // libpq adds its own error (no SQLSTATE) when the connection closes.
+    assert_eq!(direct["results"][0], "57P01", "directly: {direct}");
+    pg.restart();
+    let port = free_port();
+    let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
+    let through = stopped_under(&proxy.url("app", "app_pw", "app"), &pg);
+    assert_eq!(through, direct, "through pgmlcat\n{}", proxy.log());
+}
+
 async fn server_port(c: &tokio_postgres::Client) -> u16 {
     let row = c
         .query_one("select inet_server_port()", &[])
