@@ -443,6 +443,9 @@ impl ServerPool {
         }
         server.used_ms = now_ms;
         server.resend = super::server::Resend::Off;
+        if let Some(s) = &server.stats {
+            s.info.set_active(false); // SHOW SERVERS: idle again
+        }
         self.idle.lock().push(server);
     }
 

@@ -219,9 +219,17 @@ async fn show_commands_match_what_clients_did() {
         "the console's own client is listed, as in PgBouncer"
     );
     let servers = show(&a, "SERVERS").await;
-    assert!(servers
-        .iter()
-        .any(|s| s["state"] == "active" && s["port"] == pg.port.to_string()));
+    let mine = |state: &str| {
+        servers
+            .iter()
+            .filter(|s| s["state"] == state && s["port"] == pg.port.to_string())
+            .count()
+    };
+    assert_eq!(mine("active"), 1, "as sv_active: {servers:?}");
+    assert!(
+        mine("idle") >= 1,
+        "connections back in the pool are idle: {servers:?}"
+    );
     let dbs = show(&a, "DATABASES").await;
     let app_db = dbs
         .iter()
