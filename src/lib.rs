@@ -40,7 +40,9 @@
 //!    rewrite a prediction, fan out to every shard, split an INSERT or COPY,
 //!    or forward to one shard and role. `dispatch` then matches on it.
 //! 4. **Lease.** Forwarding checks out a server from the chosen
-//!    [`backend::pool`] (a sync fast path when one is idle), brings its
+//!    [`backend::pool`] (a sync fast path when one is idle; a read skips
+//!    replicas that have not replayed the client's last write or are past
+//!    its lag bound, by the shard's [`backend::freshness`] clock), brings its
 //!    session parameters in line with the client's, and binds it to the
 //!    session until the transaction ends (transaction mode) or the client
 //!    leaves (session mode). Statements across shards hold a

@@ -13,6 +13,7 @@ use crate::app::{App, Shutdown};
 pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
     tokio::spawn(crate::frontend::listener::serve(app.clone(), listener));
     tokio::spawn(maintain_pools(app.clone()));
+    tokio::spawn(sample_freshness(app.clone()));
     let general = app.config().general.clone();
     if let Some(ms) = general.autoreload.and_then(|a| a.interval_ms()) {
         tokio::spawn(autoreload(app.clone(), Duration::from_millis(ms)));
@@ -96,6 +97,31 @@ async fn graceful_shutdown(app: &App) {
         );
     }
     app.shutdown.send_replace(Shutdown::Fast);
+}
+
+/// Samples replication positions every `freshness::POLL` for the pools
+/// whose clients need fresh replicas now (a write's replay to wait for, a
+/// lag bound), and rests while none does.
+async fn sample_freshness(app: Arc<App>) {
+    use crate::backend::freshness;
+    loop {
+        let registry = app.registry.load_full();
+        let wanted: Vec<_> = registry
+            .pools()
+            .filter(|p| p.clock.wanted())
+            .cloned()
+            .collect();
+        drop(registry);
+        if wanted.is_empty() {
+            // Woken by the first client that needs it; the timeout only
+            // guards against a wake-up lost to a race.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), freshness::wake().notified()).await;
+            continue;
+        }
+        futures_util::future::join_all(wanted.iter().map(|p| p.sample_freshness())).await;
+        tokio::time::sleep(freshness::POLL).await;
+    }
 }
 
 async fn maintain_pools(app: Arc<App>) {

@@ -156,10 +156,13 @@ impl Health {
 }
 
 /// The query the monitor runs: role, WAL position, timeline, replay age.
-/// CASE keeps primary-only functions away from replicas.
+/// CASE keeps primary-only functions away from replicas. The primary's
+/// position is where WAL is inserted, not written: a commit acknowledged
+/// with `synchronous_commit = off` may not be written yet, and a read that
+/// must see it waits for a replica past where it ends (`freshness`).
 pub const MONITOR_SQL: &str = "select pg_is_in_recovery(), \
     (case when pg_is_in_recovery() then coalesce(pg_last_wal_replay_lsn(), '0/0') \
-          else pg_current_wal_lsn() end - '0/0'::pg_lsn)::int8, \
+          else pg_current_wal_insert_lsn() end - '0/0'::pg_lsn)::int8, \
     case when pg_is_in_recovery() then 0 \
          else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 end, \
     case when pg_is_in_recovery() then extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 end";

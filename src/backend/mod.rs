@@ -5,6 +5,7 @@
 
 pub mod auth_query;
 mod connect;
+pub mod freshness;
 pub mod health;
 pub mod held;
 pub mod listen;

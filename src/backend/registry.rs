@@ -12,6 +12,7 @@ use arc_swap::ArcSwapOption;
 use rand::Rng;
 
 use super::auth_query::AuthQuery;
+use super::freshness::{Clock, Need};
 use super::health::LagLimit;
 use super::listen::Listener;
 use super::pool::{PoolSettings, ServerPool, ServerTls};
@@ -51,6 +52,12 @@ pub struct Pool {
     /// Traffic counters for SHOW STATS and /metrics.
     pub counters: Arc<crate::stats::Counters>,
     pub lag_limit: LagLimit,
+    /// Replication positions over time, for reads that must see a client's
+    /// writes or be no more than so far behind.
+    pub clock: Clock,
+    /// Whether a client's reads after its write wait for replicas to
+    /// replay it (else go to the primary).
+    pub read_your_writes: bool,
     /// Whether pgml.* calls are answered for this pool.
     pub ml_enabled: bool,
     /// pgcat's: clients that failed to get a server this often are closed.
@@ -161,21 +168,35 @@ impl Pool {
     /// primary instead; replicas that are only behind (max_replica_lag)
     /// are not tried: the primary serves.
     pub fn choose(&self, shard: usize, target: Target) -> &Arc<ServerPool> {
+        self.choose_fresh(shard, target, Need::Any)
+    }
+
+    /// `choose`, among the replicas fresh enough for `need`: when none is
+    /// but some serve reads, the primary, which always is.
+    pub fn choose_fresh(&self, shard: usize, target: Target, need: Need) -> &Arc<ServerPool> {
         let primary = self.primary(shard);
-        if target == Target::Primary || self.shards[shard].len() == 1 {
+        if target == Target::Primary || self.shards[shard].len() == 1 || need == Need::Primary {
             return primary;
         }
         let reader = |s: &&Arc<ServerPool>| {
             !Arc::ptr_eq(s, primary)
                 && (s.health.role() == Role::Replica || s.addr.role == Role::Replica)
         };
+        let fresh = |s: &&Arc<ServerPool>| self.clock.meets(shard, need, s.health.lsn());
         let mut candidates: Vec<&Arc<ServerPool>> = self.shards[shard]
             .iter()
             .filter(|s| {
                 (target == Target::Any && Arc::ptr_eq(s, primary))
-                    || (reader(s) && s.health.serves_reads())
+                    || (reader(s) && s.health.serves_reads() && fresh(s))
             })
             .collect();
+        let stale = need != Need::Any
+            && self.shards[shard]
+                .iter()
+                .any(|s| reader(&s) && s.health.serves_reads());
+        if candidates.is_empty() && stale {
+            return primary;
+        }
         if candidates.is_empty() {
             if self.replica_fallback_to_primary {
                 return primary;
@@ -212,35 +233,53 @@ impl Pool {
 
     /// Refreshes roles, reachability and lag of replicated shards.
     pub async fn monitor(&self) {
-        for (shard, servers) in self.shards.iter().enumerate() {
-            if servers.len() < 2 {
-                continue; // nothing to choose between
+        for shard in 0..self.shards.len() {
+            self.observe_shard(shard).await;
+        }
+    }
+
+    /// Samples the replicated shards for reads that need fresh replicas
+    /// (see `freshness`), every shard at once.
+    pub async fn sample_freshness(&self) {
+        futures_util::future::join_all((0..self.shards.len()).map(|s| self.observe_shard(s))).await;
+    }
+
+    /// One round of the monitor on `shard`: every server observed at once,
+    /// the writer chosen, lag judged, the primary's position recorded on
+    /// the shard's clock.
+    async fn observe_shard(&self, shard: usize) {
+        let servers = &self.shards[shard];
+        if servers.len() < 2 {
+            return; // nothing to choose between
+        }
+        let round = self.clock.begin_round(shard);
+        let observations =
+            futures_util::future::join_all(servers.iter().map(|s| s.observe())).await;
+        let writer = self.primary(shard);
+        for s in servers {
+            s.health.set_writer(Arc::ptr_eq(s, writer));
+        }
+        let primary_lsn = servers
+            .iter()
+            .zip(&observations)
+            .filter_map(|(s, o)| {
+                o.filter(|o| !o.in_recovery)
+                    .map(|o| (s.health.timeline(), o.lsn))
+            })
+            .max()
+            .map(|(_, lsn)| lsn);
+        if let Some(lsn) = primary_lsn {
+            self.clock.record(shard, round, lsn);
+        }
+        for (server, observation) in servers.iter().zip(observations) {
+            let (Some(o), Some(primary_lsn)) = (observation, primary_lsn) else {
+                continue;
+            };
+            let lagging = o.in_recovery && self.lag_limit.exceeded(primary_lsn, &o);
+            if lagging != server.health.lagging() {
+                tracing::info!(server = %server.addr, lagging, behind = primary_lsn - o.lsn, "replica lag state changed");
             }
-            let observations =
-                futures_util::future::join_all(servers.iter().map(|s| s.observe())).await;
-            let writer = self.primary(shard);
-            for s in servers {
-                s.health.set_writer(Arc::ptr_eq(s, writer));
-            }
-            let primary_lsn = servers
-                .iter()
-                .zip(&observations)
-                .filter_map(|(s, o)| {
-                    o.filter(|o| !o.in_recovery)
-                        .map(|o| (s.health.timeline(), o.lsn))
-                })
-                .max()
-                .map(|(_, lsn)| lsn);
-            for (server, observation) in servers.iter().zip(observations) {
-                let (Some(o), Some(primary_lsn)) = (observation, primary_lsn) else {
-                    continue;
-                };
-                let lagging = o.in_recovery && self.lag_limit.exceeded(primary_lsn, &o);
-                if lagging != server.health.lagging() {
-                    tracing::info!(server = %server.addr, lagging, behind = primary_lsn - o.lsn, "replica lag state changed");
-                }
-                server.health.set_lagging(lagging);
-            }
+            server.health.set_lagging(lagging);
         }
     }
 
@@ -484,6 +523,7 @@ fn build_pool(
         .and_then(|p| p.server_params.load_full());
     // With one server per shard there is no role to choose: do not parse
     // every transaction for nothing.
+    let shards_len = shards.len();
     let mut route = RouteConfig::from_pool(pool_cfg);
     route.parser &= shards.iter().any(|s| s.len() > 1);
     let pool = Pool {
@@ -504,6 +544,8 @@ fn build_pool(
             bytes: pool_cfg.max_replica_lag,
             seconds: pool_cfg.max_replica_lag_seconds,
         },
+        clock: Clock::new(shards_len),
+        read_your_writes: pool_cfg.read_your_writes,
         analyses: Analyses::default(),
         server_params: ArcSwapOption::new(keep_params),
         listener: OnceLock::new(),

@@ -309,6 +309,9 @@ pub struct PoolConfig {
     /// pgmlcat: the same in seconds since the replica last replayed a
     /// transaction (counted only while it has WAL left to replay).
     pub max_replica_lag_seconds: Option<f64>,
+    /// pgmlcat: after a client's transaction on the primary commits, its
+    /// reads go only to replicas that replayed it (else the primary).
+    pub read_your_writes: bool,
     /// pgmlcat: the type of the sharding key column: bigint, text or uuid.
     pub sharding_key_type: crate::router::shard::KeyType,
     /// pgmlcat: sslmode and CA bundle for this pool's servers.
@@ -351,6 +354,7 @@ impl Default for PoolConfig {
             plugins: None,
             max_replica_lag: None,
             max_replica_lag_seconds: None,
+            read_your_writes: true,
             server_sslmode: None,
             server_tls_ca_file: None,
             ml: PoolMlConfig::default(),

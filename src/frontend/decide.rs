@@ -240,6 +240,8 @@ impl Session {
             target: self.target_for(analysis),
             runs: stmt.runs,
             waits: true,
+            max_lag: analysis.and_then(|a| a.max_lag),
+            writes: analysis.is_none_or(|a| a.may_write()),
         }
     }
 

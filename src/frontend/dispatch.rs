@@ -102,6 +102,8 @@ impl Session {
                     target: self.target_for(None),
                     runs: true,
                     waits: true,
+                    max_lag: None,
+                    writes: true,
                 };
                 if self.ensure_server(route, Protocol::Simple).await? {
                     self.forward(kind, msg);
@@ -445,6 +447,8 @@ impl Session {
                     target: self.target_for(analysis.as_deref()),
                     runs: stmt.runs,
                     waits: true,
+                    max_lag: analysis.as_deref().and_then(|a| a.max_lag),
+                    writes: analysis.as_deref().is_none_or(|a| a.may_write()),
                 })
             }
         })

@@ -29,6 +29,11 @@ pub(super) struct Route {
     /// not for a shard picked at random, where the error lets the next
     /// statement pick a healthy one.
     pub waits: bool,
+    /// The statement's `/* max_lag_ms: N */` bound on replica lag.
+    pub max_lag: Option<std::time::Duration>,
+    /// Whether the statement that placed it may write (not known to only
+    /// read): its commit on a primary is what later reads must see.
+    pub writes: bool,
 }
 
 /// Why one round of checkout found no server.
@@ -112,7 +117,14 @@ impl Session {
         if self.tx.deferred.is_some() || self.app.maybe_paused() {
             return None;
         }
-        let server_pool = self.pool.choose(route.shard, route.target).clone();
+        let need = match self.read_need(&route) {
+            Ok(need) => need,
+            Err(e) => return Some(Err(e)),
+        };
+        let server_pool = self
+            .pool
+            .choose_fresh(route.shard, route.target, need)
+            .clone();
         let pooled = server_pool.try_checkout()?;
         let params = &self.client.params;
         if !pooled
@@ -126,6 +138,7 @@ impl Session {
         let mut pooled = pooled;
         pooled.server.state.synced = params.fingerprint();
         self.bind(server_pool, pooled);
+        self.tx.wrote = self.may_write(&route);
         self.stats.info.set_state(ClientState::Active);
         Some(Ok(()))
     }
@@ -190,8 +203,12 @@ impl Session {
     async fn checkout_once(&mut self, route: Route) -> Result<(), NoServer> {
         let attempts = self.pool.shards[route.shard].len();
         let mut last = None;
+        let need = self.read_need(&route).map_err(NoServer::Other)?;
         for _ in 0..attempts {
-            let server_pool = self.pool.choose(route.shard, route.target).clone();
+            let server_pool = self
+                .pool
+                .choose_fresh(route.shard, route.target, need)
+                .clone();
             let pooled = match server_pool.try_checkout() {
                 Some(p) => p,
                 None => {
@@ -218,6 +235,7 @@ impl Session {
                 .await
                 .map_err(NoServer::Other)?;
             self.bind(server_pool, pooled);
+            self.tx.wrote = self.may_write(&route);
             return Ok(());
         }
         let e = last.unwrap_or_else(|| Error::ServerLost("no server available".into()));
@@ -292,8 +310,22 @@ impl Session {
         clean
     }
 
+    /// Whether the transaction `route` places may write on the primary: a
+    /// statement not known to only read, or any once the client forced
+    /// the primary (its statements are not parsed, and a transaction is
+    /// placed by its first). A batch that only prepares writes nothing,
+    /// unless it opens the client's transaction.
+    fn may_write(&self, route: &Route) -> bool {
+        let forced = self.client.route.role == crate::router::commands::RoleSetting::Primary;
+        route.target == Target::Primary
+            && (route.writes || forced)
+            && (route.runs || self.tx.deferred.is_some())
+    }
+
     /// Bookkeeping when the client gives its server back; the time it did.
     pub(super) fn returned(&mut self) -> Instant {
+        self.note_commit();
+        self.tx.wrote = false;
         self.cancel.entry.clear();
         self.client.statements.unnamed_left_server();
         self.server.pending.clear();
@@ -417,7 +449,9 @@ impl Session {
             // The client asked for nothing and had nothing there: it has
             // nothing to be told (its next statement finds another server,
             // or waits for one).
-            // Owed answers, mid-transaction or pinned: what ran is unknown or
+            return Flow::Continue;
+        }
+        // Owed answers, mid-transaction or pinned: what ran is unknown or
         // the client's state is gone. Closed, as a direct connection to a
         // server that died would be (and as pgcat does); with the server's
         // own FATAL (a shutdown's 57P01) as the only error when it sent
@@ -427,8 +461,6 @@ impl Session {
         } else {
             self.fatal(&err).await;
         }
-t does).
-        self.fatal(&err).await;
         Flow::Close
     }
 }

@@ -9,6 +9,7 @@ mod decide;
 mod dispatch;
 mod expect;
 mod extended;
+mod fresh;
 pub mod handshake;
 mod lease;
 pub mod listener;

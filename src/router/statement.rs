@@ -43,9 +43,19 @@ pub struct Analysis {
     /// Schema statements only (CREATE, ALTER, DROP, COMMENT...): under
     /// `default_shard = "all"`, without a key, they run on every shard.
     pub ddl: bool,
+    /// A `/* max_lag_ms: N */` comment: replicas no further behind serve it.
+    pub max_lag: Option<std::time::Duration>,
 }
 
 impl Analysis {
+    /// Whether it may write: anything not known to only read.
+    pub fn may_write(&self) -> bool {
+        !matches!(
+            self.intent,
+            Intent::Read | Intent::Begin { read_only: true }
+        )
+    }
+
     /// The shard the comment names, as a result for the client.
     pub fn comment_shard(&self) -> Option<Result<usize, Error>> {
         self.comment
@@ -85,6 +95,20 @@ fn is_schema_change(s: &sqlparser::ast::Statement) -> bool {
     )
 }
 
+/// The bound of a `/* max_lag_ms: N */` comment anywhere in `sql` (ORMs'
+/// comment tags go first or last).
+pub fn max_lag_comment(sql: &str) -> Option<std::time::Duration> {
+    const TAG: &str = "/* max_lag_ms:";
+    let at = sql.find(TAG)? + TAG.len();
+    let rest = &sql[at..];
+    let end = rest.find("*/")?;
+    rest[..end]
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_millis)
+}
+
 /// Works out the analysis of `sql` for a pool. Only sharded pools need
 /// more than the intent; the intent of a text longer than the parser may
 /// look at (`query_parser_max_length`) is a write.
@@ -111,6 +135,7 @@ pub fn analyse(sql: &str, sharding: &Sharding, route: &RouteConfig) -> Analysis 
         insert_split: None,
         copy_in: None,
         ddl: false,
+        max_lag: max_lag_comment(sql),
     };
     if sharding.shards <= 1 {
         return analysis;

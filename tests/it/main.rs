@@ -17,6 +17,7 @@ mod bad_input;
 mod clients;
 mod dashboard;
 mod drivers;
+mod freshness;
 mod lifecycle;
 mod limits;
 mod ml_anywhere;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// A pool over `primary` and `replicas`, splitting reads from writes.
-fn config(
+pub(crate) fn config(
     port: u16,
     primary: u16,
     replicas: &[u16],
@@ -111,10 +111,6 @@ async fn reads_go_to_replicas_and_writes_to_the_primary() {
         "still on the primary inside the transaction"
     );
     c.batch_execute("commit").await.expect("commit");
-    // BEGIN READ ONLY is a read transaction.
-    c.batch_execute("begin read only").await.expect("begin ro");
-    assert!(in_recovery(&c, "select pg_is_in_recovery()").await);
-    c.batch_execute("commit").await.expect("commit ro");
     // An empty transaction never needs a server.
     c.batch_execute("begin").await.expect("begin");
     c.batch_execute("rollback").await.expect("rollback");
@@ -122,6 +118,23 @@ async fn reads_go_to_replicas_and_writes_to_the_primary() {
     wait_until("replication", Duration::from_secs(5), || {
         replica.try_psql("app", "select count(*) from t").as_deref() == Ok("2")
     });
+    // BEGIN READ ONLY is a read transaction: on the replica once it
+    // replayed this client's writes (until then, the primary: see the
+    // freshness tests).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        c.batch_execute("begin read only").await.expect("begin ro");
+        let on_replica = in_recovery(&c, "select pg_is_in_recovery()").await;
+        c.batch_execute("commit").await.expect("commit ro");
+        if on_replica {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a read-only transaction never reached the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let n: i64 = c
         .query_one("select count(*) from t", &[])
         .await
@@ -154,7 +167,16 @@ async fn reads_go_to_replicas_and_writes_to_the_primary() {
     c.simple_query("SET SERVER ROLE TO 'auto'")
         .await
         .expect("set auto");
-    assert!(in_recovery(&c, "select pg_is_in_recovery()").await);
+    // Its statements on the forced primary may have written (they are not
+    // parsed): reads go back to the replica once it replayed them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !in_recovery(&c, "select pg_is_in_recovery()").await {
+        assert!(
+            Instant::now() < deadline,
+            "auto never read from the replica again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.simple_query("SET PRIMARY READS TO 'on'")
         .await
         .expect("primary reads");

@@ -87,6 +87,8 @@ pub struct Session {
     /// This client in SHOW CLIENTS.
     pub(super) stats: crate::stats::ClientHandle,
     pub(super) cancel: CancelHandle,
+    /// Which replicas its reads may use (read-your-writes, lag bounds).
+    pub(super) fresh: super::fresh::Fresh,
     shutdown: watch::Receiver<Shutdown>,
     stop_seen: bool,
     idle_timer: Option<Pin<Box<Sleep>>>,
@@ -281,6 +283,7 @@ impl Session {
                 deferred: None,
                 started: None,
                 ml_wrote: false,
+                wrote: false,
             },
             recovery: Recovery::None,
             batch: Batch::None,
@@ -288,6 +291,7 @@ impl Session {
             listening: None,
             stats,
             cancel,
+            fresh: Default::default(),
             shutdown: app.shutdown.subscribe(),
             stop_seen: false,
             idle_timer: None,

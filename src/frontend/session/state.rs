@@ -101,6 +101,9 @@ pub struct Transaction {
     /// deployed): predictions read their models through the block, not
     /// from the shared cache, until it ends.
     pub ml_wrote: bool,
+    /// The held server was chosen as the primary for a statement that may
+    /// write: the client's later reads must see the transaction's commit.
+    pub wrote: bool,
 }
 
 pub struct DeferredBegin {

@@ -1,0 +1,129 @@
+//! Which replicas a client's read may use (see `backend::freshness`): after
+//! a transaction of its own on the primary, only those that replayed it;
+//! with a lag bound (a `/* max_lag_ms: N */` comment, or `SET
+//! pgmlcat.max_lag_ms`, a session parameter like any other), only those
+//! no further behind. Nothing is asked of a client that has neither.
+
+use std::time::Duration;
+
+use super::lease::Route;
+use super::session::Session;
+use crate::backend::freshness::{Mark, Need};
+use crate::errors::{Error, Result};
+use crate::router::commands::RoleSetting;
+use crate::router::Target;
+
+/// The session parameter that bounds lag.
+pub const MAX_LAG_PARAMETER: &str = "pgmlcat.max_lag_ms";
+
+/// A client's freshness state.
+#[derive(Debug, Default)]
+pub struct Fresh {
+    /// Writes whose replay its reads wait for, one per shard at most.
+    marks: Vec<Mark>,
+    /// `pgmlcat.max_lag_ms` as last read, for the parameters' fingerprint.
+    set_bound: Option<(u64, Option<Duration>)>,
+}
+
+impl Session {
+    /// What a read routed by `route` needs of a replica.
+    pub(super) fn read_need(&mut self, route: &Route) -> Result<Need> {
+        let replicated = self
+            .pool
+            .shards
+            .get(route.shard)
+            .is_some_and(|s| s.len() > 1);
+        if route.target == Target::Primary || !replicated {
+            return Ok(Need::Any);
+        }
+        let bound = match route.max_lag {
+            Some(bound) => Some(bound),
+            None => self.set_bound()?,
+        };
+        // A client that chose its role (SET SERVER ROLE replica / any)
+        // reads where it said; only routing by content waits for writes.
+        let chosen = matches!(
+            self.client.route.role,
+            RoleSetting::Replica | RoleSetting::Any
+        );
+        let shard = route.shard;
+        let at = match chosen {
+            true => None,
+            false => self.fresh.marks.iter().position(|m| m.shard == shard),
+        };
+        let need = self
+            .pool
+            .clock
+            .need(at.map(|i| &mut self.fresh.marks[i]), bound);
+        if let (Some(i), Need::Reached(lsn)) = (at, need) {
+            // Every replica has it: nothing left to wait for.
+            let caught_up = self.pool.shards[shard]
+                .iter()
+                .filter(|s| !s.health.writer())
+                .all(|s| s.health.lsn() >= lsn);
+            if caught_up {
+                self.fresh.marks.swap_remove(i);
+            }
+        }
+        Ok(need)
+    }
+
+    /// The server goes back: if the client's transaction may have written
+    /// on a shard's primary, its reads there wait for the replay.
+    pub(super) fn note_commit(&mut self) {
+        let server = &self.server.last_pool;
+        if !self.tx.wrote || !self.pool.read_your_writes || !server.health.writer() {
+            return;
+        }
+        let shard = server.addr.shard;
+        if self.pool.shards.get(shard).is_none_or(|s| s.len() < 2) {
+            return;
+        }
+        let Some(mark) = self.pool.clock.mark(shard) else {
+            return;
+        };
+        self.fresh.marks.retain(|m| m.shard != shard);
+        self.fresh.marks.push(mark);
+    }
+
+    /// The session's `pgmlcat.max_lag_ms`, read again only when its
+    /// parameters changed. Postgres takes any text for a parameter of
+    /// ours, so the value is checked here, at the read it would route.
+    fn set_bound(&mut self) -> Result<Option<Duration>> {
+        let fingerprint = self.client.params.fingerprint();
+        if let Some((seen, bound)) = self.fresh.set_bound {
+            if seen == fingerprint {
+                return Ok(bound);
+            }
+        }
+        let bound = match self.client.params.get(MAX_LAG_PARAMETER) {
+            None | Some("") => None,
+            Some(v) => Some(parse_ms(v).ok_or_else(|| {
+                Error::InvalidParameter(format!(
+                    "invalid value for parameter \"{MAX_LAG_PARAMETER}\": \"{v}\" (a whole number of milliseconds)"
+                ))
+            })?),
+        };
+        self.fresh.set_bound = Some((fingerprint, bound));
+        Ok(bound)
+    }
+}
+
+/// Milliseconds as a bound.
+pub fn parse_ms(v: &str) -> Option<Duration> {
+    v.trim().parse::<u64>().ok().map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_whole_milliseconds() {
+        assert_eq!(parse_ms(" 100 "), Some(Duration::from_millis(100)));
+        assert_eq!(parse_ms("0"), Some(Duration::ZERO));
+        assert_eq!(parse_ms("1.5"), None);
+        assert_eq!(parse_ms("-1"), None);
+        assert_eq!(parse_ms("soon"), None);
+    }
+}
