@@ -3,11 +3,14 @@
 //! `auth_query_user` with `$1` standing for the user name. The hash checks
 //! the client's password (md5, or SCRAM with a SCRAM verifier) and, when
 //! it is an md5 hash, logs the pool in to the servers too (md5 pass-through:
-//! the hash is all md5 needs). It is fetched on the first login, kept, and
-//! fetched again when a client's password does not match it (the password
-//! may have changed in the database).
+//! the hash is all md5 needs; a SCRAM verifier logs servers in with the
+//! keys a client proves, see `scram`). It is fetched on the first login,
+//! kept for `auth_query_cache_ttl`, and fetched again when a client's
+//! password does not match it (the password may have changed in the
+//! database) or the TTL has passed (it may have been revoked there).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
@@ -19,16 +22,19 @@ pub struct AuthQuery {
     query: String,
     user: String,
     password: String,
-    /// The last hash fetched.
-    fetched: ArcSwapOption<Secret>,
+    /// How long a fetched hash is trusted.
+    ttl: Duration,
+    /// The last hash fetched, and when.
+    fetched: ArcSwapOption<(Arc<Secret>, Instant)>,
 }
 
 impl AuthQuery {
-    pub fn new(query: &str, user: &str, password: &str) -> AuthQuery {
+    pub fn new(query: &str, user: &str, password: &str, ttl: Duration) -> AuthQuery {
         AuthQuery {
             query: query.to_string(),
             user: user.to_string(),
             password: password.to_string(),
+            ttl,
             fetched: ArcSwapOption::empty(),
         }
     }
@@ -38,12 +44,16 @@ impl AuthQuery {
         (&self.query, &self.user, &self.password) == (&other.query, &other.user, &other.password)
     }
 
+    /// The hash last fetched, while the TTL trusts it.
     pub fn fetched(&self) -> Option<Arc<Secret>> {
-        self.fetched.load_full()
+        let kept = self.fetched.load_full()?;
+        (kept.1.elapsed() < self.ttl).then(|| kept.0.clone())
     }
 
-    pub fn keep(&self, secret: Option<Arc<Secret>>) {
-        self.fetched.store(secret);
+    /// What a predecessor fetched (a reload that left auth_query as it
+    /// was), with its age.
+    pub fn keep_from(&self, old: &AuthQuery) {
+        self.fetched.store(old.fetched.load_full());
     }
 
     /// The statement for `username`, the name quoted as a literal's
@@ -65,6 +75,7 @@ impl AuthQuery {
             user: self.user.clone(),
             md5: secret.md5_for(&self.user),
             password: Some(self.password.clone()),
+            scram: None,
         };
         let params = [(
             "application_name".to_string(),
@@ -96,7 +107,8 @@ impl AuthQuery {
             }
             hashed => Arc::new(hashed),
         };
-        self.fetched.store(Some(secret.clone()));
+        self.fetched
+            .store(Some(Arc::new((secret.clone(), Instant::now()))));
         Ok(secret)
     }
 }
@@ -107,7 +119,12 @@ mod tests {
 
     #[test]
     fn the_user_name_stays_inside_its_quotes() {
-        let q = AuthQuery::new("SELECT * FROM public.user_lookup('$1');", "u", "p");
+        let q = AuthQuery::new(
+            "SELECT * FROM public.user_lookup('$1');",
+            "u",
+            "p",
+            Duration::ZERO,
+        );
         assert_eq!(
             q.statement("x'); drop table t; --"),
             "SELECT * FROM public.user_lookup('x''); drop table t; --');"

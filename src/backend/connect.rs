@@ -8,6 +8,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+use crate::net::auth::scram::{KeyedClient, ScramError};
+
+/// A SCRAM exchange with a server: with the password, or with the keys a
+/// client proved it has (pass-through).
+enum Sasl {
+    Password(ScramSha256),
+    Keys(KeyedClient),
+}
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,7 +65,7 @@ impl Server {
     }
 
     async fn authenticate(&mut self, creds: &Credentials) -> Result<()> {
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<Sasl> = None;
         loop {
             let mut out = BytesMut::new();
             match self.recv_message().await? {
@@ -90,24 +99,45 @@ impl Server {
                             self.addr
                         )));
                     }
-                    let pw = self.need_password(creds, "SCRAM-SHA-256")?;
-                    let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                    let s = match (&creds.password, &creds.scram) {
+                        (Some(pw), _) => {
+                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response(
+                                "SCRAM-SHA-256",
+                                s.message(),
+                                &mut out,
+                            )?;
+                            Sasl::Password(s)
+                        }
+                        (None, Some(keys)) => {
+                            let (s, first) = KeyedClient::start(keys.clone());
+                            frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)?;
+                            Sasl::Keys(s)
+                        }
+                        (None, None) => return Err(self.no_password("SCRAM-SHA-256")),
+                    };
                     scram = Some(s);
                 }
                 Message::AuthenticationSaslContinue(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| Error::protocol("SASL continue before SASL start"))?;
-                    s.update(body.data()).map_err(lost)?;
-                    frontend::sasl_response(s.message(), &mut out)?;
+                    let message = match scram.as_mut() {
+                        Some(Sasl::Password(s)) => {
+                            s.update(body.data()).map_err(lost)?;
+                            s.message().to_vec()
+                        }
+                        Some(Sasl::Keys(s)) => {
+                            s.update(body.data()).map_err(|e| self.pass_through(e))?
+                        }
+                        None => return Err(Error::protocol("SASL continue before SASL start")),
+                    };
+                    frontend::sasl_response(&message, &mut out)?;
                 }
-                Message::AuthenticationSaslFinal(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| Error::protocol("SASL final before SASL start"))?;
-                    s.finish(body.data()).map_err(lost)?;
-                }
+                Message::AuthenticationSaslFinal(body) => match scram.as_mut() {
+                    Some(Sasl::Password(s)) => s.finish(body.data()).map_err(lost)?,
+                    Some(Sasl::Keys(s)) => {
+                        s.finish(body.data()).map_err(|e| self.pass_through(e))?
+                    }
+                    None => return Err(Error::protocol("SASL final before SASL start")),
+                },
                 Message::BackendKeyData(body) => self.key = (body.process_id(), body.secret_key()),
                 Message::ErrorResponse(body) => {
                     return Err(Error::ServerRefused {
@@ -147,9 +177,21 @@ impl Server {
             .ok_or_else(|| self.no_password(method))
     }
 
+    /// SCRAM pass-through failed against this server.
+    fn pass_through(&self, e: ScramError) -> Error {
+        let why = match e {
+            ScramError::Mismatch(why) | ScramError::Malformed(why) => why,
+            ScramError::BadProof => "proof rejected",
+        };
+        Error::Config(format!(
+            "server {}: SCRAM pass-through with the client's keys failed: {why} (the verifier pgmlcat checks clients with must be the server's own: copy it from pg_authid, or use auth_query)",
+            self.addr
+        ))
+    }
+
     fn no_password(&self, method: &str) -> Error {
         Error::Config(format!(
-            "server {} asks for {method} authentication, but no usable password is configured (set server_password or a plain password)",
+            "server {} asks for {method} authentication, but no usable password is configured (set server_password or a plain password; with a SCRAM verifier, servers are logged in to once a client logged in with SCRAM)",
             self.addr
         ))
     }

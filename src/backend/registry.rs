@@ -21,6 +21,7 @@ use crate::config::{
     AuthType, Config, LoadBalancingMode, PoolConfig, PoolMode, Role, SessionStateMode, UserConfig,
 };
 use crate::errors::{Error, Result};
+use crate::net::auth::scram::ClientKeys;
 use crate::net::auth::Secret;
 use crate::router::shard::Sharding;
 use crate::router::statement::Analyses;
@@ -136,6 +137,23 @@ impl Pool {
                 updated.credentials.md5 = md5;
                 server.update(updated);
             }
+        }
+    }
+
+    /// SCRAM pass-through: `user` proved it has `keys`; new connections to
+    /// servers this pool has no password for log in as that user with
+    /// them (a server that holds another verifier refuses, and says so).
+    pub fn log_in_servers_with_keys(&self, user: &str, keys: &ClientKeys) {
+        for server in self.all_servers() {
+            let settings = server.settings();
+            let creds = &settings.credentials;
+            if creds.password.is_some() || creds.user != user || creds.scram.as_ref() == Some(keys)
+            {
+                continue;
+            }
+            let mut updated = (*settings).clone();
+            updated.credentials.scram = Some(keys.clone());
+            server.update(updated);
         }
     }
 
@@ -454,6 +472,7 @@ fn settings_for(
                 .as_ref()
                 .and_then(|s| s.plain().map(str::to_string)),
             user: server_user,
+            scram: None,
         },
         prepared_cache_size: pool
             .prepared_statements_cache_size
@@ -496,7 +515,15 @@ fn build_pool(
                 .cloned();
             let server_pool = match reused {
                 Some(sp) => {
-                    sp.update(settings.clone());
+                    let mut settings = settings.clone();
+                    // Keys a client proved survive a reload that leaves the
+                    // login as it was (SCRAM pass-through).
+                    let old = &sp.settings().credentials;
+                    let creds = &mut settings.credentials;
+                    if creds.password.is_none() && creds.user == old.user {
+                        creds.scram.clone_from(&old.scram);
+                    }
+                    sp.update(settings);
                     sp
                 }
                 None => ServerPool::new(Arc::new(addr), name.clone(), settings.clone()),
@@ -510,13 +537,14 @@ fn build_pool(
     // reload that leaves it as it was.
     let auth_query = config
         .auth_query(pool_cfg)
-        .map(|(q, u, p)| AuthQuery::new(q, u, p));
+        .map(|(q, u, p)| AuthQuery::new(q, u, p, config.auth_query_cache_ttl(pool_cfg)));
     if let Some(aq) = &auth_query {
-        let kept = previous
+        if let Some(old) = previous
             .and_then(|p| p.auth_query.as_ref())
             .filter(|old| old.same_as(aq))
-            .and_then(AuthQuery::fetched);
-        aq.keep(kept);
+        {
+            aq.keep_from(old);
+        }
     }
     let keep_params = previous
         .filter(|p| p.shards.len() == shards.len() && Arc::ptr_eq(p.primary(0), &shards[0][0]))

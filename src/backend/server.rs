@@ -58,6 +58,9 @@ pub struct Credentials {
     pub password: Option<String>,
     /// md5 hash of password+user, enough for md5 auth.
     pub md5: Option<String>,
+    /// SCRAM keys a client proved it has (SCRAM pass-through), enough for
+    /// SCRAM auth against a server holding the same verifier.
+    pub scram: Option<crate::net::auth::scram::ClientKeys>,
 }
 
 pub struct Server {

@@ -195,6 +195,9 @@ pub struct General {
     pub auth_query_user: Option<String>,
     pub auth_query_password: Option<String>,
     // --- pgmlcat's additions ---
+    /// How long (seconds) a hash auth_query read is trusted before the
+    /// next login reads it again; 0: every login reads it.
+    pub auth_query_cache_ttl: Option<u64>,
     /// How long a client waits for a free server connection before 58000.
     /// Defaults to `connect_timeout`, which is what pgcat uses for it.
     pub checkout_timeout: Option<u64>,
@@ -258,6 +261,7 @@ impl Default for General {
             auth_query: None,
             auth_query_user: None,
             auth_query_password: None,
+            auth_query_cache_ttl: None,
             checkout_timeout: None,
             query_wait_timeout: 120_000,
             max_client_conn: 10_000,
@@ -302,6 +306,8 @@ pub struct PoolConfig {
     pub auth_query: Option<String>,
     pub auth_query_user: Option<String>,
     pub auth_query_password: Option<String>,
+    /// pgmlcat: this pool's auth_query_cache_ttl.
+    pub auth_query_cache_ttl: Option<u64>,
     pub plugins: Option<plugins::Plugins>,
     /// pgmlcat: a replica more than this many bytes of WAL behind its
     /// primary gets no reads until it catches up.
@@ -351,6 +357,7 @@ impl Default for PoolConfig {
             auth_query: None,
             auth_query_user: None,
             auth_query_password: None,
+            auth_query_cache_ttl: None,
             plugins: None,
             max_replica_lag: None,
             max_replica_lag_seconds: None,
@@ -457,6 +464,15 @@ impl Config {
             (Some(q), Some(u), Some(p)) => Some((q, u, p)),
             _ => None,
         }
+    }
+
+    /// How long a hash auth_query read is trusted (default 60 s).
+    pub fn auth_query_cache_ttl(&self, pool: &PoolConfig) -> std::time::Duration {
+        let secs = pool
+            .auth_query_cache_ttl
+            .or(self.general.auth_query_cache_ttl)
+            .unwrap_or(60);
+        std::time::Duration::from_secs(secs)
     }
 
     pub fn checkout_timeout(&self, pool: &PoolConfig, user: &UserConfig) -> u64 {

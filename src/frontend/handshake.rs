@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::backend::Pool;
 use crate::config::AuthType;
 use crate::errors::{Error, Result};
-use crate::net::auth::scram::{Exchange, ScramError};
+use crate::net::auth::scram::{ClientKeys, Exchange, ScramError};
 use crate::net::auth::{md5, Secret};
 use crate::net::codec::{self, cstr, read_i32};
 use crate::net::messages;
@@ -156,7 +156,9 @@ pub async fn login(
         drop(registry);
         let secret = crate::admin::admin_secret(app, &user);
         let ok = match auth_type {
-            AuthType::Scram => scram_exchange(stream, buf, &mut out, secret.as_ref()).await?,
+            AuthType::Scram => scram_exchange(stream, buf, &mut out, secret.as_ref())
+                .await?
+                .is_some(),
             // Only admin_auth_type says trust here (the general one's
             // trust became md5 above).
             AuthType::Trust => true,
@@ -224,7 +226,13 @@ pub async fn login(
                 }
         }
         AuthType::Scram => {
-            let ok = scram_exchange(stream, buf, &mut out, secret.as_ref()).await?;
+            let keys = scram_exchange(stream, buf, &mut out, secret.as_ref()).await?;
+            if let (Some(keys), Some(p)) = (&keys, &pool) {
+                // SCRAM pass-through: servers with no password of ours
+                // are logged in to with the keys the client proved.
+                p.log_in_servers_with_keys(&user, keys);
+            }
+            let ok = keys.is_some();
             if !ok {
                 // A stale verifier cannot be checked again in this
                 // exchange; the client's next try meets the fresh one.
@@ -292,7 +300,7 @@ async fn scram_exchange(
     buf: &mut BytesMut,
     out: &mut BytesMut,
     secret: Option<&Secret>,
-) -> Result<bool> {
+) -> Result<Option<ClientKeys>> {
     // An unknown user gets a made-up verifier so the exchange looks the same.
     let fallback;
     let verifier = match secret.and_then(Secret::scram_verifier) {
@@ -323,11 +331,11 @@ async fn scram_exchange(
     out.clear();
     let final_msg = read_auth_message(stream, buf).await?;
     match exchange.finish(&final_msg, verifier) {
-        Ok(server_final) if secret.is_some() => {
+        Ok((server_final, keys)) if secret.is_some() => {
             messages::auth_sasl_final(out, server_final.as_bytes());
-            Ok(true)
+            Ok(Some(keys))
         }
-        Ok(_) | Err(ScramError::BadProof) => Ok(false),
+        Ok(_) | Err(ScramError::BadProof) => Ok(None),
         Err(e) => Err(scram_error(e)),
     }
 }
@@ -336,6 +344,7 @@ fn scram_error(e: ScramError) -> Error {
     match e {
         ScramError::Malformed(why) => Error::protocol(format!("malformed SCRAM message: {why}")),
         ScramError::BadProof => Error::protocol("SCRAM proof rejected"),
+        ScramError::Mismatch(why) => Error::protocol(why),
     }
 }
 

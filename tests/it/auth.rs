@@ -333,3 +333,139 @@ async fn trust_for_the_console_and_per_user_as_pgcat() {
     assert_eq!(login(&no_pw("app", "app")).await, Ok(1));
     drop(proxy);
 }
+
+/// SCRAM pass-through: the config holds only the SCRAM verifier Postgres
+/// holds (no password anywhere); a client's SCRAM login gives pgmlcat the
+/// keys it logs in to the server with, for every new server connection,
+/// through a reload too. A verifier that is not the server's own is
+/// refused with a message that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_pass_through_needs_no_password_in_the_config() {
+    let pg = PgCluster::start_with(Auth::Scram);
+    let verifier = pg.psql(
+        "postgres",
+        "select rolpassword from pg_authid where rolname = 'app'",
+    );
+    let port = free_port();
+    let cfg = config(port, &pg, "scram-sha-256", "").replace(
+        "password = \"app_pw\"",
+        &format!("password = \"{verifier}\""),
+    );
+    assert!(!cfg.contains("app_pw"), "no plain password in the config");
+    let proxy = Proxy::start(port, &cfg);
+    let url = |pw: &str| proxy.url("app", pw, "app");
+    assert_eq!(login(&url("wrong")).await, Err("28P01".into()));
+    // Two clients in transactions at once: two server connections, each
+    // logged in with the first client's keys.
+    let (a, b) = (connect(&url("app_pw")).await, connect(&url("app_pw")).await);
+    a.batch_execute("begin").await.expect("begin");
+    b.batch_execute("begin").await.expect("begin");
+    let pids: Vec<i32> = futures_util::future::join_all([&a, &b].map(|c| async move {
+        c.query_one("select pg_backend_pid()", &[])
+            .await
+            .expect("on a server")
+            .get(0)
+    }))
+    .await;
+    assert_ne!(pids[0], pids[1], "two server connections");
+    let who: String = a
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(who, "app");
+    a.batch_execute("commit").await.expect("commit");
+    b.batch_execute("commit").await.expect("commit");
+    // A reload keeps the keys: new server connections still log in.
+    proxy.write_config(&cfg.replace("pool_size = 2", "pool_size = 3"));
+    proxy.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.psql(
+        "postgres",
+        "select pg_terminate_backend(pid) from pg_stat_activity where usename = 'app'",
+    );
+    let c = connect(&url("app_pw")).await;
+    let row = c.query_one("select 1", &[]).await;
+    let row = match row {
+        Ok(r) => r,
+        // The terminated connection may be handed out once, as directly.
+        Err(_) => c
+            .query_one("select 1", &[])
+            .await
+            .expect("a new server connection"),
+    };
+    assert_eq!(row.get::<_, i32>(0), 1);
+    // Other SCRAM clients: libpq's (psycopg 3) and asyncpg's own.
+    assert_eq!(
+        python_client("scram_login.py", &url("app_pw")),
+        r#"{"psycopg": "app", "asyncpg": "app"}"#
+    );
+
+    // A verifier for the same password but not the server's (another
+    // salt): clients log in to pgmlcat, the server refuses the keys.
+    let other = postgres_protocol::password::scram_sha_256(b"app_pw");
+    let port = free_port();
+    let proxy = Proxy::start(
+        port,
+        &config(port, &pg, "scram-sha-256", "")
+            .replace("password = \"app_pw\"", &format!("password = \"{other}\"")),
+    );
+    let err = tokio_postgres::connect(&proxy.url("app", "app_pw", "app"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("the server cannot take these keys");
+    let db = err.as_db_error().expect("an error from pgmlcat");
+    assert!(
+        db.message().contains("SCRAM pass-through"),
+        "the error says why: {db:?}"
+    );
+}
+
+/// auth_query with SCRAM verifiers: no password for the user anywhere,
+/// the verifier read through the dedicated auth_query_user checks the
+/// client and its keys log the pool in (SCRAM pass-through); what was read
+/// is trusted for auth_query_cache_ttl, then read again, so a password
+/// changed in the database stops working without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_with_scram_verifiers_and_a_ttl() {
+    let pg = PgCluster::start_with(Auth::Scram);
+    auth_query_setup(&pg);
+    let port = free_port();
+    let cfg = auth_query_config(port, &pg, "lookup_pw").replace(
+        "auth_query_user",
+        "auth_type = \"scram-sha-256\"\nauth_query_cache_ttl = 1\nauth_query_user",
+    );
+    let proxy = Proxy::start(port, &cfg);
+    let url = |pw: &str| proxy.url("shopper", pw, "app");
+    assert_eq!(login(&url("first")).await, Ok(1));
+    assert_eq!(login(&url("wrong")).await, Err("28P01".into()));
+    let c = connect(&url("first")).await;
+    let who: String = c
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("logged in to the server as shopper")
+        .get(0);
+    assert_eq!(who, "shopper");
+    // Changed in the database: once the TTL passed, the old password no
+    // longer logs in (with no login on the new one to prompt a re-read),
+    // and the new one does, its keys logging in new server connections.
+    pg.psql("app", "ALTER ROLE shopper PASSWORD 'second'");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(login(&url("first")).await, Err("28P01".into()));
+    pg.psql(
+        "postgres",
+        "select pg_terminate_backend(pid) from pg_stat_activity where usename = 'shopper'",
+    );
+    // Every server connection is gone: the next is logged in with the
+    // new password's keys.
+    assert_eq!(login(&url("second")).await, Ok(1));
+    // Same as directly.
+    let direct = |pw: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=shopper password={pw} dbname=app",
+            pg.port
+        )
+    };
+    assert_eq!(login(&direct("second")).await, Ok(1));
+    assert_eq!(login(&direct("first")).await, Err("28P01".into()));
+}

@@ -1,5 +1,10 @@
 //! The server side of SCRAM-SHA-256 (RFC 5802/7677) as Postgres speaks it,
-//! without channel binding. The client side is postgres-protocol's.
+//! without channel binding, and the client side for SCRAM pass-through:
+//! a client that proves it knows the password reveals its ClientKey (the
+//! proof is the key masked by a signature the verifier can compute), and
+//! with it and the verifier's ServerKey pgmlcat logs in to a server that
+//! holds the same verifier, as PgBouncer does, with no password anywhere.
+//! With a password, the client side is postgres-protocol's.
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -74,6 +79,106 @@ pub enum ScramError {
     Malformed(&'static str),
     /// The proof is wrong: bad password.
     BadProof,
+    /// The server's verifier is not the one the keys came from (another
+    /// salt or iteration count: the password differs there), or its
+    /// signature is wrong.
+    Mismatch(&'static str),
+}
+
+/// What a client proved it has in a SCRAM exchange: enough to log in to a
+/// server holding the same verifier, never the password. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKeys {
+    client_key: [u8; 32],
+    server_key: [u8; 32],
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+impl std::fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientKeys(redacted)")
+    }
+}
+
+/// The client side of SCRAM with keys instead of a password.
+pub struct KeyedClient {
+    keys: ClientKeys,
+    client_first_bare: String,
+    nonce: String,
+    /// The server signature to expect, once the proof is sent.
+    expected: Option<[u8; 32]>,
+}
+
+impl KeyedClient {
+    /// The exchange and its client-first-message.
+    pub fn start(keys: ClientKeys) -> (KeyedClient, Vec<u8>) {
+        let mut ours = [0u8; 18];
+        rand::thread_rng().fill_bytes(&mut ours);
+        let nonce = b64(&ours);
+        let client_first_bare = format!("n=,r={nonce}");
+        let first = format!("n,,{client_first_bare}").into_bytes();
+        let client = KeyedClient {
+            keys,
+            client_first_bare,
+            nonce,
+            expected: None,
+        };
+        (client, first)
+    }
+
+    /// Takes the server-first-message; returns the client-final-message.
+    pub fn update(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let text =
+            std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let attr = |name: &str| text.split(',').find_map(|a| a.strip_prefix(name));
+        let nonce = attr("r=").ok_or(ScramError::Malformed("no nonce"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError::Malformed(
+                "the server's nonce does not extend ours",
+            ));
+        }
+        let salt = attr("s=")
+            .and_then(unb64)
+            .ok_or(ScramError::Malformed("no salt"))?;
+        let iterations: u32 = attr("i=")
+            .and_then(|i| i.parse().ok())
+            .ok_or(ScramError::Malformed("no iteration count"))?;
+        if salt != self.keys.salt || iterations != self.keys.iterations {
+            return Err(ScramError::Mismatch(
+                "the server's SCRAM verifier has another salt or iteration count than pgmlcat's",
+            ));
+        }
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
+        let stored_key: [u8; 32] = Sha256::digest(self.keys.client_key).into();
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = self
+            .keys
+            .client_key
+            .iter()
+            .zip(signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        self.expected = Some(hmac(&self.keys.server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", b64(&proof)).into_bytes())
+    }
+
+    /// Checks the server-final-message's signature.
+    pub fn finish(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let text =
+            std::str::from_utf8(server_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let signature = text
+            .strip_prefix("v=")
+            .and_then(unb64)
+            .ok_or(ScramError::Malformed("no server signature"))?;
+        match self.expected {
+            Some(expected) if signature.ct_eq(&expected).unwrap_u8() == 1 => Ok(()),
+            _ => Err(ScramError::Mismatch(
+                "the server's SCRAM signature is wrong",
+            )),
+        }
+    }
 }
 
 impl Exchange {
@@ -112,8 +217,13 @@ impl Exchange {
         ))
     }
 
-    /// Takes the client-final-message; returns the server-final-message on success.
-    pub fn finish(self, client_final: &[u8], verifier: &Verifier) -> Result<String, ScramError> {
+    /// Takes the client-final-message; returns the server-final-message and
+    /// the keys the client proved it has, on success.
+    pub fn finish(
+        self,
+        client_final: &[u8],
+        verifier: &Verifier,
+    ) -> Result<(String, ClientKeys), ScramError> {
         let text =
             std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = text
@@ -141,7 +251,15 @@ impl Exchange {
             return Err(ScramError::BadProof);
         }
         let server_signature = hmac(&verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", b64(&server_signature)))
+        let keys = ClientKeys {
+            client_key: client_key
+                .try_into()
+                .map_err(|_| ScramError::Malformed("proof has the wrong length"))?,
+            server_key: verifier.server_key,
+            salt: verifier.salt.clone(),
+            iterations: verifier.iterations,
+        };
+        Ok((format!("v={}", b64(&server_signature)), keys))
     }
 }
 
@@ -156,11 +274,46 @@ mod tests {
         client
             .update(server_first.as_bytes())
             .expect("client accepts server-first");
-        let server_final = ex.finish(client.message(), verifier)?;
+        let (server_final, _) = ex.finish(client.message(), verifier)?;
         client
             .finish(server_final.as_bytes())
             .expect("client verifies server signature");
         Ok(())
+    }
+
+    /// The keys a client proves let pgmlcat log in to a server holding
+    /// the same verifier, and to no other.
+    #[test]
+    fn keys_from_a_client_log_in_where_the_verifier_is_the_same() {
+        let stored = postgres_protocol::password::scram_sha_256(b"s3cret");
+        let verifier = Verifier::parse(&stored).expect("parses");
+        // A client logs in to pgmlcat.
+        let mut client = ScramSha256::new(b"s3cret", ChannelBinding::unsupported());
+        let (ex, server_first) = Exchange::start(client.message(), &verifier).unwrap();
+        client.update(server_first.as_bytes()).unwrap();
+        let (_, keys) = ex.finish(client.message(), &verifier).unwrap();
+        // pgmlcat logs in, with those keys, to a "server" with the verifier.
+        let (mut ours, first) = KeyedClient::start(keys.clone());
+        let (server, server_first) = Exchange::start(&first, &verifier).unwrap();
+        let last = ours.update(server_first.as_bytes()).unwrap();
+        let (server_final, _) = server.finish(&last, &verifier).expect("the server accepts");
+        assert_eq!(ours.finish(server_final.as_bytes()), Ok(()));
+        assert_eq!(
+            ours.finish(b"v=AAAA"),
+            Err(ScramError::Mismatch(
+                "the server's SCRAM signature is wrong"
+            ))
+        );
+        // Another salt: refused before any proof is sent.
+        let other =
+            Verifier::parse(&postgres_protocol::password::scram_sha_256(b"s3cret")).unwrap();
+        let (mut ours, first) = KeyedClient::start(keys);
+        let (_, server_first) = Exchange::start(&first, &other).unwrap();
+        assert!(matches!(
+            ours.update(server_first.as_bytes()),
+            Err(ScramError::Mismatch(_))
+        ));
+        assert_eq!(format!("{:?}", ours.keys), "ClientKeys(redacted)");
     }
 
     #[test]
