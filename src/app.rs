@@ -47,6 +47,9 @@ pub struct App {
     /// pgml.* for every pool: settings, training slots, model cache, stats.
     pub ml: Arc<Ml>,
     pause: Pause,
+    /// A graceful shutdown with `so_reuseport` asks the listener to hand
+    /// new connections to the next process; it closes, then shuts down.
+    pub handoff: Notify,
 }
 
 /// PgBouncer's PAUSE: (database, user) patterns, None matching any.
@@ -74,7 +77,20 @@ impl App {
             shutdown: watch::channel(Shutdown::Running).0,
             started: Instant::now(),
             pause: Pause::default(),
+            handoff: Notify::new(),
         }))
+    }
+
+    /// Begins a graceful shutdown (SIGINT, the pgcat console's SHUTDOWN).
+    /// With `so_reuseport` the listener first hands new connections to the
+    /// process started beside this one and closes, so none is refused;
+    /// clients then finish their transactions as in any graceful shutdown.
+    pub fn stop_gracefully(&self) {
+        if self.config().general.so_reuseport {
+            self.handoff.notify_one(); // the listener goes on from there
+        } else {
+            self.shutdown.send_replace(Shutdown::Graceful);
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {

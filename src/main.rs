@@ -74,7 +74,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&addr).await?;
+        let listener =
+            pgmlcat::net::socket::bind_listener(&addr, loaded.config.general.so_reuseport)?;
         let app = pgmlcat::app::App::new(loaded.config, cli.config.clone())
             .map_err(|errors| std::io::Error::other(errors.join("; ")))?;
         // pgcat's words: scripts wait for them.

@@ -39,7 +39,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
             _ = hup.recv() => reload(&app, "SIGHUP"),
             _ = int.recv() => {
                 tracing::info!("SIGINT: graceful shutdown");
-                app.shutdown.send_replace(Shutdown::Graceful);
+                app.stop_gracefully();
             }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: fast shutdown");

@@ -179,7 +179,7 @@ async fn run(app: &App, dialect: Dialect, sql: &str, out: &mut BytesMut) -> Resu
         ["SHUTDOWN"] if dialect == Dialect::Pgcat => {
             // pgcat's: a graceful shutdown, as SIGINT, answered with a row.
             tracing::info!("admin SHUTDOWN: graceful shutdown");
-            app.shutdown.send_replace(Shutdown::Graceful);
+            app.stop_gracefully();
             let mut t = table::Table::new(&[("success", table::TEXT)]);
             t.row(vec![table::s("t")]);
             t.write(out, "SHUTDOWN");

@@ -212,6 +212,10 @@ pub struct General {
     /// The web dashboard's port on `host` (None or 0: off). Needs
     /// admin_password: pages ask for the admin credentials.
     pub dashboard_port: Option<u16>,
+    /// PgBouncer's: SO_REUSEPORT on the client listener, so a new process
+    /// can bind the port beside this one; a graceful shutdown then hands
+    /// new connections to it and closes the listener (rolling restart).
+    pub so_reuseport: bool,
     /// This process's id among `[peers]` (1..=16383; 0: none), encoded in
     /// the cancel keys it hands out, as PgBouncer's `peer_id`.
     pub peer_id: u16,
@@ -267,6 +271,7 @@ impl Default for General {
             max_client_conn: 10_000,
             max_message_size: 256 << 20,
             dashboard_port: None,
+            so_reuseport: false,
             peer_id: 0,
         }
     }

@@ -19,13 +19,35 @@ use crate::net::stream::Stream;
 /// How long a client may take from connect to logged in (Postgres: authentication_timeout).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a listener handing over keeps accepting: what was already in
+/// its queue, or half-way through a handshake, when new connections began
+/// to go to the next process.
+const HANDOFF_WINDOW: Duration = Duration::from_millis(500);
+
 /// Accepts until the process stops. During a graceful shutdown new
 /// connections are still accepted, so the admin console stays reachable
-/// and pool clients hear why they are refused (57P01) at once.
+/// and pool clients hear why they are refused (57P01) at once; with
+/// `so_reuseport` the listener hands over and closes first instead.
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
     let mut shutdown = app.shutdown.subscribe();
+    // Set once handing over: when the listener closes.
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
+        let close_at = closing.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
+            _ = app.handoff.notified(), if closing.is_none() => {
+                match crate::net::socket::hand_over(&listener) {
+                    Ok(()) => tracing::info!("handing new connections to the next process on this port"),
+                    Err(e) => tracing::warn!(error = %e, "could not steer new connections away; closing the listener anyway"),
+                }
+                closing = Some(tokio::time::Instant::now() + HANDOFF_WINDOW);
+            }
+            _ = tokio::time::sleep_until(close_at), if closing.is_some() => {
+                tracing::info!("listener closed: new connections go to the next process");
+                drop(listener);
+                app.shutdown.send_replace(Shutdown::Graceful);
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tokio::spawn(client_task(app.clone(), stream, peer));

@@ -471,3 +471,103 @@ async fn a_reload_that_changes_a_pool_empties_its_prepared_statement_cache() {
         .get(0);
     assert_eq!(v, 3);
 }
+
+/// A rolling restart with `so_reuseport`: a second process binds the port
+/// beside the first; SIGINT to the first hands new connections to the
+/// second and closes its listener, while its client in a transaction
+/// finishes it. A client connecting all along is never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_takes_over_the_port_while_the_first_drains() {
+    let pg = PgCluster::start();
+    let port = free_port();
+    let cfg = simple_config(port, &pg, "transaction", 4).replace(
+        "connect_timeout = 3000",
+        "connect_timeout = 3000\nso_reuseport = true\nshutdown_timeout = 20000",
+    );
+    let mut first = Proxy::start(port, &cfg);
+    let url = first.url("app", "app_pw", "app");
+    let held = connect(&url).await;
+    held.batch_execute("begin").await.expect("begin");
+    held.batch_execute("create temp table t (x int)")
+        .await
+        .expect("in the transaction");
+
+    let second = Proxy::start(port, &cfg);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !second.log().contains("Waiting for clients") {
+        assert!(
+            Instant::now() < deadline,
+            "the second process did not bind the port\n{}",
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Connects, queries and leaves, over and over, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let connecting = {
+        let (stop, url) = (stop.clone(), url.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let attempt = async {
+                    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                    let conn = tokio::spawn(conn);
+                    c.query_one("select 1", &[]).await?;
+                    drop(c);
+                    let _ = conn.await;
+                    Ok::<(), tokio_postgres::Error>(())
+                };
+                match attempt.await {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.signal("INT");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The first process still serves its client's transaction.
+    held.batch_execute("insert into t values (1)")
+        .await
+        .expect("the transaction goes on on the draining process");
+    held.batch_execute("commit").await.expect("commit");
+    drop(held);
+    let status = first.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| {
+        panic!(
+            "the first process did not exit once its client left\n{}",
+            first.log()
+        )
+    });
+    assert!(status.success(), "{}", first.log());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = connecting.await.expect("connecting client");
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections failed during the handover: {:?}\nfirst:\n{}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(3)],
+        first.log()
+    );
+    assert!(ok > 20, "only {ok} connections were tried");
+    assert!(
+        first
+            .log()
+            .contains("handing new connections to the next process"),
+        "{}",
+        first.log()
+    );
+    // The second process carries on alone.
+    let c = connect(&url).await;
+    assert_eq!(
+        c.query_one("select 1", &[])
+            .await
+            .expect("served")
+            .get::<_, i32>(0),
+        1
+    );
+}
