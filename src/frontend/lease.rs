@@ -228,12 +228,25 @@ impl Session {
             };
             let mut pooled = pooled;
             let params = &self.client.params;
-            // On failure the connection is dropped, so closed.
-            pooled
+            // On failure the connection is dropped, so closed. One that
+            // died (its server restarting) ran nothing of the client's: as
+            // an unreachable server, the writer is waited for and another
+            // replica tried.
+            match pooled
                 .server
                 .sync_parameters(params.wanted(), params.fingerprint())
                 .await
-                .map_err(NoServer::Other)?;
+            {
+                Ok(()) => {}
+                Err(e @ Error::ServerLost(_)) if server_pool.health.writer() => {
+                    return Err(NoServer::Writer(e))
+                }
+                Err(e @ Error::ServerLost(_)) => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(NoServer::Other(e)),
+            }
             self.bind(server_pool, pooled);
             self.tx.wrote = self.may_write(&route);
             return Ok(());
@@ -308,18 +321,6 @@ impl Session {
             }
         }
         clean
-    }
-
-    /// Whether the transaction `route` places may write on the primary: a
-    /// statement not known to only read, or any once the client forced
-    /// the primary (its statements are not parsed, and a transaction is
-    /// placed by its first). A batch that only prepares writes nothing,
-    /// unless it opens the client's transaction.
-    fn may_write(&self, route: &Route) -> bool {
-        let forced = self.client.route.role == crate::router::commands::RoleSetting::Primary;
-        route.target == Target::Primary
-            && (route.writes || forced)
-            && (route.runs || self.tx.deferred.is_some())
     }
 
     /// Bookkeeping when the client gives its server back; the time it did.

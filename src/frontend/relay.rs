@@ -20,6 +20,8 @@ const MAX_SERVER_MESSAGE: usize = 1 << 30;
 
 impl Session {
     pub(super) async fn on_server_data(&mut self) -> Result<Flow> {
+        // Whether the client keeps nothing on its server should it end.
+        let loses_nothing = self.tx.status == TxStatus::Idle && !self.pinned();
         let Binding::One(pooled) = &mut self.server.binding else {
             return Ok(Flow::Continue);
         };
@@ -99,10 +101,18 @@ impl Session {
                     Observed::Parameter(name, value) => params.reported(name, value),
                     Observed::Nothing => {}
                 }
-                if h.tag == tag::ERROR_RESPONSE && expect.is_empty() && server.state.broken {
+                if h.tag == tag::ERROR_RESPONSE
+                    && expect.is_empty()
+                    && server.state.broken
+                    && loses_nothing
+                {
                     // A FATAL (a shutdown) on a server the client owes
-                    // nothing on: it goes back to the pool, to be closed;
-                    // the client never asked, so it is not told.
+                    // nothing on and keeps nothing on: the client goes on
+                    // with another server and was never asked, so it is
+                    // not told. One in a transaction there, or pinned to
+                    // it, lost its session: it gets the server's FATAL, as
+                    // directly, and is closed (`on_server_lost`).
+                    server.state.fatal = false;
                     out.extend_from_slice(&server.buf[copied..pos]);
                     copied = pos + h.total;
                     edited = true;

@@ -342,26 +342,22 @@ async fn busy_clients_lose_at_most_the_statement_in_flight_through_a_crash_resta
     }
 }
 
-/// How psycopg 3 sees its statement end when Postgres stops (fast) under
-/// it: the JSON tests/it/clients/shutdown_mid_statement.py printed.
-fn stopped_under(url: &str, pg: &PgCluster) -> serde_json::Value {
+/// How psycopg 3 sees Postgres stop (fast) while it is in `mode` (see
+/// tests/it/clients/shutdown_mid_statement.py): the JSON it printed.
+fn stopped_under(url: &str, pg: &PgCluster, mode: &str) -> serde_json::Value {
     use std::io::BufRead;
     let script = format!(
         "{}/tests/it/clients/shutdown_mid_statement.py",
         env!("CARGO_MANIFEST_DIR")
     );
     let mut child = Command::new(python())
-        .args([&script, url])
+        .args([&script, url, mode])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the psycopg client");
     let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     let first = lines.next().and_then(|l| l.ok());
-    assert_eq!(
-        first.as_deref(),
-        Some("running"),
-        "the client did not start"
-    );
+    assert_eq!(first.as_deref(), Some("ready"), "the client did not start");
     std::thread::sleep(Duration::from_millis(700));
     pg.stop();
     let last = lines.map_while(|l| l.ok()).last().unwrap_or_default();
@@ -369,21 +365,25 @@ fn stopped_under(url: &str, pg: &PgCluster) -> serde_json::Value {
     serde_json::from_str(&last).unwrap_or_else(|e| panic!("client output {last:?}: {e}"))
 }
 
-/// A statement Postgres ends with FATAL 57P01 when it stops: through
-/// pgmlcat libpq (under psycopg 3) gets that one error, as directly (a
-/// second FATAL of pgmlcat's own, as the connection closed, made psycopg's
-/// COMMIT raise "received 2 results" with no SQLSTATE).
+/// A session Postgres ends with FATAL 57P01 when it stops, with a statement
+/// running or idle in a transaction: through pgmlcat libpq (under psycopg
+/// 3) gets that one error, as directly. (A second FATAL of pgmlcat's own as
+/// the connection closed made psycopg's COMMIT raise "received 2 results"
+/// with no SQLSTATE; a transaction left idle was closed with no error.)
 #[test]
-fn a_statement_ended_by_a_shutdown_gets_the_servers_one_error() {
+fn a_session_ended_by_a_shutdown_gets_the_servers_one_error() {
     let pg = PgCluster::start();
-    let direct = stopped_under(&direct_url(&pg), &pg);
-    // libpq adds its own error (no SQLSTATE) when the connection closes.
-    assert_eq!(direct["results"][0], "57P01", "directly: {direct}");
-    pg.restart();
     let port = free_port();
     let proxy = Proxy::start(port, &simple_config(port, &pg, "transaction", 2));
-    let through = stopped_under(&proxy.url("app", "app_pw", "app"), &pg);
-    assert_eq!(through, direct, "through pgmlcat\n{}", proxy.log());
+    for mode in ["running", "idle_in_transaction"] {
+        let direct = stopped_under(&direct_url(&pg), &pg, mode);
+        // libpq adds its own error (no SQLSTATE) when the connection closes.
+        assert_eq!(direct["results"][0], "57P01", "{mode} directly: {direct}");
+        pg.restart();
+        let through = stopped_under(&proxy.url("app", "app_pw", "app"), &pg, mode);
+        assert_eq!(through, direct, "{mode} through pgmlcat\n{}", proxy.log());
+        pg.restart();
+    }
 }
 
 async fn server_port(c: &tokio_postgres::Client) -> u16 {
