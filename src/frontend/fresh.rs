@@ -86,6 +86,18 @@ impl Session {
         self.fresh.marks.push(mark);
     }
 
+    /// Whether the transaction `route` places may write on the primary: a
+    /// statement not known to only read, or any once the client forced
+    /// the primary (its statements are not parsed, and a transaction is
+    /// placed by its first). A batch that only prepares writes nothing,
+    /// unless it opens the client's transaction.
+    pub(super) fn may_write(&self, route: &Route) -> bool {
+        let forced = self.client.route.role == RoleSetting::Primary;
+        route.target == Target::Primary
+            && (route.writes || forced)
+            && (route.runs || self.tx.deferred.is_some())
+    }
+
     /// The session's `pgmlcat.max_lag_ms`, read again only when its
     /// parameters changed. Postgres takes any text for a parameter of
     /// ours, so the value is checked here, at the read it would route.
