@@ -937,11 +937,14 @@ def window_rules(events, grace):
     if "primary_restart" in by:
         b = by["primary_restart"].get("begin")
         e = by["primary_restart"].get("end", b)
-        rules.append(("primary restart", b - 1, e + grace, {"primary", "any"}, {"08006"},
+        # Reads count too: a client's reads right after its own write go
+        # to the primary until a replica replayed it (README, Reads that
+        # see your writes), and pgbench's clients both write and read.
+        rules.append(("primary restart", b - 1, e + grace, {"primary", "replica", "any"}, {"08006"},
                       f"FATAL 08006 for a client in a transaction, or with a statement in flight, when its server died ({gone})"))
-        rules.append(("primary restart", b - 1, e + grace, {"primary", "any"}, {"57P01"},
-                      "Postgres's own FATAL 57P01 (fast shutdown) for a statement it was running, passed through "
-                      "(README, Errors clients see: SQL errors from Postgres pass through untouched)"))
+        rules.append(("primary restart", b - 1, e + grace, {"primary", "replica", "any"}, {"57P01"},
+                      "Postgres's own FATAL 57P01 (fast shutdown) for a statement it was running or a transaction "
+                      "left open, passed through as the one error (README, *Restarts and failovers*)"))
     if "replica_stop" in by:
         b = by["replica_stop"].get("begin")
         e = by["replica_stop"].get("stopped", b)
@@ -1222,7 +1225,7 @@ def cmd_report():
         L.append("")
         L.append("Raw protocol clients (soak.py probe), every message after the restart: E = ErrorResponse "
                  "(severity, SQLSTATE, message), Z = ReadyForQuery, closed = the connection ended. The README "
-                 "promises one FATAL (08006) to the first two and nothing to the third; Postgres itself sends one "
+                 "promises one FATAL (the server's own 57P01 when it sent one, else 08006) to the first two and nothing to the third; Postgres itself sends one "
                  "FATAL and closes.")
         L.append("")
         for r in probes:
