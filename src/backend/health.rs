@@ -155,21 +155,50 @@ impl Health {
     }
 }
 
-/// The query the monitor runs: role, WAL position, timeline, replay age.
-/// CASE keeps primary-only functions away from replicas. The primary's
-/// position is where WAL is inserted, not written: a commit acknowledged
-/// with `synchronous_commit = off` may not be written yet, and a read that
-/// must see it waits for a replica past where it ends (`freshness`).
+/// The query the monitor runs: role, WAL position, timeline, replay age,
+/// and the primary's WAL page and segment sizes. CASE keeps primary-only
+/// functions away from replicas. The primary's position is where WAL is
+/// inserted, not written: a commit acknowledged with `synchronous_commit =
+/// off` may not be written yet, and a read that must see it waits for a
+/// replica past where it ends (`freshness`).
 pub const MONITOR_SQL: &str = "select pg_is_in_recovery(), \
     (case when pg_is_in_recovery() then coalesce(pg_last_wal_replay_lsn(), '0/0') \
           else pg_current_wal_insert_lsn() end - '0/0'::pg_lsn)::int8, \
     case when pg_is_in_recovery() then 0 \
          else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 end, \
-    case when pg_is_in_recovery() then extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 end";
+    case when pg_is_in_recovery() then extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 end, \
+    current_setting('wal_block_size')::int8, \
+    pg_size_bytes(current_setting('wal_segment_size'))";
+
+/// The end of the last record inserted, from the insert position: right
+/// after a page's header (24 bytes; 40 on a segment's first page) nothing
+/// of the page is written yet, and the record before ended at the page's
+/// start, which is where a replica that replayed it stands. Left as it is,
+/// no replica could reach it until other WAL came (read-your-writes would
+/// keep a client on the primary for seconds on a quiet primary).
+pub fn inserted_end(insert: i64, block: i64, segment: i64) -> i64 {
+    const SHORT_HEADER: i64 = 24;
+    const LONG_HEADER: i64 = 40;
+    if segment > 0 && insert % segment == LONG_HEADER {
+        insert - LONG_HEADER
+    } else if block > 0 && insert % block == SHORT_HEADER {
+        insert - SHORT_HEADER
+    } else {
+        insert
+    }
+}
 
 pub fn parse_observation(row: &[Option<String>]) -> Option<Observation> {
     let in_recovery = row.first()?.as_deref()? == "t";
-    let lsn = row.get(1)?.as_deref()?.parse().ok()?;
+    let mut lsn = row.get(1)?.as_deref()?.parse().ok()?;
+    let setting = |i: usize| {
+        row.get(i)
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.parse().ok())
+    };
+    if let (false, Some(block), Some(segment)) = (in_recovery, setting(4), setting(5)) {
+        lsn = inserted_end(lsn, block, segment);
+    }
     let timeline = row.get(2)?.as_deref()?.parse().ok()?;
     let replay_age = row
         .get(3)
@@ -209,6 +238,43 @@ impl LagLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_insert_position_past_a_page_header_ends_at_the_page() {
+        const SEG: i64 = 16 << 20;
+        assert_eq!(inserted_end(3 * 8192 + 24, 8192, SEG), 3 * 8192);
+        assert_eq!(inserted_end(2 * SEG + 40, 8192, SEG), 2 * SEG);
+        // A record that runs 16 bytes into the next page ends 40 bytes in:
+        // only a segment's first page has a 40-byte header.
+        assert_eq!(inserted_end(3 * 8192 + 40, 8192, SEG), 3 * 8192 + 40);
+        assert_eq!(inserted_end(3 * 8192 + 100, 8192, SEG), 3 * 8192 + 100);
+        let row = |lsn: &str| {
+            [
+                Some("f"),
+                Some(lsn),
+                Some("1"),
+                None,
+                Some("8192"),
+                Some("16777216"),
+            ]
+            .map(|v| v.map(str::to_string))
+        };
+        assert_eq!(parse_observation(&row("24600")).map(|o| o.lsn), Some(24576));
+        let replica = [
+            Some("t"),
+            Some("24600"),
+            Some("0"),
+            None,
+            Some("8192"),
+            Some("16777216"),
+        ]
+        .map(|v| v.map(str::to_string));
+        assert_eq!(
+            parse_observation(&replica).map(|o| o.lsn),
+            Some(24600),
+            "replay positions are ends already"
+        );
+    }
 
     #[test]
     fn primaries_are_never_banned() {
