@@ -193,6 +193,75 @@ EOF
   DIRECT_DSN="host=127.0.0.1 port=$PG_PORT user=$DB_USER password=$DB_PASS dbname=$DB"
 }
 
+# ---------------------------------------------------------------- replicas
+# The work dir of a bench that copies its binary in (so a build meanwhile
+# does not change it): TMP_DIR, OUT_DIR, $TMP_DIR/pgmlcat and
+# PGMLCAT_VERSION (commit, +dirty, and the binary's date).
+bench_workdir() {
+  TMP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pgmlcat-bench-$BENCH_NAME.XXXXXX")"
+  chmod 777 "$TMP_DIR"
+  OUT_DIR="$TMP_DIR/out"
+  mkdir -p "$OUT_DIR"
+  cp -p "$PGMLCAT_BIN" "$TMP_DIR/pgmlcat"
+  PGMLCAT_VERSION="$(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  [[ -n "$(cd "$REPO_ROOT" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] &&
+    PGMLCAT_VERSION="$PGMLCAT_VERSION+dirty"
+  PGMLCAT_VERSION="$PGMLCAT_VERSION (binary of $(date -u -r "$PGMLCAT_BIN" '+%Y-%m-%d %H:%M UTC'))"
+}
+
+# A primary streaming replicas can follow (ml_start_postgres, plus WAL for
+# walsenders, hot standby feedback and replication from 127.0.0.1).
+# synchronous_commit on (ml_start_postgres sets it off; the later line wins): an
+# acknowledged commit survives a restart, and its WAL is written at once,
+# so the walsenders send it without waiting for the WAL writer.
+start_replicated_primary() {
+  PG_MAX_CONNECTIONS=200
+  PG_EXTRA_CONF="synchronous_commit = on
+wal_level = replica
+max_wal_senders = 10
+hot_standby = on
+hot_standby_feedback = on
+max_wal_size = 2GB"
+  SHARED_BUFFERS=128MB
+  ml_start_postgres
+  echo "host replication all 127.0.0.1/32 trust" | as_pg tee -a "$TMP_DIR/data/pg_hba.conf" >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -D "$TMP_DIR/data" reload >/dev/null
+}
+
+# Starts an existing cluster: data dir, log file.
+start_cluster() {
+  as_pg "$PG_BIN/pg_ctl" -D "$1" -l "$2" -w -t 120 start >>"$TMP_DIR/pg_ctl.log" 2>&1
+}
+
+# Two streaming replicas of the primary ($TMP_DIR/replica1, replica2;
+# pg_basebackup -R -X stream -c fast), each waited for until READY_SQL (a
+# boolean query; default: it is a hot standby) is true on it. Appends their
+# data dirs to REPLICAS (for the caller's cleanup) and sets REPLICA_PORTS.
+start_replicas() { # [ready_sql]
+  local ready_sql="${1:-SELECT pg_is_in_recovery()}" i d port ok
+  REPLICA_PORTS=()
+  for i in 1 2; do
+    d="$TMP_DIR/replica$i"
+    log "replica $i: pg_basebackup -R -X stream -c fast"
+    as_pg env PGCONNECT_TIMEOUT=10 "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$d" \
+      -R -X stream -c fast >"$TMP_DIR/basebackup$i.log" 2>&1 ||
+      { show_log_tail "$TMP_DIR/basebackup$i.log"; die "pg_basebackup failed"; }
+    port="$(free_port)"
+    printf '\n# replica\nport = %s\n' "$port" | as_pg tee -a "$d/postgresql.conf" >/dev/null
+    REPLICAS+=("$d")
+    start_cluster "$d" "$TMP_DIR/replica$i.log" || { show_log_tail "$TMP_DIR/replica$i.log"; die "replica $i did not start"; }
+    ok=0
+    for _ in $(seq 1 150); do
+      [[ "$("$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$port" -U "$DB_USER" -d "$DB" -c "$ready_sql" 2>/dev/null)" == t ]] &&
+        { ok=1; break; }
+      sleep 0.2
+    done
+    [[ "$ok" == 1 ]] || { show_log_tail "$TMP_DIR/replica$i.log"; die "replica $i is not ready: $ready_sql"; }
+    REPLICA_PORTS+=("$port")
+  done
+  log "primary on port $PG_PORT, replicas on ${REPLICA_PORTS[*]}"
+}
+
 # psql straight to Postgres / through pgmlcat.
 psql_direct() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" -d "$DB" "$@"; }
 psql_proxy() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGMLCAT_PORT" -U "$DB_USER" -d "$DB" "$@"; }

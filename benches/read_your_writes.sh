@@ -150,31 +150,10 @@ rw_cleanup() {
 }
 trap rw_cleanup EXIT
 
-TMP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pgmlcat-bench-$BENCH_NAME.XXXXXX")"
-chmod 777 "$TMP_DIR"
-OUT_DIR="$TMP_DIR/out"
-mkdir -p "$OUT_DIR"
-cp -p "$PGMLCAT_BIN" "$TMP_DIR/pgmlcat"
-PGMLCAT_VERSION="$(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[[ -n "$(cd "$REPO_ROOT" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] &&
-  PGMLCAT_VERSION="$PGMLCAT_VERSION+dirty"
-PGMLCAT_VERSION="$PGMLCAT_VERSION (binary of $(date -u -r "$PGMLCAT_BIN" '+%Y-%m-%d %H:%M UTC'))"
+bench_workdir
 
 # ---------------------------------------------------------------- primary
-PG_MAX_CONNECTIONS=200
-# synchronous_commit on (ml_common.sh sets it off; the later line wins): a
-# commit is acknowledged once its WAL is written, so the walsenders can send
-# it at once; with off, the WAL writer would add up to wal_writer_delay.
-PG_EXTRA_CONF="synchronous_commit = on
-wal_level = replica
-max_wal_senders = 10
-hot_standby = on
-hot_standby_feedback = on
-max_wal_size = 2GB"
-SHARED_BUFFERS=128MB
-ml_start_postgres
-echo "host replication all 127.0.0.1/32 trust" | as_pg tee -a "$TMP_DIR/data/pg_hba.conf" >/dev/null
-as_pg "$PG_BIN/pg_ctl" -D "$TMP_DIR/data" reload >/dev/null
+start_replicated_primary
 
 log "pgbench -i -s $SCALE and table t"
 "$PG_BIN/pgbench" -i -s "$SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" \
@@ -185,30 +164,8 @@ VACUUM ANALYZE;
 EOF
 
 # ---------------------------------------------------------------- replicas
-REPLICA_PORTS=()
-for i in 1 2; do
-  d="$TMP_DIR/replica$i"
-  log "replica $i: pg_basebackup -R -X stream -c fast"
-  as_pg env PGCONNECT_TIMEOUT=10 "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$d" \
-    -R -X stream -c fast >"$TMP_DIR/basebackup$i.log" 2>&1 ||
-    { show_log_tail "$TMP_DIR/basebackup$i.log"; die "pg_basebackup failed"; }
-  port="$(free_port)"
-  printf '\n# replica\nport = %s\n' "$port" | as_pg tee -a "$d/postgresql.conf" >/dev/null
-  REPLICAS+=("$d")
-  as_pg "$PG_BIN/pg_ctl" -D "$d" -l "$TMP_DIR/replica$i.log" -w -t 120 start >>"$TMP_DIR/pg_ctl.log" 2>&1 ||
-    { show_log_tail "$TMP_DIR/replica$i.log"; die "replica $i did not start"; }
-  ok=0
-  for _ in $(seq 1 150); do
-    [[ "$("$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$port" -U "$DB_USER" -d "$DB" \
-      -c 'SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_class WHERE relname = '"'t'"')' 2>/dev/null)" == t ]] &&
-      { ok=1; break; }
-    sleep 0.2
-  done
-  [[ "$ok" == 1 ]] || { show_log_tail "$TMP_DIR/replica$i.log"; die "replica $i is not a hot standby with t"; }
-  REPLICA_PORTS+=("$port")
-done
+start_replicas "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_class WHERE relname = 't')"
 SERVER_PORTS=("$PG_PORT" "${REPLICA_PORTS[@]}")
-log "primary on port $PG_PORT, replicas on ${REPLICA_PORTS[*]}"
 
 # ---------------------------------------------------------------- pgmlcat x2
 declare -A PORT PID
