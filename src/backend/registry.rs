@@ -208,11 +208,14 @@ impl Pool {
                     || (reader(s) && s.health.serves_reads() && fresh(s))
             })
             .collect();
-        let stale = need != Need::Any
-            && self.shards[shard]
-                .iter()
-                .any(|s| reader(&s) && s.health.serves_reads());
-        if candidates.is_empty() && stale {
+        // Readers that serve but are not fresh enough: the primary is.
+        let stale = || {
+            need != Need::Any
+                && self.shards[shard]
+                    .iter()
+                    .any(|s| reader(&s) && s.health.serves_reads())
+        };
+        if candidates.is_empty() && stale() {
             return primary;
         }
         if candidates.is_empty() {

@@ -20,8 +20,7 @@ const MAX_SERVER_MESSAGE: usize = 1 << 30;
 
 impl Session {
     pub(super) async fn on_server_data(&mut self) -> Result<Flow> {
-        // Whether the client keeps nothing on its server should it end.
-        let loses_nothing = self.tx.status == TxStatus::Idle && !self.pinned();
+        let between_transactions = self.tx.status == TxStatus::Idle;
         let Binding::One(pooled) = &mut self.server.binding else {
             return Ok(Flow::Continue);
         };
@@ -104,7 +103,9 @@ impl Session {
                 if h.tag == tag::ERROR_RESPONSE
                     && expect.is_empty()
                     && server.state.broken
-                    && loses_nothing
+                    // Nothing kept there either (`pinned`).
+                    && between_transactions
+                    && !server.state.held.any()
                 {
                     // A FATAL (a shutdown) on a server the client owes
                     // nothing on and keeps nothing on: the client goes on

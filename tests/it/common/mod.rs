@@ -777,3 +777,30 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     });
     client
 }
+
+/// Runs `pg_sleep(10)` on `client` while `cancel`, started 300 ms in,
+/// sends a cancel request: the query ends with 57014 within `within`, and
+/// the client's next query works.
+pub async fn assert_sleep_cancelled(
+    client: &tokio_postgres::Client,
+    cancel: impl std::future::Future<Output = ()> + Send + 'static,
+    within: Duration,
+) {
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.await;
+    });
+    let started = Instant::now();
+    let err = client
+        .simple_query("select pg_sleep(10)")
+        .await
+        .expect_err("cancelled");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    assert!(started.elapsed() < within, "took {:?}", started.elapsed());
+    canceller.await.expect("canceller");
+    let row = client
+        .query_one("select 1", &[])
+        .await
+        .expect("usable after cancel");
+    assert_eq!(row.get::<_, i32>(0), 1);
+}
