@@ -550,3 +550,45 @@ fn pgjdbc_predict_parameters_mean_what_the_client_sent() {
         );
     }
 }
+
+/// SCRAM pass-through with pgJDBC's and pgx's own SCRAM clients: the
+/// config holds only the verifier Postgres holds; each driver logs in,
+/// runs a prepared statement with a parameter and SETs a parameter of
+/// pgmlcat's, and sees what it sees directly.
+#[test]
+fn pgjdbc_and_pgx_log_in_with_scram_pass_through() {
+    let pg = PgCluster::start_with(Auth::Scram);
+    let verifier = pg.psql(
+        "postgres",
+        "select rolpassword from pg_authid where rolname = 'app'",
+    );
+    let port = free_port();
+    let cfg = simple_config(port, &pg, "transaction", 2)
+        .replace(
+            "connect_timeout = 3000",
+            "connect_timeout = 3000\nauth_type = \"scram-sha-256\"",
+        )
+        .replace(
+            "password = \"app_pw\"",
+            &format!("password = \"{verifier}\""),
+        );
+    assert!(!cfg.contains("app_pw"), "no plain password in the config");
+    let _proxy = Proxy::start(port, &cfg);
+    let java = Client::java("ScramLogin");
+    let go = Client::go("pgx_scram_login.go");
+    for (client, direct, pooled) in [
+        (
+            &java,
+            vec![jdbc_url(pg.port), "app".into(), "app_pw".into()],
+            vec![jdbc_url(port), "app".into(), "app_pw".into()],
+        ),
+        (&go, vec![pgx_conn(pg.port, "")], vec![pgx_conn(port, "")]),
+    ] {
+        let direct: Vec<&str> = direct.iter().map(String::as_str).collect();
+        let pooled: Vec<&str> = pooled.iter().map(String::as_str).collect();
+        let (seen_direct, _) = client.run(&direct);
+        let (seen_pooled, _) = client.run(&pooled);
+        assert!(seen_direct.starts_with("user app"), "{seen_direct}");
+        assert_eq!(seen_pooled, seen_direct, "through pgmlcat");
+    }
+}
