@@ -14,7 +14,9 @@
 //! Hyperparameters pass through to LightGBM under their canonical names (see
 //! `lightgbm_params`); pgmlcat adds `objective` (regression / binary /
 //! multiclass), `num_class`, `num_threads` = the training's thread budget
-//! and `verbosity` = -1 when the user gives none. Rounds default to 100 as
+//! and `verbosity` = -1 when the user gives none. Every call into LightGBM
+//! holds a `Lease` (see `lightgbm_threads`): its thread count is one
+//! process-wide variable that calls running at once must agree on. Rounds default to 100 as
 //! in Python's `lightgbm.train`. `early_stopping_round` is accepted but has
 //! no effect: training has no validation set.
 
@@ -27,6 +29,7 @@ use serde_json::{Map, Value};
 
 use super::lgbm_fast::FastModel;
 use super::lightgbm_params::{canonical, to_param_string};
+use super::lightgbm_threads::Lease;
 use super::{check_features, Model};
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::task::Task;
@@ -153,6 +156,8 @@ pub(super) fn to_i32(n: usize, what: &str) -> MlResult<i32> {
 pub(super) struct Parameters {
     pub string: CString,
     rounds: i64,
+    /// The `num_threads` in `string`, which the training's lease must hold.
+    pub threads: usize,
 }
 
 pub(super) fn parameters(
@@ -175,9 +180,14 @@ pub(super) fn parameters(
             .entry("num_class")
             .or_insert_with(|| Value::from(num_classes as i64));
     }
-    params
-        .entry("num_threads")
-        .or_insert_with(|| Value::from(threads as i64));
+    // LightGBM reads 0 or less as "OpenMP's default"; the lease needs the
+    // number itself.
+    let threads = match params.get("num_threads").and_then(Value::as_i64) {
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None => threads.max(1),
+    };
+    params.insert("num_threads".into(), Value::from(threads as i64));
     params.entry("verbosity").or_insert_with(|| Value::from(-1));
     let rounds = params
         .get("num_iterations")
@@ -190,7 +200,11 @@ pub(super) fn parameters(
     }
     let string = CString::new(to_param_string(&params))
         .map_err(|_| MlError::invalid("lightgbm hyperparameters contain a NUL byte"))?;
-    Ok(Parameters { string, rounds })
+    Ok(Parameters {
+        string,
+        rounds,
+        threads,
+    })
 }
 
 pub fn fit(
@@ -202,6 +216,7 @@ pub fn fit(
     threads: usize,
 ) -> MlResult<Box<dyn Model>> {
     let params = parameters(task, num_classes, hyperparams, threads)?;
+    let _lease = Lease::exactly(params.threads);
     let (rows, cols) = x.dim();
     let (nrow, ncol) = (to_i32(rows, "rows")?, to_i32(cols, "features")?);
     let matrix = flat(x);
@@ -230,7 +245,8 @@ pub fn fit(
 }
 
 /// Trains one booster per column of `y` (the labels of the dataset's
-/// rows) on a constructed dataset.
+/// rows) on a constructed dataset, under the lease of `params.threads`
+/// the dataset was built under.
 pub(super) fn train_on(
     task: Task,
     dataset: &DatasetHandle,
@@ -349,6 +365,7 @@ pub fn load(task: Task, bytes: &[u8]) -> MlResult<Box<dyn Model>> {
     } else {
         vec![text.to_string()]
     };
+    let _lease = Lease::any(1);
     let boosters = strings
         .iter()
         .map(|s| {
@@ -372,7 +389,8 @@ pub fn load(task: Task, bytes: &[u8]) -> MlResult<Box<dyn Model>> {
     }))
 }
 
-/// The booster reloaded from its own model string.
+/// The booster reloaded from its own model string (under the caller's
+/// lease).
 fn contrib_booster(booster: &Booster) -> MlResult<BoosterHandle> {
     let text = booster
         .save_string()
@@ -408,6 +426,7 @@ impl LightGbmModel {
         if let Some(fast) = &self.fast {
             return Ok(fast.predict(x, threads));
         }
+        let lease = Lease::any(threads);
         let matrix = flat(x);
         booster
             .0
@@ -415,7 +434,7 @@ impl LightGbmModel {
                 &matrix.data,
                 to_i32(x.ncols(), "features")?,
                 matrix.row_major,
-                &format!("num_threads={threads}"),
+                &lease.parameter(),
             )
             .map_err(|e| MlError::Internal(format!("lightgbm predict: {e}")))
     }
@@ -487,6 +506,7 @@ impl Model for LightGbmModel {
     }
 
     fn to_bytes(&self) -> MlResult<Vec<u8>> {
+        let _lease = Lease::any(1);
         let strings = self
             .boosters
             .iter()
@@ -515,6 +535,7 @@ impl Model for LightGbmModel {
             if x.nrows() == 0 {
                 return Ok(Array2::zeros((0, width)));
             }
+            let lease = Lease::any(predict_threads(x.nrows()));
             let contrib = match self.contrib.get_or_init(|| contrib_booster(&booster.0)) {
                 Ok(c) => c,
                 Err(e) => return Err(e.clone()),
@@ -522,8 +543,8 @@ impl Model for LightGbmModel {
             let matrix = flat(x);
             let mut out = vec![0.0f64; x.nrows() * width];
             let mut out_len: i64 = 0;
-            let params = CString::new(format!("num_threads={}", predict_threads(x.nrows())))
-                .map_err(|e| MlError::Internal(e.to_string()))?;
+            let params =
+                CString::new(lease.parameter()).map_err(|e| MlError::Internal(e.to_string()))?;
             // SAFETY: the handle is a loaded booster; `matrix` holds nrows ×
             // ncols f64 in the order given; `out` has the length the C API
             // documents for contributions (num_class × rows × (features + 1)).
@@ -552,6 +573,7 @@ impl Model for LightGbmModel {
     /// Total gain per feature, summed over the boosters of a joint model.
     fn feature_importance(&self) -> Option<Vec<f64>> {
         let mut total = vec![0.0; self.n_features];
+        let _lease = Lease::any(1);
         for b in &self.boosters {
             let gains = b.0.feature_importance(ImportanceType::Gain).ok()?;
             for (t, g) in total.iter_mut().zip(gains) {

@@ -17,6 +17,7 @@ use ndarray::ArrayView2;
 use serde_json::{Map, Value};
 
 use super::lightgbm::{call, parameters, to_i32, train_on, DatasetHandle, Parameters};
+use super::lightgbm_threads::Lease;
 use super::Model;
 use crate::ml::error::{MlError, MlResult};
 use crate::ml::task::Task;
@@ -106,12 +107,18 @@ pub struct StreamedDataset {
     rows: usize,
     cols: usize,
     pushed: usize,
+    /// Held from the bins to the trained model (and dropped last):
+    /// LightGBM sizes the dataset's per-thread buffers from the count
+    /// when it builds them.
+    _lease: Lease,
 }
 
 impl StreamedDataset {
-    /// The bins from `sample`, for a dataset of `rows` rows.
+    /// The bins from `sample`, for a dataset of `rows` rows. Call it on a
+    /// blocking thread: it waits while LightGBM runs with another count.
     pub fn new(settings: &Settings, mut sample: Sample, rows: usize) -> MlResult<StreamedDataset> {
         let params = settings.parameters()?;
+        let lease = Lease::exactly(params.threads);
         let cols = sample.values.len();
         let counts: Vec<c_int> = sample
             .values
@@ -152,6 +159,7 @@ impl StreamedDataset {
             rows,
             cols,
             pushed: 0,
+            _lease: lease,
         })
     }
 

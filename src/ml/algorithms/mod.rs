@@ -15,6 +15,7 @@ mod lightgbm;
 mod lightgbm_params;
 pub mod lightgbm_stream;
 pub mod lightgbm_text;
+mod lightgbm_threads;
 mod linear;
 mod pca;
 mod per_output;

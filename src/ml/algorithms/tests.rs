@@ -580,3 +580,86 @@ fn bad_data_is_reported() {
         "22023"
     );
 }
+
+/// LightGBM keeps one process-wide thread count, and a call that changes
+/// it under another overruns that call's per-thread buffers: trainings
+/// with different counts beside LightGBM predictions crashed the process
+/// (SIGSEGV) before every call took a lease. Now each training gives the
+/// model it gives alone, and each prediction the values it gives alone.
+#[test]
+fn trainings_with_different_thread_counts_and_predictions_run_at_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (x, _) = blobs(THREE, 1000, 8);
+    // Two outputs: a joint model, predicted by LightGBM itself (a single
+    // booster would take the fast evaluator).
+    let y = Array2::from_shape_fn((x.nrows(), 2), |(i, j)| x[[i, j]] * 2.0);
+    let hp = params(json!({"n_estimators": 2}));
+    let train = move |x: &Array2<f64>, y: &Array2<f64>, threads| {
+        fit(
+            Algorithm::Lightgbm,
+            Task::Regression,
+            x.view(),
+            y.view(),
+            0,
+            &hp,
+            threads,
+        )
+        .unwrap()
+        .to_bytes()
+        .unwrap()
+    };
+    let counts = [1usize, 4, 1, 3];
+    let alone: Vec<Vec<u8>> = counts.iter().map(|&t| train(&x, &y, t)).collect();
+    let model: Arc<dyn Model> = Arc::from(
+        fit(
+            Algorithm::Lightgbm,
+            Task::Regression,
+            x.view(),
+            y.view(),
+            0,
+            &params(json!({"n_estimators": 2})),
+            1,
+        )
+        .unwrap(),
+    );
+    let probe = x.slice(ndarray::s![0..2, ..]).to_owned();
+    let predicted = model.predict(probe.view()).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let predictors: Vec<_> = (0..2)
+        .map(|_| {
+            let (model, probe, predicted, done) = (
+                model.clone(),
+                probe.clone(),
+                predicted.clone(),
+                done.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !done.load(Ordering::Relaxed) || n == 0 {
+                    assert_eq!(model.predict(probe.view()).unwrap(), predicted);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let trainers: Vec<_> = counts
+        .iter()
+        .zip(alone)
+        .map(|(&threads, alone)| {
+            let (x, y, train) = (x.clone(), y.clone(), train.clone());
+            std::thread::spawn(move || {
+                for _ in 0..150 {
+                    assert!(train(&x, &y, threads) == alone, "{threads} threads");
+                }
+            })
+        })
+        .collect();
+    for t in trainers {
+        t.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    for p in predictors {
+        p.join().unwrap();
+    }
+}

@@ -2,6 +2,7 @@
 //! predictions for the model shapes it accepts, None for the others.
 
 use super::*;
+use crate::ml::algorithms::lightgbm_threads::Lease;
 use crate::ml::algorithms::{fit, Algorithm, Model};
 use crate::ml::task::Task;
 use lightgbm3::Booster;
@@ -89,11 +90,12 @@ fn check(task: Task, classes: usize, hp: Value) -> Vec<i8> {
     .unwrap();
     let text = model_string(m.as_ref());
     let fast = FastModel::parse(&text).expect("parsed");
+    let lease = Lease::any(1);
     let booster = Booster::from_string(&text).unwrap();
     for (seed, rows) in [(7, 2000), (8, 1), (10, 13), (9, 3003)] {
         let probe = features(rows, 6, seed);
         let want = booster
-            .predict_with_params(probe.as_slice().unwrap(), 6, true, "num_threads=1")
+            .predict_with_params(probe.as_slice().unwrap(), 6, true, &lease.parameter())
             .unwrap();
         for threads in [1, 2] {
             let got = fast.predict(probe.view(), threads);
@@ -103,7 +105,7 @@ fn check(task: Task, classes: usize, hp: Value) -> Vec<i8> {
             }
         }
         let raw = booster
-            .raw_scores_with_params(probe.as_slice().unwrap(), 6, true, "num_threads=1")
+            .raw_scores_with_params(probe.as_slice().unwrap(), 6, true, &lease.parameter())
             .unwrap();
         let got = fast.predict_raw(probe.view(), 1);
         assert_eq!(got, raw, "raw scores bit-identical");
@@ -258,6 +260,7 @@ fn timing_fast_vs_lightgbm() {
     .unwrap();
     let text = model_string(m.as_ref());
     let fast = FastModel::parse(&text).unwrap();
+    let lease = Lease::exactly(1);
     let booster = Booster::from_string(&text).unwrap();
     let probe = features(10_000, 10, 5);
     let flat = probe.as_slice().unwrap();
@@ -272,7 +275,7 @@ fn timing_fast_vs_lightgbm() {
     };
     let lgbm = time(&|| {
         booster
-            .predict_with_params(flat, 10, true, "num_threads=1")
+            .predict_with_params(flat, 10, true, &lease.parameter())
             .unwrap()
     });
     let one = time(&|| fast.predict(probe.view(), 1));
@@ -294,7 +297,7 @@ fn timing_fast_vs_lightgbm() {
                         probe.row(r).as_slice().unwrap(),
                         10,
                         true,
-                        "num_threads=1",
+                        &lease.parameter(),
                     )
                     .unwrap(),
             );
