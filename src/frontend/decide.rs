@@ -44,8 +44,11 @@ pub(super) enum Plan {
     SplitCopy(CopyIn),
     /// Refused before any server sees it.
     Refuse(Error),
-    /// The server already held.
-    Held,
+    /// The server already held; `writes`: the statement makes the
+    /// transaction a write its reads will wait for (`held_writes`).
+    Held {
+        writes: bool,
+    },
     /// A server for this route.
     Checkout(Route),
 }
@@ -130,7 +133,8 @@ impl Session {
                     }
                 }
             }
-            return Ok(Plan::Held);
+            let writes = stmt.runs && self.held_writes(analysis.is_none_or(|a| a.may_write()));
+            return Ok(Plan::Held { writes });
         }
         if let Some(local) = self.deferred_transaction(analysis, stmt) {
             return Ok(Plan::Local(local));

@@ -200,7 +200,8 @@ impl Session {
                 self.refuse_query(e);
                 QueryNext::Done
             }
-            Plan::Held => {
+            Plan::Held { writes } => {
+                self.tx.wrote |= writes;
                 self.forward_query(msg);
                 QueryNext::Done
             }
@@ -257,7 +258,10 @@ impl Session {
             Plan::Split(parts) => return self.run_split(parts).await,
             Plan::SplitCopy(copy) => return self.start_copy_split(sql, copy, None).await,
             Plan::Refuse(e) => self.refuse_query(e),
-            Plan::Held => self.forward_query(msg),
+            Plan::Held { writes } => {
+                self.tx.wrote |= writes;
+                self.forward_query(msg)
+            }
             Plan::Checkout(route) => {
                 if self.ensure_server(route, Protocol::Simple).await? {
                     self.forward_query(msg);
@@ -378,6 +382,11 @@ impl Session {
         }
         let sharded = self.pool.shards.len() > 1;
         if !self.server.binding.is_idle() {
+            if kind == client::BIND && self.judges_held_statements() {
+                let sql = self.statement_text(kind, msg);
+                let writes = self.analysis(sql.as_deref()).is_none_or(|a| a.may_write());
+                self.tx.wrote |= self.held_writes(writes);
+            }
             if kind == client::BIND && sharded {
                 let sql = self.statement_text(kind, msg);
                 let stmt = Statement {
@@ -440,7 +449,7 @@ impl Session {
             // A COPY is split from its Bind; what only the simple protocol
             // has (a deferred BEGIN, a split INSERT) does not arise here.
             // Anything else needs no particular shard.
-            Plan::SplitCopy(_) | Plan::Local(_) | Plan::Split(_) | Plan::Held => {
+            Plan::SplitCopy(_) | Plan::Local(_) | Plan::Split(_) | Plan::Held { .. } => {
                 let analysis = self.analysis(stmt.sql);
                 ExtendedNext::Checkout(Route {
                     shard: 0,

@@ -98,6 +98,31 @@ impl Session {
             && (route.runs || self.tx.deferred.is_some())
     }
 
+    /// Whether a statement run on the server the client already holds
+    /// must be judged for writing: the transaction is on a replicated
+    /// shard's primary and nothing of it has been judged a write yet. The
+    /// lease judged only the statement that placed the transaction, and
+    /// drivers place it with one that runs nothing (pgJDBC's batch opens
+    /// with the Parse of its INSERT or BEGIN) or only reads.
+    pub(super) fn judges_held_statements(&self) -> bool {
+        let server = &self.server.last_pool;
+        !self.tx.wrote
+            && self.pool.read_your_writes
+            && server.health.writer()
+            && self
+                .pool
+                .shards
+                .get(server.addr.shard)
+                .is_some_and(|s| s.len() > 1)
+    }
+
+    /// Whether a statement run on the held server makes the transaction's
+    /// commit a write its reads wait for: it may write (`writes`: not
+    /// known to only read), or the client forced the primary.
+    pub(super) fn held_writes(&self, writes: bool) -> bool {
+        self.judges_held_statements() && (writes || self.client.route.role == RoleSetting::Primary)
+    }
+
     /// The session's `pgmlcat.max_lag_ms`, read again only when its
     /// parameters changed. Postgres takes any text for a parameter of
     /// ours, so the value is checked here, at the read it would route.

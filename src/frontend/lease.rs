@@ -59,6 +59,9 @@ impl Session {
     /// client is told and `false` returned.
     pub(super) async fn ensure_server(&mut self, route: Route, protocol: Protocol) -> Result<bool> {
         if !self.server.binding.is_idle() {
+            if route.runs {
+                self.tx.wrote |= self.held_writes(route.writes);
+            }
             return Ok(true);
         }
         // The usual case needs no await: an idle server in line with the

@@ -240,7 +240,10 @@ impl Session {
             protocol,
         };
         match self.decide(&stmt)? {
-            RoutePlan::Held => Ok(()),
+            RoutePlan::Held { writes } => {
+                self.tx.wrote |= writes;
+                Ok(())
+            }
             RoutePlan::Checkout(mut route) => {
                 if let Some(t) = target {
                     route.target = t;

@@ -9,7 +9,7 @@ use crate::common::*;
 use crate::replicas::config;
 
 /// Holds back the replay of commits on `replica` by `delay`.
-fn delay_replay(replica: &PgCluster, delay: &str) {
+pub(crate) fn delay_replay(replica: &PgCluster, delay: &str) {
     replica.psql(
         "postgres",
         &format!("alter system set recovery_min_apply_delay = '{delay}'"),
@@ -18,7 +18,7 @@ fn delay_replay(replica: &PgCluster, delay: &str) {
 }
 
 /// Waits until `replica` has table t.
-fn wait_for_table(replica: &PgCluster) {
+pub(crate) fn wait_for_table(replica: &PgCluster) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while replica.try_psql("app", "select 1 from t limit 1").is_err() {
         assert!(Instant::now() < deadline, "t never reached the replica");
@@ -167,7 +167,9 @@ async fn reads_see_the_clients_writes_while_replicas_lag() {
 
 /// `/* max_lag_ms: N */` and `SET pgmlcat.max_lag_ms` send a read only to
 /// replicas no further behind than N (else the primary), while writes
-/// stream on; a bad value is 22023 and the client goes on.
+/// stream on; a bad value is 22023 and the client goes on; a transaction
+/// a bounded read placed on the primary and which then wrote is waited
+/// for like any write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lag_bound_routes_to_replicas_close_enough() {
     let primary = PgCluster::start();
@@ -296,6 +298,47 @@ async fn a_lag_bound_routes_to_replicas_close_enough() {
         .expect("reset after the error");
     let row = c.query_one("select 1", &[]).await.expect("usable");
     assert_eq!(row.get::<_, i32>(0), 1);
+
+    // A transaction a bounded read placed on the primary, which then
+    // writes: its commit is a write like any other, in the simple and in
+    // the extended protocol.
+    for (id, simple) in [(-1, true), (-2, false)] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while port_of(&c, "select inet_server_port()").await == primary.port {
+            assert!(Instant::now() < deadline, "reads never left the primary");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.batch_execute("begin").await.expect("begin");
+        assert_eq!(
+            port_of(&c, "/* max_lag_ms: 200 */ select inet_server_port()").await,
+            primary.port,
+            "both replicas are 1 s behind"
+        );
+        if simple {
+            c.batch_execute(&format!("insert into t values ({id})"))
+                .await
+                .expect("insert");
+        } else {
+            c.execute("insert into t values ($1)", &[&id])
+                .await
+                .expect("insert");
+        }
+        c.batch_execute("commit").await.expect("commit");
+        let row = c
+            .query_one(
+                "select count(*), inet_server_port() from t where id = $1",
+                &[&id],
+            )
+            .await
+            .expect("read back");
+        assert_eq!(
+            row.get::<_, i64>(0),
+            1,
+            "the write of a transaction a read placed was read stale (simple protocol: {simple}) \
+             on port {}",
+            row.get::<_, i32>(1)
+        );
+    }
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writing.await.expect("writer");
