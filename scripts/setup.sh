@@ -26,6 +26,9 @@ command -v javac >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || need+=(de
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 [[ -e /usr/share/gocode/src/github.com/jackc/pgx/v4/conn.go ]] || need+=(golang-github-jackc-pgx-v4-dev)
 [[ -e /usr/share/gocode/src/github.com/lib/pq/conn.go ]] || need+=(golang-github-lib-pq-dev)
+# ... and with node-postgres (npm's pg, pinned by tests/it/clients/node's
+# package-lock.json and installed there below).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # The dashboard test (tests/it/dashboard.rs) renders its pages in headless
 # Chromium; installed without its recommends (no sandbox helper, which
 # --no-sandbox does without, nor desktop extras).
@@ -72,6 +75,12 @@ if ! PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" "$PGMLCAT_PYTHON" -c "$py_c
     'scikit-learn==1.*' 'xgboost-cpu==3.*' >&2
 fi
 PYTHONPATH="$py_dir${PYTHONPATH:+:$PYTHONPATH}" "$PGMLCAT_PYTHON" -c "$py_check"
+
+node_dir="$root/tests/it/clients/node"
+if [[ ! -e $node_dir/node_modules/pg/package.json ]]; then
+  echo "setup: installing node-postgres into tests/it/clients/node" >&2
+  npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >&2
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust (rustup) first" >&2

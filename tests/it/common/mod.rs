@@ -30,9 +30,11 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod ml;
+mod node;
 mod python;
 
 pub use ml::*;
+pub use node::*;
 pub use python::*;
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";

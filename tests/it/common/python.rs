@@ -60,29 +60,41 @@ fn python_json(script: &str, args: &[&str], input: &Value, tools: bool) -> Value
         };
         cmd.env("PYTHONPATH", path);
     }
+    json_answer(
+        cmd,
+        script,
+        input,
+        "scripts/setup.sh installs numpy, scikit-learn, lightgbm, xgboost",
+    )
+}
+
+/// Runs `cmd` with `input` as JSON on stdin (written from a thread of its
+/// own, so a large request cannot deadlock against a large answer); its
+/// JSON stdout. Panics unless it succeeds, with `hint` and its stderr.
+pub(super) fn json_answer(mut cmd: Command, what: &str, input: &Value, hint: &str) -> Value {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn python3 (scripts/setup.sh installs what it needs)");
+        .unwrap_or_else(|e| panic!("spawn {what} ({hint}): {e}"));
     let body = input.to_string();
-    let mut stdin = child.stdin.take().expect("python3's stdin");
+    let mut stdin = child.stdin.take().expect("the program's stdin");
     let writer = std::thread::spawn(move || {
         stdin
             .write_all(body.as_bytes())
-            .expect("write the request to python3");
+            .expect("write the request to the program");
     });
-    let out = child.wait_with_output().expect("wait for python3");
-    writer.join().expect("the thread writing to python3");
+    let out = child.wait_with_output().expect("wait for the program");
+    writer.join().expect("the thread writing to the program");
     assert!(
         out.status.success(),
-        "{script} failed (scripts/setup.sh installs numpy, scikit-learn, lightgbm, xgboost):\n{}",
+        "{what} failed ({hint}):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "{script}'s answer: {e}\n{}",
+            "{what}'s answer: {e}\n{}",
             String::from_utf8_lossy(&out.stdout)
         )
     })
