@@ -7,12 +7,16 @@
 //! (tests/it/clients/) is compiled into a temp dir by its test, run directly
 //! against Postgres (which proves the scenario itself) and through a
 //! transaction-mode pool of 2 while another connection keeps one server busy
-//! at times, and both outputs must be equal.
+//! at times, and both outputs must be equal. pgJDBC, pgx and node-postgres
+//! also read their own writes through read/write splitting, from streaming
+//! replicas that replay late (`freshness`), and log in through SCRAM
+//! pass-through with their own SCRAM clients.
 //!
 //! Needs java and javac (default-jdk-headless), pgJDBC
-//! (libpostgresql-jdbc-java), go (golang-go) and pgx v4's sources
-//! (golang-github-jackc-pgx-v4-dev): scripts/setup.sh installs them. A
-//! missing one fails the test; nothing is skipped.
+//! (libpostgresql-jdbc-java), go (golang-go), pgx v4's sources
+//! (golang-github-jackc-pgx-v4-dev), Node.js and node-postgres (npm's pg in
+//! tests/it/clients/node): scripts/setup.sh installs them. A missing one
+//! fails the test; nothing is skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -52,7 +56,8 @@ fn build_step(mut cmd: Command, what: &str, package: &str) {
     assert!(out.status.success(), "{what} failed: {}", output_text(&out));
 }
 
-/// A client program compiled into a temp dir of its own.
+/// A client program compiled into a temp dir of its own (a node-postgres
+/// script runs from tests/it/clients/node, where its `pg` is).
 struct Client {
     dir: TempDir,
     /// The command line that runs it, before its arguments.
@@ -142,10 +147,28 @@ impl Client {
         }
     }
 
+    /// A node-postgres script of tests/it/clients/node (scripts/setup.sh
+    /// installs the `pg` that its package-lock.json pins beside it).
+    fn node(file: &str) -> Client {
+        let script = client_source("node").join(file);
+        let pg = client_source("node/node_modules/pg/package.json");
+        assert!(
+            pg.exists(),
+            "{} is missing: run scripts/setup.sh (npm ci in tests/it/clients/node)",
+            pg.display()
+        );
+        Client {
+            argv: vec!["node".into(), script.to_string_lossy().into_owned()],
+            dir: tempfile::Builder::new()
+                .prefix("pgmlcat-node.")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
     /// Runs the program with `args` (the connection last); returns its
-    /// stdout split into what it saw and the `backends: ...` counts it ends
-    /// with.
-    fn run(&self, client_args: &[&str]) -> (String, Vec<usize>) {
+    /// stdout, trimmed.
+    fn stdout(&self, client_args: &[&str]) -> String {
         let conn = client_args.last().copied().unwrap_or_default();
         let mut args = vec![CLIENT_TIMEOUT_SECS];
         args.extend(self.argv.iter().map(String::as_str));
@@ -162,7 +185,14 @@ impl Client {
             self.argv.last().unwrap(),
             output_text(&out)
         );
-        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs the program with `args` (the connection last); returns its
+    /// stdout split into what it saw and the `backends: ...` counts it ends
+    /// with.
+    fn run(&self, client_args: &[&str]) -> (String, Vec<usize>) {
+        let stdout = self.stdout(client_args);
         let (seen, last) = stdout
             .rsplit_once('\n')
             .unwrap_or_else(|| panic!("no output:\n{stdout}"));
@@ -184,6 +214,11 @@ fn pool_of_two(pg: &PgCluster) -> Proxy {
 
 fn jdbc_url(port: u16) -> String {
     format!("jdbc:postgresql://127.0.0.1:{port}/app?connectTimeout=10&socketTimeout=60")
+}
+
+/// node-postgres's connection string.
+fn node_url(port: u16) -> String {
+    format!("postgres://app:app_pw@127.0.0.1:{port}/app")
 }
 
 fn pgx_conn(port: u16, extra: &str) -> String {
@@ -551,12 +586,13 @@ fn pgjdbc_predict_parameters_mean_what_the_client_sent() {
     }
 }
 
-/// SCRAM pass-through with pgJDBC's and pgx's own SCRAM clients: the
+/// SCRAM pass-through with pgJDBC's, pgx's and node-postgres's own SCRAM
+/// clients: the
 /// config holds only the verifier Postgres holds; each driver logs in,
 /// runs a prepared statement with a parameter and SETs a parameter of
 /// pgmlcat's, and sees what it sees directly.
 #[test]
-fn pgjdbc_and_pgx_log_in_with_scram_pass_through() {
+fn pgjdbc_pgx_and_node_postgres_log_in_with_scram_pass_through() {
     let pg = PgCluster::start_with(Auth::Scram);
     let verifier = pg.psql(
         "postgres",
@@ -576,6 +612,7 @@ fn pgjdbc_and_pgx_log_in_with_scram_pass_through() {
     let _proxy = Proxy::start(port, &cfg);
     let java = Client::java("ScramLogin");
     let go = Client::go("pgx_scram_login.go");
+    let node = Client::node("scram_login.js");
     for (client, direct, pooled) in [
         (
             &java,
@@ -583,6 +620,7 @@ fn pgjdbc_and_pgx_log_in_with_scram_pass_through() {
             vec![jdbc_url(port), "app".into(), "app_pw".into()],
         ),
         (&go, vec![pgx_conn(pg.port, "")], vec![pgx_conn(port, "")]),
+        (&node, vec![node_url(pg.port)], vec![node_url(port)]),
     ] {
         let direct: Vec<&str> = direct.iter().map(String::as_str).collect();
         let pooled: Vec<&str> = pooled.iter().map(String::as_str).collect();
@@ -592,3 +630,5 @@ fn pgjdbc_and_pgx_log_in_with_scram_pass_through() {
         assert_eq!(seen_pooled, seen_direct, "through pgmlcat");
     }
 }
+
+mod freshness;
