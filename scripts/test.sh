@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, and integration tests that start real
 # PostgreSQL 15 clusters and drive pgmlcat with psql, pgbench, tokio-postgres,
-# psycopg 3, pgJDBC, pgx and lib/pq (scripts/setup.sh installs what is missing).
+# psycopg 3, asyncpg, pgJDBC, pgx, lib/pq and node-postgres (scripts/setup.sh
+# installs what is missing).
 # The integration tests are one test binary (tests/it/main.rs, a module per
 # area), so LightGBM is linked once and TEST_THREADS tests from every area run
 # side by side; one area alone: cargo test --test it -- sharding::

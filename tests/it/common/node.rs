@@ -8,7 +8,6 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::python::json_answer;
-use super::run;
 
 const HINT: &str = "scripts/setup.sh installs Node.js and node-postgres";
 
@@ -17,21 +16,6 @@ fn script(name: &str) -> String {
         "{}/tests/it/clients/node/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-/// Runs tests/it/clients/node/`name` with `args`; panics unless it
-/// succeeds; its trimmed stdout.
-pub fn node_client(name: &str, args: &[&str]) -> String {
-    let path = script(name);
-    let mut argv = vec![path.as_str()];
-    argv.extend_from_slice(args);
-    let out = run("node", &argv);
-    assert!(
-        out.status.success(),
-        "{name} {args:?} ({HINT}): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Runs tests/it/clients/node/`name` against `url` with `input` as JSON on
