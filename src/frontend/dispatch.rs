@@ -382,12 +382,9 @@ impl Session {
         }
         let sharded = self.pool.shards.len() > 1;
         if !self.server.binding.is_idle() {
-            if kind == client::BIND && self.judges_held_statements() {
-                let sql = self.statement_text(kind, msg);
-                let writes = self.analysis(sql.as_deref()).is_none_or(|a| a.may_write());
-                self.tx.wrote |= self.held_writes(writes);
-            }
-            if kind == client::BIND && sharded {
+            // A Bind on the held server is decided only when it matters: a
+            // key for another shard, or a write read-your-writes must see.
+            if kind == client::BIND && (sharded || self.judges_held_statements()) {
                 let sql = self.statement_text(kind, msg);
                 let stmt = Statement {
                     sql: sql.as_deref(),
@@ -395,14 +392,19 @@ impl Session {
                     runs: true,
                     protocol: Protocol::Extended,
                 };
-                if let Plan::Refuse(e) = self.decide(&stmt)? {
-                    // Refuse in order; drop the rest of the batch; let the
-                    // client's Sync through so the server ends it cleanly.
-                    let mut refusal = bytes::BytesMut::new();
-                    messages::error_response(&mut refusal, &e);
-                    self.respond_in_order(refusal.freeze());
-                    self.recovery = Recovery::DiscardToSync;
-                    return Ok(ExtendedNext::Done);
+                match self.decide(&stmt)? {
+                    Plan::Refuse(e) => {
+                        // Refuse in order; drop the rest of the batch; let
+                        // the client's Sync through so the server ends it
+                        // cleanly.
+                        let mut refusal = bytes::BytesMut::new();
+                        messages::error_response(&mut refusal, &e);
+                        self.respond_in_order(refusal.freeze());
+                        self.recovery = Recovery::DiscardToSync;
+                        return Ok(ExtendedNext::Done);
+                    }
+                    Plan::Held { writes } => self.tx.wrote |= writes,
+                    _ => {}
                 }
             }
             return Ok(ExtendedNext::Forward);
