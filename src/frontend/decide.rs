@@ -133,7 +133,7 @@ impl Session {
                     }
                 }
             }
-            let writes = stmt.runs && self.held_writes(analysis.is_none_or(|a| a.may_write()));
+            let writes = stmt.runs && self.held_writes(analysis.is_none_or(|a| a.may_write_data()));
             return Ok(Plan::Held { writes });
         }
         if let Some(local) = self.deferred_transaction(analysis, stmt) {
@@ -245,7 +245,7 @@ impl Session {
             runs: stmt.runs,
             waits: true,
             max_lag: analysis.and_then(|a| a.max_lag),
-            writes: analysis.is_none_or(|a| a.may_write()),
+            writes: analysis.is_none_or(|a| a.may_write_data()),
         }
     }
 

@@ -459,7 +459,7 @@ impl Session {
                     runs: stmt.runs,
                     waits: true,
                     max_lag: analysis.as_deref().and_then(|a| a.max_lag),
-                    writes: analysis.as_deref().is_none_or(|a| a.may_write()),
+                    writes: analysis.as_deref().is_none_or(|a| a.may_write_data()),
                 })
             }
         })

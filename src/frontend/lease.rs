@@ -31,8 +31,9 @@ pub(super) struct Route {
     pub waits: bool,
     /// The statement's `/* max_lag_ms: N */` bound on replica lag.
     pub max_lag: Option<std::time::Duration>,
-    /// Whether the statement that placed it may write (not known to only
-    /// read): its commit on a primary is what later reads must see.
+    /// Whether the statement may write data (not known to only read, nor
+    /// a session setting): its commit on a primary is what later reads
+    /// must see.
     pub writes: bool,
 }
 

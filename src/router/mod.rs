@@ -202,6 +202,33 @@ mod tests {
         }
     }
 
+    /// Session settings go where writes go, as pgcat sends them, but write
+    /// no data: read-your-writes does not wait for them.
+    #[test]
+    fn session_settings_write_no_data() {
+        let one = Sharding::from_pool(&PoolConfig::default(), 1).expect("a pool");
+        let analyse = |sql| statement::analyse(sql, &one, &cfg(true, false));
+        for sql in [
+            "SET application_name = 'PostgreSQL JDBC Driver'",
+            "SET extra_float_digits = 3",
+            "set local statement_timeout = 5",
+            "SET TIME ZONE 'UTC'",
+            "RESET ALL",
+            "DISCARD ALL",
+        ] {
+            let a = analyse(sql);
+            assert!(a.may_write() && !a.may_write_data(), "{sql}: {a:?}");
+        }
+        for sql in [
+            "SET x.y = 1; INSERT INTO t VALUES (1)",
+            "INSERT INTO t VALUES (1)",
+            "SELECT set_config('a.b', '1', false)",
+        ] {
+            assert!(analyse(sql).may_write_data(), "{sql}");
+        }
+        assert!(!analyse("SELECT 1").may_write_data());
+    }
+
     #[test]
     fn routing_table() {
         let st = RouteState::default();

@@ -45,6 +45,10 @@ pub struct Analysis {
     pub ddl: bool,
     /// A `/* max_lag_ms: N */` comment: replicas no further behind serve it.
     pub max_lag: Option<std::time::Duration>,
+    /// Session settings only (SET, RESET, DISCARD): routed as writes, as
+    /// pgcat routes them, but they write no data, so no read waits for
+    /// their replay (pgJDBC opens every connection with two SETs).
+    pub session_only: bool,
 }
 
 impl Analysis {
@@ -54,6 +58,12 @@ impl Analysis {
             self.intent,
             Intent::Read | Intent::Begin { read_only: true }
         )
+    }
+
+    /// Whether it may write data a later read must see: it may write, and
+    /// it is not a session setting.
+    pub fn may_write_data(&self) -> bool {
+        self.may_write() && !self.session_only
     }
 
     /// The shard the comment names, as a result for the client.
@@ -74,6 +84,11 @@ impl Analysis {
 }
 
 /// Whether a statement changes the schema only (no rows).
+fn is_session_setting(s: &sqlparser::ast::Statement) -> bool {
+    use sqlparser::ast::Statement as S;
+    matches!(s, S::Set(_) | S::Reset(_) | S::Discard { .. })
+}
+
 fn is_schema_change(s: &sqlparser::ast::Statement) -> bool {
     use sqlparser::ast::Statement as S;
     matches!(
@@ -136,6 +151,7 @@ pub fn analyse(sql: &str, sharding: &Sharding, route: &RouteConfig) -> Analysis 
         copy_in: None,
         ddl: false,
         max_lag: max_lag_comment(sql),
+        session_only: !statements.is_empty() && statements.iter().all(is_session_setting),
     };
     if sharding.shards <= 1 {
         return analysis;
