@@ -166,6 +166,23 @@ impl Client {
         }
     }
 
+    /// A Python client of tests/it/clients run by the tests' Python
+    /// (`PGMLCAT_PYTHON`), with `first` as its first argument (which
+    /// driver).
+    fn python(file: &str, first: &str) -> Client {
+        Client {
+            argv: vec![
+                python(),
+                client_source(file).to_string_lossy().into_owned(),
+                first.into(),
+            ],
+            dir: tempfile::Builder::new()
+                .prefix("pgmlcat-python.")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
     /// Runs the program with `args` (the connection last); returns its
     /// stdout, trimmed.
     fn stdout(&self, client_args: &[&str]) -> String {

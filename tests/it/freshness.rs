@@ -44,10 +44,12 @@ pub(crate) fn lagging_replicas(delay: &str) -> (PgCluster, [PgCluster; 2]) {
     (primary, replicas)
 }
 
-/// `replicas::config` for these tests: health checks may take 5 s, not
-/// 0.5, so that a replica is not banned (and its reads sent to the
-/// primary) because a loaded machine answered a check slowly: where reads
-/// go is what these tests watch.
+/// `replicas::config` for these tests, where reads go is what they
+/// watch: a replica is banned (and its reads sent to the primary) when a
+/// health check or a checkout outlasts its timeout, as in pgcat, so each
+/// may take 5 s, not 0.5 and 1, and each server takes 20 connections, not
+/// 4, for the many clients some of these tests run at once on a loaded
+/// machine.
 pub(crate) fn patient_config(
     port: u16,
     primary: u16,
@@ -56,6 +58,8 @@ pub(crate) fn patient_config(
 ) -> String {
     config(port, primary, replicas, pool_extra, "")
         .replace("healthcheck_timeout = 500", "healthcheck_timeout = 5000")
+        .replace("connect_timeout = 1000", "connect_timeout = 5000")
+        .replace("pool_size = 4", "pool_size = 20")
 }
 
 /// (rows with `id`, whether a replica answered).
@@ -293,8 +297,8 @@ async fn a_lag_bound_routes_to_replicas_close_enough() {
     c.batch_execute("reset pgmlcat.max_lag_ms")
         .await
         .expect("reset");
-    // The RESET ran on the primary, so reads wait for the replicas (1 s
-    // behind) to replay past it, then go back to them.
+    // The RESET ran on the primary but wrote nothing: reads go back to
+    // the replicas (while they are 1 s behind the writer's commits).
     let deadline = Instant::now() + Duration::from_secs(5);
     while port_of(&c, "select inet_server_port()").await == primary.port {
         assert!(

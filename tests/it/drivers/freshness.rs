@@ -60,7 +60,9 @@ fn jdbc_prepared_url(port: u16) -> String {
     format!("{}&prepareThreshold=1", jdbc_url(port))
 }
 
-fn pgx_default_conn(port: u16) -> String {
+/// libpq's key=value form, which pgx, psycopg 3 and (split by the
+/// client) asyncpg take.
+fn conninfo(port: u16) -> String {
     pgx_conn(port, "")
 }
 
@@ -106,8 +108,8 @@ fn all_at_once<'a>(
     })
 }
 
-/// Read-your-writes with pgJDBC, pgx v4 and node-postgres on a primary and
-/// two streaming
+/// Read-your-writes with pgJDBC, pgx v4, node-postgres, psycopg 3 and
+/// asyncpg on a primary and two streaming
 /// replicas that replay 300 ms late: each driver's writer inserts a row
 /// (a prepared INSERT, in autocommit mode or, every other time, in an
 /// explicit transaction, whose BEGIN each driver sends its own way) and
@@ -116,7 +118,7 @@ fn all_at_once<'a>(
 /// the router missed cannot hide behind an earlier one. pgJDBC runs twice,
 /// server-preparing from the first execution and under its default
 /// prepareThreshold. Directly, reads on a replica miss the rows (the test
-/// can see staleness); through pgmlcat, with the four at it at once, no
+/// can see staleness); through pgmlcat, with all of them at once, no
 /// read misses its row and (but for a stalled machine) every one went to
 /// the primary, while a
 /// connection of each that never writes keeps reading from the replicas.
@@ -129,11 +131,15 @@ fn drivers_read_their_own_writes_from_lagging_replicas() {
     let java = Client::java("ReadYourWrites");
     let go = Client::go("pgx_read_your_writes.go");
     let node = Client::node("read_your_writes.js");
-    let drivers: [Driver; 4] = [
+    let psycopg = Client::python("read_your_writes.py", "psycopg");
+    let asyncpg = Client::python("read_your_writes.py", "asyncpg");
+    let drivers: [Driver; 6] = [
         ("pgJDBC prepareThreshold=1", &java, jdbc_prepared_url),
         ("pgJDBC default prepareThreshold", &java, jdbc_url),
-        ("pgx", &go, pgx_default_conn),
+        ("pgx", &go, conninfo),
         ("node-postgres", &node, node_url),
+        ("psycopg 3", &psycopg, conninfo),
+        ("asyncpg", &asyncpg, conninfo),
     ];
 
     // Directly: written on the primary, read right after on a replica.
