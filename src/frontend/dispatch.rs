@@ -410,8 +410,10 @@ impl Session {
             return Ok(ExtendedNext::Forward);
         }
         let holds = matches!(kind, client::PARSE | client::DESCRIBE | client::CLOSE);
-        if sharded && holds {
-            // Which shard? The Bind's parameters may tell.
+        if holds && (sharded || self.tx.deferred.is_some()) {
+            // Which shard? The Bind's parameters may tell. Where does the
+            // client's deferred transaction belong? What runs first tells
+            // (a batch that only prepares is placed by its Parse).
             let held = Bytes::copy_from_slice(msg);
             match &mut self.batch {
                 Batch::Holding(v) => v.push((kind, held)),

@@ -152,12 +152,9 @@ impl Session {
             .wait_unpaused(&self.pool.database, &self.pool.user)
             .await;
         self.checkout(route).await?;
-        if !route.runs && self.tx.deferred.is_some() {
-            // Not the transaction yet: its time starts with the BEGIN.
-            self.tx.started = None;
-            self.stats.info.set_state(ClientState::Active);
-            return Ok(());
-        }
+        // The client's BEGIN goes first, whatever the server is for: a
+        // batch's later Bind, or the next pipelined batch, may reach this
+        // server while it is held, and must run inside the transaction.
         self.start_deferred_transaction().await?;
         self.stats.info.set_state(ClientState::Active);
         Ok(())

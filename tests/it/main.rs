@@ -36,6 +36,7 @@ mod pinning;
 mod pooler;
 mod replicas;
 mod roles;
+mod rw_transactions;
 mod session;
 mod session_params;
 mod sharding;
