@@ -117,6 +117,14 @@ impl Session {
         };
         let sharded = self.pool.shards.len() > 1;
         if let Binding::One(held) = &self.server.binding {
+            if stmt.runs && self.tx.deferred.is_some() {
+                // Only on a sharded pool, between a batch that only
+                // prepares and its Sync: the client's BEGIN is not on this
+                // server, and nothing may run outside its transaction.
+                return Ok(Plan::Refuse(Error::Unsupported(
+                    "this statement arrived before the server had answered the batch that prepared it, inside a transaction that no statement has placed on a shard yet: wait for that batch's answers (or send the statement in the same batch)".into(),
+                )));
+            }
             // Inside a transaction (or pinned to its server) a statement
             // keyed to another shard is refused; keyless statements stay
             // on the transaction's shard.

@@ -152,9 +152,18 @@ impl Session {
             .wait_unpaused(&self.pool.database, &self.pool.user)
             .await;
         self.checkout(route).await?;
-        // The client's BEGIN goes first, whatever the server is for: a
-        // batch's later Bind, or the next pipelined batch, may reach this
-        // server while it is held, and must run inside the transaction.
+        if !route.runs && self.tx.deferred.is_some() && self.pool.shards.len() > 1 {
+            // A batch that only prepares does not place the transaction
+            // on a sharded pool: the shard is the Bind's key's. The server
+            // goes back at this batch's Sync; its time starts with the BEGIN.
+            self.tx.started = None;
+            self.stats.info.set_state(ClientState::Active);
+            return Ok(());
+        }
+        // Otherwise the client's BEGIN goes first, whatever the server is
+        // for: a Bind of this batch, or of the next one sent before this
+        // one's answers, may reach this server while it is held, and must
+        // run inside the transaction.
         self.start_deferred_transaction().await?;
         self.stats.info.set_state(ClientState::Active);
         Ok(())
