@@ -54,7 +54,18 @@ async fn admin(proxy: &Proxy, db: &str) -> tokio_postgres::Client {
 
 pub(crate) fn scrape(port: u16) -> prometheus_parse::Scrape {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    // The exporter's listener may come up a moment after the proxy's own
+    // (the proxy is started once its client port answers).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("metrics port {port}: {e}"),
+        }
+    };
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("request");
     let mut body = String::new();
