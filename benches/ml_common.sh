@@ -262,6 +262,25 @@ start_replicas() { # [ready_sql]
   log "primary on port $PG_PORT, replicas on ${REPLICA_PORTS[*]}"
 }
 
+# Stops the replicas (REPLICAS) and the primary, at once, for a cleanup.
+stop_clusters() {
+  local d
+  for d in "${REPLICAS[@]}"; do
+    as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
+  done
+  if [[ "$PG_STARTED" == 1 ]]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$TMP_DIR/data" -m immediate -w stop >/dev/null 2>&1
+    PG_STARTED=0
+  fi
+}
+
+# `pgbench -i -s SCALE` on the primary (its log in pgbench-init.log).
+pgbench_init() { # scale
+  log "pgbench -i -s $1"
+  "$PG_BIN/pgbench" -i -s "$1" -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" \
+    >"$TMP_DIR/pgbench-init.log" 2>&1 || { show_log_tail "$TMP_DIR/pgbench-init.log"; die "pgbench -i failed"; }
+}
+
 # psql straight to Postgres / through pgmlcat.
 psql_direct() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" -d "$DB" "$@"; }
 psql_proxy() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGMLCAT_PORT" -U "$DB_USER" -d "$DB" "$@"; }

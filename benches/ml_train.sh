@@ -66,9 +66,7 @@ ml_start_postgres
 ml_start_pgmlcat
 ml_make_table
 
-log "pgbench -i -s 10"
-"$PG_BIN/pgbench" -i -s 10 -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" \
-  >"$TMP_DIR/pgbench-init.log" 2>&1 || { show_log_tail "$TMP_DIR/pgbench-init.log"; die "pgbench -i failed"; }
+pgbench_init 10
 psql_direct -At -c "SELECT count(*) FROM t" >/dev/null # warm the cache
 
 TRAIN_SQL="SELECT * FROM pgml.train('bench', 'regression', 't_features_view', 'y', algorithm => 'lightgbm', hyperparams => '{\"num_iterations\": $ITERATIONS}', test_size => 0.25, test_sampling => 'last')"

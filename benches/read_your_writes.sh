@@ -120,7 +120,7 @@ ml_python_deps psycopg:'psycopg[binary]'
 REPLICAS=()
 PIDS=()   # the pgmlcat processes, and the write load while it runs
 rw_cleanup() {
-  local rc=$? pid d
+  local rc=$? pid
   set +e
   trap - EXIT INT TERM
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
@@ -129,12 +129,7 @@ rw_cleanup() {
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
-  for d in "${REPLICAS[@]}"; do
-    as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
-  done
-  if [[ "$PG_STARTED" == 1 ]]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$TMP_DIR/data" -m immediate -w stop >/dev/null 2>&1
-  fi
+  stop_clusters
   if [[ -n "$TMP_DIR" && -d "$TMP_DIR" ]]; then
     if [[ "$rc" != 0 ]]; then
       for f in "$TMP_DIR"/pgmlcat-*.log; do [[ -s "$f" ]] && show_log_tail "$f"; done
@@ -155,9 +150,7 @@ bench_workdir
 # ---------------------------------------------------------------- primary
 start_replicated_primary
 
-log "pgbench -i -s $SCALE and table t"
-"$PG_BIN/pgbench" -i -s "$SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" \
-  >"$TMP_DIR/pgbench-init.log" 2>&1 || { show_log_tail "$TMP_DIR/pgbench-init.log"; die "pgbench -i failed"; }
+pgbench_init "$SCALE"
 psql_direct >"$TMP_DIR/setup.log" 2>&1 <<EOF || { show_log_tail "$TMP_DIR/setup.log"; die "creating t failed"; }
 CREATE TABLE t (id int8 PRIMARY KEY);
 VACUUM ANALYZE;

@@ -247,7 +247,7 @@ REPLICAS=()      # data dirs of the replicas started
 WORKERS=()       # "name pid" of the clients, waited for at the end
 RSS_PID=""
 soak_cleanup() {
-  local rc=$? pid d
+  local rc=$? pid
   set +e
   for pid in "${EXTRA_PIDS[@]}"; do
     [[ -n "$pid" ]] || continue
@@ -259,13 +259,7 @@ soak_cleanup() {
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
   done
   EXTRA_PIDS=()
-  for d in "${REPLICAS[@]}"; do
-    as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
-  done
-  if [[ "$PG_STARTED" == 1 ]]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$TMP_DIR/data" -m immediate -w stop >/dev/null 2>&1
-    PG_STARTED=0
-  fi
+  stop_clusters
   # Logs are kept on failure (ml_cleanup), the clusters' data only with KEEP_TMP=1.
   if [[ -n "$TMP_DIR" && "$KEEP_TMP" != 1 ]]; then
     rm -rf "$TMP_DIR/data" "${REPLICAS[@]}" "$TMP_DIR/pgmlcat"
@@ -280,9 +274,7 @@ bench_workdir
 # ---------------------------------------------------------------- primary
 start_replicated_primary
 
-log "pgbench -i -s $SCALE and the soak's tables"
-"$PG_BIN/pgbench" -i -s "$SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" \
-  >"$TMP_DIR/pgbench-init.log" 2>&1 || { show_log_tail "$TMP_DIR/pgbench-init.log"; die "pgbench -i failed"; }
+pgbench_init "$SCALE"
 psql_direct >"$TMP_DIR/setup.log" 2>&1 <<EOF || { show_log_tail "$TMP_DIR/setup.log"; die "creating the tables failed"; }
 CREATE TABLE soak_rows (id int8 PRIMARY KEY, writer int NOT NULL, val int8 NOT NULL);
 CREATE TABLE soak_vanished (id int8 PRIMARY KEY, val int8 NOT NULL);
