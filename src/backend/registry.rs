@@ -163,6 +163,11 @@ impl Pool {
             .get_or_init(|| Listener::start(Arc::downgrade(self)))
     }
 
+    /// Whether `shard` has replicas (more than one server).
+    pub fn replicated(&self, shard: usize) -> bool {
+        self.shards.get(shard).is_some_and(|s| s.len() > 1)
+    }
+
     /// Where writes go on `shard`: the reachable server that says it is a
     /// primary, the newest timeline winning (a promoted replica beats an old
     /// primary that came back as one); else the configured primary.
@@ -193,7 +198,7 @@ impl Pool {
     /// but some serve reads, the primary, which always is.
     pub fn choose_fresh(&self, shard: usize, target: Target, need: Need) -> &Arc<ServerPool> {
         let primary = self.primary(shard);
-        if target == Target::Primary || self.shards[shard].len() == 1 || need == Need::Primary {
+        if target == Target::Primary || !self.replicated(shard) || need == Need::Primary {
             return primary;
         }
         let reader = |s: &&Arc<ServerPool>| {
@@ -269,10 +274,10 @@ impl Pool {
     /// the writer chosen, lag judged, the primary's position recorded on
     /// the shard's clock.
     async fn observe_shard(&self, shard: usize) {
-        let servers = &self.shards[shard];
-        if servers.len() < 2 {
+        if !self.replicated(shard) {
             return; // nothing to choose between
         }
+        let servers = &self.shards[shard];
         let round = self.clock.begin_round(shard);
         let observations =
             futures_util::future::join_all(servers.iter().map(|s| s.observe())).await;

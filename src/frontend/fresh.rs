@@ -28,12 +28,7 @@ pub struct Fresh {
 impl Session {
     /// What a read routed by `route` needs of a replica.
     pub(super) fn read_need(&mut self, route: &Route) -> Result<Need> {
-        let replicated = self
-            .pool
-            .shards
-            .get(route.shard)
-            .is_some_and(|s| s.len() > 1);
-        if route.target == Target::Primary || !replicated {
+        if route.target == Target::Primary || !self.pool.replicated(route.shard) {
             return Ok(Need::Any);
         }
         let bound = match route.max_lag {
@@ -71,14 +66,10 @@ impl Session {
     /// The server goes back: if the client's transaction may have written
     /// on a shard's primary, its reads there wait for the replay.
     pub(super) fn note_commit(&mut self) {
-        let server = &self.server.last_pool;
-        if !self.tx.wrote || !self.pool.read_your_writes || !server.health.writer() {
+        if !self.tx.wrote || !self.on_replicated_primary() {
             return;
         }
-        let shard = server.addr.shard;
-        if self.pool.shards.get(shard).is_none_or(|s| s.len() < 2) {
-            return;
-        }
+        let shard = self.server.last_pool.addr.shard;
         let Some(mark) = self.pool.clock.mark(shard) else {
             return;
         };
@@ -92,10 +83,25 @@ impl Session {
     /// placed by its first). A batch that only prepares writes nothing,
     /// unless it opens the client's transaction.
     pub(super) fn may_write(&self, route: &Route) -> bool {
-        let forced = self.client.route.role == RoleSetting::Primary;
         route.target == Target::Primary
-            && (route.writes || forced)
+            && (route.writes || self.forced_primary())
             && (route.runs || self.tx.deferred.is_some())
+    }
+
+    /// The client chose `SET SERVER ROLE primary`: its statements are not
+    /// parsed, so any may write.
+    fn forced_primary(&self) -> bool {
+        self.client.route.role == RoleSetting::Primary
+    }
+
+    /// Whether the client's server (held, or last held) is the primary of
+    /// a replicated shard on a pool that has read-your-writes: where a
+    /// commit is one its reads may have to wait for.
+    fn on_replicated_primary(&self) -> bool {
+        let server = &self.server.last_pool;
+        self.pool.read_your_writes
+            && server.health.writer()
+            && self.pool.replicated(server.addr.shard)
     }
 
     /// Whether a statement run on the server the client already holds
@@ -105,22 +111,14 @@ impl Session {
     /// drivers place it with one that runs nothing (pgJDBC's batch opens
     /// with the Parse of its INSERT or BEGIN) or only reads.
     pub(super) fn judges_held_statements(&self) -> bool {
-        let server = &self.server.last_pool;
-        !self.tx.wrote
-            && self.pool.read_your_writes
-            && server.health.writer()
-            && self
-                .pool
-                .shards
-                .get(server.addr.shard)
-                .is_some_and(|s| s.len() > 1)
+        !self.tx.wrote && self.on_replicated_primary()
     }
 
     /// Whether a statement run on the held server makes the transaction's
     /// commit a write its reads wait for: it may write (`writes`: not
     /// known to only read), or the client forced the primary.
     pub(super) fn held_writes(&self, writes: bool) -> bool {
-        self.judges_held_statements() && (writes || self.client.route.role == RoleSetting::Primary)
+        self.judges_held_statements() && (writes || self.forced_primary())
     }
 
     /// The session's `pgmlcat.max_lag_ms`, read again only when its
